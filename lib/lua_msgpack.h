@@ -1,0 +1,36 @@
+/*
+ * lua_msgpack.h - Lua values <-> msgpack, with limits.
+ *
+ * Encoding: nil, booleans, integers (kept as integers), floats, strings, and
+ * tables: a table whose keys are exactly 1..n is an array, an empty table is
+ * an empty array, any other table is a map (keys must be strings, numbers or
+ * booleans). Functions, userdata, threads, cycles and nesting deeper than
+ * max_depth are refused with a message naming the path ("output.items[3]:
+ * cannot encode a function").
+ *
+ * Decoding pushes the value; bin is pushed as a string. Callers validate
+ * untrusted bytes first (tr_mp_check) or use tr_lua_unpack_bytes, which does.
+ */
+#ifndef TR_LUA_MSGPACK_H
+#define TR_LUA_MSGPACK_H
+
+#include <lua.h>
+#include <msgpack.h>
+
+#include "lib/error.h"
+
+#define TR_LUA_MP_MAX_DEPTH 64
+
+/* Packs the value at idx. Does not raise. 0, TR_EINVAL (err says why), TR_ENOMEM. */
+int tr_lua_pack(lua_State *L, int idx, msgpack_packer *pk, struct tr_error *err) TR_MUST_CHECK;
+
+/* Pushes o. Does not raise (stack space is checked). 0, TR_ENOMEM or TR_ELIMIT. */
+int tr_lua_push_mp(lua_State *L, const msgpack_object *o) TR_MUST_CHECK;
+
+/*
+ * Validates and decodes one msgpack value from bytes and pushes it.
+ * n == 0 pushes nil. 0, TR_EPROTO, TR_ELIMIT or TR_ENOMEM.
+ */
+int tr_lua_unpack_bytes(lua_State *L, const void *p, size_t n, struct tr_error *err) TR_MUST_CHECK;
+
+#endif
