@@ -1,0 +1,303 @@
+/*
+ * dispatch.c - ready queues per pool and credit-based dispatch.
+ *
+ * Each pool keeps a binary heap of ready instances, highest priority first
+ * and FIFO among equals. A worker may hold at most its slots plus the
+ * configured prefetch window in flight: the window hides the round trip for
+ * one-slot workers (as Celery's prefetch does) without piling a long queue on
+ * one worker while another idles. Messages are queued here and sent by
+ * sched_send_queued after the turn's commit.
+ */
+#include "scheduler/sched.h"
+
+#include <zmq.h>
+
+#include "lib/alloc.h"
+#include "lib/zmq_uv.h"
+
+/* ====================================================================== */
+/* Pools and their ready heaps                                             */
+/* ====================================================================== */
+
+struct pool *pool_get(struct sched *s, const char *name, size_t len)
+{
+    struct pool *p = tr_hmap_get(&s->pools, name, len);
+    if (p != NULL)
+        return p;
+    p = tr_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->name = tr_strndup(name, len);
+    if (p->name == NULL || tr_hmap_put(&s->pools, p->name, len, p) < 0) {
+        tr_free(p->name);
+        tr_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+struct pool *inst_pool(struct inst *in)
+{
+    const struct tr_pipeline_def *def = in->run->pipe->def;
+    const char *name = def->pools[def->tasks[in->task].pool];
+    struct pool *p = pool_get(in->run->sched, name, strlen(name));
+    if (p == NULL) {
+        tr_err("out of memory creating pool '%s'", name);
+        exit(70);
+    }
+    return p;
+}
+
+static bool heap_before(const struct inst *a, const struct inst *b)
+{
+    int32_t pa = a->run->pipe->def->tasks[a->task].priority;
+    int32_t pb = b->run->pipe->def->tasks[b->task].priority;
+    if (pa != pb)
+        return pa > pb;
+    return a->seq < b->seq;
+}
+
+static void heap_set(struct pool *p, size_t i, struct inst *in)
+{
+    p->heap[i] = in;
+    in->heap_pos = (int32_t)i;
+}
+
+static void heap_up(struct pool *p, size_t i)
+{
+    struct inst *in = p->heap[i];
+    while (i > 0 && heap_before(in, p->heap[(i - 1) / 2])) {
+        heap_set(p, i, p->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(p, i, in);
+}
+
+static void heap_down(struct pool *p, size_t i)
+{
+    struct inst *in = p->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const struct inst *best = in;
+        if (l < p->n_heap && heap_before(p->heap[l], best)) {
+            m = l;
+            best = p->heap[l];
+        }
+        if (r < p->n_heap && heap_before(p->heap[r], best))
+            m = r;
+        if (m == i)
+            break;
+        heap_set(p, i, p->heap[m]);
+        i = m;
+    }
+    heap_set(p, i, in);
+}
+
+int pool_push_ready(struct pool *p, struct inst *in)
+{
+    if (p->n_heap == p->cap_heap) {
+        size_t cap = p->cap_heap ? p->cap_heap * 2 : 256;
+        struct inst **h = tr_reallocarray(p->heap, cap, sizeof(*h));
+        if (h == NULL)
+            return TR_ENOMEM;
+        p->heap = h;
+        p->cap_heap = cap;
+    }
+    p->heap[p->n_heap++] = in;
+    heap_up(p, p->n_heap - 1);
+    return 0;
+}
+
+static struct inst *pool_pop(struct pool *p)
+{
+    struct inst *top = p->heap[0];
+    top->heap_pos = -1;
+    if (--p->n_heap > 0) {
+        p->heap[0] = p->heap[p->n_heap];
+        heap_down(p, 0);
+    }
+    return top;
+}
+
+void pool_remove(struct pool *p, struct inst *in)
+{
+    size_t i = (size_t)in->heap_pos;
+    in->heap_pos = -1;
+    if (i == --p->n_heap)
+        return;
+    p->heap[i] = p->heap[p->n_heap];
+    heap_down(p, i);
+    heap_up(p, (size_t)p->heap[i]->heap_pos);
+}
+
+void inst_make_ready(struct inst *in)
+{
+    struct run *r = in->run;
+    if (r->recovering != NULL) {
+        recover_apply(in);
+        if (in->state != ST_PENDING)
+            return;
+    }
+    inst_set_state(in, ST_READY);
+    in->seq = ++r->sched->next_seq;
+    if (pool_push_ready(inst_pool(in), in) < 0) {
+        tr_err("out of memory queueing run=%s", r->id);
+        exit(70);
+    }
+}
+
+/* ====================================================================== */
+/* Dispatch                                                                */
+/* ====================================================================== */
+
+int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg *m)
+{
+    msgpack_sbuffer_clear(&s->sbuf);
+    int rc = tr_proto_encode(&s->sbuf, m);
+    if (rc < 0)
+        return rc;
+    struct outmsg om = {
+        .ident_off = (uint32_t)s->out_bytes.len,
+        .ident_len = (uint32_t)w->id_len,
+        .data_off = (uint32_t)(s->out_bytes.len + w->id_len),
+        .data_len = (uint32_t)s->sbuf.size,
+    };
+    if (s->n_out == s->cap_out) {
+        size_t cap = s->cap_out ? s->cap_out * 2 : 256;
+        struct outmsg *o = tr_reallocarray(s->out, cap, sizeof(*o));
+        if (o == NULL)
+            return TR_ENOMEM;
+        s->out = o;
+        s->cap_out = cap;
+    }
+    rc = tr_buf_add(&s->out_bytes, w->id, w->id_len);
+    if (rc == 0)
+        rc = tr_buf_add(&s->out_bytes, s->sbuf.data, s->sbuf.size);
+    if (rc < 0)
+        return rc;
+    s->out[s->n_out++] = om;
+    return 0;
+}
+
+void sched_send_queued(struct sched *s)
+{
+    if (s->n_out == 0)
+        return;
+    for (size_t i = 0; i < s->n_out; i++) {
+        const struct outmsg *om = &s->out[i];
+        int rc = tr_zmq_uv_send(s->zuv, s->out_bytes.buf + om->ident_off, om->ident_len,
+                                s->out_bytes.buf + om->data_off, om->data_len);
+        if (rc < 0 && rc != -EHOSTUNREACH)
+            tr_warn("cannot send to worker '%.*s': %s", (int)om->ident_len,
+                    s->out_bytes.buf + om->ident_off, tr_strerror(rc));
+        /* An unreachable worker is found dead by its heartbeats; its tasks are
+         * re-queued then, so nothing is lost by dropping the message here. */
+    }
+    s->n_out = 0;
+    tr_buf_reset(&s->out_bytes);
+    tr_zmq_uv_kick(s->zuv);
+}
+
+static struct worker *pick_worker(struct sched *s, struct pool *p)
+{
+    for (size_t k = 0; k < p->n_workers; k++) {
+        struct worker *w = p->workers[(p->rr + k) % p->n_workers];
+        if (w->inflight < w->slots + s->cfg.prefetch) {
+            p->rr = (p->rr + k + 1) % p->n_workers;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* Serves a cache=true task from the cache when an output is stored for its inputs. */
+static bool try_cache(struct sched *s, struct inst *in, const struct tr_str *args)
+{
+    const struct tr_task_def *td = &in->run->pipe->def->tasks[in->task];
+    struct tr_buf k;
+    tr_buf_init(&k, 0);
+    char key[65];
+    bool hit = false;
+    if (tr_buf_addstr(&k, in->run->pipe->digest) == 0 &&
+        tr_buf_add(&k, td->name, strlen(td->name) + 1) == 0 &&
+        tr_buf_add(&k, args->p, args->len) == 0) {
+        tr_sha256_hex(k.buf, k.len, key);
+        void *out = NULL;
+        size_t len = 0;
+        if (tr_state_get_cache(s->state, key, &out, &len) == 0) {
+            in->started_at = in->finished_at = tr_now();
+            inst_complete(in, out, len, true);
+            tr_free(out);
+            hit = true;
+        }
+    }
+    tr_buf_release(&k);
+    return hit;
+}
+
+static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args)
+{
+    struct run *r = in->run;
+    const struct tr_task_def *td = &r->pipe->def->tasks[in->task];
+    tr_buf_reset(args);
+    if (inst_build_args(in, args) < 0) {
+        inst_fail_final(in, "out of memory building the task's arguments");
+        return;
+    }
+    if (td->cache && try_cache(s, in, &(struct tr_str){args->buf, args->len}))
+        return;
+    in->attempts++;
+    in->dispatch_id = ++s->next_dispatch;
+    in->dispatched_at = tr_now();
+    struct tr_msg m = {.type = TR_MSG_TASK};
+    struct tr_msg_task *t = &m.u.task;
+    t->id = in->dispatch_id;
+    t->epoch = s->epoch;
+    t->attempt = in->attempts;
+    t->run_id = tr_str_c(r->id);
+    t->task = tr_str_c(td->name);
+    t->index = in->index;
+    t->digest = (struct tr_str){r->pipe->digest, 64};
+    t->params = (struct tr_str){r->params_mp, r->params_mp_len};
+    t->args = (struct tr_str){args->buf, args->len};
+    t->timeout = td->timeout;
+    if (sched_queue_msg(s, w, &m) < 0 ||
+        tr_hmap_put(&s->dispatches, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
+        tr_err("out of memory dispatching run=%s task=%s", r->id, td->name);
+        exit(70);
+    }
+    r->outstanding++;
+    worker_inflight_add(w, in);
+    inst_set_state(in, w->running < w->slots ? ST_RUNNING : ST_DISPATCHED);
+    if (in->state == ST_RUNNING) {
+        w->running++;
+        in->on_slot = true;
+        in->started_at = in->dispatched_at;
+    }
+    s->m.dispatched++;
+    if (r->state == RUN_QUEUED) {
+        r->state = RUN_RUNNING;
+        r->started_at = in->dispatched_at;
+        run_mark_dirty(r);
+    }
+    if (td->timeout > 0)
+        timers_push(s, (double)tr_mono_ns() / 1e9 + td->timeout + s->cfg.timeout_grace_s, in,
+                    in->dispatch_id);
+}
+
+void sched_dispatch_all(struct sched *s)
+{
+    size_t it = 0;
+    struct pool *p;
+    struct tr_buf args;
+    tr_buf_init(&args, 0);
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+        while (p->n_heap > 0) {
+            struct worker *w = pick_worker(s, p);
+            if (w == NULL)
+                break;
+            dispatch_one(s, w, pool_pop(p), &args);
+        }
+    }
+    tr_buf_release(&args);
+}

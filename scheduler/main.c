@@ -1,0 +1,192 @@
+/*
+ * main.c - trellis-scheduler: flags and environment into a configuration,
+ * then the loop. Everything else lives in sched.c and its neighbours.
+ */
+#include "scheduler/sched.h"
+
+#include <getopt.h>
+
+#include "lib/alloc.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: trellis-scheduler [options]\n"
+            "  --api HOST:PORT        HTTP API address (127.0.0.1:8420)\n"
+            "  --listen tcp://H:P     worker endpoint (tcp://127.0.0.1:8421)\n"
+            "  --state URL            sqlite:PATH (sqlite:./trellis-state.db)\n"
+            "  --token-file FILE      bearer tokens, one per line (required for a\n"
+            "                         non-loopback --api)\n"
+            "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
+            "  --prefetch N           tasks sent to a worker beyond its free slots (16)\n"
+            "  --keep-runs N          finished runs kept in memory (1000)\n"
+            "  --log-level L          debug, info, warn, error (info)\n"
+            "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
+            "capitals with '-' as '_' (TRELLIS_STATE, TRELLIS_TOKEN_FILE).\n");
+}
+
+static bool parse_uint(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v > UINT32_MAX)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static bool parse_api(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL)
+        return false;
+    uint32_t p;
+    if (!parse_uint(colon + 1, &p) || p > 65535)
+        return false;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    tr_free(*host);
+    *host = tr_strndup(h, hl);
+    *port = (int)p;
+    return *host != NULL;
+}
+
+static const struct option long_opts[] = {
+    {"api", required_argument, NULL, 'a'},
+    {"listen", required_argument, NULL, 'l'},
+    {"state", required_argument, NULL, 's'},
+    {"token-file", required_argument, NULL, 't'},
+    {"heartbeat-ms", required_argument, NULL, 'H'},
+    {"prefetch", required_argument, NULL, 'p'},
+    {"keep-runs", required_argument, NULL, 'k'},
+    {"log-level", required_argument, NULL, 'L'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_level)
+{
+    switch (c) {
+    case 'a':
+        return parse_api(v, &cfg->api_host, &cfg->api_port);
+    case 'l':
+        tr_free(cfg->listen);
+        cfg->listen = tr_strdup(v);
+        return cfg->listen != NULL;
+    case 's':
+        tr_free(cfg->state_url);
+        cfg->state_url = tr_strdup(v);
+        return cfg->state_url != NULL;
+    case 't':
+        tr_free(cfg->token_file);
+        cfg->token_file = tr_strdup(v);
+        return cfg->token_file != NULL;
+    case 'H':
+        return parse_uint(v, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
+    case 'p':
+        return parse_uint(v, &cfg->prefetch);
+    case 'k':
+        return parse_uint(v, &cfg->keep_runs);
+    case 'L':
+        *log_level = tr_log_level_parse(v);
+        return *log_level >= 0;
+    }
+    return false;
+}
+
+/* TRELLIS_<FLAG> for every flag, applied before the command line overrides them. */
+static bool apply_env(struct sched_config *cfg, int *log_level)
+{
+    for (const struct option *o = long_opts; o->name; o++) {
+        if (o->has_arg != required_argument)
+            continue;
+        char name[64] = "TRELLIS_";
+        size_t n = strlen(name);
+        for (const char *p = o->name; *p && n + 1 < sizeof(name); p++)
+            name[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        name[n] = '\0';
+        const char *v = getenv(name);
+        if (v && *v && !apply_opt(cfg, o->val, v, log_level)) {
+            fprintf(stderr, "trellis-scheduler: bad value for %s: '%s'\n", name, v);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void config_free(struct sched_config *cfg)
+{
+    tr_free(cfg->api_host);
+    tr_free(cfg->listen);
+    tr_free(cfg->state_url);
+    tr_free(cfg->token_file);
+}
+
+int main(int argc, char **argv)
+{
+    struct sched_config cfg = {
+        .api_host = tr_strdup("127.0.0.1"),
+        .api_port = 8420,
+        .listen = tr_strdup("tcp://127.0.0.1:8421"),
+        .state_url = tr_strdup("sqlite:./trellis-state.db"),
+        .heartbeat_ms = 1000,
+        .prefetch = 16,
+        .keep_runs = 1000,
+        .timeout_grace_s = 5,
+        .limits = tr_pipeline_default_limits,
+    };
+    int log_level = TR_LOG_INFO;
+    if (!apply_env(&cfg, &log_level))
+        return 2;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            config_free(&cfg);
+            return 0;
+        }
+        if (c == '?' || !apply_opt(&cfg, c, optarg, &log_level)) {
+            if (c != '?')
+                fprintf(stderr, "trellis-scheduler: bad value for --%s: '%s'\n",
+                        long_opts[optind > 0 ? 0 : 0].name, optarg);
+            usage(stderr);
+            config_free(&cfg);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "trellis-scheduler: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        config_free(&cfg);
+        return 2;
+    }
+    tr_log_init("scheduler", (enum tr_log_level)log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct sched *s = tr_calloc(1, sizeof(*s));
+    struct tr_error err;
+    tr_error_init(&err);
+    int rc = s ? sched_init(s, &loop, &cfg, &err) : TR_ENOMEM;
+    if (rc == 0) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else {
+        tr_err("cannot start: %s", err.msg[0] ? err.msg : tr_strerror(rc));
+    }
+    if (s)
+        sched_close(s);
+    /* Let the close callbacks run, then the loop must be empty. */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        tr_warn("loop closed with handles still open");
+    tr_free(s);
+    config_free(&cfg);
+    tr_info("stopped");
+    return rc == 0 ? 0 : 1;
+}

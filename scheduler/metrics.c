@@ -1,0 +1,122 @@
+/*
+ * metrics.c - the counters behind GET /metrics, in Prometheus text format.
+ *
+ * Counters are plain integers in struct metrics, bumped on the loop thread;
+ * gauges (ready queue depth, workers) are read from the live structures when
+ * the page is rendered.
+ */
+#include "scheduler/sched.h"
+
+#include "lib/alloc.h"
+
+const char *const drop_reason_names[DROP_COUNT] = {
+    "bad_msgpack", "too_large", "bad_version", "unknown_type",
+    "bad_body",    "unknown_worker", "stale_result", "bad_frames"};
+
+/* Upper bounds of the dispatch-to-result latency histogram, in seconds. */
+static const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                               0.1,    0.25,  0.5,    1,     2.5,  10,    60};
+
+void metrics_observe_latency(struct metrics *m, double seconds)
+{
+    size_t i = 0;
+    while (i < LAT_BUCKETS && seconds > lat_bounds[i])
+        i++;
+    m->lat_buckets[i]++;
+    m->lat_sum += seconds > 0 ? seconds : 0;
+    m->lat_count++;
+}
+
+void metrics_drop(struct sched *s, enum drop_reason why, const void *sample, size_t len)
+{
+    s->m.dropped[why]++;
+    if (why == DROP_STALE_RESULT || why == DROP_UNKNOWN_WORKER)
+        return; /* expected after failovers; logged by the caller at info */
+    char what[80];
+    snprintf(what, sizeof(what), "dropped frame from a worker: %s", drop_reason_names[why]);
+    tr_log_limited(&s->garbage_log, what, sample ? sample : "", sample ? len : 0);
+}
+
+#define ADD(...)                                  \
+    do {                                          \
+        if (tr_buf_addf(&b, __VA_ARGS__) < 0)     \
+            goto out_oom;                         \
+    } while (0)
+
+char *metrics_render(struct sched *s, size_t *len)
+{
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    const struct metrics *m = &s->m;
+    ADD("# HELP trellis_runs_total Runs finished, by outcome.\n# TYPE trellis_runs_total counter\n");
+    for (int i = RUN_SUCCEEDED; i <= RUN_CANCELLED; i++)
+        ADD("trellis_runs_total{outcome=\"%s\"} %llu\n", run_state_names[i],
+            (unsigned long long)m->runs_total[i]);
+    ADD("# HELP trellis_runs_active Runs queued or running.\n# TYPE trellis_runs_active gauge\n"
+        "trellis_runs_active %u\n", s->n_active);
+    ADD("# HELP trellis_tasks_total Task attempts and instances, by outcome.\n"
+        "# TYPE trellis_tasks_total counter\n");
+    const struct
+    {
+        const char *name;
+        uint64_t v;
+    } tasks[] = {{"succeeded", m->tasks_succeeded}, {"failed", m->tasks_failed},
+                 {"retried", m->tasks_retried},     {"timed_out", m->tasks_timed_out},
+                 {"cancelled", m->tasks_cancelled}, {"skipped", m->tasks_skipped},
+                 {"requeued", m->tasks_requeued},   {"cached", m->tasks_cached}};
+    for (size_t i = 0; i < TR_ARRAY_LEN(tasks); i++)
+        ADD("trellis_tasks_total{outcome=\"%s\"} %llu\n", tasks[i].name,
+            (unsigned long long)tasks[i].v);
+    ADD("# HELP trellis_tasks_dispatched_total Task dispatches sent to workers.\n"
+        "# TYPE trellis_tasks_dispatched_total counter\ntrellis_tasks_dispatched_total %llu\n",
+        (unsigned long long)m->dispatched);
+    ADD("# HELP trellis_ready_tasks Ready task instances waiting for a worker, by pool.\n"
+        "# TYPE trellis_ready_tasks gauge\n");
+    size_t it = 0;
+    struct pool *p;
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL)
+        ADD("trellis_ready_tasks{pool=\"%s\"} %zu\n", p->name, p->n_heap);
+    ADD("# HELP trellis_workers Connected workers, by pool.\n# TYPE trellis_workers gauge\n");
+    it = 0;
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL)
+        ADD("trellis_workers{pool=\"%s\"} %zu\n", p->name, p->n_workers);
+    ADD("# HELP trellis_worker_slots Task slots of connected workers, by pool.\n"
+        "# TYPE trellis_worker_slots gauge\n");
+    it = 0;
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+        uint64_t slots = 0;
+        for (size_t i = 0; i < p->n_workers; i++)
+            slots += p->workers[i]->slots;
+        ADD("trellis_worker_slots{pool=\"%s\"} %llu\n", p->name, (unsigned long long)slots);
+    }
+    ADD("# HELP trellis_task_latency_seconds Time from dispatch to result.\n"
+        "# TYPE trellis_task_latency_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < LAT_BUCKETS; i++) {
+        cum += m->lat_buckets[i];
+        ADD("trellis_task_latency_seconds_bucket{le=\"%g\"} %llu\n", lat_bounds[i],
+            (unsigned long long)cum);
+    }
+    cum += m->lat_buckets[LAT_BUCKETS];
+    ADD("trellis_task_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    ADD("trellis_task_latency_seconds_sum %.6f\ntrellis_task_latency_seconds_count %llu\n",
+        m->lat_sum, (unsigned long long)m->lat_count);
+    ADD("# HELP trellis_dropped_frames_total Worker frames dropped, by reason.\n"
+        "# TYPE trellis_dropped_frames_total counter\n");
+    for (int i = 0; i < DROP_COUNT; i++)
+        ADD("trellis_dropped_frames_total{reason=\"%s\"} %llu\n", drop_reason_names[i],
+            (unsigned long long)m->dropped[i]);
+    ADD("# HELP trellis_state_commits_total Group commits to the state backend.\n"
+        "# TYPE trellis_state_commits_total counter\ntrellis_state_commits_total %llu\n"
+        "# HELP trellis_state_commit_errors_total Failed group commits.\n"
+        "# TYPE trellis_state_commit_errors_total counter\n"
+        "trellis_state_commit_errors_total %llu\n",
+        (unsigned long long)m->commits, (unsigned long long)m->commit_errors);
+    ADD("# HELP trellis_runs_in_memory Runs held in memory (active and recent).\n"
+        "# TYPE trellis_runs_in_memory gauge\ntrellis_runs_in_memory %zu\n",
+        tr_hmap_count(&s->runs));
+    return tr_buf_detach(&b, len);
+out_oom:
+    tr_buf_release(&b);
+    return NULL;
+}

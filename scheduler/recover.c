@@ -1,0 +1,180 @@
+/*
+ * recover.c - resuming unfinished runs after a restart.
+ *
+ * Dispatches are not durable; results are. At start-up every run the state
+ * lists as queued or running is rebuilt from its pipeline source, and its
+ * durable task records are replayed through the ordinary readiness path:
+ * when an instance would become ready and a record says it already
+ * succeeded (or failed for good), the record is applied instead, which
+ * cascades through countdowns and map fan-outs exactly as the live results
+ * did. Instances without a record are dispatched again (at least once
+ * delivery; ctx.attempt plus the run and task ids make an idempotency key).
+ */
+#include "scheduler/sched.h"
+
+#include "lib/alloc.h"
+#include "lib/mp_json.h"
+
+struct rec_copy
+{
+    char key[300];        /* "task\0index" */
+    size_t klen;
+    uint8_t state;        /* ST_SUCCEEDED or ST_FAILED */
+    uint32_t attempts;
+    double started_at, finished_at;
+    char *worker;
+    char *output;
+    size_t output_len;
+    char *error;
+    char *logs;
+    bool cached;
+};
+
+static size_t rec_key(char *out, size_t size, const char *task, uint32_t index)
+{
+    int n = snprintf(out, size, "%s%c%u", task, '\0', index);
+    return n < 0 ? 0 : TR_MIN((size_t)n, size - 1);
+}
+
+static void rec_free(struct rec_copy *rc)
+{
+    tr_free(rc->worker);
+    tr_free(rc->output);
+    tr_free(rc->error);
+    tr_free(rc->logs);
+    tr_free(rc);
+}
+
+static int collect_task(const struct tr_task_rec *rec, void *arg)
+{
+    struct tr_hmap *m = arg;
+    uint8_t st;
+    if (strcmp(rec->state, "succeeded") == 0)
+        st = ST_SUCCEEDED;
+    else if (strcmp(rec->state, "failed") == 0)
+        st = ST_FAILED;
+    else
+        return 0;
+    struct rec_copy *rc = tr_calloc(1, sizeof(*rc));
+    if (rc == NULL)
+        return TR_ENOMEM;
+    rc->klen = rec_key(rc->key, sizeof(rc->key), rec->name, rec->index);
+    rc->state = st;
+    rc->attempts = rec->attempts;
+    rc->started_at = rec->started_at;
+    rc->finished_at = rec->finished_at;
+    rc->cached = rec->cached;
+    rc->worker = rec->worker ? tr_strdup(rec->worker) : NULL;
+    rc->error = rec->error ? tr_strdup(rec->error) : NULL;
+    rc->logs = rec->logs ? tr_strdup(rec->logs) : NULL;
+    if (rec->output_len) {
+        rc->output = tr_memdup(rec->output, rec->output_len);
+        rc->output_len = rec->output_len;
+    }
+    if (tr_hmap_put(m, rc->key, rc->klen, rc) < 0) {
+        rec_free(rc);
+        return TR_ENOMEM;
+    }
+    return 0;
+}
+
+void recover_apply(struct inst *in)
+{
+    struct run *r = in->run;
+    char key[300];
+    size_t klen = rec_key(key, sizeof(key), r->pipe->def->tasks[in->task].name, in->index);
+    struct rec_copy *rc = tr_hmap_get(r->recovering, key, klen);
+    if (rc == NULL)
+        return;
+    in->attempts = (uint16_t)TR_MIN(rc->attempts, 65535u);
+    in->started_at = rc->started_at;
+    in->finished_at = rc->finished_at;
+    in->worker_id = rc->worker;
+    rc->worker = NULL;
+    if (rc->logs) {
+        struct tr_str line = tr_str_c(rc->logs);
+        inst_logs_add(in, &line, 1);
+    }
+    if (rc->state == ST_SUCCEEDED) {
+        inst_complete(in, rc->output, rc->output_len, rc->cached);
+    } else {
+        in->error = rc->error;
+        rc->error = NULL;
+        inst_fail_final(in, NULL);
+    }
+}
+
+struct recover_ctx
+{
+    struct sched *sched;
+    uint32_t resumed;
+    uint32_t failed;
+};
+
+static int resume_run(const struct tr_run_rec *rec, void *arg)
+{
+    struct recover_ctx *ctx = arg;
+    struct sched *s = ctx->sched;
+    struct tr_error err;
+    tr_error_init(&err);
+    char *src = NULL;
+    size_t len = 0;
+    struct pipeline_entry *pe = NULL;
+    int rc = tr_state_get_source(s->state, rec->digest, &src, &len);
+    if (rc == 0)
+        rc = pipe_load_sync(s, src, len, rec->pipeline, &pe, &err);
+    tr_free(src);
+    if (rc < 0) {
+        tr_err("cannot resume run=%s: %s", rec->id, err.msg[0] ? err.msg : tr_strerror(rc));
+        ctx->failed++;
+        return 0;
+    }
+    pe->stored = true;
+    json_t *params = rec->params_json ? json_loads(rec->params_json, 0, NULL) : NULL;
+    struct run *r = NULL;
+    /* run_create names a new id; a resumed run keeps its own. */
+    rc = run_create(s, pe, params, &r, &err);
+    json_decref(params);
+    if (rc < 0) {
+        tr_err("cannot resume run=%s: %s", rec->id, err.msg);
+        ctx->failed++;
+        return 0;
+    }
+    tr_hmap_del(&s->runs, r->id, strlen(r->id));
+    s->next_run--;
+    snprintf(r->id, sizeof(r->id), "%s", rec->id);
+    if (tr_hmap_put(&s->runs, r->id, strlen(r->id), r) < 0)
+        return TR_ENOMEM;
+    r->created_at = rec->created_at;
+    r->started_at = rec->started_at;
+    if (strcmp(rec->state, "running") == 0)
+        r->state = RUN_RUNNING;
+    struct tr_hmap recs;
+    tr_hmap_init(&recs);
+    rc = tr_state_list_tasks(s->state, rec->id, collect_task, &recs);
+    r->recovering = &recs;
+    if (rc == 0)
+        run_start(r);
+    r->recovering = NULL;
+    size_t it = 0;
+    struct rec_copy *c;
+    while ((c = tr_hmap_next(&recs, &it)) != NULL)
+        rec_free(c);
+    tr_hmap_release(&recs);
+    if (rc < 0)
+        return rc;
+    tr_info("resumed run=%s pipeline=%s tasks_left=%u", r->id, rec->pipeline, r->n_tasks_left);
+    ctx->resumed++;
+    return 0;
+}
+
+int sched_recover(struct sched *s, struct tr_error *err)
+{
+    struct recover_ctx ctx = {.sched = s};
+    int rc = tr_state_list_runs(s->state, NULL, true, 0, resume_run, &ctx);
+    if (rc < 0)
+        return tr_error_set(err, rc, "cannot list unfinished runs: %s", tr_strerror(rc));
+    if (ctx.resumed || ctx.failed)
+        tr_info("recovery: %u runs resumed, %u could not be", ctx.resumed, ctx.failed);
+    return 0;
+}
