@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "lib/state_sqlite_int.h"
 
+/* How a buffered parameter is bound. */
 enum val_type
 {
     VAL_NULL,
@@ -30,33 +31,33 @@ enum val_type
 /* One parameter of a buffered put: a number, or bytes kept in the batch's `bytes`. */
 struct tr_sqlite_val
 {
-    enum val_type type;
+    enum val_type type; /* which member of u is set (none for VAL_NULL) */
     union
     {
-        int64_t i;
-        double d;
+        int64_t i; /* VAL_INT */
+        double d;  /* VAL_REAL */
         struct
         {
-            size_t off; /* offset in the batch's bytes (which may move as it grows) */
-            size_t len;
-        } b;
+            size_t off; /* offset in the batch's bytes, which may move as they grow */
+            size_t len; /* bytes, no NUL */
+        } b;            /* VAL_TEXT, VAL_BLOB */
     } u;
 };
 
-/* One buffered put: a statement and its parameters vals[first .. first + n). */
+/* One buffered put. */
 struct tr_sqlite_op
 {
-    enum tr_sqlite_stmt stmt;
-    size_t first;
+    enum tr_sqlite_stmt stmt; /* the put statement to run */
+    size_t first;             /* its parameters are vals[first .. first + n) */
     size_t n;
 };
 
 /* Where a batch stood, to undo a put that failed half way. */
 struct mark
 {
-    size_t nops;
-    size_t nvals;
-    size_t nbytes;
+    size_t nops;   /* ops in the batch */
+    size_t nvals;  /* vals in use */
+    size_t nbytes; /* length of bytes */
 };
 
 /* A batch buffer that grew past these is freed at the end of the batch. */
