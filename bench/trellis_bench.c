@@ -379,7 +379,7 @@ static void run_cluster_a(const struct tr_bench_opts *o, struct tr_bench_result 
     }
     if (o->only[TR_BENCH_L]) {
         struct tr_bench_result *r = &res[TR_BENCH_L];
-        tr_bench_log("L: POST /v1/pipelines of %u tasks, %u times", o->n[TR_BENCH_L] + 1,
+        tr_bench_log("L: POST /v1/pipelines of %u tasks, x%u", o->n[TR_BENCH_L] + 1,
                      o->l_posts);
         if (tr_bench_cluster_check(&c, &err) < 0)
             tr_bench_fail(r, &err);
@@ -416,7 +416,7 @@ static void run_repeat(const struct tr_bench_opts *o, struct tr_bench_result *re
         r->ok = true;
         tr_bench_field_add(r, "n", o->n[TR_BENCH_L], 0);
         tr_bench_field_add(r, "tasks", (double)o->n[TR_BENCH_L] + 1, 0);
-        tr_bench_log("L: tr_pipeline_load of %u tasks, %u times", o->n[TR_BENCH_L] + 1,
+        tr_bench_log("L: tr_pipeline_load of %u tasks, x%u", o->n[TR_BENCH_L] + 1,
                      o->l_loads);
         tr_bench_l_load(o, r);
     }
