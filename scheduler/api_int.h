@@ -1,0 +1,51 @@
+/*
+ * api_int.h - what the API's files (api.c, api_runs.c) share.
+ */
+#ifndef TR_API_INT_H
+#define TR_API_INT_H
+
+#include "scheduler/sched.h"
+
+#define WAIT_MAX_S 300.0
+#define LOG_LINES_MAX 200
+
+/* A long-poll on a run: answered when the run ends or its timer fires. */
+struct waiter
+{
+    uv_timer_t timer;       /* the wait's deadline; the struct is freed from its close cb */
+    struct tr_http_req *req; /* NULL once answered or aborted */
+    struct run *run;
+    struct waiter *prev, *next;
+};
+
+/* A run known only to the state (finished before this process, or evicted). */
+struct rec_ctx
+{
+    json_t *out;
+    bool with_output;
+    uint32_t counts[ST_COUNT];
+};
+
+json_t *json_str_or_null(const char *s);
+/* Answers at once with body (taken). */
+void respond_json(struct tr_http_req *req, int status, json_t *body);
+/* The HTTP status for a TR_E* code. */
+int status_of(int code);
+void respond_err(struct tr_http_req *req, const struct tr_error *err);
+json_t *counts_json(const uint32_t *counts);
+json_t *parse_or_null(const char *text);
+int count_task(const struct tr_task_rec *rec, void *arg);
+int run_rec_json(const struct tr_run_rec *rec, void *arg);
+void on_waiter_timeout(uv_timer_t *h);
+void on_waiter_abort(struct tr_http_req *req, void *arg);
+
+/* Route handlers of api_runs.c. */
+void h_runs_post(struct tr_http_req *req, void *arg);
+void h_pipelines_post(struct tr_http_req *req, void *arg);
+void h_run_get(struct tr_http_req *req, void *arg);
+void h_run_tasks(struct tr_http_req *req, void *arg);
+void h_run_logs(struct tr_http_req *req, void *arg);
+void h_run_cancel(struct tr_http_req *req, void *arg);
+void h_runs_list(struct tr_http_req *req, void *arg);
+
+#endif

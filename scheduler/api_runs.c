@@ -1,0 +1,615 @@
+/*
+ * api_runs.c - the /v1/runs and /v1/pipelines handlers (docs/api.md).
+ *
+ * Writes answer through sched_queue_reply, after the end-of-turn commit;
+ * reads answer at once, from memory or, for runs no longer held there, from
+ * the state backend.
+ */
+#include "scheduler/api_int.h"
+
+#include <math.h>
+
+#include "lib/mp_json.h"
+
+/* ====================================================================== */
+/* Runs                                                                    */
+/* ====================================================================== */
+
+struct start_ctx
+{
+    struct sched *sched;
+    struct tr_http_req *req; /* NULL once the client went away */
+    json_t *params;          /* owned */
+    bool register_only;      /* POST /v1/pipelines */
+};
+
+static void start_ctx_abort(struct tr_http_req *req, void *arg)
+{
+    struct start_ctx *c = arg;
+    c->req = NULL;
+}
+
+static void start_ctx_free(struct start_ctx *c)
+{
+    json_decref(c->params);
+    tr_free(c);
+}
+
+static void finish_register(struct sched *s, struct pipeline_entry *pe, struct tr_http_req *req)
+{
+    const struct tr_pipeline_def *def = pe->def;
+    struct tr_pipeline_rec rec = {
+        .name = tr_strdup(def->name),
+        .version = tr_strdup(def->version),
+        .digest = tr_strdup(def->digest),
+        .source = def->source,
+        .source_len = def->source_len,
+        .registered_at = tr_now(),
+        .n_tasks = def->n_tasks,
+    };
+    bool ok = rec.name && rec.version && rec.digest;
+    if (ok && s->n_dirty_pipes == s->cap_dirty_pipes) {
+        size_t cap = s->cap_dirty_pipes ? s->cap_dirty_pipes * 2 : 16;
+        struct tr_pipeline_rec *a = tr_reallocarray(s->dirty_pipes, cap, sizeof(*a));
+        ok = a != NULL;
+        if (ok) {
+            s->dirty_pipes = a;
+            s->cap_dirty_pipes = cap;
+        }
+    }
+    if (!ok) {
+        tr_free((char *)rec.name);
+        tr_free((char *)rec.version);
+        tr_free((char *)rec.digest);
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    s->dirty_pipes[s->n_dirty_pipes++] = rec;
+    /* The source is stored with it, so that runs by name and restarts find it. */
+    if (!pe->stored) {
+        if (s->n_dirty_sources == s->cap_dirty_sources) {
+            size_t cap = s->cap_dirty_sources ? s->cap_dirty_sources * 2 : 16;
+            struct pipeline_entry **a = tr_reallocarray(s->dirty_sources, cap, sizeof(*a));
+            if (a == NULL) {
+                tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+                return;
+            }
+            s->dirty_sources = a;
+            s->cap_dirty_sources = cap;
+        }
+        s->dirty_sources[s->n_dirty_sources++] = pe;
+        pe->stored = true;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(def->name));
+    json_object_set_new(o, "version", json_string(def->version));
+    json_object_set_new(o, "digest", json_string(def->digest));
+    json_object_set_new(o, "tasks", json_integer(def->n_tasks));
+    sched_queue_reply(s, req, 201, o);
+}
+
+static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *params,
+                         struct tr_http_req *req)
+{
+    struct tr_error err;
+    tr_error_init(&err);
+    struct run *r = NULL;
+    int rc = run_create(s, pe, params, &r, &err);
+    if (rc < 0) {
+        respond_err(req, &err);
+        return;
+    }
+    run_start(r);
+    json_t *o = json_object();
+    json_object_set_new(o, "run_id", json_string(r->id));
+    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    tr_info("run created run=%s pipeline=%s tasks=%u", r->id, pe->def->name, pe->def->n_tasks);
+    sched_queue_reply(s, req, 201, o);
+}
+
+static void on_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_error *err, void *arg)
+{
+    struct start_ctx *c = arg;
+    if (c->req != NULL) {
+        tr_http_req_on_abort(c->req, NULL, NULL);
+        if (pe == NULL) {
+            respond_err(c->req, err);
+        } else if (s->commit_failing) {
+            tr_http_respond_error(c->req, 503, "unavailable",
+                                  "the state backend is not taking writes; try again");
+        } else if (c->register_only) {
+            finish_register(s, pe, c->req);
+        } else {
+            finish_start(s, pe, c->params, c->req);
+        }
+    }
+    start_ctx_free(c);
+}
+
+/* Parses the body as a JSON object; answers 400 and returns NULL otherwise. */
+static json_t *body_object(struct tr_http_req *req)
+{
+    struct tr_str body = tr_http_req_body(req);
+    json_error_t jerr;
+    json_t *j = json_loadb(body.p, body.len, 0, &jerr);
+    if (j == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        tr_http_respond_error(req, 400, "malformed_json", msg);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        tr_http_respond_error(req, 400, "malformed_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* The source a registered "name[@version]" points at: its digest, loaded or stored. */
+struct reg_lookup
+{
+    char digest[65];
+    char *source;
+    size_t len;
+    bool found;
+};
+
+static int reg_found(const struct tr_pipeline_rec *rec, void *arg)
+{
+    struct reg_lookup *l = arg;
+    snprintf(l->digest, sizeof(l->digest), "%s", rec->digest);
+    l->found = true;
+    return 0;
+}
+
+static void start_or_register(struct sched *s, struct tr_http_req *req, bool register_only)
+{
+    if (s->commit_failing) {
+        tr_http_respond_error(req, 503, "unavailable",
+                              "the state backend is not taking writes; try again");
+        return;
+    }
+    json_t *body = body_object(req);
+    if (body == NULL)
+        return;
+    json_t *source = json_object_get(body, "source");
+    json_t *pipeline = json_object_get(body, "pipeline");
+    json_t *params = json_object_get(body, "params");
+    json_t *name = json_object_get(body, "name");
+    const char *msg = NULL;
+    if (source && !json_is_string(source))
+        msg = "'source' must be a string";
+    else if (pipeline && !json_is_string(pipeline))
+        msg = "'pipeline' must be a string";
+    else if (!source && (!pipeline || register_only))
+        msg = register_only ? "'source' is required" : "give 'source' or 'pipeline'";
+    else if (params && !json_is_object(params) && !json_is_null(params))
+        msg = "'params' must be an object";
+    else if (name && !json_is_string(name))
+        msg = "'name' must be a string";
+    if (msg != NULL) {
+        tr_http_respond_error(req, 400, "invalid_request", msg);
+        json_decref(body);
+        return;
+    }
+    struct start_ctx *c = tr_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        json_decref(body);
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    c->sched = s;
+    c->req = req;
+    c->register_only = register_only;
+    c->params = params && json_is_object(params) ? json_incref(params) : NULL;
+    char digest[65];
+    const char *src = NULL;
+    size_t len = 0;
+    char *stored_src = NULL;
+    if (source) {
+        src = json_string_value(source);
+        len = json_string_length(source);
+        tr_sha256_hex(src, len, digest);
+    } else {
+        const char *ref = json_string_value(pipeline);
+        const char *at = strchr(ref, '@');
+        char pname[256];
+        snprintf(pname, sizeof(pname), "%.*s", at ? (int)(at - ref) : (int)strlen(ref), ref);
+        struct reg_lookup l = {0};
+        int rc = tr_state_get_pipeline(s->state, pname, at ? at + 1 : NULL, reg_found, &l);
+        if (rc < 0 || !l.found) {
+            char m[400];
+            snprintf(m, sizeof(m), "no registered pipeline '%s'", ref);
+            tr_http_respond_error(req, rc == TR_ENOENT || !l.found ? 404 : 500,
+                                  rc == TR_ENOENT || !l.found ? "not_found" : "state_error", m);
+            start_ctx_free(c);
+            json_decref(body);
+            return;
+        }
+        memcpy(digest, l.digest, sizeof(digest));
+        if (pipe_lookup(s, digest) == NULL &&
+            tr_state_get_source(s->state, digest, &stored_src, &len) == 0)
+            src = stored_src;
+    }
+    struct pipeline_entry *pe = pipe_lookup(s, digest);
+    if (pe != NULL) {
+        on_loaded(s, pe, NULL, c);
+    } else if (src == NULL) {
+        tr_http_respond_error(req, 500, "state_error", "the pipeline's source is missing");
+        start_ctx_free(c);
+    } else {
+        const char *chunk = name ? json_string_value(name) : "pipeline.lua";
+        tr_http_req_on_abort(req, start_ctx_abort, c);
+        int rc = pipe_load_async(s, src, len, chunk, on_loaded, c);
+        if (rc < 0) {
+            tr_http_req_on_abort(req, NULL, NULL);
+            tr_http_respond_error(req, 500, "internal_error", tr_strerror(rc));
+            start_ctx_free(c);
+        }
+    }
+    tr_free(stored_src);
+    json_decref(body);
+}
+
+void h_runs_post(struct tr_http_req *req, void *arg)
+{
+    start_or_register(arg, req, false);
+}
+
+void h_pipelines_post(struct tr_http_req *req, void *arg)
+{
+    start_or_register(arg, req, true);
+}
+
+/* Copies the {id} route parameter into out; false (and 404) when too long. */
+static bool param_id(struct tr_http_req *req, char *out, size_t size)
+{
+    struct tr_str id = tr_http_req_param(req, "id");
+    if (id.len == 0 || id.len >= size) {
+        tr_http_respond_error(req, 404, "not_found", "no such run");
+        return false;
+    }
+    memcpy(out, id.p, id.len);
+    out[id.len] = '\0';
+    return true;
+}
+
+static void not_found_run(struct tr_http_req *req, const char *id)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "no run '%.100s'", id);
+    tr_http_respond_error(req, 404, "not_found", msg);
+}
+
+void h_run_get(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    char id[64];
+    if (!param_id(req, id, sizeof(id)))
+        return;
+    char wait_s[32];
+    double wait = 0;
+    if (tr_http_req_query(req, "wait", wait_s, sizeof(wait_s))) {
+        char *end;
+        wait = strtod(wait_s, &end);
+        if (*end != '\0' || !(wait >= 0)) {
+            tr_http_respond_error(req, 400, "invalid_request", "'wait' must be seconds >= 0");
+            return;
+        }
+        wait = fmin(wait, WAIT_MAX_S);
+    }
+    struct run *r = run_find(s, id);
+    if (r != NULL) {
+        if (run_is_final(r) || wait <= 0) {
+            /* A change not committed yet is shown after the commit, like the
+             * answer to the write that made it. */
+            if (r->dirty)
+                sched_queue_reply(s, req, 200, run_to_json(r, true));
+            else
+                respond_json(req, 200, run_to_json(r, true));
+            return;
+        }
+        struct waiter *w = tr_calloc(1, sizeof(*w));
+        if (w == NULL) {
+            tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+            return;
+        }
+        w->req = req;
+        w->run = r;
+        w->next = r->waiters;
+        if (r->waiters)
+            r->waiters->prev = w;
+        r->waiters = w;
+        uv_timer_init(s->loop, &w->timer);
+        w->timer.data = w;
+        uv_timer_start(&w->timer, on_waiter_timeout, (uint64_t)(wait * 1000), 0);
+        tr_http_req_on_abort(req, on_waiter_abort, w);
+        return;
+    }
+    struct rec_ctx c = {.with_output = true};
+    int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+    if (rc == TR_ENOENT || (rc == 0 && c.out == NULL)) {
+        not_found_run(req, id);
+        return;
+    }
+    if (rc < 0) {
+        tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
+        return;
+    }
+    if (tr_state_list_tasks(s->state, id, count_task, &c) == 0)
+        json_object_set_new(c.out, "tasks", counts_json(c.counts));
+    respond_json(req, 200, c.out);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tasks and logs                                                          */
+/* ---------------------------------------------------------------------- */
+
+static json_t *output_json(const char *p, size_t len)
+{
+    if (p == NULL || len == 0)
+        return json_null();
+    struct tr_error err;
+    tr_error_init(&err);
+    json_t *v = tr_mp_bytes_to_json(p, len, &err);
+    return v ? v : json_null();
+}
+
+static json_t *inst_json(struct run *r, struct inst *in)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(r->pipe->def->tasks[in->task].name));
+    json_object_set_new(o, "index", json_integer(in->index));
+    json_object_set_new(o, "state", json_string(inst_state_names[in->state]));
+    json_object_set_new(o, "attempts", json_integer(in->attempts));
+    const char *worker = in->worker ? in->worker->id : in->worker_id;
+    json_object_set_new(o, "worker", json_str_or_null(worker));
+    json_object_set_new(o, "started_at", json_time(in->started_at));
+    json_object_set_new(o, "finished_at", json_time(in->finished_at));
+    json_object_set_new(o, "error", json_str_or_null(in->error));
+    json_object_set_new(o, "output", output_json(in->output, in->output_len));
+    json_object_set_new(o, "cached", json_boolean(in->cached));
+    return o;
+}
+
+static int task_rec_json(const struct tr_task_rec *rec, void *arg)
+{
+    json_t *arr = arg;
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(rec->name));
+    json_object_set_new(o, "index", json_integer(rec->index));
+    json_object_set_new(o, "state", json_string(rec->state));
+    json_object_set_new(o, "attempts", json_integer(rec->attempts));
+    json_object_set_new(o, "worker", json_str_or_null(rec->worker));
+    json_object_set_new(o, "started_at", json_time(rec->started_at));
+    json_object_set_new(o, "finished_at", json_time(rec->finished_at));
+    json_object_set_new(o, "error", json_str_or_null(rec->error));
+    json_object_set_new(o, "output", output_json(rec->output, rec->output_len));
+    json_object_set_new(o, "cached", json_boolean(rec->cached));
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+void h_run_tasks(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    char id[64];
+    if (!param_id(req, id, sizeof(id)))
+        return;
+    json_t *arr = json_array();
+    struct run *r = run_find(s, id);
+    if (r != NULL) {
+        const struct tr_pipeline_def *def = r->pipe->def;
+        for (uint32_t i = 0; i < def->n_tasks; i++) {
+            struct task_rt *trt = &r->tasks[def->topo[i]];
+            uint32_t n = trt->mapped ? trt->n_inst : 1;
+            for (uint32_t j = 0; j < n; j++)
+                json_array_append_new(arr, inst_json(r, task_inst(trt, j)));
+        }
+    } else {
+        struct rec_ctx c = {0};
+        int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+        json_decref(c.out);
+        if (rc < 0) {
+            json_decref(arr);
+            if (rc == TR_ENOENT)
+                not_found_run(req, id);
+            else
+                tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
+            return;
+        }
+        if (tr_state_list_tasks(s->state, id, task_rec_json, arr) < 0) {
+            json_decref(arr);
+            tr_http_respond_error(req, 500, "state_error", "cannot read tasks");
+            return;
+        }
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "run_id", json_string(id));
+    json_object_set_new(o, "tasks", arr);
+    respond_json(req, 200, o);
+}
+
+/* Splits joined log lines into a JSON array, keeping the last LOG_LINES_MAX. */
+static json_t *lines_json(const char *text, size_t len, uint32_t *dropped)
+{
+    json_t *arr = json_array();
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        json_array_append_new(arr, json_stringn_nocheck(p, (size_t)(e - p)));
+        p = nl ? nl + 1 : end;
+    }
+    while (json_array_size(arr) > LOG_LINES_MAX) {
+        json_array_remove(arr, 0);
+        (*dropped)++;
+    }
+    return arr;
+}
+
+struct logs_ctx
+{
+    json_t *arr;
+    const char *task; /* filter, or NULL */
+};
+
+static void logs_append(json_t *arr, const char *task, uint32_t index, const char *text,
+                        size_t len, uint32_t dropped)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "task", json_string(task));
+    json_object_set_new(o, "index", json_integer(index));
+    json_object_set_new(o, "lines", lines_json(text, len, &dropped));
+    json_object_set_new(o, "dropped", json_integer(dropped));
+    json_array_append_new(arr, o);
+}
+
+static int logs_rec(const struct tr_task_rec *rec, void *arg)
+{
+    struct logs_ctx *c = arg;
+    if (rec->logs == NULL || (c->task && strcmp(c->task, rec->name) != 0))
+        return 0;
+    logs_append(c->arr, rec->name, rec->index, rec->logs, strlen(rec->logs), 0);
+    return 0;
+}
+
+void h_run_logs(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    char id[64], task[256];
+    if (!param_id(req, id, sizeof(id)))
+        return;
+    bool filter = tr_http_req_query(req, "task", task, sizeof(task));
+    struct logs_ctx c = {json_array(), filter ? task : NULL};
+    struct run *r = run_find(s, id);
+    if (r != NULL) {
+        const struct tr_pipeline_def *def = r->pipe->def;
+        for (uint32_t i = 0; i < def->n_tasks; i++) {
+            uint32_t t = def->topo[i];
+            if (filter && strcmp(def->tasks[t].name, task) != 0)
+                continue;
+            struct task_rt *trt = &r->tasks[t];
+            uint32_t n = trt->mapped ? trt->n_inst : 1;
+            for (uint32_t j = 0; j < n; j++) {
+                struct inst *in = task_inst(trt, j);
+                if (in->logs)
+                    logs_append(c.arr, def->tasks[t].name, in->index, in->logs->buf,
+                                in->logs->len, in->logs_dropped);
+            }
+        }
+    } else {
+        struct rec_ctx rc0 = {0};
+        int rc = tr_state_get_run(s->state, id, run_rec_json, &rc0);
+        json_decref(rc0.out);
+        if (rc < 0 || tr_state_list_tasks(s->state, id, logs_rec, &c) < 0) {
+            json_decref(c.arr);
+            if (rc == TR_ENOENT)
+                not_found_run(req, id);
+            else
+                tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
+            return;
+        }
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "run_id", json_string(id));
+    json_object_set_new(o, "logs", c.arr);
+    respond_json(req, 200, o);
+}
+
+void h_run_cancel(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    char id[64];
+    if (!param_id(req, id, sizeof(id)))
+        return;
+    struct run *r = run_find(s, id);
+    if (r == NULL) {
+        struct rec_ctx c = {0};
+        int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+        json_decref(c.out);
+        if (rc == 0)
+            tr_http_respond_error(req, 409, "conflict", "the run has already finished");
+        else
+            not_found_run(req, id);
+        return;
+    }
+    if (s->commit_failing) {
+        tr_http_respond_error(req, 503, "unavailable",
+                              "the state backend is not taking writes; try again");
+        return;
+    }
+    if (run_cancel(r, "cancelled by request") < 0) {
+        char msg[100];
+        snprintf(msg, sizeof(msg), "the run has already finished (%s)",
+                 run_state_names[r->state]);
+        tr_http_respond_error(req, 409, "conflict", msg);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "run_id", json_string(r->id));
+    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    sched_queue_reply(s, req, 200, o);
+}
+
+struct list_ctx
+{
+    struct sched *sched;
+    json_t *arr;
+};
+
+static int list_run(const struct tr_run_rec *rec, void *arg)
+{
+    struct list_ctx *c = arg;
+    struct run *r = run_find(c->sched, rec->id);
+    if (r != NULL) {
+        json_array_append_new(c->arr, run_to_json(r, false));
+        return 0;
+    }
+    struct rec_ctx rc = {.with_output = false};
+    run_rec_json(rec, &rc);
+    json_array_append_new(c->arr, rc.out);
+    return 0;
+}
+
+void h_runs_list(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    char state[32], limit_s[32];
+    bool by_state = tr_http_req_query(req, "state", state, sizeof(state));
+    long limit = 50;
+    if (tr_http_req_query(req, "limit", limit_s, sizeof(limit_s))) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (*end != '\0' || limit < 1) {
+            tr_http_respond_error(req, 400, "invalid_request", "'limit' must be a number >= 1");
+            return;
+        }
+        limit = TR_MIN(limit, 1000L);
+    }
+    if (by_state) {
+        bool known = false;
+        for (size_t i = 0; i < TR_ARRAY_LEN(run_state_names); i++)
+            known |= strcmp(state, run_state_names[i]) == 0;
+        if (!known) {
+            tr_http_respond_error(req, 400, "invalid_request",
+                                  "'state' must be queued, running, succeeded, failed or "
+                                  "cancelled");
+            return;
+        }
+    }
+    struct list_ctx c = {s, json_array()};
+    int rc = tr_state_list_runs(s->state, by_state ? state : NULL, false, (uint32_t)limit,
+                                list_run, &c);
+    if (rc < 0) {
+        json_decref(c.arr);
+        tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "runs", c.arr);
+    respond_json(req, 200, o);
+}
+
