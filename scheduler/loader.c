@@ -113,8 +113,9 @@ static void load_after(uv_work_t *w, int status)
     struct sched *s = lr->sched;
     s->loads_in_flight--;
     struct pipeline_entry *pe = NULL;
-    if (status == UV_ECANCELED) {
-        tr_error_set(&lr->err, TR_ECANCELED, "pipeline load cancelled");
+    if (status == UV_ECANCELED || s->stopping) {
+        tr_pipeline_def_free(lr->def);
+        tr_error_set(&lr->err, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
     } else if (lr->def != NULL) {
         pe = pipe_insert(s, lr->def);
         if (pe == NULL)

@@ -265,6 +265,7 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
 
 void sched_close(struct sched *s)
 {
+    s->stopping = true;
     /* Whatever is still dirty gets one last chance to become durable. */
     if (s->state && have_dirty(s) && commit_batch(s) == 0)
         sched_send_queued(s);
