@@ -1,0 +1,458 @@
+/*
+ * cmd_runs.c - the commands that start and follow one run: run, status and
+ * cancel, and the wait loop that `trellis dev --run` shares.
+ *
+ * Waiting uses the API's long poll (GET /v1/runs/{id}?wait=2), so progress
+ * costs one request every two seconds and the end of a run is seen at once.
+ */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "lib/alloc.h"
+#include "lib/buf.h"
+
+#define WAIT_POLL_S 2 /* seconds of long poll: one digit */
+#define UNREACHABLE_RETRY_S 15.0
+
+/* ====================================================================== */
+/* {=== trellis run */
+
+int tr_cli_add_param(json_t *params, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL || eq == kv) {
+        tr_cli_error("parameter '%s' is not KEY=VALUE", kv);
+        return TR_EXIT_USAGE;
+    }
+    const char *val = eq + 1;
+    json_error_t jerr;
+    json_t *v = json_loads(val, JSON_DECODE_ANY, &jerr);
+    if (v == NULL) {
+        v = json_string(val);
+        if (v == NULL) {
+            tr_cli_error("parameter '%.*s' is not valid UTF-8", (int)(eq - kv), kv);
+            return TR_EXIT_USAGE;
+        }
+    }
+    char *key = tr_strndup(kv, (size_t)(eq - kv));
+    if (key == NULL || json_object_set_new(params, key, v) < 0) {
+        tr_free(key);
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    tr_free(key);
+    return 0;
+}
+
+/* A registered pipeline name looks like "rag-answer" or "rag-answer@3": no path, no suffix. */
+static bool looks_like_name(const char *what)
+{
+    size_t n = strlen(what);
+    return n > 0 && strchr(what, '/') == NULL && !(n > 4 && strcmp(what + n - 4, ".lua") == 0);
+}
+
+int tr_cli_start_run(struct tr_cli *cli, const char *what, const json_t *params, char **run_id)
+{
+    *run_id = NULL;
+    json_t *body;
+    struct stat st;
+    if (stat(what, &st) != 0 && errno == ENOENT && looks_like_name(what)) {
+        body = json_pack("{s:s}", "pipeline", what);
+        if (body == NULL) {
+            tr_cli_error("out of memory");
+            return TR_EXIT_FAILED;
+        }
+    } else {
+        body = tr_cli_source_body(what);
+        if (body == NULL)
+            return TR_EXIT_USAGE;
+    }
+    if (params != NULL && json_object_size(params) > 0 &&
+        json_object_set(body, "params", (json_t *)params) < 0) {
+        json_decref(body);
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    char context[512];
+    snprintf(context, sizeof(context), "cannot start a run of '%s'", what);
+    json_t *ans;
+    int code = tr_cli_call(cli, "POST", "/v1/runs", body, &ans, context);
+    json_decref(body);
+    if (code != 0)
+        return code;
+    const char *id = json_string_value(json_object_get(ans, "run_id"));
+    if (id == NULL) {
+        tr_cli_error("unexpected answer from %s: no run_id", cli->api);
+        json_decref(ans);
+        return TR_EXIT_FAILED;
+    }
+    *run_id = tr_strdup(id);
+    json_decref(ans);
+    if (*run_id == NULL) {
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    return 0;
+}
+
+static bool is_final(const char *state)
+{
+    return state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                             strcmp(state, "cancelled") == 0);
+}
+
+/* Progress on stderr: one rewritten line on a terminal, a line per change otherwise. */
+struct progress
+{
+    bool tty;          /* stderr is a terminal */
+    size_t shown;      /* width of the line currently on the terminal */
+    char last[256];    /* the last text shown */
+};
+
+static void progress_show(struct progress *p, const char *text)
+{
+    if (strcmp(text, p->last) == 0)
+        return;
+    snprintf(p->last, sizeof(p->last), "%s", text);
+    if (!p->tty) {
+        fprintf(stderr, "%s\n", text);
+        return;
+    }
+    size_t n = strlen(text);
+    fprintf(stderr, "\r%s", text);
+    for (size_t i = n; i < p->shown; i++)
+        fputc(' ', stderr);
+    p->shown = n;
+    fflush(stderr);
+}
+
+static void progress_end(struct progress *p)
+{
+    if (p->tty && p->shown > 0) {
+        fputc('\n', stderr);
+        p->shown = 0;
+    }
+}
+
+/* Prints every failed task instance of a run with its error, on stderr. */
+static void print_failed_tasks(struct tr_cli *cli, const char *run_id)
+{
+    char *path = tr_cli_path("/v1/runs/", run_id, "/tasks");
+    json_t *ans = NULL;
+    if (path == NULL || tr_cli_call(cli, "GET", path, NULL, &ans, "cannot list the run's tasks") != 0) {
+        tr_free(path);
+        return;
+    }
+    tr_free(path);
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(ans, "tasks"), i, t)
+    {
+        if (strcmp(tr_cli_str(json_object_get(t, "state"), ""), "failed") != 0)
+            continue;
+        const char *name = tr_cli_str(json_object_get(t, "name"), "?");
+        long long index = json_integer_value(json_object_get(t, "index"));
+        long long attempts = json_integer_value(json_object_get(t, "attempts"));
+        const char *error = tr_cli_str(json_object_get(t, "error"), "(no message)");
+        char where[256] = "";
+        if (index > 0)
+            snprintf(where, sizeof(where), "[%lld]", index);
+        fprintf(stderr, "task '%s%s' failed after %lld attempt%s:\n", name, where, attempts,
+                attempts == 1 ? "" : "s");
+        /* Tracebacks span lines: indent them all under the task. */
+        for (const char *p = error; *p;) {
+            const char *nl = strchr(p, '\n');
+            int len = nl ? (int)(nl - p) : (int)strlen(p);
+            fprintf(stderr, "    %.*s\n", len, p);
+            p += len + (nl ? 1 : 0);
+        }
+    }
+    json_decref(ans);
+}
+
+static void cancel_hint(const struct tr_cli *cli, const char *run_id)
+{
+    if (strcmp(cli->api, TR_CLI_DEFAULT_API) == 0)
+        fprintf(stderr, "stopped waiting; run %s goes on (cancel it with 'trellis cancel %s')\n",
+                run_id, run_id);
+    else
+        fprintf(stderr,
+                "stopped waiting; run %s goes on (cancel it with 'trellis --api %s cancel %s')\n",
+                run_id, cli->api, run_id);
+}
+
+/* Shows a finished run: output, or what failed. Returns the exit code. */
+static int finish(struct tr_cli *cli, const char *run_id, const json_t *run, bool json_out)
+{
+    const char *state = json_string_value(json_object_get(run, "state"));
+    char took[32];
+    tr_cli_fmt_between(json_object_get(run, "created_at"), json_object_get(run, "finished_at"),
+                       took, sizeof(took));
+    long long done, total;
+    tr_cli_task_counts(json_object_get(run, "tasks"), &done, &total);
+    int code = TR_EXIT_OK;
+    if (strcmp(state, "succeeded") == 0) {
+        fprintf(stderr, "run %s succeeded in %s (%lld task%s)\n", run_id, took, total,
+                total == 1 ? "" : "s");
+    } else if (strcmp(state, "cancelled") == 0) {
+        fprintf(stderr, "run %s was cancelled\n", run_id);
+        code = TR_EXIT_FAILED;
+    } else {
+        const char *error = json_string_value(json_object_get(run, "error"));
+        fprintf(stderr, "run %s failed after %s%s%s\n", run_id, took, error ? ": " : "",
+                error ? error : "");
+        print_failed_tasks(cli, run_id);
+        code = TR_EXIT_FAILED;
+    }
+    if (json_out || code == TR_EXIT_OK) {
+        const json_t *what = json_out ? run : json_object_get(run, "output");
+        if (tr_cli_print_raw(what ? what : json_null()) != TR_EXIT_OK)
+            code = TR_EXIT_FAILED;
+    }
+    return code;
+}
+
+/* Sleeps up to ms milliseconds; returns early on a signal. */
+static void nap(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_wait_opts *o)
+{
+    struct tr_client *c = tr_cli_client(cli);
+    if (c == NULL)
+        return TR_EXIT_USAGE;
+    struct tr_buf pb;
+    tr_buf_init(&pb, 0);
+    char *esc = tr_client_escape(run_id);
+    /* The path ends in the wait digit: 0 for the first look, then the long poll. */
+    if (esc == NULL || tr_buf_addf(&pb, "/v1/runs/%s?wait=0", esc) < 0) {
+        tr_free(esc);
+        tr_buf_release(&pb);
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    tr_free(esc);
+
+    struct progress prog = {.tty = isatty(STDERR_FILENO) == 1};
+    double lost_since = 0;
+    int code = TR_EXIT_FAILED;
+    for (;;) {
+        if (o->tick != NULL)
+            o->tick(o->tick_arg);
+        json_t *run = NULL;
+        struct tr_error err;
+        tr_error_init(&err);
+        int rc = TR_ECANCELED;
+        double asked = tr_now();
+        if (!tr_cli_interrupted)
+            rc = tr_client_call(c, "GET", pb.buf, NULL, WAIT_POLL_S + 30, &run, &err);
+        if (rc == TR_ECANCELED || tr_cli_interrupted) {
+            json_decref(run);
+            progress_end(&prog);
+            if (!o->no_cancel_hint)
+                cancel_hint(cli, run_id);
+            code = TR_EXIT_INTERRUPTED;
+            break;
+        }
+        if (rc == TR_EUNAVAIL) {
+            /* A scheduler restarting keeps its runs: give it a moment to come back. */
+            double now = tr_now();
+            if (lost_since == 0) {
+                lost_since = now;
+                progress_end(&prog);
+                fprintf(stderr, "lost contact with the scheduler (%s); retrying for %.0f s\n",
+                        err.msg, UNREACHABLE_RETRY_S);
+                prog.last[0] = '\0';
+            } else if (now - lost_since > UNREACHABLE_RETRY_S) {
+                code = tr_cli_fail(rc, &err);
+                break;
+            }
+            nap(500);
+            continue;
+        }
+        if (rc < 0) {
+            progress_end(&prog);
+            code = tr_cli_fail(rc, &err);
+            break;
+        }
+        pb.buf[pb.len - 1] = (char)('0' + WAIT_POLL_S);
+        lost_since = 0;
+        const char *state = json_string_value(json_object_get(run, "state"));
+        long long done, total;
+        tr_cli_task_counts(json_object_get(run, "tasks"), &done, &total);
+        char text[256];
+        snprintf(text, sizeof(text), "run %s: %s, %lld/%lld tasks done", run_id,
+                 state ? state : "?", done, total);
+        progress_show(&prog, text);
+        if (is_final(state)) {
+            progress_end(&prog);
+            code = finish(cli, run_id, run, o->json_out);
+            json_decref(run);
+            break;
+        }
+        json_decref(run);
+        /* A server that answers long polls at once must not make this loop spin. */
+        if (tr_now() - asked < 0.2)
+            nap(200);
+    }
+    tr_buf_release(&pb);
+    return code;
+}
+
+int tr_cmd_run(struct tr_cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"param", required_argument, NULL, 'p'},
+        {"wait", no_argument, NULL, 'w'},
+        {NULL, 0, NULL, 0},
+    };
+    json_t *params = json_object();
+    if (params == NULL) {
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    bool wait = false;
+    bool json_out = false;
+    int code = 0;
+    for (;;) {
+        int opt = tr_cli_getopt(cli, argc, argv, "p:w", opts);
+        if (opt == -1)
+            break;
+        if (opt == TR_OPT_EXIT) {
+            code = cli->exit_code;
+            goto out;
+        }
+        if (opt == 'p') {
+            code = tr_cli_add_param(params, optarg);
+            if (code != 0)
+                goto out;
+        } else if (opt == 'w') {
+            wait = true;
+        } else if (opt == TR_OPT_JSON) {
+            json_out = true;
+        }
+    }
+    if (!tr_cli_operands(cli, argc, argv, 1, 1, "FILE")) {
+        code = cli->exit_code;
+        goto out;
+    }
+    char *run_id = NULL;
+    code = tr_cli_start_run(cli, argv[optind], params, &run_id);
+    if (code != 0)
+        goto out;
+    if (wait) {
+        fprintf(stderr, "started run %s\n", run_id);
+        struct tr_cli_wait_opts wo = {.json_out = json_out};
+        code = tr_cli_wait_run(cli, run_id, &wo);
+    } else if (json_out) {
+        json_t *j = json_pack("{s:s,s:s}", "run_id", run_id, "state", "queued");
+        code = j ? tr_cli_print_raw(j) : TR_EXIT_FAILED;
+        json_decref(j);
+    } else {
+        printf("%s\n", run_id);
+    }
+    tr_free(run_id);
+out:
+    json_decref(params);
+    return code;
+}
+
+/* ====================================================================== */
+/* {=== trellis status, tasks, logs, cancel */
+static void print_counts(const json_t *tasks)
+{
+    static const char *const states[] = {"succeeded", "failed",     "running", "dispatched",
+                                         "ready",     "retry_wait", "pending", "skipped",
+                                         "cancelled"};
+    printf("tasks:     %lld total", json_integer_value(json_object_get(tasks, "total")));
+    const char *sep = ": ";
+    for (size_t i = 0; i < TR_ARRAY_LEN(states); i++) {
+        long long n = json_integer_value(json_object_get(tasks, states[i]));
+        if (n > 0) {
+            printf("%s%lld %s", sep, n, states[i]);
+            sep = ", ";
+        }
+    }
+    putchar('\n');
+}
+
+int tr_cmd_status(struct tr_cli *cli, int argc, char **argv)
+{
+    bool json_out;
+    int code = tr_cli_parse_simple(cli, argc, argv, 1, 1, "RUN", &json_out);
+    if (code >= 0)
+        return code;
+    json_t *run;
+    code = tr_cli_get_one(cli, "/v1/runs/", argv[optind], "", &run);
+    if (code != 0)
+        return code;
+    if (json_out) {
+        code = tr_cli_print_raw(run);
+        json_decref(run);
+        return code;
+    }
+    const json_t *created = json_object_get(run, "created_at");
+    const json_t *started = json_object_get(run, "started_at");
+    const json_t *finished = json_object_get(run, "finished_at");
+    const char *version = json_string_value(json_object_get(run, "version"));
+    char d[32];
+    printf("run:       %s\n", tr_cli_str(json_object_get(run, "run_id"), argv[optind]));
+    printf("pipeline:  %s", tr_cli_str(json_object_get(run, "pipeline"), "?"));
+    if (version != NULL && version[0] != '\0')
+        printf(" (version %s)", version);
+    putchar('\n');
+    printf("state:     %s\n", tr_cli_str(json_object_get(run, "state"), "?"));
+    printf("created:   %s\n", tr_cli_str(created, "-"));
+    tr_cli_fmt_between(created, started, d, sizeof(d));
+    printf("started:   %s", tr_cli_str(started, "-"));
+    printf(json_is_string(started) ? " (queued %s)\n" : "\n", d);
+    tr_cli_fmt_between(started, finished, d, sizeof(d));
+    printf("finished:  %s", tr_cli_str(finished, "-"));
+    printf(json_is_string(finished) ? " (took %s)\n" : "\n", d);
+    print_counts(json_object_get(run, "tasks"));
+    const char *error = json_string_value(json_object_get(run, "error"));
+    if (error != NULL)
+        printf("error:     %s\n", error);
+    const json_t *output = json_object_get(run, "output");
+    if (output != NULL && !json_is_null(output)) {
+        printf("output:\n");
+        if (tr_cli_print_json(stdout, output) < 0)
+            code = TR_EXIT_FAILED;
+    }
+    json_decref(run);
+    return code;
+}
+
+/* The first line of s cut to max code points, with "..." when cut; in out. */
+int tr_cmd_cancel(struct tr_cli *cli, int argc, char **argv)
+{
+    bool json_out;
+    int code = tr_cli_parse_simple(cli, argc, argv, 1, 1, "RUN", &json_out);
+    if (code >= 0)
+        return code;
+    const char *run_id = argv[optind];
+    char *path = tr_cli_path("/v1/runs/", run_id, "/cancel");
+    if (path == NULL) {
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    char context[256];
+    snprintf(context, sizeof(context), "cannot cancel run '%s'", run_id);
+    json_t *ans;
+    code = tr_cli_call(cli, "POST", path, NULL, &ans, context);
+    tr_free(path);
+    if (code != 0)
+        return code;
+    if (json_out)
+        code = tr_cli_print_raw(ans);
+    else
+        printf("cancelled run %s\n", run_id);
+    json_decref(ans);
+    return code;
+}
+
+/* ====================================================================== */
