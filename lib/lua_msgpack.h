@@ -24,7 +24,19 @@
 /* Packs the value at idx. Does not raise. 0, TR_EINVAL (err says why), TR_ENOMEM. */
 int tr_lua_pack(lua_State *L, int idx, msgpack_packer *pk, struct tr_error *err) TR_MUST_CHECK;
 
-/* Pushes o. Does not raise (stack space is checked). 0, TR_ENOMEM or TR_ELIMIT. */
+/*
+ * tr_lua_pack, with root naming the value in messages ("output" gives
+ * "output.items[3]: cannot encode a function"); tr_lua_pack uses "value".
+ */
+int tr_lua_pack_named(lua_State *L, int idx, const char *root, msgpack_packer *pk,
+                      struct tr_error *err) TR_MUST_CHECK;
+
+/*
+ * Pushes o. Does not raise (stack space is checked). 0, TR_ENOMEM, TR_ELIMIT
+ * (nesting deeper than TR_LUA_MP_MAX_DEPTH) or TR_EPROTO (a map key Lua
+ * cannot hold: nil, NaN, an array or a map; or an ext value); nothing is
+ * pushed on failure.
+ */
 int tr_lua_push_mp(lua_State *L, const msgpack_object *o) TR_MUST_CHECK;
 
 /*

@@ -58,7 +58,9 @@ void tr_lua_push_trellis(lua_State *L);
  * instruction and wall-clock limits, with a message handler that appends a
  * traceback. On success leaves the chunk's first result on the stack and
  * returns 0. On failure leaves nothing on the stack and returns TR_ELUA
- * (err: "chunk:line: message"), TR_ELIMIT (err names the limit) or TR_ENOMEM.
+ * (err: "chunk:line: message"), TR_EINVAL (the same, when the error is a
+ * check of trellis.task or trellis.pipeline: a field of the wrong type, a
+ * task without run), TR_ELIMIT (err names the limit) or TR_ENOMEM.
  */
 int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname,
                 struct tr_error *err) TR_MUST_CHECK;

@@ -53,13 +53,16 @@ struct tr_pipeline_def
     uint32_t *topo;       /* task indices in a topological order */
     uint32_t *sinks;      /* tasks nothing depends on: the run's output */
     uint32_t n_sinks;
+    /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
+     * def built by hand, which is then searched linearly). */
+    uint32_t *by_name;
 };
 
 /* Limits of the sandbox that reads a pipeline. */
 struct tr_pipeline_limits
 {
-    size_t mem_max;       /* bytes of Lua heap (default 512 MiB) */
-    uint64_t instr_max;   /* VM instructions (default 500 million) */
+    size_t mem_max;       /* bytes of Lua heap (default 256 MiB) */
+    uint64_t instr_max;   /* VM instructions (default 200 million) */
     double wall_max_s;    /* seconds, covering C functions too (default 10) */
     uint32_t max_tasks;   /* tasks in one pipeline (default 1,000,000) */
 };
@@ -84,7 +87,10 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def);
 /* Index of the task called name, or -1. O(log n) after load. */
 int32_t tr_pipeline_find_task(const struct tr_pipeline_def *def, const char *name);
 
-/* sha256 of len bytes at p as 64 lowercase hex digits plus NUL. */
+/*
+ * sha256 of len bytes at p as 64 lowercase hex digits plus NUL; out is ""
+ * in the unlikely case that libcrypto cannot allocate its context.
+ */
 void tr_sha256_hex(const void *p, size_t len, char out[65]);
 
 #endif
