@@ -51,6 +51,7 @@ struct rt_ctx
     enum alloc_fail last_fail; /* why the last refused allocation was refused */
     bool in_eval;              /* tr_lua_eval is running: the hook enforces limits */
     enum limit_hit hit;        /* which limit fired during this eval */
+    bool any_hit;              /* a limit fired in some eval of this state */
     bool check_error;          /* the eval's error came from a trellis.task/pipeline check */
     uint64_t instr_max;        /* budget of this eval, 0 = none */
     uint64_t instr_used;       /* counted in steps of `step` */
@@ -152,6 +153,68 @@ static int sandbox_collectgarbage(lua_State *L)
     return luaL_error(L, "collectgarbage option '%s' is not allowed in the sandbox", opt);
 }
 
+/*
+ * Lua runs code with hooks off in three places, where the limits could not
+ * stop it: finalizers (__gc), the message handler of an error raised by a
+ * hook (ours, when a limit fires), and the __close handlers of a coroutine
+ * that died of such an error (its hooks stay off). The next three wrappers
+ * shut each of them.
+ */
+
+/* setmetatable without __gc: a finalizer runs with hooks off. */
+static int sandbox_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not allowed in the sandbox");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Stands between xpcall and the file's handler (upvalue 1). */
+static int xpcall_guard(lua_State *L)
+{
+    struct rt_ctx *c = ctx_of(L);
+    if (c->in_eval && c->hit != HIT_NONE)
+        return 1; /* the limit's error, unhandled: the handler would run with hooks off */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int sandbox_xpcall(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, xpcall_guard, 1);
+    lua_replace(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* coroutine.close, except for a coroutine that may have died inside a hook. */
+static int sandbox_coclose(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    if (co != NULL && ctx_of(L)->any_hit && lua_status(co) > LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "coroutine stopped by a sandbox limit");
+        return 2;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 /* print goes to the daemon's debug log, never to its stdout. */
 static int sandbox_print(lua_State *L)
 {
@@ -222,6 +285,13 @@ static int setup(lua_State *L)
     lua_setglobal(L, "loadfile");
     wrap_global(L, "load", sandbox_load);
     wrap_global(L, "collectgarbage", sandbox_collectgarbage);
+    wrap_global(L, "setmetatable", sandbox_setmetatable);
+    wrap_global(L, "xpcall", sandbox_xpcall);
+    lua_getglobal(L, LUA_COLIBNAME);
+    lua_getfield(L, -1, "close");
+    lua_pushcclosure(L, sandbox_coclose, 1);
+    lua_setfield(L, -2, "close");
+    lua_pop(L, 1);
     lua_pushcfunction(L, sandbox_print);
     lua_setglobal(L, "print");
     lua_pushcfunction(L, sandbox_require);
@@ -346,6 +416,7 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
             c->hit = HIT_TIME;
         else
             return;
+        c->any_hit = true;
         if (lua_getinfo(L, "Sl", ar)) {
             c->hit_line = ar->currentline;
             snprintf(c->hit_src, sizeof(c->hit_src), "%s", ar->short_src);
