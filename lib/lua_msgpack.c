@@ -147,7 +147,7 @@ static int pack_table(struct pack_ctx *c, int idx, int depth)
 {
     lua_State *L = c->L;
     if (depth >= TR_LUA_MP_MAX_DEPTH)
-        return pack_fail(c, depth, "%s", "nested deeper than 64 tables");
+        return pack_fail(c, depth, "nested deeper than %d tables", TR_LUA_MP_MAX_DEPTH);
     const void *self = lua_topointer(L, idx);
     for (int d = 0; d < depth; d++) {
         if (c->path_tables[d] == self)
@@ -376,10 +376,13 @@ int tr_lua_unpack_bytes(lua_State *L, const void *p, size_t n, struct tr_error *
         lua_pushnil(L);
         return 0;
     }
-    long size = tr_mp_check(p, n, &tr_mp_default_limits);
+    struct tr_mp_limits lim = tr_mp_default_limits;
+    lim.max_depth = TR_LUA_MP_MAX_DEPTH;
+    long size = tr_mp_check(p, n, &lim);
     if (size < 0)
         return tr_error_set(err, (int)size, "%s",
-                            size == TR_ELIMIT ? "msgpack value exceeds a size or depth limit"
+                            size == TR_ELIMIT ? "msgpack value exceeds a limit (size, count, "
+                                                "or nesting deeper than 32)"
                                               : "malformed msgpack value");
     if ((size_t)size != n)
         return tr_error_set(err, TR_EPROTO, "%zu bytes after the msgpack value",

@@ -5,7 +5,7 @@
  * tables: a table whose keys are exactly 1..n is an array, an empty table is
  * an empty array, any other table is a map (keys must be strings, numbers or
  * booleans). Functions, userdata, threads, cycles and nesting deeper than
- * max_depth are refused with a message naming the path ("output.items[3]:
+ * TR_LUA_MP_MAX_DEPTH are refused with a message naming the path ("output.items[3]:
  * cannot encode a function").
  *
  * Decoding pushes the value; bin is pushed as a string. Callers validate
@@ -19,7 +19,12 @@
 
 #include "lib/error.h"
 
-#define TR_LUA_MP_MAX_DEPTH 64
+/*
+ * Nesting of tables / arrays and maps. msgpack-c's unpacker opens at most 32
+ * containers (MSGPACK_EMBED_STACK_SIZE, compiled into libmsgpackc) and fails
+ * past that, so nothing deeper is packed or accepted.
+ */
+#define TR_LUA_MP_MAX_DEPTH 32
 
 /* Packs the value at idx. Does not raise. 0, TR_EINVAL (err says why), TR_ENOMEM. */
 int tr_lua_pack(lua_State *L, int idx, msgpack_packer *pk, struct tr_error *err) TR_MUST_CHECK;

@@ -17,7 +17,7 @@
 #include "lib/buf.h"
 #include "lib/proto.h"
 
-#define JSON_MAX_DEPTH 64
+#define JSON_MAX_DEPTH 32 /* as TR_LUA_MP_MAX_DEPTH: msgpack-c unpacks no deeper */
 
 /* ====================================================================== */
 /* UTF-8                                                                  */
@@ -239,10 +239,13 @@ json_t *tr_mp_bytes_to_json(const void *p, size_t n, struct tr_error *err)
 {
     if (n == 0)
         return json_null();
-    long size = tr_mp_check(p, n, &tr_mp_default_limits);
+    struct tr_mp_limits lim = tr_mp_default_limits;
+    lim.max_depth = JSON_MAX_DEPTH;
+    long size = tr_mp_check(p, n, &lim);
     if (size < 0) {
         tr_error_set(err, (int)size, "%s",
-                     size == TR_ELIMIT ? "msgpack value exceeds a size or depth limit"
+                     size == TR_ELIMIT ? "msgpack value exceeds a limit (size, count, or nesting "
+                                         "deeper than 32)"
                                        : "malformed msgpack value");
         return NULL;
     }

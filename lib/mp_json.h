@@ -20,7 +20,10 @@ json_t *tr_mp_to_json(const msgpack_object *o);
 /* Decodes bytes (validated with tr_mp_check) and converts; n == 0 gives JSON null. */
 json_t *tr_mp_bytes_to_json(const void *p, size_t n, struct tr_error *err);
 
-/* Packs j. 0 or TR_ENOMEM / TR_EINVAL (nesting deeper than 64). */
+/*
+ * Packs j. 0 or TR_ENOMEM / TR_EINVAL (nesting deeper than 32, the most
+ * msgpack-c's unpacker takes: see TR_LUA_MP_MAX_DEPTH).
+ */
 int tr_json_to_mp(const json_t *j, msgpack_packer *pk) TR_MUST_CHECK;
 
 #endif
