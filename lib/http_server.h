@@ -13,6 +13,12 @@
  * too large, no route, wrong method, unauthorized) are answered as JSON
  * {"error": {"code", "message"}}.
  *
+ * Authentication: when tokens are configured, every request needs
+ * "Authorization: Bearer <token>" matching one of them, except GET /healthz,
+ * which stays open because liveness probes carry no token (it must reveal
+ * nothing). Without a valid token the answer is 401 before any routing, so
+ * an unauthenticated client cannot tell which paths exist.
+ *
  * Listening on an address other than loopback is refused (TR_EADDR) unless
  * tokens are configured.
  *
@@ -79,7 +85,11 @@ struct tr_str tr_http_req_path(const struct tr_http_req *req);   /* without the 
 struct tr_str tr_http_req_body(const struct tr_http_req *req);
 /* The route parameter called name ("id" for "{id}"); {NULL, 0} when absent. */
 struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name);
-/* A query parameter, percent-decoded into out; false when absent. */
+/*
+ * A query parameter, percent-decoded ('+' is a space) into out; false when
+ * absent, and also when the decoded value holds a NUL byte or does not fit in
+ * out (out is then empty): a cut value must not pass for a whole one.
+ */
 bool tr_http_req_query(const struct tr_http_req *req, const char *name, char *out, size_t out_size);
 /* A request header (case-insensitive name); {NULL, 0} when absent. */
 struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name);
@@ -102,7 +112,9 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
 /*
  * Matches path against pattern ("/v1/runs/{id}"), segment by segment; on a
  * match fills up to TR_HTTP_MAX_PARAMS names and values and returns true.
- * Exposed for the routing unit test.
+ * One trailing slash is ignored on either side; a {param} never matches an
+ * empty segment; values are views into path, not decoded. names, values and
+ * n_params may be NULL. Exposed for the routing unit test.
  */
 bool tr_http_route_match(const char *pattern, struct tr_str path, struct tr_str *names,
                          struct tr_str *values, int *n_params);
