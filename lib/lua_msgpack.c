@@ -289,11 +289,11 @@ static int push_obj(lua_State *L, const msgpack_object *o, int depth, bool key)
             return TR_EPROTO;
         lua_pushnumber(L, (lua_Number)o->via.f64);
         return 0;
-    case MSGPACK_OBJECT_STR:
-        lua_pushlstring(L, o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_STR: /* msgpack-c may give a NULL pointer for "" */
+        lua_pushlstring(L, o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
         return 0;
     case MSGPACK_OBJECT_BIN:
-        lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size);
+        lua_pushlstring(L, o->via.bin.size ? o->via.bin.ptr : "", o->via.bin.size);
         return 0;
     case MSGPACK_OBJECT_ARRAY: {
         if (key)

@@ -101,6 +101,8 @@ static bool utf8_valid(const char *p, size_t n)
 
 static json_t *string_json(const char *p, size_t n)
 {
+    if (n == 0)
+        return json_string(""); /* msgpack-c may give a NULL pointer for "" */
     if (utf8_valid(p, n))
         return json_stringn_nocheck(p, n);
     struct tr_buf b;
@@ -161,7 +163,9 @@ static int set_keyed(json_t *obj, const msgpack_object *k, json_t *val, int dept
     }
     }
     int rc;
-    if (utf8_valid(kp, kn)) {
+    if (kn == 0) {
+        rc = json_object_set_new_nocheck(obj, "", val);
+    } else if (utf8_valid(kp, kn)) {
         rc = json_object_setn_new_nocheck(obj, kp, kn, val);
     } else {
         struct tr_buf b;
