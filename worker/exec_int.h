@@ -1,0 +1,197 @@
+/*
+ * exec_int.h - the executor's private structures, shared by executor.c
+ * (tasks: queue, coroutines, results) and pipes.c (pipeline states: load,
+ * index of run functions, LRU). Nothing outside those two files includes it.
+ *
+ * Ownership: the executor owns every task and every pipeline state. A task
+ * sits in exactly one list at a time (its pipeline's waiting list, the run
+ * queue, or the running list), or in the free pool. Task structs are pooled
+ * and only freed when the executor is, so that their embedded timers never
+ * need closing on the hot path.
+ *
+ * Loop thread only.
+ */
+#ifndef TR_WORKER_EXEC_INT_H
+#define TR_WORKER_EXEC_INT_H
+
+#include <msgpack.h>
+
+#include "lib/buf.h"
+#include "lib/hmap.h"
+#include "worker/executor.h"
+
+#define TR_EXEC_LOG_LINES 200        /* unsent ctx.log lines a task keeps */
+#define TR_EXEC_IDLE_COROUTINES 256  /* finished coroutines a state keeps for reuse */
+
+enum task_where
+{
+    T_FREE = 0,  /* in the executor's pool */
+    T_WAIT_PIPE, /* in its pipeline's waiting list: the source has not come yet */
+    T_QUEUED,    /* in the run queue, waiting for a slot */
+    T_RUNNING    /* in the running list: its coroutine exists */
+};
+
+enum task_kill
+{
+    KILL_NONE = 0,
+    KILL_TIMEOUT, /* its timeout expired */
+    KILL_CANCEL   /* the scheduler sent CANCEL */
+};
+
+struct task_list
+{
+    struct tr_task *head;
+    struct tr_task *tail;
+    uint32_t n;
+};
+
+struct log_line
+{
+    char *p;      /* owned copy, not NUL-terminated */
+    uint32_t len;
+};
+
+struct tr_task
+{
+    struct tr_executor *exec; /* owner */
+    enum task_where where;    /* which list holds it */
+    struct task_list *list;   /* that list (NULL when free) */
+    struct tr_task *prev;     /* list links; next also links the free pool */
+    struct tr_task *next;
+
+    /* From TASK, echoed in RESULT. */
+    uint64_t id;             /* dispatch id: the fencing token and the map key */
+    uint64_t epoch;
+    uint32_t attempt;
+    uint32_t index;
+    double timeout;          /* seconds, 0 = none */
+    struct tr_buf data;      /* run id NUL, task name NUL, params, args */
+    struct tr_str run_id;    /* views into data, set once data is complete */
+    struct tr_str name;
+    struct tr_str params;
+    struct tr_str args;
+    struct pipe *pipe;       /* its pipeline state (counts it in active) */
+
+    /* While running. */
+    lua_State *co;           /* its coroutine, pinned by co_ref */
+    int co_ref;
+    void *op;                /* pending operation while suspended, else NULL */
+    tr_task_cancel_fn op_cancel;
+    enum task_kill kill;     /* set once it must stop */
+    char kill_reason[128];   /* CANCEL's reason, for the error message */
+    uint64_t start_ns;       /* monotonic start */
+    uint64_t deadline_ns;    /* monotonic deadline, 0 = none */
+    double started_at;       /* wall clock, for RESULT */
+    uv_timer_t timeout_timer;
+    uv_timer_t op_timer;     /* free for the pending operation (tr_task_timer) */
+    int closing;             /* handles still closing when the executor is freed */
+
+    /* ctx.log lines not sent yet: a ring of TR_EXEC_LOG_LINES. */
+    struct log_line *logs;   /* allocated at the first line, kept while pooled */
+    uint32_t log_head;       /* oldest line */
+    uint32_t log_n;
+    uint64_t log_dropped;    /* lines dropped since the last report */
+};
+
+enum pipe_state
+{
+    P_LOADING = 0, /* PIPELINE_GET sent, source not here yet */
+    P_READY        /* state built, run functions indexed */
+};
+
+struct run_fn
+{
+    char *name; /* owned, NUL-terminated; the by_name key */
+    int ref;    /* registry ref of the run function */
+};
+
+struct idle_co
+{
+    lua_State *co;
+    int ref;
+};
+
+struct pipe
+{
+    char digest[65];            /* sha256 hex of the source: the map key */
+    enum pipe_state state;
+    lua_State *L;               /* NULL until loaded */
+    char *label;                /* "name@version" for logs */
+    struct run_fn *runs;        /* one per task of the pipeline */
+    uint32_t n_runs;
+    struct tr_hmap by_name;     /* task name -> struct run_fn */
+    struct task_list waiting;   /* tasks that came before the source */
+    uint32_t active;            /* tasks waiting, queued or running on it */
+    uint64_t used_tick;         /* executor clock at its last use, for the LRU */
+    uint64_t requested_ns;      /* when PIPELINE_GET was last sent */
+    struct idle_co *idle;       /* finished coroutines to reuse */
+    uint32_t n_idle;
+};
+
+struct tr_executor
+{
+    uv_loop_t *loop;
+    struct tr_executor_config cfg;
+    struct tr_hmap pipes;       /* digest -> struct pipe */
+    struct pipe *last_pipe;     /* the most recent lookup: most tasks share a digest */
+    struct tr_hmap tasks;       /* dispatch id -> struct tr_task (every task not free) */
+    struct task_list queue;     /* FIFO of tasks waiting for a slot */
+    struct task_list running;
+    struct tr_task *pool;       /* free task structs, linked by next */
+    uint32_t n_alloc;           /* task structs allocated */
+    struct tr_task *current;    /* the task whose coroutine runs right now */
+    bool pumping;               /* re-entrancy guard of the slot filler */
+    bool freeing;               /* tr_executor_free is running */
+    uint64_t clock;             /* bumped at each use of a state (LRU) */
+    msgpack_sbuffer out;        /* a task's output, packed; reused */
+    msgpack_zone zone;          /* params and args decoding; reused */
+    struct tr_buf msg;          /* error messages being built; reused */
+};
+
+/* Lists (executor.c). */
+void task_list_push(struct task_list *l, struct tr_task *t);
+void task_list_remove(struct tr_task *t);
+
+/*
+ * Ends t with a failure before or instead of running it, sending RESULT
+ * (executor.c). The message is formatted like printf.
+ */
+void exec_fail_task(struct tr_task *t, const char *fmt, ...) TR_PRINTF(2, 3);
+
+/* Starts queued tasks while slots are free (executor.c). */
+void exec_pump(struct tr_executor *e);
+
+/* The state for digest, or NULL (pipes.c). */
+struct pipe *pipe_find(struct tr_executor *e, struct tr_str digest);
+
+/* A new state for digest in P_LOADING; sends PIPELINE_GET. NULL when out of memory. */
+struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest);
+
+/* Frees p and its Lua state; p must have no task (pipes.c). */
+void pipe_free(struct tr_executor *e, struct pipe *p);
+
+/* Frees idle ready states beyond cfg.max_states, least recently used first. */
+void pipe_evict(struct tr_executor *e);
+
+/* The run function's registry ref for a task name, or LUA_NOREF. */
+int pipe_run_ref(struct pipe *p, struct tr_str name);
+
+/*
+ * A coroutine for a new task: a reused one, or a new one pushed and pinned.
+ * May raise (memory): call inside lua_pcall on p->L.
+ */
+void pipe_take_coroutine(struct pipe *p, lua_State **co, int *ref);
+
+/* Gives a finished (reset) coroutine back for reuse, or unpins it. Never raises. */
+void pipe_give_coroutine(struct pipe *p, lua_State *co, int ref);
+
+/* Re-sends PIPELINE_GET for states whose source is slow to come (pipes.c). */
+void pipe_tick(struct tr_executor *e);
+
+/* Sends one message through the executor's send callback. */
+static inline void exec_send(struct tr_executor *e, const struct tr_msg *m)
+{
+    e->cfg.send(e->cfg.send_arg, m);
+}
+
+#endif

@@ -1,0 +1,904 @@
+/*
+ * executor.c - the life of a task on the worker: received, waiting for its
+ * pipeline or for a slot, running as a coroutine, suspended on a pending
+ * operation, and finished with exactly one RESULT (unless the connection it
+ * came on is abandoned, when it is dropped silently).
+ *
+ * Invariants:
+ * - A task is in exactly one list (its pipeline's waiting list, the FIFO run
+ *   queue, the running list) or in the free pool, and in the id map unless
+ *   free.
+ * - A running task is either on the C stack (e->current, inside lua_resume)
+ *   or suspended with a pending operation (t->op != NULL). Loop callbacks
+ *   only ever see the second kind, so a timeout or CANCEL can always stop it
+ *   by cancelling the operation. A CPU-bound task never returns to the loop:
+ *   a count hook on its coroutine (set only when it has a timeout) checks the
+ *   clock and raises, and re-arms itself at every instruction so that a pcall
+ *   in the task cannot swallow the kill.
+ * - Nothing per task is allocated in the steady state: task structs, their
+ *   buffers and timers, and the coroutines are reused; the output and error
+ *   buffers and the msgpack zone are the executor's.
+ * - Every Lua API call on a state's main thread that may allocate runs under
+ *   lua_pcall, so running out of Lua memory fails a task, never the process.
+ *
+ * Loop thread only.
+ */
+#include <lauxlib.h>
+#include <math.h>
+
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "lib/lua_msgpack.h"
+#include "lib/lua_rt.h"
+#include "worker/exec_int.h"
+#include "worker/lua_worker.h"
+
+#define HOOK_COUNT 1000                      /* instructions between two clock checks */
+#define TIMEOUT_MAX_S (30.0 * 24 * 3600)     /* longer timeouts are clamped */
+#define TASK_DATA_KEEP (64u << 10)           /* a pooled task keeps a buffer this large */
+#define TRACEBACK_HEADROOM (1u << 20)        /* heap a traceback may use past the cap */
+#define ERROR_MAX (64u << 10)                /* bytes of an error message in RESULT */
+
+/* ====================================================================== */
+/* Lists and the task pool                                                */
+/* ====================================================================== */
+
+void task_list_push(struct task_list *l, struct tr_task *t)
+{
+    t->list = l;
+    t->next = NULL;
+    t->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+    l->n++;
+}
+
+void task_list_remove(struct tr_task *t)
+{
+    struct task_list *l = t->list;
+    if (l == NULL)
+        return;
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->prev = t->next = NULL;
+    t->list = NULL;
+    l->n--;
+}
+
+static struct tr_task *task_get(struct tr_executor *e)
+{
+    struct tr_task *t = e->pool;
+    if (t != NULL) {
+        e->pool = t->next;
+        t->next = NULL;
+        return t;
+    }
+    t = tr_calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->exec = e;
+    t->co_ref = LUA_NOREF;
+    tr_buf_init(&t->data, 0);
+    uv_timer_init(e->loop, &t->timeout_timer);
+    uv_timer_init(e->loop, &t->op_timer);
+    t->timeout_timer.data = t;
+    t->op_timer.data = t;
+    e->n_alloc++;
+    return t;
+}
+
+static void task_put(struct tr_executor *e, struct tr_task *t)
+{
+    t->where = T_FREE;
+    t->pipe = NULL;
+    t->kill = KILL_NONE;
+    t->op = NULL;
+    t->op_cancel = NULL;
+    t->deadline_ns = 0;
+    t->started_at = 0;
+    if (t->data.alloc > TASK_DATA_KEEP)
+        tr_buf_release(&t->data);
+    else
+        tr_buf_reset(&t->data);
+    t->next = e->pool;
+    e->pool = t;
+}
+
+static void logs_clear(struct tr_task *t)
+{
+    for (uint32_t i = 0; i < t->log_n; i++)
+        tr_free(t->logs[(t->log_head + i) % TR_EXEC_LOG_LINES].p);
+    t->log_head = 0;
+    t->log_n = 0;
+    t->log_dropped = 0;
+}
+
+/*
+ * Takes t out of every structure and back to the pool: stops its timers,
+ * resets and recycles its coroutine. Sends nothing.
+ */
+static void release(struct tr_executor *e, struct tr_task *t)
+{
+    uv_timer_stop(&t->timeout_timer);
+    uv_timer_stop(&t->op_timer);
+    if (t->co != NULL) {
+        lua_sethook(t->co, NULL, 0, 0);
+        /* Closes pending to-be-closed variables; errors there are ignored. */
+        lua_resetthread(t->co);
+        lua_settop(t->co, 0);
+        pipe_give_coroutine(t->pipe, t->co, t->co_ref);
+        t->co = NULL;
+        t->co_ref = LUA_NOREF;
+    }
+    task_list_remove(t);
+    tr_hmap_del(&e->tasks, &t->id, sizeof(t->id));
+    if (t->pipe != NULL) {
+        t->pipe->active--;
+        t->pipe->used_tick = ++e->clock;
+    }
+    logs_clear(t);
+    task_put(e, t);
+}
+
+/* ====================================================================== */
+/* Logs                                                                   */
+/* ====================================================================== */
+
+void tr_task_log(struct tr_task *t, const char *line, size_t len)
+{
+    if (len > TR_TASK_LOG_LINE_MAX)
+        len = TR_TASK_LOG_LINE_MAX;
+    if (t->logs == NULL) {
+        t->logs = tr_calloc(TR_EXEC_LOG_LINES, sizeof(*t->logs));
+        if (t->logs == NULL) {
+            t->log_dropped++;
+            return;
+        }
+    }
+    char *copy = tr_memdup(line, len ? len : 1);
+    if (copy == NULL) {
+        t->log_dropped++;
+        return;
+    }
+    if (t->log_n == TR_EXEC_LOG_LINES) {
+        /* Full: the oldest unsent line goes. */
+        tr_free(t->logs[t->log_head].p);
+        t->log_head = (t->log_head + 1) % TR_EXEC_LOG_LINES;
+        t->log_n--;
+        t->log_dropped++;
+    }
+    t->logs[(t->log_head + t->log_n) % TR_EXEC_LOG_LINES] = (struct log_line){copy,
+                                                                               (uint32_t)len};
+    t->log_n++;
+}
+
+/*
+ * Fills views (at most TR_PROTO_MAX_LOGS) with t's oldest lines, a note about
+ * dropped lines first; note is the caller's buffer for that text. Returns how
+ * many views were filled and, in *taken, how many ring lines they use.
+ */
+static uint32_t logs_take(struct tr_task *t, struct tr_str *views, char *note, size_t note_size,
+                          uint32_t *taken)
+{
+    uint32_t n = 0;
+    if (t->log_dropped > 0) {
+        int w = snprintf(note, note_size,
+                         "[trellis] %llu log lines dropped (a task keeps at most %d unsent lines)",
+                         (unsigned long long)t->log_dropped, TR_EXEC_LOG_LINES);
+        views[n++] = (struct tr_str){note, (size_t)TR_MAX(w, 0)};
+    }
+    uint32_t k = 0;
+    while (n < TR_PROTO_MAX_LOGS && k < t->log_n) {
+        struct log_line *l = &t->logs[(t->log_head + k) % TR_EXEC_LOG_LINES];
+        views[n++] = (struct tr_str){l->p, l->len};
+        k++;
+    }
+    *taken = k;
+    return n;
+}
+
+/* Forgets the first `taken` lines after they were sent. */
+static void logs_consume(struct tr_task *t, uint32_t taken)
+{
+    for (uint32_t i = 0; i < taken; i++) {
+        tr_free(t->logs[t->log_head].p);
+        t->log_head = (t->log_head + 1) % TR_EXEC_LOG_LINES;
+    }
+    t->log_n -= taken;
+    t->log_dropped = 0;
+}
+
+/* Sends LOG messages until at most `keep` lines remain unsent. */
+static void logs_flush(struct tr_executor *e, struct tr_task *t, uint32_t keep)
+{
+    while (t->log_n > keep || (keep == 0 && t->log_dropped > 0)) {
+        struct tr_msg m = {.type = TR_MSG_LOG};
+        char note[128];
+        uint32_t taken;
+        m.u.log.id = t->id;
+        m.u.log.n_logs = logs_take(t, m.u.log.logs, note, sizeof(note), &taken);
+        exec_send(e, &m);
+        logs_consume(t, taken);
+    }
+}
+
+/* ====================================================================== */
+/* Finishing                                                              */
+/* ====================================================================== */
+
+struct outcome
+{
+    bool ok;
+    struct tr_str output;
+    struct tr_str error;
+    bool timed_out;
+    bool cancelled;
+};
+
+/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
+static void complete(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
+{
+    double now = tr_now();
+    /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */
+    logs_flush(e, t, t->log_dropped ? TR_PROTO_MAX_LOGS - 1 : TR_PROTO_MAX_LOGS);
+
+    struct tr_msg m = {.type = TR_MSG_RESULT};
+    struct tr_msg_result *r = &m.u.result;
+    char note[128];
+    uint32_t taken;
+    r->id = t->id;
+    r->epoch = t->epoch;
+    r->attempt = t->attempt;
+    r->ok = o->ok;
+    r->output = o->output;
+    r->error = o->error;
+    r->timed_out = o->timed_out;
+    r->cancelled = o->cancelled;
+    r->started_at = t->started_at > 0 ? t->started_at : now;
+    r->finished_at = now;
+    r->n_logs = logs_take(t, r->logs, note, sizeof(note), &taken);
+    exec_send(e, &m);
+    logs_consume(t, taken);
+
+    char run[80], name[80];
+    tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
+    tr_log_escape(name, sizeof(name), t->name.p, TR_MIN(t->name.len, (size_t)64));
+    uint64_t ms = t->start_ns ? (tr_mono_ns() - t->start_ns) / 1000000u : 0;
+    const char *why = o->ok ? "" : o->timed_out ? " reason=timed_out"
+                                 : o->cancelled ? " reason=cancelled" : " reason=error";
+    tr_info("task done run=%s task=%s index=%u attempt=%u id=%llu ok=%d ms=%llu%s", run, name,
+            t->index, t->attempt, (unsigned long long)t->id, o->ok ? 1 : 0,
+            (unsigned long long)ms, why);
+    t->start_ns = 0;
+    release(e, t);
+    exec_pump(e);
+}
+
+/* The error text in e->msg, or a fixed one when building it ran out of memory. */
+static struct tr_str msg_view(struct tr_executor *e)
+{
+    if (e->msg.len == 0)
+        return TR_STR("task failed (its error message was lost: worker out of memory)");
+    return (struct tr_str){e->msg.buf, e->msg.len};
+}
+
+void exec_fail_task(struct tr_task *t, const char *fmt, ...)
+{
+    struct tr_executor *e = t->exec;
+    va_list ap;
+    va_start(ap, fmt);
+    tr_buf_reset(&e->msg);
+    if (tr_buf_vaddf(&e->msg, fmt, ap) < 0)
+        tr_buf_reset(&e->msg);
+    va_end(ap);
+    struct outcome o = {.error = msg_view(e)};
+    complete(e, t, &o);
+}
+
+struct tb_args
+{
+    lua_State *co;   /* the coroutine the traceback describes */
+    const char *msg; /* the message, or NULL: the error object on top of co */
+};
+
+/* Protected: pushes msg (or tostring of co's error object) plus co's traceback. */
+static int traceback_protected(lua_State *L)
+{
+    struct tb_args *a = lua_touserdata(L, 1);
+    const char *msg = a->msg;
+    if (msg == NULL) {
+        lua_xmove(a->co, L, 1);
+        msg = luaL_tolstring(L, -1, NULL); /* a table's __tostring runs here */
+    }
+    luaL_traceback(L, a->co, msg, 0);
+    return 1;
+}
+
+/*
+ * Builds the error text of a failed task into e->msg: msg (or the error
+ * object on top of t->co when msg is NULL) and the traceback of t->co. The
+ * heap cap is raised a little meanwhile, so that a task that ran out of
+ * memory still gets its traceback.
+ */
+static void build_error(struct tr_executor *e, struct tr_task *t, const char *msg)
+{
+    lua_State *L = t->pipe->L;
+    if (t->co == NULL) {
+        /* It never ran: there is no stack to show. */
+        tr_buf_reset(&e->msg);
+        if (tr_buf_addstr(&e->msg, msg ? msg : "task failed") < 0)
+            tr_buf_reset(&e->msg);
+        return;
+    }
+    struct tb_args a = {t->co, msg};
+    int top = lua_gettop(L);
+    size_t cap = e->cfg.lua_mem_max;
+    if (cap != 0)
+        tr_lua_set_mem_max(L, cap + TRACEBACK_HEADROOM);
+    int status = LUA_ERRMEM;
+    if (lua_checkstack(L, 4)) {
+        lua_pushcfunction(L, traceback_protected);
+        lua_pushlightuserdata(L, &a);
+        status = lua_pcall(L, 1, 1, 0);
+    }
+    if (cap != 0)
+        tr_lua_set_mem_max(L, cap);
+    tr_buf_reset(&e->msg);
+    size_t len = 0;
+    const char *s = status == LUA_OK ? lua_tolstring(L, -1, &len) : NULL;
+    int rc = s ? tr_buf_add(&e->msg, s, TR_MIN(len, (size_t)ERROR_MAX)) : -1;
+    if (rc < 0 || s == NULL) {
+        tr_buf_reset(&e->msg);
+        if (msg != NULL)
+            rc = tr_buf_addstr(&e->msg, msg);
+        else
+            rc = tr_buf_addstr(&e->msg, "(error object could not be converted to a string)");
+        if (rc < 0)
+            tr_buf_reset(&e->msg);
+    }
+    lua_settop(L, top);
+}
+
+/* Ends a task stopped by its timeout or by CANCEL. */
+static void finish_killed(struct tr_executor *e, struct tr_task *t)
+{
+    char msg[320];
+    char name[80];
+    snprintf(name, sizeof(name), "%.*s", (int)TR_MIN(t->name.len, (size_t)64), t->name.p);
+    if (t->kill == KILL_TIMEOUT)
+        snprintf(msg, sizeof(msg), "task '%s' timed out after %g s", name, t->timeout);
+    else if (t->kill_reason[0])
+        snprintf(msg, sizeof(msg), "task '%s' was cancelled: %s", name, t->kill_reason);
+    else
+        snprintf(msg, sizeof(msg), "task '%s' was cancelled", name);
+    build_error(e, t, msg);
+    struct outcome o = {.error = msg_view(e),
+                        .timed_out = t->kill == KILL_TIMEOUT,
+                        .cancelled = t->kill == KILL_CANCEL};
+    complete(e, t, &o);
+}
+
+static void finish_ok(struct tr_executor *e, struct tr_task *t, int nres)
+{
+    msgpack_sbuffer_clear(&e->out);
+    struct tr_error err;
+    tr_error_init(&err);
+    int rc = 0;
+    if (nres == 0) {
+        rc = msgpack_sbuffer_write(&e->out, "\xc0", 1) == 0 ? 0 : TR_ENOMEM;
+    } else {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &e->out, msgpack_sbuffer_write);
+        rc = tr_lua_pack_named(t->co, lua_gettop(t->co) - nres + 1, "output", &pk, &err);
+    }
+    if (rc < 0) {
+        exec_fail_task(t, "cannot encode output of task '%s': %s", tr_task_name(t),
+                       err.msg[0] ? err.msg : tr_strerror(rc));
+        return;
+    }
+    struct outcome o = {.ok = true, .output = {e->out.data, e->out.size}};
+    complete(e, t, &o);
+}
+
+static void finish_error(struct tr_executor *e, struct tr_task *t, int status)
+{
+    if (status == LUA_ERRMEM) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "task '%s' ran out of memory (the pipeline's Lua heap is "
+                 "capped at %zu MiB)", tr_task_name(t), e->cfg.lua_mem_max >> 20);
+        build_error(e, t, e->cfg.lua_mem_max ? msg : "not enough memory");
+    } else {
+        build_error(e, t, NULL);
+    }
+    struct outcome o = {.error = msg_view(e)};
+    complete(e, t, &o);
+}
+
+/* ====================================================================== */
+/* Running                                                                */
+/* ====================================================================== */
+
+/*
+ * The count hook of tasks with a timeout. It runs on the task's coroutine
+ * and on coroutines the task created (they inherit hooks), so it finds the
+ * task through the executor. Once the task must stop, it fires at every
+ * instruction of every thread it is on, so no pcall can swallow the error.
+ */
+static void kill_hook(lua_State *L, lua_Debug *ar)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t == NULL)
+        return;
+    if (t->kill == KILL_NONE) {
+        if (t->deadline_ns == 0 || tr_mono_ns() < t->deadline_ns)
+            return;
+        t->kill = KILL_TIMEOUT;
+    }
+    lua_sethook(L, kill_hook, LUA_MASKCOUNT, 1);
+    if (L != t->co)
+        lua_sethook(t->co, kill_hook, LUA_MASKCOUNT, 1);
+    lua_pushliteral(L, "task stopped");
+    lua_error(L);
+}
+
+/* Resumes t's coroutine with nargs values on its stack and handles what comes back. */
+static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
+{
+    struct tr_task *prev = e->current;
+    e->current = t;
+    int nres = 0;
+    int status = lua_resume(t->co, NULL, nargs, &nres);
+    e->current = prev;
+    if (t->kill != KILL_NONE && status != LUA_YIELD) {
+        finish_killed(e, t);
+    } else if (status == LUA_YIELD) {
+        if (t->op != NULL)
+            return; /* suspended until its operation completes or is cancelled */
+        lua_pop(t->co, nres);
+        exec_fail_task(t, "task '%s' yielded outside of a trellis operation (coroutine.yield "
+                          "must be called inside a coroutine the task created)",
+                       tr_task_name(t));
+    } else if (status == LUA_OK) {
+        finish_ok(e, t, nres);
+    } else {
+        finish_error(e, t, status);
+    }
+}
+
+/* Pushes one msgpack value from bytes (validated first) onto L. May raise. */
+static void push_bytes(struct tr_executor *e, lua_State *L, struct tr_str b, const char *what,
+                       msgpack_object *obj)
+{
+    long n = tr_mp_check(b.p, b.len, &tr_mp_default_limits);
+    size_t off = 0;
+    msgpack_zone_clear(&e->zone);
+    if (n < 0 || (size_t)n != b.len ||
+        msgpack_unpack(b.p, b.len, &off, &e->zone, obj) != MSGPACK_UNPACK_SUCCESS)
+        luaL_error(L, "cannot decode the %s of task '%s': malformed msgpack", what,
+                   tr_task_name(lua_touserdata(L, 1)));
+}
+
+/*
+ * Protected, with the task at 1: takes a coroutine and puts on it the run
+ * function, ctx and the arguments. Returns the number of values to resume
+ * with, as an integer.
+ */
+static int setup_protected(lua_State *L)
+{
+    struct tr_task *t = lua_touserdata(L, 1);
+    struct tr_executor *e = t->exec;
+    int ref = pipe_run_ref(t->pipe, t->name);
+    if (ref == LUA_NOREF)
+        return luaL_error(L, "pipeline '%s' has no task '%s'", t->pipe->label, tr_task_name(t));
+    pipe_take_coroutine(t->pipe, &t->co, &t->co_ref);
+    int base = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+
+    lua_createtable(L, 0, 6);
+    if (t->params.len > 0) {
+        msgpack_object obj;
+        push_bytes(e, L, t->params, "params", &obj);
+        if (obj.type != MSGPACK_OBJECT_MAP || tr_lua_push_mp(L, &obj) < 0)
+            return luaL_error(L, "cannot decode the params of task '%s'", tr_task_name(t));
+    } else {
+        lua_newtable(L);
+    }
+    lua_setfield(L, -2, "params");
+    lua_pushlstring(L, t->run_id.p, t->run_id.len);
+    lua_setfield(L, -2, "run_id");
+    lua_pushlstring(L, t->name.p, t->name.len);
+    lua_setfield(L, -2, "task");
+    lua_pushinteger(L, (lua_Integer)t->index);
+    lua_setfield(L, -2, "index");
+    lua_pushinteger(L, (lua_Integer)t->attempt);
+    lua_setfield(L, -2, "attempt");
+    tr_lua_worker_push_log(L);
+    lua_setfield(L, -2, "log");
+
+    if (t->args.len > 0) {
+        msgpack_object obj;
+        push_bytes(e, L, t->args, "arguments", &obj);
+        if (obj.type != MSGPACK_OBJECT_ARRAY)
+            return luaL_error(L, "the arguments of task '%s' are not an array",
+                              tr_task_name(t));
+        luaL_checkstack(L, (int)TR_MIN(obj.via.array.size, 1000000u) + 4, "too many arguments");
+        for (uint32_t i = 0; i < obj.via.array.size; i++) {
+            int rc = tr_lua_push_mp(L, &obj.via.array.ptr[i]);
+            if (rc == TR_ENOMEM)
+                return luaL_error(L, "not enough memory");
+            if (rc < 0)
+                return luaL_error(L, "cannot decode argument %d of task '%s': %s", (int)i + 1,
+                                  tr_task_name(t), tr_strerror(rc));
+        }
+    }
+    int n = lua_gettop(L) - base;
+    if (!lua_checkstack(t->co, n + LUA_MINSTACK))
+        return luaL_error(L, "not enough memory");
+    lua_xmove(L, t->co, n);
+    lua_pushinteger(L, n - 1);
+    return 1;
+}
+
+/* Stops a running task that is suspended on an operation, and answers. */
+static void kill_running(struct tr_executor *e, struct tr_task *t, enum task_kill why)
+{
+    TR_ASSERT(e->current != t);
+    t->kill = why;
+    if (t->op != NULL) {
+        tr_task_cancel_fn cancel = t->op_cancel;
+        void *op = t->op;
+        t->op = NULL;
+        t->op_cancel = NULL;
+        cancel(t, op);
+    }
+    finish_killed(e, t);
+}
+
+static void on_timeout(uv_timer_t *h)
+{
+    struct tr_task *t = h->data;
+    if (t->where == T_RUNNING)
+        kill_running(t->exec, t, KILL_TIMEOUT);
+}
+
+static void start(struct tr_executor *e, struct tr_task *t)
+{
+    t->where = T_RUNNING;
+    task_list_push(&e->running, t);
+    t->started_at = tr_now();
+    t->start_ns = tr_mono_ns();
+    char run[80], name[80];
+    tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
+    tr_log_escape(name, sizeof(name), t->name.p, TR_MIN(t->name.len, (size_t)64));
+    tr_info("task start run=%s task=%s index=%u attempt=%u id=%llu", run, name, t->index,
+            t->attempt, (unsigned long long)t->id);
+
+    lua_State *L = t->pipe->L;
+    if (!lua_checkstack(L, 3)) {
+        exec_fail_task(t, "cannot start task '%s': not enough memory", tr_task_name(t));
+        return;
+    }
+    lua_pushcfunction(L, setup_protected);
+    lua_pushlightuserdata(L, t);
+    int status = lua_pcall(L, 1, 1, 0);
+    if (status != LUA_OK) {
+        const char *msg = status == LUA_ERRMEM ? NULL : lua_tostring(L, -1);
+        exec_fail_task(t, "cannot start task '%s': %s", tr_task_name(t),
+                       msg ? msg : "not enough memory");
+        lua_pop(L, 1);
+        return;
+    }
+    int nargs = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (t->timeout > 0) {
+        double s = TR_MIN(t->timeout, TIMEOUT_MAX_S);
+        t->deadline_ns = t->start_ns + (uint64_t)(s * 1e9);
+        uv_update_time(e->loop); /* the turn's clock may be stale by a long task */
+        uv_timer_start(&t->timeout_timer, on_timeout, (uint64_t)ceil(s * 1000.0), 0);
+        lua_sethook(t->co, kill_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    }
+    resume(e, t, nargs);
+}
+
+void exec_pump(struct tr_executor *e)
+{
+    if (e->pumping || e->freeing)
+        return;
+    /* A task may finish inside start and call us again: the outer loop
+     * carries on instead of recursing. */
+    e->pumping = true;
+    while (e->queue.head != NULL && e->running.n < e->cfg.slots) {
+        struct tr_task *t = e->queue.head;
+        task_list_remove(t);
+        start(e, t);
+    }
+    e->pumping = false;
+}
+
+/* ====================================================================== */
+/* What the scheduler sends                                               */
+/* ====================================================================== */
+
+static bool is_digest(struct tr_str d)
+{
+    if (d.len != 64)
+        return false;
+    for (size_t i = 0; i < 64; i++) {
+        char c = d.p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+/* Answers a TASK that could not even be stored. */
+static void fail_unstored(struct tr_executor *e, const struct tr_msg_task *m, const char *why)
+{
+    struct tr_msg r = {.type = TR_MSG_RESULT};
+    r.u.result.id = m->id;
+    r.u.result.epoch = m->epoch;
+    r.u.result.attempt = m->attempt;
+    r.u.result.error = tr_str_c(why);
+    r.u.result.started_at = r.u.result.finished_at = tr_now();
+    exec_send(e, &r);
+    tr_warn("task failed id=%llu: %s", (unsigned long long)m->id, why);
+}
+
+static int copy_task(struct tr_task *t, const struct tr_msg_task *m)
+{
+    struct tr_buf *b = &t->data;
+    tr_buf_reset(b);
+    if (tr_buf_add(b, m->run_id.p, m->run_id.len) < 0 || tr_buf_addch(b, '\0') < 0 ||
+        tr_buf_add(b, m->task.p, m->task.len) < 0 || tr_buf_addch(b, '\0') < 0 ||
+        tr_buf_add(b, m->params.p, m->params.len) < 0 ||
+        tr_buf_add(b, m->args.p, m->args.len) < 0)
+        return TR_ENOMEM;
+    /* Views are taken once the buffer has stopped moving. */
+    const char *p = b->buf;
+    t->run_id = (struct tr_str){p, m->run_id.len};
+    p += m->run_id.len + 1;
+    t->name = (struct tr_str){p, m->task.len};
+    p += m->task.len + 1;
+    t->params = (struct tr_str){p, m->params.len};
+    p += m->params.len;
+    t->args = (struct tr_str){p, m->args.len};
+    return 0;
+}
+
+void tr_executor_on_task(struct tr_executor *e, const struct tr_msg_task *m)
+{
+    if (tr_hmap_get(&e->tasks, &m->id, sizeof(m->id)) != NULL) {
+        tr_warn("ignoring a second TASK with id=%llu", (unsigned long long)m->id);
+        return;
+    }
+    struct tr_task *t = task_get(e);
+    if (t == NULL) {
+        fail_unstored(e, m, "worker out of memory");
+        return;
+    }
+    t->id = m->id;
+    t->epoch = m->epoch;
+    t->attempt = m->attempt;
+    t->index = m->index;
+    t->timeout = isfinite(m->timeout) && m->timeout > 0 ? m->timeout : 0;
+    t->kill_reason[0] = '\0';
+    t->start_ns = 0;
+    if (copy_task(t, m) < 0 || tr_hmap_put(&e->tasks, &t->id, sizeof(t->id), t) < 0) {
+        task_put(e, t);
+        fail_unstored(e, m, "worker out of memory");
+        return;
+    }
+    if (!is_digest(m->digest)) {
+        exec_fail_task(t, "task '%s' names no valid pipeline digest", tr_task_name(t));
+        return;
+    }
+    struct pipe *p = pipe_find(e, m->digest);
+    if (p == NULL)
+        p = pipe_request(e, m->digest);
+    if (p == NULL) {
+        exec_fail_task(t, "cannot run task '%s': worker out of memory", tr_task_name(t));
+        return;
+    }
+    t->pipe = p;
+    p->active++;
+    if (p->state == P_LOADING) {
+        t->where = T_WAIT_PIPE;
+        task_list_push(&p->waiting, t);
+        return;
+    }
+    t->where = T_QUEUED;
+    task_list_push(&e->queue, t);
+    exec_pump(e);
+}
+
+void tr_executor_on_cancel(struct tr_executor *e, const struct tr_msg_cancel *m)
+{
+    struct tr_task *t = tr_hmap_get(&e->tasks, &m->id, sizeof(m->id));
+    if (t == NULL) {
+        tr_debug("ignoring CANCEL of unknown task id=%llu", (unsigned long long)m->id);
+        return;
+    }
+    tr_log_escape(t->kill_reason, sizeof(t->kill_reason), m->reason.p,
+                  TR_MIN(m->reason.len, (size_t)100));
+    if (t->where == T_RUNNING) {
+        kill_running(e, t, KILL_CANCEL);
+        return;
+    }
+    t->kill = KILL_CANCEL;
+    finish_killed(e, t);
+}
+
+uint32_t tr_executor_abort_all(struct tr_executor *e)
+{
+    uint32_t n = 0;
+    while (e->running.head != NULL) {
+        struct tr_task *t = e->running.head;
+        if (t->op != NULL) {
+            tr_task_cancel_fn cancel = t->op_cancel;
+            void *op = t->op;
+            t->op = NULL;
+            cancel(t, op);
+        }
+        release(e, t);
+        n++;
+    }
+    while (e->queue.head != NULL) {
+        release(e, e->queue.head);
+        n++;
+    }
+    size_t it = 0;
+    struct pipe *p;
+    while ((p = tr_hmap_next(&e->pipes, &it)) != NULL) {
+        if (p->state != P_LOADING)
+            continue;
+        while (p->waiting.head != NULL) {
+            release(e, p->waiting.head);
+            n++;
+        }
+        /* Its PIPELINE_GET went to a connection we no longer trust. */
+        pipe_free(e, p);
+    }
+    return n;
+}
+
+void tr_executor_tick(struct tr_executor *e)
+{
+    for (struct tr_task *t = e->running.head; t != NULL; t = t->next) {
+        if (t->log_n > 0 || t->log_dropped > 0)
+            logs_flush(e, t, 0);
+    }
+    pipe_tick(e);
+}
+
+uint32_t tr_executor_running(const struct tr_executor *e)
+{
+    return e->running.n;
+}
+
+uint32_t tr_executor_waiting(const struct tr_executor *e)
+{
+    return (uint32_t)tr_hmap_count(&e->tasks) - e->running.n;
+}
+
+/* ====================================================================== */
+/* Life cycle                                                             */
+/* ====================================================================== */
+
+struct tr_executor *tr_executor_new(uv_loop_t *loop, const struct tr_executor_config *cfg)
+{
+    struct tr_executor *e = tr_calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    e->loop = loop;
+    e->cfg = *cfg;
+    if (e->cfg.slots == 0)
+        e->cfg.slots = 1;
+    tr_hmap_init(&e->pipes);
+    tr_hmap_init(&e->tasks);
+    tr_buf_init(&e->msg, 0);
+    msgpack_sbuffer_init(&e->out);
+    if (!msgpack_zone_init(&e->zone, 8192)) {
+        tr_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void on_task_closed(uv_handle_t *h)
+{
+    struct tr_task *t = h->data;
+    if (--t->closing > 0)
+        return;
+    struct tr_executor *e = t->exec;
+    tr_buf_release(&t->data);
+    tr_free(t->logs);
+    tr_free(t);
+    if (--e->n_alloc == 0)
+        tr_free(e);
+}
+
+void tr_executor_free(struct tr_executor *e)
+{
+    if (e == NULL)
+        return;
+    e->freeing = true;
+    uint32_t n = tr_executor_abort_all(e);
+    if (n > 0)
+        tr_info("dropped %u tasks on shutdown", n);
+    size_t it = 0;
+    struct pipe *p;
+    while ((p = tr_hmap_next(&e->pipes, &it)) != NULL)
+        pipe_free(e, p);
+    tr_hmap_release(&e->pipes);
+    tr_hmap_release(&e->tasks);
+    tr_buf_release(&e->msg);
+    msgpack_sbuffer_destroy(&e->out);
+    msgpack_zone_destroy(&e->zone);
+    if (e->n_alloc == 0) {
+        tr_free(e);
+        return;
+    }
+    /* Every task is in the pool now; each is freed when both its timers closed. */
+    for (struct tr_task *t = e->pool; t != NULL; t = t->next) {
+        t->closing = 2;
+        uv_close((uv_handle_t *)&t->timeout_timer, on_task_closed);
+        uv_close((uv_handle_t *)&t->op_timer, on_task_closed);
+    }
+}
+
+/* ====================================================================== */
+/* For the Lua functions tasks call                                       */
+/* ====================================================================== */
+
+struct tr_task *tr_task_running(lua_State *L)
+{
+    struct tr_executor *e = tr_executor_of(L);
+    return e ? e->current : NULL;
+}
+
+struct tr_task *tr_task_of(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    return t != NULL && t->co == L ? t : NULL;
+}
+
+int tr_task_yield(lua_State *L, struct tr_task *t, void *op, tr_task_cancel_fn cancel,
+                  lua_KContext kctx, lua_KFunction k)
+{
+    if (!lua_isyieldable(L)) {
+        cancel(t, op);
+        return luaL_error(L, "cannot wait here: the task is inside a C call that cannot yield "
+                             "(a metamethod, an iterator or a sort comparator)");
+    }
+    t->op = op;
+    t->op_cancel = cancel;
+    return lua_yieldk(L, 0, kctx, k);
+}
+
+void tr_task_resume(struct tr_task *t)
+{
+    struct tr_executor *e = t->exec;
+    TR_ASSERT(t->where == T_RUNNING && t->op != NULL && e->current == NULL);
+    t->op = NULL;
+    t->op_cancel = NULL;
+    resume(e, t, 0);
+}
+
+uv_timer_t *tr_task_timer(struct tr_task *t)
+{
+    return &t->op_timer;
+}
+
+const char *tr_task_name(const struct tr_task *t)
+{
+    return t->name.len ? t->name.p : "?";
+}

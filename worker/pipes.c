@@ -1,0 +1,326 @@
+/*
+ * pipes.c - the executor's pipeline states: one sandboxed lua_State per
+ * pipeline digest, built from the source the scheduler sends.
+ *
+ * A task whose digest is unknown waits in a state in P_LOADING while one
+ * PIPELINE_GET is outstanding for it. When PIPELINE comes, the source is
+ * checked against its digest, evaluated once, and each task's run function
+ * is pinned in the registry and indexed by name; the waiting tasks then join
+ * the run queue in the order they came. A load error fails each of them with
+ * the reason and forgets the state, so that a later task asks again.
+ *
+ * States are kept after their tasks finish (loading costs an evaluation of
+ * the whole file); beyond cfg.max_states the least recently used state with
+ * no task is closed. Each state also keeps finished coroutines for reuse, so
+ * a task costs no lua_newthread in the steady state.
+ *
+ * Loop thread only.
+ */
+#include <lauxlib.h>
+
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "lib/lua_rt.h"
+#include "lib/pipeline.h"
+#include "worker/exec_int.h"
+#include "worker/lua_worker.h"
+
+#define PIPELINE_RETRY_NS (10ull * 1000000000ull) /* ask again after this long without an answer */
+#define EVAL_WALL_MAX_S 60.0                     /* evaluating the file at load */
+
+/* Registry key of the light userdata that points at the executor. */
+static const char exec_key = 'x';
+
+struct tr_executor *tr_executor_of(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &exec_key);
+    struct tr_executor *e = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return e;
+}
+
+/* ====================================================================== */
+/* Lookup and life cycle                                                  */
+/* ====================================================================== */
+
+struct pipe *pipe_find(struct tr_executor *e, struct tr_str digest)
+{
+    struct pipe *p = e->last_pipe;
+    if (p != NULL && digest.len == 64 && memcmp(p->digest, digest.p, 64) == 0)
+        return p;
+    p = tr_hmap_get(&e->pipes, digest.p, digest.len);
+    if (p != NULL)
+        e->last_pipe = p;
+    return p;
+}
+
+static void send_get(struct tr_executor *e, struct pipe *p)
+{
+    struct tr_msg m = {.type = TR_MSG_PIPELINE_GET};
+    m.u.pipeline_get.digest = (struct tr_str){p->digest, 64};
+    p->requested_ns = tr_mono_ns();
+    exec_send(e, &m);
+}
+
+struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest)
+{
+    struct pipe *p = tr_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    memcpy(p->digest, digest.p, 64);
+    p->digest[64] = '\0';
+    tr_hmap_init(&p->by_name);
+    if (tr_hmap_put(&e->pipes, p->digest, 64, p) < 0) {
+        tr_free(p);
+        return NULL;
+    }
+    tr_debug("fetching pipeline digest=%s", p->digest);
+    send_get(e, p);
+    return p;
+}
+
+void pipe_free(struct tr_executor *e, struct pipe *p)
+{
+    if (p == NULL)
+        return;
+    TR_ASSERT(p->active == 0 && p->waiting.n == 0);
+    tr_hmap_del(&e->pipes, p->digest, 64);
+    if (e->last_pipe == p)
+        e->last_pipe = NULL;
+    /* Closing the state frees the coroutines and everything the refs pinned. */
+    tr_lua_free(p->L);
+    for (uint32_t i = 0; i < p->n_runs; i++)
+        tr_free(p->runs[i].name);
+    tr_free(p->runs);
+    tr_free(p->idle);
+    tr_free(p->label);
+    tr_hmap_release(&p->by_name);
+    tr_free(p);
+}
+
+void pipe_evict(struct tr_executor *e)
+{
+    uint32_t max = e->cfg.max_states ? e->cfg.max_states : 16;
+    while (tr_hmap_count(&e->pipes) > max) {
+        struct pipe *victim = NULL;
+        size_t it = 0;
+        struct pipe *p;
+        while ((p = tr_hmap_next(&e->pipes, &it)) != NULL) {
+            if (p->state == P_READY && p->active == 0 &&
+                (victim == NULL || p->used_tick < victim->used_tick))
+                victim = p;
+        }
+        if (victim == NULL)
+            return; /* every state has tasks: keep them all for now */
+        tr_info("closing idle pipeline state '%s' digest=%.12s", victim->label, victim->digest);
+        pipe_free(e, victim);
+    }
+}
+
+void pipe_tick(struct tr_executor *e)
+{
+    uint64_t now = tr_mono_ns();
+    size_t it = 0;
+    struct pipe *p;
+    while ((p = tr_hmap_next(&e->pipes, &it)) != NULL) {
+        if (p->state == P_LOADING && now - p->requested_ns > PIPELINE_RETRY_NS) {
+            tr_warn("no answer for pipeline digest=%s: asking again", p->digest);
+            send_get(e, p);
+        }
+    }
+}
+
+int pipe_run_ref(struct pipe *p, struct tr_str name)
+{
+    struct run_fn *r = tr_hmap_get(&p->by_name, name.p, name.len);
+    return r ? r->ref : LUA_NOREF;
+}
+
+/* ====================================================================== */
+/* Coroutines                                                             */
+/* ====================================================================== */
+
+void pipe_take_coroutine(struct pipe *p, lua_State **co, int *ref)
+{
+    if (p->n_idle > 0) {
+        struct idle_co *c = &p->idle[--p->n_idle];
+        *co = c->co;
+        *ref = c->ref;
+        return;
+    }
+    /* Both are set only once the thread is pinned: an unpinned one would be
+     * collected while the task still uses it. */
+    lua_State *c = lua_newthread(p->L);
+    int r = luaL_ref(p->L, LUA_REGISTRYINDEX);
+    *co = c;
+    *ref = r;
+}
+
+void pipe_give_coroutine(struct pipe *p, lua_State *co, int ref)
+{
+    if (p->idle == NULL)
+        p->idle = tr_calloc(TR_EXEC_IDLE_COROUTINES, sizeof(*p->idle));
+    if (p->idle != NULL && p->n_idle < TR_EXEC_IDLE_COROUTINES) {
+        p->idle[p->n_idle++] = (struct idle_co){co, ref};
+        return;
+    }
+    /* Removing a registry entry never allocates. */
+    luaL_unref(p->L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ====================================================================== */
+/* Loading                                                                */
+/* ====================================================================== */
+
+/* Protected: makes the executor reachable from L and adds the worker's functions. */
+static int install_protected(lua_State *L)
+{
+    lua_pushvalue(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &exec_key);
+    lua_pushcfunction(L, tr_lua_worker_open);
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+/* The string field k of table idx (raw access), or NULL. */
+static const char *raw_string(lua_State *L, int idx, const char *k, size_t *len)
+{
+    lua_pushstring(L, k);
+    lua_rawget(L, idx);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+    lua_pop(L, 1); /* the table still holds the string */
+    return s;
+}
+
+/*
+ * Protected, with the pipe at 1 and the pipeline table at 2: pins each run
+ * function and indexes it by task name. Everything it allocates hangs off the
+ * pipe at once, so an error raised midway leaks nothing.
+ */
+static int index_protected(lua_State *L)
+{
+    struct pipe *p = lua_touserdata(L, 1);
+    if (lua_type(L, 2) != LUA_TTABLE)
+        return luaL_error(L, "the file returned a %s, not trellis.pipeline{...}",
+                          luaL_typename(L, 2));
+    size_t nl = 0, vl = 0;
+    const char *name = raw_string(L, 2, "name", &nl);
+    const char *version = raw_string(L, 2, "version", &vl);
+    char label[320];
+    snprintf(label, sizeof(label), "%.*s@%.*s", (int)TR_MIN(nl, 200u), name ? name : "",
+             (int)TR_MIN(vl, 100u), version ? version : "");
+    p->label = tr_strdup(label);
+    lua_pushliteral(L, "tasks");
+    if (lua_rawget(L, 2) != LUA_TTABLE)
+        return luaL_error(L, "the pipeline has no tasks table");
+    lua_Unsigned n = lua_rawlen(L, 3);
+    if (n > UINT32_MAX)
+        return luaL_error(L, "too many tasks");
+    p->runs = tr_calloc(n ? n : 1, sizeof(*p->runs));
+    if (p->label == NULL || p->runs == NULL)
+        return luaL_error(L, "not enough memory");
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 3, (lua_Integer)i) != LUA_TTABLE)
+            return luaL_error(L, "tasks[%I] is not a task", (lua_Integer)i);
+        size_t tl;
+        const char *tn = raw_string(L, 4, "name", &tl);
+        lua_pushliteral(L, "run");
+        if (tn == NULL || lua_rawget(L, 4) != LUA_TFUNCTION)
+            return luaL_error(L, "tasks[%I] has no name or no run function", (lua_Integer)i);
+        struct run_fn *r = &p->runs[p->n_runs];
+        r->name = tr_strndup(tn, tl);
+        if (r->name == NULL)
+            return luaL_error(L, "not enough memory");
+        r->ref = LUA_NOREF;
+        p->n_runs++;
+        r->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the function */
+        if (tr_hmap_put(&p->by_name, r->name, tl, r) < 0)
+            return luaL_error(L, "not enough memory");
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Builds p's state from src; 0, or a negative code with err set. */
+static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct tr_error *err)
+{
+    char digest[65];
+    tr_sha256_hex(src.p, src.len, digest);
+    if (memcmp(digest, p->digest, 64) != 0)
+        return tr_error_set(err, TR_EPROTO, "the source received has digest %.12s, not %.12s",
+                            digest, p->digest);
+    struct tr_lua_limits lim = {.mem_max = e->cfg.lua_mem_max, .wall_max_s = EVAL_WALL_MAX_S};
+    p->L = tr_lua_new(&lim);
+    if (p->L == NULL)
+        return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
+    lua_State *L = p->L;
+    lua_pushcfunction(L, install_protected);
+    lua_pushlightuserdata(L, e);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
+    }
+    int rc = tr_lua_eval(L, src.p, src.len, "pipeline", err);
+    if (rc < 0)
+        return rc;
+    lua_pushcfunction(L, index_protected);
+    lua_pushlightuserdata(L, p);
+    lua_pushvalue(L, -3);
+    int status = lua_pcall(L, 2, 0, 0);
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        rc = tr_error_set(err, status == LUA_ERRMEM ? TR_ENOMEM : TR_EINVAL, "%s",
+                          status == LUA_ERRMEM || msg == NULL ? "not enough memory" : msg);
+        lua_settop(L, 0);
+        return rc;
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
+/* Fails every task waiting for p with msg, then forgets p. */
+static void fail_waiters(struct tr_executor *e, struct pipe *p, const char *msg)
+{
+    char esc[400];
+    tr_log_escape(esc, sizeof(esc), msg, TR_MIN(strlen(msg), (size_t)300));
+    tr_warn("cannot load pipeline digest=%s: %s", p->digest, esc);
+    while (p->waiting.head != NULL)
+        exec_fail_task(p->waiting.head, "cannot load pipeline %.12s: %s", p->digest, msg);
+    pipe_free(e, p);
+}
+
+void tr_executor_on_pipeline(struct tr_executor *e, const struct tr_msg_pipeline *m)
+{
+    struct pipe *p = m->digest.len == 64 ? pipe_find(e, m->digest) : NULL;
+    if (p == NULL || p->state != P_LOADING) {
+        tr_debug("ignoring pipeline nobody waits for digest=%.*s", (int)TR_MIN(m->digest.len, 64u),
+                 m->digest.p);
+        return;
+    }
+    struct tr_error err;
+    tr_error_init(&err);
+    if (m->error.len > 0) {
+        char why[256];
+        tr_log_escape(why, sizeof(why), m->error.p, TR_MIN(m->error.len, (size_t)200));
+        tr_error_set(&err, TR_ENOENT, "the scheduler says: %s", why);
+    } else {
+        uint64_t t0 = tr_mono_ns();
+        if (load(e, p, m->source, &err) == 0) {
+            p->state = P_READY;
+            p->used_tick = ++e->clock;
+            tr_info("loaded pipeline '%s' digest=%.12s tasks=%u in %.1f ms", p->label, p->digest,
+                    p->n_runs, (double)(tr_mono_ns() - t0) / 1e6);
+            /* The waiting tasks join the run queue in the order they came. */
+            while (p->waiting.head != NULL) {
+                struct tr_task *t = p->waiting.head;
+                task_list_remove(t);
+                t->where = T_QUEUED;
+                task_list_push(&e->queue, t);
+            }
+            exec_pump(e);
+            pipe_evict(e);
+            return;
+        }
+    }
+    fail_waiters(e, p, err.msg);
+}

@@ -1,0 +1,65 @@
+/*
+ * worker.h - one worker's connection to the scheduler.
+ *
+ * A ZeroMQ DEALER (routing id = the worker id) on the caller's libuv loop.
+ * It says HELLO every heartbeat interval until WELCOME comes, then
+ * HEARTBEAT every interval (the one WELCOME gives). Liveness follows the
+ * Paranoid Pirate pattern: when nothing at all came from the scheduler for
+ * three intervals it is presumed dead, every task in flight is dropped (the
+ * scheduler re-dispatches them; their results would be refused as stale),
+ * and the worker opens a new socket to the next endpoint (round robin) and
+ * says HELLO again. BYE from the scheduler ("unknown worker") drops the
+ * tasks in flight and says HELLO again on the same socket.
+ *
+ * Messages go to the executor (worker/executor.h), which runs the tasks and
+ * answers through this connection. Frames that do not decode are counted
+ * and logged at a limited rate; nothing the scheduler sends stops the worker.
+ *
+ * Loop thread only.
+ */
+#ifndef TR_WORKER_WORKER_H
+#define TR_WORKER_WORKER_H
+
+#include <uv.h>
+
+#include "lib/proto.h"
+
+#define TR_WORKER_VERSION "0.1.0" /* kept in step with project(VERSION) in CMakeLists.txt */
+#define TR_WORKER_MAX_ENDPOINTS 16
+
+struct tr_worker;
+
+/* Borrowed by the worker: the strings must outlive it. */
+struct tr_worker_config
+{
+    const char *endpoints[TR_WORKER_MAX_ENDPOINTS]; /* tcp://HOST:PORT, tried in turn */
+    uint32_t n_endpoints;
+    const char *id;                                 /* routing id and HELLO id */
+    const char *pool;                               /* "cpu" */
+    uint32_t slots;                                 /* tasks at once */
+    uint32_t gpus;
+    struct tr_kv labels[TR_PROTO_MAX_LABELS];
+    uint32_t n_labels;
+    size_t lua_mem_max;                             /* bytes per pipeline state, 0 = none */
+    uint32_t heartbeat_ms;                          /* until WELCOME says otherwise; 0 = 1000 */
+};
+
+/*
+ * A new worker on loop, not connected yet. NULL with err set when out of
+ * memory or when ZeroMQ cannot start.
+ */
+struct tr_worker *tr_worker_new(uv_loop_t *loop, const struct tr_worker_config *cfg,
+                                struct tr_error *err) TR_MUST_CHECK;
+
+/* Connects to the first endpoint and says HELLO. 0, or a negative code with err set. */
+int tr_worker_start(struct tr_worker *w, struct tr_error *err) TR_MUST_CHECK;
+
+/*
+ * Says BYE (with reason) when connected, drops the tasks in flight, closes
+ * the socket and every handle. The worker is freed from the last close
+ * callback, so the loop must run afterwards; w must not be used after this
+ * call. NULL-safe.
+ */
+void tr_worker_close(struct tr_worker *w, const char *reason);
+
+#endif
