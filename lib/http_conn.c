@@ -531,10 +531,16 @@ static void parse_failed(struct tr_http_conn *c, llhttp_errno_t e, const char *d
     char what[256];
     snprintf(what, sizeof(what), "refusing an HTTP request with %d: %s", status, msg);
     const char *pos = llhttp_get_error_pos(&c->parser);
-    const char *sample = data;
-    if (pos != NULL && pos >= data && pos <= data + len)
-        sample = pos - TR_MIN((size_t)(pos - data), (size_t)16);
-    tr_log_limited(&c->srv->bad_log, what, sample, len - (size_t)(sample - data));
+    const char *sample = pos != NULL && pos >= data && pos <= data + len ? pos : data;
+    /* Bytes of a header line or of an earlier request may hold a bearer token:
+     * the sample is the rest of the request line only. */
+    const char *eol = sample;
+    while (eol < data + len && *eol != '\n' && *eol != '\r')
+        eol++;
+    size_t sample_len = (size_t)(eol - sample);
+    if (c->req != NULL && c->req->n_hdrs > 0)
+        sample_len = 0;
+    tr_log_limited(&c->srv->bad_log, what, sample, sample_len);
     tr_http__send_error(c, status, code, msg, NULL, true);
 }
 
