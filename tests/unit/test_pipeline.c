@@ -13,6 +13,8 @@
 #include <msgpack.h>
 
 #include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/lua_msgpack.h"
 #include "lib/lua_rt.h"
 #include "lib/pipeline.h"
 
@@ -500,6 +502,115 @@ static void test_sha256(void **state)
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+/* Reads $TR_SOURCE_DIR/lua-pipelines/<name> into b; false when the tree is not known. */
+static bool read_example(const char *name, struct tr_buf *b)
+{
+    const char *dir = getenv("TR_SOURCE_DIR");
+    if (dir == NULL)
+        return false;
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/lua-pipelines/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot open '%s'", path);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        assert_int_equal(tr_buf_add(b, chunk, n), 0);
+    fclose(f);
+    return true;
+}
+
+/*
+ * Runs an example the way a worker would, in one sandbox: each task's run in
+ * topological order with a ctx, a mapped task once per element, and checks
+ * the sinks' outputs with the Lua expression `check` (over `out` and `logs`).
+ */
+static void run_example(const char *file, const char *check)
+{
+    struct tr_buf src;
+    tr_buf_init(&src, 0);
+    if (!read_example(file, &src)) {
+        tr_buf_release(&src);
+        skip();
+    }
+    tr_error_init(&err);
+    tr_pipeline_def_free(def);
+    def = NULL;
+    int rc = tr_pipeline_load(src.buf, src.len, file, NULL, &def, &err);
+    if (rc != 0)
+        fail_msg("%s: %s", file, err.msg);
+
+    const struct tr_lua_limits lim = {64u << 20, 10000000, 10};
+    lua_State *L = tr_lua_new(&lim);
+    assert_non_null(L);
+    const char *driver =
+        "return function(p, params, order, check)\n"
+        "  local byname, out, logs = {}, {}, {}\n"
+        "  for _, t in ipairs(p.tasks) do byname[t.name] = t end\n"
+        "  local function ctx(name, index)\n"
+        "    return { params = params, run_id = 'r-test', task = name, index = index,\n"
+        "             attempt = 1, log = function(...)\n"
+        "               local parts = table.pack(...)\n"
+        "               for i = 1, parts.n do parts[i] = tostring(parts[i]) end\n"
+        "               logs[#logs + 1] = table.concat(parts, ' ') end }\n"
+        "  end\n"
+        "  for _, name in ipairs(order) do\n"
+        "    local t = byname[name]\n"
+        "    local args = {}\n"
+        "    for i, up in ipairs(type(t.after) == 'string' and { t.after } or t.after or {}) do\n"
+        "      args[i] = out[up]\n"
+        "    end\n"
+        "    if t.map then\n"
+        "      local each = {}\n"
+        "      for i, v in ipairs(out[t.map]) do\n"
+        "        each[i] = t.run(ctx(name, i), v, table.unpack(args))\n"
+        "      end\n"
+        "      out[name] = each\n"
+        "    else\n"
+        "      out[name] = t.run(ctx(name, 0), table.unpack(args))\n"
+        "    end\n"
+        "  end\n"
+        "  return load('local out, logs = ... return ' .. check)(out, logs)\n"
+        "end\n";
+    struct tr_error e;
+    assert_int_equal(tr_lua_eval(L, driver, strlen(driver), "driver.lua", &e), 0);
+    assert_int_equal(tr_lua_eval(L, src.buf, src.len, file, &e), 0);
+    assert_int_equal(tr_lua_unpack_bytes(L, def->params, def->params_len, &e), 0);
+    lua_createtable(L, (int)def->n_tasks, 0);
+    for (uint32_t k = 0; k < def->n_tasks; k++) {
+        lua_pushstring(L, def->tasks[def->topo[k]].name);
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_pushstring(L, check);
+    if (lua_pcall(L, 4, 1, 0) != LUA_OK)
+        fail_msg("%s: %s", file, lua_tostring(L, -1));
+    if (!lua_toboolean(L, -1))
+        fail_msg("%s: outputs fail the check %s", file, check);
+    tr_lua_free(L);
+    tr_buf_release(&src);
+}
+
+static void test_example_diamond(void **state)
+{
+    run_example("diamond.lua", "out.d == 6 and out.b == 2 and out.c == 4 and #logs == 1 "
+                               "and logs[1] == 'sum of 2 and 4'");
+    assert_string_equal(def->name, "diamond");
+    assert_string_equal(def->version, "1");
+    assert_int_equal(def->n_sinks, 1);
+    assert_int_equal(def->sinks[0], idx("d"));
+}
+
+static void test_example_map_reduce(void **state)
+{
+    run_example("map_reduce.lua", "out.total.sum == 173 and out.total.count == 8 and "
+                                  "#out.square == 8 and out.square[6] == 81 and "
+                                  "logs[1] == 'added 8 squares' and #logs == 1");
+    assert_int_equal(def->tasks[idx("square")].map, (int32_t)idx("split"));
+    assert_int_equal(def->n_sinks, 1);
+    assert_int_equal(def->sinks[0], idx("total"));
+}
+
 static void test_load_out_of_memory(void **state)
 {
     /* Sticky: every allocation from the nth on fails. TR_ENOMEM until n
@@ -554,6 +665,8 @@ int main(void)
         cmocka_unit_test_teardown(test_hundred_thousand_tasks, teardown),
         cmocka_unit_test_teardown(test_find_task_without_index, teardown),
         cmocka_unit_test(test_sha256),
+        cmocka_unit_test_teardown(test_example_diamond, teardown),
+        cmocka_unit_test_teardown(test_example_map_reduce, teardown),
         cmocka_unit_test_teardown(test_load_out_of_memory, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
