@@ -312,7 +312,8 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
         struct tr_msg_pipeline *m = &out->u.pipeline;
         memset(m, 0, sizeof(*m));
         return get_str(b, "digest", &m->digest) && get_str(b, "source", &m->source) &&
-               get_str(b, "error", &m->error) && m->digest.len > 0;
+               get_str(b, "error", &m->error) && get_str(b, "name", &m->name) &&
+               m->digest.len > 0;
     }
     case TR_MSG_BYE: {
         struct tr_msg_bye *m = &out->u.bye;
@@ -505,10 +506,11 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         PK(pack_kstr(pk, "digest", msg->u.pipeline_get.digest));
         return 0;
     case TR_MSG_PIPELINE:
-        PK(msgpack_pack_map(pk, 3));
+        PK(msgpack_pack_map(pk, 4));
         PK(pack_kstr(pk, "digest", msg->u.pipeline.digest));
         PK(pack_kbin(pk, "source", msg->u.pipeline.source));
         PK(pack_kstr(pk, "error", msg->u.pipeline.error));
+        PK(pack_kstr(pk, "name", msg->u.pipeline.name));
         return 0;
     case TR_MSG_BYE:
         PK(msgpack_pack_map(pk, 1));

@@ -134,6 +134,7 @@ struct tr_msg_pipeline
     struct tr_str digest;
     struct tr_str source; /* empty when error is set */
     struct tr_str error;
+    struct tr_str name;   /* file name for messages ("rag.lua"), may be empty */
 };
 
 struct tr_msg_bye

@@ -73,7 +73,8 @@ static void pipes_trim(struct sched *s)
 }
 
 /* Takes def into the cache, or returns the entry already there for its digest. */
-static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_def *def)
+static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_def *def,
+                                          const char *name)
 {
     struct pipeline_entry *pe = pipe_lookup(s, def->digest);
     if (pe != NULL) {
@@ -86,6 +87,7 @@ static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_de
         return NULL;
     }
     memcpy(pe->digest, def->digest, sizeof(pe->digest));
+    snprintf(pe->name, sizeof(pe->name), "%s", name);
     pe->def = def;
     pe->last_used = tr_now();
     if (tr_hmap_put(&s->pipes, pe->digest, 64, pe) < 0) {
@@ -117,7 +119,7 @@ static void load_after(uv_work_t *w, int status)
         tr_pipeline_def_free(lr->def);
         tr_error_set(&lr->err, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
     } else if (lr->def != NULL) {
-        pe = pipe_insert(s, lr->def);
+        pe = pipe_insert(s, lr->def, lr->name);
         if (pe == NULL)
             tr_error_set(&lr->err, TR_ENOMEM, "out of memory caching pipeline '%s'", lr->name);
     }
@@ -168,7 +170,7 @@ int pipe_load_sync(struct sched *s, const char *src, size_t len, const char *nam
         int rc = tr_pipeline_load(src, len, name, &s->cfg.limits, &def, err);
         if (rc < 0)
             return rc;
-        pe = pipe_insert(s, def);
+        pe = pipe_insert(s, def, name);
         if (pe == NULL)
             return tr_error_set(err, TR_ENOMEM, "out of memory caching pipeline '%s'", name);
         malloc_trim(0);

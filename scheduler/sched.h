@@ -169,6 +169,7 @@ struct pipeline_entry
     uint32_t refs;                /* runs using it, plus one while cached */
     double last_used;
     bool stored;                  /* its source is durable in the state */
+    char name[128];               /* file name it was first submitted under, for messages */
 };
 
 typedef void (*load_done_fn)(struct sched *s, struct pipeline_entry *pe, struct tr_error *err,

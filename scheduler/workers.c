@@ -170,6 +170,7 @@ static void answer_pipeline_get(struct sched *s, struct worker *w, struct tr_str
     size_t len = 0;
     if (pe != NULL) {
         m.u.pipeline.source = (struct tr_str){pe->def->source, pe->def->source_len};
+        m.u.pipeline.name = tr_str_c(pe->name);
     } else if (tr_state_get_source(s->state, d, &src, &len) == 0) {
         m.u.pipeline.source = (struct tr_str){src, len};
     } else {

@@ -8,18 +8,18 @@ start_scheduler
 start_worker a --slots 4
 wait_workers 1
 
-post_source() { # lua-text -> response body; status in LAST_STATUS
+post_source() { # lua-text -> response body; its status in $TMP/status
   local body
   body=$("$PY" -c 'import json,sys; print(json.dumps({"source": sys.argv[1], "name": "bad.lua"}))' "$1")
   curl -s -o "$TMP/resp" -w '%{http_code}' -X POST --data-binary "$body" "$API/v1/runs" >"$TMP/status"
-  LAST_STATUS=$(cat "$TMP/status")
   cat "$TMP/resp"
 }
+last_status() { cat "$TMP/status"; }
 hdr='local trellis = require "trellis"
 '
 
 r=$(post_source "${hdr}return trellis.pipeline { name = \"x\", tasks = { trellis.task { name = \"a\" run = 1 } } }")
-assert_eq "$LAST_STATUS" 400 "syntax error is a 400"
+assert_eq "$(last_status)" 400 "syntax error is a 400"
 assert_eq "$(echo "$r" | json_get 'j["error"]["code"]')" lua_error "syntax error code"
 assert_contains "$(echo "$r" | json_get 'j["error"]["message"]')" "bad.lua:2:" "syntax error names file and line"
 
@@ -41,7 +41,7 @@ r=$(post_source "${hdr}return trellis.pipeline { name = \"x\", tasks = {
 assert_eq "$(echo "$r" | json_get 'j["error"]["code"]')" duplicate_task "duplicate name is refused"
 
 r=$(post_source "${hdr}return trellis.pipeline { name = \"x\", tasks = { trellis.task { name = \"a\" } } }")
-assert_eq "$LAST_STATUS" 400 "task without run is a 400"
+assert_eq "$(last_status)" 400 "task without run is a 400"
 assert_contains "$(echo "$r" | json_get 'j["error"]["message"]')" "run" "message says run is missing"
 
 r=$(post_source "$(cat "$P/forever.lua")")
