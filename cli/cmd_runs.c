@@ -140,7 +140,8 @@ static void print_failed_tasks(struct tr_cli *cli, const char *run_id)
 {
     char *path = tr_cli_path("/v1/runs/", run_id, "/tasks");
     json_t *ans = NULL;
-    if (path == NULL || tr_cli_call(cli, "GET", path, NULL, &ans, "cannot list the run's tasks") != 0) {
+    if (path == NULL ||
+        tr_cli_call(cli, "GET", path, NULL, &ans, "cannot list the run's tasks") != 0) {
         tr_free(path);
         return;
     }

@@ -57,7 +57,10 @@ fi
 
 cli run -p x=2 "$P/diamond.lua"
 assert_eq "$RC" 0 "run without --wait exits 0"
-case "$OUT" in r-*) ok "run without --wait prints the run id" ;; *) fail "not a run id: $OUT" ;; esac
+case "$OUT" in
+  r-*) ok "run without --wait prints the run id" ;;
+  *) fail "not a run id: $OUT" ;;
+esac
 RUN2="$OUT"
 cli status --json "$RUN2"
 assert_eq "$(echo "$OUT" | json_get 'j["params"]["x"]')" 2 "-p x=2 is sent as the number 2"
@@ -117,7 +120,8 @@ assert_contains "$ERR" "task 'boom' failed" "it names the failed task"
 assert_contains "$ERR" "raises.lua:4: bad input 1" "it shows the task's error with its line"
 assert_eq "$OUT" "" "nothing on stdout for a failed run"
 
-printf 'local trellis = require "trellis"\nreturn trellis.pipeline {\n  tasks = { ,\n}\n' >"$TMP/bad.lua"
+printf 'local trellis = require "trellis"\nreturn trellis.pipeline {\n  tasks = { ,\n}\n' \
+  >"$TMP/bad.lua"
 cli run "$TMP/bad.lua"
 assert_eq "$RC" 1 "a pipeline that does not load exits 1"
 assert_contains "$ERR" "cannot start a run of" "it says the run did not start"
