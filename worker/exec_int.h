@@ -158,6 +158,23 @@ void task_list_remove(struct tr_task *t);
  */
 void exec_fail_task(struct tr_task *t, const char *fmt, ...) TR_PRINTF(2, 3);
 
+/* Frees every unsent log line of t (task_log.c). */
+void task_logs_clear(struct tr_task *t);
+
+/*
+ * Fills views (at most TR_PROTO_MAX_LOGS) with t's oldest lines, a note about
+ * dropped lines first, written into the caller's note buffer. Returns how many
+ * views were filled and, in *taken, how many ring lines they use.
+ */
+uint32_t task_logs_take(struct tr_task *t, struct tr_str *views, char *note, size_t note_size,
+                        uint32_t *taken);
+
+/* Forgets the first `taken` lines once they were sent, and the dropped count. */
+void task_logs_consume(struct tr_task *t, uint32_t taken);
+
+/* Sends LOG messages until at most `keep` lines remain unsent. */
+void task_logs_flush(struct tr_executor *e, struct tr_task *t, uint32_t keep);
+
 /* Starts queued tasks while slots are free (executor.c). */
 void exec_pump(struct tr_executor *e);
 

@@ -36,8 +36,10 @@
 #define HOOK_COUNT 1000                      /* instructions between two clock checks */
 #define TIMEOUT_MAX_S (30.0 * 24 * 3600)     /* longer timeouts are clamped */
 #define TASK_DATA_KEEP (64u << 10)           /* a pooled task keeps a buffer this large */
+#define BUF_KEEP (1u << 20)                  /* the output buffer is kept up to this size */
 #define TRACEBACK_HEADROOM (1u << 20)        /* heap a traceback may use past the cap */
 #define ERROR_MAX (64u << 10)                /* bytes of an error message in RESULT */
+#define OUTPUT_MAX (48u << 20)               /* bytes of an output: RESULT must fit a frame */
 
 /* ====================================================================== */
 /* Lists and the task pool                                                */
@@ -113,15 +115,6 @@ static void task_put(struct tr_executor *e, struct tr_task *t)
     e->pool = t;
 }
 
-static void logs_clear(struct tr_task *t)
-{
-    for (uint32_t i = 0; i < t->log_n; i++)
-        tr_free(t->logs[(t->log_head + i) % TR_EXEC_LOG_LINES].p);
-    t->log_head = 0;
-    t->log_n = 0;
-    t->log_dropped = 0;
-}
-
 /*
  * Takes t out of every structure and back to the pool: stops its timers,
  * resets and recycles its coroutine. Sends nothing.
@@ -145,90 +138,8 @@ static void release(struct tr_executor *e, struct tr_task *t)
         t->pipe->active--;
         t->pipe->used_tick = ++e->clock;
     }
-    logs_clear(t);
+    task_logs_clear(t);
     task_put(e, t);
-}
-
-/* ====================================================================== */
-/* Logs                                                                   */
-/* ====================================================================== */
-
-void tr_task_log(struct tr_task *t, const char *line, size_t len)
-{
-    if (len > TR_TASK_LOG_LINE_MAX)
-        len = TR_TASK_LOG_LINE_MAX;
-    if (t->logs == NULL) {
-        t->logs = tr_calloc(TR_EXEC_LOG_LINES, sizeof(*t->logs));
-        if (t->logs == NULL) {
-            t->log_dropped++;
-            return;
-        }
-    }
-    char *copy = tr_memdup(line, len ? len : 1);
-    if (copy == NULL) {
-        t->log_dropped++;
-        return;
-    }
-    if (t->log_n == TR_EXEC_LOG_LINES) {
-        /* Full: the oldest unsent line goes. */
-        tr_free(t->logs[t->log_head].p);
-        t->log_head = (t->log_head + 1) % TR_EXEC_LOG_LINES;
-        t->log_n--;
-        t->log_dropped++;
-    }
-    t->logs[(t->log_head + t->log_n) % TR_EXEC_LOG_LINES] = (struct log_line){copy,
-                                                                               (uint32_t)len};
-    t->log_n++;
-}
-
-/*
- * Fills views (at most TR_PROTO_MAX_LOGS) with t's oldest lines, a note about
- * dropped lines first; note is the caller's buffer for that text. Returns how
- * many views were filled and, in *taken, how many ring lines they use.
- */
-static uint32_t logs_take(struct tr_task *t, struct tr_str *views, char *note, size_t note_size,
-                          uint32_t *taken)
-{
-    uint32_t n = 0;
-    if (t->log_dropped > 0) {
-        int w = snprintf(note, note_size,
-                         "[trellis] %llu log lines dropped (a task keeps at most %d unsent lines)",
-                         (unsigned long long)t->log_dropped, TR_EXEC_LOG_LINES);
-        views[n++] = (struct tr_str){note, (size_t)TR_MAX(w, 0)};
-    }
-    uint32_t k = 0;
-    while (n < TR_PROTO_MAX_LOGS && k < t->log_n) {
-        struct log_line *l = &t->logs[(t->log_head + k) % TR_EXEC_LOG_LINES];
-        views[n++] = (struct tr_str){l->p, l->len};
-        k++;
-    }
-    *taken = k;
-    return n;
-}
-
-/* Forgets the first `taken` lines after they were sent. */
-static void logs_consume(struct tr_task *t, uint32_t taken)
-{
-    for (uint32_t i = 0; i < taken; i++) {
-        tr_free(t->logs[t->log_head].p);
-        t->log_head = (t->log_head + 1) % TR_EXEC_LOG_LINES;
-    }
-    t->log_n -= taken;
-    t->log_dropped = 0;
-}
-
-/* Sends LOG messages until at most `keep` lines remain unsent. */
-static void logs_flush(struct tr_executor *e, struct tr_task *t, uint32_t keep)
-{
-    while (t->log_n > keep || (keep == 0 && t->log_dropped > 0)) {
-        struct tr_msg m = {.type = TR_MSG_LOG};
-        char note[128];
-        uint32_t taken;
-        m.u.log.id = t->id;
-        m.u.log.n_logs = logs_take(t, m.u.log.logs, note, sizeof(note), &taken);
-        exec_send(e, &m);
-        logs_consume(t, taken);
-    }
 }
 
 /* ====================================================================== */
@@ -249,7 +160,7 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
 {
     double now = tr_now();
     /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */
-    logs_flush(e, t, t->log_dropped ? TR_PROTO_MAX_LOGS - 1 : TR_PROTO_MAX_LOGS);
+    task_logs_flush(e, t, t->log_dropped ? TR_PROTO_MAX_LOGS - 1 : TR_PROTO_MAX_LOGS);
 
     struct tr_msg m = {.type = TR_MSG_RESULT};
     struct tr_msg_result *r = &m.u.result;
@@ -265,9 +176,9 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     r->cancelled = o->cancelled;
     r->started_at = t->started_at > 0 ? t->started_at : now;
     r->finished_at = now;
-    r->n_logs = logs_take(t, r->logs, note, sizeof(note), &taken);
+    r->n_logs = task_logs_take(t, r->logs, note, sizeof(note), &taken);
     exec_send(e, &m);
-    logs_consume(t, taken);
+    task_logs_consume(t, taken);
 
     char run[80], name[80];
     tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
@@ -405,8 +316,18 @@ static void finish_ok(struct tr_executor *e, struct tr_task *t, int nres)
                        err.msg[0] ? err.msg : tr_strerror(rc));
         return;
     }
+    if (e->out.size > OUTPUT_MAX) {
+        exec_fail_task(t, "output of task '%s' is too large: %zu bytes encoded, at most %u",
+                       tr_task_name(t), e->out.size, OUTPUT_MAX);
+        return;
+    }
     struct outcome o = {.ok = true, .output = {e->out.data, e->out.size}};
     complete(e, t, &o);
+    if (e->out.alloc > BUF_KEEP) {
+        /* One huge output must not pin its buffer for the process's life. */
+        msgpack_sbuffer_destroy(&e->out);
+        msgpack_sbuffer_init(&e->out);
+    }
 }
 
 static void finish_error(struct tr_executor *e, struct tr_task *t, int status)
@@ -774,7 +695,7 @@ void tr_executor_tick(struct tr_executor *e)
 {
     for (struct tr_task *t = e->running.head; t != NULL; t = t->next) {
         if (t->log_n > 0 || t->log_dropped > 0)
-            logs_flush(e, t, 0);
+            task_logs_flush(e, t, 0);
     }
     pipe_tick(e);
 }

@@ -33,6 +33,7 @@
 #define RECONNECT_IVL_MS 100   /* ZeroMQ's own reconnection, first try */
 #define RECONNECT_MAX_MS 1000  /* and its back-off cap */
 #define CLOSE_LINGER_MS 200    /* time BYE gets to leave when we stop */
+#define SBUF_KEEP (1u << 20)   /* the frame buffer is kept up to this size */
 #define HEARTBEAT_MIN_MS 10
 #define HEARTBEAT_MAX_MS 600000
 
@@ -83,6 +84,10 @@ static void send_msg(struct tr_worker *w, const struct tr_msg *m)
                  tr_msg_type_name(m->type), tr_strerror(rc),
                  (unsigned long long)w->n_send_fail);
         tr_log_limited(&w->send_lim, what, w->sb.data, w->sb.size);
+    }
+    if (w->sb.alloc > SBUF_KEEP) {
+        msgpack_sbuffer_destroy(&w->sb);
+        msgpack_sbuffer_init(&w->sb);
     }
     /* A send may consume ZMQ_FD's edge: outside the drain, look again. */
     if (!w->in_frame)

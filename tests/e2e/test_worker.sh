@@ -155,6 +155,11 @@ return trellis.pipeline {
     end },
     trellis.task { name = "bare_yield", run = function(ctx) coroutine.yield(1) end },
     trellis.task { name = "now", run = function(ctx) return trellis.now() end },
+    trellis.task { name = "big", run = function(ctx)
+      local s, t = ("x"):rep(1024 * 1024), {}
+      for i = 1, 50 do t[i] = s end
+      return t
+    end },
   },
 }
 EOF
@@ -219,7 +224,8 @@ task 31 main add args=[1,1]
 wait-results 20 30 31
 task 40 main hog
 task 41 main add args=[4,4]
-wait-results 60 40 41
+task 42 main big
+wait-results 60 40 41 42
 task 50 main nap args=[10]
 task 53 main nap args=[10]
 task 51 main add args=[5,5]
@@ -293,6 +299,7 @@ assert R[30]["timed_out"], R[30]
 assert R[31]["ok"] and R[31]["output"] == 2, R[31]
 failed(40, "ran out of memory")
 assert R[41]["ok"] and R[41]["output"] == 8, R[41]
+failed(42, "output of task \x27big\x27 is too large")
 assert R[50]["cancelled"] and R[51]["cancelled"] and R[53]["cancelled"], (R[50], R[51])
 failed(51, "not-needed")
 assert R[51]["started_at"] == R[51]["finished_at"], R[51]
@@ -430,10 +437,22 @@ task 1 main add args=[3,4]
 wait-results 10 1
 EOF
 start_fake next "$TMP/next.txt"
-start_worker next "tcp://127.0.0.1:$DEAD_PORT,tcp://127.0.0.1:$PORT"
+TRELLIS_POOL=gpu TRELLIS_SLOTS=3 TRELLIS_GPUS=2 TRELLIS_LABEL=a=1,b=2 \
+  start_worker next "tcp://127.0.0.1:$DEAD_PORT,tcp://127.0.0.1:$PORT"
 finish next
-check next 'assert R[1]["output"] == 7, R'
+check next '
+assert R[1]["output"] == 7, R
+h = kind("HELLO")[0]
+assert (h["pool"], h["slots"], h["gpus"], h["labels"]) == ("gpu", 3, 2, {"a": "1", "b": "2"}), h
+'
 ok "with several endpoints the worker moves to the next one when one is dead"
+ok "flags also come from TRELLIS_* environment variables"
+
+"$WORKER" --help | grep -q -- "--lua-mem-mb" || fail "--help does not list the flags"
+rc=0
+"$WORKER" --slots zero 2>"$TMP/badflag.log" || rc=$?
+[ "$rc" = 2 ] && grep -q "bad value for --slots" "$TMP/badflag.log" || fail "bad flag: rc $rc"
+ok "--help lists the flags; a bad value exits 2 with a message"
 
 # ---------------------------------------------------------------------------
 # 7. SIGTERM: BYE to the scheduler, clean exit
