@@ -200,9 +200,11 @@ static int finish(struct tr_cli *cli, const char *run_id, const json_t *run, boo
         fprintf(stderr, "run %s was cancelled\n", run_id);
         code = TR_EXIT_FAILED;
     } else {
-        const char *error = json_string_value(json_object_get(run, "error"));
-        fprintf(stderr, "run %s failed after %s%s%s\n", run_id, took, error ? ": " : "",
-                error ? error : "");
+        /* Its first line only: the failed tasks' tracebacks follow in full. */
+        const char *error = tr_cli_str(json_object_get(run, "error"), "");
+        int len = (int)strcspn(error, "\n");
+        fprintf(stderr, "run %s failed after %s%s%.*s\n", run_id, took, len ? ": " : "", len,
+                error);
         print_failed_tasks(cli, run_id);
         code = TR_EXIT_FAILED;
     }

@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 
 TRELLIS="$BUILD/cli/trellis"
 P="$SRC/tests/e2e/pipelines"
+DIAMOND="$SRC/lua-pipelines/diamond.lua"
 [ -x "$TRELLIS" ] || fail "no trellis binary at $TRELLIS"
 [ -x "$BUILD/scheduler/trellis-scheduler" ] || fail "no trellis-scheduler in $BUILD/scheduler"
 [ -x "$BUILD/worker/trellis-worker" ] || fail "no trellis-worker in $BUILD/worker"
@@ -41,21 +42,15 @@ assert_eq "$RC" 1 "a second dev on a used API address exits 1"
 assert_contains "$ERR" "already in use" "it says the address is in use"
 
 # ---------------------------------------------------------------- run --wait
-cli run --wait -p x=5 "$P/diamond.lua"
+cli run --wait -p x=7 "$DIAMOND"
 assert_eq "$RC" 0 "run --wait of the diamond exits 0"
-assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 18}' "run --wait prints the output as JSON"
+assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 24}' "run --wait prints the output as JSON"
 assert_contains "$ERR" "succeeded" "progress and outcome go to stderr"
 RUN=$(echo "$ERR" | sed -n 's/^started run \([^ ]*\)$/\1/p' | head -n 1)
 [ -n "$RUN" ] || fail "no 'started run ID' line in: $ERR"
 ok "run --wait names the run ($RUN)"
 
-if [ -f "$SRC/lua-pipelines/diamond.lua" ]; then
-  cli run --wait "$SRC/lua-pipelines/diamond.lua"
-  assert_eq "$RC" 0 "lua-pipelines/diamond.lua succeeds"
-  echo "$OUT" | json_get 'j' >/dev/null || fail "its output is not JSON: $OUT"
-fi
-
-cli run -p x=2 "$P/diamond.lua"
+cli run -p x=2 "$DIAMOND"
 assert_eq "$RC" 0 "run without --wait exits 0"
 case "$OUT" in
   r-*) ok "run without --wait prints the run id" ;;
@@ -77,9 +72,9 @@ assert_contains "$(echo "$OUT" | json_get '[r["run_id"] for r in j["runs"]]')" "
 cli status "$RUN"
 assert_eq "$RC" 0 "status exits 0"
 assert_contains "$OUT" "state:     succeeded" "status shows the state"
-assert_contains "$OUT" "pipeline:  e2e-diamond (version 1)" "status shows the pipeline"
+assert_contains "$OUT" "pipeline:  diamond (version 1)" "status shows the pipeline"
 assert_contains "$OUT" "4 total: 4 succeeded" "status shows task counts"
-assert_contains "$OUT" '"d": 18' "status shows the output"
+assert_contains "$OUT" '"d": 24' "status shows the output"
 
 cli tasks "$RUN"
 assert_eq "$RC" 0 "tasks exits 0"
@@ -90,10 +85,16 @@ assert_eq "$(echo "$OUT" | tail -n +2 | awk '{print $1 ":" $3}' | tr '\n' ' ')" 
 
 cli logs "$RUN"
 assert_eq "$RC" 0 "logs exits 0"
-assert_contains "$OUT" "a: start 5" "logs shows task a's line"
-assert_contains "$OUT" "d: sum of 10 and 8" "logs shows task d's line"
+assert_eq "$OUT" "d: sum of 14 and 10" "logs shows the lines of the run's tasks"
 cli logs "$RUN" d
-assert_eq "$OUT" "d: sum of 10 and 8" "logs RUN TASK shows only that task"
+assert_eq "$OUT" "d: sum of 14 and 10" "logs RUN TASK shows that task's lines"
+cli logs "$RUN" a
+assert_eq "$RC$OUT" "0" "logs RUN TASK shows nothing for a task that logged nothing"
+cli run --wait -p x=5 "$P/diamond.lua"
+E2E_RUN=$(echo "$ERR" | sed -n 's/^started run \([^ ]*\)$/\1/p' | head -n 1)
+cli logs "$E2E_RUN"
+assert_eq "$(echo "$OUT" | tr '\n' '|')" "a: start 5|d: sum of 10 and 8|" \
+  "logs shows every task's lines in task order"
 
 cli workers
 assert_eq "$RC" 0 "workers exits 0"
@@ -104,12 +105,12 @@ assert_eq "$(echo "$OUT" | json_get 'sorted(w["pool"] for w in j["workers"])')" 
   '["cpu", "cpu", "gpu"]' "workers --json agrees"
 
 # ---------------------------------------------------------------- register, run by name
-cli register "$P/diamond.lua"
+cli register "$DIAMOND"
 assert_eq "$RC" 0 "register exits 0"
-assert_contains "$OUT" "registered pipeline 'e2e-diamond' version 1" "register names the pipeline"
+assert_contains "$OUT" "registered pipeline 'diamond' version 1" "register names the pipeline"
 cli pipelines
-assert_contains "$OUT" "e2e-diamond" "pipelines lists it"
-cli run --wait e2e-diamond@1 -p x=1
+assert_contains "$OUT" "diamond" "pipelines lists it"
+cli run --wait diamond@1 -p x=1
 assert_eq "$RC" 0 "run NAME@VERSION --wait exits 0"
 assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 6}' "the registered pipeline ran with x = 1"
 
@@ -117,7 +118,9 @@ assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 6}' "the registered pipeline ra
 cli run --wait "$P/raises.lua"
 assert_eq "$RC" 1 "a failing run exits 1"
 assert_contains "$ERR" "task 'boom' failed" "it names the failed task"
-assert_contains "$ERR" "raises.lua:4: bad input 1" "it shows the task's error with its line"
+assert_contains "$ERR" ":3: bad input 1" "it shows the task's error with its line"
+assert_contains "$ERR" "stack traceback" "it shows the task's traceback"
+assert_eq "$(echo "$ERR" | grep -c "stack traceback")" 1 "the traceback is shown once"
 assert_eq "$OUT" "" "nothing on stdout for a failed run"
 
 printf 'local trellis = require "trellis"\nreturn trellis.pipeline {\n  tasks = { ,\n}\n' \
@@ -135,7 +138,7 @@ cli run
 assert_eq "$RC" 2 "run without FILE is a usage error"
 cli runs --limit 0
 assert_eq "$RC" 2 "a bad --limit is a usage error"
-cli run -p novalue "$P/diamond.lua"
+cli run -p novalue "$DIAMOND"
 assert_eq "$RC" 2 "-p without = is a usage error"
 cli frobnicate
 assert_eq "$RC" 2 "an unknown command is a usage error"
@@ -186,9 +189,9 @@ assert_eq "$(procs_with "$DATA" | wc -l)" 0 "no scheduler or worker of the clust
 # ---------------------------------------------------------------- trellis dev --run
 API2=$(free_port)
 cli dev --data "$TMP/data2" --api "127.0.0.1:$API2" --workers 1 --gpu-workers 0 --timeout 60 \
-  --run "$P/diamond.lua" -p x=5
+  --run "$DIAMOND" -p x=7
 assert_eq "$RC" 0 "dev --run exits 0"
-assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 18}' "dev --run prints the output"
+assert_eq "$(echo "$OUT" | json_get 'j')" '{"d": 24}' "dev --run prints the output"
 assert_contains "$ERR" "stopped" "dev --run stops the cluster"
 assert_eq "$(procs_with "$TMP/data2" | wc -l)" 0 "dev --run leaves no process behind"
 
