@@ -2,9 +2,10 @@
 # The `trellis` CLI against a real cluster started by `trellis dev`: run
 # --wait and its output, runs/status/tasks/logs/workers, register and run by
 # name, -p values as JSON, cancel, a failing pipeline (exit 1 with the task's
-# error), usage errors (exit 2), an unreachable API (exit 3), Ctrl-C of a
-# waiting run (exit 130, the run goes on), `trellis dev --run`, and Ctrl-C of
-# `trellis dev` stopping every child it started.
+# error), usage errors (exit 2), an unreachable API (exit 3), bearer tokens
+# from --token-file and TRELLIS_TOKEN, Ctrl-C of a waiting run (exit 130, the
+# run goes on), `trellis dev --run`, and Ctrl-C of `trellis dev` stopping
+# every child it started.
 source "$(dirname "$0")/lib.sh"
 
 TRELLIS="$BUILD/cli/trellis"
@@ -185,6 +186,29 @@ wait_exit "$DEV_PID" 20
 assert_eq "$EXIT_CODE" 0 "Ctrl-C stops trellis dev with exit 0"
 assert_contains "$(cat "$TMP/dev.log")" "stopped" "trellis dev says it stopped"
 assert_eq "$(procs_with "$DATA" | wc -l)" 0 "no scheduler or worker of the cluster is left"
+
+# ---------------------------------------------------------------- bearer tokens
+AUTH_PORT=$(free_port)
+printf 's3cret-token-1\n' >"$TMP/tokens"
+printf '# the token\n\n  s3cret-token-1  \n' >"$TMP/token-file"
+start_bg "$TMP/auth-scheduler.log" "$BUILD/scheduler/trellis-scheduler" \
+  --api "127.0.0.1:$AUTH_PORT" --listen "tcp://127.0.0.1:$(free_port)" \
+  --state "sqlite:$TMP/auth.db" --token-file "$TMP/tokens"
+AUTH_PID=$BG_PID
+wait_for_url "http://127.0.0.1:$AUTH_PORT/healthz" 30 || fail "the token scheduler did not start"
+cli --api "http://127.0.0.1:$AUTH_PORT" workers
+assert_eq "$RC" 1 "without a token the scheduler refuses (exit 1)"
+assert_contains "$ERR" "TRELLIS_TOKEN" "the refusal says how to pass a token"
+cli --api "http://127.0.0.1:$AUTH_PORT" --token-file "$TMP/token-file" runs
+assert_eq "$RC" 0 "--token-file is sent as a bearer token"
+RC=0
+TRELLIS_TOKEN=s3cret-token-1 timeout 30 "$TRELLIS" --api "http://127.0.0.1:$AUTH_PORT" runs \
+  >/dev/null 2>&1 || RC=$?
+assert_eq "$RC" 0 "TRELLIS_TOKEN is sent as a bearer token"
+cli --api "http://127.0.0.1:$AUTH_PORT" --token-file "$TMP/missing" runs
+assert_eq "$RC" 2 "an unreadable token file is a usage error"
+kill -TERM "$AUTH_PID"
+wait_exit "$AUTH_PID" 10
 
 # ---------------------------------------------------------------- trellis dev --run
 API2=$(free_port)
