@@ -6,9 +6,17 @@
  * output without a protected call around it. The walk keeps the tables on
  * the current path to refuse cycles, and the key of each level, so that an
  * error names where the bad value sits ("output.items[3]"). A table that is
- * shared but not cyclic is encoded each time it appears; the total number of
- * values is capped so that a small table cannot expand into an unbounded
- * encoding.
+ * shared but not cyclic is encoded each time it appears; the number of values
+ * and the encoded size are capped so that a small table cannot expand into an
+ * unbounded encoding.
+ *
+ * The encoding is canonical: map entries are sorted by their encoded key,
+ * shorter keys first (canonical CBOR's order, RFC 7049 section 3.9). Lua's
+ * iteration order depends on a hash seed that differs from state to state,
+ * and equal outputs must give equal bytes: the scheduler's cache keys hash
+ * them, and the API prints maps in this order. The value is encoded into a
+ * buffer of its own, where each map's entries are reordered once complete,
+ * and handed to the caller's packer in one write.
  *
  * Pushing allocates Lua objects, which may raise a memory error, so it runs
  * inside lua_pcall.
@@ -18,6 +26,8 @@
 #include <lauxlib.h>
 #include <math.h>
 
+#include "lib/alloc.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/proto.h"
 
@@ -40,10 +50,24 @@ struct pack_step
     int key_idx;
 };
 
+/* A map entry written into out: the key at [key_off, key_off + key_len), then the value. */
+struct map_entry
+{
+    size_t key_off;
+    size_t key_len;
+    size_t end;
+};
+
 struct pack_ctx
 {
     lua_State *L;
-    msgpack_packer *pk;
+    struct tr_buf out;     /* the encoding so far */
+    msgpack_packer pk;     /* writes into out */
+    int write_rc;          /* out's error when a write failed */
+    struct map_entry *ents; /* entries of the maps being written, innermost last */
+    size_t n_ents;
+    size_t cap_ents;
+    struct tr_buf tmp;     /* a map's entries while they are reordered */
     struct tr_error *err;
     const char *root;
     uint64_t values;                                /* values packed so far */
@@ -131,6 +155,65 @@ static int nomem(struct pack_ctx *c)
     return tr_error_set(c->err, TR_ENOMEM, "%s: out of memory while encoding", c->root);
 }
 
+static int buf_write(void *data, const char *p, size_t n)
+{
+    struct pack_ctx *c = data;
+    int rc = tr_buf_add(&c->out, p, n);
+    if (rc != 0) {
+        c->write_rc = rc;
+        return -1;
+    }
+    return 0;
+}
+
+/* A failed write: past the size cap, or out of memory. */
+static int write_fail(struct pack_ctx *c, int depth)
+{
+    if (c->write_rc == TR_E2BIG)
+        return pack_fail(c, depth, "the encoding is larger than %zu bytes", c->out.max);
+    return nomem(c);
+}
+
+static int cmp_entries(const void *a, const void *b, void *buf)
+{
+    const struct map_entry *x = a;
+    const struct map_entry *y = b;
+    if (x->key_len != y->key_len)
+        return x->key_len < y->key_len ? -1 : 1;
+    return memcmp((const char *)buf + x->key_off, (const char *)buf + y->key_off, x->key_len);
+}
+
+/* Rewrites the n entries that start at `from` in key order. */
+static int sort_entries(struct pack_ctx *c, size_t from, struct map_entry *ents, size_t n)
+{
+    size_t len = c->out.len - from;
+    tr_buf_reset(&c->tmp);
+    if (tr_buf_add(&c->tmp, c->out.buf + from, len) != 0)
+        return nomem(c);
+    qsort_r(ents, n, sizeof(*ents), cmp_entries, c->out.buf);
+    size_t pos = from;
+    for (size_t i = 0; i < n; i++) {
+        size_t elen = ents[i].end - ents[i].key_off;
+        memcpy(c->out.buf + pos, c->tmp.buf + (ents[i].key_off - from), elen);
+        pos += elen;
+    }
+    return 0;
+}
+
+static int push_entry(struct pack_ctx *c, struct map_entry e)
+{
+    if (c->n_ents == c->cap_ents) {
+        size_t cap = c->cap_ents ? 2 * c->cap_ents : 64;
+        struct map_entry *ents = tr_reallocarray(c->ents, cap, sizeof(*ents));
+        if (ents == NULL)
+            return nomem(c);
+        c->ents = ents;
+        c->cap_ents = cap;
+    }
+    c->ents[c->n_ents++] = e;
+    return 0;
+}
+
 static int pack_value(struct pack_ctx *c, int idx, int depth);
 
 /* Packs a map key (at idx); depth is the level of the table holding it. */
@@ -175,8 +258,8 @@ static int pack_table(struct pack_ctx *c, int idx, int depth)
 
     int rc;
     if (array && max == n) {
-        if (msgpack_pack_array(c->pk, (size_t)n) != 0)
-            return nomem(c);
+        if (msgpack_pack_array(&c->pk, (size_t)n) != 0)
+            return write_fail(c, depth);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
             c->path[depth] = (struct pack_step){.kind = STEP_INDEX, .index = i};
@@ -187,22 +270,34 @@ static int pack_table(struct pack_ctx *c, int idx, int depth)
         }
         return 0;
     }
-    if (msgpack_pack_map(c->pk, (size_t)n) != 0)
-        return nomem(c);
+    if (msgpack_pack_map(&c->pk, (size_t)n) != 0)
+        return write_fail(c, depth);
+    /* This map's entries sit above base in c->ents; nested maps push theirs
+     * above those and pop them when they are done. */
+    size_t base = c->n_ents;
+    size_t from = c->out.len;
+    rc = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         int top = lua_gettop(L);
+        size_t key_off = c->out.len;
         c->path[depth] = (struct pack_step){.kind = STEP_KEY, .key_idx = top - 1};
         rc = pack_key(c, top - 1, depth + 1);
+        size_t key_len = c->out.len - key_off;
         if (rc == 0)
             rc = pack_value(c, top, depth + 1);
+        if (rc == 0)
+            rc = push_entry(c, (struct map_entry){key_off, key_len, c->out.len});
         if (rc != 0) {
             lua_pop(L, 2);
-            return rc;
+            break;
         }
         lua_pop(L, 1);
     }
-    return 0;
+    if (rc == 0 && c->n_ents - base > 1)
+        rc = sort_entries(c, from, c->ents + base, c->n_ents - base);
+    c->n_ents = base;
+    return rc;
 }
 
 static int pack_value(struct pack_ctx *c, int idx, int depth)
@@ -214,25 +309,25 @@ static int pack_value(struct pack_ctx *c, int idx, int depth)
     int w = 0;
     switch (t) {
     case LUA_TNIL:
-        w = msgpack_pack_nil(c->pk);
+        w = msgpack_pack_nil(&c->pk);
         break;
     case LUA_TBOOLEAN:
-        w = lua_toboolean(L, idx) ? msgpack_pack_true(c->pk) : msgpack_pack_false(c->pk);
+        w = lua_toboolean(L, idx) ? msgpack_pack_true(&c->pk) : msgpack_pack_false(&c->pk);
         break;
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx))
-            w = msgpack_pack_int64(c->pk, (int64_t)lua_tointeger(L, idx));
+            w = msgpack_pack_int64(&c->pk, (int64_t)lua_tointeger(L, idx));
         else
-            w = msgpack_pack_double(c->pk, (double)lua_tonumber(L, idx));
+            w = msgpack_pack_double(&c->pk, (double)lua_tonumber(L, idx));
         break;
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
         if (len > tr_mp_default_limits.max_str)
             return pack_fail(c, depth, "%s", "a string is longer than 64 MiB");
-        w = msgpack_pack_str(c->pk, len);
+        w = msgpack_pack_str(&c->pk, len);
         if (w == 0)
-            w = msgpack_pack_str_body(c->pk, s, len);
+            w = msgpack_pack_str_body(&c->pk, s, len);
         break;
     }
     case LUA_TTABLE:
@@ -240,14 +335,23 @@ static int pack_value(struct pack_ctx *c, int idx, int depth)
     default:
         return pack_fail(c, depth, "cannot encode a %s", lua_typename(L, t));
     }
-    return w == 0 ? 0 : nomem(c);
+    return w == 0 ? 0 : write_fail(c, depth);
 }
 
 int tr_lua_pack_named(lua_State *L, int idx, const char *root, msgpack_packer *pk,
                       struct tr_error *err)
 {
-    struct pack_ctx c = {.L = L, .pk = pk, .err = err, .root = root ? root : "value"};
-    return pack_value(&c, lua_absindex(L, idx), 0);
+    struct pack_ctx c = {.L = L, .err = err, .root = root ? root : "value"};
+    tr_buf_init(&c.out, tr_mp_default_limits.max_str);
+    tr_buf_init(&c.tmp, 0);
+    msgpack_packer_init(&c.pk, &c, buf_write);
+    int rc = pack_value(&c, lua_absindex(L, idx), 0);
+    if (rc == 0 && pk->callback(pk->data, c.out.buf, c.out.len) != 0)
+        rc = nomem(&c);
+    tr_buf_release(&c.out);
+    tr_buf_release(&c.tmp);
+    tr_free(c.ents);
+    return rc;
 }
 
 int tr_lua_pack(lua_State *L, int idx, msgpack_packer *pk, struct tr_error *err)

@@ -176,6 +176,52 @@ static void test_integer_float_and_array_encodings(void **state)
     lua_pop(L, 3);
 }
 
+/* Packs the result of src in a fresh state into b. */
+static void pack_in_new_state(const char *src, struct tr_buf *b)
+{
+    const struct tr_lua_limits lim = {16u << 20, 0, 0};
+    lua_State *S = tr_lua_new(&lim);
+    assert_non_null(S);
+    struct tr_error e;
+    assert_int_equal(tr_lua_eval(S, src, strlen(src), "c.lua", &e), 0);
+    msgpack_packer p;
+    msgpack_packer_init(&p, b, buf_write);
+    assert_int_equal(tr_lua_pack(S, -1, &p, &e), 0);
+    tr_lua_free(S);
+}
+
+static void test_canonical_map_order(void **state)
+{
+    /* Equal tables give equal bytes, whatever the insertion order and hash seed. */
+    struct tr_buf a, b;
+    tr_buf_init(&a, 0);
+    tr_buf_init(&b, 0);
+    pack_in_new_state("local t = {} for i = 1, 50 do t['k' .. i] = {i, {z = i, a = -i}} end "
+                      "t[7] = 'seven' t[true] = 1 t[2.5] = 0 return t", &a);
+    pack_in_new_state("local t = {} t[2.5] = 0 t[true] = 1 t[7] = 'seven' "
+                      "for i = 50, 1, -1 do t['k' .. i] = {i, {a = -i, z = i}} end return t", &b);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.buf, b.buf, a.len);
+    tr_buf_release(&a);
+    tr_buf_release(&b);
+
+    /* Shorter encoded keys first, then bytewise: 7 (fixint), "sum", "count". */
+    eval("return {count = 2, sum = 1, [7] = 3}");
+    assert_int_equal(pack_top(NULL), 0);
+    lua_pop(L, 1);
+    const char want[] = "\x83\x07\x03\xa3" "sum\x01\xa5" "count\x02";
+    assert_int_equal(out.len, sizeof(want) - 1);
+    assert_memory_equal(out.buf, want, out.len);
+}
+
+static void test_encoded_size_cap(void **state)
+{
+    /* One 1 MiB string shared 100 times would encode to 100 MiB. */
+    refuse("(function() local s = string.rep('x', 1 << 20) local t = {} "
+           "for i = 1, 100 do t[i] = s end return t end)()", "output",
+           "output[64]: the encoding is larger than 67108864 bytes");
+}
+
 static void test_refusals_name_the_path(void **state)
 {
     refuse("{items = {1, 2, function() end}}", "output",
@@ -276,10 +322,11 @@ static void test_hostile_bytes(void **state)
 static void test_pack_out_of_memory(void **state)
 {
     /* Failures of the writer's allocations come back as TR_ENOMEM. */
-    eval("local t = {} for i = 1, 2000 do t[i] = {k = 'v' .. i, n = i} end return t");
+    eval("local t = {} for i = 1, 300 do t[i] = {k = 'v' .. i, n = i, [i] = {x = i, y = 2}} end "
+         "return t");
     int rc = -1;
     long n;
-    for (n = 1; n < 1000 && rc != 0; n++) {
+    for (n = 1; n < 100000 && rc != 0; n++) {
         tr_alloc_fail_at(n, true);
         rc = pack_top("output");
         tr_alloc_fail_at(0, false);
@@ -321,6 +368,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scalars_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tables_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_integer_float_and_array_encodings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_canonical_map_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_encoded_size_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_name_the_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_limit, setup, teardown),
         cmocka_unit_test(test_msgpack_c_depth),
