@@ -536,17 +536,28 @@ void tr_bench_l_api(struct tr_bench_cluster *c, const struct tr_bench_opts *o,
     tr_buf_init(&src, 0);
     double *t = tr_calloc(reps, sizeof(*t));
     char *body = NULL;
-    if (t != NULL && tr_bench_src_blocked(&src, "bench-l", n) == 0)
-        body = source_body(&src, "bench-l");
-    if (body == NULL) {
-        tr_error_set(&err, TR_ENOMEM, "cannot build pipeline 'bench-l'");
+    if (t == NULL) {
+        tr_error_set(&err, TR_ENOMEM, "cannot prepare L");
         goto out;
     }
     for (uint32_t i = 0; i < reps; i++) {
+        /*
+         * The scheduler keeps graphs by the digest of their source, so each
+         * POST gets a file of its own (a comment apart) that it must read.
+         */
+        tr_buf_reset(&src);
+        if (tr_bench_src_blocked(&src, "bench-l", n) < 0 ||
+            tr_buf_addf(&src, "-- POST %u\n", i + 1) < 0 ||
+            (body = source_body(&src, "bench-l")) == NULL) {
+            tr_error_set(&err, TR_ENOMEM, "cannot build pipeline 'bench-l'");
+            goto out;
+        }
         json_t *resp;
         uint64_t t0 = tr_mono_ns();
         int rc = post_body(c->http, "/v1/pipelines", body, 201, &resp, &err);
         uint64_t t1 = tr_mono_ns();
+        free(body);
+        body = NULL;
         if (rc < 0)
             goto out;
         json_t *tasks = json_object_get(resp, "tasks");
