@@ -187,6 +187,38 @@ int tr_cli_parse_simple(struct tr_cli *cli, int argc, char **argv, int min, int 
 const char *tr_cli_str(const json_t *j, const char *dflt);
 
 /* ====================================================================== */
+/* {=== system helpers (sys.c) */
+
+/* Sleeps up to ms milliseconds; a signal (Ctrl-C) ends it early, as wanted. */
+void tr_cli_nap(long ms);
+
+/*
+ * The path of a program that ships with trellis (tr_free): next to this
+ * executable, then where a build tree puts it (../scheduler, ../worker), then
+ * on PATH. NULL when not found.
+ */
+char *tr_cli_find_binary(const char *name) TR_MUST_CHECK;
+
+/* A TCP port on 127.0.0.1 that is free right now, or -1 with errno set. */
+int tr_cli_free_port(void);
+
+/* mkdir -p dir; false after printing why not (also when dir is not a directory). */
+bool tr_cli_make_dirs(const char *dir);
+
+/*
+ * Our environment for the daemons we start (the array is tr_free'd, the
+ * strings are borrowed from environ), without TRELLIS_API: to the CLI it is a
+ * URL, to the scheduler HOST:PORT. NULL when out of memory.
+ */
+char **tr_cli_child_environment(void) TR_MUST_CHECK;
+
+/* "exited with status 1" or "was killed by signal 9 (Killed)" for a wait status. */
+void tr_cli_describe_status(int status, char *out, size_t n);
+
+/* Prints the last lines of a log file, indented, on stderr. */
+void tr_cli_print_log_tail(const char *path);
+
+/* ====================================================================== */
 /* {=== runs (cmd_runs.c), shared with `trellis dev --run` */
 
 /*

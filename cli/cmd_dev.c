@@ -15,12 +15,9 @@
  * outright. With --run FILE the cluster runs one pipeline with `run --wait`
  * semantics and stops.
  */
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,7 +32,6 @@
 #define STOP_WORKERS_S 2.0
 #define STOP_ALL_S 5.0
 #define MAX_ARGS 16
-#define LOG_TAIL_LINES 12
 
 struct child
 {
@@ -76,76 +72,8 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Sleeps up to ms milliseconds; a signal ends it early, which is what we want. */
-static void nap(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ====================================================================== */
-/* {=== finding binaries, ports and directories */
-
-static bool executable(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/*
- * The path of a sibling binary: next to this executable, then where a build
- * tree puts it (../scheduler, ../worker), then on PATH. NULL when not found.
- */
-static char *find_binary(const char *name)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    struct tr_buf b;
-    tr_buf_init(&b, PATH_MAX);
-    if (n > 0) {
-        self[n] = '\0';
-        const char *dir = dirname(self);
-        static const char *const rel[] = {"", "../scheduler/", "../worker/"};
-        for (size_t i = 0; i < TR_ARRAY_LEN(rel); i++) {
-            tr_buf_reset(&b);
-            if (tr_buf_addf(&b, "%s/%s%s", dir, rel[i], name) == 0 && executable(b.buf))
-                return tr_buf_detach(&b, NULL);
-        }
-    }
-    const char *path = getenv("PATH");
-    while (path != NULL && *path) {
-        const char *colon = strchr(path, ':');
-        size_t len = colon ? (size_t)(colon - path) : strlen(path);
-        tr_buf_reset(&b);
-        if (len > 0 && tr_buf_addf(&b, "%.*s/%s", (int)len, path, name) == 0 &&
-            executable(b.buf))
-            return tr_buf_detach(&b, NULL);
-        path = colon ? colon + 1 : NULL;
-    }
-    tr_buf_release(&b);
-    return NULL;
-}
-
-/* A TCP port on 127.0.0.1 that is free right now, or -1 with errno set. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return port;
-}
+/* {=== the API address */
 
 /*
  * Splits "HOST:PORT" (or "[V6]:PORT", or a URL with http://) and checks that
@@ -212,64 +140,8 @@ static bool check_api_address(struct dev *d, const char *spec)
     return true;
 }
 
-/* mkdir -p. Prints why not. */
-static bool make_dirs(const char *dir)
-{
-    char *p = tr_strdup(dir);
-    if (p == NULL) {
-        tr_cli_error("out of memory");
-        return false;
-    }
-    bool ok = true;
-    for (char *s = p + 1; ok; s++) {
-        bool end = *s == '\0';
-        if (*s == '/' || end) {
-            *s = '\0';
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-                tr_cli_error("cannot create directory '%s': %s", p, strerror(errno));
-                ok = false;
-            }
-            if (end)
-                break;
-            *s = '/';
-        }
-    }
-    tr_free(p);
-    struct stat st;
-    if (ok && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        tr_cli_error("cannot use '%s' as the data directory: not a directory", dir);
-        ok = false;
-    }
-    return ok;
-}
-
 /* ====================================================================== */
 /* {=== children */
-
-extern char **environ;
-
-/*
- * The daemons read TRELLIS_<FLAG> from the environment, and TRELLIS_API
- * means a URL to the CLI but HOST:PORT to the scheduler: the children get
- * our environment without it (their --api comes from the command line).
- * Built before any fork, so the children need not allocate.
- */
-static char **child_environment(void)
-{
-    size_t n = 0;
-    while (environ[n] != NULL)
-        n++;
-    char **envp = tr_calloc(n + 1, sizeof(*envp));
-    if (envp == NULL)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(environ[i], "TRELLIS_API=", 12) != 0)
-            envp[k++] = environ[i];
-    }
-    envp[k] = NULL;
-    return envp;
-}
 
 static void child_release(struct child *ch)
 {
@@ -358,53 +230,6 @@ static bool child_start(struct dev *d, struct child *ch, bool first)
     return true;
 }
 
-static void describe_status(int status, char *out, size_t n)
-{
-    if (WIFEXITED(status))
-        snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(out, n, "was killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else
-        snprintf(out, n, "stopped (status 0x%x)", (unsigned)status);
-}
-
-/* Prints the last lines of a log, indented, on stderr. */
-static void print_log_tail(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return;
-    char buf[8192];
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    long from = size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0;
-    size_t n = 0;
-    if (size >= 0 && fseek(f, from, SEEK_SET) == 0)
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && buf[n - 1] == '\n')
-        buf[--n] = '\0';
-    const char *start = buf;
-    int lines = 0;
-    for (size_t i = n; i > 0; i--) {
-        if (buf[i - 1] == '\n' && ++lines == LOG_TAIL_LINES) {
-            start = buf + i;
-            break;
-        }
-    }
-    if (n == 0) {
-        fprintf(stderr, "    (the log is empty)\n");
-        return;
-    }
-    for (const char *p = start; *p;) {
-        const char *nl = strchr(p, '\n');
-        int len = nl ? (int)(nl - p) : (int)strlen(p);
-        fprintf(stderr, "    %.*s\n", len, p);
-        p += len + (nl ? 1 : 0);
-    }
-}
-
 /*
  * Reaps every child that exited. While starting, a death is returned as the
  * failed child; afterwards it is reported and a restart is scheduled.
@@ -425,11 +250,11 @@ static struct child *reap(struct dev *d)
             if (d->stopping)
                 break;
             char how[128];
-            describe_status(status, how, sizeof(how));
+            tr_cli_describe_status(status, how, sizeof(how));
             if (d->starting) {
                 tr_cli_error("%s %s while the cluster was starting; the end of %s:", ch->name,
                              how, ch->log_path);
-                print_log_tail(ch->log_path);
+                tr_cli_print_log_tail(ch->log_path);
                 failed = ch;
                 break;
             }
@@ -488,7 +313,7 @@ static void signal_all(struct dev *d, bool schedulers, int sig)
 static void wait_stopped(struct dev *d, bool schedulers, double deadline)
 {
     while (running(d, schedulers) > 0 && tr_now() < deadline && !tr_cli_interrupted) {
-        nap(50);
+        tr_cli_nap(50);
         reap(d);
     }
 }
@@ -607,7 +432,7 @@ static int wait_ready(struct dev *d, struct tr_client *c)
             if (cpu >= d->n_cpu && gpu >= d->n_gpu)
                 return 0;
         }
-        nap(100);
+        tr_cli_nap(100);
     }
     if (tr_cli_interrupted)
         return TR_ECANCELED;
@@ -745,21 +570,21 @@ int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv)
         goto out;
     code = TR_EXIT_FAILED;
 
-    sched_bin = find_binary("trellis-scheduler");
-    worker_bin = find_binary("trellis-worker");
+    sched_bin = tr_cli_find_binary("trellis-scheduler");
+    worker_bin = tr_cli_find_binary("trellis-worker");
     if (sched_bin == NULL || (worker_bin == NULL && d.n_cpu + d.n_gpu > 0)) {
         tr_cli_error("cannot find %s next to this trellis or on PATH",
                      sched_bin == NULL ? "trellis-scheduler" : "trellis-worker");
         goto out;
     }
-    if (!make_dirs(d.data_dir))
+    if (!tr_cli_make_dirs(d.data_dir))
         goto out;
-    d.worker_port = free_port();
+    d.worker_port = tr_cli_free_port();
     if (d.worker_port < 0) {
         tr_cli_error("cannot find a free port for workers: %s", strerror(errno));
         goto out;
     }
-    d.envp = child_environment();
+    d.envp = tr_cli_child_environment();
     if (d.envp == NULL || build_children(&d, sched_bin, worker_bin ? worker_bin : "") < 0) {
         tr_cli_error("out of memory");
         goto out;
@@ -807,7 +632,7 @@ int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv)
     }
 
     while (!tr_cli_interrupted) {
-        nap(200);
+        tr_cli_nap(200);
         supervise_tick(&d);
     }
     stop_all(&d);

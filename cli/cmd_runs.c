@@ -216,13 +216,6 @@ static int finish(struct tr_cli *cli, const char *run_id, const json_t *run, boo
     return code;
 }
 
-/* Sleeps up to ms milliseconds; returns early on a signal. */
-static void nap(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_wait_opts *o)
 {
     struct tr_client *c = tr_cli_client(cli);
@@ -274,7 +267,7 @@ int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_
                 code = tr_cli_fail(rc, &err);
                 break;
             }
-            nap(500);
+            tr_cli_nap(500);
             continue;
         }
         if (rc < 0) {
@@ -300,7 +293,7 @@ int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_
         json_decref(run);
         /* A server that answers long polls at once must not make this loop spin. */
         if (tr_now() - asked < 0.2)
-            nap(200);
+            tr_cli_nap(200);
     }
     tr_buf_release(&pb);
     return code;
