@@ -10,8 +10,9 @@
  *
  * Memory per task is the task struct, its name, its after array and, for
  * tasks that others depend on, its downstream array: a def for 100,000 tasks
- * takes about 20 MB. Names are found through a tr_hmap during the walk and
- * through a sorted index (by_name) afterwards.
+ * takes about 15 MB (150 bytes a task) once the Lua state is closed. Names
+ * are found through a tr_hmap during the walk and through a sorted index
+ * (by_name) afterwards.
  *
  * Any thread; touches no shared state.
  */
