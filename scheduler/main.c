@@ -12,7 +12,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: trellis-scheduler [options]\n"
-            "  --api HOST:PORT        HTTP API address (127.0.0.1:8420)\n"
+            "  --api HOST:PORT        HTTP API address (127.0.0.1:8420; http://HOST:PORT too)\n"
             "  --listen tcp://H:P     worker endpoint (tcp://127.0.0.1:8421)\n"
             "  --state URL            sqlite:PATH (sqlite:./trellis-state.db)\n"
             "  --token-file FILE      bearer tokens, one per line (required for a\n"
@@ -38,6 +38,15 @@ static bool parse_uint(const char *s, uint32_t *out)
 
 static bool parse_api(const char *s, char **host, int *port)
 {
+    /* TRELLIS_API is also the CLI's URL of the API: accept that form too. */
+    char buf[256];
+    if (strncmp(s, "http://", 7) == 0) {
+        snprintf(buf, sizeof(buf), "%s", s + 7);
+        size_t n = strlen(buf);
+        while (n > 0 && buf[n - 1] == '/')
+            buf[--n] = '\0';
+        s = buf;
+    }
     const char *colon = strrchr(s, ':');
     if (colon == NULL)
         return false;

@@ -48,7 +48,7 @@ assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "a raising task fails 
 assert_contains "$(echo "$out" | json_get 'j["error"]')" "task 'boom' failed" "run error names the task"
 tasks=$(api_get "/v1/runs/$id/tasks")
 err=$(echo "$tasks" | json_get '[t["error"] for t in j["tasks"] if t["name"]=="boom"][0]')
-assert_contains "$err" "raises.lua:4: bad input 1" "error has file and line"
+assert_contains "$err" "raises.lua:3: bad input 1" "error has file and line"
 assert_contains "$err" "stack traceback" "error has a Lua traceback"
 assert_eq "$(echo "$tasks" | json_get '[t["state"] for t in j["tasks"] if t["name"]=="never"][0]')" skipped "downstream of a failure is skipped"
 
