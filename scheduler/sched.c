@@ -299,8 +299,9 @@ static void task_expand_map(struct run *r, uint32_t t)
 static void task_ready(struct run *r, uint32_t t)
 {
     struct task_rt *trt = &r->tasks[t];
-    if (trt->finished || run_is_final(r))
+    if (trt->finished || trt->readied || run_is_final(r))
         return;
+    trt->readied = true;
     if (r->pipe->def->tasks[t].map >= 0)
         task_expand_map(r, t);
     else
@@ -627,9 +628,11 @@ void run_start(struct run *r)
         run_finish(r);
         return;
     }
+    /* Roots by declaration, not by countdown: while recovering, completing a
+     * root from its record already readies its dependants. */
     for (uint32_t i = 0; i < def->n_tasks && !run_is_final(r); i++) {
         uint32_t t = def->topo[i];
-        if (r->tasks[t].countdown == 0)
+        if (def->tasks[t].n_upstream == 0)
             task_ready(r, t);
     }
 }

@@ -113,6 +113,7 @@ struct task_rt
     uint32_t n_failed;       /* instances failed, skipped or cancelled */
     bool expanded;           /* instances exist (a mapped task after fan-out) */
     bool finished;           /* every instance is final */
+    bool readied;            /* its countdown reached 0 and its instances were made */
     struct inst *mapped;     /* array of n_inst instances when mapped, else NULL */
     char *agg;               /* mapped: the msgpack array of outputs, built once */
     uint32_t agg_len;
