@@ -11,7 +11,7 @@
 
 const struct tr_mp_limits tr_mp_default_limits = {
     .max_frame = 64u << 20,
-    .max_depth = 64,
+    .max_depth = 32, /* msgpack-c unpacks at most 32 nested containers */
     .max_elements = 1000000,
     .max_str = 64u << 20,
 };

@@ -48,7 +48,7 @@ struct tr_mp_limits
     uint32_t max_str;      /* bytes in one str, bin or ext */
 };
 
-/* The defaults: 64 MiB frames, depth 64, 1,000,000 elements, 64 MiB strings. */
+/* The defaults: 64 MiB frames, depth 32 (what msgpack-c unpacks), 1,000,000 elements, 64 MiB strings. */
 extern const struct tr_mp_limits tr_mp_default_limits;
 
 /*

@@ -207,12 +207,12 @@ static void test_bounds_check(void **state)
     static const unsigned char never_used[] = {0xc1};
     assert_int_equal(tr_mp_check(never_used, 1, lim), TR_EPROTO);
     assert_int_equal(tr_mp_check(NULL, 0, lim), TR_EPROTO);
-    /* Depth: 65 nested arrays exceed the default depth of 64. */
+    /* Depth: 33 nested arrays exceed the default depth of 32. */
     unsigned char deep[80];
-    memset(deep, 0x91, 65);
-    deep[65] = 0xc0;
-    assert_int_equal(tr_mp_check(deep, 66, lim), TR_ELIMIT);
-    assert_int_equal(tr_mp_check(deep + 1, 65, lim), 65);
+    memset(deep, 0x91, 33);
+    deep[33] = 0xc0;
+    assert_int_equal(tr_mp_check(deep, 34, lim), TR_ELIMIT);
+    assert_int_equal(tr_mp_check(deep + 1, 33, lim), 33);
     /* Sizes of valid values. */
     static const unsigned char values[] = {0x93, 0x01, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xa2, 'h', 'i'};
     assert_int_equal(tr_mp_check(values, sizeof(values), lim), (long)sizeof(values));
