@@ -124,9 +124,20 @@ static void release(struct tr_executor *e, struct tr_task *t)
     uv_timer_stop(&t->timeout_timer);
     uv_timer_stop(&t->op_timer);
     if (t->co != NULL) {
+        /* A coroutine that returned is clean already; one that raised, or
+         * was stopped while suspended, needs its call stack unwound and its
+         * pending to-be-closed variables closed (errors there are ignored).
+         * The task counts as running meanwhile, so that the kill hook still
+         * stops a __close handler of a killed task that would never end.
+         * Skipping the reset otherwise keeps the coroutine's stack allocated
+         * for the next task. */
+        if (lua_status(t->co) != LUA_OK) {
+            struct tr_task *prev = e->current;
+            e->current = t;
+            lua_resetthread(t->co);
+            e->current = prev;
+        }
         lua_sethook(t->co, NULL, 0, 0);
-        /* Closes pending to-be-closed variables; errors there are ignored. */
-        lua_resetthread(t->co);
         lua_settop(t->co, 0);
         pipe_give_coroutine(t->pipe, t->co, t->co_ref);
         t->co = NULL;

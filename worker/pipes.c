@@ -241,8 +241,13 @@ static int index_protected(lua_State *L)
     return 0;
 }
 
-/* Builds p's state from src; 0, or a negative code with err set. */
-static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct tr_error *err)
+/*
+ * Builds p's state from src, naming the chunk after the file the pipeline was
+ * submitted as (errors then read "rag.lua:12: ..."); 0, or a negative code
+ * with err set.
+ */
+static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct tr_str name,
+                struct tr_error *err)
 {
     char digest[65];
     tr_sha256_hex(src.p, src.len, digest);
@@ -260,7 +265,12 @@ static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct
         lua_pop(L, 1);
         return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
     }
-    int rc = tr_lua_eval(L, src.p, src.len, "pipeline", err);
+    char chunk[200] = "pipeline";
+    if (name.len > 0 && name.len < sizeof(chunk) && memchr(name.p, '\0', name.len) == NULL) {
+        memcpy(chunk, name.p, name.len);
+        chunk[name.len] = '\0';
+    }
+    int rc = tr_lua_eval(L, src.p, src.len, chunk, err);
     if (rc < 0)
         return rc;
     lua_pushcfunction(L, index_protected);
@@ -305,7 +315,7 @@ void tr_executor_on_pipeline(struct tr_executor *e, const struct tr_msg_pipeline
         tr_error_set(&err, TR_ENOENT, "the scheduler says: %s", why);
     } else {
         uint64_t t0 = tr_mono_ns();
-        if (load(e, p, m->source, &err) == 0) {
+        if (load(e, p, m->source, m->name, &err) == 0) {
             p->state = P_READY;
             p->used_tick = ++e->clock;
             tr_info("loaded pipeline '%s' digest=%.12s tasks=%u in %.1f ms", p->label, p->digest,

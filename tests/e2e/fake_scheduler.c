@@ -50,6 +50,7 @@
 struct src
 {
     char name[64];
+    char file[64];   /* basename of the file, sent as PIPELINE's name */
     char digest[65];
     char *source; /* NULL: unknown to this scheduler */
     size_t len;
@@ -131,8 +132,10 @@ static void answer_pipeline(struct fake *f, const char *digest)
     struct tr_msg m = {.type = TR_MSG_PIPELINE};
     m.u.pipeline.digest = (struct tr_str){digest, 64};
     struct src *s = find_digest(f, m.u.pipeline.digest);
-    if (s != NULL && s->source != NULL)
+    if (s != NULL && s->source != NULL) {
         m.u.pipeline.source = (struct tr_str){s->source, s->len};
+        m.u.pipeline.name = tr_str_c(s->file);
+    }
     else
         m.u.pipeline.error = TR_STR("unknown pipeline digest");
     send_msg(f, &m);
@@ -439,6 +442,8 @@ static void run_line(struct fake *f, char *line)
         if (s->source == NULL)
             fail("cannot read pipeline file");
         tr_sha256_hex(s->source, s->len, s->digest);
+        const char *base = strrchr(tok[2], '/');
+        snprintf(s->file, sizeof(s->file), "%s", base ? base + 1 : tok[2]);
     } else if (strcmp(cmd, "pipeline-lie") == 0 && ntok == 4) {
         struct src *s = add_pipe(f, tok[1]);
         size_t len;

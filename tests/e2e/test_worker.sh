@@ -269,7 +269,7 @@ assert isinstance(R[52]["output"], float) and abs(R[52]["output"] - R[52]["finis
 ok "tasks get ctx and their arguments; outputs come back decoded"
 
 check basic '
-failed(4, "pipeline:11: kaboom")
+failed(4, "main.lua:11: kaboom")
 failed(4, "stack traceback:")
 failed(5, "table: 0x")
 failed(5, "stack traceback:")
