@@ -15,9 +15,10 @@
  *   a count hook on its coroutine (set only when it has a timeout) checks the
  *   clock and raises, and re-arms itself at every instruction so that a pcall
  *   in the task cannot swallow the kill.
- * - Nothing per task is allocated in the steady state: task structs, their
- *   buffers and timers, and the coroutines are reused; the output and error
- *   buffers and the msgpack zone are the executor's.
+ * - The C side allocates nothing per task in the steady state: task
+ *   structs, their buffers and timers, and the coroutines are reused; the
+ *   output and error buffers and the msgpack zone are the executor's. (Lua
+ *   allocates each task's ctx and decoded arguments, and collects them.)
  * - Every Lua API call on a state's main thread that may allocate runs under
  *   lua_pcall, so running out of Lua memory fails a task, never the process.
  *
@@ -40,6 +41,7 @@
 #define TRACEBACK_HEADROOM (1u << 20)        /* heap a traceback may use past the cap */
 #define ERROR_MAX (64u << 10)                /* bytes of an error message in RESULT */
 #define OUTPUT_MAX (48u << 20)               /* bytes of an output: RESULT must fit a frame */
+#define ARGS_MAX 100000                      /* arguments of one task (outputs it waits for) */
 
 /* ====================================================================== */
 /* Lists and the task pool                                                */
@@ -406,8 +408,11 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
     }
 }
 
-/* Pushes one msgpack value from bytes (validated first) onto L. May raise. */
-static void push_bytes(struct tr_executor *e, lua_State *L, struct tr_str b, const char *what,
+/*
+ * Validates and unpacks one msgpack value from b into obj, in the executor's
+ * zone (valid until the next call). May raise, naming what and the task.
+ */
+static void unpack_bytes(struct tr_executor *e, lua_State *L, struct tr_str b, const char *what,
                        msgpack_object *obj)
 {
     long n = tr_mp_check(b.p, b.len, &tr_mp_default_limits);
@@ -438,7 +443,7 @@ static int setup_protected(lua_State *L)
     lua_createtable(L, 0, 6);
     if (t->params.len > 0) {
         msgpack_object obj;
-        push_bytes(e, L, t->params, "params", &obj);
+        unpack_bytes(e, L, t->params, "params", &obj);
         if (obj.type != MSGPACK_OBJECT_MAP || tr_lua_push_mp(L, &obj) < 0)
             return luaL_error(L, "cannot decode the params of task '%s'", tr_task_name(t));
     } else {
@@ -458,11 +463,14 @@ static int setup_protected(lua_State *L)
 
     if (t->args.len > 0) {
         msgpack_object obj;
-        push_bytes(e, L, t->args, "arguments", &obj);
+        unpack_bytes(e, L, t->args, "arguments", &obj);
         if (obj.type != MSGPACK_OBJECT_ARRAY)
             return luaL_error(L, "the arguments of task '%s' are not an array",
                               tr_task_name(t));
-        luaL_checkstack(L, (int)TR_MIN(obj.via.array.size, 1000000u) + 4, "too many arguments");
+        if (obj.via.array.size > ARGS_MAX)
+            return luaL_error(L, "task '%s' has %d arguments, at most %d", tr_task_name(t),
+                              (int)obj.via.array.size, ARGS_MAX);
+        luaL_checkstack(L, (int)obj.via.array.size + 4, "too many arguments");
         for (uint32_t i = 0; i < obj.via.array.size; i++) {
             int rc = tr_lua_push_mp(L, &obj.via.array.ptr[i]);
             if (rc == TR_ENOMEM)
@@ -523,10 +531,11 @@ static void start(struct tr_executor *e, struct tr_task *t)
     lua_pushlightuserdata(L, t);
     int status = lua_pcall(L, 1, 1, 0);
     if (status != LUA_OK) {
-        const char *msg = status == LUA_ERRMEM ? NULL : lua_tostring(L, -1);
-        exec_fail_task(t, "cannot start task '%s': %s", tr_task_name(t),
-                       msg ? msg : "not enough memory");
+        const char *why = status == LUA_ERRMEM ? NULL : lua_tostring(L, -1);
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", why ? why : "not enough memory");
         lua_pop(L, 1);
+        exec_fail_task(t, "cannot start task '%s': %s", tr_task_name(t), msg);
         return;
     }
     int nargs = (int)lua_tointeger(L, -1);

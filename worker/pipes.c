@@ -26,7 +26,7 @@
 #include "worker/lua_worker.h"
 
 #define PIPELINE_RETRY_NS (10ull * 1000000000ull) /* ask again after this long without an answer */
-#define EVAL_WALL_MAX_S 60.0                     /* evaluating the file at load */
+#define EVAL_WALL_MAX_S 10.0 /* evaluating the file at load, as the scheduler allows */
 
 /* Registry key of the light userdata that points at the executor. */
 static const char exec_key = 'x';
