@@ -2,11 +2,13 @@
  * dispatch.c - ready queues per pool and credit-based dispatch.
  *
  * Each pool keeps a binary heap of ready instances, highest priority first
- * and FIFO among equals. A worker may hold at most its slots plus the
- * configured prefetch window in flight: the window hides the round trip for
- * one-slot workers (as Celery's prefetch does) without piling a long queue on
- * one worker while another idles. Messages are queued here and sent by
- * sched_send_queued after the turn's commit.
+ * and FIFO among equals. A worker may hold its slots plus a prefetch window
+ * in flight. The window hides the round trip (as Celery's prefetch does), so
+ * it is sized to cover PREFETCH_COVER_S of the worker's work at its recent
+ * task run time: tasks of a few microseconds get a deep window (up to the
+ * --prefetch cap), tasks of seconds get one extra task, so long tasks never
+ * pile up on one worker while another idles. Messages are queued here and
+ * sent by sched_send_queued after the turn's commit.
  */
 #include "scheduler/sched.h"
 
@@ -198,11 +200,26 @@ void sched_send_queued(struct sched *s)
     tr_zmq_uv_kick(s->zuv);
 }
 
+/* Work a worker's prefetch window should cover: a few round trips. */
+#define PREFETCH_COVER_S 0.005
+
+uint32_t worker_prefetch(const struct sched *s, const struct worker *w)
+{
+    /* Unknown run time: assume a millisecond until results say otherwise. */
+    double run_s = w->ewma_run_s > 0 ? w->ewma_run_s : 0.001;
+    double per_slot = PREFETCH_COVER_S / (run_s > 1e-6 ? run_s : 1e-6);
+    double want = per_slot * w->slots;
+    uint32_t cap = s->cfg.prefetch;
+    if (want < 1)
+        return cap < 1 ? cap : 1;
+    return want > cap ? cap : (uint32_t)want;
+}
+
 static struct worker *pick_worker(struct sched *s, struct pool *p)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
-        if (w->inflight < w->slots + s->cfg.prefetch) {
+        if (w->inflight < w->slots + worker_prefetch(s, w)) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
         }

@@ -18,7 +18,7 @@ static void usage(FILE *out)
             "  --token-file FILE      bearer tokens, one per line (required for a\n"
             "                         non-loopback --api)\n"
             "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
-            "  --prefetch N           tasks sent to a worker beyond its free slots (16)\n"
+            "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
             "  --keep-runs N          finished runs kept in memory (1000)\n"
             "  --log-level L          debug, info, warn, error (info)\n"
             "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
         .listen = tr_strdup("tcp://127.0.0.1:8421"),
         .state_url = tr_strdup("sqlite:./trellis-state.db"),
         .heartbeat_ms = 1000,
-        .prefetch = 16,
+        .prefetch = 256,
         .keep_runs = 1000,
         .timeout_grace_s = 5,
         .limits = tr_pipeline_default_limits,

@@ -41,7 +41,7 @@ struct sched_config
     char *state_url;          /* --state */
     char *token_file;         /* --token-file */
     uint32_t heartbeat_ms;    /* worker heartbeat interval */
-    uint32_t prefetch;        /* tasks sent to a worker beyond its free slots */
+    uint32_t prefetch;        /* cap on tasks sent to a worker beyond its slots (adaptive) */
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
     double timeout_grace_s;   /* after a task's timeout, before the scheduler gives up on it */
     struct tr_pipeline_limits limits; /* sandbox for reading pipelines */
@@ -207,6 +207,7 @@ struct worker
     double connected_at;
     double last_seen;        /* wall clock */
     uint64_t last_seen_ns;   /* monotonic */
+    double ewma_run_s;       /* moving average of its tasks' run time, 0 until known */
     struct inst *head;       /* in-flight list, oldest first */
     struct inst *tail;
 };
@@ -415,6 +416,8 @@ int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg
 void sched_send_queued(struct sched *s);
 struct pool *inst_pool(struct inst *in);
 void inst_make_ready(struct inst *in);
+/* Tasks a worker may hold beyond its slots now (adaptive, at most --prefetch). */
+uint32_t worker_prefetch(const struct sched *s, const struct worker *w);
 
 /* workers.c */
 int workers_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
