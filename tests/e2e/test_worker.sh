@@ -155,6 +155,9 @@ return trellis.pipeline {
     end },
     trellis.task { name = "bare_yield", run = function(ctx) coroutine.yield(1) end },
     trellis.task { name = "now", run = function(ctx) return trellis.now() end },
+    trellis.task { name = "sort_sleep", run = function(ctx)
+      table.sort({ 3, 1, 2 }, function(a, b) trellis.sleep(0) return a < b end)
+    end },
     trellis.task { name = "big", run = function(ctx)
       local s, t = ("x"):rep(1024 * 1024), {}
       for i = 1, 50 do t[i] = s end
@@ -211,7 +214,8 @@ task 12 liar hi
 task 13 ghost hi
 task 14 loadsleep x
 task 15 other hi
-wait-results 20 4 5 6 7 8 9 10 11 12 13 14 15
+task 16 main sort_sleep
+wait-results 20 4 5 6 7 8 9 10 11 12 13 14 15 16
 task 20 main nap args=[10] timeout=0.5
 task 21 main nap args=[10]
 task 22 main chatty
@@ -283,6 +287,7 @@ failed(11, "cannot load pipeline")
 failed(12, "digest")
 failed(13, "unknown pipeline digest")
 failed(14, "trellis.sleep can only be called from a task")
+failed(16, "cannot wait here")
 for i in range(4, 15):
     assert not R[i]["timed_out"] and not R[i]["cancelled"], R[i]
 '
@@ -426,7 +431,35 @@ assert "scheduler said BYE" in LOG, LOG[-500:]
 ok "BYE from the scheduler drops the tasks in flight and brings a new HELLO"
 
 # ---------------------------------------------------------------------------
-# 6. A dead first endpoint: the worker moves on to the next one
+# 6. More pipelines than states kept: the least recently used idle one goes
+# ---------------------------------------------------------------------------
+{
+  echo "heartbeat 200"
+  for i in $(seq 1 18); do
+    printf 'local trellis = require "trellis"\nreturn trellis.pipeline { name = "p%d", tasks = {\n  trellis.task { name = "n", run = function() return %d end } } }\n' \
+      "$i" "$i" >"$TMP/p$i.lua"
+    echo "pipeline p$i $TMP/p$i.lua"
+  done
+  echo "expect HELLO 10"
+  for i in $(seq 1 18); do echo "task $i p$i n"; echo "wait-results 10 $i"; done
+  echo "task 101 p1 n"
+  echo "task 118 p18 n"
+  echo "wait-results 10 101 118"
+} >"$TMP/lru.txt"
+start_fake lru "$TMP/lru.txt"
+start_worker lru "tcp://127.0.0.1:$PORT"
+finish lru
+check lru '
+assert all(R[i]["ok"] and R[i]["output"] == i for i in range(1, 19)), R
+assert R[101]["output"] == 1 and R[118]["output"] == 18, (R[101], R[118])
+gets = [m["digest"] for m in kind("PIPELINE_GET")]
+assert len(gets) == 19 and gets[0] == gets[18], gets
+assert LOG.count("closing idle pipeline state") >= 2, LOG[-500:]
+'
+ok "beyond 16 pipeline states the least recently used idle one is closed and fetched again"
+
+# ---------------------------------------------------------------------------
+# 7. A dead first endpoint: the worker moves on to the next one
 # ---------------------------------------------------------------------------
 DEAD_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat >"$TMP/next.txt" <<EOF
@@ -455,7 +488,7 @@ rc=0
 ok "--help lists the flags; a bad value exits 2 with a message"
 
 # ---------------------------------------------------------------------------
-# 7. SIGTERM: BYE to the scheduler, clean exit
+# 8. SIGTERM: BYE to the scheduler, clean exit
 # ---------------------------------------------------------------------------
 cat >"$TMP/stop.txt" <<EOF
 heartbeat 200
