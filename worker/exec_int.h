@@ -18,6 +18,7 @@
 
 #include "lib/buf.h"
 #include "lib/hmap.h"
+#include "lib/log.h"
 #include "worker/executor.h"
 
 #define TR_EXEC_LOG_LINES 200        /* unsent ctx.log lines a task keeps */
@@ -146,6 +147,7 @@ struct tr_executor
     msgpack_sbuffer out;        /* a task's output, packed; reused */
     msgpack_zone zone;          /* params and args decoding; reused */
     struct tr_buf msg;          /* error messages being built; reused */
+    struct tr_log_limiter refused; /* TASKs answered without being stored */
 };
 
 /* Lists (executor.c). */

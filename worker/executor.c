@@ -42,6 +42,7 @@
 #define ERROR_MAX (64u << 10)                /* bytes of an error message in RESULT */
 #define OUTPUT_MAX (48u << 20)               /* bytes of an output: RESULT must fit a frame */
 #define ARGS_MAX 100000                      /* arguments of one task (outputs it waits for) */
+#define WAITING_MAX 100000                   /* tasks held beyond the slots: a bound on memory */
 
 /* ====================================================================== */
 /* Lists and the task pool                                                */
@@ -591,7 +592,9 @@ static void fail_unstored(struct tr_executor *e, const struct tr_msg_task *m, co
     r.u.result.error = tr_str_c(why);
     r.u.result.started_at = r.u.result.finished_at = tr_now();
     exec_send(e, &r);
-    tr_warn("task failed id=%llu: %s", (unsigned long long)m->id, why);
+    char what[160];
+    snprintf(what, sizeof(what), "refused a task: %s", why);
+    tr_log_limited(&e->refused, what, m->task.p, m->task.len);
 }
 
 static int copy_task(struct tr_task *t, const struct tr_msg_task *m)
@@ -619,6 +622,12 @@ void tr_executor_on_task(struct tr_executor *e, const struct tr_msg_task *m)
 {
     if (tr_hmap_get(&e->tasks, &m->id, sizeof(m->id)) != NULL) {
         tr_warn("ignoring a second TASK with id=%llu", (unsigned long long)m->id);
+        return;
+    }
+    /* The scheduler sends at most the free slots plus a small prefetch; a
+     * peer that sends far more gets failures, not our memory. */
+    if (tr_hmap_count(&e->tasks) >= (size_t)e->cfg.slots + WAITING_MAX) {
+        fail_unstored(e, m, "worker queue is full");
         return;
     }
     struct tr_task *t = task_get(e);
