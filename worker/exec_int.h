@@ -1,7 +1,8 @@
 /*
  * exec_int.h - the executor's private structures, shared by executor.c
- * (tasks: queue, coroutines, results) and pipes.c (pipeline states: load,
- * index of run functions, LRU). Nothing outside those two files includes it.
+ * (tasks: queue, coroutines, timeouts), result.c (how a task ends),
+ * task_log.c (ctx.log lines) and pipes.c (pipeline states: load, index of
+ * run functions, LRU). Nothing outside those files includes it.
  *
  * Ownership: the executor owns every task and every pipeline state. A task
  * sits in exactly one list at a time (its pipeline's waiting list, the run
@@ -156,7 +157,7 @@ void task_list_remove(struct tr_task *t);
 
 /*
  * Ends t with a failure before or instead of running it, sending RESULT
- * (executor.c). The message is formatted like printf.
+ * (result.c). The message is formatted like printf.
  */
 void exec_fail_task(struct tr_task *t, const char *fmt, ...) TR_PRINTF(2, 3);
 
@@ -176,6 +177,22 @@ void task_logs_consume(struct tr_task *t, uint32_t taken);
 
 /* Sends LOG messages until at most `keep` lines remain unsent. */
 void task_logs_flush(struct tr_executor *e, struct tr_task *t, uint32_t keep);
+
+/*
+ * Takes t out of every structure and back to the pool: stops its timers,
+ * resets and recycles its coroutine. Sends nothing (executor.c).
+ */
+void exec_release(struct tr_executor *e, struct tr_task *t);
+
+/*
+ * Ends a running task (result.c): finish_ok with the nres results on top of
+ * its coroutine, finish_error after lua_resume returned status, and
+ * finish_killed for a task stopped by its timeout or by CANCEL (t->kill).
+ * Each sends RESULT, releases t and fills the freed slot.
+ */
+void exec_finish_ok(struct tr_executor *e, struct tr_task *t, int nres);
+void exec_finish_error(struct tr_executor *e, struct tr_task *t, int status);
+void exec_finish_killed(struct tr_executor *e, struct tr_task *t);
 
 /* Starts queued tasks while slots are free (executor.c). */
 void exec_pump(struct tr_executor *e);

@@ -37,10 +37,6 @@
 #define HOOK_COUNT 1000                      /* instructions between two clock checks */
 #define TIMEOUT_MAX_S (30.0 * 24 * 3600)     /* longer timeouts are clamped */
 #define TASK_DATA_KEEP (64u << 10)           /* a pooled task keeps a buffer this large */
-#define BUF_KEEP (1u << 20)                  /* the output buffer is kept up to this size */
-#define TRACEBACK_HEADROOM (1u << 20)        /* heap a traceback may use past the cap */
-#define ERROR_MAX (64u << 10)                /* bytes of an error message in RESULT */
-#define OUTPUT_MAX (48u << 20)               /* bytes of an output: RESULT must fit a frame */
 #define ARGS_MAX 100000                      /* arguments of one task (outputs it waits for) */
 #define WAITING_MAX 100000                   /* tasks held beyond the slots: a bound on memory */
 
@@ -118,11 +114,7 @@ static void task_put(struct tr_executor *e, struct tr_task *t)
     e->pool = t;
 }
 
-/*
- * Takes t out of every structure and back to the pool: stops its timers,
- * resets and recycles its coroutine. Sends nothing.
- */
-static void release(struct tr_executor *e, struct tr_task *t)
+void exec_release(struct tr_executor *e, struct tr_task *t)
 {
     uv_timer_stop(&t->timeout_timer);
     uv_timer_stop(&t->op_timer);
@@ -154,208 +146,6 @@ static void release(struct tr_executor *e, struct tr_task *t)
     }
     task_logs_clear(t);
     task_put(e, t);
-}
-
-/* ====================================================================== */
-/* Finishing                                                              */
-/* ====================================================================== */
-
-struct outcome
-{
-    bool ok;
-    struct tr_str output;
-    struct tr_str error;
-    bool timed_out;
-    bool cancelled;
-};
-
-/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
-static void complete(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
-{
-    double now = tr_now();
-    /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */
-    task_logs_flush(e, t, t->log_dropped ? TR_PROTO_MAX_LOGS - 1 : TR_PROTO_MAX_LOGS);
-
-    struct tr_msg m = {.type = TR_MSG_RESULT};
-    struct tr_msg_result *r = &m.u.result;
-    char note[128];
-    uint32_t taken;
-    r->id = t->id;
-    r->epoch = t->epoch;
-    r->attempt = t->attempt;
-    r->ok = o->ok;
-    r->output = o->output;
-    r->error = o->error;
-    r->timed_out = o->timed_out;
-    r->cancelled = o->cancelled;
-    r->started_at = t->started_at > 0 ? t->started_at : now;
-    r->finished_at = now;
-    r->n_logs = task_logs_take(t, r->logs, note, sizeof(note), &taken);
-    exec_send(e, &m);
-    task_logs_consume(t, taken);
-
-    char run[80], name[80];
-    tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
-    tr_log_escape(name, sizeof(name), t->name.p, TR_MIN(t->name.len, (size_t)64));
-    uint64_t ms = t->start_ns ? (tr_mono_ns() - t->start_ns) / 1000000u : 0;
-    const char *why = o->ok ? "" : o->timed_out ? " reason=timed_out"
-                                 : o->cancelled ? " reason=cancelled" : " reason=error";
-    tr_info("task done run=%s task=%s index=%u attempt=%u id=%llu ok=%d ms=%llu%s", run, name,
-            t->index, t->attempt, (unsigned long long)t->id, o->ok ? 1 : 0,
-            (unsigned long long)ms, why);
-    t->start_ns = 0;
-    release(e, t);
-    exec_pump(e);
-}
-
-/* The error text in e->msg, or a fixed one when building it ran out of memory. */
-static struct tr_str msg_view(struct tr_executor *e)
-{
-    if (e->msg.len == 0)
-        return TR_STR("task failed (its error message was lost: worker out of memory)");
-    return (struct tr_str){e->msg.buf, e->msg.len};
-}
-
-void exec_fail_task(struct tr_task *t, const char *fmt, ...)
-{
-    struct tr_executor *e = t->exec;
-    va_list ap;
-    va_start(ap, fmt);
-    tr_buf_reset(&e->msg);
-    if (tr_buf_vaddf(&e->msg, fmt, ap) < 0)
-        tr_buf_reset(&e->msg);
-    va_end(ap);
-    struct outcome o = {.error = msg_view(e)};
-    complete(e, t, &o);
-}
-
-struct tb_args
-{
-    lua_State *co;   /* the coroutine the traceback describes */
-    const char *msg; /* the message, or NULL: the error object on top of co */
-};
-
-/* Protected: pushes msg (or tostring of co's error object) plus co's traceback. */
-static int traceback_protected(lua_State *L)
-{
-    struct tb_args *a = lua_touserdata(L, 1);
-    const char *msg = a->msg;
-    if (msg == NULL) {
-        lua_xmove(a->co, L, 1);
-        msg = luaL_tolstring(L, -1, NULL); /* a table's __tostring runs here */
-    }
-    luaL_traceback(L, a->co, msg, 0);
-    return 1;
-}
-
-/*
- * Builds the error text of a failed task into e->msg: msg (or the error
- * object on top of t->co when msg is NULL) and the traceback of t->co. The
- * heap cap is raised a little meanwhile, so that a task that ran out of
- * memory still gets its traceback.
- */
-static void build_error(struct tr_executor *e, struct tr_task *t, const char *msg)
-{
-    lua_State *L = t->pipe->L;
-    if (t->co == NULL) {
-        /* It never ran: there is no stack to show. */
-        tr_buf_reset(&e->msg);
-        if (tr_buf_addstr(&e->msg, msg ? msg : "task failed") < 0)
-            tr_buf_reset(&e->msg);
-        return;
-    }
-    struct tb_args a = {t->co, msg};
-    int top = lua_gettop(L);
-    size_t cap = e->cfg.lua_mem_max;
-    if (cap != 0)
-        tr_lua_set_mem_max(L, cap + TRACEBACK_HEADROOM);
-    int status = LUA_ERRMEM;
-    if (lua_checkstack(L, 4)) {
-        lua_pushcfunction(L, traceback_protected);
-        lua_pushlightuserdata(L, &a);
-        status = lua_pcall(L, 1, 1, 0);
-    }
-    if (cap != 0)
-        tr_lua_set_mem_max(L, cap);
-    tr_buf_reset(&e->msg);
-    size_t len = 0;
-    const char *s = status == LUA_OK ? lua_tolstring(L, -1, &len) : NULL;
-    int rc = s ? tr_buf_add(&e->msg, s, TR_MIN(len, (size_t)ERROR_MAX)) : -1;
-    if (rc < 0 || s == NULL) {
-        tr_buf_reset(&e->msg);
-        if (msg != NULL)
-            rc = tr_buf_addstr(&e->msg, msg);
-        else
-            rc = tr_buf_addstr(&e->msg, "(error object could not be converted to a string)");
-        if (rc < 0)
-            tr_buf_reset(&e->msg);
-    }
-    lua_settop(L, top);
-}
-
-/* Ends a task stopped by its timeout or by CANCEL. */
-static void finish_killed(struct tr_executor *e, struct tr_task *t)
-{
-    char msg[320];
-    char name[80];
-    snprintf(name, sizeof(name), "%.*s", (int)TR_MIN(t->name.len, (size_t)64), t->name.p);
-    if (t->kill == KILL_TIMEOUT)
-        snprintf(msg, sizeof(msg), "task '%s' timed out after %g s", name, t->timeout);
-    else if (t->kill_reason[0])
-        snprintf(msg, sizeof(msg), "task '%s' was cancelled: %s", name, t->kill_reason);
-    else
-        snprintf(msg, sizeof(msg), "task '%s' was cancelled", name);
-    build_error(e, t, msg);
-    struct outcome o = {.error = msg_view(e),
-                        .timed_out = t->kill == KILL_TIMEOUT,
-                        .cancelled = t->kill == KILL_CANCEL};
-    complete(e, t, &o);
-}
-
-static void finish_ok(struct tr_executor *e, struct tr_task *t, int nres)
-{
-    msgpack_sbuffer_clear(&e->out);
-    struct tr_error err;
-    tr_error_init(&err);
-    int rc = 0;
-    if (nres == 0) {
-        rc = msgpack_sbuffer_write(&e->out, "\xc0", 1) == 0 ? 0 : TR_ENOMEM;
-    } else {
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &e->out, msgpack_sbuffer_write);
-        rc = tr_lua_pack_named(t->co, lua_gettop(t->co) - nres + 1, "output", &pk, &err);
-    }
-    if (rc < 0) {
-        exec_fail_task(t, "cannot encode output of task '%s': %s", tr_task_name(t),
-                       err.msg[0] ? err.msg : tr_strerror(rc));
-        return;
-    }
-    if (e->out.size > OUTPUT_MAX) {
-        exec_fail_task(t, "output of task '%s' is too large: %zu bytes encoded, at most %u",
-                       tr_task_name(t), e->out.size, OUTPUT_MAX);
-        return;
-    }
-    struct outcome o = {.ok = true, .output = {e->out.data, e->out.size}};
-    complete(e, t, &o);
-    if (e->out.alloc > BUF_KEEP) {
-        /* One huge output must not pin its buffer for the process's life. */
-        msgpack_sbuffer_destroy(&e->out);
-        msgpack_sbuffer_init(&e->out);
-    }
-}
-
-static void finish_error(struct tr_executor *e, struct tr_task *t, int status)
-{
-    if (status == LUA_ERRMEM) {
-        char msg[320];
-        snprintf(msg, sizeof(msg), "task '%s' ran out of memory (the pipeline's Lua heap is "
-                 "capped at %zu MiB)", tr_task_name(t), e->cfg.lua_mem_max >> 20);
-        build_error(e, t, e->cfg.lua_mem_max ? msg : "not enough memory");
-    } else {
-        build_error(e, t, NULL);
-    }
-    struct outcome o = {.error = msg_view(e)};
-    complete(e, t, &o);
 }
 
 /* ====================================================================== */
@@ -394,7 +184,7 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
     int status = lua_resume(t->co, NULL, nargs, &nres);
     e->current = prev;
     if (t->kill != KILL_NONE && status != LUA_YIELD) {
-        finish_killed(e, t);
+        exec_finish_killed(e, t);
     } else if (status == LUA_YIELD) {
         if (t->op != NULL)
             return; /* suspended until its operation completes or is cancelled */
@@ -403,9 +193,9 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
                           "must be called inside a coroutine the task created)",
                        tr_task_name(t));
     } else if (status == LUA_OK) {
-        finish_ok(e, t, nres);
+        exec_finish_ok(e, t, nres);
     } else {
-        finish_error(e, t, status);
+        exec_finish_error(e, t, status);
     }
 }
 
@@ -501,7 +291,7 @@ static void kill_running(struct tr_executor *e, struct tr_task *t, enum task_kil
         t->op_cancel = NULL;
         cancel(t, op);
     }
-    finish_killed(e, t);
+    exec_finish_killed(e, t);
 }
 
 static void on_timeout(uv_timer_t *h)
@@ -684,7 +474,7 @@ void tr_executor_on_cancel(struct tr_executor *e, const struct tr_msg_cancel *m)
         return;
     }
     t->kill = KILL_CANCEL;
-    finish_killed(e, t);
+    exec_finish_killed(e, t);
 }
 
 uint32_t tr_executor_abort_all(struct tr_executor *e)
@@ -698,11 +488,11 @@ uint32_t tr_executor_abort_all(struct tr_executor *e)
             t->op = NULL;
             cancel(t, op);
         }
-        release(e, t);
+        exec_release(e, t);
         n++;
     }
     while (e->queue.head != NULL) {
-        release(e, e->queue.head);
+        exec_release(e, e->queue.head);
         n++;
     }
     size_t it = 0;
@@ -711,7 +501,7 @@ uint32_t tr_executor_abort_all(struct tr_executor *e)
         if (p->state != P_LOADING)
             continue;
         while (p->waiting.head != NULL) {
-            release(e, p->waiting.head);
+            exec_release(e, p->waiting.head);
             n++;
         }
         /* Its PIPELINE_GET went to a connection we no longer trust. */

@@ -493,7 +493,8 @@ static void run_line(struct fake *f, char *line)
         struct tr_msg m = {.type = TR_MSG_TASK};
         m.u.task.id = 999999;
         m.u.task.task = TR_STR("truncated");
-        m.u.task.digest = TR_STR("0000000000000000000000000000000000000000000000000000000000000000");
+        m.u.task.digest = TR_STR("00000000000000000000000000000000"
+                                 "00000000000000000000000000000000");
         msgpack_sbuffer_clear(&f->sb);
         if (tr_proto_encode(&f->sb, &m) < 0)
             fail("cannot encode");
@@ -570,7 +571,8 @@ int main(int argc, char **argv)
     size_t sz = sizeof(last);
     zmq_getsockopt(f.router, ZMQ_LAST_ENDPOINT, last, &sz);
     const char *colon = strrchr(last, ':');
-    print_json(json_pack("{s:s, s:i}", "type", "PORT", "port", colon ? strtol(colon + 1, NULL, 10) : 0));
+    int port = colon ? (int)strtol(colon + 1, NULL, 10) : 0;
+    print_json(json_pack("{s:s, s:i}", "type", "PORT", "port", port));
 
     char line[8192];
     while (fgets(line, sizeof(line), script) != NULL)
