@@ -219,6 +219,14 @@ static void on_bye(struct tr_worker *w, const struct tr_msg_bye *m)
 {
     char reason[160];
     tr_log_escape(reason, sizeof(reason), m->reason.p, TR_MIN(m->reason.len, (size_t)120));
+    if (!w->welcomed) {
+        /* HELLO is already on its way (and repeated every tick). A restarted
+         * scheduler answers each message we sent before that HELLO with a
+         * BYE; acting on those would only drop the tasks of the new session. */
+        tr_debug("scheduler said BYE worker=%s (%s) while we wait for WELCOME", w->cfg.id,
+                 reason);
+        return;
+    }
     uint32_t dropped = tr_executor_abort_all(w->exec);
     tr_warn("scheduler said BYE worker=%s (%s): dropped %u tasks; saying HELLO again",
             w->cfg.id, reason, dropped);
@@ -230,9 +238,9 @@ static void drop_frame(struct tr_worker *w, const char *why, const void *data, s
 {
     w->n_bad++;
     char what[400];
-    snprintf(what, sizeof(what), "dropped a frame from the scheduler worker=%.255s: %.64s (%llu "
-             "so far)",
-             w->cfg.id, why, (unsigned long long)w->n_bad);
+    snprintf(what, sizeof(what),
+             "dropped a frame from the scheduler worker=%.255s: %.64s (%llu so far)", w->cfg.id,
+             why, (unsigned long long)w->n_bad);
     tr_log_limited(&w->bad_lim, what, data, len);
 }
 
