@@ -10,6 +10,33 @@ pkg_check_modules(SQLITE REQUIRED IMPORTED_TARGET sqlite3)
 pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(CRYPTO REQUIRED IMPORTED_TARGET libcrypto)
 pkg_check_modules(CMOCKA IMPORTED_TARGET cmocka)
+# The etcd client (lib/etcd*.c): gRPC's C core, linked with TLS support
+# (grpc, not grpc_unsecure) for --etcd-cacert/--etcd-cert/--etcd-key.
+pkg_check_modules(GRPC REQUIRED IMPORTED_TARGET grpc gpr)
+pkg_check_modules(PROTOBUFC REQUIRED IMPORTED_TARGET libprotobuf-c)
+find_program(PROTOC_C protoc-c REQUIRED)
+
+# Generates C for the etcd proto subset (proto/etcd/*.proto) into
+# <build>/proto/etcd at build time; sets out_var to the generated .c files.
+# Called from lib/CMakeLists.txt: a custom command's rule belongs to targets
+# of the directory that declares it.
+function(tr_etcd_proto_sources out_var)
+  set(src_dir ${CMAKE_SOURCE_DIR}/proto/etcd)
+  set(out_dir ${CMAKE_BINARY_DIR}/proto/etcd)
+  set(outputs ${out_dir}/kv.pb-c.c ${out_dir}/kv.pb-c.h ${out_dir}/rpc.pb-c.c
+              ${out_dir}/rpc.pb-c.h)
+  add_custom_command(
+    OUTPUT ${outputs}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${out_dir}
+    COMMAND ${PROTOC_C} --c_out=${out_dir} -I ${src_dir} kv.proto rpc.proto
+    DEPENDS ${src_dir}/kv.proto ${src_dir}/rpc.proto
+    COMMENT "Generating C for the etcd protocol (protoc-c)"
+    VERBATIM)
+  # Both library variants compile these files: one target owns the rule so
+  # that parallel makes do not run protoc-c twice at once.
+  add_custom_target(tr_etcd_proto DEPENDS ${outputs})
+  set(${out_var} ${out_dir}/kv.pb-c.c ${out_dir}/rpc.pb-c.c PARENT_SCOPE)
+endfunction()
 
 # llhttp: Debian's node-llhttp ships the generated C sources, not a library.
 set(LLHTTP_SRC_DIR /usr/share/llhttp)
