@@ -106,6 +106,47 @@ json_t *parse_or_null(const char *text)
     return v ? v : json_null();
 }
 
+/*
+ * The run as JSON text, with params and output spliced in as the JSON text
+ * they are kept as: a run of 10,000 sink tasks has a large output, and
+ * parsing it only to print it again would cost more than the whole answer.
+ */
+char *run_json_text(struct run *r, size_t *len)
+{
+    json_t *o = run_to_json(r, false);
+    json_object_set_new(o, "error", json_str_or_null(r->error));
+    char *head = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (head == NULL)
+        return NULL;
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    size_t hl = strlen(head);
+    const char *params = r->params_json ? r->params_json : "null";
+    const char *output = r->output_json ? r->output_json : "null";
+    int rc = tr_buf_add(&b, head, hl - 1); /* without the closing brace */
+    if (rc == 0)
+        rc = tr_buf_addf(&b, ",\"params\":%s,\"output\":%s}", params, output);
+    free(head);
+    if (rc < 0) {
+        tr_buf_release(&b);
+        return NULL;
+    }
+    return tr_buf_detach(&b, len);
+}
+
+void respond_run(struct tr_http_req *req, struct run *r)
+{
+    size_t len = 0;
+    char *text = run_json_text(r, &len);
+    if (text == NULL) {
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    tr_http_respond(req, 200, "application/json", text, len);
+    tr_free(text);
+}
+
 json_t *run_to_json(struct run *r, bool with_output)
 {
     json_t *o = json_object();
@@ -197,7 +238,7 @@ void on_waiter_timeout(uv_timer_t *h)
     struct run *r = w->run;
     waiter_end(w);
     if (req && r)
-        respond_json(req, 200, run_to_json(r, true));
+        respond_run(req, r);
 }
 
 void on_waiter_abort(struct tr_http_req *req, void *arg)
@@ -216,7 +257,7 @@ void waiters_wake(struct run *r)
         waiter_end(w);
         /* After the commit: the client must not see a state a crash could undo. */
         if (req)
-            sched_queue_reply(s, req, 200, run_to_json(r, true));
+            sched_queue_reply_text(s, req, 200, run_json_text(r, NULL));
     }
 }
 

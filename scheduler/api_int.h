@@ -27,6 +27,8 @@ struct rec_ctx
 };
 
 json_t *json_str_or_null(const char *s);
+/* Answers 200 with the run's JSON (params and output included). */
+void respond_run(struct tr_http_req *req, struct run *r);
 /* Answers at once with body (taken). */
 void respond_json(struct tr_http_req *req, int status, json_t *body);
 /* The HTTP status for a TR_E* code. */

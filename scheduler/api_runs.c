@@ -306,9 +306,9 @@ void h_run_get(struct tr_http_req *req, void *arg)
             /* A change not committed yet is shown after the commit, like the
              * answer to the write that made it. */
             if (r->dirty)
-                sched_queue_reply(s, req, 200, run_to_json(r, true));
+                sched_queue_reply_text(s, req, 200, run_json_text(r, NULL));
             else
-                respond_json(req, 200, run_to_json(r, true));
+                respond_run(req, r);
             return;
         }
         struct waiter *w = tr_calloc(1, sizeof(*w));

@@ -52,10 +52,8 @@ struct pool *inst_pool(struct inst *in)
 
 static bool heap_before(const struct inst *a, const struct inst *b)
 {
-    int32_t pa = a->run->pipe->def->tasks[a->task].priority;
-    int32_t pb = b->run->pipe->def->tasks[b->task].priority;
-    if (pa != pb)
-        return pa > pb;
+    if (a->priority != b->priority)
+        return a->priority > b->priority;
     return a->seq < b->seq;
 }
 
@@ -142,6 +140,7 @@ void inst_make_ready(struct inst *in)
     }
     inst_set_state(in, ST_READY);
     in->seq = ++r->sched->next_seq;
+    in->priority = r->pipe->def->tasks[in->task].priority;
     if (pool_push_ready(inst_pool(in), in) < 0) {
         tr_err("out of memory queueing run=%s", r->id);
         exit(70);

@@ -694,7 +694,9 @@ static int sink_output_json(struct run *r, json_t *out)
         struct tr_str o = task_output(r, t);
         struct tr_error err;
         tr_error_init(&err);
-        json_t *v = tr_mp_bytes_to_json(o.p, o.len, &err);
+        /* Most sinks of wide runs return nothing: skip the decoder for nil. */
+        json_t *v = o.len == 1 && (unsigned char)o.p[0] == 0xc0 ? json_null()
+                                                                 : tr_mp_bytes_to_json(o.p, o.len, &err);
         if (v == NULL || json_object_set_new(out, def->tasks[t].name, v) != 0)
             return TR_ENOMEM;
     }

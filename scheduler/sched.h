@@ -84,6 +84,7 @@ struct inst
     uint16_t attempts;        /* dispatches so far (ctx.attempt of the last one) */
     uint16_t failures;        /* failed attempts (compared with retries) */
     int32_t heap_pos;         /* position in its pool's ready heap, or -1 */
+    int32_t priority;         /* its task's priority, copied here for the heap's sake */
     uint64_t seq;             /* FIFO order among equal priorities */
     uint64_t dispatch_id;     /* current dispatch (fencing token), 0 when none */
     struct worker *worker;    /* worker of the current dispatch */
@@ -401,6 +402,8 @@ void inst_requeue(struct inst *in);
 void inst_mark_dirty(struct inst *in);
 void run_mark_dirty(struct run *r);
 int sched_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body);
+/* The same with a JSON text (taken; tr_free'd). NULL text answers 500. */
+int sched_queue_reply_text(struct sched *s, struct tr_http_req *req, int status, char *text);
 void inst_complete(struct inst *in, const char *output, size_t len, bool cached);
 void inst_fail_final(struct inst *in, const char *error);
 bool run_is_final(const struct run *r);
@@ -446,6 +449,8 @@ void recover_apply(struct inst *in);
 int api_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
 void api_close(struct sched *s);
 json_t *run_to_json(struct run *r, bool with_output);
+/* The run's whole JSON as text (caller frees with tr_free); NULL when out of memory. */
+char *run_json_text(struct run *r, size_t *len);
 void waiters_wake(struct run *r);
 void waiters_close_all(struct sched *s);
 

@@ -174,14 +174,11 @@ static void on_reply_abort(struct tr_http_req *req, void *arg)
     p->req = NULL;
 }
 
-int sched_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body)
+int sched_queue_reply_text(struct sched *s, struct tr_http_req *req, int status, char *text)
 {
-    struct pending_reply *p = tr_calloc(1, sizeof(*p));
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (p == NULL || text == NULL) {
-        tr_free(p);
-        free(text);
+    struct pending_reply *p = text ? tr_calloc(1, sizeof(*p)) : NULL;
+    if (p == NULL) {
+        tr_free(text);
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return TR_ENOMEM;
     }
@@ -193,6 +190,16 @@ int sched_queue_reply(struct sched *s, struct tr_http_req *req, int status, json
     *s->replies_tail = p;
     s->replies_tail = &p->next;
     return 0;
+}
+
+int sched_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    /* jansson's allocation and ours differ: copy so that one free fits all. */
+    char *copy = text ? tr_strdup(text) : NULL;
+    free(text);
+    return sched_queue_reply_text(s, req, status, copy);
 }
 
 /* ====================================================================== */
