@@ -271,5 +271,6 @@ int tr_cmd_workers(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_pipelines(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_register(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_keygen(struct tr_cli *cli, int argc, char **argv);
 
 #endif

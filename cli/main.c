@@ -58,6 +58,9 @@ static const struct tr_cli_cmd commands[] = {
      "      --run FILE         run FILE once the cluster is ready, print its output, stop\n"
      "  -p, --param KEY=VALUE  a parameter for --run\n"
      "      --json             with --run: print the whole run object\n"},
+    {"keygen", tr_cmd_keygen, "NAME [--dir DIR]",
+     "make a CURVE key pair for the worker port (NAME.key, NAME.pub)",
+     "      --dir DIR          where to write the files (default .)\n"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command", NULL},
     {"version", cmd_version, "", "print the version", NULL},
 };

@@ -17,6 +17,10 @@ static void usage(FILE *out)
             "  --state URL            sqlite:PATH (sqlite:./trellis-state.db)\n"
             "  --token-file FILE      bearer tokens, one per line (required for a\n"
             "                         non-loopback --api)\n"
+            "  --curve-key FILE       key pair for the worker port (trellis keygen)\n"
+            "  --curve-allow PATH     worker public keys allowed (a file, or a folder of\n"
+            "                         .pub files); with --curve-key the worker port may\n"
+            "                         listen beyond loopback\n"
             "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
             "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
             "  --keep-runs N          finished runs kept in memory (1000)\n"
@@ -70,6 +74,8 @@ static const struct option long_opts[] = {
     {"listen", required_argument, NULL, 'l'},
     {"state", required_argument, NULL, 's'},
     {"token-file", required_argument, NULL, 't'},
+    {"curve-key", required_argument, NULL, 'c'},
+    {"curve-allow", required_argument, NULL, 'C'},
     {"heartbeat-ms", required_argument, NULL, 'H'},
     {"prefetch", required_argument, NULL, 'p'},
     {"keep-runs", required_argument, NULL, 'k'},
@@ -95,6 +101,14 @@ static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_l
         tr_free(cfg->token_file);
         cfg->token_file = tr_strdup(v);
         return cfg->token_file != NULL;
+    case 'c':
+        tr_free(cfg->curve_key);
+        cfg->curve_key = tr_strdup(v);
+        return cfg->curve_key != NULL;
+    case 'C':
+        tr_free(cfg->curve_allow);
+        cfg->curve_allow = tr_strdup(v);
+        return cfg->curve_allow != NULL;
     case 'H':
         return parse_uint(v, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
     case 'p':
@@ -134,6 +148,8 @@ static void config_free(struct sched_config *cfg)
     tr_free(cfg->listen);
     tr_free(cfg->state_url);
     tr_free(cfg->token_file);
+    tr_free(cfg->curve_key);
+    tr_free(cfg->curve_allow);
 }
 
 int main(int argc, char **argv)

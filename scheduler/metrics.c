@@ -8,6 +8,7 @@
 #include "scheduler/sched.h"
 
 #include "lib/alloc.h"
+#include "lib/curve.h"
 
 const char *const drop_reason_names[DROP_COUNT] = {
     "bad_msgpack", "too_large", "bad_version", "unknown_type",
@@ -112,6 +113,10 @@ char *metrics_render(struct sched *s, size_t *len)
         "# TYPE trellis_state_commit_errors_total counter\n"
         "trellis_state_commit_errors_total %llu\n",
         (unsigned long long)m->commits, (unsigned long long)m->commit_errors);
+    ADD("# HELP trellis_worker_auth_refused_total Worker connections refused by CURVE "
+        "authentication.\n# TYPE trellis_worker_auth_refused_total counter\n"
+        "trellis_worker_auth_refused_total %llu\n",
+        (unsigned long long)tr_zap_refused(s->zap));
     ADD("# HELP trellis_runs_in_memory Runs held in memory (active and recent).\n"
         "# TYPE trellis_runs_in_memory gauge\ntrellis_runs_in_memory %zu\n",
         tr_hmap_count(&s->runs));

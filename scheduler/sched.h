@@ -40,6 +40,8 @@ struct sched_config
     char *listen;             /* --listen tcp://HOST:PORT for workers */
     char *state_url;          /* --state */
     char *token_file;         /* --token-file */
+    char *curve_key;          /* --curve-key: the scheduler's key pair file */
+    char *curve_allow;        /* --curve-allow: allowed worker public keys (file or dir) */
     uint32_t heartbeat_ms;    /* worker heartbeat interval */
     uint32_t prefetch;        /* cap on tasks sent to a worker beyond its slots (adaptive) */
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
@@ -305,6 +307,7 @@ struct sched
     struct tr_hmap dispatches; /* dispatch id (8 bytes) -> struct inst */
     struct tr_log_limiter garbage_log;
     int worker_port;          /* bound port for workers */
+    struct tr_zap *zap;       /* worker authentication, NULL without CURVE */
 
     /* Pipelines */
     struct tr_hmap pipes;     /* digest -> struct pipeline_entry */

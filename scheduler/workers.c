@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "lib/alloc.h"
+#include "lib/curve.h"
 #include "lib/zmq_uv.h"
 
 void worker_inflight_add(struct worker *w, struct inst *in)
@@ -286,13 +287,48 @@ static bool endpoint_is_loopback(const char *ep)
     return inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
+/*
+ * With a key pair and an allow list the worker port speaks CURVE (encrypted,
+ * and only listed worker keys get in); without them it stays on loopback.
+ */
+static int setup_curve(struct sched *s, struct tr_error *err)
+{
+    bool has_key = s->cfg.curve_key != NULL, has_allow = s->cfg.curve_allow != NULL;
+    if (has_key != has_allow)
+        return tr_error_set(err, TR_EINVAL, "--curve-key and --curve-allow go together");
+    if (!has_key) {
+        if (!endpoint_is_loopback(s->cfg.listen))
+            return tr_error_set(err, TR_EADDR,
+                                "refusing to listen for workers on '%s': without worker keys "
+                                "the worker port stays on loopback (use tcp://127.0.0.1:PORT, "
+                                "or --curve-key and --curve-allow)",
+                                s->cfg.listen);
+        return 0;
+    }
+    char pub[TR_CURVE_KEY_LEN + 1], sec[TR_CURVE_KEY_LEN + 1];
+    int rc = tr_curve_load_pair(s->cfg.curve_key, pub, sec, err);
+    if (rc < 0)
+        return rc;
+    s->zap = tr_zap_start(s->zctx, s->cfg.curve_allow, err);
+    if (s->zap == NULL) {
+        explicit_bzero(sec, sizeof(sec));
+        return err->code ? err->code : TR_EIO;
+    }
+    int one = 1;
+    rc = zmq_setsockopt(s->router, ZMQ_CURVE_SERVER, &one, sizeof(one)) == 0 &&
+                 zmq_setsockopt(s->router, ZMQ_CURVE_SECRETKEY, sec, sizeof(sec)) == 0 &&
+                 zmq_setsockopt(s->router, ZMQ_ZAP_DOMAIN, "trellis", 7) == 0
+             ? 0
+             : tr_error_set(err, TR_EINVAL, "cannot set CURVE options: %s", zmq_strerror(errno));
+    explicit_bzero(sec, sizeof(sec));
+    if (rc == 0)
+        tr_info("worker port uses CURVE: %zu worker keys allowed, server key %s",
+                tr_zap_allowed(s->zap), pub);
+    return rc;
+}
+
 int workers_init(struct sched *s, struct tr_error *err)
 {
-    if (!endpoint_is_loopback(s->cfg.listen))
-        return tr_error_set(err, TR_EADDR,
-                            "refusing to listen for workers on '%s': without worker keys the "
-                            "worker port stays on loopback (use tcp://127.0.0.1:PORT)",
-                            s->cfg.listen);
     tr_proto_decoder_init(&s->decoder, NULL);
     s->zctx = zmq_ctx_new();
     if (s->zctx == NULL)
@@ -308,6 +344,9 @@ int workers_init(struct sched *s, struct tr_error *err)
     zmq_setsockopt(s->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(s->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
+    int rc = setup_curve(s, err);
+    if (rc < 0)
+        return rc;
     if (zmq_bind(s->router, s->cfg.listen) != 0)
         return tr_error_set(err, TR_EIO, "cannot listen for workers on '%s': %s", s->cfg.listen,
                             zmq_strerror(errno));
@@ -355,7 +394,14 @@ void workers_close(struct sched *s)
     s->zuv = NULL;
     if (s->router)
         zmq_close(s->router);
-    if (s->zctx)
+    s->router = NULL;
+    if (s->zctx) {
+        /* Shutdown unblocks the authentication thread before the join. */
+        zmq_ctx_shutdown(s->zctx);
+        tr_zap_stop(s->zap);
+        s->zap = NULL;
         zmq_ctx_term(s->zctx);
+        s->zctx = NULL;
+    }
     tr_proto_decoder_release(&s->decoder);
 }

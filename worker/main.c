@@ -20,6 +20,7 @@
 #endif
 
 #include "lib/alloc.h"
+#include "lib/curve.h"
 #include "lib/log.h"
 #include "worker/worker.h"
 
@@ -40,6 +41,11 @@ struct options
     uint32_t lua_mem_mb;
     uint32_t heartbeat_ms;
     int log_level;
+    char *curve_key;     /* this worker's key pair file */
+    char *curve_server;  /* the scheduler's public key file */
+    char curve_pub[TR_CURVE_KEY_LEN + 1];
+    char curve_sec[TR_CURVE_KEY_LEN + 1];
+    char curve_srv[TR_CURVE_KEY_LEN + 1];
 };
 
 static void usage(FILE *out)
@@ -55,6 +61,8 @@ static void usage(FILE *out)
             "  --id ID                     worker id (w-<hostname>-<pid>)\n"
             "  --lua-mem-mb N              Lua heap cap per pipeline, 0 = none (1024)\n"
             "  --heartbeat-ms N            heartbeat until the scheduler sets one (1000)\n"
+            "  --curve-key FILE            this worker's key pair (trellis keygen)\n"
+            "  --curve-server FILE         the scheduler's public key: connect with CURVE\n"
             "  --log-level L               debug, info, warn, error (info)\n"
             "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
             "capitals with '-' as '_' (TRELLIS_SCHEDULER, TRELLIS_SLOTS); TRELLIS_LABEL\n"
@@ -117,6 +125,8 @@ static const struct option long_opts[] = {
     {"id", required_argument, NULL, 'i'},
     {"lua-mem-mb", required_argument, NULL, 'm'},
     {"heartbeat-ms", required_argument, NULL, 'H'},
+    {"curve-key", required_argument, NULL, 'k'},
+    {"curve-server", required_argument, NULL, 'K'},
     {"log-level", required_argument, NULL, 'L'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -141,6 +151,10 @@ static bool apply_opt(struct options *o, int c, const char *v)
         return parse_uint(v, LUA_MEM_MB_MAX, &o->lua_mem_mb);
     case 'H':
         return parse_uint(v, 600000, &o->heartbeat_ms) && o->heartbeat_ms >= 10;
+    case 'k':
+        return *v && set_str(&o->curve_key, v);
+    case 'K':
+        return *v && set_str(&o->curve_server, v);
     case 'L':
         o->log_level = tr_log_level_parse(v);
         return o->log_level >= 0;
@@ -182,6 +196,9 @@ static bool apply_env(struct options *o)
 
 static void options_free(struct options *o)
 {
+    explicit_bzero(o->curve_sec, sizeof(o->curve_sec));
+    tr_free(o->curve_key);
+    tr_free(o->curve_server);
     tr_free(o->scheduler);
     tr_free(o->pool);
     tr_free(o->id);
@@ -225,6 +242,22 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
     cfg->gpus = o->gpus;
     cfg->lua_mem_max = (size_t)o->lua_mem_mb << 20;
     cfg->heartbeat_ms = o->heartbeat_ms;
+    if ((o->curve_key == NULL) != (o->curve_server == NULL)) {
+        fprintf(stderr, "trellis-worker: --curve-key and --curve-server go together\n");
+        return false;
+    }
+    if (o->curve_key != NULL) {
+        struct tr_error err;
+        tr_error_init(&err);
+        if (tr_curve_load_pair(o->curve_key, o->curve_pub, o->curve_sec, &err) < 0 ||
+            tr_curve_load_public(o->curve_server, o->curve_srv, &err) < 0) {
+            fprintf(stderr, "trellis-worker: %s\n", err.msg);
+            return false;
+        }
+        cfg->curve_server = o->curve_srv;
+        cfg->curve_public = o->curve_pub;
+        cfg->curve_secret = o->curve_sec;
+    }
     return true;
 }
 

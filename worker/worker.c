@@ -152,6 +152,15 @@ static int open_socket(struct tr_worker *w, struct tr_error *err)
         zmq_close(s);
         return rc;
     }
+    if (w->cfg.curve_server != NULL &&
+        (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, w->cfg.curve_server, 41) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, w->cfg.curve_public, 41) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, w->cfg.curve_secret, 41) != 0)) {
+        int rc = tr_error_set(err, TR_EINVAL, "cannot set the CURVE keys: %s",
+                              zmq_strerror(errno));
+        zmq_close(s);
+        return rc;
+    }
     if (zmq_connect(s, ep) != 0) {
         int rc = tr_error_set(err, TR_EINVAL, "cannot connect to '%s': %s", ep,
                               zmq_strerror(errno));

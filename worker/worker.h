@@ -42,6 +42,9 @@ struct tr_worker_config
     uint32_t n_labels;
     size_t lua_mem_max;                             /* bytes per pipeline state, 0 = none */
     uint32_t heartbeat_ms;                          /* until WELCOME says otherwise; 0 = 1000 */
+    const char *curve_server;  /* scheduler's Z85 public key, or NULL: no CURVE */
+    const char *curve_public;  /* this worker's Z85 key pair (with curve_server) */
+    const char *curve_secret;
 };
 
 /*
