@@ -584,9 +584,17 @@ int etcd_stream_open(struct etcd_stream *s, const ProtobufCMessage *first)
     grpc_metadata_array_init(&s->init_md);
     grpc_metadata_array_init(&s->trail_md);
 
+    /* etcd ends streams that carry "hasleader" with UNAVAILABLE when its
+     * member loses the raft leader (clientv3's WithRequireLeader), so a
+     * watch on a partitioned member resumes elsewhere instead of going
+     * quiet. */
+    s->lead_md.key = grpc_slice_from_static_string("hasleader");
+    s->lead_md.value = grpc_slice_from_static_string("true");
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &s->lead_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     s->send_bb = etcd_pack(first);
     ops[1].data.send_message.send_message = s->send_bb;

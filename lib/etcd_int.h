@@ -204,6 +204,7 @@ struct etcd_stream
     struct etcd_tag status_tag;         /* RECV_STATUS_ON_CLIENT */
     grpc_byte_buffer *send_bb;          /* message of the send in flight */
     grpc_byte_buffer *recv_bb;          /* filled by RECV_MESSAGE */
+    grpc_metadata lead_md;              /* "hasleader: true", sent at open */
     grpc_metadata_array init_md;
     grpc_metadata_array trail_md;
     grpc_status_code status;

@@ -312,7 +312,8 @@ int tr_etcd_watch(struct tr_etcd *e, const struct tr_etcd_watch_opts *o, tr_etcd
     w->cb = cb;
     w->arg = arg;
     w->obj.cancel = obj_cancel;
-    etcd_stream_init(&w->st, e, ETCD_M_WATCH, &etcdserverpb__watch_response__descriptor, on_msg, on_end, on_sent);
+    etcd_stream_init(&w->st, e, ETCD_M_WATCH, &etcdserverpb__watch_response__descriptor, on_msg,
+                     on_end, on_sent);
     uv_timer_init(e->loop, &w->timer);
     w->timer.data = w;
     etcd_obj_add(e, &w->obj);
