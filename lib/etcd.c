@@ -228,26 +228,34 @@ static void on_rotate(uv_timer_t *t)
     etcd_chan_release(e, e->chan);
     e->chan = NULL;
     e->switch_failures++;
+    e->timeouts_in_row = 0;
     e->stats.endpoint_switches++;
 }
 
 void etcd_chan_report(struct tr_etcd *e, struct etcd_chan *c, grpc_status_code st)
 {
-    if (e->closing || c != e->chan)
+    if (e->closing || c != e->chan || st == GRPC_STATUS_CANCELLED)
         return;
-    if (st == GRPC_STATUS_UNAVAILABLE) {
-        if (uv_is_active((uv_handle_t *)&e->rotate))
+    if (st == GRPC_STATUS_DEADLINE_EXCEEDED) {
+        /* A member behind a partition swallows packets and never refuses
+         * anything: two timeouts in a row with no answer between them count
+         * as unavailable. One alone may just be a slow request. */
+        if (++e->timeouts_in_row < 2)
             return;
-        /* The first switch is immediate; switches that keep failing (every
-         * endpoint down) back off, so a caller retrying in a tight loop does
-         * not make channels in one. */
-        uint64_t delay = e->switch_failures ? etcd_backoff_ms(e, e->switch_failures) : 0;
-        uv_timer_start(&e->rotate, on_rotate, delay, 0);
-    } else if (st != GRPC_STATUS_DEADLINE_EXCEEDED && st != GRPC_STATUS_CANCELLED) {
-        /* etcd answered through this channel: it works. */
+    } else if (st != GRPC_STATUS_UNAVAILABLE) {
+        /* etcd answered through this channel, even if to refuse: it works. */
         e->switch_failures = 0;
+        e->timeouts_in_row = 0;
         uv_timer_stop(&e->rotate);
+        return;
     }
+    if (uv_is_active((uv_handle_t *)&e->rotate))
+        return;
+    /* The first switch is immediate; switches that keep failing (every
+     * endpoint down) back off, so a caller retrying in a tight loop does not
+     * make channels in one. */
+    uint64_t delay = e->switch_failures ? etcd_backoff_ms(e, e->switch_failures) : 0;
+    uv_timer_start(&e->rotate, on_rotate, delay, 0);
 }
 
 /* ===================================================================== */

@@ -272,14 +272,14 @@ struct unary
     grpc_call *call;
     enum tr_etcd_op_type type;  /* decides the answer's decoding */
     const char *method;         /* for messages: "/etcdserverpb.KV/Put" */
-    grpc_byte_buffer *send_bb;
-    grpc_byte_buffer *recv_bb;
-    grpc_metadata_array init_md;
-    grpc_metadata_array trail_md;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;
-    tr_etcd_fn cb;
+    grpc_byte_buffer *send_bb;  /* the request, destroyed with the call */
+    grpc_byte_buffer *recv_bb;  /* the answer; NULL when none came */
+    grpc_metadata_array init_md;  /* etcd's headers (unused, but required) */
+    grpc_metadata_array trail_md; /* etcd's trailers (unused) */
+    grpc_status_code status;    /* the call's gRPC status */
+    grpc_slice details;         /* its text (etcd's error message) */
+    const char *error_string;   /* gRPC's debug text, gpr_free'd */
+    tr_etcd_fn cb;              /* the caller's completion */
     void *arg;
 };
 

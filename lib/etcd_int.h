@@ -78,7 +78,7 @@ struct tr_etcd
     int open_handles;              /* wake + rotate until both close callbacks ran */
     grpc_completion_queue *cq;     /* the one queue of every call */
     pthread_t thread;              /* blocks in grpc_completion_queue_next */
-    bool thread_started;
+    bool thread_started;           /* thread is joinable */
     pthread_mutex_t mu;            /* guards done_head / done_tail */
     struct etcd_tag *done_head;    /* completed batches, oldest first */
     struct etcd_tag *done_tail;
@@ -88,17 +88,18 @@ struct tr_etcd
     struct etcd_chan *chan;        /* current channel, created lazily */
     uint32_t next_ep;              /* endpoint of the next channel made */
     uint32_t switch_failures;      /* endpoint switches since an answer */
+    uint32_t timeouts_in_row;      /* deadlines passed on chan since an answer */
     uint32_t deadline_ms;          /* unary deadline */
-    uint32_t backoff_min_ms;
-    uint32_t backoff_max_ms;
-    uint32_t keepalive_ms;
-    uint32_t keepalive_timeout_ms;
+    uint32_t backoff_min_ms;       /* first reconnect / resume delay */
+    uint32_t backoff_max_ms;       /* longest such delay */
+    uint32_t keepalive_ms;         /* HTTP/2 ping period */
+    uint32_t keepalive_timeout_ms; /* unanswered ping closes the connection */
     uint64_t rng;                  /* xorshift state for backoff jitter */
     struct etcd_obj objs;          /* list head of live calls and streams */
     uint32_t n_objs;
     bool closing;                  /* tr_etcd_free was called */
     bool torn_down;                /* gRPC side destroyed */
-    struct tr_etcd_stats stats;
+    struct tr_etcd_stats stats;    /* tr_etcd_get_stats */
 };
 
 /* ---- etcd.c: client, channels, completion thread ------------------------ */
@@ -115,9 +116,9 @@ struct etcd_chan *etcd_chan_get(struct tr_etcd *e);
 void etcd_chan_release(struct tr_etcd *e, struct etcd_chan *c);
 
 /*
- * Tells the client how a call on c ended, so that UNAVAILABLE moves it to the
- * next endpoint (after a backoff once switches fail in a row) and an answer
- * from etcd resets that backoff.
+ * Tells the client how a call on c ended, so that UNAVAILABLE (or a second
+ * timeout in a row) moves it to the next endpoint, after a backoff once
+ * switches fail in a row, and an answer from etcd resets that backoff.
  */
 void etcd_chan_report(struct tr_etcd *e, struct etcd_chan *c, grpc_status_code st);
 
@@ -191,12 +192,12 @@ typedef void (*etcd_stream_sent_fn)(struct etcd_stream *s);
 
 struct etcd_stream
 {
-    struct tr_etcd *e;
+    struct tr_etcd *e;                  /* the client */
     const char *method;                 /* gRPC path */
     const ProtobufCMessageDescriptor *resp_desc; /* answers decode as this */
-    etcd_stream_msg_fn on_msg;
-    etcd_stream_end_fn on_end;
-    etcd_stream_sent_fn on_sent;        /* may be NULL */
+    etcd_stream_msg_fn on_msg;          /* each answer */
+    etcd_stream_end_fn on_end;          /* the call is over */
+    etcd_stream_sent_fn on_sent;        /* a send completed; may be NULL */
     struct etcd_chan *chan;             /* channel of the open call */
     grpc_call *call;                    /* NULL when closed */
     struct etcd_tag send_tag;           /* SEND_MESSAGE (+ initial metadata) */
@@ -205,11 +206,11 @@ struct etcd_stream
     grpc_byte_buffer *send_bb;          /* message of the send in flight */
     grpc_byte_buffer *recv_bb;          /* filled by RECV_MESSAGE */
     grpc_metadata lead_md;              /* "hasleader: true", sent at open */
-    grpc_metadata_array init_md;
-    grpc_metadata_array trail_md;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;           /* gpr_free'd */
+    grpc_metadata_array init_md;        /* etcd's headers (required, unused) */
+    grpc_metadata_array trail_md;       /* etcd's trailers (unused) */
+    grpc_status_code status;            /* the call's status, once status_done */
+    grpc_slice details;                 /* its text */
+    const char *error_string;           /* gRPC's debug text, gpr_free'd */
     int pending;                        /* batches in flight */
     bool sending;                       /* a send batch in flight */
     bool status_done;                   /* RECV_STATUS_ON_CLIENT came back */

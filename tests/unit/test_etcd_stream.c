@@ -322,6 +322,26 @@ static void test_deadline(void **state)
     uv_close((uv_handle_t *)&tk.t, NULL);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     res_free(r);
+
+    /* Silent first, live second: after two timeouts in a row the client
+     * moves on, as it would from a member cut off by a partition. */
+    char eps[256];
+    snprintf(eps, sizeof(eps), "%s,%s", ep, g_endpoint);
+    tr_etcd_free(f->e);
+    f->e = client(f, eps, 500);
+    int timeouts = 0;
+    for (int i = 0; i < 5; i++) {
+        r = do_put(f, "/tr-test/silent", "v", 1, 0, 0);
+        int st = r->status;
+        res_free(r);
+        if (st == 0)
+            break;
+        assert_int_equal(st, TR_ETIMEDOUT);
+        timeouts++;
+        nap(f, 5); /* the switch happens on the next loop turn */
+    }
+    assert_int_equal(timeouts, 2);
+    assert_string_equal(tr_etcd_endpoint(f->e), g_endpoint);
     close(s);
 }
 
