@@ -298,7 +298,7 @@ int tr_etcd_compact(struct tr_etcd *e, int64_t revision, bool physical, tr_etcd_
 
 /*
  * Writes the exclusive end of the range of keys starting with prefix into
- * out (room for len bytes) and returns its length: the prefix with trailing
+ * out (room for len bytes, at least 1) and returns its length: the prefix with trailing
  * 0xff bytes dropped and the last byte incremented. When no such key exists
  * (empty or all-0xff prefix) writes a single 0 byte, etcd's "to the end".
  */

@@ -150,6 +150,13 @@ int script(struct fx *f, const char *name, const char *a1, const char *a2,
     return (int)pr.status;
 }
 
+void scratch_dir(char *out, size_t size, const char *name)
+{
+    const char *base = getenv("TR_BUILD_DIR");
+    snprintf(out, size, "%s/etcd-%s-%d-%llu", base ? base : "/tmp", name, (int)getpid(),
+             (unsigned long long)tr_mono_ns());
+}
+
 void start_own_member(struct fx *f, const char *dir, const char *tls_dir, char *ep,
                       size_t ep_size)
 {

@@ -67,6 +67,10 @@ void nap(struct fx *f, uint64_t ms);
  * TR_ETCD_TLS=tls_dir when given; returns the exit status. */
 int script(struct fx *f, const char *name, const char *a1, const char *a2, const char *tls_dir);
 
+/* A path for a scratch folder of this process, not yet created: under
+ * $TR_BUILD_DIR (else /tmp), unique per PID, clock reading and name. */
+void scratch_dir(char *out, size_t size, const char *name);
+
 /*
  * Starts a member of the test's own in dir (tests/etcd/start-etcd.sh
  * --fresh; TLS with the certificates in tls_dir when not NULL), remembers it

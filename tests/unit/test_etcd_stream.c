@@ -184,8 +184,8 @@ static void test_watch_compacted(void **state)
 static void test_watch_resumes_after_restart(void **state)
 {
     struct fx *f = *state;
-    char dir[] = "/tmp/tr-etcd-restart-XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[400];
+    scratch_dir(dir, sizeof(dir), "restart");
     char ep[128];
     start_own_member(f, dir, NULL, ep, sizeof(ep));
     tr_etcd_free(f->e);
@@ -389,8 +389,9 @@ static int rm_entry(const char *path, const struct stat *st, int type, struct FT
 static void test_tls(void **state)
 {
     struct fx *f = *state;
-    char dir[] = "/tmp/tr-etcd-tls-XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[400];
+    scratch_dir(dir, sizeof(dir), "tls");
+    assert_int_equal(mkdir(dir, 0700), 0);
     char certs[600], data[600], ep[128];
     snprintf(certs, sizeof(certs), "%s/certs", dir);
     snprintf(data, sizeof(data), "%s/etcd", dir);
