@@ -116,6 +116,10 @@ struct tr_msg_result
     double finished_at;
     uint32_t n_logs;
     struct tr_str logs[TR_PROTO_MAX_LOGS]; /* ctx.log lines not yet sent with LOG */
+    struct tr_str usage;   /* optional msgpack array of maps, one per model call
+                            * (provider, model, prompt_digest, prompt_tokens,
+                            * completion_tokens, cost, latency_ms, cached);
+                            * empty: none (and absent from the frame) */
 };
 
 struct tr_msg_cancel

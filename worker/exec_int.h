@@ -93,6 +93,12 @@ struct tr_task
     uint32_t log_head;       /* oldest line */
     uint32_t log_n;
     uint64_t log_dropped;    /* lines dropped since the last report */
+
+    /* Model calls of this attempt (tr_task_usage_add): a msgpack array32
+     * header whose count is written when RESULT is sent, then the maps. */
+    struct tr_buf usage;
+    uint32_t n_usage;
+    uint64_t usage_dropped;  /* calls past TR_TASK_USAGE_MAX */
 };
 
 enum pipe_state

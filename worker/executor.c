@@ -89,6 +89,7 @@ static struct tr_task *task_get(struct tr_executor *e)
     t->exec = e;
     t->co_ref = LUA_NOREF;
     tr_buf_init(&t->data, 0);
+    tr_buf_init(&t->usage, 4u << 20);
     uv_timer_init(e->loop, &t->timeout_timer);
     uv_timer_init(e->loop, &t->op_timer);
     t->timeout_timer.data = t;
@@ -110,6 +111,12 @@ static void task_put(struct tr_executor *e, struct tr_task *t)
         tr_buf_release(&t->data);
     else
         tr_buf_reset(&t->data);
+    if (t->usage.alloc > TASK_DATA_KEEP)
+        tr_buf_release(&t->usage);
+    else
+        tr_buf_reset(&t->usage);
+    t->n_usage = 0;
+    t->usage_dropped = 0;
     t->next = e->pool;
     e->pool = t;
 }
@@ -560,6 +567,7 @@ static void on_task_closed(uv_handle_t *h)
         return;
     struct tr_executor *e = t->exec;
     tr_buf_release(&t->data);
+    tr_buf_release(&t->usage);
     tr_free(t->logs);
     tr_free(t);
     if (--e->n_alloc == 0)
@@ -636,6 +644,65 @@ void tr_task_resume(struct tr_task *t)
 uv_timer_t *tr_task_timer(struct tr_task *t)
 {
     return &t->op_timer;
+}
+
+uv_loop_t *tr_executor_loop(const struct tr_executor *e)
+{
+    return e->loop;
+}
+
+static int usage_write(void *data, const char *buf, size_t len)
+{
+    return tr_buf_add(data, buf, len) == 0 ? 0 : -1;
+}
+
+static int pack_kstr(msgpack_packer *pk, const char *k, const char *v)
+{
+    size_t kl = strlen(k), vl = strlen(v);
+    if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ||
+        msgpack_pack_str(pk, vl) || msgpack_pack_str_body(pk, v, vl))
+        return -1;
+    return 0;
+}
+
+static int pack_key(msgpack_packer *pk, const char *k)
+{
+    size_t kl = strlen(k);
+    return msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ? -1 : 0;
+}
+
+int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u)
+{
+    if (t->n_usage >= TR_TASK_USAGE_MAX) {
+        t->usage_dropped++;
+        return TR_E2BIG;
+    }
+    size_t mark = t->usage.len;
+    int rc = 0;
+    if (t->n_usage == 0 && mark == 0)
+        rc = tr_buf_add(&t->usage, "\xdd\0\0\0\0", 5);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t->usage, usage_write);
+    if (rc == 0 &&
+        (msgpack_pack_map(&pk, 8) || pack_kstr(&pk, "provider", u->provider) ||
+         pack_kstr(&pk, "model", u->model) || pack_kstr(&pk, "prompt_digest", u->prompt_digest) ||
+         pack_key(&pk, "prompt_tokens") || msgpack_pack_uint64(&pk, u->prompt_tokens) ||
+         pack_key(&pk, "completion_tokens") || msgpack_pack_uint64(&pk, u->completion_tokens) ||
+         pack_key(&pk, "cost") || msgpack_pack_double(&pk, u->cost) ||
+         pack_key(&pk, "latency_ms") || msgpack_pack_double(&pk, u->latency_ms) ||
+         pack_key(&pk, "cached") ||
+         (u->cached ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk))))
+        rc = TR_ENOMEM;
+    if (rc < 0) {
+        /* Keep the list whole: drop the partial entry (and a lone header). */
+        t->usage.len = t->n_usage == 0 ? 0 : mark;
+        if (t->usage.alloc > 0)
+            t->usage.buf[t->usage.len] = '\0';
+        t->usage_dropped++;
+        return rc;
+    }
+    t->n_usage++;
+    return 0;
 }
 
 const char *tr_task_name(const struct tr_task *t)

@@ -146,4 +146,30 @@ void tr_task_log(struct tr_task *t, const char *line, size_t len);
 /* The task's name, for error messages; NUL-terminated, valid while t runs. */
 const char *tr_task_name(const struct tr_task *t);
 
+/* The loop the executor runs on (trellis.http puts its sockets there). */
+uv_loop_t *tr_executor_loop(const struct tr_executor *e);
+
+/* One model call, for the usage list that travels in RESULT (trellis.llm). */
+struct tr_task_usage
+{
+    const char *provider;       /* NUL-terminated */
+    const char *model;
+    const char *prompt_digest;  /* sha256 hex of the request's messages */
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+    double cost;                /* USD, from the provider's prices; 0 when unknown */
+    double latency_ms;
+    bool cached;                /* answered from the response cache */
+};
+
+/* Most usage entries one attempt carries; later calls are counted, not listed. */
+#define TR_TASK_USAGE_MAX 1000
+
+/*
+ * Appends one entry (copied) to t's usage list, sent as RESULT.usage when
+ * the attempt ends. 0, TR_E2BIG past TR_TASK_USAGE_MAX entries, TR_ENOMEM.
+ * Never raises.
+ */
+int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u) TR_MUST_CHECK;
+
 #endif

@@ -22,6 +22,7 @@
 #include "lib/alloc.h"
 #include "lib/curve.h"
 #include "lib/log.h"
+#include "worker/lua_llm.h"
 #include "worker/worker.h"
 
 #define SLOTS_MAX 100000
@@ -41,6 +42,7 @@ struct options
     uint32_t lua_mem_mb;
     uint32_t heartbeat_ms;
     int log_level;
+    char *providers;     /* trellis.llm providers file, or NULL */
     char *curve_key;     /* this worker's key pair file */
     char *curve_server;  /* the scheduler's public key file */
     char curve_pub[TR_CURVE_KEY_LEN + 1];
@@ -64,6 +66,7 @@ static void usage(FILE *out)
             "  --curve-key FILE            this worker's key pair (trellis keygen)\n"
             "  --curve-server FILE         the scheduler's public key: connect with CURVE\n"
             "  --log-level L               debug, info, warn, error (info)\n"
+            "  --providers FILE            LLM providers for trellis.llm (docs/llm.md)\n"
             "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
             "capitals with '-' as '_' (TRELLIS_SCHEDULER, TRELLIS_SLOTS); TRELLIS_LABEL\n"
             "takes K=V[,K=V...].\n");
@@ -128,6 +131,7 @@ static const struct option long_opts[] = {
     {"curve-key", required_argument, NULL, 'k'},
     {"curve-server", required_argument, NULL, 'K'},
     {"log-level", required_argument, NULL, 'L'},
+    {"providers", required_argument, NULL, 'P'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -158,6 +162,8 @@ static bool apply_opt(struct options *o, int c, const char *v)
     case 'L':
         o->log_level = tr_log_level_parse(v);
         return o->log_level >= 0;
+    case 'P':
+        return *v && set_str(&o->providers, v);
     }
     return false;
 }
@@ -199,6 +205,7 @@ static void options_free(struct options *o)
     explicit_bzero(o->curve_sec, sizeof(o->curve_sec));
     tr_free(o->curve_key);
     tr_free(o->curve_server);
+    tr_free(o->providers);
     tr_free(o->scheduler);
     tr_free(o->pool);
     tr_free(o->id);
@@ -392,11 +399,20 @@ int main(int argc, char **argv)
     struct tr_worker_config cfg;
     if (!build_config(&o, &cfg))
         goto out;
+    if (o.providers != NULL) {
+        struct tr_error perr;
+        tr_error_init(&perr);
+        if (tr_llm_providers_load(o.providers, &perr) < 0) {
+            fprintf(stderr, "trellis-worker: %s\n", perr.msg);
+            goto out;
+        }
+    }
     tr_log_init("worker", (enum tr_log_level)o.log_level);
     buffer_logs();
     signal(SIGPIPE, SIG_IGN);
     rc = run(&cfg);
 out:
+    tr_llm_providers_free();
     options_free(&o);
     return rc;
 }

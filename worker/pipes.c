@@ -24,6 +24,7 @@
 #include "lib/pipeline.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
+#include "worker/modules.h"
 
 #define PIPELINE_RETRY_NS (10ull * 1000000000ull) /* ask again after this long without an answer */
 #define EVAL_WALL_MAX_S 10.0 /* evaluating the file at load, as the scheduler allows */
@@ -178,6 +179,8 @@ static int install_protected(lua_State *L)
     lua_pushvalue(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &exec_key);
     lua_pushcfunction(L, tr_lua_worker_open);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, tr_worker_open_modules);
     lua_call(L, 0, 0);
     return 0;
 }

@@ -52,6 +52,16 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     r->started_at = t->started_at > 0 ? t->started_at : now;
     r->finished_at = now;
     r->n_logs = task_logs_take(t, r->logs, note, sizeof(note), &taken);
+    if (t->n_usage > 0) {
+        /* The array32 header reserved by tr_task_usage_add, big-endian count. */
+        uint32_t n = t->n_usage;
+        unsigned char *h = (unsigned char *)t->usage.buf;
+        h[1] = (unsigned char)(n >> 24);
+        h[2] = (unsigned char)(n >> 16);
+        h[3] = (unsigned char)(n >> 8);
+        h[4] = (unsigned char)n;
+        r->usage = (struct tr_str){t->usage.buf, t->usage.len};
+    }
     exec_send(e, &m);
     task_logs_consume(t, taken);
 

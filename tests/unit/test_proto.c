@@ -129,6 +129,37 @@ static void test_task_and_result_roundtrip(void **state)
     assert_int_equal(res->n_logs, 2);
     assert_str(res->logs[1], "second");
     assert_true(res->finished_at == 2.5);
+    assert_int_equal(res->usage.len, 0); /* absent: no model calls */
+}
+
+static void test_result_usage_optional(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_msg m = {.type = TR_MSG_RESULT};
+    m.u.result.id = 5;
+    m.u.result.ok = true;
+    m.u.result.output = TR_STR("\xc0");
+    /* Without usage the frame has the 11 fields older peers know. */
+    msgpack_sbuffer_clear(&f->sb);
+    assert_int_equal(tr_proto_encode(&f->sb, &m), 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, f->sb.data, f->sb.size, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(u.data.via.array.ptr[2].via.map.size, 11);
+    /* With it, a 12th field carries the bytes unchanged. */
+    const char usage[] = "\x91\x81\xa8provider\xa5local";
+    m.u.result.usage = (struct tr_str){usage, sizeof(usage) - 1};
+    msgpack_sbuffer_clear(&f->sb);
+    assert_int_equal(tr_proto_encode(&f->sb, &m), 0);
+    assert_int_equal(msgpack_unpack_next(&u, f->sb.data, f->sb.size, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(u.data.via.array.ptr[2].via.map.size, 12);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(tr_proto_decode(&f->dec, f->sb.data, f->sb.size, &f->out, &f->err), 0);
+    assert_int_equal(f->out.u.result.usage.len, sizeof(usage) - 1);
+    assert_memory_equal(f->out.u.result.usage.p, usage, sizeof(usage) - 1);
+    assert_int_equal(f->out.u.result.id, 5);
 }
 
 static void test_other_types_roundtrip(void **state)
@@ -263,6 +294,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_task_and_result_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_usage_optional, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_types_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_missing_and_mistyped_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounds_check, setup, teardown),
