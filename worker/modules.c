@@ -15,6 +15,7 @@
 #include "worker/lua_embed.h"
 #include "worker/lua_http.h"
 #include "worker/lua_llm.h"
+#include "worker/lua_rag.h"
 
 static const struct
 {
@@ -23,6 +24,10 @@ static const struct
 } modules[] = {
     {"trellis.http", tr_lua_http_open},
     {"trellis.llm", tr_lua_llm_open},
+    {"trellis.index", tr_lua_index_open},
+    {"trellis.ingest", tr_lua_ingest_open},
+    {"trellis.prompt", tr_lua_prompt_open},
+    {"trellis.eval", tr_lua_eval_open},
 };
 
 int tr_worker_open_modules(lua_State *L)

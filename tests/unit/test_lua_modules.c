@@ -1,0 +1,205 @@
+/*
+ * test_lua_modules.c - trellis.index, trellis.ingest, trellis.prompt and
+ * trellis.eval as pipelines see them: a sandboxed state from tr_lua_new
+ * with the modules registered, running the Lua assertions of
+ * tests/lua/<name>_test.lua.
+ *
+ * The bindings live in the worker, which the unit tests do not link, so
+ * their sources are compiled into this test (they use nothing of the worker
+ * but worker/lua_embed.h). The Lua halves are read from the source tree
+ * ($TR_SOURCE_DIR/worker/lua/...) by this file's tr_lua_embedded_call,
+ * where the worker uses the copies compiled into it.
+ *
+ * Fixture: a scratch folder that is both TRELLIS_DATA_DIR and the only
+ * ingestion root; the Lua tests write files there with test_write(path,
+ * text) and remove them with test_remove(path), and find it in TEST_DIR.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <lauxlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/alloc.h"
+#include "lib/lua_rt.h"
+#include "worker/lua_embed.h"
+#include "worker/lua_index.c"
+#include "worker/lua_ingest.c"
+#include "worker/lua_rag.h"
+
+static char test_dir[256];
+
+/* ---- the embedded-source loader, reading the source tree ---- */
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (tr_buf_add(&b, chunk, n) < 0)
+            break;
+    }
+    fclose(f);
+    return tr_buf_detach(&b, len);
+}
+
+void tr_lua_embedded_call(lua_State *L, const char *name, int nargs)
+{
+    const char *srcdir = getenv("TR_SOURCE_DIR");
+    char path[512], rel[128];
+    snprintf(rel, sizeof(rel), "%s", name);
+    for (char *s = rel; *s != '\0'; s++)
+        if (*s == '.')
+            *s = '/';
+    snprintf(path, sizeof(path), "%s/worker/lua/%s.lua", srcdir ? srcdir : ".", rel);
+    size_t len;
+    char *src = read_all(path, &len);
+    if (src == NULL)
+        luaL_error(L, "no Lua source for module '%s' at '%s'", name, path);
+    char chunk[160];
+    snprintf(chunk, sizeof(chunk), "=%s", name);
+    int rc = luaL_loadbufferx(L, src, len, chunk, "t");
+    tr_free(src);
+    if (rc != LUA_OK)
+        lua_error(L);
+    lua_insert(L, -nargs - 1);
+    lua_call(L, nargs, 1);
+}
+
+/* ---- helpers the Lua tests call ---- */
+
+static void test_path(lua_State *L, const char *rel, char *out, size_t cap)
+{
+    if (strstr(rel, "..") != NULL)
+        luaL_error(L, "test paths stay in the fixture");
+    snprintf(out, cap, "%s/%s", test_dir, rel);
+}
+
+/* test_write(path, text): creates folders on the way. */
+static int l_test_write(lua_State *L)
+{
+    char p[512];
+    size_t len;
+    test_path(L, luaL_checkstring(L, 1), p, sizeof(p));
+    const char *s = luaL_checklstring(L, 2, &len);
+    for (char *c = p + strlen(test_dir) + 1; (c = strchr(c, '/')) != NULL; c++) {
+        *c = '\0';
+        mkdir(p, 0700);
+        *c = '/';
+    }
+    FILE *f = fopen(p, "wb");
+    if (f == NULL)
+        return luaL_error(L, "cannot write '%s'", p);
+    fwrite(s, 1, len, f);
+    fclose(f);
+    return 0;
+}
+
+static int l_test_remove(lua_State *L)
+{
+    char p[512];
+    test_path(L, luaL_checkstring(L, 1), p, sizeof(p));
+    lua_pushboolean(L, unlink(p) == 0);
+    return 1;
+}
+
+/* ---- fixture ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(test_dir, sizeof(test_dir), "%s/trellis-luamod-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(test_dir) == NULL)
+        return -1;
+    setenv("TRELLIS_DATA_DIR", test_dir, 1);
+    setenv("TRELLIS_INGEST_ROOTS", test_dir, 1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static void run_lua_test(const char *name)
+{
+    const char *srcdir = getenv("TR_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/tests/lua/%s_test.lua", srcdir ? srcdir : ".", name);
+    size_t len;
+    char *src = read_all(path, &len);
+    if (src == NULL)
+        fail_msg("cannot read %s (is TR_SOURCE_DIR set?)", path);
+    struct tr_lua_limits lim = {.mem_max = 256u << 20};
+    lua_State *L = tr_lua_new(&lim);
+    assert_non_null(L);
+    assert_int_equal(tr_lua_register_module(L, "trellis.index", tr_lua_index_open), 0);
+    assert_int_equal(tr_lua_register_module(L, "trellis.ingest", tr_lua_ingest_open), 0);
+    assert_int_equal(tr_lua_register_module(L, "trellis.prompt", tr_lua_prompt_open), 0);
+    assert_int_equal(tr_lua_register_module(L, "trellis.eval", tr_lua_eval_open), 0);
+    lua_pushcfunction(L, l_test_write);
+    lua_setglobal(L, "test_write");
+    lua_pushcfunction(L, l_test_remove);
+    lua_setglobal(L, "test_remove");
+    lua_pushstring(L, test_dir);
+    lua_setglobal(L, "TEST_DIR");
+    struct tr_error err;
+    tr_error_init(&err);
+    int rc = tr_lua_eval(L, src, len, path, &err);
+    tr_free(src);
+    if (rc != 0) {
+        tr_lua_free(L);
+        fail_msg("%s failed: %s", name, err.msg);
+    }
+    /* The chunk returns how many checks it made: a test that ran nothing fails. */
+    lua_Integer checks = lua_tointeger(L, -1);
+    tr_lua_free(L);
+    if (checks <= 0)
+        fail_msg("%s made no checks", name);
+}
+
+static void test_prompt(void **state)
+{
+    run_lua_test("prompt");
+}
+
+static void test_eval(void **state)
+{
+    run_lua_test("eval");
+}
+
+static void test_index(void **state)
+{
+    run_lua_test("index");
+}
+
+static void test_ingest(void **state)
+{
+    run_lua_test("ingest");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_prompt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eval, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingest, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

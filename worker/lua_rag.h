@@ -1,0 +1,43 @@
+/*
+ * lua_rag.h - the retrieval modules of the worker's pipeline states:
+ * trellis.index (C, worker/lua_index.c), trellis.ingest (a C half in
+ * worker/lua_ingest.c and Lua glue in worker/lua/trellis/ingest.lua),
+ * trellis.prompt and trellis.eval (Lua, with a C half for digests).
+ *
+ * Every function here is synchronous: the index is a local SQLite file and
+ * ingestion reads local files, so nothing yields except what the Lua glue
+ * calls (trellis.http for URLs, trellis.llm for embeddings).
+ *
+ * Files: an index path is relative to the data folder (TRELLIS_DATA_DIR,
+ * default ./trellis-data, created on first use) or an absolute path inside
+ * it; ingestion reads only under roots that lie inside an allowed root
+ * (TRELLIS_INGEST_ROOTS, a colon-separated list, default the worker's
+ * working folder and the data folder). ".." components are refused.
+ *
+ * Loop thread only, like the states.
+ */
+#ifndef TR_WORKER_LUA_RAG_H
+#define TR_WORKER_LUA_RAG_H
+
+#include <lua.h>
+
+/* lua_CFunctions for require: each returns its module table; they may raise. */
+int tr_lua_index_open(lua_State *L);
+int tr_lua_ingest_open(lua_State *L);
+int tr_lua_prompt_open(lua_State *L);
+int tr_lua_eval_open(lua_State *L);
+
+/*
+ * The C half of trellis.ingest, trellis.prompt and trellis.eval as a table
+ * (what the Lua glue receives as `...`), for hosts that load the Lua
+ * sources themselves, such as the unit tests. May raise.
+ */
+int tr_lua_rag_push_native(lua_State *L);
+
+/*
+ * Writes the real path of the data folder to out (creating it when
+ * missing). Returns 0, or a negative TR_E* code.
+ */
+int tr_lua_rag_data_dir(char *out, size_t cap);
+
+#endif
