@@ -61,7 +61,9 @@ struct tr_chunk
 /*
  * Cuts p into chunks: paragraphs (blank-line separated blocks) are packed
  * up to opts->size bytes; in Markdown mode a heading always starts a new
- * chunk and fenced code stays whole unless it alone exceeds the size; a
+ * chunk (a heading with no content before the next heading joins that
+ * next section's first chunk, whose heading is the inner one) and fenced
+ * code stays whole unless it alone exceeds the size; a
  * block above the size is cut at the last line break, sentence end or
  * space in its second half, or at a UTF-8 boundary. Each chunk after the
  * first of a section starts up to opts->overlap bytes early, at a word

@@ -189,8 +189,18 @@ static int split(struct chunker *c, bool markdown)
             if (bstart != SIZE_MAX)
                 rc = add_block(c, bstart, bend);
             bstart = SIZE_MAX;
+            /* A section holding nothing but its heading ("# Guide" right
+             * before "## Install") joins the next one, so that no chunk is a
+             * bare heading and the outer heading stays as context. */
+            size_t prev = c->nsecs - 1;
+            bool bare = c->secs[prev].level > 0 && c->npieces > 0 &&
+                        c->pieces[c->npieces - 1].section == prev &&
+                        (c->npieces == 1 || c->pieces[c->npieces - 2].section != prev);
+            size_t start = bare ? c->secs[prev].start : ls;
             if (rc == 0)
-                rc = new_section(c, ls, hs, hl, level);
+                rc = new_section(c, start, hs, hl, level);
+            if (rc == 0 && bare)
+                c->pieces[c->npieces - 1].section = c->nsecs - 1;
             if (rc == 0)
                 rc = add_block(c, ls, le);
         } else if (blank_line(p, ls, le)) {

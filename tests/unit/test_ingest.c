@@ -168,6 +168,17 @@ static void test_chunk_markdown_sections(void **state)
     assert_int_equal(c[2].heading_len, 5); /* "Usage", the closing #s dropped */
     tr_free(c);
 
+    /* A bare heading joins the next section: no chunk is only "# Fruit". */
+    static const char nested[] = "# Fruit\n\n## Bananas\n\nYellow.\n\n## Apples\n\nRed.\n";
+    assert_int_equal(tr_ingest_chunk(nested, sizeof(nested) - 1, &o, &c, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(c[0].start, 0);
+    assert_true(starts(nested, c[0].start, "# Fruit\n\n## Bananas\n\nYellow."));
+    assert_int_equal(c[0].end, (size_t)(strstr(nested, "Yellow.") - nested) + 7);
+    assert_memory_equal(nested + c[0].heading_start, "Bananas", 7);
+    assert_true(starts(nested, c[1].start, "## Apples"));
+    tr_free(c);
+
     /* Without Markdown, headings are plain paragraphs: all of it fits one chunk. */
     o.markdown = false;
     assert_int_equal(tr_ingest_chunk(md, sizeof(md) - 1, &o, &c, &n), 0);
