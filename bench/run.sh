@@ -80,6 +80,7 @@ TB="$BUILD/bench/trellis-bench"
   echo "# run.sh date=$(date +%Y-%m-%dT%H:%M:%S%z) repeat=$REPEAT peers_repeat=$PEERS_REPEAT" \
        "git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
          git -C "$REPO" diff --quiet HEAD -- 2>/dev/null || echo '-dirty')" \
+       "built=$(date -r "$TB" +%Y-%m-%dT%H:%M:%S%z)" \
        "load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
 } | tee "$OUT/meta.txt"
 
