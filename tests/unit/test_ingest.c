@@ -265,6 +265,48 @@ static void test_chunk_long_blocks(void **state)
     tr_free(c);
 }
 
+/* ---- out of memory: the only failure, and nothing leaks (ASan checks) ---- */
+
+static void test_out_of_memory(void **state)
+{
+    struct tr_chunk_opts o = {.size = 40, .overlap = 10, .markdown = true};
+    long n;
+    for (n = 1;; n++) {
+        struct tr_chunk *c;
+        size_t k;
+        tr_alloc_fail_at(n, true);
+        int rc = tr_ingest_chunk(md, sizeof(md) - 1, &o, &c, &k);
+        tr_alloc_fail_at(0, false);
+        if (rc == 0) {
+            assert_true(k > 3);
+            tr_free(c);
+            break;
+        }
+        assert_int_equal(rc, TR_ENOMEM);
+    }
+    assert_true(n > 1);
+    const char *html = "<h1>a &amp; b</h1><p>text\r\n\xc2\xa0more</p>";
+    for (n = 1;; n++) {
+        struct tr_buf raw, norm;
+        tr_buf_init(&raw, 0);
+        tr_buf_init(&norm, 0);
+        tr_alloc_fail_at(n, true);
+        int rc = tr_ingest_html_text(html, strlen(html), &raw);
+        if (rc == 0)
+            rc = tr_ingest_normalize(raw.buf, raw.len, &norm);
+        tr_alloc_fail_at(0, false);
+        bool done = rc == 0;
+        if (done)
+            assert_string_equal(norm.buf, "# a & b\n\ntext\nmore");
+        else
+            assert_int_equal(rc, TR_ENOMEM);
+        tr_buf_release(&raw);
+        tr_buf_release(&norm);
+        if (done)
+            break;
+    }
+}
+
 /* ---- files ---- */
 
 static void test_files_in_root(void **state)
@@ -330,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_chunk_markdown_sections),
         cmocka_unit_test(test_chunk_size_overlap_offsets),
         cmocka_unit_test(test_chunk_long_blocks),
+        cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test_setup_teardown(test_files_in_root, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -317,6 +317,38 @@ static void test_vector_and_hybrid(void **state)
     expect_ids(f, &q, (const char *[]){"d1"}, 1, NULL);
 }
 
+/* Out of memory in a hybrid search: the only failure, nothing leaks, then it works. */
+static void test_search_out_of_memory(void **state)
+{
+    struct fx *f = *state;
+    open_ix(f, 2);
+    float v1[2] = {1, 0}, v2[2] = {0, 1};
+    struct tr_text_doc d[] = {doc("d1", "apple banana", v1, 2), doc("d2", "apple", v2, 2)};
+    d[0].meta = "\x80";
+    d[0].meta_len = 1;
+    d[0].source = "s";
+    d[0].source_len = 1;
+    upsert(f, d, 2);
+    struct tr_text_query q = {.mode = TR_TEXT_HYBRID, .text = "apple", .text_len = 5,
+                              .vec = v2, .dim = 2, .k = 2};
+    long n;
+    for (n = 1;; n++) {
+        struct tr_text_hits h;
+        struct tr_error err;
+        tr_alloc_fail_at(n, true);
+        int rc = tr_text_index_search(f->ix, &q, &h, &err);
+        tr_alloc_fail_at(0, false);
+        if (rc == 0) {
+            assert_int_equal(h.n, 2);
+            tr_text_hits_release(&h);
+            break;
+        }
+        assert_int_equal(rc, TR_ENOMEM);
+        assert_int_equal(h.n, 0);
+    }
+    assert_true(n > 5);
+}
+
 /* ---- writes ---- */
 
 static void test_upsert_delete_sources(void **state)
@@ -408,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_cosine_topk_brute_force),
         cmocka_unit_test(test_rrf_hand_computed),
         cmocka_unit_test_setup_teardown(test_vector_and_hybrid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upsert_delete_sources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest, setup, teardown),
     };
