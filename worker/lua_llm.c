@@ -24,6 +24,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/alloc.h"
 #include "lib/buf.h"
@@ -306,7 +307,12 @@ static int l_backoff(lua_State *L)
 {
     double base = luaL_checknumber(L, 1);
     lua_Integer failures = luaL_checkinteger(L, 2);
-    double r = (double)(rand() % 1000000) / 1000000.0;
+    /* Seeded per thread from the clock and the pid, so that workers that
+     * failed together do not draw the same jitter. */
+    static _Thread_local unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)(tr_mono_ns() ^ ((uint64_t)getpid() << 16)) | 1u;
+    double r = (double)(rand_r(&seed) % 1000000) / 1000000.0;
     lua_pushnumber(L, tr_retry_delay(base, (uint32_t)TR_MAX(failures, 1), r));
     return 1;
 }

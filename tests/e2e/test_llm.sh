@@ -148,6 +148,18 @@ assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_
 out=$(http_run many)
 assert_eq "$(echo "$out" | json_get 'j["output"]["http"]')" 20 "twenty requests in a row"
 
+# ---- stopping a task that waits on a request ------------------------------
+out=$(wait_run "$(submit "$P/llm_stop.lua" "{\"base\": \"$BASE\"}")" 30)
+assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "timed out" "task timeout stops a pending request"
+id=$(submit "$P/llm_http.lua" "{\"mode\": \"hang\", \"base\": \"$BASE\"}")
+wait_for 20 bash -c "curl -s $API/v1/runs/$id | $PY -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)[\"tasks\"][\"running\"] > 0 else 1)'" \
+  || fail "the hanging request never started"
+assert_eq "$(api_post "/v1/runs/$id/cancel" '{}' | json_get 'j["state"]')" cancelled "cancel a task waiting on a request"
+out=$(wait_run "$id" 10)
+assert_eq "$(echo "$out" | json_get 'j["tasks"]["cancelled"]')" 1 "its task is cancelled"
+out=$(http_run get)
+assert_eq "$(echo "$out" | json_get 'j["output"]["http"]["status"]')" 200 "the worker serves requests after"
+
 # ---- fan-out: many calls in flight on one worker ----------------------------
 out=$(wait_run "$(submit "$P/llm_fanout.lua" '{"n": 200, "model": "latency-200-f"}')" 120)
 assert_eq "$(echo "$out" | json_get 'j["output"]["count"]')" 200 "200 concurrent calls answered"

@@ -19,7 +19,8 @@ Behaviour is chosen by the model name (or the X-Fake header, which wins):
 A suffix after the behaviour makes the counters distinct per test.
 Streams follow stream=true in the request, in the format of the API called.
 
-Counters: GET /stats -> {"calls": {model: n}, "paths": {path: n}, "total": n}.
+Counters: GET /stats -> {"calls": {model: n}, "paths": {path: n}, "total": n,
+"max_in_flight": the most POST requests being answered at once}.
 Keys: when FAKE_LLM_KEY is set, requests must carry it (Authorization: Bearer
 or x-api-key), else 401.
 
@@ -38,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
+IN_FLIGHT = [0, 0]  # API requests being answered now, and the most at once
 CALLS = {}
 PATHS = {}
 TOTAL = [0]
@@ -113,7 +115,8 @@ class Handler(BaseHTTPRequestHandler):
         count("plain", u.path)
         if u.path == "/stats":
             with LOCK:
-                self.send_json(200, {"calls": CALLS, "paths": PATHS, "total": TOTAL[0]})
+                self.send_json(200, {"calls": CALLS, "paths": PATHS, "total": TOTAL[0],
+                                     "max_in_flight": IN_FLIGHT[1]})
             return True
         if u.path == "/echo":
             self.send_json(200, {"method": method, "path": self.path,
@@ -155,6 +158,16 @@ class Handler(BaseHTTPRequestHandler):
     # -- the APIs ----------------------------------------------------------
 
     def do_POST(self):
+        with LOCK:
+            IN_FLIGHT[0] += 1
+            IN_FLIGHT[1] = max(IN_FLIGHT[1], IN_FLIGHT[0])
+        try:
+            self.api_post()
+        finally:
+            with LOCK:
+                IN_FLIGHT[0] -= 1
+
+    def api_post(self):
         u = urlparse(self.path)
         if u.path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"):
             if not self.plain("POST"):

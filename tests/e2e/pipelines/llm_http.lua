@@ -33,6 +33,8 @@ return trellis.pipeline {
         return { a.status, b.status }
       elseif mode == "refused" then
         return http.request { url = ctx.params.dead, timeout = 5 }.status
+      elseif mode == "hang" then
+        return http.request { url = base .. "/slow?ms=20000", timeout = 60 }.status
       elseif mode == "many" then
         -- 50 tasks' worth of requests from coroutines would not yield to the
         -- loop; one task issues them in sequence over reused connections.

@@ -128,14 +128,19 @@ end
 
 -- Sends one request; returns the response or nil and an attempt error.
 local function send(prov, url, headers, body, remaining, sse)
+  local timeout = math.min(remaining, prov.timeout or remaining)
   local ok, res = pcall(http.request, {
-    method = "POST", url = url, headers = headers, body = body,
-    timeout = math.min(remaining, prov.timeout or remaining), sse = sse,
+    method = "POST", url = url, headers = headers, body = body, timeout = timeout, sse = sse,
   })
   if not ok then
     local msg = tostring(res)
     if msg:find("^http_timeout") then
-      return nil, attempt_error("llm_timeout", false, msg)
+      -- A request given all the time left before the deadline ends the call;
+      -- one cut shorter by the provider's own timeout may be retried.
+      local final = timeout >= remaining
+      local err = attempt_error("llm_timeout", not final, msg)
+      err.final = final
+      return nil, err
     end
     -- Connection refused or reset, DNS: worth another try.
     return nil, attempt_error("http_error", true, msg)
@@ -470,8 +475,8 @@ local function with_retries(call, chain, try)
       local res, err = try(target, remaining)
       if res then return res, target, t0 end
       last = err
-      if err.code == "llm_timeout" then
-        fail("llm_timeout", "%s (deadline %g s)", err.msg, deadline)
+      if err.final then
+        fail(err.code, "%s (deadline %g s)", err.msg, deadline)
       end
       if not err.retryable or failures >= retries then break end
       failures = failures + 1
