@@ -344,7 +344,8 @@ static int l_search(lua_State *L)
     lua_pop(L, 1);
     struct tr_buf *b = push_scratch(L);
     if (lua_getfield(L, 2, "vector") != LUA_TNIL) {
-        luaL_argexpected(L, lua_istable(L, -1), 2, "field 'vector' to be an array");
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "search: field 'vector' must be an array of numbers");
         size_t off = read_vector(L, lua_gettop(L), b, &q.dim, "search");
         q.vec = (const float *)(void *)(b->buf + off);
     }
@@ -431,32 +432,34 @@ static int l_manifest_del(lua_State *L)
     return 1;
 }
 
-struct each_ctx
-{
-    lua_State *L;
-    lua_Integer n;
-};
-
+/* Appends one manifest path and its NUL to the scratch buffer; never raises. */
 static int each_path(const char *path, void *arg)
 {
-    struct each_ctx *c = arg;
-    /* Pushing may raise: the statement is finalized by its owner only on return,
-     * so check the stack first and use a string short enough to be safe. */
-    if (!lua_checkstack(c->L, 2))
-        return 1;
-    lua_pushstring(c->L, path);
-    lua_rawseti(c->L, -2, ++c->n);
-    return 0;
+    return tr_buf_add(arg, path, strlen(path) + 1) == 0 ? 0 : TR_ENOMEM;
 }
 
-/* idx:manifest_paths() -> sorted array of every path in the manifest. May raise. */
+/*
+ * idx:manifest_paths() -> sorted array of every path in the manifest. The
+ * paths are gathered in C first: pushing strings may raise, and a raise
+ * must not leave SQLite's statement (and its read transaction) open. May
+ * raise.
+ */
 static int l_manifest_paths(lua_State *L)
 {
     struct tr_text_index *ix = check_open(L);
+    struct tr_buf *b = push_scratch(L);
+    int rc = tr_text_index_manifest_each(ix, each_path, b);
+    if (rc != 0)
+        return luaL_error(L, "cannot read the manifest: %s", tr_strerror(rc));
     lua_newtable(L);
-    struct each_ctx c = {L, 0};
-    if (tr_text_index_manifest_each(ix, each_path, &c) != 0)
-        return luaL_error(L, "cannot read the manifest");
+    lua_Integer n = 0;
+    for (size_t off = 0; off < b->len;) {
+        size_t l = strlen(b->buf + off);
+        lua_pushlstring(L, b->buf + off, l);
+        lua_rawseti(L, -2, ++n);
+        off += l + 1;
+    }
+    tr_buf_release(b);
     return 1;
 }
 
