@@ -47,8 +47,8 @@ struct tr_bench_opts
     uint32_t l_posts;           /* POST /v1/pipelines of L, median taken (3) */
     bool only[TR_BENCH_N_WL];   /* workloads to run */
     uint32_t repeat;            /* runs of the whole set */
-    double deadline_s;          /* bound on one workload's wait (300) */
-    unsigned watchdog_s;        /* bound on one repeat, then everything is stopped */
+    uint32_t deadline_s;        /* bound on one workload's wait, seconds (300) */
+    uint32_t watchdog_s;        /* bound on one repeat, seconds; then all is stopped */
     bool json;                  /* one JSON document on stdout instead of lines */
     bool keep;                  /* keep the temporary directory (logs, state) */
 };

@@ -382,7 +382,7 @@ static int wait_instances(struct tr_bench_cluster *c, const struct tr_bench_opts
         *run = NULL;
         if (tr_mono_ns() >= deadline)
             return tr_error_set(err, TR_ETIMEDOUT,
-                                "run '%s' has %lld of %lld task instances after %.0f s", id,
+                                "run '%s' has %lld of %lld task instances after %u s", id,
                                 total, want, o->deadline_s);
         rc = tr_bench_cluster_check(c, err);
         if (rc < 0)
@@ -546,9 +546,10 @@ void tr_bench_l_api(struct tr_bench_cluster *c, const struct tr_bench_opts *o,
          * POST gets a file of its own (a comment apart) that it must read.
          */
         tr_buf_reset(&src);
-        if (tr_bench_src_blocked(&src, "bench-l", n) < 0 ||
-            tr_buf_addf(&src, "-- POST %u\n", i + 1) < 0 ||
-            (body = source_body(&src, "bench-l")) == NULL) {
+        if (tr_bench_src_blocked(&src, "bench-l", n) == 0 &&
+            tr_buf_addf(&src, "-- POST %u\n", i + 1) == 0)
+            body = source_body(&src, "bench-l");
+        if (body == NULL) {
             tr_error_set(&err, TR_ENOMEM, "cannot build pipeline 'bench-l'");
             goto out;
         }

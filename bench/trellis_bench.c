@@ -19,6 +19,7 @@
  * Everything it starts it stops, by PID; a watchdog bounds each repeat.
  */
 #include <getopt.h>
+#include <stddef.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -200,79 +201,115 @@ static int resolve_bins(struct tr_bench_opts *o, const char *bin_dir)
     return 0;
 }
 
+/* The numeric options: where each value goes in the options, and its least value. */
+static const struct
+{
+    const char *name;
+    uint32_t min;
+    size_t offset;
+} num_opts[] = {
+    {"w1", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W1])},
+    {"w2", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W2])},
+    {"w3", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W3])},
+    {"w4", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W4])},
+    {"l", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_L])},
+    {"w2-discard", 0, offsetof(struct tr_bench_opts, w2_discard)},
+    {"warmup", 1, offsetof(struct tr_bench_opts, warmup)},
+    {"l-loads", 1, offsetof(struct tr_bench_opts, l_loads)},
+    {"l-posts", 1, offsetof(struct tr_bench_opts, l_posts)},
+    {"workers", 1, offsetof(struct tr_bench_opts, workers)},
+    {"slots", 1, offsetof(struct tr_bench_opts, slots)},
+    {"repeat", 1, offsetof(struct tr_bench_opts, repeat)},
+    {"deadline", 1, offsetof(struct tr_bench_opts, deadline_s)},
+    {"watchdog", 1, offsetof(struct tr_bench_opts, watchdog_s)},
+};
+
+/* getopt values of the other options; a numeric option's value is OPT_NUM + its index. */
 enum
 {
-    OPT_BIN_DIR = 256, OPT_SCHED, OPT_WORKER, OPT_W1, OPT_W2, OPT_W3, OPT_W4, OPT_L,
-    OPT_W2_DISCARD, OPT_WARMUP, OPT_L_LOADS, OPT_L_POSTS, OPT_WORKERS, OPT_SLOTS, OPT_ONLY,
-    OPT_REPEAT, OPT_DEADLINE, OPT_WATCHDOG, OPT_JSON, OPT_KEEP, OPT_HELP
+    OPT_BIN_DIR = 256,
+    OPT_SCHED,
+    OPT_WORKER,
+    OPT_ONLY,
+    OPT_JSON,
+    OPT_KEEP,
+    OPT_HELP,
+    OPT_NUM = 512
 };
 
 /* 0, 1 (--help: exit 0) or a negative error (a usage error has been printed). */
 static int parse_args(int argc, char **argv, struct tr_bench_opts *o)
 {
-    static const struct option longopts[] = {
+    struct option longopts[TR_ARRAY_LEN(num_opts) + 8] = {
         {"bin-dir", required_argument, NULL, OPT_BIN_DIR},
         {"scheduler", required_argument, NULL, OPT_SCHED},
         {"worker", required_argument, NULL, OPT_WORKER},
-        {"w1", required_argument, NULL, OPT_W1},
-        {"w2", required_argument, NULL, OPT_W2},
-        {"w3", required_argument, NULL, OPT_W3},
-        {"w4", required_argument, NULL, OPT_W4},
-        {"l", required_argument, NULL, OPT_L},
-        {"w2-discard", required_argument, NULL, OPT_W2_DISCARD},
-        {"warmup", required_argument, NULL, OPT_WARMUP},
-        {"l-loads", required_argument, NULL, OPT_L_LOADS},
-        {"l-posts", required_argument, NULL, OPT_L_POSTS},
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"slots", required_argument, NULL, OPT_SLOTS},
         {"only", required_argument, NULL, OPT_ONLY},
-        {"repeat", required_argument, NULL, OPT_REPEAT},
-        {"deadline", required_argument, NULL, OPT_DEADLINE},
-        {"watchdog", required_argument, NULL, OPT_WATCHDOG},
         {"json", no_argument, NULL, OPT_JSON},
         {"keep", no_argument, NULL, OPT_KEEP},
         {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
     };
+    for (size_t i = 0; i < TR_ARRAY_LEN(num_opts); i++) {
+        struct option *lo = &longopts[7 + i];
+        lo->name = num_opts[i].name;
+        lo->has_arg = required_argument;
+        lo->val = OPT_NUM + (int)i;
+    }
     const char *bin_dir = NULL;
-    int c;
-    uint32_t v;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool ok = true;
-        switch (c) {
-        case OPT_BIN_DIR: bin_dir = optarg; break;
-        case OPT_SCHED: tr_free(o->scheduler_bin); o->scheduler_bin = tr_strdup(optarg); break;
-        case OPT_WORKER: tr_free(o->worker_bin); o->worker_bin = tr_strdup(optarg); break;
-        case OPT_W1: ok = parse_u32(optarg, 1, &o->n[TR_BENCH_W1]); break;
-        case OPT_W2: ok = parse_u32(optarg, 1, &o->n[TR_BENCH_W2]); break;
-        case OPT_W3: ok = parse_u32(optarg, 1, &o->n[TR_BENCH_W3]); break;
-        case OPT_W4: ok = parse_u32(optarg, 1, &o->n[TR_BENCH_W4]); break;
-        case OPT_L: ok = parse_u32(optarg, 1, &o->n[TR_BENCH_L]); break;
-        case OPT_W2_DISCARD: ok = parse_u32(optarg, 0, &o->w2_discard); break;
-        case OPT_WARMUP: ok = parse_u32(optarg, 1, &o->warmup); break;
-        case OPT_L_LOADS: ok = parse_u32(optarg, 1, &o->l_loads); break;
-        case OPT_L_POSTS: ok = parse_u32(optarg, 1, &o->l_posts); break;
-        case OPT_WORKERS:
-            ok = parse_u32(optarg, 1, &o->workers) && o->workers <= TR_BENCH_MAX_WORKERS;
+    for (;;) {
+        int c = getopt_long(argc, argv, "", longopts, NULL);
+        if (c == -1)
             break;
-        case OPT_SLOTS: ok = parse_u32(optarg, 1, &o->slots); break;
-        case OPT_ONLY: ok = parse_only(optarg, o->only); break;
-        case OPT_REPEAT: ok = parse_u32(optarg, 1, &o->repeat); break;
-        case OPT_DEADLINE: ok = parse_u32(optarg, 1, &v); o->deadline_s = v; break;
-        case OPT_WATCHDOG: ok = parse_u32(optarg, 1, &v); o->watchdog_s = v; break;
-        case OPT_JSON: o->json = true; break;
-        case OPT_KEEP: o->keep = true; break;
-        case OPT_HELP: usage(stdout); return 1;
-        default: usage(stderr); return TR_EINVAL;
+        bool ok = true;
+        if (c >= OPT_NUM) {
+            size_t i = (size_t)(c - OPT_NUM);
+            ok = parse_u32(optarg, num_opts[i].min, (uint32_t *)((char *)o + num_opts[i].offset));
+            if (!ok) {
+                fprintf(stderr, "trellis-bench: bad value '%s' for --%s\n", optarg,
+                        num_opts[i].name);
+                return TR_EINVAL;
+            }
+            continue;
+        }
+        switch (c) {
+        case OPT_BIN_DIR:
+            bin_dir = optarg;
+            break;
+        case OPT_SCHED:
+            tr_free(o->scheduler_bin);
+            o->scheduler_bin = tr_strdup(optarg);
+            break;
+        case OPT_WORKER:
+            tr_free(o->worker_bin);
+            o->worker_bin = tr_strdup(optarg);
+            break;
+        case OPT_ONLY:
+            ok = parse_only(optarg, o->only);
+            break;
+        case OPT_JSON:
+            o->json = true;
+            break;
+        case OPT_KEEP:
+            o->keep = true;
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return TR_EINVAL;
         }
         if (!ok) {
-            fprintf(stderr, "trellis-bench: bad value '%s' for --%s\n", optarg,
-                    longopts[c - OPT_BIN_DIR].name);
+            fprintf(stderr, "trellis-bench: bad value '%s' for --only\n", optarg);
             return TR_EINVAL;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "trellis-bench: unexpected argument '%s'\n", argv[optind]);
+        return TR_EINVAL;
+    }
+    if (o->workers > TR_BENCH_MAX_WORKERS) {
+        fprintf(stderr, "trellis-bench: at most %d workers\n", TR_BENCH_MAX_WORKERS);
         return TR_EINVAL;
     }
     return resolve_bins(o, bin_dir);
@@ -325,13 +362,14 @@ static bool run_one(struct tr_bench_cluster *c, const struct tr_bench_opts *o,
         return false;
     }
     tr_bench_log("%s: starting", wl_names[wl]);
-    switch (wl) {
-    case TR_BENCH_W1: tr_bench_w1(c, o, r); break;
-    case TR_BENCH_W2: tr_bench_w2(c, o, r); break;
-    case TR_BENCH_W3: tr_bench_w3(c, o, r); break;
-    case TR_BENCH_W4: tr_bench_w4(c, o, r); break;
-    default: break;
-    }
+    static void (*const measure[])(struct tr_bench_cluster *, const struct tr_bench_opts *,
+                                   struct tr_bench_result *) = {
+        [TR_BENCH_W1] = tr_bench_w1,
+        [TR_BENCH_W2] = tr_bench_w2,
+        [TR_BENCH_W3] = tr_bench_w3,
+        [TR_BENCH_W4] = tr_bench_w4,
+    };
+    measure[wl](c, o, r);
     if (tr_bench_cluster_check(c, gone) < 0) {
         /* The death explains the failure better than the failed call does. */
         char during[TR_ERROR_MSG_MAX];
