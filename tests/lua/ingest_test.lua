@@ -107,6 +107,10 @@ fails(function() ingest.list("/etc") end, "outside the allowed roots", "foreign 
 fails(function() ingest.url("http://127.0.0.1:1/") end, "trellis.http", "url without http")
 eq(ingest.matches("sub/x.md", "*.md"), true, "glob crosses folders")
 eq(ingest.matches("x.txt", "*.md"), false, "glob")
+eq(ingest.matches("a/b1.md", "*[0-9].md"), true, "glob class")
+eq(ingest.matches("x.md", "[!x].md"), false, "glob negated class")
+eq(ingest.matches("y.md", "[!x].md"), true, "glob negated class matches")
+eq(ingest.matches("a+b(1).md", "a+b(?).md"), true, "glob magic characters are literal")
 idx:close()
 idx2:close()
 return n

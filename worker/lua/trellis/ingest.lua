@@ -198,11 +198,30 @@ function M.folder(o)
   return stats
 end
 
--- Whether path matches a glob as list() matches it ("*" and "?" cross "/").
+-- Whether path matches a glob as list() matches it (fnmatch without flags:
+-- "*" and "?" cross "/", [set] and [!set] are classes).
 function M.matches(path, glob)
-  local pat = "^" .. glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
-              .. "$"
-  return path:match(pat) ~= nil
+  local out, i, n = { "^" }, 1, #glob
+  while i <= n do
+    local ch = glob:sub(i, i)
+    local j = ch == "[" and glob:find("]", i + 2, true)
+    if ch == "*" then
+      out[#out + 1] = ".*"
+    elseif ch == "?" then
+      out[#out + 1] = "."
+    elseif j then
+      local set = glob:sub(i + 1, j - 1):gsub("^!", "^"):gsub("%%", "%%%%")
+      out[#out + 1] = "[" .. set .. "]"
+      i = j
+    elseif ch:match("%p") then
+      out[#out + 1] = "%" .. ch
+    else
+      out[#out + 1] = ch
+    end
+    i = i + 1
+  end
+  out[#out + 1] = "$"
+  return path:match(table.concat(out)) ~= nil
 end
 
 M.normalize = native.normalize
