@@ -24,27 +24,27 @@
 /* A byte range and the section it belongs to. */
 struct piece
 {
-    size_t start, end;
-    size_t section; /* index into the sections array */
+    size_t start, end; /* byte range in the input, blanks trimmed */
+    size_t section;    /* index into the sections array */
 };
 
 struct section
 {
-    size_t start;          /* where the section begins in the input */
-    size_t head_start;     /* heading text */
-    size_t head_len;
-    unsigned level;
+    size_t start;      /* where the section begins in the input */
+    size_t head_start; /* its heading text (offset) */
+    size_t head_len;   /* and length, 0 without heading */
+    unsigned level;    /* heading level 1..6, 0 without heading */
 };
 
 struct chunker
 {
-    const char *p;
-    size_t len;
-    size_t size;
-    struct piece *pieces;
-    size_t npieces, cap;
-    struct section *secs;
-    size_t nsecs, seccap;
+    const char *p;         /* the input */
+    size_t len;            /* its length */
+    size_t size;           /* target chunk size */
+    struct piece *pieces;  /* pieces in input order */
+    size_t npieces, cap;   /* used and allocated */
+    struct section *secs;  /* sections in input order; secs[0] has no heading */
+    size_t nsecs, seccap;  /* used and allocated */
 };
 
 static bool blank(char c)
@@ -331,9 +331,9 @@ int tr_ingest_resolve(const char *root, const char *rel, struct tr_buf *out)
 
 struct lister
 {
-    const char *glob;
-    char **v;
-    size_t n, cap;
+    const char *glob; /* fnmatch pattern, or NULL */
+    char **v;         /* relative paths found */
+    size_t n, cap;    /* used and allocated */
 };
 
 static int list_dir(struct lister *l, struct tr_buf *path, size_t root_len, int depth)

@@ -32,16 +32,16 @@ struct tr_text_index;
 /* One document to upsert; every pointer is borrowed for the call. */
 struct tr_text_doc
 {
-    const char *id; /* unique key, id_len bytes */
-    size_t id_len;
-    const char *text; /* indexed text, text_len bytes */
-    size_t text_len;
-    const char *source; /* what the document came from (may be NULL) */
-    size_t source_len;
-    const void *meta; /* opaque bytes returned with hits (may be NULL) */
-    size_t meta_len;
-    const float *vec; /* dim floats, or NULL for no vector */
-    size_t dim;       /* must equal the index's dimension when vec is set */
+    const char *id;     /* unique key (any bytes, not empty) */
+    size_t id_len;      /* bytes at id */
+    const char *text;   /* indexed text (UTF-8) */
+    size_t text_len;    /* bytes at text */
+    const char *source; /* what the document came from, or NULL */
+    size_t source_len;  /* bytes at source */
+    const void *meta;   /* opaque bytes returned with hits, or NULL */
+    size_t meta_len;    /* bytes at meta */
+    const float *vec;   /* dim floats, or NULL for no vector */
+    size_t dim;         /* must equal the index's dimension when vec is set */
 };
 
 enum tr_text_mode
@@ -53,11 +53,11 @@ enum tr_text_mode
 
 struct tr_text_query
 {
-    enum tr_text_mode mode;
-    const char *text; /* for BM25 and hybrid: words, any punctuation is ignored */
-    size_t text_len;
-    const float *vec; /* for vector and hybrid: dim floats */
-    size_t dim;
+    enum tr_text_mode mode; /* which ranking */
+    const char *text;       /* for BM25 and hybrid: words, any punctuation is ignored */
+    size_t text_len;        /* bytes at text */
+    const float *vec;       /* for vector and hybrid: dim floats */
+    size_t dim;             /* floats at vec */
     size_t k;     /* hits wanted, 1..TR_TEXT_INDEX_K_MAX */
     double rrf_k; /* hybrid: the constant of 1/(rrf_k + rank); 0 means 60 */
 };
@@ -65,21 +65,21 @@ struct tr_text_query
 /* One hit; every pointer is owned by the hits array. */
 struct tr_text_hit
 {
-    char *id;
-    size_t id_len;
-    char *text;
-    size_t text_len;
-    char *source;
-    size_t source_len;
-    void *meta;
-    size_t meta_len;
+    char *id;          /* NUL-terminated copy of the id */
+    size_t id_len;     /* its length */
+    char *text;        /* NUL-terminated copy of the text */
+    size_t text_len;   /* its length */
+    char *source;      /* copy of the source, or NULL */
+    size_t source_len; /* its length */
+    void *meta;        /* copy of the meta bytes, or NULL */
+    size_t meta_len;   /* their length */
     double score; /* BM25: -bm25() (higher is better); vector: cosine; hybrid: RRF sum */
 };
 
 struct tr_text_hits
 {
     struct tr_text_hit *v; /* best first */
-    size_t n;
+    size_t n;              /* hits at v */
 };
 
 /*
@@ -175,8 +175,8 @@ void tr_vec_normalize(float *v, size_t dim);
 /* One fused item: a key (document rowid) and its RRF score. */
 struct tr_rrf_item
 {
-    int64_t key;
-    double score;
+    int64_t key;  /* the key given in the lists */
+    double score; /* its fused score */
 };
 
 /*

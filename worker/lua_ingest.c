@@ -47,10 +47,10 @@ enum holder_kind
 
 struct holder
 {
-    enum holder_kind kind;
-    void *p;
-    size_t n;
-    struct tr_buf buf;
+    enum holder_kind kind; /* what p holds */
+    void *p;               /* the memory, per kind */
+    size_t n;              /* strings in p for H_STRVEC */
+    struct tr_buf buf;     /* a buffer, always released */
 };
 
 static void holder_release(struct holder *h)
