@@ -857,9 +857,10 @@ int tr_text_index_search(struct tr_text_index *ix, const struct tr_text_query *q
         return tr_error_set(err, TR_EINVAL, "this search mode needs a query text");
     if (want_vec && q->vec == NULL)
         return tr_error_set(err, TR_EINVAL, "this search mode needs a query vector");
-    if (want_vec && ix->dim == 0)
-        return 0; /* no vector stored yet: nothing can match */
-    if (want_vec && q->dim != ix->dim)
+    /* With no vector stored yet, the vector ranking is empty: a hybrid
+     * search is then BM25 alone, not an error. */
+    bool have_vecs = ix->dim != 0;
+    if (want_vec && have_vecs && q->dim != ix->dim)
         return tr_error_set(err, TR_EINVAL, "the query vector has dimension %zu, the index %zu",
                             q->dim, ix->dim);
     size_t depth = q->mode == TR_TEXT_HYBRID ? TR_MAX(q->k, HYBRID_DEPTH_MIN) : q->k;
@@ -871,7 +872,7 @@ int tr_text_index_search(struct tr_text_index *ix, const struct tr_text_query *q
     int rc = 0;
     if (want_text)
         rc = rank_bm25(ix, q->text, q->text_len, depth, &lex, err);
-    if (rc == 0 && want_vec)
+    if (rc == 0 && want_vec && have_vecs)
         rc = rank_vector(ix, q->vec, depth, &vec, err);
     if (rc < 0)
         goto out_release;

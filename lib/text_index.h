@@ -120,7 +120,8 @@ int tr_text_index_delete_source(struct tr_text_index *ix, const char *source, si
 /*
  * Runs q and fills *hits (release with tr_text_hits_release), best first,
  * at most q->k. Equal scores are ordered by insertion (older first). A BM25
- * query with no word matches nothing. Returns 0, TR_EINVAL (bad k, missing
+ * query with no word matches nothing; while no vector is stored, vector
+ * search matches nothing and hybrid is BM25 alone. Returns 0, TR_EINVAL (bad k, missing
  * text or vector, wrong dimension), TR_EIO or TR_ENOMEM.
  */
 int tr_text_index_search(struct tr_text_index *ix, const struct tr_text_query *q,

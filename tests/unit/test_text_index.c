@@ -151,6 +151,16 @@ static void test_bm25_known_answers(void **state)
     assert_string_equal(h.v[0].text, "quantum physics lecture notes");
     tr_text_hits_release(&h);
 
+    /* No vector stored yet: vector search finds nothing, hybrid is BM25 alone. */
+    float v[3] = {1, 2, 3};
+    q = (struct tr_text_query){.mode = TR_TEXT_VECTOR, .vec = v, .dim = 3, .k = 10};
+    expect_ids(f, &q, NULL, 0, NULL);
+    q = (struct tr_text_query){.mode = TR_TEXT_HYBRID, .text = "cat", .text_len = 3, .vec = v,
+                               .dim = 3, .k = 10};
+    expect_ids(f, &q, (const char *[]){"d3", "d1", "d2"}, 3, &h);
+    assert_near(h.v[0].score, 1.0 / 61, 1e-12); /* rank 1 in the only ranking */
+    tr_text_hits_release(&h);
+
     q = text_q("  ,;  ", 10); /* no word at all */
     expect_ids(f, &q, NULL, 0, NULL);
     q = text_q("zebra", 10);
