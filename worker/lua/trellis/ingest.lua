@@ -28,8 +28,10 @@ function M.format_of(path)
   return (ext and FORMATS[ext:lower()]) or "text"
 end
 
+-- Overlap defaults to 100 bytes, or a tenth of a smaller size.
 local function chunk_opts(o)
-  return { size = o.size or 1000, overlap = o.overlap or 100, markdown = o.markdown }
+  local size = o.size or 1000
+  return { size = size, overlap = o.overlap or math.min(100, size // 10), markdown = o.markdown }
 end
 
 local function emit(out, seen, text, meta)
