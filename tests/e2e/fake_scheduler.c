@@ -203,6 +203,10 @@ static void on_message(struct fake *f, const void *ident, size_t ident_len, cons
         json_object_set_new(j, "started_at", json_real(r->started_at));
         json_object_set_new(j, "finished_at", json_real(r->finished_at));
         json_object_set_new(j, "logs", logs);
+        if (r->usage.len > 0) {
+            json_t *usage = tr_mp_bytes_to_json(r->usage.p, r->usage.len, &err);
+            json_object_set_new(j, "usage", usage ? usage : json_string("<undecodable>"));
+        }
         if (f->n_results == f->cap_results) {
             f->cap_results = f->cap_results ? f->cap_results * 2 : 1024;
             f->results = tr_reallocarray(f->results, f->cap_results, sizeof(*f->results));

@@ -165,7 +165,50 @@ out=$(wait_run "$(submit "$P/llm_fanout.lua" '{"n": 200, "model": "latency-200-f
 assert_eq "$(echo "$out" | json_get 'j["output"]["count"]')" 200 "200 concurrent calls answered"
 assert_eq "$(calls latency-200-f)" 200 "each reached the server once"
 
+# ---- usage travels in RESULT (seen by tests/e2e/fake_scheduler) -------------
+cat >"$TMP/usage.script" <<SCRIPT
+expect HELLO 20
+pipeline chat $P/llm_chat.lua
+pipeline cache $P/llm_cache.lua
+task 1 chat chat params={"model":"ok-usage","text":"count_these_words"}
+task 2 cache twice params={"model":"ok-usage2"}
+wait-results 60 1 2
+SCRIPT
+"$BUILD/tests/fake_scheduler" "$TMP/usage.script" >"$TMP/usage.jsonl" 2>"$TMP/usage-fake.log" &
+FPID=$!
+PIDS+=("$FPID")
+wait_for 10 grep -q '"PORT"' "$TMP/usage.jsonl" || fail "fake scheduler did not start"
+UPORT="$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$TMP/usage.jsonl" | head -n 1)"
+"$WORKER_BIN" --scheduler "tcp://127.0.0.1:$UPORT" --id w-usage --heartbeat-ms 200 \
+  --providers "$TMP/providers.json" >>"$TMP/worker-usage.log" 2>&1 &
+UWPID=$!
+PIDS+=("$UWPID")
+wait_for 60 bash -c "! kill -0 $FPID" || fail "fake scheduler did not get both results"
+"$PY" - "$TMP/usage.jsonl" <<'PYEOF' || fail "usage in RESULT"
+import json, sys
+R = {m["id"]: m for m in map(json.loads, open(sys.argv[1])) if m["type"] == "RESULT"}
+u = R[1]["usage"]
+assert len(u) == 1, u
+u = u[0]
+assert (u["provider"], u["model"], u["prompt_tokens"], u["completion_tokens"]) == \
+    ("fake", "ok-usage", 3, 2), u
+assert abs(u["cost"] - (3 * 1.0 + 2 * 2.0) / 1e6) < 1e-12 and u["cached"] is False, u
+assert len(u["prompt_digest"]) == 64 and u["latency_ms"] >= 0, u
+c = R[2]["usage"]
+assert [x["cached"] for x in c] == [False, True, False], c
+assert c[1]["cost"] == 0 and c[0]["prompt_digest"] == c[1]["prompt_digest"], c
+PYEOF
+ok "usage list in RESULT: one entry per call, cache hits marked and free"
+kill -TERM "$UWPID"
+wait_for 20 bash -c "! kill -0 $UWPID" || fail "worker did not stop"
+
 # ---- no secrets in logs ------------------------------------------------------
 if grep -q "$FAKE_LLM_KEY" "$TMP"/*.log; then fail "the API key appears in a log"; fi
 ok "the API key is in no log"
+kill -TERM "$WPID"
+wait_for 20 bash -c "! kill -0 $WPID" || fail "worker did not stop on SIGTERM"
+if grep -E -q 'AddressSanitizer|LeakSanitizer|runtime error:' "$TMP"/worker-*.log; then
+  fail "sanitizer report in a worker log"
+fi
+ok "workers stopped without sanitizer reports"
 echo "1 passed, 0 failed"

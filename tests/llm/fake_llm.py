@@ -143,17 +143,21 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def answer_plain(self, method):
+        try:
+            if not self.plain(method):
+                self.send_raw(404, b"not found")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout, a cancel)
+
     def do_GET(self):
-        if not self.plain("GET"):
-            self.send_raw(404, b"not found")
+        self.answer_plain("GET")
 
     def do_PUT(self):
-        if not self.plain("PUT"):
-            self.send_raw(404, b"not found")
+        self.answer_plain("PUT")
 
     def do_DELETE(self):
-        if not self.plain("DELETE"):
-            self.send_raw(404, b"not found")
+        self.answer_plain("DELETE")
 
     # -- the APIs ----------------------------------------------------------
 
@@ -163,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
             IN_FLIGHT[1] = max(IN_FLIGHT[1], IN_FLIGHT[0])
         try:
             self.api_post()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a deadline, a cancel): nothing to answer
         finally:
             with LOCK:
                 IN_FLIGHT[0] -= 1
