@@ -16,6 +16,7 @@
 /* Known backends, looked up by URL scheme. */
 static const struct tr_state_ops *const backends[] = {
     &tr_state_sqlite_ops,
+    &tr_state_etcd_ops,
 };
 
 static const char *const run_states[] = {"queued", "running", "succeeded", "failed", "cancelled"};

@@ -24,5 +24,6 @@ struct tr_state
 
 /* The backends lib/state.c knows, one per file. */
 extern const struct tr_state_ops tr_state_sqlite_ops;
+extern const struct tr_state_ops tr_state_etcd_ops;
 
 #endif

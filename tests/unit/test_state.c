@@ -5,6 +5,10 @@
  * (the prestate), a temporary directory, and an open handle. Adding a backend
  * to the contract is one line in `backends`. What only one backend can be
  * asked (SQLite's locks, files and crashes) is in test_state_<backend>.c.
+ *
+ * The etcd backend runs against the member ctest's fixture etcd.start
+ * started ($TR_ETCD_DIR/endpoint), each test under a prefix of its own
+ * (PID and clock), so that tests and reruns never see each other's keys.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,14 +28,36 @@
 
 struct backend
 {
-    const char *url; /* "%s" is replaced by a fresh temporary directory */
+    const char *url; /* "%s" is replaced by a fresh temporary directory, or for
+                        etcd by the fixture's endpoint and a fresh prefix */
     bool persistent; /* data survives close and reopen */
+    bool etcd;
 };
 
 static struct backend backends[] = {
-    {"sqlite::memory:", false},
-    {"sqlite:%s/state.db", true},
+    {"sqlite::memory:", false, false},
+    {"sqlite:%s/state.db", true, false},
+    {"etcd://%s", true, true},
 };
+
+/* "HOST:PORT?prefix=/tr-test/state-<pid>-<ns>" of the fixture's member. */
+static void etcd_location(char *out, size_t size)
+{
+    const char *dir = getenv("TR_ETCD_DIR");
+    char path[512], ep[128] = "";
+    snprintf(path, sizeof(path), "%s/endpoint", dir ? dir : ".");
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL || fgets(ep, sizeof(ep), fp) == NULL) {
+        if (fp)
+            fclose(fp);
+        fail_msg("no etcd endpoint in '%s': run through ctest, whose fixture etcd.start "
+                 "starts one", path);
+    }
+    fclose(fp);
+    ep[strcspn(ep, "\r\n")] = '\0';
+    snprintf(out, size, "%s?prefix=/tr-test/state-%d-%llu", ep, (int)getpid(),
+             (unsigned long long)tr_mono_ns());
+}
 
 struct fixture
 {
@@ -51,10 +77,13 @@ static int setup(void **state)
     snprintf(f->dir, sizeof(f->dir), "%s/trellis-state-XXXXXX", tmp ? tmp : "/tmp");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+    char etcd[300];
+    if (f->be->etcd)
+        etcd_location(etcd, sizeof(etcd));
     if (strstr(f->be->url, "%s") != NULL) {
         const char *at = strstr(f->be->url, "%s");
-        snprintf(f->url, sizeof(f->url), "%.*s%s%s", (int)(at - f->be->url), f->be->url, f->dir,
-                 at + 2);
+        snprintf(f->url, sizeof(f->url), "%.*s%s%s", (int)(at - f->be->url), f->be->url,
+                 f->be->etcd ? etcd : f->dir, at + 2);
     } else {
         snprintf(f->url, sizeof(f->url), "%s", f->be->url);
     }
@@ -1004,9 +1033,11 @@ int main(void)
     const struct CMUnitTest front[] = {cmocka_unit_test(test_bad_urls)};
     const struct CMUnitTest memory[] = {CONTRACT(backends[0])};
     const struct CMUnitTest file[] = {CONTRACT(backends[1])};
+    const struct CMUnitTest etcd[] = {CONTRACT(backends[2])};
     int failed = 0;
     failed += cmocka_run_group_tests_name("state urls", front, NULL, NULL);
     failed += cmocka_run_group_tests_name("contract sqlite::memory:", memory, NULL, NULL);
     failed += cmocka_run_group_tests_name("contract sqlite:FILE", file, NULL, NULL);
+    failed += cmocka_run_group_tests_name("contract etcd://", etcd, NULL, NULL);
     return failed ? 1 : 0;
 }
