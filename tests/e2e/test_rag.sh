@@ -2,7 +2,8 @@
 # trellis.ingest / index / prompt / eval in the real worker: a folder of
 # Markdown and HTML into an index under the worker's data folder, retrieval
 # and metrics; the second run finds the folder unchanged and does no work;
-# a path outside the allowed roots is refused.
+# ingest.url fetches an HTML page through trellis.http; a path outside the
+# allowed roots is refused.
 source "$(dirname "$0")/cluster.sh"
 P="$SRC/tests/e2e/pipelines"
 
@@ -31,6 +32,21 @@ out=$(wait_run "$(submit "$P/rag_e2e.lua" "{\"root\": \"$TMP/corpus\", \"questio
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"]["ingested"]["changed"]')" 0 "unchanged folder: no work"
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"]["ingested"]["unchanged"]')" 3 "unchanged files"
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"]["top"]')" cherries.html "HTML text indexed"
+
+# ingest.url through trellis.http: an HTML page served on loopback.
+HPORT=$(free_port)
+"$PY" -m http.server "$HPORT" --bind 127.0.0.1 --directory "$TMP/corpus" >"$TMP/http.log" 2>&1 &
+PIDS+=("$!")
+wait_for 10 curl -sf "http://127.0.0.1:$HPORT/cherries.html" || fail "http.server did not start"
+URL="http://127.0.0.1:$HPORT/cherries.html"
+out=$(wait_run "$(submit "$P/rag_e2e.lua" "{\"root\": \"$TMP/corpus\", \"url\": \"$URL\"}")" 90)
+assert_eq "$(echo "$out" | json_get 'j["output"]["fetch"]["format"]')" html "format from Content-Type"
+assert_eq "$(echo "$out" | json_get 'j["output"]["fetch"]["source"]')" "$URL" "the URL is the source"
+# The title is a paragraph of its own; the h2 starts a section.
+assert_eq "$(echo "$out" | json_get 'j["output"]["fetch"]["all"]')" \
+  "Cherries|## Cherry
+
+Cherries are small & dark red." "text extracted from the fetched page"
 
 out=$(wait_run "$(submit "$P/rag_e2e.lua" '{"root": "/etc"}')" 90)
 assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "a root outside the allowed roots fails"

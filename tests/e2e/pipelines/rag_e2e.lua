@@ -16,6 +16,15 @@ return trellis.pipeline {
       idx:close()
       return { files = s.files, changed = s.changed, unchanged = s.unchanged, docs = n }
     end },
+    trellis.task { name = "fetch", run = function(ctx)
+      if not ctx.params.url then return { chunks = 0 } end
+      local chunks = require("trellis.ingest").url(ctx.params.url)
+      local texts = {}
+      for i, c in ipairs(chunks) do texts[i] = c.text end
+      return { chunks = #chunks, all = table.concat(texts, "|"),
+               source = chunks[1] and chunks[1].meta.source,
+               format = chunks[1] and chunks[1].meta.format }
+    end },
     trellis.task { name = "answer", after = { "ingest" }, run = function(ctx, ing)
       local index, prompt, eval = require "trellis.index", require "trellis.prompt",
                                   require "trellis.eval"
