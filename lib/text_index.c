@@ -510,6 +510,28 @@ static void sift_down(size_t *idx, double *score, size_t n, size_t i)
     }
 }
 
+/*
+ * The dot product in eight independent float lanes, which the compiler
+ * turns into SIMD without -ffast-math (one accumulator would be a serial
+ * chain it may not reorder). Unit vectors keep each lane's sum small, so
+ * float precision costs about 1e-7 relative, far below what separates
+ * neighbours in a ranking.
+ */
+static double dot_f32(const float *a, const float *b, size_t dim)
+{
+    float acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (size_t l = 0; l < 8; l++)
+            acc[l] += a[i + l] * b[i + l];
+    double dot = 0;
+    for (; i < dim; i++)
+        dot += (double)a[i] * b[i];
+    for (size_t l = 0; l < 8; l++)
+        dot += acc[l];
+    return dot;
+}
+
 size_t tr_cosine_topk(const float *rows, size_t n, size_t dim, const float *q, size_t k,
                       size_t *idx, double *score)
 {
@@ -517,10 +539,7 @@ size_t tr_cosine_topk(const float *rows, size_t n, size_t dim, const float *q, s
         return 0;
     size_t h = 0;
     for (size_t r = 0; r < n; r++) {
-        const float *v = rows + r * dim;
-        double dot = 0;
-        for (size_t i = 0; i < dim; i++)
-            dot += (double)v[i] * q[i];
+        double dot = dot_f32(rows + r * dim, q, dim);
         if (h < k) {
             /* Sift up the new entry. */
             size_t i = h++;
