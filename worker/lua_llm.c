@@ -160,6 +160,13 @@ void tr_llm_providers_free(void)
 /* Helpers for llm.lua                                                    */
 /* ====================================================================== */
 
+/* Protected: pushes the NUL-terminated string at light userdata 1. */
+static int push_string_protected(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
 /* json_encode(value) -> string | nil, message */
 static int l_json_encode(lua_State *L)
 {
@@ -180,13 +187,18 @@ static int l_json_encode(lua_State *L)
         lua_pushstring(L, rc < 0 ? err.msg : "cannot encode JSON");
         return 2;
     }
-    /* A Lua error here would leak s: push through a protected-free path. */
-    size_t n = strlen(s);
-    luaL_Buffer b;
-    char *dst = luaL_buffinitsize(L, &b, n);
-    memcpy(dst, s, n);
+    /* Pushing the string may raise (the state's memory cap): push it under
+     * lua_pcall so that s is freed whatever happens, then re-raise. */
+    if (!lua_checkstack(L, 4)) {
+        free(s);
+        return luaL_error(L, "not enough memory to encode JSON");
+    }
+    lua_pushcfunction(L, push_string_protected);
+    lua_pushlightuserdata(L, s);
+    int status = lua_pcall(L, 1, 1, 0);
     free(s);
-    luaL_pushresultsize(&b, n);
+    if (status != LUA_OK)
+        return lua_error(L);
     return 1;
 }
 

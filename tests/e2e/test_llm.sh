@@ -39,6 +39,7 @@ task_error() { api_get "/v1/runs/$1/tasks" | json_get 'j["tasks"][0]["error"]'; 
 
 start_scheduler
 start_worker llm --slots 64 --providers "$TMP/providers.json"
+WPIDS=("$WPID")
 wait_workers 1
 
 # ---- chat ------------------------------------------------------------------
@@ -148,6 +149,23 @@ assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_
 out=$(http_run many)
 assert_eq "$(echo "$out" | json_get 'j["output"]["http"]')" 20 "twenty requests in a row"
 
+# ---- configuration by the environment alone, and none --------------------------
+TRELLIS_LLM_BASE_URL="$BASE/v1" TRELLIS_LLM_MODEL=ok-env TRELLIS_LLM_API_KEY="$FAKE_LLM_KEY" \
+  start_worker env --pool llmenv
+WPIDS+=("$WPID")
+env -u FAKE_LLM_KEY "$WORKER_BIN" --scheduler "tcp://127.0.0.1:$WPORT" --id w-bare --pool bare \
+  >>"$TMP/worker-bare.log" 2>&1 &
+PIDS+=("$!")
+WPIDS+=("$!")
+wait_workers 3
+out=$(wait_run "$(submit "$P/llm_pools.lua")")
+assert_eq "$(echo "$out" | json_get 'j["output"]["env"]')" \
+  '{"model": "ok-env", "provider": "default", "text": "echo: via env"}' "TRELLIS_LLM_* configure a provider"
+assert_eq "$(echo "$out" | json_get 'j["output"]["bare"]')" \
+  '{"embed": "extractive", "provider": "extractive", "providers": true, "text": "extractive answer (no language model configured):\n- Trellis pipelines run tasks. [notes]"}' \
+  "without configuration the extractive provider answers"
+assert_eq "$(calls ok-env)" 1 "the env provider reached the server"
+
 # ---- stopping a task that waits on a request ------------------------------
 out=$(wait_run "$(submit "$P/llm_stop.lua" "{\"base\": \"$BASE\"}")" 30)
 assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "timed out" "task timeout stops a pending request"
@@ -205,8 +223,10 @@ wait_for 20 bash -c "! kill -0 $UWPID" || fail "worker did not stop"
 # ---- no secrets in logs ------------------------------------------------------
 if grep -q "$FAKE_LLM_KEY" "$TMP"/*.log; then fail "the API key appears in a log"; fi
 ok "the API key is in no log"
-kill -TERM "$WPID"
-wait_for 20 bash -c "! kill -0 $WPID" || fail "worker did not stop on SIGTERM"
+for p in "${WPIDS[@]}"; do
+  kill -TERM "$p"
+  wait_for 20 bash -c "! kill -0 $p" || fail "worker $p did not stop on SIGTERM"
+done
 if grep -E -q 'AddressSanitizer|LeakSanitizer|runtime error:' "$TMP"/worker-*.log; then
   fail "sanitizer report in a worker log"
 fi
