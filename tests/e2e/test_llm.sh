@@ -146,8 +146,13 @@ out=$(http_run timeout)
 assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_timeout" "http timeout"
 out=$(http_run refused)
 assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_error: " "connection refused is http_error"
+conns=$(curl -s "$BASE/stats" | json_get 'j["connections"]')
 out=$(http_run many)
 assert_eq "$(echo "$out" | json_get 'j["output"]["http"]')" 20 "twenty requests in a row"
+# At most one new connection for the twenty, plus the two /stats calls.
+conns=$(( $(curl -s "$BASE/stats" | json_get 'j["connections"]') - conns ))
+[ "$conns" -le 2 ] || fail "connections not reused: $conns new connections for 20 requests"
+ok "connections reused ($conns new, /stats included)"
 
 # ---- configuration by the environment alone, and none --------------------------
 TRELLIS_LLM_BASE_URL="$BASE/v1" TRELLIS_LLM_MODEL=ok-env TRELLIS_LLM_API_KEY="$FAKE_LLM_KEY" \

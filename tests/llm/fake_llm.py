@@ -20,7 +20,8 @@ A suffix after the behaviour makes the counters distinct per test.
 Streams follow stream=true in the request, in the format of the API called.
 
 Counters: GET /stats -> {"calls": {model: n}, "paths": {path: n}, "total": n,
-"max_in_flight": the most POST requests being answered at once}.
+"max_in_flight": the most POST requests being answered at once, "connections":
+TCP connections accepted}.
 Keys: when FAKE_LLM_KEY is set, requests must carry it (Authorization: Bearer
 or x-api-key), else 401.
 
@@ -40,6 +41,7 @@ from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
 IN_FLIGHT = [0, 0]  # API requests being answered now, and the most at once
+CONNECTIONS = [0]   # TCP connections accepted: keep-alive reuse shows here
 CALLS = {}
 PATHS = {}
 TOTAL = [0]
@@ -85,6 +87,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with LOCK:
+            CONNECTIONS[0] += 1
+
     def send_json(self, code, obj, headers=None):
         body = json.dumps(obj).encode()
         self.send_response(code)
@@ -116,7 +123,8 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/stats":
             with LOCK:
                 self.send_json(200, {"calls": CALLS, "paths": PATHS, "total": TOTAL[0],
-                                     "max_in_flight": IN_FLIGHT[1]})
+                                     "max_in_flight": IN_FLIGHT[1],
+                                     "connections": CONNECTIONS[0]})
             return True
         if u.path == "/echo":
             self.send_json(200, {"method": method, "path": self.path,
