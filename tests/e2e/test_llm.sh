@@ -37,6 +37,17 @@ calls() { # calls MODEL: how many calls the fake server saw for MODEL
 run_chat() { wait_run "$(submit "$P/llm_chat.lua" "$1")" 90; }
 task_error() { api_get "/v1/runs/$1/tasks" | json_get 'j["tasks"][0]["error"]'; }
 
+# A bad providers file stops the worker at start, naming the provider at fault.
+echo '{"p1": {"kind": "openai", "base_url": "ftp://x"}}' >"$TMP/bad-providers.json"
+rc=0
+"$WORKER_BIN" --providers "$TMP/bad-providers.json" >"$TMP/bad.out" 2>&1 || rc=$?
+assert_eq "$rc" 2 "a bad providers file stops the worker"
+assert_contains "$(cat "$TMP/bad.out")" "provider 'p1' needs a base_url" "the error names the provider"
+echo '{"p2": {"kind": "openai", "base_url": "http://x", "api_key": "k"}}' >"$TMP/bad-providers.json"
+rc=0
+"$WORKER_BIN" --providers "$TMP/bad-providers.json" >"$TMP/bad.out" 2>&1 || rc=$?
+assert_contains "$(cat "$TMP/bad.out")" "keys are read from the environment only" "keys in the file are refused"
+
 start_scheduler
 start_worker llm --slots 64 --providers "$TMP/providers.json"
 WPIDS=("$WPID")
@@ -115,6 +126,8 @@ assert_eq "$(calls ratelimit-9-d)" 1 "one call before giving up"
 out=$(wait_run "$(submit "$P/llm_embed.lua" '{"model": "emb"}')")
 assert_eq "$(echo "$out" | json_get 'j["output"]["embed"]')" \
   '{"differs": true, "dim": 8, "n": 3, "provider": "fake", "same": true, "tokens": 5}' "embeddings ordered by index"
+out=$(wait_run "$(submit "$P/llm_embed.lua" '{"provider": "claude", "model": "ok-claude"}')")
+assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "llm_bad_request: provider 'claude' (anthropic) has no embeddings" "no embeddings on anthropic"
 out=$(wait_run "$(submit "$P/llm_embed.lua" '{"provider": "extractive"}')")
 assert_eq "$(echo "$out" | json_get 'j["output"]["embed"]["dim"]')" 256 "extractive hashed embeddings"
 out=$(run_chat '{"provider": "extractive", "text": "Where is the Eiffel tower?", "context": [{"text": "Bananas are yellow. The Eiffel tower is in Paris.", "source": "doc1"}, {"text": "Paris is the capital of France.", "source": "doc2"}]}')
