@@ -449,7 +449,7 @@ static int etcd_begin(struct tr_state *base)
  * controls.
  */
 static int add_put(struct tr_state_etcd *st, struct tr_buf *key, struct tr_buf *val,
-                   bool if_absent, const char *what, size_t payload)
+                   bool if_absent, bool late, const char *what, size_t payload)
 {
     int rc = 0;
     size_t need = key->len + val->len + TR_STATE_ETCD_OP_OVERHEAD + TR_STATE_ETCD_REQ_OVERHEAD;
@@ -484,6 +484,7 @@ static int add_put(struct tr_state_etcd *st, struct tr_buf *key, struct tr_buf *
             p->key_len = klen;
             p->value_len = vlen;
             p->if_absent = if_absent;
+            p->late = late;
             st->n_puts++;
         }
     }
@@ -505,7 +506,7 @@ static int put_source(struct tr_state_etcd *st, const char *digest, const char *
         tr_buf_release(&val);
         return rc;
     }
-    return add_put(st, &key, &val, true, "pipeline source", len);
+    return add_put(st, &key, &val, true, false, "pipeline source", len);
 }
 
 static int etcd_put_source(struct tr_state *base, const char *digest, const char *src, size_t len)
@@ -538,7 +539,7 @@ static int etcd_put_pipeline(struct tr_state *base, const struct tr_pipeline_rec
     if (rc == 0)
         rc = etcd_encode_pipeline(&val, rec, st->last_seq);
     if (rc == 0) {
-        rc = add_put(st, &key, &val, false, "pipeline record", rec->source_len);
+        rc = add_put(st, &key, &val, false, true, "pipeline record", rec->source_len);
     } else {
         tr_buf_release(&key);
         tr_buf_release(&val);
@@ -564,7 +565,7 @@ static int etcd_put_run(struct tr_state *base, const struct tr_run_rec *rec)
         tr_buf_release(&val);
         return rc;
     }
-    return add_put(st, &key, &val, false, "run record", val.len);
+    return add_put(st, &key, &val, false, true, "run record", val.len);
 }
 
 static int etcd_put_task(struct tr_state *base, const struct tr_task_rec *rec)
@@ -586,7 +587,7 @@ static int etcd_put_task(struct tr_state *base, const struct tr_task_rec *rec)
         tr_buf_release(&val);
         return rc;
     }
-    return add_put(st, &key, &val, false, "task output", rec->output_len);
+    return add_put(st, &key, &val, false, false, "task output", rec->output_len);
 }
 
 static int etcd_put_cache(struct tr_state *base, const char *k, const void *output, size_t len)
@@ -605,7 +606,7 @@ static int etcd_put_cache(struct tr_state *base, const char *k, const void *outp
         tr_buf_release(&val);
         return rc;
     }
-    return add_put(st, &key, &val, false, "cached output", len);
+    return add_put(st, &key, &val, false, false, "cached output", len);
 }
 
 static void etcd_rollback(struct tr_state *base)
@@ -701,18 +702,18 @@ static int start_txn(struct tr_state_etcd *st, const struct tr_etcd_op *ops, siz
     return 0;
 }
 
-/* Groups the puts into Txns and runs them with up to 16 in flight. */
-static int write_batch(struct tr_state_etcd *st, const bool *skip, struct commit_acc *acc,
-                       size_t *n_txns)
+/*
+ * Groups the puts of one phase (late or not) into Txns and runs them with up
+ * to 16 in flight, or every put in one pass when phase is -1.
+ */
+static int write_phase(struct tr_state_etcd *st, const bool *skip, int phase,
+                       struct tr_etcd_op *ops, struct commit_acc *acc, size_t *n_txns)
 {
-    struct tr_etcd_op *ops = tr_reallocarray(NULL, st->max_ops, sizeof(*ops));
-    if (ops == NULL)
-        return TR_ENOMEM;
     int rc = 0;
     size_t n = 0, bytes = TR_STATE_ETCD_REQ_OVERHEAD;
     for (size_t i = 0; i <= st->n_puts && rc == 0 && acc->status == 0; i++) {
         const struct etcd_put *p = i < st->n_puts ? &st->puts[i] : NULL;
-        if (p != NULL && skip[i])
+        if (p != NULL && (skip[i] || (phase >= 0 && p->late != (phase == 1))))
             continue;
         size_t cost = p ? p->key_len + p->value_len + TR_STATE_ETCD_OP_OVERHEAD : 0;
         bool flush = n > 0 && (p == NULL || p->if_absent || n == st->max_ops ||
@@ -739,12 +740,45 @@ static int write_batch(struct tr_state_etcd *st, const bool *skip, struct commit
         ops[n++] = op;
         bytes += cost;
     }
-    tr_free(ops);
-    if (rc == 0 || rc != TR_ETIMEDOUT) {
+    if (rc != TR_ETIMEDOUT) {
         int drc = etcd_drive(st, 0); /* every Txn started is awaited */
         if (rc == 0)
             rc = drc;
     }
+    return rc;
+}
+
+/*
+ * A batch that fits one Txn (and holds no source) is written atomically.
+ * Otherwise in two phases: task records, cache entries and sources first,
+ * then, once all of those are durable, the run and pipeline records that
+ * refer to them, so that no partial commit leaves a run marked finished
+ * without its task records, or a pipeline without its source.
+ */
+static int write_batch(struct tr_state_etcd *st, const bool *skip, struct commit_acc *acc,
+                       size_t *n_txns)
+{
+    size_t n = 0, bytes = TR_STATE_ETCD_REQ_OVERHEAD;
+    bool guarded = false;
+    for (size_t i = 0; i < st->n_puts; i++) {
+        if (skip[i])
+            continue;
+        n++;
+        bytes += st->puts[i].key_len + st->puts[i].value_len + TR_STATE_ETCD_OP_OVERHEAD;
+        guarded |= st->puts[i].if_absent;
+    }
+    struct tr_etcd_op *ops = tr_reallocarray(NULL, st->max_ops, sizeof(*ops));
+    if (ops == NULL)
+        return TR_ENOMEM;
+    int rc;
+    if (!guarded && n <= st->max_ops && bytes <= st->max_bytes) {
+        rc = write_phase(st, skip, -1, ops, acc, n_txns);
+    } else {
+        rc = write_phase(st, skip, 0, ops, acc, n_txns);
+        if (rc == 0 && acc->status == 0)
+            rc = write_phase(st, skip, 1, ops, acc, n_txns);
+    }
+    tr_free(ops);
     return rc;
 }
 

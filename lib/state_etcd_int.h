@@ -33,6 +33,7 @@ struct etcd_put
     char *value;
     size_t value_len;
     bool if_absent; /* sources: a no-op when the key exists */
+    bool late;      /* runs and pipelines: written after the rest of the batch */
 };
 
 /* A key-value copied out of a callback (values are borrowed there). */

@@ -139,6 +139,37 @@ static void test_batch_split_into_txns(void **state)
     tr_state_close(st);
 }
 
+/* A batch that fits one Txn is one (atomic) Txn; a larger one writes its run
+ * records in a second phase, after the task records they describe. */
+static void test_batch_phases(void **state)
+{
+    struct fx *f = *state;
+    struct tr_state *st = open_state(f, g_endpoint, NULL);
+    struct tr_run_rec run = {.id = "r-ph", .pipeline = "p", .version = "1", .digest = "d",
+                             .state = "succeeded", .created_at = 1};
+    uint32_t out[2] = {1, 0};
+    assert_int_equal(tr_state_begin(st), 0);
+    for (uint32_t i = 1; i <= 10; i++) {
+        struct tr_task_rec t = task("r-ph", i, out, sizeof(out));
+        assert_int_equal(tr_state_put_task(st, &t), 0);
+    }
+    assert_int_equal(tr_state_put_run(st, &run), 0);
+    uint64_t before = etcd_calls(st);
+    commit_ok(st);
+    assert_int_equal(etcd_calls(st) - before, 1);
+
+    assert_int_equal(tr_state_begin(st), 0);
+    assert_int_equal(tr_state_put_run(st, &run), 0);
+    for (uint32_t i = 1; i <= 200; i++) {
+        struct tr_task_rec t = task("r-ph", i, out, sizeof(out));
+        assert_int_equal(tr_state_put_task(st, &t), 0);
+    }
+    before = etcd_calls(st);
+    commit_ok(st);
+    assert_int_equal(etcd_calls(st) - before, 3); /* 128 + 72 tasks, then the run */
+    tr_state_close(st);
+}
+
 /* The same key twice in one batch: the last put wins (etcd refuses a key
  * twice in one Txn, so the batch is deduplicated first). */
 static void test_batch_same_key_twice(void **state)
@@ -425,6 +456,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_urls),
         cmocka_unit_test_setup_teardown(test_batch_split_into_txns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_phases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_same_key_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_over_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
