@@ -157,6 +157,8 @@ id=$(echo "$out" | json_get 'j["run_id"]')
 assert_contains "$(task_error "$id")" "http_error: response from 'http://127.0.0.1:$FPORT' larger than 1000 bytes" "response over the limit refused"
 out=$(http_run timeout)
 assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_timeout" "http timeout"
+out=$(http_run nested)
+assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_error: trellis.http.request can only be called from a task's run function" "no wait inside a nested coroutine"
 out=$(http_run refused)
 assert_contains "$(task_error "$(echo "$out" | json_get 'j["run_id"]')")" "http_error: " "connection refused is http_error"
 conns=$(curl -s "$BASE/stats" | json_get 'j["connections"]')

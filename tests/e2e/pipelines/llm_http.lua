@@ -35,6 +35,13 @@ return trellis.pipeline {
         return http.request { url = ctx.params.dead, timeout = 5 }.status
       elseif mode == "hang" then
         return http.request { url = base .. "/slow?ms=20000", timeout = 60 }.status
+      elseif mode == "nested" then
+        -- Inside a coroutine the task made, a wait cannot reach the loop.
+        local llm = require "trellis.llm"
+        local co = coroutine.wrap(function()
+          return llm.chat { messages = { { role = "user", content = "x" } }, model = "ok" }
+        end)
+        return co()
       elseif mode == "many" then
         -- 50 tasks' worth of requests from coroutines would not yield to the
         -- loop; one task issues them in sequence over reused connections.

@@ -142,6 +142,9 @@ local function send(prov, url, headers, body, remaining, sse)
       err.final = final
       return nil, err
     end
+    if msg:find("can only be called from a task", 1, true) then
+      error(msg, 0)  -- called outside the task's coroutine: no retry can help
+    end
     -- Connection refused or reset, DNS: worth another try.
     return nil, attempt_error("http_error", true, msg)
   end
