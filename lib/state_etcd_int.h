@@ -3,8 +3,8 @@
  *
  * Private to lib/state_etcd*.c (and the backend's own test). The backend is
  * split by responsibility: lib/state_etcd.c opens the handle, drives the
- * private loop and writes (epoch, batches, commit); lib/state_etcd_read.c
- * reads; lib/state_etcd_codec.c turns records into keys and values and back.
+ * private loop and takes epochs; lib/state_etcd_batch.c builds and commits
+ * batches; lib/state_etcd_read.c reads; lib/state_etcd_codec.c turns records into keys and values and back.
  * docs/state.md ("etcd") describes the key layout, the encoding and the
  * blocking model.
  */
@@ -107,8 +107,19 @@ int etcd_drive(struct tr_state_etcd *st, size_t until) TR_MUST_CHECK;
 int etcd_range_sync(struct tr_state_etcd *st, const struct tr_etcd_op *op,
                     struct etcd_call **out) TR_MUST_CHECK;
 
-/* The TR_E* code a reader returns for a failed call: etcd's codes as they are. */
-int etcd_status(const struct etcd_call *c);
+
+/* ---- batches and commit (lib/state_etcd_batch.c) --------------------- */
+
+/* Frees the puts of the batch from index keep on. */
+void etcd_drop_puts(struct tr_state_etcd *st, size_t keep);
+int etcd_begin(struct tr_state *st);
+int etcd_put_pipeline(struct tr_state *st, const struct tr_pipeline_rec *rec);
+int etcd_put_source(struct tr_state *st, const char *digest, const char *src, size_t len);
+int etcd_put_run(struct tr_state *st, const struct tr_run_rec *rec);
+int etcd_put_task(struct tr_state *st, const struct tr_task_rec *rec);
+int etcd_put_cache(struct tr_state *st, const char *key, const void *output, size_t len);
+int etcd_commit(struct tr_state *st, struct tr_error *err);
+void etcd_rollback(struct tr_state *st);
 
 /* ---- keys and values (lib/state_etcd_codec.c) ------------------------- */
 

@@ -11,7 +11,10 @@
  */
 #include "tests/unit/etcd_fixture.h"
 
+#include <ftw.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/alloc.h"
 #include "lib/state_etcd_int.h"
@@ -331,6 +334,47 @@ static void test_etcd_restart(void **state)
     stop_own_member(f);
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* cacert, cert and key: TLS with a client certificate, on a member of the
+ * test's own; without the certificate the member refuses the backend. */
+static void test_tls(void **state)
+{
+    struct fx *f = *state;
+    char dir[400], certs[600], data[600], ep[128];
+    scratch_dir(dir, sizeof(dir), "state-tls");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(certs, sizeof(certs), "%s/certs", dir);
+    snprintf(data, sizeof(data), "%s/etcd", dir);
+    assert_int_equal(script(f, "make-certs.sh", certs, NULL, NULL), 0);
+    start_own_member(f, data, certs, ep, sizeof(ep));
+
+    char opts[2200];
+    snprintf(opts, sizeof(opts), "&cacert=%s/ca.pem&cert=%s/client.pem&key=%s/client-key.pem",
+             certs, certs, certs);
+    struct tr_state *st = open_state(f, ep, opts);
+    assert_int_equal(tr_state_begin(st), 0);
+    uint32_t out[2] = {1, 0};
+    struct tr_task_rec t = task("r-tls", 1, out, sizeof(out));
+    assert_int_equal(tr_state_put_task(st, &t), 0);
+    commit_ok(st);
+    struct count c = {.ordered = true, .outputs_ok = true};
+    assert_int_equal(tr_state_list_tasks(st, "r-tls", count_task, &c), 0);
+    assert_int_equal(c.n, 1);
+    tr_state_close(st);
+
+    snprintf(opts, sizeof(opts), "&cacert=%s/ca.pem&timeout_ms=1000", certs);
+    st = open_state(f, ep, opts);
+    memset(&c, 0, sizeof(c));
+    assert_true(unavailable(tr_state_list_tasks(st, "r-tls", count_task, &c)));
+    tr_state_close(st);
+    stop_own_member(f);
+    assert_int_equal(nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+}
+
 /* ===================================================================== */
 /* Epoch                                                                 */
 /* ===================================================================== */
@@ -461,6 +505,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_output_over_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
         cmocka_unit_test_setup_teardown(test_etcd_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_cas_two_clients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
     };
