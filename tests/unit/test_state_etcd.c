@@ -11,8 +11,11 @@
  */
 #include "tests/unit/etcd_fixture.h"
 
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -283,6 +286,38 @@ static void test_nothing_listening(void **state)
     tr_state_close(st);
 }
 
+/* A port that accepts connections and never answers (a hung member): calls
+ * end at the deadline with TR_ETIMEDOUT (or TR_EUNAVAIL), never hang. */
+static void test_silent_member(void **state)
+{
+    struct fx *f = *state;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s, 16), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", ntohs(a.sin_port));
+    struct tr_state *st = open_state(f, ep, "&timeout_ms=300");
+    assert_int_equal(tr_state_begin(st), 0);
+    uint32_t out[2] = {1, 0};
+    struct tr_task_rec t = task("r-silent", 1, out, sizeof(out));
+    assert_int_equal(tr_state_put_task(st, &t), 0);
+    struct tr_error err;
+    uint64_t t0 = tr_mono_ns();
+    int rc = commit(st, &err);
+    double ms = (double)(tr_mono_ns() - t0) / 1e6;
+    if (!unavailable(rc))
+        fail_msg("commit against a silent member: %d %s", rc, err.msg);
+    print_message("commit against a silent member failed in %.0f ms (deadline 300 ms): %s\n", ms,
+                  err.msg);
+    uint64_t epoch = 0;
+    assert_true(unavailable(tr_state_next_epoch(st, &epoch)));
+    tr_state_close(st);
+    close(s);
+}
+
 /* etcd stopped: commits fail with a retryable code; started again on the
  * same ports and data: the same handle commits, and nothing was lost. */
 static void test_etcd_restart(void **state)
@@ -504,6 +539,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_same_key_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_over_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_etcd_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_cas_two_clients, setup, teardown),
