@@ -42,7 +42,7 @@ struct tr_http_multi
     uint32_t closing_handles; /* handles whose close callback has not run */
     bool closing;            /* the last reference is gone */
     struct sock *socks;      /* watched sockets, not closing */
-    struct tr_http_req *pool; /* freed requests with their easy handles */
+    struct tr_http_call *pool; /* freed requests with their easy handles */
     uint32_t n_pool;
 };
 
@@ -84,7 +84,7 @@ static void multi_close(struct tr_http_multi *m)
     if (thread_multi == m)
         thread_multi = NULL;
     while (m->pool != NULL) {
-        struct tr_http_req *r = m->pool;
+        struct tr_http_call *r = m->pool;
         m->pool = r->next;
         curl_easy_cleanup(r->easy);
         tr_free(r);
@@ -120,7 +120,7 @@ static void collect_done(struct tr_http_multi *m)
     while (!m->closing && (msg = curl_multi_info_read(m->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        struct tr_http_req *r = NULL;
+        struct tr_http_call *r = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         CURLcode result = msg->data.result;
         curl_multi_remove_handle(m->multi, r->easy);
@@ -259,7 +259,7 @@ uint32_t tr_http_multi_in_flight(const struct tr_http_multi *m)
 /* Appends an event to r->events as [u32 len][type][u32 len][data]. */
 static int on_event(void *arg, struct tr_str event, struct tr_str data)
 {
-    struct tr_http_req *r = arg;
+    struct tr_http_call *r = arg;
     uint32_t el = (uint32_t)event.len, dl = (uint32_t)data.len;
     int rc = tr_buf_add(&r->events, &el, sizeof(el));
     if (rc == 0)
@@ -273,7 +273,7 @@ static int on_event(void *arg, struct tr_str event, struct tr_str data)
 
 static size_t on_write(char *p, size_t size, size_t n, void *arg)
 {
-    struct tr_http_req *r = arg;
+    struct tr_http_call *r = arg;
     size_t len = size * n;
     long status = 0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -301,7 +301,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
-    struct tr_http_req *r = arg;
+    struct tr_http_call *r = arg;
     size_t len = size * n;
     /* A new status line starts another response (a redirect, a 100
      * Continue): only the last response's headers are kept. */
@@ -310,9 +310,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
     return tr_buf_add(&r->resp_headers, p, len) == 0 ? len : 0;
 }
 
-struct tr_http_req *tr_http_req_new(struct tr_http_multi *m, size_t max_bytes)
+struct tr_http_call *tr_http_call_new(struct tr_http_multi *m, size_t max_bytes)
 {
-    struct tr_http_req *r = m->pool;
+    struct tr_http_call *r = m->pool;
     if (r != NULL) {
         m->pool = r->next;
         m->n_pool--;
@@ -352,7 +352,7 @@ struct tr_http_req *tr_http_req_new(struct tr_http_multi *m, size_t max_bytes)
     return r;
 }
 
-int tr_http_req_start(struct tr_http_req *r, tr_http_done_fn done, void *arg)
+int tr_http_call_start(struct tr_http_call *r, tr_http_done_fn done, void *arg)
 {
     r->done = done;
     r->done_arg = arg;
@@ -365,7 +365,7 @@ int tr_http_req_start(struct tr_http_req *r, tr_http_done_fn done, void *arg)
     return 0;
 }
 
-void tr_http_req_free(struct tr_http_req *r)
+void tr_http_call_free(struct tr_http_call *r)
 {
     if (r == NULL)
         return;

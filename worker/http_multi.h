@@ -24,12 +24,12 @@
 #include "lib/sse.h"
 
 struct tr_http_multi;
-struct tr_http_req;
+struct tr_http_call;
 
 /* Called once when a started request ends (done, failed or timed out). */
-typedef void (*tr_http_done_fn)(struct tr_http_req *r, void *arg);
+typedef void (*tr_http_done_fn)(struct tr_http_call *r, void *arg);
 
-struct tr_http_req
+struct tr_http_call
 {
     struct tr_http_multi *m;      /* owner (a reference is held) */
     CURL *easy;                   /* configured by the caller between new and start */
@@ -49,7 +49,7 @@ struct tr_http_req
     char errbuf[CURL_ERROR_SIZE]; /* curl's detailed message */
     tr_http_done_fn done;
     void *done_arg;
-    struct tr_http_req *next;     /* the pool's link */
+    struct tr_http_call *next;     /* the pool's link */
 };
 
 /*
@@ -69,20 +69,20 @@ uint32_t tr_http_multi_in_flight(const struct tr_http_multi *m);
  * into r->resp (at most max_bytes) and r->resp_headers; the caller sets the
  * URL, method, body and options on r->easy. NULL when out of memory.
  */
-struct tr_http_req *tr_http_req_new(struct tr_http_multi *m, size_t max_bytes) TR_MUST_CHECK;
+struct tr_http_call *tr_http_call_new(struct tr_http_multi *m, size_t max_bytes) TR_MUST_CHECK;
 
 /*
  * Starts r; done(r, arg) is called later from a loop callback, never from
  * inside this call. Returns 0, or TR_ENOMEM / TR_EIO when curl refuses it
  * (r is then still the caller's to free).
  */
-int tr_http_req_start(struct tr_http_req *r, tr_http_done_fn done, void *arg) TR_MUST_CHECK;
+int tr_http_call_start(struct tr_http_call *r, tr_http_done_fn done, void *arg) TR_MUST_CHECK;
 
 /*
  * Frees r: a request still in flight is removed from the multi first (its
  * done is never called), and the easy handle goes back to the pool. Must
  * not be called from inside curl's callbacks. NULL-safe.
  */
-void tr_http_req_free(struct tr_http_req *r);
+void tr_http_call_free(struct tr_http_call *r);
 
 #endif

@@ -29,7 +29,7 @@
 
 struct box
 {
-    struct tr_http_req *r; /* NULL once freed */
+    struct tr_http_call *r; /* NULL once freed */
     struct tr_task *t;     /* the waiting task */
     char origin[160];      /* scheme://host[:port] for messages */
 };
@@ -56,7 +56,7 @@ struct opts
 static int box_gc(lua_State *L)
 {
     struct box *b = luaL_checkudata(L, 1, BOX_MT);
-    tr_http_req_free(b->r);
+    tr_http_call_free(b->r);
     b->r = NULL;
     return 0;
 }
@@ -198,7 +198,7 @@ static void read_opts(lua_State *L, struct opts *o)
 }
 
 /* Adds the checked headers table at the top of the stack to r. Never raises. */
-static int build_headers(lua_State *L, struct tr_http_req *r)
+static int build_headers(lua_State *L, struct tr_http_call *r)
 {
     char line[17000];
     lua_pushnil(L);
@@ -232,7 +232,7 @@ static int build_headers(lua_State *L, struct tr_http_req *r)
 /* The request                                                            */
 /* ====================================================================== */
 
-static void on_done(struct tr_http_req *r, void *arg)
+static void on_done(struct tr_http_call *r, void *arg)
 {
     struct box *b = arg;
     tr_task_resume(b->t);
@@ -241,7 +241,7 @@ static void on_done(struct tr_http_req *r, void *arg)
 static void http_cancel(struct tr_task *t, void *op)
 {
     struct box *b = op;
-    tr_http_req_free(b->r);
+    tr_http_call_free(b->r);
     b->r = NULL;
 }
 
@@ -309,7 +309,7 @@ static void push_events(lua_State *L, const struct tr_buf *ev)
 static int request_done(lua_State *L, int status, lua_KContext kctx)
 {
     struct box *b = (struct box *)kctx;
-    struct tr_http_req *r = b->r;
+    struct tr_http_call *r = b->r;
     if (r->result != CURLE_OK || r->bad_stream) {
         char msg[512];
         /* Curl refuses a declared Content-Length over the limit before any
@@ -327,7 +327,7 @@ static int request_done(lua_State *L, int status, lua_KContext kctx)
             snprintf(msg, sizeof(msg), "http_error: %s from '%s'%s%s",
                      curl_easy_strerror(r->result), b->origin, r->errbuf[0] ? ": " : "",
                      r->errbuf);
-        tr_http_req_free(r);
+        tr_http_call_free(r);
         b->r = NULL;
         lua_pushstring(L, msg);
         return lua_error(L);
@@ -343,7 +343,7 @@ static int request_done(lua_State *L, int status, lua_KContext kctx)
         push_events(L, &r->events);
         lua_setfield(L, -2, "events");
     }
-    tr_http_req_free(r);
+    tr_http_call_free(r);
     b->r = NULL;
     return 1;
 }
@@ -363,10 +363,10 @@ static int l_request(lua_State *L)
     luaL_setmetatable(L, BOX_MT);
     b->t = t;
     url_origin(o.url, b->origin, sizeof(b->origin));
-    b->r = tr_http_req_new(h->m, (size_t)o.max_bytes);
+    b->r = tr_http_call_new(h->m, (size_t)o.max_bytes);
     if (b->r == NULL)
         return luaL_error(L, "http_error: not enough memory for a request");
-    struct tr_http_req *r = b->r;
+    struct tr_http_call *r = b->r;
     CURL *e = r->easy;
     lua_pushvalue(L, -2);
     int rc = o.has_headers ? build_headers(L, r) : 0;
@@ -399,7 +399,7 @@ static int l_request(lua_State *L)
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     r->sse = o.sse;
-    if (tr_http_req_start(r, on_done, b) < 0)
+    if (tr_http_call_start(r, on_done, b) < 0)
         return luaL_error(L, "http_error: cannot start a request to '%s'", b->origin);
     return tr_task_yield(L, t, b, http_cancel, (lua_KContext)b, request_done);
 }
