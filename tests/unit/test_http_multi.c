@@ -3,7 +3,7 @@
  * (worker/http_multi.c) against lib/http_server.h on 127.0.0.1:0: hundreds
  * of requests in flight at once, requests freed while in flight, the
  * response size limit, server-sent events, and a loop that closes cleanly
- * once the last reference is gone.
+ * once the last reference is gone; allocation failure.
  *
  * The worker is not a library the unit tests link, so its source is
  * compiled into this test, as test_lua_modules.c does for its modules.
@@ -234,6 +234,19 @@ static void test_shared_per_loop_and_closed_by_last_ref(void **state)
     f->m = fresh;
 }
 
+static void test_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    tr_alloc_fail_at(1, false);
+    assert_null(tr_http_call_new(f->m, 1024));
+    /* The multi is unchanged: a call made after works. */
+    struct tr_http_call *c = call_to(f, "/big", 200000);
+    assert_int_equal(tr_http_call_start(c, on_done, f), 0);
+    run_until(f, &f->done, 1);
+    assert_int_equal(c->result, CURLE_OK);
+    tr_http_call_free(c);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -243,6 +256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_size_limit_and_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_per_loop_and_closed_by_last_ref, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_memory, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
