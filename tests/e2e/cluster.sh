@@ -13,6 +13,10 @@ PY=/usr/bin/python3
 TMP="$(mktemp -d /tmp/trellis-e2e.XXXXXX)"
 PIDS=()
 HB_MS="${HB_MS:-200}"
+# The state backend under test: sqlite (default) or etcd (a member of its own,
+# started on free loopback ports in the scratch folder).
+STATE_KIND="${TR_E2E_STATE:-sqlite}"
+STATE_URL=""
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 
 cleanup() {
@@ -25,6 +29,7 @@ cleanup() {
     sleep 0.1
   done
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  [ -f "$TMP/etcd/pid" ] && bash "$SRC/tests/etcd/stop-etcd.sh" "$TMP/etcd" >/dev/null 2>&1 || true
   if [ "$rc" != 0 ]; then
     echo "---- logs of the failed test ($TMP) ----"
     for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
@@ -50,13 +55,27 @@ wait_for() { # seconds command...
   done
 }
 
+# Sets STATE_URL once: a SQLite file, or a fresh etcd member (ETCD_EP).
+ETCD_PREFIX=/trellis-e2e
+start_state() {
+  [ -n "$STATE_URL" ] && return 0
+  if [ "$STATE_KIND" = etcd ]; then
+    bash "$SRC/tests/etcd/start-etcd.sh" "$TMP/etcd" --fresh >/dev/null || fail "etcd did not start"
+    ETCD_EP=$(cat "$TMP/etcd/endpoint")
+    STATE_URL="etcd://$ETCD_EP?prefix=$ETCD_PREFIX"
+  else
+    STATE_URL="sqlite:$TMP/state.db"
+  fi
+}
+
 # start_scheduler [extra flags]: sets API, API_PORT, WPORT, SCHED_PID
 start_scheduler() {
+  start_state
   API_PORT="${API_PORT:-$(free_port)}"
   WPORT="${WPORT:-$(free_port)}"
   API="http://127.0.0.1:$API_PORT"
   "$SCHED_BIN" --api "127.0.0.1:$API_PORT" --listen "tcp://127.0.0.1:$WPORT" \
-    --state "sqlite:$TMP/state.db" --heartbeat-ms "$HB_MS" "$@" >>"$TMP/scheduler.log" 2>&1 &
+    --state "$STATE_URL" --heartbeat-ms "$HB_MS" "$@" >>"$TMP/scheduler.log" 2>&1 &
   SCHED_PID=$!
   PIDS+=("$SCHED_PID")
   wait_for 20 curl -sf "$API/healthz" || fail "scheduler did not answer /healthz"

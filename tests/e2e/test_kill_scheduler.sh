@@ -14,10 +14,16 @@ wait_for 30 bash -c "curl -s $API/v1/runs/$id | $PY -c 'import json,sys; sys.exi
 kill -9 "$SCHED_PID"
 ok "killed the scheduler mid-run"
 # What the state holds now is what must never run again.
-durable=$("$PY" -c 'import sqlite3,sys
+if [ "$STATE_KIND" = etcd ]; then
+  # Keys are <prefix>/tasks/<run>/<task>/<index, 10 digits>; this pipeline never fails.
+  durable=$(ETCDCTL_API=3 etcdctl --endpoints="$ETCD_EP" get --prefix --keys-only \
+    "$ETCD_PREFIX/tasks/$id/" | awk -F/ 'NF > 2 { printf "%s:%d ", $(NF-1), $NF + 0 }')
+else
+  durable=$("$PY" -c 'import sqlite3,sys
 db = sqlite3.connect(sys.argv[1])
 rows = db.execute("select name, idx from tasks where run_id=? and state=?", (sys.argv[2], "succeeded")).fetchall()
 print(" ".join("%s:%d" % r for r in rows))' "$TMP/state.db" "$id")
+fi
 n_durable=$(echo "$durable" | wc -w)
 [ "$n_durable" -ge 6 ] || fail "expected at least 6 durable results, got $n_durable"
 ok "$n_durable task results were durable at the kill"
