@@ -589,6 +589,42 @@ static int walk_protected(lua_State *L)
 /* Loading                                                                */
 /* ====================================================================== */
 
+/*
+ * The worker's modules (trellis.llm, trellis.index, ...) exist only on
+ * workers. A pipeline may still require them at its top level, as the
+ * examples do: here they are tables whose functions raise when called, which
+ * the scheduler never does since it does not run tasks.
+ */
+static const char *const worker_modules[] = {"trellis.http",   "trellis.llm",
+                                             "trellis.ingest", "trellis.index",
+                                             "trellis.prompt", "trellis.eval"};
+
+static int worker_only(lua_State *L)
+{
+    return luaL_error(L, "%s.%s runs on workers only: call it inside a task's run function",
+                      lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, lua_upvalueindex(2)));
+}
+
+static int worker_stub_index(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1)); /* module name */
+    lua_pushvalue(L, 2);                   /* field */
+    lua_pushcclosure(L, worker_only, 2);
+    return 1;
+}
+
+static int open_worker_stub(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, worker_stub_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
 int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
                      const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
                      struct tr_error *err)
@@ -613,6 +649,13 @@ int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
     if (L == NULL) {
         tr_pipeline_def_free(def);
         return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
+    }
+    for (size_t i = 0; i < TR_ARRAY_LEN(worker_modules); i++) {
+        if (tr_lua_register_module(L, worker_modules[i], open_worker_stub) < 0) {
+            tr_lua_free(L);
+            tr_pipeline_def_free(def);
+            return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
+        }
     }
     int rc = tr_lua_eval(L, src, len, chunk, err);
     if (rc == 0) {

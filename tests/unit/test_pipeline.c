@@ -493,6 +493,28 @@ static void test_find_task_without_index(void **state)
     def->by_name = index;
 }
 
+static void test_worker_modules_at_top_level(void **state)
+{
+    /* Requiring worker modules at the top level is fine: the scheduler
+     * never calls run, where they are used. */
+    assert_int_equal(load(HEAD "local llm = require 'trellis.llm'\n"
+                              "local index = require 'trellis.index'\n"
+                              "return trellis.pipeline { name = 'p', tasks = {\n"
+                              "  trellis.task { name = 'a', run = function(ctx)\n"
+                              "    return llm.chat { messages = {} } end } } }\n"),
+                     0);
+    assert_int_equal(def->n_tasks, 1);
+    /* Calling one while reading the graph is refused with a clear message. */
+    assert_int_equal(load(HEAD "local llm = require 'trellis.llm'\n"
+                              "local r = llm.chat { messages = {} }\n"),
+                     TR_ELUA);
+    assert_non_null(strstr(err.msg, "trellis.llm.chat runs on workers only"));
+    assert_non_null(strstr(err.msg, "w1.lua:3:"));
+    /* Unknown modules are still unknown. */
+    assert_int_equal(load(HEAD "require 'trellis.nope'\n"), TR_ELUA);
+    assert_non_null(strstr(err.msg, "not found"));
+}
+
 static void test_sha256(void **state)
 {
     char hex[65];
@@ -643,6 +665,7 @@ static void test_load_out_of_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_worker_modules_at_top_level, teardown),
         cmocka_unit_test_teardown(test_syntax_error_has_line, teardown),
         cmocka_unit_test_teardown(test_runtime_error_has_line, teardown),
         cmocka_unit_test_teardown(test_not_a_pipeline, teardown),
