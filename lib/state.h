@@ -75,6 +75,10 @@ struct tr_task_rec
     const char *error;       /* NULL unless failed */
     const char *logs;        /* ctx.log lines joined with '\n', NULL when none */
     bool cached;             /* output reused from the cache */
+    const void *usage;       /* msgpack array of LLM call records of every attempt (maps:
+                                provider, model, prompt_digest, prompt_tokens,
+                                completion_tokens, cost, latency_ms, cached); NULL when none */
+    size_t usage_len;
 };
 
 typedef int (*tr_state_pipeline_fn)(const struct tr_pipeline_rec *rec, void *arg);

@@ -125,7 +125,10 @@ int etcd_encode_task(struct tr_buf *b, const struct tr_task_rec *r)
     msgpack_packer pk;
     msgpack_packer_init(&pk, b, buf_write);
     int fail = 0;
-    PACK(msgpack_pack_array(&pk, 14));
+    /* usage, the last field, is left out when empty: builds older than it read
+     * such values too. */
+    bool with_usage = r->usage_len > 0;
+    PACK(msgpack_pack_array(&pk, with_usage ? 15 : 14));
     PACK(msgpack_pack_uint32(&pk, FORMAT));
     PACK(pack_str(&pk, r->run_id));
     PACK(pack_str(&pk, r->name));
@@ -144,6 +147,10 @@ int etcd_encode_task(struct tr_buf *b, const struct tr_task_rec *r)
     PACK(pack_str(&pk, r->error));
     PACK(pack_str(&pk, r->logs));
     PACK(r->cached ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
+    if (with_usage) {
+        PACK(msgpack_pack_bin(&pk, r->usage_len));
+        PACK(msgpack_pack_bin_body(&pk, r->usage, r->usage_len));
+    }
     return fail;
 }
 
@@ -188,7 +195,8 @@ static bool be_uint(struct rd *r, size_t n, uint64_t *v)
     return true;
 }
 
-static bool rd_array(struct rd *r, uint64_t want)
+/* An array header of min_n to max_n elements; *got is its count. */
+static bool rd_array(struct rd *r, uint64_t min_n, uint64_t max_n, uint64_t *got)
 {
     const unsigned char *t;
     uint64_t n;
@@ -202,7 +210,8 @@ static bool rd_array(struct rd *r, uint64_t want)
         ;
     else
         return false;
-    return n == want;
+    *got = n;
+    return n >= min_n && n <= max_n;
 }
 
 static bool rd_uint(struct rd *r, uint64_t *v)
@@ -290,19 +299,31 @@ static bool rd_bytes(struct rd *r, bool bin, const char **out, size_t *len)
     return true;
 }
 
-static int rd_open(struct rd *r, const void *v, size_t n, uint64_t fields, char **arena)
+/*
+ * Opens a record of min_fields to max_fields elements (a later build may
+ * append fields; an older value lacks them); *fields is the count read.
+ */
+static int rd_open_range(struct rd *r, const void *v, size_t n, uint64_t min_fields,
+                         uint64_t max_fields, uint64_t *fields, char **arena)
 {
     *arena = NULL;
     *r = (struct rd){.p = v, .end = (const unsigned char *)v + n};
-    r->arena = tr_malloc(n + (size_t)fields + 1);
+    r->arena = tr_malloc(n + (size_t)max_fields + 1);
     if (r->arena == NULL)
         return TR_ENOMEM;
     uint64_t format;
-    if (!rd_array(r, fields) || !rd_uint(r, &format) || format != FORMAT) {
+    if (!rd_array(r, min_fields, max_fields, fields) || !rd_uint(r, &format) ||
+        format != FORMAT) {
         tr_free(r->arena);
         return TR_EPROTO;
     }
     return 0;
+}
+
+static int rd_open(struct rd *r, const void *v, size_t n, uint64_t fields, char **arena)
+{
+    uint64_t got;
+    return rd_open_range(r, v, n, fields, fields, &got, arena);
 }
 
 static int rd_close(struct rd *r, bool ok, char **arena)
@@ -349,11 +370,13 @@ int etcd_decode_run(const void *v, size_t n, struct tr_run_rec *x, char **arena)
 int etcd_decode_task(const void *v, size_t n, struct tr_task_rec *t, char **arena)
 {
     struct rd r;
-    int rc = rd_open(&r, v, n, 14, arena);
+    uint64_t fields = 0;
+    int rc = rd_open_range(&r, v, n, 14, 15, &fields, arena);
     if (rc < 0)
         return rc;
     *t = (struct tr_task_rec){0};
     const char *out = NULL;
+    const char *usage = NULL;
     bool ok = rd_bytes(&r, false, &t->run_id, NULL) && rd_bytes(&r, false, &t->name, NULL) &&
               rd_u32(&r, &t->index) && rd_bytes(&r, false, &t->state, NULL) &&
               rd_u32(&r, &t->attempts) && rd_bytes(&r, false, &t->worker, NULL) &&
@@ -361,7 +384,10 @@ int etcd_decode_task(const void *v, size_t n, struct tr_task_rec *t, char **aren
               rd_bytes(&r, true, &out, &t->output_len) && rd_bytes(&r, false, &t->error, NULL) &&
               rd_bytes(&r, false, &t->logs, NULL) && rd_bool(&r, &t->cached) && t->run_id &&
               t->name && t->state;
+    if (ok && fields == 15)
+        ok = rd_bytes(&r, true, &usage, &t->usage_len);
     t->output = out;
+    t->usage = t->usage_len ? usage : NULL;
     return rd_close(&r, ok, arena);
 }
 

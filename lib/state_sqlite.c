@@ -52,6 +52,8 @@ static const struct
         "  cached INTEGER NOT NULL, PRIMARY KEY (run_id, name, idx));"
         "CREATE TABLE cache(key TEXT PRIMARY KEY, output BLOB NOT NULL,"
         "  created_at REAL NOT NULL);"},
+    /* The LLM calls of each instance (struct tr_task_rec.usage); NULL in older rows. */
+    {2, "ALTER TABLE tasks ADD COLUMN usage BLOB;"},
 };
 
 #define PIPELINE_COLS "p.name, p.version, p.digest, p.registered_at, p.n_tasks"
@@ -60,7 +62,7 @@ static const struct
     "finished_at, output, error"
 #define TASK_COLS                                                                                  \
     "run_id, name, idx, state, attempts, worker, started_at, finished_at, output, "                \
-    "error, logs, cached"
+    "error, logs, cached, usage"
 #define RUNS_NEWEST " ORDER BY created_at DESC, id DESC LIMIT ?1"
 
 const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
@@ -78,7 +80,7 @@ const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
                       " finished_at = excluded.finished_at, output = excluded.output,"
                       " error = excluded.error",
     [TR_SQ_PUT_TASK] = "INSERT OR REPLACE INTO tasks(" TASK_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-                       " ?7, ?8, ?9, ?10, ?11, ?12)",
+                       " ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [TR_SQ_PUT_CACHE] = "INSERT OR REPLACE INTO cache(key, output, created_at) VALUES (?1, ?2, ?3)",
     [TR_SQ_NEXT_EPOCH] = "INSERT INTO meta(key, value) VALUES ('epoch', 1)"
                          " ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",

@@ -268,9 +268,9 @@ int tr_sqlite_put_task(struct tr_state *st, const struct tr_task_rec *r)
 {
     struct tr_sqlite *ss = tr_sqlite_of(st);
     size_t nbytes = slen(r->run_id) + slen(r->name) + slen(r->state) + slen(r->worker) +
-                    r->output_len + slen(r->error) + slen(r->logs);
+                    r->output_len + slen(r->error) + slen(r->logs) + r->usage_len;
     struct tr_sqlite_val *v = NULL;
-    int rc = put_start(ss, TR_SQ_PUT_TASK, 12, nbytes, &v);
+    int rc = put_start(ss, TR_SQ_PUT_TASK, 13, nbytes, &v);
     if (rc < 0)
         return rc;
     set_text(ss, &v[0], r->run_id);
@@ -285,6 +285,7 @@ int tr_sqlite_put_task(struct tr_state *st, const struct tr_task_rec *r)
     set_text(ss, &v[9], r->error);
     set_text(ss, &v[10], r->logs);
     set_int(&v[11], r->cached ? 1 : 0);
+    set_bytes(ss, &v[12], VAL_BLOB, r->usage_len ? r->usage : NULL, r->usage_len);
     put_end(ss);
     return 0;
 }

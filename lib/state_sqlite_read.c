@@ -113,6 +113,10 @@ static int emit_task(sqlite3_stmt *s, const union any_cb *cb, void *arg)
         .cached = sqlite3_column_int64(s, 11) != 0,
     };
     r.output_len = r.output ? (size_t)sqlite3_column_bytes(s, 8) : 0;
+    r.usage = sqlite3_column_blob(s, 12);
+    r.usage_len = r.usage ? (size_t)sqlite3_column_bytes(s, 12) : 0;
+    if (r.usage_len == 0)
+        r.usage = NULL;
     if (r.run_id == NULL || r.name == NULL || r.state == NULL)
         return TR_ENOMEM;
     return cb->task(&r, arg);

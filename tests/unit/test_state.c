@@ -171,6 +171,7 @@ struct seen
     size_t blob_len[MAX_SEEN];
     struct tr_task_rec task; /* the last task, its strings pointed into task_strs */
     char task_strs[6][64];
+    char task_usage[128];  /* the last task's usage, which task.usage points into */
     struct tr_run_rec run; /* the last run, likewise */
     char run_strs[9][64];
 };
@@ -241,6 +242,11 @@ static int on_task(const struct tr_task_rec *r, void *arg)
     s->task.error = keep(s->task_strs[4], r->error);
     s->task.logs = keep(s->task_strs[5], r->logs);
     s->task.output = r->output ? s->blob[s->n] : NULL;
+    assert_true(r->usage_len <= sizeof(s->task_usage));
+    assert_true((r->usage == NULL) == (r->usage_len == 0));
+    if (r->usage != NULL)
+        memcpy(s->task_usage, r->usage, r->usage_len);
+    s->task.usage = r->usage ? s->task_usage : NULL;
     return seen_next(s);
 }
 
@@ -547,6 +553,12 @@ static void test_task_round_trip(void **state)
 {
     struct fixture *f = *state;
     static const unsigned char out[] = {0x82, 0x00, 0xa1, 'x', 0x00, 0xc0};
+    /* [{model: "m", prompt_tokens: 12, cost: 0.5}, {model: "n"}] */
+    static const unsigned char usage[] = {0x92, 0x83, 0xa5, 'm', 'o', 'd', 'e', 'l', 0xa1, 'm',
+                                          0xad, 'p', 'r', 'o', 'm', 'p', 't', '_', 't', 'o', 'k',
+                                          'e', 'n', 's', 0x0c, 0xa4, 'c', 'o', 's', 't', 0xcb,
+                                          0x3f, 0xe0, 0, 0, 0, 0, 0, 0, 0x81, 0xa5, 'm', 'o',
+                                          'd', 'e', 'l', 0xa1, 'n'};
     struct tr_task_rec full = {.run_id = "r-1",
                                .name = "embed",
                                .index = 3,
@@ -558,7 +570,9 @@ static void test_task_round_trip(void **state)
                                .output = out,
                                .output_len = sizeof(out),
                                .logs = "line one\nline two",
-                               .cached = true};
+                               .cached = true,
+                               .usage = usage,
+                               .usage_len = sizeof(usage)};
     struct tr_task_rec bare = {.run_id = "r-1", .name = "skip", .state = "skipped"};
     assert_int_equal(tr_state_begin(f->st), 0);
     assert_int_equal(tr_state_put_task(f->st, &full), 0);
@@ -572,6 +586,8 @@ static void test_task_round_trip(void **state)
     assert_int_equal(s.blob_len[0], sizeof(out));
     assert_memory_equal(s.blob[0], out, sizeof(out));
     assert_string_equal(s.ids[1], "skip#0");
+    assert_null(s.task.usage);
+    assert_int_equal(s.task.usage_len, 0);
     /* The last task seen is the bare one: everything optional reads back empty. */
     assert_string_equal(s.task.run_id, "r-1");
     assert_string_equal(s.task.state, "skipped");
@@ -608,6 +624,9 @@ static void test_task_round_trip(void **state)
     assert_string_equal(s.task.error, "timeout after 30s");
     assert_string_equal(s.task.logs, "line one\nline two");
     assert_false(s.task.cached);
+    /* The calls of every attempt stay with the record, whatever its state. */
+    assert_int_equal(s.task.usage_len, sizeof(usage));
+    assert_memory_equal(s.task.usage, usage, sizeof(usage));
 
     memset(&s, 0, sizeof(s));
     assert_int_equal(tr_state_list_tasks(f->st, "r-none", on_task, &s), 0);

@@ -530,10 +530,55 @@ static void test_throughput(void **state)
     measure(f, 1024, 10);
 }
 
+/* ===================================================================== */
+/* Codec                                                                 */
+/* ===================================================================== */
+
+/* Task values: usage rides as a fifteenth field, and values without it decode. */
+static void test_task_codec_usage(void **state)
+{
+    static const unsigned char usage[] = {0x91, 0x81, 0xa5, 'm', 'o', 'd', 'e', 'l', 0xa1, 'm'};
+    struct tr_task_rec in = {.run_id = "r-1", .name = "gen", .index = 2, .state = "failed",
+                             .attempts = 3, .worker = "w", .started_at = 1, .finished_at = 2,
+                             .error = "boom", .usage = usage, .usage_len = sizeof(usage)};
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    assert_int_equal(etcd_encode_task(&b, &in), 0);
+    assert_int_equal((unsigned char)b.buf[0], 0x9f);
+    struct tr_task_rec out;
+    char *arena = NULL;
+    assert_int_equal(etcd_decode_task(b.buf, b.len, &out, &arena), 0);
+    assert_string_equal(out.name, "gen");
+    assert_string_equal(out.error, "boom");
+    assert_int_equal(out.usage_len, sizeof(usage));
+    assert_memory_equal(out.usage, usage, sizeof(usage));
+    tr_free(arena);
+
+    /* Without usage the value is the older fourteen-field one. */
+    tr_buf_reset(&b);
+    in.usage = NULL;
+    in.usage_len = 0;
+    assert_int_equal(etcd_encode_task(&b, &in), 0);
+    assert_int_equal((unsigned char)b.buf[0], 0x9e);
+    assert_int_equal(etcd_decode_task(b.buf, b.len, &out, &arena), 0);
+    assert_string_equal(out.state, "failed");
+    assert_null(out.usage);
+    assert_int_equal(out.usage_len, 0);
+    tr_free(arena);
+
+    /* Thirteen or sixteen fields are not a task. */
+    b.buf[0] = (char)0x9d;
+    assert_int_equal(etcd_decode_task(b.buf, b.len, &out, &arena), TR_EPROTO);
+    b.buf[0] = (char)0xdc;
+    assert_int_equal(etcd_decode_task(b.buf, b.len, &out, &arena), TR_EPROTO);
+    tr_buf_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_task_codec_usage),
         cmocka_unit_test_setup_teardown(test_batch_split_into_txns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_phases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_same_key_twice, setup, teardown),

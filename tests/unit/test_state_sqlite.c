@@ -424,8 +424,90 @@ static void test_sync_modes_and_wal(void **state)
     assert_int_equal(sqlite3_exec(db, "SELECT value FROM meta WHERE key = 'schema_version'",
                                   first_column, got, NULL),
                      SQLITE_OK);
-    assert_string_equal(got, "1");
+    assert_string_equal(got, "2");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A task record of the migration test, copied out of the callback. */
+struct old_task
+{
+    int n;
+    char state[16];
+    size_t output_len;
+    bool has_usage;
+    char usage[16];
+    size_t usage_len;
+};
+
+static int on_old_task(const struct tr_task_rec *rec, void *arg)
+{
+    struct old_task *t = arg;
+    t->n++;
+    snprintf(t->state, sizeof(t->state), "%s", rec->state);
+    t->output_len = rec->output_len;
+    t->has_usage = rec->usage != NULL;
+    t->usage_len = rec->usage_len;
+    if (rec->usage_len > 0 && rec->usage_len <= sizeof(t->usage))
+        memcpy(t->usage, rec->usage, rec->usage_len);
+    return 0;
+}
+
+static void test_migrates_schema_1(void **state)
+{
+    struct fixture *f = *state;
+    tr_state_close(f->st);
+    f->st = NULL;
+    unlink(f->path);
+    /* A database as the first schema wrote it, with one task row. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     NULL),
+                     SQLITE_OK);
+    raw_exec(db, "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+                 "INSERT INTO meta VALUES ('schema_version', 1);"
+                 "CREATE TABLE pipelines(name TEXT NOT NULL, version TEXT NOT NULL,"
+                 " digest TEXT NOT NULL, registered_at REAL NOT NULL, n_tasks INTEGER NOT NULL,"
+                 " PRIMARY KEY (name, version));"
+                 "CREATE TABLE sources(digest TEXT PRIMARY KEY, source BLOB NOT NULL);"
+                 "CREATE TABLE runs(id TEXT PRIMARY KEY, pipeline TEXT NOT NULL,"
+                 " version TEXT NOT NULL, digest TEXT NOT NULL, params TEXT, state TEXT NOT NULL,"
+                 " created_at REAL NOT NULL, started_at REAL, finished_at REAL, output TEXT,"
+                 " error TEXT);"
+                 "CREATE INDEX runs_by_created ON runs(created_at DESC, id DESC);"
+                 "CREATE INDEX runs_by_state ON runs(state, created_at DESC, id DESC);"
+                 "CREATE TABLE tasks(run_id TEXT NOT NULL, name TEXT NOT NULL,"
+                 " idx INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,"
+                 " worker TEXT, started_at REAL, finished_at REAL, output BLOB, error TEXT,"
+                 " logs TEXT, cached INTEGER NOT NULL, PRIMARY KEY (run_id, name, idx));"
+                 "CREATE TABLE cache(key TEXT PRIMARY KEY, output BLOB NOT NULL,"
+                 " created_at REAL NOT NULL);"
+                 "INSERT INTO tasks VALUES ('r-old', 'a', 0, 'succeeded', 1, 'w1', 1.0, 2.0,"
+                 " x'2a', NULL, NULL, 0);");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    open_ok(f, "");
+    struct old_task t = {0};
+    assert_int_equal(tr_state_list_tasks(f->st, "r-old", on_old_task, &t), 0);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.state, "succeeded");
+    assert_int_equal(t.output_len, 1);
+    assert_false(t.has_usage);
+    assert_int_equal(t.usage_len, 0);
+
+    /* The migrated table takes usage like a new one. */
+    static const char usage[] = "\x91\x81\xa5model\xa1m";
+    struct tr_task_rec rec = {.run_id = "r-old", .name = "a", .state = "failed", .attempts = 2,
+                              .usage = usage, .usage_len = sizeof(usage) - 1};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_task(f->st, &rec), 0);
+    assert_int_equal(tr_state_commit(f->st, NULL), 0);
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(tr_state_list_tasks(f->st, "r-old", on_old_task, &t), 0);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.state, "failed");
+    assert_true(t.has_usage);
+    assert_int_equal(t.usage_len, sizeof(usage) - 1);
+    assert_memory_equal(t.usage, usage, sizeof(usage) - 1);
 }
 
 int main(void)
@@ -438,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unopenable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_modes_and_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_schema_1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
