@@ -48,6 +48,8 @@ struct dev
 {
     struct tr_cli *cli;
     char **envp;              /* the children's environment: ours without TRELLIS_API */
+    char **worker_envp;       /* envp plus TRELLIS_DATA_DIR=<data>/data unless set */
+    char *worker_data_env;    /* that TRELLIS_DATA_DIR=... entry, or NULL */
     const char *data_dir;     /* as given */
     char api_hostport[256];   /* what the scheduler binds */
     char api_url[300];        /* what clients call */
@@ -210,7 +212,7 @@ static bool child_start(struct dev *d, struct child *ch, bool first)
         dup2(null, STDIN_FILENO);
         dup2(log, STDOUT_FILENO);
         dup2(log, STDERR_FILENO);
-        execve(ch->argv[0], ch->argv, d->envp);
+        execve(ch->argv[0], ch->argv, ch->is_scheduler ? d->envp : d->worker_envp);
         dprintf(STDERR_FILENO, "trellis dev: cannot run '%s': %s\n", ch->argv[0],
                 strerror(errno));
         _exit(127);
@@ -449,11 +451,44 @@ static int wait_ready(struct dev *d, struct tr_client *c)
 static void announce(const struct dev *d)
 {
     say("data in %s (state %s/state.db)", d->data_dir, d->data_dir);
+    if (d->worker_data_env != NULL)
+        say("workers keep pipeline files (indexes) in %s",
+            d->worker_data_env + strlen("TRELLIS_DATA_DIR="));
     say("scheduler: pid %d, API %s, workers connect to tcp://127.0.0.1:%d, log %s",
         (int)d->children[0].pid, d->api_hostport, d->worker_port, d->children[0].log_path);
     for (size_t i = 1; i < d->n_children; i++)
         say("%s: pid %d, %ld slots, log %s", d->children[i].name, (int)d->children[i].pid,
             d->slots, d->children[i].log_path);
+}
+
+/*
+ * The workers' environment: the children's, plus TRELLIS_DATA_DIR=<data>/data
+ * unless the caller set TRELLIS_DATA_DIR, so that the index files of the
+ * pipelines (trellis.index) live beside the cluster's state and logs rather
+ * than in whatever folder `trellis dev` was started from.
+ */
+static int build_worker_environment(struct dev *d)
+{
+    size_t n = 0;
+    while (d->envp[n] != NULL)
+        n++;
+    d->worker_envp = tr_calloc(n + 2, sizeof(*d->worker_envp));
+    if (d->worker_envp == NULL)
+        return TR_ENOMEM;
+    memcpy(d->worker_envp, d->envp, n * sizeof(*d->envp));
+    if (getenv("TRELLIS_DATA_DIR") != NULL)
+        return 0;
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    if (tr_buf_addf(&b, "TRELLIS_DATA_DIR=%s/data", d->data_dir) < 0) {
+        tr_buf_release(&b);
+        return TR_ENOMEM;
+    }
+    d->worker_data_env = tr_buf_detach(&b, NULL);
+    if (d->worker_data_env == NULL)
+        return TR_ENOMEM;
+    d->worker_envp[n] = d->worker_data_env;
+    return 0;
 }
 
 /* ====================================================================== */
@@ -585,7 +620,8 @@ int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv)
         goto out;
     }
     d.envp = tr_cli_child_environment();
-    if (d.envp == NULL || build_children(&d, sched_bin, worker_bin ? worker_bin : "") < 0) {
+    if (d.envp == NULL || build_worker_environment(&d) < 0 ||
+        build_children(&d, sched_bin, worker_bin ? worker_bin : "") < 0) {
         tr_cli_error("out of memory");
         goto out;
     }
@@ -643,6 +679,8 @@ out:
         child_release(&d.children[i]);
     tr_free(d.children);
     tr_free(d.envp);
+    tr_free(d.worker_envp);
+    tr_free(d.worker_data_env);
     tr_free(sched_bin);
     tr_free(worker_bin);
     json_decref(a.params);
