@@ -9,7 +9,10 @@
  * starved), and the owner calls tr_zmq_uv_kick after every batch of sends
  * made outside the message callback.
  *
- * The socket stays the caller's: tr_zmq_uv_free does not close it.
+ * The socket stays the caller's: tr_zmq_uv_free does not close it, and the
+ * caller must not close it from inside the message callback (the drain goes
+ * on reading it after the callback returns): call tr_zmq_uv_free, then close
+ * the socket from a later callback, as the worker's reconnect timer does.
  * Loop thread only.
  */
 #ifndef TR_ZMQ_UV_H
