@@ -47,8 +47,8 @@ int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
         json_decref(ans);
         return code;
     }
-    static const char *const hdr[] = {"NAME",   "INDEX",    "STATE", "ATTEMPTS",
-                                      "WORKER", "DURATION", "ERROR"};
+    static const char *const hdr[] = {"NAME",     "INDEX", "STATE", "ATTEMPTS", "WORKER",
+                                      "DURATION", "COST",  "ERROR"};
     struct tr_table *t = tr_table_new(TR_ARRAY_LEN(hdr), hdr);
     size_t i;
     json_t *task;
@@ -75,12 +75,26 @@ int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
         const char *e = json_string_value(json_object_get(task, "error"));
         if (e != NULL)
             first_line(e, err, sizeof(err), ERROR_COLUMN_MAX);
+        /* The cost of every LLM call of every attempt; "-" for a task that made none. */
+        char cost[32] = "-";
+        const json_t *calls = json_object_get(task, "usage");
+        if (json_array_size(calls) > 0) {
+            double sum = 0;
+            size_t k;
+            const json_t *call;
+            json_array_foreach(calls, k, call)
+            {
+                sum += json_number_value(json_object_get(call, "cost"));
+            }
+            snprintf(cost, sizeof(cost), "%.6f", sum);
+        }
         const char *row[] = {json_string_value(json_object_get(task, "name")),
                              index,
                              state,
                              attempts,
                              json_string_value(json_object_get(task, "worker")),
                              dur,
+                             cost,
                              err};
         if (tr_table_add(t, row) < 0) {
             tr_table_free(t);

@@ -376,6 +376,18 @@ static void print_counts(const json_t *tasks)
     putchar('\n');
 }
 
+/* "usage:     3 LLM calls, 9 prompt + 12 completion tokens, cost 0.000033"; nothing without calls. */
+static void print_usage(const json_t *usage)
+{
+    long long calls = json_integer_value(json_object_get(usage, "calls"));
+    if (calls <= 0)
+        return;
+    printf("usage:     %lld LLM call%s, %lld prompt + %lld completion tokens, cost %.6f\n", calls,
+           calls == 1 ? "" : "s", json_integer_value(json_object_get(usage, "prompt_tokens")),
+           json_integer_value(json_object_get(usage, "completion_tokens")),
+           json_number_value(json_object_get(usage, "cost")));
+}
+
 int tr_cmd_status(struct tr_cli *cli, int argc, char **argv)
 {
     bool json_out;
@@ -410,6 +422,7 @@ int tr_cmd_status(struct tr_cli *cli, int argc, char **argv)
     printf("finished:  %s", tr_cli_str(finished, "-"));
     printf(json_is_string(finished) ? " (took %s)\n" : "\n", d);
     print_counts(json_object_get(run, "tasks"));
+    print_usage(json_object_get(run, "usage"));
     const char *error = json_string_value(json_object_get(run, "error"));
     if (error != NULL)
         printf("error:     %s\n", error);

@@ -124,9 +124,11 @@ char *run_json_text(struct run *r, size_t *len)
     size_t hl = strlen(head);
     const char *params = r->params_json ? r->params_json : "null";
     const char *output = r->output_json ? r->output_json : "null";
+    const char *usage = r->usage_json ? r->usage_json : USAGE_EMPTY_JSON;
     int rc = tr_buf_add(&b, head, hl - 1); /* without the closing brace */
     if (rc == 0)
-        rc = tr_buf_addf(&b, ",\"params\":%s,\"output\":%s}", params, output);
+        rc = tr_buf_addf(&b, ",\"params\":%s,\"output\":%s,\"usage\":%s}", params, output,
+                         usage);
     free(head);
     if (rc < 0) {
         tr_buf_release(&b);

@@ -24,6 +24,7 @@ struct rec_ctx
     json_t *out;
     bool with_output;
     uint32_t counts[ST_COUNT];
+    json_t *usage;           /* the LLM calls of its task records, summed (usage.c) */
 };
 
 json_t *json_str_or_null(const char *s);

@@ -283,6 +283,15 @@ static void not_found_run(struct tr_http_req *req, const char *id)
     tr_http_respond_error(req, 404, "not_found", msg);
 }
 
+/* count_task, and the records' LLM calls summed into c->usage (when it is not NULL). */
+static int count_task_usage(const struct tr_task_rec *rec, void *arg)
+{
+    struct rec_ctx *c = arg;
+    if (c->usage != NULL && usage_sum_add(c->usage, rec->usage, rec->usage_len) < 0)
+        tr_warn("cannot sum usage run=%s task=%s: unreadable record", rec->run_id, rec->name);
+    return count_task(rec, arg);
+}
+
 void h_run_get(struct tr_http_req *req, void *arg)
 {
     struct sched *s = arg;
@@ -338,8 +347,13 @@ void h_run_get(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
         return;
     }
-    if (tr_state_list_tasks(s->state, id, count_task, &c) == 0)
+    c.usage = usage_sum_new();
+    if (tr_state_list_tasks(s->state, id, count_task_usage, &c) == 0) {
         json_object_set_new(c.out, "tasks", counts_json(c.counts));
+        if (c.usage != NULL)
+            json_object_set(c.out, "usage", c.usage);
+    }
+    json_decref(c.usage);
     respond_json(req, 200, c.out);
 }
 
@@ -371,6 +385,7 @@ static json_t *inst_json(struct run *r, struct inst *in)
     json_object_set_new(o, "error", json_str_or_null(in->error));
     json_object_set_new(o, "output", output_json(in->output, in->output_len));
     json_object_set_new(o, "cached", json_boolean(in->cached));
+    json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
     return o;
 }
 
@@ -388,6 +403,7 @@ static int task_rec_json(const struct tr_task_rec *rec, void *arg)
     json_object_set_new(o, "error", json_str_or_null(rec->error));
     json_object_set_new(o, "output", output_json(rec->output, rec->output_len));
     json_object_set_new(o, "cached", json_boolean(rec->cached));
+    json_object_set_new(o, "usage", usage_records_json(rec->usage, rec->usage_len));
     json_array_append_new(arr, o);
     return 0;
 }
@@ -565,7 +581,11 @@ static int list_run(const struct tr_run_rec *rec, void *arg)
     struct list_ctx *c = arg;
     struct run *r = run_find(c->sched, rec->id);
     if (r != NULL) {
-        json_array_append_new(c->arr, run_to_json(r, false));
+        json_t *o = run_to_json(r, false);
+        json_t *sum = r->usage_sum ? json_incref(r->usage_sum) : usage_sum_new();
+        json_object_set_new(o, "usage", usage_sum_brief(sum));
+        json_decref(sum);
+        json_array_append_new(c->arr, o);
         return 0;
     }
     struct rec_ctx rc = {.with_output = false};

@@ -28,6 +28,8 @@ struct rec_copy
     char *error;
     char *logs;
     bool cached;
+    char *usage;          /* the instance's LLM calls (msgpack array), NULL when none */
+    size_t usage_len;
 };
 
 static size_t rec_key(char *out, size_t size, const char *task, uint32_t index)
@@ -42,6 +44,7 @@ static void rec_free(struct rec_copy *rc)
     tr_free(rc->output);
     tr_free(rc->error);
     tr_free(rc->logs);
+    tr_free(rc->usage);
     tr_free(rc);
 }
 
@@ -71,6 +74,10 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
         rc->output = tr_memdup(rec->output, rec->output_len);
         rc->output_len = rec->output_len;
     }
+    if (rec->usage_len) {
+        rc->usage = tr_memdup(rec->usage, rec->usage_len);
+        rc->usage_len = rc->usage ? rec->usage_len : 0;
+    }
     if (tr_hmap_put(m, rc->key, rc->klen, rc) < 0) {
         rec_free(rc);
         return TR_ENOMEM;
@@ -95,6 +102,9 @@ void recover_apply(struct inst *in)
         struct tr_str line = tr_str_c(rc->logs);
         inst_logs_add(in, &line, 1);
     }
+    /* The record's list becomes the instance's (re-framed by usage_concat) and
+     * counts again in the run's sum, which recovery starts from nothing. */
+    inst_usage_add(in, rc->usage, rc->usage_len);
     if (rc->state == ST_SUCCEEDED) {
         inst_complete(in, rc->output, rc->output_len, rc->cached);
     } else {

@@ -439,8 +439,13 @@ void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_resu
         w->ewma_run_s = w->ewma_run_s > 0 ? 0.8 * w->ewma_run_s + 0.2 * run_s : run_s;
     inst_end_dispatch(in);
     inst_logs_add(in, m->logs, m->n_logs);
-    if (in->state == ST_CANCELLED || run_is_final(in->run))
+    /* Calls cost money whatever became of the attempt: keep them all. */
+    inst_usage_add(in, m->usage.p, m->usage.len);
+    if (in->state == ST_CANCELLED || run_is_final(in->run)) {
+        if (m->usage.len > 0 && inst_state_final(in->state))
+            inst_mark_dirty(in);
         return; /* the run was cancelled while this attempt ran */
+    }
     tr_free(in->worker_id);
     in->worker_id = tr_strdup(w->id);
     in->started_at = m->started_at;
@@ -548,6 +553,7 @@ void run_free(struct run *r)
                 tr_free(in->output);
                 tr_free(in->error);
                 tr_free(in->worker_id);
+                tr_free(in->usage);
                 if (in->logs) {
                     tr_buf_release(in->logs);
                     tr_free(in->logs);
@@ -564,6 +570,8 @@ void run_free(struct run *r)
     tr_free(r->params_mp);
     tr_free(r->output_json);
     tr_free(r->error);
+    json_decref(r->usage_sum);
+    tr_free(r->usage_json);
     tr_free(r);
 }
 

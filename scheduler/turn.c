@@ -42,6 +42,8 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
     rec->error = in->error;
     rec->logs = in->logs ? in->logs->buf : NULL;
     rec->cached = in->cached;
+    rec->usage = in->usage;
+    rec->usage_len = in->usage_len;
 }
 
 static bool have_dirty(struct sched *s)

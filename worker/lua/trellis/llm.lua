@@ -513,7 +513,14 @@ end
 function M.chat(call)
   check_messages(call)
   local chain = chain_of(call)
-  local prompt_digest = C.sha256(C.json_encode(call.messages))
+  -- A template's digest (trellis.prompt's p.digest) names the prompt across
+  -- runs whose variables differ; without one, the rendered messages do.
+  local prompt_digest = call.prompt_digest
+  if prompt_digest ~= nil and (type(prompt_digest) ~= "string" or #prompt_digest == 0
+      or #prompt_digest > 128) then
+    error("bad argument to 'chat' (prompt_digest must be a string of 1 to 128 bytes)", 2)
+  end
+  prompt_digest = prompt_digest or C.sha256(C.json_encode(call.messages))
   local key
   if call.cache then
     key = C.sha256(C.json_encode {

@@ -1,0 +1,26 @@
+-- Two tasks, three llm.chat calls (tests/e2e/test_usage.sh): `first` makes
+-- one call per attempt and fails its first attempt after the call, so its
+-- usage spans two attempts; `second` makes one call on another model and
+-- names no template. Worker modules are required inside run: the scheduler
+-- reads the graph without them.
+local trellis = require "trellis"
+return trellis.pipeline {
+  name = "e2e-llm-usage", version = "1",
+  tasks = {
+    trellis.task { name = "first", retries = 1, backoff = 0.01, run = function(ctx)
+      local llm = require "trellis.llm"
+      local prompt = require "trellis.prompt"
+      local ask = prompt.template { name = "ask", text = "question: {{q}}" }
+      local r = llm.chat { messages = { { role = "user", content = ask:render { q = "one two" } } },
+                           model = "ok-a", prompt_digest = ask.digest }
+      if ctx.attempt == 1 then error("the first attempt fails after its call") end
+      return { text = r.text, digest = ask.digest }
+    end },
+    trellis.task { name = "second", after = { "first" }, run = function(ctx, first)
+      local llm = require "trellis.llm"
+      local r = llm.chat { messages = { { role = "user", content = "three four five" } },
+                           model = "ok-b" }
+      return r.text
+    end },
+  },
+}
