@@ -173,6 +173,13 @@ local function answer_text(res)
   return (res.text:gsub("%s*%[[^%]\n]*%]", ""))
 end
 
+-- Markdown lines joined into paragraphs, for the extractive provider, which
+-- ends a sentence at a line break: a sentence wrapped over two lines of the
+-- source stays one sentence. Models get the passage as written.
+local function reflow(text)
+  return (text:gsub("\n%s*\n", "\1"):gsub("\n", " "):gsub("\1", "\n\n"))
+end
+
 local METRICS = { "recall_at_k", "mrr", "ndcg_at_k", "section_recall_at_k", "exact_match", "f1",
                   "rouge_l" }
 
@@ -229,7 +236,7 @@ return trellis.pipeline {
           sections[i] = src .. "#" .. (h.meta.heading or "")
           local where = h.meta.heading and (src .. " — " .. h.meta.heading) or src
           blocks[i] = ("[%s] (%s)\n%s"):format(src, where, h.text)
-          context[i] = { text = h.text, source = src }
+          context[i] = { text = reflow(h.text), source = src }
         end
         if #blocks == 0 then blocks[1] = "(no passage matched the question)" end
 

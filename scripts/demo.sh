@@ -1,29 +1,114 @@
 #!/usr/bin/env bash
-# The main job: a local cluster (scheduler, 2 CPU workers and 1 GPU-pool
-# worker, embedded SQLite state under .trellis/) running the example
-# pipelines, printing their results, then stopping the cluster.
+# The main job (`make demo`): a local cluster (`trellis dev`: scheduler, 2 CPU
+# workers and 1 GPU-pool worker, SQLite state and logs under .trellis/, the
+# workers' index files under .trellis/data/) running the reference pipelines
+# of lua-pipelines/ on the project's own documentation:
+#   1. ingest_docs.lua   docs/ into an index, one task per file
+#   2. rag_answer.lua    three questions answered with their sources
+#   3. rag_eval.lua      the labelled question set of lua-pipelines/data/,
+#                        retrieval and answer metrics
+# then it stops the cluster. With no model configured the answers come from
+# the extractive provider (sentences of the passages, no network); set
+# TRELLIS_LLM_BASE_URL and TRELLIS_LLM_MODEL (docs/llm.md) to use a model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=build/cli/trellis
+BIN="${TRELLIS_DEMO_BIN:-build/cli/trellis}"
 [ -x "$BIN" ] || { echo "demo: build first (make build)" >&2; exit 1; }
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 PORT="${TRELLIS_DEMO_PORT:-8420}"
 export TRELLIS_API="http://127.0.0.1:$PORT"
 DATA="${TRELLIS_DEMO_DATA:-.trellis}"
+OUT="$(mktemp -d /tmp/trellis-demo.XXXXXX)"
 
-"$BIN" dev --data "$DATA" --api "127.0.0.1:$PORT" &
+"$BIN" dev --data "$DATA" --api "127.0.0.1:$PORT" 2>"$OUT/dev.err" &
 DEV=$!
-trap 'kill -INT $DEV 2>/dev/null || true; wait $DEV 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  curl -sf "$TRELLIS_API/healthz" >/dev/null 2>&1 && break
-  kill -0 $DEV 2>/dev/null || { echo "demo: trellis dev stopped; see $DATA/*.log" >&2; exit 1; }
+stop() {
+  kill -INT $DEV 2>/dev/null || true
+  wait $DEV 2>/dev/null || true
+  rm -rf "$OUT"
+}
+trap stop EXIT
+for _ in $(seq 1 300); do
+  grep -q "ready: API" "$OUT/dev.err" 2>/dev/null && break
+  kill -0 $DEV 2>/dev/null || { cat "$OUT/dev.err" >&2; echo "demo: trellis dev stopped; see $DATA/*.log" >&2; exit 1; }
   sleep 0.1
 done
-sleep 0.5
-"$BIN" workers
-for p in lua-pipelines/diamond.lua lua-pipelines/map_reduce.lua; do
-  echo
-  echo "== trellis run --wait $p"
-  "$BIN" run --wait "$p"
-done
+grep -q "ready: API" "$OUT/dev.err" || { cat "$OUT/dev.err" >&2; echo "demo: the cluster did not start" >&2; exit 1; }
+sed 's/^trellis dev: /  /' "$OUT/dev.err"
+
+# run FILE [-p K=V]...: runs a pipeline, its progress on stderr, the finished
+# run's JSON in $OUT/run.json; stops the demo when the run fails.
+run() {
+  local file="$1"; shift
+  if ! "$BIN" run --wait --json "$file" "$@" >"$OUT/run.json" 2>"$OUT/run.err"; then
+    cat "$OUT/run.err" >&2
+    echo "demo: $file failed; the workers' logs are in $DATA/" >&2
+    exit 1
+  fi
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  run %s: %s, %d tasks" % (r["run_id"], r["state"], r["tasks"]["total"]))' "$OUT/run.json"
+}
+
 echo
-"$BIN" runs --limit 5
+echo "== 1. ingest docs/ into an index (lua-pipelines/ingest_docs.lua)"
+run lua-pipelines/ingest_docs.lua -p folder=docs
+"$PY" - "$OUT/run.json" "$DATA" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["output"]["summary"]
+print(f"  {s['files']} files: {s['changed']} ingested, {s['unchanged']} unchanged, "
+      f"{s['removed']} removed; {s['chunks']} chunks written, {s['docs']} in the index")
+print(f"  index: {sys.argv[2]}/data/{s['index']} ({'hybrid: vectors stored' if s['vectors'] else 'BM25'})")
+if s["changed"] == 0:
+    print("  (nothing changed since the last ingest: no file was read)")
+PYEOF
+
+echo
+echo "== 2. answer three questions with their sources (lua-pipelines/rag_answer.lua)"
+run lua-pipelines/rag_answer.lua -p 'questions=["How are duplicate chunks detected when a folder is ingested?", "What happens when a worker is silent for three heartbeat intervals?", "What does trellis dev do when a worker process dies?"]'
+"$PY" - "$OUT/run.json" <<'PYEOF'
+import json, sys, textwrap
+for i, a in enumerate(json.load(open(sys.argv[1]))["output"]["answer"], 1):
+    print(f"\n  Q{i}. {a['question']}")
+    for line in a["answer"].splitlines():
+        for w in textwrap.wrap(line, 92, subsequent_indent="  ") or [""]:
+            print("      " + w)
+    srcs = []
+    for s in a["sources"]:
+        where = s["source"] + (" > " + s["heading"] if s.get("heading") else "")
+        if where not in srcs:
+            srcs.append(where)
+    print("      sources: " + "; ".join("docs/" + s for s in srcs[:3]))
+    u = a.get("usage") or {}
+    print(f"      model {a['provider']}/{a['model']}, retrieval {a['retrieval']}, "
+          f"prompt '{a['prompt']['name']}' sha256 {a['prompt']['digest'][:12]}, "
+          f"tokens {u.get('prompt_tokens', 0)} in / {u.get('completion_tokens', 0)} out")
+PYEOF
+
+echo
+echo "== 3. evaluate on lua-pipelines/data/questions.jsonl (lua-pipelines/rag_eval.lua)"
+run lua-pipelines/rag_eval.lua
+"$PY" - "$OUT/run.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["output"]["report"]
+m, k = r["mean"], r["k"]
+print(f"  {r['n']} questions, top {k} passages each, {r['retrieval']} retrieval, "
+      f"answers by {r['provider']}/{r['model']}")
+print(f"  retrieval (file level)   recall@{k} {m['recall_at_k']:.3f}   MRR {m['mrr']:.3f}   "
+      f"nDCG@{k} {m['ndcg_at_k']:.3f}")
+if "section_recall_at_k" in m:
+    print(f"  retrieval (section)      recall@{k} {m['section_recall_at_k']:.3f}")
+print(f"  answers                  exact match {m['exact_match']:.3f}   token F1 {m['f1']:.3f}   "
+      f"ROUGE-L {m['rouge_l']:.3f}")
+if r["provider"] == "extractive":
+    print("  (extractive answers quote whole sentences, so exact match and F1 against the")
+    print("   short reference answers stay low; configure a model to compare.)")
+missed = [q["id"] for q in r["questions"] if q["metrics"]["recall_at_k"] < 1]
+if missed:
+    print(f"  questions whose source was not fully retrieved: {', '.join(missed)}")
+PYEOF
+
+echo
+echo "== the runs (trellis runs)"
+"$BIN" runs --limit 3
+echo
+echo "stopping the cluster; state and logs stay in $DATA/"

@@ -7,6 +7,10 @@
 # a measured floor). Then rag_answer.lua against tests/llm/fake_llm.py as an
 # OpenAI-compatible provider configured by TRELLIS_LLM_* alone: the answer
 # and its usage come from that server.
+# Heartbeats of 1 s: under ASan on a loaded machine a 200 ms interval can
+# declare a busy worker gone and redeliver its tasks (correct, at least once,
+# but it blurs the counts asserted here).
+HB_MS="${HB_MS:-1000}"
 source "$(dirname "$0")/cluster.sh"
 LP="$SRC/lua-pipelines"
 DOCS="$SRC/docs"
@@ -34,12 +38,23 @@ wait_workers 2
 n_docs=$(cd "$DOCS" && find . -name '*.md' -type f ! -path '*/.*' | wc -l)
 [ "$n_docs" -gt 3 ] || fail "docs/ holds only $n_docs Markdown files"
 ingest() { wait_run "$(submit "$LP/ingest_docs.lua" "{\"folder\": \"$DOCS\"}")" 180; }
+# succeeded RUN_JSON WHAT: asserts the run succeeded, else shows its tasks' errors
+succeeded() {
+  local state
+  state=$(echo "$1" | json_get 'j["state"]')
+  [ "$state" = succeeded ] || fail "$2: run $state: $(api_get "/v1/runs/$(echo "$1" | json_get 'j["run_id"]')/tasks" \
+    | json_get '[(t["name"], t["index"], t["error"]) for t in j["tasks"] if t["error"]]')"
+  ok "$2"
+}
 
 # ---- ingest_docs -------------------------------------------------------------
 out=$(ingest)
-assert_eq "$(echo "$out" | json_get 'j["state"]')" succeeded "ingest_docs succeeds"
+succeeded "$out" "ingest_docs succeeds"
 assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["files"]')" "$n_docs" "every file of docs/ listed"
-assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["changed"]')" "$n_docs" "every file ingested"
+# A redelivered instance finds its file done by the first delivery: unchanged.
+assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["changed"] + j["output"]["summary"]["unchanged"]')" \
+  "$n_docs" "every file ingested"
+assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["changed"] > 0')" true "files changed on the first ingest"
 assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["vectors"]')" false "BM25 only by default"
 chunks=$(echo "$out" | json_get 'j["output"]["summary"]["docs"]')
 [ "$chunks" -gt "$n_docs" ] || fail "the index holds $chunks chunks for $n_docs files"
@@ -61,7 +76,7 @@ assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["docs"]')" "$chunks"
 # ---- rag_answer (extractive) ---------------------------------------------------
 Q='{"questions": ["What is the default rrf_k of reciprocal rank fusion?", "Which Lua libraries are not available in the sandbox?", "How many task slots does each worker of trellis dev get?"]}'
 out=$(wait_run "$(submit "$LP/rag_answer.lua" "$Q")" 120)
-assert_eq "$(echo "$out" | json_get 'j["state"]')" succeeded "rag_answer succeeds"
+succeeded "$out" "rag_answer succeeds"
 echo "$out" >"$TMP/answers.json"
 "$PY" - "$TMP/answers.json" "$DOCS" <<'PYEOF' || fail "rag_answer output"
 import json, os, re, sys
@@ -79,17 +94,27 @@ for a in answers:
     assert a["citations"] and set(a["citations"]) <= names, a
     assert re.fullmatch(r"[0-9a-f]{64}", a["prompt"]["digest"]), a["prompt"]
     assert a["prompt"]["name"] == "rag-answer", a["prompt"]
-assert answers[0]["sources"][0]["source"] == "rag.md", answers[0]["sources"]
+def files(a): return [s["source"] for s in a["sources"]]
+assert "rag.md" in files(answers[0]), answers[0]["sources"]
 assert "60" in answers[0]["answer"], answers[0]["answer"]
-assert answers[1]["sources"][0]["source"] == "pipelines.md", answers[1]["sources"]
-assert answers[2]["sources"][0]["source"] == "cli.md", answers[2]["sources"]
+assert "pipelines.md" in files(answers[1]), answers[1]["sources"]
+assert "cli.md" in files(answers[2]), answers[2]["sources"]
 PYEOF
 ok "answers cite files of docs/, with the prompt digest and the model"
+
+# ---- hybrid retrieval: an index with vectors (the extractive provider's hashed embeddings)
+out=$(wait_run "$(submit "$LP/ingest_docs.lua" "{\"folder\": \"$DOCS\", \"index\": \"emb/docs.db\", \"embed\": true}")" 180)
+assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["vectors"]')" true "embed = true stores vectors"
+assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["docs"]')" "$chunks" "same chunks with vectors"
+out=$(wait_run "$(submit "$LP/rag_answer.lua" '{"index": "emb/docs.db", "question": "Which FTS5 tokenizer does the lexical search use?"}')" 120)
+assert_eq "$(echo "$out" | json_get 'j["output"]["answer"][0]["retrieval"]')" hybrid "vectors in the index: hybrid retrieval"
+assert_eq "$(echo "$out" | json_get '"rag.md" in [s["source"] for s in j["output"]["answer"][0]["sources"]]')" \
+  true "hybrid retrieval finds the source"
 
 # ---- rag_eval ------------------------------------------------------------------
 n_q=$(grep -c . "$QFILE")
 out=$(wait_run "$(submit "$LP/rag_eval.lua" "{\"questions\": \"$QFILE\"}")" 240)
-assert_eq "$(echo "$out" | json_get 'j["state"]')" succeeded "rag_eval succeeds"
+succeeded "$out" "rag_eval succeeds"
 echo "$out" >"$TMP/eval.json"
 "$PY" - "$TMP/eval.json" "$n_q" "$RECALL_FLOOR" "$MRR_FLOOR" <<'PYEOF' || fail "rag_eval metrics"
 import json, sys
@@ -132,7 +157,7 @@ wait_workers 1
 
 QUESTION="Which tokenizer does the lexical index use?"
 out=$(wait_run "$(submit "$LP/rag_answer.lua" "{\"question\": \"$QUESTION\"}")" 120)
-assert_eq "$(echo "$out" | json_get 'j["state"]')" succeeded "rag_answer with a provider succeeds"
+succeeded "$out" "rag_answer with a provider succeeds"
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"][0]["answer"]')" "echo: $QUESTION" "the answer comes from the server"
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"][0]["provider"]')" default "provider from TRELLIS_LLM_BASE_URL"
 assert_eq "$(echo "$out" | json_get 'j["output"]["answer"][0]["model"]')" ok-rag "model from TRELLIS_LLM_MODEL"
