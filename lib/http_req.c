@@ -91,6 +91,11 @@ struct tr_str tr_http_req_path(const struct tr_http_req *req)
     return req->path;
 }
 
+struct tr_str tr_http_req_query_string(const struct tr_http_req *req)
+{
+    return req->query.p ? req->query : (struct tr_str){"", 0};
+}
+
 struct tr_str tr_http_req_body(const struct tr_http_req *req)
 {
     return (struct tr_str){req->body.buf, req->body.len};

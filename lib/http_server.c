@@ -56,6 +56,7 @@ static int copy_config(struct tr_http_server *srv, const struct tr_http_config *
     srv->max_connections = cfg->max_connections ? cfg->max_connections
                                                 : DEFAULT_MAX_CONNECTIONS;
     srv->handler_arg = cfg->handler_arg;
+    srv->before = cfg->before;
 
     size_t n = 0;
     while (cfg->routes != NULL && cfg->routes[n].method != NULL)
@@ -276,6 +277,12 @@ void tr_http_respond(struct tr_http_req *req, int status, const char *content_ty
     tr_http__send(req->conn, status, content_type, body, len, NULL, false);
 }
 
+void tr_http_respond_extra(struct tr_http_req *req, int status, const char *content_type,
+                           const char *extra, const char *body, size_t len)
+{
+    tr_http__send(req->conn, status, content_type, body, len, extra, false);
+}
+
 void tr_http_respond_error(struct tr_http_req *req, int status, const char *code,
                            const char *message)
 {
@@ -306,10 +313,13 @@ static bool token_ok(const struct tr_http_server *srv, const struct tr_http_req 
     return match != 0;
 }
 
+/* Probes (liveness and readiness) answer without a token, as orchestrators
+ * send none. */
 static bool is_healthz(const struct tr_http_req *req)
 {
     return strcmp(req->method, "GET") == 0 &&
-           tr_http_route_match("/healthz", req->path, NULL, NULL, NULL);
+           (tr_http_route_match("/healthz", req->path, NULL, NULL, NULL) ||
+            tr_http_route_match("/readyz", req->path, NULL, NULL, NULL));
 }
 
 /* Answers 405 with the methods the path does accept. */
@@ -359,6 +369,8 @@ void tr_http__dispatch(struct tr_http_conn *c)
                             "WWW-Authenticate: Bearer\r\n", false);
         return;
     }
+    if (srv->before != NULL && srv->before(req, srv->handler_arg))
+        return;
     bool path_known = false;
     for (size_t i = 0; i < srv->n_routes; i++) {
         const struct tr_http_route *r = &srv->routes[i];

@@ -56,6 +56,10 @@ struct tr_http_config
     const char *const *tokens; /* NULL-terminated bearer tokens, or NULL for none */
     const struct tr_http_route *routes; /* terminated by a route with NULL method */
     void *handler_arg;        /* passed to every handler */
+    /* Optional: called with handler_arg for every authorised request before
+     * routing; returning true means it answered the request (a standby
+     * scheduler redirecting to its leader), and routing is skipped. */
+    bool (*before)(struct tr_http_req *req, void *arg);
 };
 
 /* A server on loop; NULL when out of memory. cfg is copied (tokens too). */
@@ -83,6 +87,8 @@ void tr_http_server_free(struct tr_http_server *srv);
 struct tr_str tr_http_req_method(const struct tr_http_req *req);
 struct tr_str tr_http_req_path(const struct tr_http_req *req);   /* without the query */
 struct tr_str tr_http_req_body(const struct tr_http_req *req);
+/* The raw query string after '?' (not decoded, no fragment); {"", 0} when none. */
+struct tr_str tr_http_req_query_string(const struct tr_http_req *req);
 /* The route parameter called name ("id" for "{id}"); {NULL, 0} when absent. */
 struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name);
 /*
@@ -104,6 +110,14 @@ void tr_http_req_on_abort(struct tr_http_req *req, tr_http_abort_fn cb, void *ar
  */
 void tr_http_respond(struct tr_http_req *req, int status, const char *content_type,
                      const char *body, size_t len);
+
+/*
+ * The same with extra header lines (each ending in "\r\n", as in
+ * "Location: http://h/x\r\n"); the caller has checked that they hold no
+ * other CR or LF. extra may be NULL.
+ */
+void tr_http_respond_extra(struct tr_http_req *req, int status, const char *content_type,
+                           const char *extra, const char *body, size_t len);
 
 /* Answers with {"error": {"code": code, "message": message}}. */
 void tr_http_respond_error(struct tr_http_req *req, int status, const char *code,

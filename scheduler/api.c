@@ -343,6 +343,7 @@ static void h_healthz(struct tr_http_req *req, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "status", json_string(s->commit_failing ? "degraded" : "ok"));
     json_object_set_new(o, "epoch", json_integer((json_int_t)s->epoch));
+    json_object_set_new(o, "role", json_string(leader_role_name(s)));
     respond_json(req, 200, o);
 }
 
@@ -369,6 +370,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/pipelines", h_pipelines_list},
     {"GET", "/v1/workers", h_workers},
     {"GET", "/healthz", h_healthz},
+    {"GET", "/readyz", leader_h_readyz},
     {"GET", "/metrics", h_metrics},
     {NULL, NULL, NULL},
 };
@@ -419,6 +421,7 @@ int api_init(struct sched *s, struct tr_error *err)
         .tokens = (const char *const *)s->tokens,
         .routes = routes,
         .handler_arg = s,
+        .before = leader_gate,
     };
     s->http = tr_http_server_new(s->loop, &cfg);
     if (s->http == NULL)

@@ -5,6 +5,7 @@
 #include "scheduler/sched.h"
 
 #include <getopt.h>
+#include <unistd.h>
 
 #include "lib/alloc.h"
 
@@ -25,6 +26,9 @@ static void usage(FILE *out)
             "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
             "  --keep-runs N          finished runs kept in memory (1000)\n"
             "  --log-level L          debug, info, warn, error (info)\n"
+            "  --id NAME              this scheduler's name among several (HOSTNAME-PID)\n"
+            "  --advertise-api URL    API URL standbys redirect to (http://API-HOST:PORT)\n"
+            "  --leader-ttl N         seconds of the leader lease with etcd state (3)\n"
             "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
             "capitals with '-' as '_' (TRELLIS_STATE, TRELLIS_TOKEN_FILE).\n");
 }
@@ -80,6 +84,9 @@ static const struct option long_opts[] = {
     {"prefetch", required_argument, NULL, 'p'},
     {"keep-runs", required_argument, NULL, 'k'},
     {"log-level", required_argument, NULL, 'L'},
+    {"id", required_argument, NULL, 'i'},
+    {"advertise-api", required_argument, NULL, 'A'},
+    {"leader-ttl", required_argument, NULL, 'T'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -118,6 +125,21 @@ static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_l
     case 'L':
         *log_level = tr_log_level_parse(v);
         return *log_level >= 0;
+    case 'i':
+        tr_free(cfg->id);
+        cfg->id = tr_strdup(v);
+        return cfg->id != NULL && v[0] != '\0';
+    case 'A':
+        /* It goes into Location headers: one line, an http(s) URL. */
+        if (strpbrk(v, "\r\n") != NULL ||
+            (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+            return false;
+        tr_free(cfg->advertise_api);
+        cfg->advertise_api = tr_strdup(v);
+        return cfg->advertise_api != NULL;
+    case 'T':
+        return parse_uint(v, &cfg->leader_ttl_s) && cfg->leader_ttl_s >= 1 &&
+               cfg->leader_ttl_s <= 3600;
     }
     return false;
 }
@@ -150,6 +172,8 @@ static void config_free(struct sched_config *cfg)
     tr_free(cfg->token_file);
     tr_free(cfg->curve_key);
     tr_free(cfg->curve_allow);
+    tr_free(cfg->id);
+    tr_free(cfg->advertise_api);
 }
 
 int main(int argc, char **argv)
@@ -164,6 +188,7 @@ int main(int argc, char **argv)
         .keep_runs = 1000,
         .timeout_grace_s = 5,
         .limits = tr_pipeline_default_limits,
+        .leader_ttl_s = 3,
     };
     int log_level = TR_LOG_INFO;
     if (!apply_env(&cfg, &log_level))
@@ -190,6 +215,15 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    if (cfg.id == NULL) {
+        char host[128];
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "scheduler");
+        host[sizeof(host) - 1] = '\0';
+        char id[160];
+        snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
+        cfg.id = tr_strdup(id);
+    }
     tr_log_init("scheduler", (enum tr_log_level)log_level);
     signal(SIGPIPE, SIG_IGN);
 
@@ -198,7 +232,9 @@ int main(int argc, char **argv)
     struct sched *s = tr_calloc(1, sizeof(*s));
     struct tr_error err;
     tr_error_init(&err);
-    int rc = s ? sched_init(s, &loop, &cfg, &err) : TR_ENOMEM;
+    int rc = cfg.id ? 0 : TR_ENOMEM;
+    if (rc == 0)
+        rc = s ? sched_init(s, &loop, &cfg, &err) : TR_ENOMEM;
     if (rc == 0) {
         uv_run(&loop, UV_RUN_DEFAULT);
     } else {
@@ -210,8 +246,9 @@ int main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         tr_warn("loop closed with handles still open");
+    int code = rc == 0 ? (s ? s->exit_code : 0) : 1;
     tr_free(s);
     config_free(&cfg);
     tr_info("stopped");
-    return rc == 0 ? 0 : 1;
+    return code;
 }

@@ -55,6 +55,8 @@ char *metrics_render(struct sched *s, size_t *len)
             (unsigned long long)m->runs_total[i]);
     ADD("# HELP trellis_runs_active Runs queued or running.\n# TYPE trellis_runs_active gauge\n"
         "trellis_runs_active %u\n", s->n_active);
+    ADD("# HELP trellis_leader 1 while this scheduler leads (always with SQLite state), 0 on a "
+        "standby.\n# TYPE trellis_leader gauge\ntrellis_leader %d\n", leader_acting(s) ? 1 : 0);
     ADD("# HELP trellis_tasks_total Task attempts and instances, by outcome.\n"
         "# TYPE trellis_tasks_total counter\n");
     const struct

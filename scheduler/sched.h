@@ -47,6 +47,9 @@ struct sched_config
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
     double timeout_grace_s;   /* after a task's timeout, before the scheduler gives up on it */
     struct tr_pipeline_limits limits; /* sandbox for reading pipelines */
+    char *id;                 /* --id: this scheduler's name in the election */
+    char *advertise_api;      /* --advertise-api: API URL standbys redirect to (NULL: --api) */
+    uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -358,6 +361,10 @@ struct sched
     char **tokens;            /* NULL-terminated, owned */
 
     struct metrics m;
+
+    /* High availability (leader.c) */
+    struct leader *ha;        /* election state; never NULL between sched_init and close */
+    int exit_code;            /* the process's exit status once the loop stops */
 };
 
 /* sched.c */
@@ -487,6 +494,29 @@ json_t *run_to_json(struct run *r, bool with_output);
 char *run_json_text(struct run *r, size_t *len);
 void waiters_wake(struct run *r);
 void waiters_close_all(struct sched *s);
+
+/* turn.c: takes an epoch, recovers unfinished runs and binds the worker
+ * port; what a scheduler does once it leads. */
+int sched_lead(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+
+/* leader.c */
+struct leader;
+int leader_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+/* After the API listens: leads at once without coordination, else campaigns. */
+int leader_start(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+void leader_close(struct sched *s);
+/* This process leads (always true without coordination). */
+bool leader_acting(const struct sched *s);
+/* "leader", "standby" or "stopping", for /healthz and /readyz. */
+const char *leader_role_name(const struct sched *s);
+/* May commit, dispatch and send now: leads, and the lease is known alive for a
+ * third of its TTL more. Pauses (and resumes) with a log line. */
+bool leader_may_act(struct sched *s);
+void leader_worker_up(struct sched *s, const struct worker *w);
+void leader_worker_down(struct sched *s, const struct worker *w);
+/* The HTTP server's before hook: a standby redirects every non-probe call. */
+bool leader_gate(struct tr_http_req *req, void *arg);
+void leader_h_readyz(struct tr_http_req *req, void *arg);
 
 /* metrics.c */
 void metrics_observe_latency(struct metrics *m, double seconds);

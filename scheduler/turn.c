@@ -142,6 +142,10 @@ static void flush_replies(struct sched *s)
  */
 static void end_of_turn(struct sched *s)
 {
+    /* A leader whose lease is in doubt, or a standby, neither commits nor
+     * sends: another scheduler may be leading (leader.c). */
+    if (!leader_may_act(s))
+        return;
     if (!s->commit_failing)
         sched_dispatch_all(s);
     if (have_dirty(s) && commit_batch(s) < 0)
@@ -165,6 +169,8 @@ static void on_check(uv_check_t *h)
 static void on_commit_retry(uv_timer_t *h)
 {
     struct sched *s = h->data;
+    if (!leader_may_act(s))
+        return;
     if (have_dirty(s) && commit_batch(s) < 0)
         return;
     end_of_turn(s);
@@ -235,9 +241,6 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     int rc = tr_state_open(cfg->state_url, &s->state, err);
     if (rc < 0)
         return rc;
-    rc = tr_state_next_epoch(s->state, &s->epoch);
-    if (rc < 0)
-        return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
 
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
@@ -257,18 +260,35 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 
+    /* The API listens first: a standby serves probes and redirects while it
+     * campaigns, and the leader advertises the port it got. */
+    rc = leader_open(s, err);
+    if (rc < 0)
+        return rc;
+    rc = api_init(s, err);
+    if (rc < 0)
+        return rc;
+    rc = leader_start(s, err);
+    if (rc < 0)
+        return rc;
+    tr_info("scheduler ready role=%s api=%s:%d workers=%s state=%s", leader_role_name(s),
+            cfg->api_host, tr_http_server_port(s->http), cfg->listen, cfg->state_url);
+    return 0;
+}
+
+int sched_lead(struct sched *s, struct tr_error *err)
+{
+    int rc = tr_state_next_epoch(s->state, &s->epoch);
+    if (rc < 0)
+        return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     rc = sched_recover(s, err);
     if (rc < 0)
         return rc;
     rc = workers_init(s, err);
     if (rc < 0)
         return rc;
-    rc = api_init(s, err);
-    if (rc < 0)
-        return rc;
-    tr_info("scheduler ready epoch=%llu api=%s:%d workers=%s state=%s",
-            (unsigned long long)s->epoch, cfg->api_host, tr_http_server_port(s->http),
-            cfg->listen, cfg->state_url);
+    tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)s->epoch,
+            s->cfg.listen);
     return 0;
 }
 
@@ -276,12 +296,13 @@ void sched_close(struct sched *s)
 {
     s->stopping = true;
     /* Whatever is still dirty gets one last chance to become durable. */
-    if (s->state && have_dirty(s) && commit_batch(s) == 0)
+    if (s->state && have_dirty(s) && leader_may_act(s) && commit_batch(s) == 0)
         sched_send_queued(s);
     flush_replies(s);
     waiters_close_all(s);
     api_close(s);
     workers_close(s);
+    leader_close(s);
     size_t it = 0;
     struct run *r;
     while ((r = tr_hmap_next(&s->runs, &it)) != NULL)

@@ -74,6 +74,7 @@ void worker_remove(struct sched *s, struct worker *w, const char *why)
 {
     tr_info("worker gone worker=%s pool=%s in_flight=%u: %s", w->id, w->pool->name, w->inflight,
             why);
+    leader_worker_down(s, w);
     while (w->head != NULL) {
         inst_requeue(w->head); /* unlinks it from w */
     }
@@ -148,6 +149,7 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
     p->workers[p->n_workers++] = w;
     tr_info("worker joined worker=%s pool=%s slots=%u gpus=%u", w->id, p->name, w->slots,
             w->gpus);
+    leader_worker_up(s, w);
     struct tr_msg m = {.type = TR_MSG_WELCOME};
     m.u.welcome.heartbeat_ms = s->cfg.heartbeat_ms;
     m.u.welcome.epoch = s->epoch;

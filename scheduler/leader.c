@@ -1,0 +1,307 @@
+/*
+ * leader.c - which scheduler leads, and what a standby does meanwhile.
+ *
+ * With a state that coordinates (etcd, lib/coord.h) every scheduler
+ * campaigns for the leader key under a lease of --leader-ttl seconds. The
+ * winner takes a new epoch, recovers unfinished runs and binds the worker
+ * port (sched_lead); until then, and for as long as another member leads, a
+ * scheduler is a standby: it serves /healthz, /readyz (503) and /metrics,
+ * and answers every other call with 307 to the leader's API URL, or 503 when
+ * no leader is known. A standby never binds the worker port, so workers
+ * given every scheduler's endpoint rotate until they reach the leader.
+ *
+ * A leader acts (commits, dispatches, sends) only while its lease is known
+ * to be alive for another third of the TTL: the renewals come every third,
+ * so in health that margin always holds; when etcd stops answering, the
+ * leader pauses before its lease can have expired, and resumes if etcd
+ * renews the same lease again (etcd extends leases across its own restart).
+ * When the lease is gone for good (expired, revoked) or the key was taken,
+ * the leader logs and stops with exit status 3 without committing anything
+ * more; its supervisor restarts it, and it comes back as a standby.
+ *
+ * With SQLite there is no election: the scheduler always leads.
+ *
+ * Worker registrations: the leader puts <prefix>workers/<id> under a lease
+ * of three heartbeats kept alive while the worker is registered, and revokes
+ * it when the worker is removed (BYE, missed heartbeats).
+ *
+ * Loop thread only.
+ */
+#include "scheduler/sched.h"
+
+#include "lib/coord.h"
+
+struct leader
+{
+    struct tr_coord *coord;   /* NULL: no election (SQLite), always the leader */
+    char *advert;             /* {"id","api","workers"} this member campaigns with (owned) */
+    bool promoted;            /* sched_lead ran: this process leads */
+    bool suspended;           /* the lease could not be confirmed in time: not acting */
+    bool lost;                /* leadership lost for good: stopping */
+    char leader_api[512];     /* the known leader's API URL, "" when none is known */
+    char leader_id[128];      /* and its id */
+    uint64_t no_leader_ns;    /* when the leader key was last seen gone, 0 when not */
+};
+
+/* ====================================================================== */
+/* Roles                                                                   */
+/* ====================================================================== */
+
+bool leader_acting(const struct sched *s)
+{
+    return s->ha == NULL || s->ha->coord == NULL || (s->ha->promoted && !s->ha->lost);
+}
+
+const char *leader_role_name(const struct sched *s)
+{
+    if (s->ha != NULL && s->ha->lost)
+        return "stopping";
+    return leader_acting(s) ? "leader" : "standby";
+}
+
+bool leader_may_act(struct sched *s)
+{
+    struct leader *l = s->ha;
+    if (l == NULL || l->coord == NULL)
+        return true;
+    if (!l->promoted || l->lost)
+        return false;
+    uint64_t expiry = tr_coord_lease_expiry_ns(l->coord);
+    uint64_t margin = (uint64_t)s->cfg.leader_ttl_s * 1000000000ull / 3;
+    bool ok = expiry > tr_mono_ns() + margin;
+    if (!ok && !l->suspended) {
+        l->suspended = true;
+        /* Writes answer 503 and dispatch pauses, as for a failing commit. */
+        s->commit_failing = true;
+        tr_warn("cannot confirm the leader lease in time: pausing commits and dispatch until "
+                "etcd renews it");
+    } else if (ok && l->suspended) {
+        l->suspended = false;
+        s->commit_failing = false;
+        tr_info("leader lease renewed again: resuming");
+    }
+    return ok;
+}
+
+/* Copies the fields of a leader's advertisement, refusing what could not go
+ * into a Location header. */
+static void learn_leader(struct leader *l, const char *advert, size_t len)
+{
+    l->leader_api[0] = l->leader_id[0] = '\0';
+    json_t *o = json_loadb(advert, len, 0, NULL);
+    const char *api = json_string_value(json_object_get(o, "api"));
+    const char *id = json_string_value(json_object_get(o, "id"));
+    if (api != NULL && strlen(api) < sizeof(l->leader_api) && strpbrk(api, "\r\n") == NULL)
+        snprintf(l->leader_api, sizeof(l->leader_api), "%s", api);
+    if (id != NULL)
+        snprintf(l->leader_id, sizeof(l->leader_id), "%s", id);
+    json_decref(o);
+}
+
+static void stop_lost(struct sched *s, const char *why)
+{
+    struct leader *l = s->ha;
+    l->lost = true;
+    s->exit_code = 3;
+    s->stopping = true;
+    tr_err("lost leadership: %s; stopping at once without committing (exit status 3): "
+           "restarted, this scheduler comes back as a standby", why);
+    uv_stop(s->loop);
+}
+
+static void on_coord(void *arg, const struct tr_coord_event *ev)
+{
+    struct sched *s = arg;
+    struct leader *l = s->ha;
+    switch (ev->type) {
+    case TR_COORD_LEADER: {
+        l->leader_api[0] = l->leader_id[0] = '\0';
+        uint64_t waited = l->no_leader_ns ? tr_mono_ns() - l->no_leader_ns : 0;
+        struct tr_error err;
+        tr_error_init(&err);
+        int rc = sched_lead(s, &err);
+        if (rc < 0) {
+            tr_err("cannot take over as leader: %s", err.msg[0] ? err.msg : tr_strerror(rc));
+            l->lost = true;
+            s->exit_code = 1;
+            s->stopping = true;
+            uv_stop(s->loop);
+            return;
+        }
+        l->promoted = true;
+        tr_info("leading id=%s epoch=%llu workers=%s (%.0f ms after the leader key was found "
+                "missing)", s->cfg.id, (unsigned long long)s->epoch, s->cfg.listen,
+                (double)waited / 1e6);
+        break;
+    }
+    case TR_COORD_FOLLOWER:
+        learn_leader(l, ev->leader, ev->len);
+        l->no_leader_ns = 0;
+        tr_info("standby id=%s: leader is '%s' at %s", s->cfg.id, l->leader_id,
+                l->leader_api[0] ? l->leader_api : "(no API URL)");
+        break;
+    case TR_COORD_NO_LEADER:
+        l->leader_api[0] = l->leader_id[0] = '\0';
+        l->no_leader_ns = tr_mono_ns();
+        tr_info("no leader (%s): campaigning id=%s", ev->why ? ev->why : "key gone", s->cfg.id);
+        break;
+    case TR_COORD_LOST:
+        stop_lost(s, ev->why ? ev->why : "lease lost");
+        break;
+    }
+}
+
+/* ====================================================================== */
+/* Life cycle                                                              */
+/* ====================================================================== */
+
+int leader_open(struct sched *s, struct tr_error *err)
+{
+    s->ha = tr_calloc(1, sizeof(*s->ha));
+    if (s->ha == NULL)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    return tr_coord_open(s->loop, s->cfg.state_url, &s->ha->coord, err);
+}
+
+int leader_start(struct sched *s, struct tr_error *err)
+{
+    struct leader *l = s->ha;
+    if (l->coord == NULL) {
+        int rc = sched_lead(s, err);
+        if (rc == 0)
+            l->promoted = true;
+        return rc;
+    }
+    char api[300];
+    if (s->cfg.advertise_api != NULL)
+        snprintf(api, sizeof(api), "%s", s->cfg.advertise_api);
+    else
+        snprintf(api, sizeof(api), "http://%s:%d", s->cfg.api_host, tr_http_server_port(s->http));
+    json_t *o = json_pack("{s:s, s:s, s:s}", "id", s->cfg.id, "api", api, "workers",
+                          s->cfg.listen);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    l->advert = text ? tr_strdup(text) : NULL;
+    free(text);
+    if (l->advert == NULL)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    int rc = tr_coord_campaign(l->coord, s->cfg.leader_ttl_s, l->advert, strlen(l->advert),
+                               on_coord, s);
+    if (rc < 0)
+        return tr_error_set(err, rc, "cannot campaign for leadership");
+    l->no_leader_ns = tr_mono_ns();
+    tr_info("standby id=%s: campaigning for leadership (lease %u s) api=%s", s->cfg.id,
+            s->cfg.leader_ttl_s, api);
+    return 0;
+}
+
+void leader_close(struct sched *s)
+{
+    struct leader *l = s->ha;
+    if (l == NULL)
+        return;
+    tr_coord_close(l->coord);
+    l->coord = NULL;
+    tr_free(l->advert);
+    tr_free(l);
+    s->ha = NULL;
+}
+
+/* ====================================================================== */
+/* Worker registrations                                                    */
+/* ====================================================================== */
+
+void leader_worker_up(struct sched *s, const struct worker *w)
+{
+    if (s->ha == NULL || s->ha->coord == NULL)
+        return;
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:O, s:s, s:s, s:f}", "id", w->id, "pool",
+                          w->pool->name, "slots", (json_int_t)w->slots, "gpus",
+                          (json_int_t)w->gpus, "cpus", (json_int_t)w->cpus, "labels", w->labels,
+                          "version", w->version, "endpoint", s->cfg.listen, "connected_at",
+                          w->connected_at);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    /* A lease of three heartbeats, the same silence after which the worker
+     * is presumed dead; etcd rounds short TTLs up to its minimum. */
+    uint32_t ttl = (uint32_t)((3ull * s->cfg.heartbeat_ms + 999) / 1000);
+    if (text == NULL ||
+        tr_coord_worker_up(s->ha->coord, w->id, text, strlen(text), TR_MAX(ttl, 2u)) < 0)
+        tr_warn("cannot register worker=%s in etcd: out of memory", w->id);
+    free(text);
+}
+
+void leader_worker_down(struct sched *s, const struct worker *w)
+{
+    if (s->ha != NULL && s->ha->coord != NULL)
+        tr_coord_worker_down(s->ha->coord, w->id);
+}
+
+/* ====================================================================== */
+/* HTTP                                                                    */
+/* ====================================================================== */
+
+static bool is_probe(struct tr_str path)
+{
+    return tr_http_route_match("/healthz", path, NULL, NULL, NULL) ||
+           tr_http_route_match("/readyz", path, NULL, NULL, NULL) ||
+           tr_http_route_match("/metrics", path, NULL, NULL, NULL);
+}
+
+bool leader_gate(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    if (leader_acting(s) || is_probe(tr_http_req_path(req)))
+        return false;
+    struct leader *l = s->ha;
+    char msg[700];
+    if (l->leader_api[0] == '\0') {
+        snprintf(msg, sizeof(msg), "this scheduler (%s) is a standby and no leader is known "
+                 "yet; retry shortly", s->cfg.id);
+        tr_http_respond_error(req, 503, "unavailable", msg);
+        return true;
+    }
+    struct tr_str path = tr_http_req_path(req);
+    struct tr_str query = tr_http_req_query_string(req);
+    struct tr_buf h;
+    tr_buf_init(&h, 8192);
+    size_t n = strlen(l->leader_api);
+    while (n > 0 && l->leader_api[n - 1] == '/')
+        n--;
+    int rc = tr_buf_addf(&h, "Location: %.*s%.*s%s%.*s\r\n", (int)n, l->leader_api,
+                         (int)path.len, path.p, query.len ? "?" : "", (int)query.len, query.p);
+    snprintf(msg, sizeof(msg), "this scheduler (%s) is a standby; the leader (%s) is at %s",
+             s->cfg.id, l->leader_id, l->leader_api);
+    json_t *o = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "not_leader", "message", msg,
+                          "leader", l->leader_api);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (rc < 0 || text == NULL)
+        tr_http_respond_error(req, 503, "unavailable", msg);
+    else
+        tr_http_respond_extra(req, 307, "application/json", h.buf, text, strlen(text));
+    free(text);
+    tr_buf_release(&h);
+    return true;
+}
+
+void leader_h_readyz(struct tr_http_req *req, void *arg)
+{
+    struct sched *s = arg;
+    bool ready = leader_acting(s) && !(s->ha && s->ha->suspended);
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string(ready ? "ready" : "not_ready"));
+    json_object_set_new(o, "role", json_string(leader_role_name(s)));
+    if (s->cfg.id != NULL)
+        json_object_set_new(o, "id", json_string(s->cfg.id));
+    if (!leader_acting(s) && s->ha != NULL && s->ha->leader_api[0])
+        json_object_set_new(o, "leader", json_string(s->ha->leader_api));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (text == NULL) {
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    tr_http_respond(req, ready ? 200 : 503, "application/json", text, strlen(text));
+    free(text);
+}
