@@ -115,6 +115,24 @@ assert_eq "$summary2" "$summary" "the same usage after a restart, from the task 
 status=$(TRELLIS_API="$API" "$TRELLIS" status "$id")
 assert_contains "$status" "usage:     3 LLM calls" "trellis status after the restart"
 
+# kill -9 while the second task runs: the restarted scheduler resumes the
+# run, takes the first task's calls (both attempts) from its durable record,
+# and the finished run sums the same as an uninterrupted one. The kill comes
+# while the second task sleeps before its call; the worker drops that
+# attempt when it meets the new scheduler, and the re-dispatched one calls.
+wait_workers 1
+id3=$(submit "$P/llm_usage.lua" '{"nap": 3}')
+wait_for 30 bash -c "curl -s $API/v1/runs/$id3/tasks | $PY -c 'import json,sys; t = {x[\"name\"]: x for x in json.load(sys.stdin)[\"tasks\"]}; sys.exit(0 if t[\"first\"][\"state\"] == \"succeeded\" and t[\"second\"][\"state\"] == \"running\" else 1)'" \
+  || fail "the second task of the resumable run never ran"
+kill -9 "$SCHED_PID"
+ok "killed the scheduler while the second task ran"
+start_scheduler
+run3=$(wait_run "$id3" 90)
+assert_eq "$(echo "$run3" | json_get 'j["state"]')" succeeded "the resumed run succeeds"
+api_get "/v1/runs/$id3/tasks" >"$TMP/tasks.json"
+summary3=$(echo "$run3" | "$PY" "$TMP/check.py" "$TMP/tasks.json") || fail "usage of the resumed run: $summary3"
+assert_eq "$summary3" "$summary" "a resumed run keeps the calls of its durable tasks"
+
 # A run that made no call shows zero usage and no usage line.
 id2=$(submit "$P/diamond.lua")
 run2=$(wait_run "$id2" 60)

@@ -1,11 +1,13 @@
 -- Two tasks, three llm.chat calls (tests/e2e/test_usage.sh): `first` makes
 -- one call per attempt and fails its first attempt after the call, so its
 -- usage spans two attempts; `second` makes one call on another model and
--- names no template. Worker modules are required inside run: the scheduler
--- reads the graph without them.
+-- names no template, after sleeping `nap` seconds (so that a test can kill
+-- the scheduler while it runs). Worker modules are required inside run: the
+-- scheduler reads the graph without them.
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-llm-usage", version = "1",
+  params = { nap = 0 },
   tasks = {
     trellis.task { name = "first", retries = 1, backoff = 0.01, run = function(ctx)
       local llm = require "trellis.llm"
@@ -17,6 +19,7 @@ return trellis.pipeline {
       return { text = r.text, digest = ask.digest }
     end },
     trellis.task { name = "second", after = { "first" }, run = function(ctx, first)
+      if ctx.params.nap > 0 then trellis.sleep(ctx.params.nap) end
       local llm = require "trellis.llm"
       local r = llm.chat { messages = { { role = "user", content = "three four five" } },
                            model = "ok-b" }
