@@ -108,6 +108,8 @@ assert_contains "$(echo "$tasks_out" | grep '^first')" "$first_cost" "the first 
 kill -9 "$SCHED_PID"
 ok "killed the scheduler after the run finished"
 start_scheduler
+# With etcd state a restarted scheduler leads only once the dead one's lease ran out.
+wait_for 30 curl -sfL --max-redirs 3 "$API/v1/runs/$id" || fail "the restarted scheduler never answered"
 api_get "/v1/runs/$id/tasks" >"$TMP/tasks.json"
 summary2=$(api_get "/v1/runs/$id" | "$PY" "$TMP/check.py" "$TMP/tasks.json") \
   || fail "usage after the restart: $summary2"
@@ -127,6 +129,7 @@ wait_for 30 bash -c "curl -s $API/v1/runs/$id3/tasks | $PY -c 'import json,sys; 
 kill -9 "$SCHED_PID"
 ok "killed the scheduler while the second task ran"
 start_scheduler
+wait_for 30 curl -sfL --max-redirs 3 "$API/v1/runs/$id3" || fail "the restarted scheduler never answered"
 run3=$(wait_run "$id3" 90)
 assert_eq "$(echo "$run3" | json_get 'j["state"]')" succeeded "the resumed run succeeds"
 api_get "/v1/runs/$id3/tasks" >"$TMP/tasks.json"
