@@ -57,6 +57,8 @@ struct tr_run_rec
     double finished_at;      /* 0 when not finished */
     const char *output_json; /* NULL until finished */
     const char *error;       /* NULL unless failed or cancelled */
+    const char *usage_json;  /* the LLM calls of its tasks summed, as JSON text (written
+                                when it finishes, for listings); NULL when unknown */
 };
 
 /* The durable record of one task instance: written when it reaches a final state. */

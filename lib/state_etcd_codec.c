@@ -104,7 +104,8 @@ int etcd_encode_run(struct tr_buf *b, const struct tr_run_rec *r)
     msgpack_packer pk;
     msgpack_packer_init(&pk, b, buf_write);
     int fail = 0;
-    PACK(msgpack_pack_array(&pk, 12));
+    /* usage_json, the last field, is left out when NULL (see etcd_encode_task). */
+    PACK(msgpack_pack_array(&pk, r->usage_json ? 13 : 12));
     PACK(msgpack_pack_uint32(&pk, FORMAT));
     PACK(pack_str(&pk, r->id));
     PACK(pack_str(&pk, r->pipeline));
@@ -117,6 +118,8 @@ int etcd_encode_run(struct tr_buf *b, const struct tr_run_rec *r)
     PACK(msgpack_pack_double(&pk, r->finished_at));
     PACK(pack_str(&pk, r->output_json));
     PACK(pack_str(&pk, r->error));
+    if (r->usage_json)
+        PACK(pack_str(&pk, r->usage_json));
     return fail;
 }
 
@@ -353,7 +356,8 @@ int etcd_decode_pipeline(const void *v, size_t n, struct tr_pipeline_rec *p, uin
 int etcd_decode_run(const void *v, size_t n, struct tr_run_rec *x, char **arena)
 {
     struct rd r;
-    int rc = rd_open(&r, v, n, 12, arena);
+    uint64_t fields = 0;
+    int rc = rd_open_range(&r, v, n, 12, 13, &fields, arena);
     if (rc < 0)
         return rc;
     *x = (struct tr_run_rec){0};
@@ -364,6 +368,8 @@ int etcd_decode_run(const void *v, size_t n, struct tr_run_rec *x, char **arena)
               rd_double(&r, &x->started_at) && rd_double(&r, &x->finished_at) &&
               rd_bytes(&r, false, &x->output_json, NULL) && rd_bytes(&r, false, &x->error, NULL) &&
               x->id && x->pipeline && x->version && x->digest && x->state;
+    if (ok && fields == 13)
+        ok = rd_bytes(&r, false, &x->usage_json, NULL);
     return rd_close(&r, ok, arena);
 }
 

@@ -54,12 +54,14 @@ static const struct
         "  created_at REAL NOT NULL);"},
     /* The LLM calls of each instance (struct tr_task_rec.usage); NULL in older rows. */
     {2, "ALTER TABLE tasks ADD COLUMN usage BLOB;"},
+    /* The sum of those calls per run (struct tr_run_rec.usage_json), for listings. */
+    {3, "ALTER TABLE runs ADD COLUMN usage TEXT;"},
 };
 
 #define PIPELINE_COLS "p.name, p.version, p.digest, p.registered_at, p.n_tasks"
 #define RUN_COLS                                                                                   \
     "id, pipeline, version, digest, params, state, created_at, started_at, "                       \
-    "finished_at, output, error"
+    "finished_at, output, error, usage"
 #define TASK_COLS                                                                                  \
     "run_id, name, idx, state, attempts, worker, started_at, finished_at, output, "                \
     "error, logs, cached, usage"
@@ -73,12 +75,12 @@ const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
     [TR_SQ_PUT_SOURCE] = "INSERT OR IGNORE INTO sources(digest, source) VALUES (?1, ?2)",
     /* An upsert rather than a replace keeps the row (and its rowid) in place. */
     [TR_SQ_PUT_RUN] = "INSERT INTO runs(" RUN_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                      " ?10, ?11) ON CONFLICT(id) DO UPDATE SET pipeline = excluded.pipeline,"
+                      " ?10, ?11, ?12) ON CONFLICT(id) DO UPDATE SET pipeline = excluded.pipeline,"
                       " version = excluded.version, digest = excluded.digest,"
                       " params = excluded.params, state = excluded.state,"
                       " created_at = excluded.created_at, started_at = excluded.started_at,"
                       " finished_at = excluded.finished_at, output = excluded.output,"
-                      " error = excluded.error",
+                      " error = excluded.error, usage = excluded.usage",
     [TR_SQ_PUT_TASK] = "INSERT OR REPLACE INTO tasks(" TASK_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
                        " ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [TR_SQ_PUT_CACHE] = "INSERT OR REPLACE INTO cache(key, output, created_at) VALUES (?1, ?2, ?3)",

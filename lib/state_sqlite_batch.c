@@ -244,9 +244,10 @@ int tr_sqlite_put_run(struct tr_state *st, const struct tr_run_rec *r)
 {
     struct tr_sqlite *ss = tr_sqlite_of(st);
     size_t nbytes = slen(r->id) + slen(r->pipeline) + slen(r->version) + slen(r->digest) +
-                    slen(r->params_json) + slen(r->state) + slen(r->output_json) + slen(r->error);
+                    slen(r->params_json) + slen(r->state) + slen(r->output_json) + slen(r->error) +
+                    slen(r->usage_json);
     struct tr_sqlite_val *v = NULL;
-    int rc = put_start(ss, TR_SQ_PUT_RUN, 11, nbytes, &v);
+    int rc = put_start(ss, TR_SQ_PUT_RUN, 12, nbytes, &v);
     if (rc < 0)
         return rc;
     set_text(ss, &v[0], r->id);
@@ -260,6 +261,7 @@ int tr_sqlite_put_run(struct tr_state *st, const struct tr_run_rec *r)
     set_time(&v[8], r->finished_at);
     set_text(ss, &v[9], r->output_json);
     set_text(ss, &v[10], r->error);
+    set_text(ss, &v[11], r->usage_json);
     put_end(ss);
     return 0;
 }

@@ -89,6 +89,7 @@ static int emit_run(sqlite3_stmt *s, const union any_cb *cb, void *arg)
         .finished_at = sqlite3_column_double(s, 8),
         .output_json = col_text(s, 9),
         .error = col_text(s, 10),
+        .usage_json = col_text(s, 11),
     };
     if (r.id == NULL || r.pipeline == NULL || r.version == NULL || r.digest == NULL ||
         r.state == NULL)

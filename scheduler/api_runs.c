@@ -590,6 +590,11 @@ static int list_run(const struct tr_run_rec *rec, void *arg)
     }
     struct rec_ctx rc = {.with_output = false};
     run_rec_json(rec, &rc);
+    /* The sum its record kept when it finished; runs from before that have none. */
+    json_t *sum = rec->usage_json ? json_loads(rec->usage_json, 0, NULL) : NULL;
+    if (sum != NULL && rc.out != NULL)
+        json_object_set_new(rc.out, "usage", usage_sum_brief(sum));
+    json_decref(sum);
     json_array_append_new(c->arr, rc.out);
     return 0;
 }

@@ -442,8 +442,10 @@ void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_resu
     /* Calls cost money whatever became of the attempt: keep them all. */
     inst_usage_add(in, m->usage.p, m->usage.len);
     if (in->state == ST_CANCELLED || run_is_final(in->run)) {
-        if (m->usage.len > 0 && inst_state_final(in->state))
+        if (m->usage.len > 0 && inst_state_final(in->state)) {
             inst_mark_dirty(in);
+            run_mark_dirty(in->run);
+        }
         return; /* the run was cancelled while this attempt ran */
     }
     tr_free(in->worker_id);

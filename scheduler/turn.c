@@ -25,6 +25,7 @@ static void fill_run_rec(struct run *r, struct tr_run_rec *rec)
     rec->finished_at = r->finished_at;
     rec->output_json = r->output_json;
     rec->error = r->error;
+    rec->usage_json = r->usage_json;
 }
 
 static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)

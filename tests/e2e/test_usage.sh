@@ -114,6 +114,8 @@ api_get "/v1/runs/$id/tasks" >"$TMP/tasks.json"
 summary2=$(api_get "/v1/runs/$id" | "$PY" "$TMP/check.py" "$TMP/tasks.json") \
   || fail "usage after the restart: $summary2"
 assert_eq "$summary2" "$summary" "the same usage after a restart, from the task records"
+listed=$(api_get "/v1/runs" | json_get "[r.get('usage') for r in j['runs'] if r['run_id'] == '$id'][0]")
+assert_eq "$(echo "$listed" | json_get 'j["calls"]')" 3 "GET /v1/runs after a restart: the totals kept with the run's record"
 status=$(TRELLIS_API="$API" "$TRELLIS" status "$id")
 assert_contains "$status" "usage:     3 LLM calls" "trellis status after the restart"
 

@@ -174,6 +174,7 @@ struct seen
     char task_usage[128];  /* the last task's usage, which task.usage points into */
     struct tr_run_rec run; /* the last run, likewise */
     char run_strs[9][64];
+    char run_usage[256];   /* the last run's usage_json, which run.usage_json points into */
 };
 
 static const char *keep(char *dst, const char *s)
@@ -222,6 +223,11 @@ static int on_run(const struct tr_run_rec *r, void *arg)
     s->run.state = keep(s->run_strs[5], r->state);
     s->run.output_json = keep(s->run_strs[6], r->output_json);
     s->run.error = keep(s->run_strs[7], r->error);
+    s->run.usage_json = NULL;
+    if (r->usage_json != NULL) {
+        snprintf(s->run_usage, sizeof(s->run_usage), "%s", r->usage_json);
+        s->run.usage_json = s->run_usage;
+    }
     return seen_next(s);
 }
 
@@ -438,7 +444,8 @@ static void test_run_round_trip(void **state)
                               .started_at = 11.25,
                               .finished_at = 12.75,
                               .output_json = "{\"answer\":\"no\"}",
-                              .error = "task 'b' failed"};
+                              .error = "task 'b' failed",
+                              .usage_json = "{\"calls\":3,\"cost\":0.5}"};
     struct tr_run_rec bare = {.id = "r-2",
                               .pipeline = "rag",
                               .version = "3",
@@ -461,12 +468,14 @@ static void test_run_round_trip(void **state)
     assert_true(s.run.finished_at == 12.75);
     assert_string_equal(s.run.output_json, "{\"answer\":\"no\"}");
     assert_string_equal(s.run.error, "task 'b' failed");
+    assert_string_equal(s.run.usage_json, "{\"calls\":3,\"cost\":0.5}");
 
     memset(&s, 0, sizeof(s));
     assert_int_equal(tr_state_get_run(f->st, "r-2", on_run, &s), 0);
     assert_null(s.run.params_json);
     assert_null(s.run.output_json);
     assert_null(s.run.error);
+    assert_null(s.run.usage_json);
     assert_true(s.run.started_at == 0);
     assert_true(s.run.finished_at == 0);
 
@@ -476,12 +485,14 @@ static void test_run_round_trip(void **state)
     done.started_at = 21;
     done.finished_at = 22;
     done.output_json = "42";
+    done.usage_json = "{\"calls\":0}";
     put_runs(f->st, &done, 1);
     memset(&s, 0, sizeof(s));
     assert_int_equal(tr_state_get_run(f->st, "r-2", on_run, &s), 0);
     assert_int_equal(s.n, 1);
     assert_string_equal(s.run.state, "succeeded");
     assert_string_equal(s.run.output_json, "42");
+    assert_string_equal(s.run.usage_json, "{\"calls\":0}");
     assert_true(s.run.finished_at == 22);
 
     memset(&s, 0, sizeof(s));

@@ -566,7 +566,28 @@ static void test_task_codec_usage(void **state)
     assert_int_equal(out.usage_len, 0);
     tr_free(arena);
 
+    /* Runs likewise: usage_json is a thirteenth field, only when there is one. */
+    struct tr_run_rec run = {.id = "r-1", .pipeline = "p", .version = "1", .digest = "dd",
+                             .state = "succeeded", .usage_json = "{\"calls\":1}"};
+    struct tr_run_rec run_out;
+    tr_buf_reset(&b);
+    assert_int_equal(etcd_encode_run(&b, &run), 0);
+    assert_int_equal((unsigned char)b.buf[0], 0x9d);
+    assert_int_equal(etcd_decode_run(b.buf, b.len, &run_out, &arena), 0);
+    assert_string_equal(run_out.usage_json, "{\"calls\":1}");
+    tr_free(arena);
+    tr_buf_reset(&b);
+    run.usage_json = NULL;
+    assert_int_equal(etcd_encode_run(&b, &run), 0);
+    assert_int_equal((unsigned char)b.buf[0], 0x9c);
+    assert_int_equal(etcd_decode_run(b.buf, b.len, &run_out, &arena), 0);
+    assert_null(run_out.usage_json);
+    assert_string_equal(run_out.state, "succeeded");
+    tr_free(arena);
+
     /* Thirteen or sixteen fields are not a task. */
+    tr_buf_reset(&b);
+    assert_int_equal(etcd_encode_task(&b, &in), 0);
     b.buf[0] = (char)0x9d;
     assert_int_equal(etcd_decode_task(b.buf, b.len, &out, &arena), TR_EPROTO);
     b.buf[0] = (char)0xdc;

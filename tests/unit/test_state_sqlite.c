@@ -424,7 +424,7 @@ static void test_sync_modes_and_wal(void **state)
     assert_int_equal(sqlite3_exec(db, "SELECT value FROM meta WHERE key = 'schema_version'",
                                   first_column, got, NULL),
                      SQLITE_OK);
-    assert_string_equal(got, "2");
+    assert_string_equal(got, "3");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
@@ -449,6 +449,20 @@ static int on_old_task(const struct tr_task_rec *rec, void *arg)
     t->usage_len = rec->usage_len;
     if (rec->usage_len > 0 && rec->usage_len <= sizeof(t->usage))
         memcpy(t->usage, rec->usage, rec->usage_len);
+    return 0;
+}
+
+struct old_run
+{
+    int n;
+    bool has_usage;
+};
+
+static int on_old_run(const struct tr_run_rec *rec, void *arg)
+{
+    struct old_run *r = arg;
+    r->n++;
+    r->has_usage = rec->usage_json != NULL;
     return 0;
 }
 
@@ -482,7 +496,9 @@ static void test_migrates_schema_1(void **state)
                  "CREATE TABLE cache(key TEXT PRIMARY KEY, output BLOB NOT NULL,"
                  " created_at REAL NOT NULL);"
                  "INSERT INTO tasks VALUES ('r-old', 'a', 0, 'succeeded', 1, 'w1', 1.0, 2.0,"
-                 " x'2a', NULL, NULL, 0);");
+                 " x'2a', NULL, NULL, 0);"
+                 "INSERT INTO runs VALUES ('r-old', 'p', '1', 'dd', NULL, 'succeeded', 1.0, 1.5,"
+                 " 2.0, '{}', NULL);");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     open_ok(f, "");
@@ -493,6 +509,10 @@ static void test_migrates_schema_1(void **state)
     assert_int_equal(t.output_len, 1);
     assert_false(t.has_usage);
     assert_int_equal(t.usage_len, 0);
+    struct old_run r = {0};
+    assert_int_equal(tr_state_get_run(f->st, "r-old", on_old_run, &r), 0);
+    assert_int_equal(r.n, 1);
+    assert_false(r.has_usage);
 
     /* The migrated table takes usage like a new one. */
     static const char usage[] = "\x91\x81\xa5model\xa1m";
