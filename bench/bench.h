@@ -4,13 +4,15 @@
  * trellis-bench measures a real cluster (one trellis-scheduler, two
  * trellis-worker --slots 1, all on 127.0.0.1) on the peers' workloads W1-W4
  * (see /work/shared/bench/peers/WORKLOADS.md) plus L, the reading of a large
- * pipeline. The program is single-threaded; the only asynchronous code is the
- * signal handler of bench_cluster.c, which stops the children it started.
+ * pipeline, and H, slow HTTP calls in flight on one worker (issue 4). The
+ * program is single-threaded; the only asynchronous code is the signal
+ * handler of bench_cluster.c, which stops the children it started.
  *
  *   trellis_bench.c    options, the repeat loop, medians, text and JSON output
  *   bench_cluster.c    child processes, free ports, watchdog, /proc readings
  *   bench_http.c       the API client (libcurl easy handle + jansson)
  *   bench_workloads.c  the pipelines and the measurement of each workload
+ *   bench_h.c          workload H: its HTTP server and its cluster of one worker
  */
 #ifndef TR_BENCH_H
 #define TR_BENCH_H
@@ -31,6 +33,7 @@ enum tr_bench_wl
     TR_BENCH_W3,
     TR_BENCH_W4,
     TR_BENCH_L,
+    TR_BENCH_HTTP, /* H (TR_BENCH_H is this header's guard) */
     TR_BENCH_N_WL
 };
 
@@ -51,6 +54,9 @@ struct tr_bench_opts
     uint32_t watchdog_s;        /* bound on one repeat, seconds; then all is stopped */
     bool json;                  /* one JSON document on stdout instead of lines */
     bool keep;                  /* keep the temporary directory (logs, state) */
+    uint32_t h_slots;           /* --slots of H's one worker (1000) */
+    uint32_t h_latency_ms;      /* how long H's server takes to answer (200) */
+    char *h_server;             /* H's server: bench/slow_server.py */
 };
 
 /* ===================== results ===================== */
@@ -181,6 +187,17 @@ int tr_bench_cluster_start(struct tr_bench_cluster *c, const struct tr_bench_opt
  */
 void tr_bench_cluster_stop(struct tr_bench_cluster *c, bool keep);
 
+/*
+ * Starts argv (argv[0] a path) in dir, in a process group of its own, its
+ * output appended to log_path; the signal handler stops it like the
+ * cluster's processes. 0 or TR_EIO.
+ */
+int tr_bench_spawn(char *const argv[], const char *dir, const char *log_path, pid_t *out,
+                   struct tr_error *err) TR_MUST_CHECK;
+
+/* Stops *pid (SIGTERM, SIGKILL after a grace period) and sets it to 0. No-op on 0. */
+void tr_bench_stop_pid(pid_t *pid, const char *what);
+
 /* Checks that every process of the cluster is still alive; TR_EIO naming the dead one. */
 int tr_bench_cluster_check(struct tr_bench_cluster *c, struct tr_error *err) TR_MUST_CHECK;
 
@@ -217,6 +234,21 @@ void tr_bench_w3(struct tr_bench_cluster *c, const struct tr_bench_opts *o,
                  struct tr_bench_result *r);
 void tr_bench_w4(struct tr_bench_cluster *c, const struct tr_bench_opts *o,
                  struct tr_bench_result *r);
+
+/*
+ * H's pipeline: n tasks, each one POST of a chat completion for the model
+ * "latency-<ms>" to url (bench/slow_server.py answers after the ms of url's
+ * query, tests/llm/fake_llm.py after the model's).
+ */
+int tr_bench_src_http(struct tr_buf *out, const char *name, uint32_t n, const char *url,
+                      uint32_t ms) TR_MUST_CHECK;
+
+/* Measures H on c (a cluster of one worker) against the server at url. */
+void tr_bench_h(struct tr_bench_cluster *c, const struct tr_bench_opts *o, const char *url,
+                struct tr_bench_result *r);
+
+/* H from start to end: server, cluster, warm-up, measure, stop. Sets r->ran. */
+void tr_bench_run_h(const struct tr_bench_opts *o, struct tr_bench_result *r);
 
 /* L through the API (POST /v1/pipelines); adds api_s to r. */
 void tr_bench_l_api(struct tr_bench_cluster *c, const struct tr_bench_opts *o,

@@ -322,6 +322,17 @@ void tr_bench_cluster_stop(struct tr_bench_cluster *c, bool keep)
     g_dir[0] = '\0';
 }
 
+int tr_bench_spawn(char *const argv[], const char *dir, const char *log_path, pid_t *out,
+                   struct tr_error *err)
+{
+    return spawn(argv, dir, log_path, out, err);
+}
+
+void tr_bench_stop_pid(pid_t *pid, const char *what)
+{
+    stop_pids(pid, 1, what);
+}
+
 int tr_bench_cluster_check(struct tr_bench_cluster *c, struct tr_error *err)
 {
     int st = 0;

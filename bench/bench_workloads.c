@@ -78,6 +78,29 @@ int tr_bench_src_blocked(struct tr_buf *out, const char *name, uint32_t n)
                        src_head, n, name);
 }
 
+int tr_bench_src_http(struct tr_buf *out, const char *name, uint32_t n, const char *url,
+                      uint32_t ms)
+{
+    return tr_buf_addf(out,
+                       "local trellis = require \"trellis\"\n"
+                       "local URL = \"%s\"\n"
+                       "local BODY = '{\"model\": \"latency-%u\", \"messages\": "
+                       "[{\"role\": \"user\", \"content\": \"ping\"}]}'\n"
+                       "local function call(ctx)\n"
+                       "  local res = require(\"trellis.http\").request { method = \"POST\", "
+                       "url = URL, body = BODY,\n"
+                       "    headers = { [\"Content-Type\"] = \"application/json\" }, "
+                       "timeout = 120 }\n"
+                       "  if res.status ~= 200 then error(\"status \" .. res.status) end\n"
+                       "end\n"
+                       "local N, tasks = %u, {}\n"
+                       "for i = 1, N do tasks[i] = trellis.task { name = \"t\" .. i, "
+                       "run = call } end\n"
+                       "return trellis.pipeline { name = \"%s\", version = \"1\", "
+                       "tasks = tasks }\n",
+                       url, ms, n, name);
+}
+
 /* ===================== helpers ===================== */
 
 static double secs(uint64_t ns)
@@ -584,4 +607,37 @@ out:
     free(body);
     tr_buf_release(&src);
     tr_free(t);
+}
+
+/* ===================== H ===================== */
+
+void tr_bench_h(struct tr_bench_cluster *c, const struct tr_bench_opts *o, const char *url,
+                struct tr_bench_result *r)
+{
+    uint32_t n = o->n[TR_BENCH_HTTP];
+    struct tr_error err;
+    tr_error_init(&err);
+    struct tr_buf src;
+    tr_buf_init(&src, 0);
+    int rc = tr_bench_src_http(&src, "bench-h", n, url, o->h_latency_ms);
+    char *body = rc == 0 ? source_body(&src, "bench-h") : NULL;
+    tr_buf_release(&src);
+    if (body == NULL) {
+        tr_error_set(&err, TR_ENOMEM, "cannot build pipeline 'bench-h'");
+        tr_bench_fail(r, &err);
+        return;
+    }
+    uint64_t wall, submit;
+    rc = timed_run(c, o, body, n, &wall, &submit, &err);
+    free(body);
+    if (rc < 0) {
+        tr_bench_fail(r, &err);
+        return;
+    }
+    tr_bench_field_add(r, "n", n, 0);
+    tr_bench_field_add(r, "slots", o->h_slots, 0);
+    tr_bench_field_add(r, "latency_ms", o->h_latency_ms, 0);
+    tr_bench_field_add(r, "wall_s", secs(wall), 3);
+    tr_bench_field_add(r, "tasks_per_s", (double)n / secs(wall), 0);
+    tr_bench_field_add(r, "submit_s", secs(submit), 3);
 }

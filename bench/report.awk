@@ -101,6 +101,8 @@ END {
     row("W4", "rss_peak", "peak RSS bytes", "%.0f", 0, "", "", 0)
     row("L", "load_s", "load s", "%.3f", 0, "< 0.5", "<", 0.5)
     row("L", "api_s", "POST s", "%.3f", 0, "", "", 0)
+    row("H", "wall_s", "wall s", "%.3f", 0, "< 1.5", "<", 1.5)
+    row("H", "in_flight", "calls in flight", "%.0f", 1, "", "", 0)
     if (differ)
         printf "\n* the peer ran another size than Trellis (n=...): that ratio compares " \
                "different work.\n"

@@ -33,11 +33,14 @@
 #ifndef TR_BENCH_BUILD_TYPE
 #define TR_BENCH_BUILD_TYPE "unknown"
 #endif
+#ifndef TR_BENCH_SOURCE_DIR
+#define TR_BENCH_SOURCE_DIR "."
+#endif
 #ifndef TR_BENCH_SANITIZE
 #define TR_BENCH_SANITIZE 0
 #endif
 
-static const char *const wl_names[TR_BENCH_N_WL] = {"W1", "W2", "W3", "W4", "L"};
+static const char *const wl_names[TR_BENCH_N_WL] = {"W1", "W2", "W3", "W4", "L", "H"};
 
 /* ===================== results ===================== */
 
@@ -99,12 +102,17 @@ static void usage(FILE *f)
             "  --w3 N             W3: map width of root -> map -> reduce (5000)\n"
             "  --w4 N             W4: pending tasks behind a blocked root (100000)\n"
             "  --l N              L: tasks of the pipeline read (100000)\n"
+            "  --h N              H: tasks, each one HTTP call to a slow local server (2000)\n"
+            "  --h-slots N        H: slots of its one worker (1000)\n"
+            "  --h-latency-ms N   H: how long the server takes to answer (200)\n"
+            "  --h-server PATH    H: the server, bench/slow_server.py (or\n"
+            "                     tests/llm/fake_llm.py), run by $PYTHON or /usr/bin/python3\n"
             "  --warmup N         no-op tasks of the warm-up run (200)\n"
             "  --l-loads N        in-process loads for L, median taken (5)\n"
             "  --l-posts N        POST /v1/pipelines for L, median taken (3)\n"
             "  --workers N        worker processes (2)\n"
             "  --slots N          slots per worker (1)\n"
-            "  --only LIST        comma list of W1,W2,W3,W4,L (all)\n"
+            "  --only LIST        comma list of W1,W2,W3,W4,L,H (all)\n"
             "  --repeat R         runs of the whole set; medians and ranges reported (1)\n"
             "  --deadline S       bound on one workload's wait, seconds (300)\n"
             "  --watchdog S       bound on one repeat, seconds; then all is stopped (1800)\n"
@@ -213,6 +221,9 @@ static const struct
     {"w3", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W3])},
     {"w4", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W4])},
     {"l", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_L])},
+    {"h", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_HTTP])},
+    {"h-slots", 1, offsetof(struct tr_bench_opts, h_slots)},
+    {"h-latency-ms", 0, offsetof(struct tr_bench_opts, h_latency_ms)},
     {"w2-discard", 0, offsetof(struct tr_bench_opts, w2_discard)},
     {"warmup", 1, offsetof(struct tr_bench_opts, warmup)},
     {"l-loads", 1, offsetof(struct tr_bench_opts, l_loads)},
@@ -231,6 +242,7 @@ enum
     OPT_SCHED,
     OPT_WORKER,
     OPT_ONLY,
+    OPT_H_SERVER,
     OPT_JSON,
     OPT_KEEP,
     OPT_HELP,
@@ -240,17 +252,18 @@ enum
 /* 0, 1 (--help: exit 0) or a negative error (a usage error has been printed). */
 static int parse_args(int argc, char **argv, struct tr_bench_opts *o)
 {
-    struct option longopts[TR_ARRAY_LEN(num_opts) + 8] = {
+    struct option longopts[TR_ARRAY_LEN(num_opts) + 9] = {
         {"bin-dir", required_argument, NULL, OPT_BIN_DIR},
         {"scheduler", required_argument, NULL, OPT_SCHED},
         {"worker", required_argument, NULL, OPT_WORKER},
         {"only", required_argument, NULL, OPT_ONLY},
+        {"h-server", required_argument, NULL, OPT_H_SERVER},
         {"json", no_argument, NULL, OPT_JSON},
         {"keep", no_argument, NULL, OPT_KEEP},
         {"help", no_argument, NULL, OPT_HELP},
     };
     for (size_t i = 0; i < TR_ARRAY_LEN(num_opts); i++) {
-        struct option *lo = &longopts[7 + i];
+        struct option *lo = &longopts[8 + i];
         lo->name = num_opts[i].name;
         lo->has_arg = required_argument;
         lo->val = OPT_NUM + (int)i;
@@ -285,6 +298,10 @@ static int parse_args(int argc, char **argv, struct tr_bench_opts *o)
             break;
         case OPT_ONLY:
             ok = parse_only(optarg, o->only);
+            break;
+        case OPT_H_SERVER:
+            tr_free(o->h_server);
+            o->h_server = tr_strdup(optarg);
             break;
         case OPT_JSON:
             o->json = true;
@@ -464,6 +481,10 @@ static void run_repeat(const struct tr_bench_opts *o, struct tr_bench_result *re
         log_result(&res[TR_BENCH_L], TR_BENCH_L);
     if (o->only[TR_BENCH_W4])
         run_cluster_b(o, res);
+    if (o->only[TR_BENCH_HTTP]) {
+        tr_bench_run_h(o, &res[TR_BENCH_HTTP]);
+        log_result(&res[TR_BENCH_HTTP], TR_BENCH_HTTP);
+    }
     tr_bench_watchdog(0);
 }
 
@@ -672,22 +693,26 @@ static void print_json(const struct tr_bench_opts *o, const struct tr_bench_resu
 int main(int argc, char **argv)
 {
     struct tr_bench_opts o = {
-        .n = {10000, 1000, 5000, 100000, 100000},
+        .n = {10000, 1000, 5000, 100000, 100000, 2000},
         .w2_discard = 50,
         .warmup = 200,
         .workers = 2,
         .slots = 1,
         .l_loads = 5,
         .l_posts = 3,
-        .only = {true, true, true, true, true},
+        .only = {true, true, true, true, true, true},
+        .h_slots = 1000,
+        .h_latency_ms = 200,
         .repeat = 1,
         .deadline_s = 300,
         .watchdog_s = 1800,
     };
-    int rc = parse_args(argc, argv, &o);
+    o.h_server = tr_strdup(TR_BENCH_SOURCE_DIR "/bench/slow_server.py");
+    int rc = o.h_server == NULL ? TR_ENOMEM : parse_args(argc, argv, &o);
     if (rc != 0) {
         tr_free(o.scheduler_bin);
         tr_free(o.worker_bin);
+        tr_free(o.h_server);
         return rc > 0 ? 0 : 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -727,6 +752,7 @@ int main(int argc, char **argv)
     tr_free(all);
     tr_free(o.scheduler_bin);
     tr_free(o.worker_bin);
+    tr_free(o.h_server);
     curl_global_cleanup();
     return status;
 }
