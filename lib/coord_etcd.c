@@ -588,9 +588,10 @@ int tr_coord_open(uv_loop_t *loop, const char *state_url, struct tr_coord **out,
         pl--;
     struct tr_buf b;
     tr_buf_init(&b, 0);
-    if (rc == 0 && (o.prefix[0] != '/' ||
-                    tr_buf_addf(&b, "%.*s%s", (int)pl, o.prefix, pl > 1 ? "/" : "") < 0))
+    if (rc == 0 && o.prefix[0] != '/')
         rc = tr_error_set(err, TR_EINVAL, "cannot coordinate: bad prefix '%s'", o.prefix);
+    if (rc == 0 && tr_buf_addf(&b, "%.*s%s", (int)pl, o.prefix, pl > 1 ? "/" : "") < 0)
+        rc = tr_error_set(err, TR_ENOMEM, "cannot coordinate: out of memory");
     c->prefix = rc == 0 ? tr_buf_detach(&b, NULL) : NULL;
     tr_buf_release(&b);
     c->endpoints = tr_strdup(copy);

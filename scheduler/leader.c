@@ -67,6 +67,8 @@ bool leader_may_act(struct sched *s)
     if (!l->promoted || l->lost)
         return false;
     uint64_t expiry = tr_coord_lease_expiry_ns(l->coord);
+    if (expiry == 0)
+        return false; /* elected before the first renewal answered: wait for it */
     uint64_t margin = (uint64_t)s->cfg.leader_ttl_s * 1000000000ull / 3;
     bool ok = expiry > tr_mono_ns() + margin;
     if (!ok && !l->suspended) {

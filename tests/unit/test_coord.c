@@ -240,6 +240,37 @@ static void test_worker_down_before_grant(void **state)
     tr_coord_close(c);
 }
 
+/* Every allocation of open and of a registration may fail: TR_ENOMEM and
+ * nothing leaked, until one succeeds. */
+static void test_out_of_memory(void **state)
+{
+    struct fx *f = *state;
+    char url[512];
+    snprintf(url, sizeof(url), "etcd://%s?prefix=%scoord", g_endpoint, f->prefix);
+    struct tr_coord *c = NULL;
+    long n = 1;
+    for (; n < 500; n++) {
+        tr_alloc_fail_at(n, false);
+        int rc = tr_coord_open(&f->loop, url, &c, NULL);
+        tr_alloc_fail_at(0, false);
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, TR_ENOMEM);
+        assert_null(c);
+    }
+    assert_non_null(c);
+    for (n = 1; n < 100; n++) {
+        tr_alloc_fail_at(n, false);
+        int rc = tr_coord_worker_up(c, "w-oom", "{}", 2, 2);
+        tr_alloc_fail_at(0, false);
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, TR_ENOMEM);
+    }
+    assert_true(n < 100);
+    tr_coord_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +279,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leader_loses_its_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_down_before_grant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_memory, setup, teardown),
     };
     return cmocka_run_group_tests_name("coord", tests, group_setup, NULL);
 }
