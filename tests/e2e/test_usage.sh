@@ -138,6 +138,22 @@ api_get "/v1/runs/$id3/tasks" >"$TMP/tasks.json"
 summary3=$(echo "$run3" | "$PY" "$TMP/check.py" "$TMP/tasks.json") || fail "usage of the resumed run: $summary3"
 assert_eq "$summary3" "$summary" "a resumed run keeps the calls of its durable tasks"
 
+# Cancelled after the calls of both attempts of the first task: those were
+# paid for, so the cancelled task keeps them and the run counts them.
+# The fake server counts calls per model: this run alone uses ok-c.
+id4=$(submit "$P/llm_usage.lua" '{"linger": 30, "model": "ok-c"}')
+wait_for 30 bash -c "[ \"\$(curl -s http://127.0.0.1:$FPORT/stats | $PY -c 'import json,sys; print(json.load(sys.stdin)[\"calls\"].get(\"ok-c\", 0))')\" = 2 ]" \
+  || fail "the first task's second attempt never made its call"
+# The answer reaches the task a moment after the server counted the call.
+sleep 0.5
+api_post "/v1/runs/$id4/cancel" '{}' >/dev/null
+# The cancelled attempt's RESULT (with its call) follows the cancel.
+wait_for 30 bash -c "[ \"\$(curl -s $API/v1/runs/$id4 | $PY -c 'import json,sys; print(json.load(sys.stdin)[\"usage\"][\"calls\"])')\" = 2 ]" \
+  || fail "the cancelled run does not count the calls of both attempts: $(api_get "/v1/runs/$id4")"
+ok "a cancelled run counts the calls of its cancelled task"
+assert_eq "$(api_get "/v1/runs/$id4/tasks" | json_get '[(t["state"], len(t["usage"])) for t in j["tasks"]]')" \
+  '[["cancelled", 2], ["cancelled", 0]]' "the cancelled task lists both calls"
+
 # A run that made no call shows zero usage and no usage line.
 id2=$(submit "$P/diamond.lua")
 run2=$(wait_run "$id2" 60)
