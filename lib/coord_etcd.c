@@ -35,8 +35,8 @@ struct wreg;
 
 struct tr_coord
 {
-    uv_loop_t *loop;
-    struct tr_etcd *e;
+    uv_loop_t *loop;          /* the caller's */
+    struct tr_etcd *e;        /* the client, on loop */
     char *endpoints;          /* for messages */
     char *prefix;             /* "/trellis/v1/" with its final slash */
     char *leader_key;         /* prefix + "leader" */
@@ -45,20 +45,21 @@ struct tr_coord
     bool freed_client;        /* e is freed */
 
     /* The election */
-    tr_coord_event_fn cb;
-    void *cb_arg;
+    tr_coord_event_fn cb;     /* election events */
+    void *cb_arg;             /* for cb */
     char *advert;             /* this member's advertisement (owned) */
     size_t advert_len;
-    uint32_t ttl_s;
+    uint32_t ttl_s;           /* of the member's lease */
     int64_t lease;            /* this member's lease, 0 until granted */
-    struct tr_etcd_keepalive *ka;
-    struct tr_etcd_watch *watch;
+    struct tr_etcd_keepalive *ka; /* renews lease, NULL when not running */
+    struct tr_etcd_watch *watch;  /* of leader_key, NULL when not running */
     int64_t watch_from;       /* revision the current watch started at */
     bool leader;              /* holds the leader key */
     bool campaigning;         /* a grant or Txn is in flight */
-    uint32_t backoff_ms;
+    uint32_t backoff_ms;      /* the next campaign retry's delay */
     uv_timer_t retry;         /* campaign retries after a failure */
     uv_timer_t close_timer;   /* bounds the revokes of close */
+    uv_timer_t sweep;         /* every second: registrations that still lack a lease or key */
     uint32_t close_pending;   /* revokes of close not yet answered */
     uint32_t handles_open;    /* uv handles not yet closed */
 
@@ -68,18 +69,21 @@ struct tr_coord
 /* One worker registration: its key, value, lease and keep-alive. */
 struct wreg
 {
-    struct tr_coord *c;
-    char *id;
+    struct tr_coord *c;       /* holds a reference on it */
+    char *id;                 /* the worker id, also the map key */
     size_t id_len;
-    char *key;
+    char *key;                /* <prefix>workers/<escaped id> */
     size_t key_len;
-    char *value;
+    char *value;              /* the registration (JSON from the scheduler) */
     size_t value_len;
-    uint32_t ttl_s;
-    int64_t lease;            /* 0 until granted */
-    struct tr_etcd_keepalive *ka;
+    uint32_t ttl_s;           /* of its lease */
+    int64_t lease;            /* 0 until granted (and again once expired) */
+    struct tr_etcd_keepalive *ka; /* renews lease, NULL when not running */
     uint32_t refs;            /* calls in flight, plus one while in the map */
     bool down;                /* tr_coord_worker_down was called (or replaced) */
+    bool busy;                /* a grant or put is in flight */
+    bool stored;              /* the put with the current lease succeeded */
+    bool warned;              /* a failure was logged already */
 };
 
 static void coord_unref(struct tr_coord *c);
@@ -415,60 +419,104 @@ static void wreg_end(struct wreg *w)
     w->lease = 0;
 }
 
+static void wreg_advance(struct wreg *w);
+
 static void on_worker_keepalive(void *arg, int status, int64_t ttl, bool final)
 {
     struct wreg *w = arg;
-    if (final) {
-        w->ka = NULL;
-        if (status == TR_ENOENT && !w->down && !w->c->closing)
-            tr_warn("the registration of worker '%s' on etcd '%s' expired; it comes back at "
-                    "its next HELLO", w->id, w->c->endpoints);
-        wreg_unref(w);
+    (void)ttl;
+    if (!final) {
         return;
     }
-    (void)status;
-    (void)ttl;
+    w->ka = NULL;
+    if (status == TR_ENOENT && !w->down && !w->c->closing) {
+        /* Expired (etcd unreachable past its TTL): the sweep grants anew. */
+        tr_warn("the registration of worker '%s' on etcd '%s' expired; registering it again",
+                w->id, w->c->endpoints);
+        w->lease = 0;
+        w->stored = false;
+    }
+    wreg_unref(w);
+}
+
+/* Failures are said once per registration, not at every sweep. */
+static void worker_warn(struct wreg *w, const char *what, int status,
+                        const struct tr_etcd_result *res)
+{
+    if (w->warned || w->down || w->c->closing)
+        return;
+    w->warned = true;
+    tr_warn("cannot %s worker '%s' on etcd '%s': %s; retrying every second", what, w->id,
+            w->c->endpoints, res->message[0] ? res->message : tr_strerror(status));
 }
 
 static void on_worker_put(void *arg, int status, const struct tr_etcd_result *res)
 {
     struct wreg *w = arg;
-    struct tr_coord *c = w->c;
-    if (status < 0 && !w->down && !c->closing)
-        tr_warn("cannot register worker '%s' on etcd '%s': %s", w->id, c->endpoints,
-                res->message[0] ? res->message : tr_strerror(status));
+    w->busy = false;
+    if (status < 0)
+        worker_warn(w, "register", status, res);
+    else
+        w->stored = true;
     wreg_unref(w);
 }
 
 static void on_worker_grant(void *arg, int status, const struct tr_etcd_result *res)
 {
     struct wreg *w = arg;
-    struct tr_coord *c = w->c;
+    w->busy = false;
     if (status < 0) {
-        if (!w->down && !c->closing)
-            tr_warn("cannot grant a lease for worker '%s' on etcd '%s': %s", w->id,
-                    c->endpoints, res->message[0] ? res->message : tr_strerror(status));
+        worker_warn(w, "grant a lease for", status, res);
         wreg_unref(w);
         return;
     }
     w->lease = res->lease_id;
-    if (w->down || c->closing) {
-        /* Gone while the grant was in flight: end the lease at once. */
-        wreg_end(w);
-        wreg_unref(w);
+    if (w->down || w->c->closing)
+        wreg_end(w); /* gone while the grant was in flight: end the lease at once */
+    else
+        wreg_advance(w);
+    wreg_unref(w);
+}
+
+/* Starts what w still lacks: a lease, then its keep-alive and the put. At
+ * most one grant or put in flight; the sweep calls it again after failures. */
+static void wreg_advance(struct wreg *w)
+{
+    struct tr_coord *c = w->c;
+    if (w->down || c->closing || c->freed_client || w->busy)
+        return;
+    if (w->lease == 0) {
+        if (tr_etcd_lease_grant(c->e, w->ttl_s, 0, on_worker_grant, w) == 0) {
+            w->refs++;
+            w->busy = true;
+        }
         return;
     }
-    struct tr_etcd_op put = {.key = w->key, .key_len = w->key_len, .value = w->value,
-                             .value_len = w->value_len, .lease = w->lease};
-    if (tr_etcd_put(c->e, &put, on_worker_put, w) == 0)
-        w->refs++;
-    uint32_t every = TR_MAX(w->ttl_s * 1000u / 3u, 100u);
-    if (tr_etcd_lease_keepalive_start(c->e, w->lease, every, on_worker_keepalive, w, &w->ka) ==
-        0)
-        w->refs++;
-    else
-        w->ka = NULL;
-    wreg_unref(w);
+    if (w->ka == NULL) {
+        uint32_t every = TR_MAX(w->ttl_s * 1000u / 3u, 100u);
+        if (tr_etcd_lease_keepalive_start(c->e, w->lease, every, on_worker_keepalive, w,
+                                          &w->ka) == 0)
+            w->refs++;
+        else
+            w->ka = NULL;
+    }
+    if (!w->stored) {
+        struct tr_etcd_op put = {.key = w->key, .key_len = w->key_len, .value = w->value,
+                                 .value_len = w->value_len, .lease = w->lease};
+        if (tr_etcd_put(c->e, &put, on_worker_put, w) == 0) {
+            w->refs++;
+            w->busy = true;
+        }
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct tr_coord *c = t->data;
+    size_t it = 0;
+    struct wreg *w;
+    while ((w = tr_hmap_next(&c->workers, &it)) != NULL)
+        wreg_advance(w);
 }
 
 int tr_coord_worker_up(struct tr_coord *c, const char *id, const char *value, size_t len,
@@ -513,8 +561,7 @@ int tr_coord_worker_up(struct tr_coord *c, const char *id, const char *value, si
     }
     w->refs = 1; /* the map's */
     c->refs++;
-    if (tr_etcd_lease_grant(c->e, w->ttl_s, 0, on_worker_grant, w) == 0)
-        w->refs++;
+    wreg_advance(w);
     return 0;
 }
 
@@ -623,8 +670,11 @@ int tr_coord_open(uv_loop_t *loop, const char *state_url, struct tr_coord **out,
     c->retry.timer_cb = on_retry;
     uv_timer_init(loop, &c->close_timer);
     c->close_timer.data = c;
-    c->handles_open = 2;
-    c->refs += 2;
+    uv_timer_init(loop, &c->sweep);
+    c->sweep.data = c;
+    uv_timer_start(&c->sweep, on_sweep, 1000, 1000);
+    c->handles_open = 3;
+    c->refs += 3;
     *out = c;
     return 0;
 }
@@ -639,6 +689,7 @@ static void finish_close(uv_timer_t *t)
     c->e = NULL;
     uv_close((uv_handle_t *)&c->retry, on_handle_closed);
     uv_close((uv_handle_t *)&c->close_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->sweep, on_handle_closed);
     coord_unref(c); /* the open reference */
 }
 
@@ -661,6 +712,7 @@ void tr_coord_close(struct tr_coord *c)
         return;
     c->closing = true;
     uv_timer_stop(&c->retry);
+    uv_timer_stop(&c->sweep);
     size_t it = 0;
     struct wreg *w;
     while ((w = tr_hmap_next(&c->workers, &it)) != NULL) {

@@ -240,6 +240,46 @@ static void test_worker_down_before_grant(void **state)
     tr_coord_close(c);
 }
 
+/* A registration made while etcd is down is written once it is back, and an
+ * election started then completes: both retry by themselves. */
+static void test_etcd_down_then_back(void **state)
+{
+    struct fx *f = *state;
+    char dir[512], ep[128], url[700];
+    scratch_dir(dir, sizeof(dir), "coord-restart");
+    start_own_member(f, dir, NULL, ep, sizeof(ep));
+    snprintf(url, sizeof(url), "etcd://%s?prefix=%scoord&timeout_ms=500", ep, f->prefix);
+    struct tr_coord *c = NULL;
+    assert_int_equal(tr_coord_open(&f->loop, url, &c, NULL), 0);
+    assert_int_equal(script(f, "stop-etcd.sh", dir, "--keep", NULL), 0);
+    struct events ev = {0};
+    campaign(c, "{\"id\":\"one\"}", &ev);
+    assert_int_equal(tr_coord_worker_up(c, "w-3", "{}", 2, 2), 0);
+    nap(f, 1500);
+    assert_int_equal(ev.n, 0);
+    assert_int_equal(script(f, "start-etcd.sh", dir, NULL, NULL), 0);
+    RUN_UNTIL(f, tr_coord_is_leader(c));
+
+    struct tr_etcd *e = client(f, ep, 2000);
+    char k[256];
+    K(f, k, "coord/workers/w-3");
+    bool found = false;
+    for (int i = 0; i < 250 && !found; i++) {
+        struct res r = {0};
+        struct tr_etcd_op op = {.key = k, .key_len = strlen(k)};
+        wait_res(f, tr_etcd_range(e, &op, on_res, &r), &r);
+        found = r.status == 0 && r.n_kvs == 1;
+        res_release(&r);
+        if (!found)
+            nap(f, 20);
+    }
+    assert_true(found);
+    tr_coord_close(c);
+    tr_etcd_free(e);
+    nap(f, 200);
+    stop_own_member(f);
+}
+
 /* Every allocation of open and of a registration may fail: TR_ENOMEM and
  * nothing leaked, until one succeeds. */
 static void test_out_of_memory(void **state)
@@ -280,6 +320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_worker_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_down_before_grant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_etcd_down_then_back, setup, teardown),
     };
     return cmocka_run_group_tests_name("coord", tests, group_setup, NULL);
 }
