@@ -81,7 +81,8 @@ bool tr_coord_is_leader(const struct tr_coord *c);
  * Registers worker id: puts <prefix>workers/<id> = value (copied) with a
  * lease of its own of ttl_s seconds, kept alive until tr_coord_worker_down.
  * A worker put again replaces its registration (the old lease is revoked).
- * Failures are logged and retried at the next put; nothing is returned but
+ * Failures (etcd unreachable) are logged once and retried every second, and
+ * a lease that expired meanwhile is granted anew; nothing is returned but
  * TR_ENOMEM, since a registration is an observation, not state the
  * scheduler depends on.
  */

@@ -131,8 +131,8 @@ static void on_coord(void *arg, const struct tr_coord_event *ev)
             return;
         }
         l->promoted = true;
-        tr_info("leading id=%s epoch=%llu workers=%s (%.0f ms after the leader key was found "
-                "missing)", s->cfg.id, (unsigned long long)s->epoch, s->cfg.listen,
+        tr_info("leading id=%s epoch=%llu workers=%s (elected %.0f ms after the campaign "
+                "began)", s->cfg.id, (unsigned long long)s->epoch, s->cfg.listen,
                 (double)waited / 1e6);
         break;
     }
