@@ -43,7 +43,7 @@ bash "$SRC/tests/etcd/stop-etcd.sh" "$TMP/etcd" --keep >/dev/null 2>&1
 t0=$(date +%s)
 ok "stopped etcd mid-run"
 body=$("$PY" -c 'import json,sys; print(json.dumps({"source": open(sys.argv[1]).read(), "name": "x", "params": {"n": 1, "s": 0}}))' "$P/sleepers.lua")
-wait_for 8 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary '$body' $API/v1/runs)\" = 503 ]" \
+wait_for 8 bash -c "[ \"\$(curl -s -m 2 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary '$body' $API/v1/runs)\" = 503 ]" \
   || fail "writes were not refused with 503 while etcd is gone"
 ok "the leader answers 503 on writes while etcd is gone"
 # Let the outage last ten seconds in all, then bring etcd back on its ports.
