@@ -217,7 +217,7 @@ void leader_worker_up(struct sched *s, const struct worker *w)
 {
     if (s->ha == NULL || s->ha->coord == NULL)
         return;
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:O, s:s, s:s, s:f}", "id", w->id, "pool",
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:O, s:s, s:s, s:f}", "id", w->id, "pool",
                           w->pool->name, "slots", (json_int_t)w->slots, "gpus",
                           (json_int_t)w->gpus, "cpus", (json_int_t)w->cpus, "labels", w->labels,
                           "version", w->version, "endpoint", s->cfg.listen, "connected_at",
