@@ -896,6 +896,54 @@ static void test_auth(void **state)
     assert_int_equal(f->handled, 4);
 }
 
+/* A standby scheduler's gate: answers /gate/... itself with a redirect that
+ * keeps the path and the raw query, and lets everything else through. */
+static bool before_gate(struct tr_http_req *req, void *arg)
+{
+    struct fixture *f = arg;
+    struct tr_str p = tr_http_req_path(req);
+    if (p.len < 5 || memcmp(p.p, "/gate", 5) != 0)
+        return false;
+    f->handled++;
+    struct tr_str q = tr_http_req_query_string(req);
+    char h[256];
+    snprintf(h, sizeof(h), "Location: http://leader%.*s%s%.*s\r\n", (int)p.len, p.p,
+             q.len ? "?" : "", (int)q.len, q.p);
+    tr_http_respond_extra(req, 307, "application/json", h, "{}", 2);
+    return true;
+}
+
+static void test_before_hook(void **state)
+{
+    struct fixture *f = *state;
+    f->tokens[0] = "s3cret";
+    f->tokens[1] = NULL;
+    f->cfg.tokens = f->tokens;
+    f->cfg.before = before_gate;
+    start(f);
+    struct client *c = client_open(f);
+    client_send(c, "GET /gate/x?a=1&b=%2F HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+    client_send(c, "GET /gate/y HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+    client_send(c, "GET /path/ok HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+    /* The gate runs after authentication. */
+    client_send(c, "GET /gate/z HTTP/1.1\r\n\r\n");
+    wait_resps(c, 4);
+    assert_int_equal(c->resps[0].status, 307);
+    assert_header(&c->resps[0], "location", "http://leader/gate/x?a=1&b=%2F");
+    assert_string_equal(c->resps[0].body, "{}");
+    assert_int_equal(c->resps[1].status, 307);
+    assert_header(&c->resps[1], "location", "http://leader/gate/y");
+    assert_int_equal(c->resps[2].status, 200);
+    assert_string_equal(c->resps[2].body, "ok");
+    assert_int_equal(c->resps[3].status, 401);
+    assert_int_equal(f->handled, 3);
+    client_close(c);
+    /* Readiness, like liveness, needs no token (here no route: 404, not 401). */
+    struct resp *r = exchange(f, "GET /readyz HTTP/1.1\r\n\r\n", &c);
+    assert_int_equal(r->status, 404);
+    client_close(c);
+}
+
 /* ===================================================================== */
 /* Long-poll                                                             */
 /* ===================================================================== */
@@ -1190,6 +1238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_before_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
