@@ -134,6 +134,26 @@ static void flush_replies(struct sched *s)
     }
 }
 
+/* Answers every pending reply with 503: its change was not made durable. */
+static void refuse_replies(struct sched *s)
+{
+    struct pending_reply *p = s->replies;
+    s->replies = NULL;
+    s->replies_tail = &s->replies;
+    while (p != NULL) {
+        struct pending_reply *next = p->next;
+        if (p->req != NULL) {
+            tr_http_req_on_abort(p->req, NULL, NULL);
+            tr_http_respond_error(p->req, 503, "unavailable",
+                                  "the scheduler stopped before this change was durable; "
+                                  "retry against the leader");
+        }
+        tr_free(p->body);
+        tr_free(p);
+        p = next;
+    }
+}
+
 /*
  * The order of one turn, after the I/O callbacks have applied what arrived:
  * schedule everything that became ready, make the turn's changes durable in
@@ -296,9 +316,16 @@ int sched_lead(struct sched *s, struct tr_error *err)
 void sched_close(struct sched *s)
 {
     s->stopping = true;
-    /* Whatever is still dirty gets one last chance to become durable. */
-    if (s->state && have_dirty(s) && leader_may_act(s) && commit_batch(s) == 0)
+    /* Whatever is still dirty gets one last chance to become durable. When
+     * it cannot (the commit fails, or leadership was lost), the answers that
+     * waited for that commit must not claim a change that was never kept. */
+    bool kept = !have_dirty(s);
+    if (!kept && s->state && leader_may_act(s) && commit_batch(s) == 0) {
         sched_send_queued(s);
+        kept = true;
+    }
+    if (!kept)
+        refuse_replies(s);
     flush_replies(s);
     waiters_close_all(s);
     api_close(s);
