@@ -41,7 +41,11 @@ struct leader
     char leader_api[512];     /* the known leader's API URL, "" when none is known */
     char leader_id[128];      /* and its id */
     uint64_t no_leader_ns;    /* when the leader key was last seen gone, 0 when not */
+    bool decided;             /* the first campaign had an outcome (led, or found a leader) */
 };
+
+/* How long start-up waits for the first outcome of the election. */
+#define FIRST_OUTCOME_MS 5000
 
 /* ====================================================================== */
 /* Roles                                                                   */
@@ -117,6 +121,7 @@ static void on_coord(void *arg, const struct tr_coord_event *ev)
     struct leader *l = s->ha;
     switch (ev->type) {
     case TR_COORD_LEADER: {
+        l->decided = true;
         l->leader_api[0] = l->leader_id[0] = '\0';
         uint64_t waited = l->no_leader_ns ? tr_mono_ns() - l->no_leader_ns : 0;
         struct tr_error err;
@@ -137,6 +142,7 @@ static void on_coord(void *arg, const struct tr_coord_event *ev)
         break;
     }
     case TR_COORD_FOLLOWER:
+        l->decided = true;
         learn_leader(l, ev->leader, ev->len);
         l->no_leader_ns = 0;
         tr_info("standby id=%s: leader is '%s' at %s", s->cfg.id, l->leader_id,
@@ -178,7 +184,8 @@ int leader_start(struct sched *s, struct tr_error *err)
     if (s->cfg.advertise_api != NULL)
         snprintf(api, sizeof(api), "%s", s->cfg.advertise_api);
     else
-        snprintf(api, sizeof(api), "http://%s:%d", s->cfg.api_host, tr_http_server_port(s->http));
+        snprintf(api, sizeof(api), "http://%s:%d", s->cfg.api_host,
+                 s->http ? tr_http_server_port(s->http) : s->cfg.api_port);
     json_t *o = json_pack("{s:s, s:s, s:s}", "id", s->cfg.id, "api", api, "workers",
                           s->cfg.listen);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -194,6 +201,23 @@ int leader_start(struct sched *s, struct tr_error *err)
     l->no_leader_ns = tr_mono_ns();
     tr_info("standby id=%s: campaigning for leadership (lease %u s) api=%s", s->cfg.id,
             s->cfg.leader_ttl_s, api);
+    /*
+     * Start-up waits (bounded) for the first outcome, so that by the time the
+     * API answers, this scheduler knows whether it leads or where the leader
+     * is: a client that saw /healthz answer must not meet "no leader known"
+     * on its next call. The coordination's own timers (retries, the
+     * registration sweep every second) keep each turn of the loop bounded.
+     */
+    uint64_t deadline = tr_mono_ns() + FIRST_OUTCOME_MS * 1000000ull;
+    while (!l->decided && !s->stopping && !l->lost && tr_mono_ns() < deadline)
+        uv_run(s->loop, UV_RUN_ONCE);
+    if (s->stopping) {
+        /* The signal's uv_stop was used up by the run above: again for main's. */
+        uv_stop(s->loop);
+    } else if (!l->decided) {
+        tr_warn("no election outcome after %d ms (is etcd reachable?): serving as a standby "
+                "meanwhile", FIRST_OUTCOME_MS);
+    }
     return 0;
 }
 

@@ -281,15 +281,16 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 
-    /* The API listens first: a standby serves probes and redirects while it
-     * campaigns, and the leader advertises the port it got. */
+    /* The election's first outcome comes before the API listens (leader.c),
+     * unless the API port is picked at random: then it must be bound first to
+     * be advertised. */
     rc = leader_open(s, err);
-    if (rc < 0)
-        return rc;
-    rc = api_init(s, err);
-    if (rc < 0)
-        return rc;
-    rc = leader_start(s, err);
+    if (rc == 0 && cfg->api_port == 0 && cfg->advertise_api == NULL)
+        rc = api_init(s, err);
+    if (rc == 0)
+        rc = leader_start(s, err);
+    if (rc == 0 && s->http == NULL)
+        rc = api_init(s, err);
     if (rc < 0)
         return rc;
     tr_info("scheduler ready role=%s api=%s:%d workers=%s state=%s", leader_role_name(s),
