@@ -26,8 +26,9 @@
 -- citations = [sources the answer cites], retrieval = "bm25" | "hybrid",
 -- provider, model, usage, cost, latency_ms, prompt = {name, version, digest}},
 -- ... ]}, one entry per question in order. prompt.digest identifies the
--- template; the digest of the messages actually sent is in the task's usage
--- (GET /v1/runs/{id}/tasks, docs/llm.md "Accounting").
+-- template, and every call records it in the task's usage (GET
+-- /v1/runs/{id}/tasks, docs/llm.md "Accounting"), so an answer can be traced
+-- to its model and prompt.
 local trellis = require "trellis"
 
 -- The template: the system message carries the rules and the passages; the
@@ -116,6 +117,7 @@ return trellis.pipeline {
           },
           model = p.model, provider = p.provider, max_tokens = p.max_tokens,
           temperature = p.temperature, top_k = p.top_k, context = context,
+          prompt_digest = tpl.digest,
         }
         -- The sources the answer cites: [name] markers that name a retrieved
         -- source, in order of first mention.

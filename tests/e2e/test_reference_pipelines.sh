@@ -168,3 +168,8 @@ pt=$(echo "$out" | json_get 'j["output"]["answer"][0]["usage"]["prompt_tokens"]'
 [ "$pt" -gt 50 ] || fail "prompt tokens $pt: the passages were not sent"
 ok "prompt tokens ($pt) count the system prompt with its passages"
 assert_eq "$(curl -s "http://127.0.0.1:$FPORT/stats" | json_get 'j["calls"].get("ok-rag", 0)')" 1 "one call reached the server"
+rid=$(echo "$out" | json_get 'j["run_id"]')
+tdig=$(echo "$out" | json_get 'j["output"]["answer"][0]["prompt"]["digest"]')
+assert_eq "$(api_get "/v1/runs/$rid/tasks" | json_get '[c["prompt_digest"] for t in j["tasks"] for c in (t.get("usage") or [])][0]')" \
+  "$tdig" "the call's usage record carries the prompt template's digest"
+assert_eq "$(echo "$out" | json_get 'j["usage"]["calls"]')" 1 "the run's usage counts the call"
