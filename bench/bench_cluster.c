@@ -444,8 +444,17 @@ static int start_processes(struct tr_bench_cluster *c, const struct tr_bench_opt
     snprintf(c->api, sizeof(c->api), "127.0.0.1:%d", p1);
     snprintf(c->listen, sizeof(c->listen), "tcp://127.0.0.1:%d", p2);
 
-    char state[320], log[320];
-    snprintf(state, sizeof(state), "sqlite:%s/state.db", c->dir);
+    char state[640], log[320];
+    /* TRELLIS_BENCH_STATE=etcd://HOST:PORT measures the etcd backend; each
+     * cluster gets a key prefix of its own so clusters never share runs. */
+    const char *alt = getenv("TRELLIS_BENCH_STATE");
+    if (alt != NULL && *alt) {
+        const char *base = strrchr(c->dir, '/');
+        snprintf(state, sizeof(state), "%s%sprefix=/trellis-bench/%s", alt,
+                 strchr(alt, '?') ? "&" : "?", base ? base + 1 : c->dir);
+    } else {
+        snprintf(state, sizeof(state), "sqlite:%s/state.db", c->dir);
+    }
     snprintf(log, sizeof(log), "%s/scheduler.log", c->dir);
     char *sargv[] = {o->scheduler_bin, "--api", c->api, "--listen", c->listen,
                      "--state", state, NULL};

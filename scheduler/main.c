@@ -28,6 +28,8 @@ static void usage(FILE *out)
             "  --log-level L          debug, info, warn, error (info)\n"
             "  --id NAME              this scheduler's name among several (HOSTNAME-PID)\n"
             "  --advertise-api URL    API URL standbys redirect to (http://API-HOST:PORT)\n"
+            "  --etcd-cacert FILE     CA of the etcd members (etcd over TLS)\n"
+            "  --etcd-cert FILE       client certificate for etcd, with --etcd-key FILE\n"
             "  --leader-ttl N         seconds of the leader lease with etcd state (3)\n"
             "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
             "capitals with '-' as '_' (TRELLIS_STATE, TRELLIS_TOKEN_FILE).\n");
@@ -87,6 +89,9 @@ static const struct option long_opts[] = {
     {"id", required_argument, NULL, 'i'},
     {"advertise-api", required_argument, NULL, 'A'},
     {"leader-ttl", required_argument, NULL, 'T'},
+    {"etcd-cacert", required_argument, NULL, 'E'},
+    {"etcd-cert", required_argument, NULL, 'F'},
+    {"etcd-key", required_argument, NULL, 'G'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -140,8 +145,54 @@ static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_l
     case 'T':
         return parse_uint(v, &cfg->leader_ttl_s) && cfg->leader_ttl_s >= 1 &&
                cfg->leader_ttl_s <= 3600;
+    case 'E':
+    case 'F':
+    case 'G': {
+        /* They become query parameters of an etcd:// state URL. */
+        if (*v == '\0' || strpbrk(v, "&?#") != NULL)
+            return false;
+        char **slot = c == 'E' ? &cfg->etcd_cacert : c == 'F' ? &cfg->etcd_cert : &cfg->etcd_key;
+        tr_free(*slot);
+        *slot = tr_strdup(v);
+        return *slot != NULL;
+    }
     }
     return false;
+}
+
+/* Folds --etcd-cacert/--etcd-cert/--etcd-key into the etcd:// state URL. */
+static bool apply_etcd_tls(struct sched_config *cfg)
+{
+    if (cfg->etcd_cacert == NULL && cfg->etcd_cert == NULL && cfg->etcd_key == NULL)
+        return true;
+    if (strncmp(cfg->state_url, "etcd://", 7) != 0) {
+        fprintf(stderr, "trellis-scheduler: --etcd-cacert, --etcd-cert and --etcd-key need an "
+                        "etcd:// --state\n");
+        return false;
+    }
+    if ((cfg->etcd_cert == NULL) != (cfg->etcd_key == NULL)) {
+        fprintf(stderr, "trellis-scheduler: --etcd-cert and --etcd-key go together\n");
+        return false;
+    }
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    char sep = strchr(cfg->state_url, '?') ? '&' : '?';
+    int rc = tr_buf_addstr(&b, cfg->state_url);
+    const char *names[] = {"cacert", "cert", "key"};
+    const char *vals[] = {cfg->etcd_cacert, cfg->etcd_cert, cfg->etcd_key};
+    for (size_t i = 0; rc == 0 && i < TR_ARRAY_LEN(names); i++) {
+        if (vals[i] == NULL)
+            continue;
+        rc = tr_buf_addf(&b, "%c%s=%s", sep, names[i], vals[i]);
+        sep = '&';
+    }
+    char *url = rc == 0 ? tr_buf_detach(&b, NULL) : NULL;
+    tr_buf_release(&b);
+    if (url == NULL)
+        return false;
+    tr_free(cfg->state_url);
+    cfg->state_url = url;
+    return true;
 }
 
 /* TRELLIS_<FLAG> for every flag, applied before the command line overrides them. */
@@ -174,6 +225,9 @@ static void config_free(struct sched_config *cfg)
     tr_free(cfg->curve_allow);
     tr_free(cfg->id);
     tr_free(cfg->advertise_api);
+    tr_free(cfg->etcd_cacert);
+    tr_free(cfg->etcd_cert);
+    tr_free(cfg->etcd_key);
 }
 
 int main(int argc, char **argv)
@@ -201,9 +255,12 @@ int main(int argc, char **argv)
             return 0;
         }
         if (c == '?' || !apply_opt(&cfg, c, optarg, &log_level)) {
-            if (c != '?')
-                fprintf(stderr, "trellis-scheduler: bad value for --%s: '%s'\n",
-                        long_opts[optind > 0 ? 0 : 0].name, optarg);
+            if (c != '?') {
+                const char *name = "?";
+                for (const struct option *o = long_opts; o->name; o++)
+                    name = o->val == c ? o->name : name;
+                fprintf(stderr, "trellis-scheduler: bad value for --%s: '%s'\n", name, optarg);
+            }
             usage(stderr);
             config_free(&cfg);
             return 2;
@@ -212,6 +269,10 @@ int main(int argc, char **argv)
     if (optind < argc) {
         fprintf(stderr, "trellis-scheduler: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
+        config_free(&cfg);
+        return 2;
+    }
+    if (!apply_etcd_tls(&cfg)) {
         config_free(&cfg);
         return 2;
     }

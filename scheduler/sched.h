@@ -42,6 +42,9 @@ struct sched_config
     char *token_file;         /* --token-file */
     char *curve_key;          /* --curve-key: the scheduler's key pair file */
     char *curve_allow;        /* --curve-allow: allowed worker public keys (file or dir) */
+    char *etcd_cacert;        /* --etcd-cacert, folded into an etcd:// state_url */
+    char *etcd_cert;          /* --etcd-cert */
+    char *etcd_key;           /* --etcd-key */
     uint32_t heartbeat_ms;    /* worker heartbeat interval */
     uint32_t prefetch;        /* cap on tasks sent to a worker beyond its slots (adaptive) */
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
