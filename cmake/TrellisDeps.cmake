@@ -49,3 +49,10 @@ add_library(tr_llhttp STATIC ${LLHTTP_SRC_DIR}/llhttp.c ${LLHTTP_SRC_DIR}/api.c
 target_include_directories(tr_llhttp SYSTEM PUBLIC ${LLHTTP_INC_DIR})
 set_target_properties(tr_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON C_EXTENSIONS ON)
 target_compile_options(tr_llhttp PRIVATE -w)
+
+# libunistring (Unicode normalisation for ingestion) ships no pkg-config file.
+find_path(UNISTRING_INCLUDE_DIR uninorm.h)
+find_library(UNISTRING_LIBRARY unistring)
+if(NOT UNISTRING_INCLUDE_DIR OR NOT UNISTRING_LIBRARY)
+  message(FATAL_ERROR "libunistring not found: apt-get install libunistring-dev")
+endif()

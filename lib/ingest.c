@@ -8,6 +8,8 @@
  */
 #include "lib/ingest.h"
 
+#include <uninorm.h>
+
 /* ====================================================================== */
 /* UTF-8                                                                  */
 /* ====================================================================== */
@@ -98,7 +100,41 @@ static bool is_dropped_cp(uint32_t c)
            (c < 0x20 && c != '\n') || c == 0x7F || (c >= 0x80 && c <= 0x9F);
 }
 
+static int normalize_spaces(const char *p, size_t len, struct tr_buf *out);
+
+/*
+ * Composes out's bytes from start on into Unicode NFC (libunistring), so
+ * that "e" + U+0301 and U+00E9 index and compare as the same text. The bytes
+ * are valid UTF-8 by then (invalid input became U+FFFD); ASCII is already NFC.
+ */
+static int compose_nfc(struct tr_buf *out, size_t start)
+{
+    const uint8_t *seg = (const uint8_t *)out->buf + start;
+    size_t n = out->len - start;
+    bool ascii = true;
+    for (size_t i = 0; i < n && ascii; i++)
+        ascii = seg[i] < 0x80;
+    if (ascii)
+        return 0;
+    size_t rlen = 0;
+    uint8_t *nfc = u8_normalize(UNINORM_NFC, seg, n, NULL, &rlen);
+    if (nfc == NULL)
+        return errno == ENOMEM ? TR_ENOMEM : TR_EINVAL;
+    out->len = start;
+    out->buf[start] = '\0';
+    int rc = tr_buf_add(out, nfc, rlen);
+    free(nfc); /* libunistring's allocation */
+    return rc;
+}
+
 int tr_ingest_normalize(const char *p, size_t len, struct tr_buf *out)
+{
+    size_t start = out->len;
+    int nrc = normalize_spaces(p, len, out);
+    return nrc < 0 ? nrc : compose_nfc(out, start);
+}
+
+static int normalize_spaces(const char *p, size_t len, struct tr_buf *out)
 {
     const unsigned char *s = (const unsigned char *)p;
     bool emitted = false, space = false;

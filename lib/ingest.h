@@ -26,7 +26,8 @@
  * U+2060, U+FEFF) and other C0 controls are removed; invalid UTF-8 becomes
  * U+FFFD; runs of spaces become one; spaces at line ends go; three or more
  * line breaks become two (a paragraph break survives); the result is
- * trimmed. No Unicode composition (NFC) is done. 0, TR_ENOMEM or TR_E2BIG.
+ * trimmed; then the text is composed into Unicode NFC (libunistring), so
+ * canonically equivalent spellings index alike. 0, TR_ENOMEM or TR_E2BIG.
  */
 int tr_ingest_normalize(const char *p, size_t len, struct tr_buf *out) TR_MUST_CHECK;
 

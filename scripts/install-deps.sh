@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   libzmq3-dev liblua5.4-dev libmsgpack-dev libuv1-dev libcurl4-openssl-dev
-  libsqlite3-dev libjansson-dev libssl-dev node-llhttp libcmocka-dev
+  libsqlite3-dev libjansson-dev libssl-dev node-llhttp libcmocka-dev libunistring-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev etcd-server etcd-client
   python3 curl procps
 )

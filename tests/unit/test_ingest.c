@@ -81,6 +81,17 @@ static void test_normalize(void **state)
     /* A NUL and other controls are removed, not turned into spaces. */
     expect_normal("a\0b\x01" "c", 5, "abc");
     expect_normal(" \n\t ", 4, "");
+    /* NFC: e + combining acute (U+0301) becomes U+00E9, as does Angstrom sign
+     * U+212B become A-ring U+00C5; already composed text is unchanged. */
+    expect_normal("cafe\xcc\x81 \xe2\x84\xab", 10, "caf\xc3\xa9 \xc3\x85");
+    expect_normal("caf\xc3\xa9", 5, "caf\xc3\xa9");
+    /* Appending keeps what the buffer already held. */
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    assert_int_equal(tr_buf_addstr(&b, "x: "), 0);
+    assert_int_equal(tr_ingest_normalize("e\xcc\x81", 3, &b), 0);
+    assert_string_equal(b.buf, "x: \xc3\xa9");
+    tr_buf_release(&b);
 }
 
 /* ---- HTML ---- */
