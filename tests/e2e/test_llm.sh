@@ -63,6 +63,9 @@ assert_eq "$(echo "$out" | json_get 'j["output"]["chat"]["usage"]')" \
 assert_eq "$(echo "$out" | json_get 'j["output"]["chat"]["cost"]')" 1e-05 "cost from prices (4*1 + 3*2 per million)"
 assert_eq "$(echo "$out" | json_get 'j["output"]["chat"]["cached"]')" false "not cached"
 
+out=$(run_chat '{"model": "format", "response_format": {"type": "json_object"}}')
+assert_eq "$(echo "$out" | json_get 'json.loads(j["output"]["chat"]["text"])["response_format"]')" \
+  '{"type": "json_object"}' "response_format reaches the provider unchanged (JSON mode)"
 out=$(run_chat '{"text": "hi claude", "model": "ok-claude"}')
 assert_eq "$(echo "$out" | json_get 'j["output"]["chat"]["text"]')" "echo: hi claude" "anthropic chat (provider found by model)"
 assert_eq "$(echo "$out" | json_get 'j["output"]["chat"]["provider"]')" claude "anthropic provider"

@@ -16,6 +16,7 @@ Behaviour is chosen by the model name (or the X-Fake header, which wins):
   cut-<n>[-...]        a stream cut in the middle for the first <n> calls, then ok
   drip-<ms>[-...]      a stream of words, one every <ms> milliseconds
   badreq[-...]         400
+  format[-...]         answers with the request's response_format, as JSON text
 A suffix after the behaviour makes the counters distinct per test.
 Streams follow stream=true in the request, in the format of the API called.
 
@@ -239,6 +240,9 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         text = "echo: " + last_user(req.get("messages"))
+        if kind == "format":
+            # JSON mode: say which response_format (OpenAI) arrived, as JSON.
+            text = json.dumps({"response_format": req.get("response_format")}, sort_keys=True)
         prompt_tokens = sum(len(str(m.get("content", "")).split())
                             for m in req.get("messages", []))
         completion_tokens = len(text.split())

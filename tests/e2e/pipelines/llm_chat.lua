@@ -17,6 +17,7 @@ return trellis.pipeline {
         model = p.model, provider = p.provider, max_tokens = 64, temperature = 0,
         stream = p.stream, deadline = p.deadline, retries = p.retries, backoff = p.backoff,
         fallback = p.fallback, cache = p.cache, context = p.context,
+        response_format = p.response_format,
       }
       ctx.log("latency_ms", r.latency_ms)
       r.latency_ms = nil
