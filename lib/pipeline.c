@@ -605,7 +605,7 @@ static int worker_only(lua_State *L)
                       lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, lua_upvalueindex(2)));
 }
 
-static int worker_stub_index(lua_State *L)
+static int standin_index(lua_State *L)
 {
     lua_pushvalue(L, lua_upvalueindex(1)); /* module name */
     lua_pushvalue(L, 2);                   /* field */
@@ -613,13 +613,13 @@ static int worker_stub_index(lua_State *L)
     return 1;
 }
 
-static int open_worker_stub(lua_State *L)
+static int open_worker_standin(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     lua_newtable(L);
     lua_newtable(L);
     lua_pushstring(L, name);
-    lua_pushcclosure(L, worker_stub_index, 1);
+    lua_pushcclosure(L, standin_index, 1);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
     return 1;
@@ -651,7 +651,7 @@ int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
         return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
     }
     for (size_t i = 0; i < TR_ARRAY_LEN(worker_modules); i++) {
-        if (tr_lua_register_module(L, worker_modules[i], open_worker_stub) < 0) {
+        if (tr_lua_register_module(L, worker_modules[i], open_worker_standin) < 0) {
             tr_lua_free(L);
             tr_pipeline_def_free(def);
             return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
