@@ -276,7 +276,7 @@ static void task_expand_map(struct run *r, uint32_t t)
     if (trt->mapped == NULL)
         oom_fatal("expanding a map");
     trt->n_inst = (uint32_t)n;
-    r->counts[ST_PENDING] += (uint32_t)n - 1; /* the placeholder becomes n instances */
+    r->counts[ST_PENDING] += (uint32_t)n - 1; /* the one pending entry becomes n instances */
     size_t off = hdr;
     for (long i = 0; i < n; i++) {
         struct inst *in = &trt->mapped[i];
