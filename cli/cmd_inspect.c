@@ -12,6 +12,68 @@
 #define ERROR_COLUMN_MAX 60
 
 /* ====================================================================== */
+/* {=== listings */
+
+#define LIST_COLS_MAX 8
+#define CELL_MAX 512
+
+/* Fills row[] for one element of a listing; formatted cells go in cells[]. */
+typedef void (*list_row_fn)(const json_t *item, char (*cells)[CELL_MAX], const char **row);
+
+/*
+ * Prints an API answer's array `key` as a table (or the raw JSON with
+ * --json) and takes ans. empty: the line printed instead of an empty table,
+ * or NULL to print the headers alone. Returns the command's exit code.
+ */
+static int print_list(json_t *ans, bool json_out, const char *key, const char *const *hdr,
+                      size_t ncols, list_row_fn fill, const char *empty)
+{
+    if (json_out) {
+        int code = tr_cli_print_raw(ans);
+        json_decref(ans);
+        return code;
+    }
+    struct tr_table *t = tr_table_new(ncols, hdr);
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(ans, key), i, item)
+    {
+        if (t == NULL)
+            break;
+        char cells[LIST_COLS_MAX][CELL_MAX];
+        const char *row[LIST_COLS_MAX] = {NULL};
+        fill(item, cells, row);
+        if (tr_table_add(t, row) < 0) {
+            tr_table_free(t);
+            t = NULL;
+        }
+    }
+    json_decref(ans);
+    if (t == NULL) {
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
+    }
+    if (empty != NULL && tr_table_rows(t) == 0)
+        fprintf(stderr, "%s\n", empty);
+    else
+        tr_table_print(t, stdout);
+    tr_table_free(t);
+    return TR_EXIT_OK;
+}
+
+/* How long it ran: finished - started, or so far while it still runs. */
+static void run_time(const json_t *item, char *out, size_t n)
+{
+    const json_t *started = json_object_get(item, "started_at");
+    const json_t *finished = json_object_get(item, "finished_at");
+    double s;
+    if (json_is_string(finished) || !tr_cli_parse_time(json_string_value(started), &s))
+        tr_cli_fmt_between(started, finished, out, n);
+    else
+        tr_cli_fmt_duration(tr_now() - s, out, n);
+}
+
+/* ====================================================================== */
 /* {=== trellis tasks and logs */
 
 static void first_line(const char *s, char *out, size_t n, size_t max)
@@ -32,6 +94,46 @@ static void first_line(const char *s, char *out, size_t n, size_t max)
     snprintf(out, n, "%.*s%s", (int)i, s, cut ? "..." : "");
 }
 
+static void task_row(const json_t *task, char (*cells)[CELL_MAX], const char **row)
+{
+    char *index = cells[0], *attempts = cells[1], *state = cells[2], *dur = cells[3];
+    char *cost = cells[4], *err = cells[5];
+    long long idx = json_integer_value(json_object_get(task, "index"));
+    if (idx > 0)
+        snprintf(index, CELL_MAX, "%lld", idx);
+    else
+        snprintf(index, CELL_MAX, "-");
+    snprintf(attempts, CELL_MAX, "%lld", json_integer_value(json_object_get(task, "attempts")));
+    snprintf(state, CELL_MAX, "%s%s", tr_cli_str(json_object_get(task, "state"), "?"),
+             json_is_true(json_object_get(task, "cached")) ? " (cached)" : "");
+    run_time(task, dur, CELL_MAX);
+    const char *e = json_string_value(json_object_get(task, "error"));
+    err[0] = '\0';
+    if (e != NULL)
+        first_line(e, err, ERROR_COLUMN_MAX * 4 + 8, ERROR_COLUMN_MAX);
+    /* The cost of every LLM call of every attempt; "-" for a task that made none. */
+    snprintf(cost, CELL_MAX, "-");
+    const json_t *calls = json_object_get(task, "usage");
+    if (json_array_size(calls) > 0) {
+        double sum = 0;
+        size_t k;
+        const json_t *call;
+        json_array_foreach(calls, k, call)
+        {
+            sum += json_number_value(json_object_get(call, "cost"));
+        }
+        snprintf(cost, CELL_MAX, "%.6f", sum);
+    }
+    row[0] = json_string_value(json_object_get(task, "name"));
+    row[1] = index;
+    row[2] = state;
+    row[3] = attempts;
+    row[4] = json_string_value(json_object_get(task, "worker"));
+    row[5] = dur;
+    row[6] = cost;
+    row[7] = err;
+}
+
 int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
 {
     bool json_out;
@@ -42,73 +144,9 @@ int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
     code = tr_cli_get_one(cli, "/v1/runs/", argv[optind], "/tasks", &ans);
     if (code != 0)
         return code;
-    if (json_out) {
-        code = tr_cli_print_raw(ans);
-        json_decref(ans);
-        return code;
-    }
     static const char *const hdr[] = {"NAME",     "INDEX", "STATE", "ATTEMPTS", "WORKER",
                                       "DURATION", "COST",  "ERROR"};
-    struct tr_table *t = tr_table_new(TR_ARRAY_LEN(hdr), hdr);
-    size_t i;
-    json_t *task;
-    json_array_foreach(json_object_get(ans, "tasks"), i, task)
-    {
-        if (t == NULL)
-            break;
-        char index[24] = "-", attempts[24], state[64], dur[32], err[ERROR_COLUMN_MAX * 4 + 8] = "";
-        long long idx = json_integer_value(json_object_get(task, "index"));
-        if (idx > 0)
-            snprintf(index, sizeof(index), "%lld", idx);
-        snprintf(attempts, sizeof(attempts), "%lld",
-                 json_integer_value(json_object_get(task, "attempts")));
-        snprintf(state, sizeof(state), "%s%s",
-                 tr_cli_str(json_object_get(task, "state"), "?"),
-                 json_is_true(json_object_get(task, "cached")) ? " (cached)" : "");
-        const json_t *started = json_object_get(task, "started_at");
-        const json_t *finished = json_object_get(task, "finished_at");
-        double s;
-        if (json_is_string(finished) || !tr_cli_parse_time(json_string_value(started), &s))
-            tr_cli_fmt_between(started, finished, dur, sizeof(dur));
-        else
-            tr_cli_fmt_duration(tr_now() - s, dur, sizeof(dur));
-        const char *e = json_string_value(json_object_get(task, "error"));
-        if (e != NULL)
-            first_line(e, err, sizeof(err), ERROR_COLUMN_MAX);
-        /* The cost of every LLM call of every attempt; "-" for a task that made none. */
-        char cost[32] = "-";
-        const json_t *calls = json_object_get(task, "usage");
-        if (json_array_size(calls) > 0) {
-            double sum = 0;
-            size_t k;
-            const json_t *call;
-            json_array_foreach(calls, k, call)
-            {
-                sum += json_number_value(json_object_get(call, "cost"));
-            }
-            snprintf(cost, sizeof(cost), "%.6f", sum);
-        }
-        const char *row[] = {json_string_value(json_object_get(task, "name")),
-                             index,
-                             state,
-                             attempts,
-                             json_string_value(json_object_get(task, "worker")),
-                             dur,
-                             cost,
-                             err};
-        if (tr_table_add(t, row) < 0) {
-            tr_table_free(t);
-            t = NULL;
-        }
-    }
-    json_decref(ans);
-    if (t == NULL) {
-        tr_cli_error("out of memory");
-        return TR_EXIT_FAILED;
-    }
-    tr_table_print(t, stdout);
-    tr_table_free(t);
-    return TR_EXIT_OK;
+    return print_list(ans, json_out, "tasks", hdr, TR_ARRAY_LEN(hdr), task_row, NULL);
 }
 
 int tr_cmd_logs(struct tr_cli *cli, int argc, char **argv)
@@ -166,6 +204,25 @@ int tr_cmd_logs(struct tr_cli *cli, int argc, char **argv)
 
 /* {=== trellis runs */
 
+static void run_row(const json_t *run, char (*cells)[CELL_MAX], const char **row)
+{
+    char *pipeline = cells[0], *tasks = cells[1], *created = cells[2], *dur = cells[3];
+    const char *version = json_string_value(json_object_get(run, "version"));
+    snprintf(pipeline, CELL_MAX, "%s%s%s", tr_cli_str(json_object_get(run, "pipeline"), "?"),
+             version && version[0] ? "@" : "", version && version[0] ? version : "");
+    long long done, total;
+    tr_cli_task_counts(json_object_get(run, "tasks"), &done, &total);
+    snprintf(tasks, CELL_MAX, "%lld/%lld", done, total);
+    tr_cli_fmt_age(json_object_get(run, "created_at"), created, CELL_MAX);
+    run_time(run, dur, CELL_MAX);
+    row[0] = json_string_value(json_object_get(run, "run_id"));
+    row[1] = pipeline;
+    row[2] = json_string_value(json_object_get(run, "state"));
+    row[3] = tasks;
+    row[4] = created;
+    row[5] = dur;
+}
+
 int tr_cmd_runs(struct tr_cli *cli, int argc, char **argv)
 {
     enum
@@ -218,58 +275,11 @@ int tr_cmd_runs(struct tr_cli *cli, int argc, char **argv)
     int code = tr_cli_call(cli, "GET", path, NULL, &ans, NULL);
     if (code != 0)
         return code;
-    if (json_out) {
-        code = tr_cli_print_raw(ans);
-        json_decref(ans);
-        return code;
-    }
+    char empty[64];
+    snprintf(empty, sizeof(empty), "no runs%s%s", state ? " in state " : "", state ? state : "");
     static const char *const hdr[] = {"RUN", "PIPELINE", "STATE", "TASKS", "CREATED",
                                       "DURATION"};
-    struct tr_table *t = tr_table_new(TR_ARRAY_LEN(hdr), hdr);
-    size_t i;
-    json_t *run;
-    json_array_foreach(json_object_get(ans, "runs"), i, run)
-    {
-        if (t == NULL)
-            break;
-        char pipeline[256], tasks[48], created[32], dur[32];
-        const char *version = json_string_value(json_object_get(run, "version"));
-        snprintf(pipeline, sizeof(pipeline), "%s%s%s",
-                 tr_cli_str(json_object_get(run, "pipeline"), "?"),
-                 version && version[0] ? "@" : "", version && version[0] ? version : "");
-        long long done, total;
-        tr_cli_task_counts(json_object_get(run, "tasks"), &done, &total);
-        snprintf(tasks, sizeof(tasks), "%lld/%lld", done, total);
-        tr_cli_fmt_age(json_object_get(run, "created_at"), created, sizeof(created));
-        const json_t *started = json_object_get(run, "started_at");
-        const json_t *finished = json_object_get(run, "finished_at");
-        double s;
-        if (json_is_string(finished) || !tr_cli_parse_time(json_string_value(started), &s))
-            tr_cli_fmt_between(started, finished, dur, sizeof(dur));
-        else
-            tr_cli_fmt_duration(tr_now() - s, dur, sizeof(dur));
-        const char *row[] = {json_string_value(json_object_get(run, "run_id")),
-                             pipeline,
-                             json_string_value(json_object_get(run, "state")),
-                             tasks,
-                             created,
-                             dur};
-        if (tr_table_add(t, row) < 0) {
-            tr_table_free(t);
-            t = NULL;
-        }
-    }
-    json_decref(ans);
-    if (t == NULL) {
-        tr_cli_error("out of memory");
-        return TR_EXIT_FAILED;
-    }
-    if (tr_table_rows(t) == 0)
-        fprintf(stderr, "no runs%s%s\n", state ? " in state " : "", state ? state : "");
-    else
-        tr_table_print(t, stdout);
-    tr_table_free(t);
-    return TR_EXIT_OK;
+    return print_list(ans, json_out, "runs", hdr, TR_ARRAY_LEN(hdr), run_row, empty);
 }
 
 /* ====================================================================== */
@@ -298,6 +308,25 @@ static void labels_text(const json_t *labels, char *out, size_t n)
         snprintf(out, n, "-");
 }
 
+static void worker_row(const json_t *w, char (*cells)[CELL_MAX], const char **row)
+{
+    char *slots = cells[0], *busy = cells[1], *gpus = cells[2], *labels = cells[3];
+    char *seen = cells[4];
+    snprintf(slots, CELL_MAX, "%lld", json_integer_value(json_object_get(w, "slots")));
+    snprintf(busy, CELL_MAX, "%lld", json_integer_value(json_object_get(w, "busy")));
+    snprintf(gpus, CELL_MAX, "%lld",
+             json_integer_value(json_object_get(json_object_get(w, "resources"), "gpus")));
+    labels_text(json_object_get(w, "labels"), labels, CELL_MAX);
+    tr_cli_fmt_age(json_object_get(w, "last_seen"), seen, CELL_MAX);
+    row[0] = json_string_value(json_object_get(w, "id"));
+    row[1] = json_string_value(json_object_get(w, "pool"));
+    row[2] = slots;
+    row[3] = busy;
+    row[4] = gpus;
+    row[5] = labels;
+    row[6] = seen;
+}
+
 int tr_cmd_workers(struct tr_cli *cli, int argc, char **argv)
 {
     bool json_out;
@@ -308,50 +337,10 @@ int tr_cmd_workers(struct tr_cli *cli, int argc, char **argv)
     code = tr_cli_call(cli, "GET", "/v1/workers", NULL, &ans, NULL);
     if (code != 0)
         return code;
-    if (json_out) {
-        code = tr_cli_print_raw(ans);
-        json_decref(ans);
-        return code;
-    }
     static const char *const hdr[] = {"ID", "POOL", "SLOTS", "BUSY", "GPUS", "LABELS",
                                       "LAST SEEN"};
-    struct tr_table *t = tr_table_new(TR_ARRAY_LEN(hdr), hdr);
-    size_t i;
-    json_t *w;
-    json_array_foreach(json_object_get(ans, "workers"), i, w)
-    {
-        if (t == NULL)
-            break;
-        char slots[24], busy[24], gpus[24], labels[512], seen[32];
-        snprintf(slots, sizeof(slots), "%lld", json_integer_value(json_object_get(w, "slots")));
-        snprintf(busy, sizeof(busy), "%lld", json_integer_value(json_object_get(w, "busy")));
-        snprintf(gpus, sizeof(gpus), "%lld",
-                 json_integer_value(json_object_get(json_object_get(w, "resources"), "gpus")));
-        labels_text(json_object_get(w, "labels"), labels, sizeof(labels));
-        tr_cli_fmt_age(json_object_get(w, "last_seen"), seen, sizeof(seen));
-        const char *row[] = {json_string_value(json_object_get(w, "id")),
-                             json_string_value(json_object_get(w, "pool")),
-                             slots,
-                             busy,
-                             gpus,
-                             labels,
-                             seen};
-        if (tr_table_add(t, row) < 0) {
-            tr_table_free(t);
-            t = NULL;
-        }
-    }
-    json_decref(ans);
-    if (t == NULL) {
-        tr_cli_error("out of memory");
-        return TR_EXIT_FAILED;
-    }
-    if (tr_table_rows(t) == 0)
-        fprintf(stderr, "no workers connected\n");
-    else
-        tr_table_print(t, stdout);
-    tr_table_free(t);
-    return TR_EXIT_OK;
+    return print_list(ans, json_out, "workers", hdr, TR_ARRAY_LEN(hdr), worker_row,
+                      "no workers connected");
 }
 
 /* ====================================================================== */
@@ -365,6 +354,19 @@ static long long task_count(const json_t *tasks)
     return json_integer_value(tasks);
 }
 
+static void pipeline_row(const json_t *p, char (*cells)[CELL_MAX], const char **row)
+{
+    char *tasks = cells[0], *digest = cells[1], *when = cells[2];
+    snprintf(tasks, CELL_MAX, "%lld", task_count(json_object_get(p, "tasks")));
+    snprintf(digest, CELL_MAX, "%.12s", tr_cli_str(json_object_get(p, "digest"), "-"));
+    tr_cli_fmt_age(json_object_get(p, "registered_at"), when, CELL_MAX);
+    row[0] = json_string_value(json_object_get(p, "name"));
+    row[1] = json_string_value(json_object_get(p, "version"));
+    row[2] = tasks;
+    row[3] = digest;
+    row[4] = when;
+}
+
 int tr_cmd_pipelines(struct tr_cli *cli, int argc, char **argv)
 {
     bool json_out;
@@ -375,44 +377,9 @@ int tr_cmd_pipelines(struct tr_cli *cli, int argc, char **argv)
     code = tr_cli_call(cli, "GET", "/v1/pipelines", NULL, &ans, NULL);
     if (code != 0)
         return code;
-    if (json_out) {
-        code = tr_cli_print_raw(ans);
-        json_decref(ans);
-        return code;
-    }
     static const char *const hdr[] = {"NAME", "VERSION", "TASKS", "DIGEST", "REGISTERED"};
-    struct tr_table *t = tr_table_new(TR_ARRAY_LEN(hdr), hdr);
-    size_t i;
-    json_t *p;
-    json_array_foreach(json_object_get(ans, "pipelines"), i, p)
-    {
-        if (t == NULL)
-            break;
-        char tasks[24], digest[16], when[32];
-        snprintf(tasks, sizeof(tasks), "%lld", task_count(json_object_get(p, "tasks")));
-        snprintf(digest, sizeof(digest), "%.12s", tr_cli_str(json_object_get(p, "digest"), "-"));
-        tr_cli_fmt_age(json_object_get(p, "registered_at"), when, sizeof(when));
-        const char *row[] = {json_string_value(json_object_get(p, "name")),
-                             json_string_value(json_object_get(p, "version")),
-                             tasks,
-                             digest,
-                             when};
-        if (tr_table_add(t, row) < 0) {
-            tr_table_free(t);
-            t = NULL;
-        }
-    }
-    json_decref(ans);
-    if (t == NULL) {
-        tr_cli_error("out of memory");
-        return TR_EXIT_FAILED;
-    }
-    if (tr_table_rows(t) == 0)
-        fprintf(stderr, "no pipelines registered\n");
-    else
-        tr_table_print(t, stdout);
-    tr_table_free(t);
-    return TR_EXIT_OK;
+    return print_list(ans, json_out, "pipelines", hdr, TR_ARRAY_LEN(hdr), pipeline_row,
+                      "no pipelines registered");
 }
 
 int tr_cmd_register(struct tr_cli *cli, int argc, char **argv)
