@@ -21,8 +21,8 @@
 
 #include <jansson.h>
 
-#include "lib/buf.h"
-#include "lib/error.h"
+#include "lib/base/buf.h"
+#include "lib/base/error.h"
 
 /* ===================== options ===================== */
 

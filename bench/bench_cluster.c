@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 /* Seconds a child gets between SIGTERM and SIGKILL. */
 #define STOP_GRACE_S 10.0

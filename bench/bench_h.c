@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 /* Seconds the server gets to print its port. */
 #define SERVER_START_S 15.0

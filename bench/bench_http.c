@@ -10,7 +10,7 @@
 #include <curl/curl.h>
 
 #include "bench/bench.h"
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 /* Answers larger than this are refused: the biggest expected is W1's output. */
 #define RESP_MAX ((size_t)256 << 20)

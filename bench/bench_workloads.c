@@ -11,8 +11,8 @@
  * workload fails with the reason.
  */
 #include "bench/bench.h"
-#include "lib/alloc.h"
-#include "lib/pipeline.h"
+#include "lib/base/alloc.h"
+#include "lib/lua/pipeline.h"
 
 /* GET ?wait= per long poll of a long run. */
 #define LONG_POLL_S 60u

@@ -28,7 +28,7 @@
 #include <sqlite3.h>
 
 #include "bench/bench.h"
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 #ifndef TR_BENCH_BUILD_TYPE
 #define TR_BENCH_BUILD_TYPE "unknown"

@@ -14,9 +14,9 @@
 #include <ctype.h>
 #include <curl/curl.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/log.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/base/log.h"
 
 /* Answers larger than this are refused: run outputs are bounded far below. */
 #define ANSWER_MAX (256u << 20)

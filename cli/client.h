@@ -20,7 +20,7 @@
 #include <jansson.h>
 #include <signal.h>
 
-#include "lib/error.h"
+#include "lib/base/error.h"
 
 struct tr_client;
 

@@ -25,8 +25,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 #define RESTART_INTERVAL_S 10.0
 #define STOP_WORKERS_S 2.0

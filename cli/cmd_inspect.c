@@ -6,8 +6,8 @@
  * came, for scripts.
  */
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 #define ERROR_COLUMN_MAX 60
 

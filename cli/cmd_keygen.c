@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
-#include "lib/curve.h"
+#include "lib/wire/curve.h"
 
 int tr_cmd_keygen(struct tr_cli *cli, int argc, char **argv)
 {

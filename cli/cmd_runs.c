@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 #define WAIT_POLL_S 2 /* seconds of long poll: one digit */
 #define UNREACHABLE_RETRY_S 15.0

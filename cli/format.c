@@ -7,8 +7,8 @@
  * UTC stamps are hard to read at a glance. `status` still shows the stamps.
  */
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 /* ====================================================================== */
 /* {=== JSON and times */

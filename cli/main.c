@@ -12,7 +12,7 @@
 #include <curl/curl.h>
 
 #include "cli/cli.h"
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 volatile sig_atomic_t tr_cli_interrupted;
 volatile sig_atomic_t tr_cli_signal;

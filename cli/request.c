@@ -7,8 +7,8 @@
  * code, so that a command is a straight line of calls.
  */
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 #include <libgen.h>
 

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "lib/alloc.h"
-#include "lib/buf.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
 
 #define LOG_TAIL_LINES 12
 

@@ -12,8 +12,8 @@
 
 #include <math.h>
 
-#include "lib/alloc.h"
-#include "lib/mp_json.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/mp_json.h"
 
 
 

@@ -9,7 +9,7 @@
 
 #include <math.h>
 
-#include "lib/mp_json.h"
+#include "lib/wire/mp_json.h"
 
 /* ====================================================================== */
 /* Runs                                                                    */

@@ -14,8 +14,8 @@
 
 #include <zmq.h>
 
-#include "lib/alloc.h"
-#include "lib/zmq_uv.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/zmq_uv.h"
 
 /* ====================================================================== */
 /* Pools and their ready heaps                                             */

@@ -1,7 +1,7 @@
 /*
  * leader.c - which scheduler leads, and what a standby does meanwhile.
  *
- * With a state that coordinates (etcd, lib/coord.h) every scheduler
+ * With a state that coordinates (etcd, lib/state/coord.h) every scheduler
  * campaigns for the leader key under a lease of --leader-ttl seconds. The
  * winner takes a new epoch, recovers unfinished runs and binds the worker
  * port (sched_lead); until then, and for as long as another member leads, a
@@ -29,7 +29,7 @@
  */
 #include "scheduler/sched.h"
 
-#include "lib/coord.h"
+#include "lib/state/coord.h"
 
 struct leader
 {

@@ -1,7 +1,7 @@
 /*
  * loader.c - pipeline graphs by digest, read off the loop thread.
  *
- * Reading a pipeline runs user Lua in the sandbox of lib/pipeline.c; that may
+ * Reading a pipeline runs user Lua in the sandbox of lib/lua/pipeline.c; that may
  * take up to the sandbox's wall-clock limit, so it runs on libuv's thread
  * pool and the loop only ever sees finished graphs. Graphs are cached by the
  * digest of their source: a pipeline registered once and run a thousand
@@ -12,7 +12,7 @@
 
 #include <malloc.h>
 
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 #define PIPE_CACHE_MAX 64
 

@@ -7,7 +7,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 static void usage(FILE *out)
 {

@@ -7,8 +7,8 @@
  */
 #include "scheduler/sched.h"
 
-#include "lib/alloc.h"
-#include "lib/curve.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/curve.h"
 
 const char *const drop_reason_names[DROP_COUNT] = {
     "bad_msgpack", "too_large", "bad_version", "unknown_type",

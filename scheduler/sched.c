@@ -15,10 +15,10 @@
 #include <math.h>
 #include <zmq.h>
 
-#include "lib/alloc.h"
-#include "lib/mp_json.h"
-#include "lib/retry.h"
-#include "lib/zmq_uv.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/mp_json.h"
+#include "lib/base/retry.h"
+#include "lib/wire/zmq_uv.h"
 
 const char *const inst_state_names[ST_COUNT] = {
     "pending", "ready", "dispatched", "running", "retry_wait",

@@ -16,14 +16,14 @@
 #include <msgpack.h>
 #include <uv.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/hmap.h"
-#include "lib/http_server.h"
-#include "lib/log.h"
-#include "lib/pipeline.h"
-#include "lib/proto.h"
-#include "lib/state.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/base/hmap.h"
+#include "lib/http/http_server.h"
+#include "lib/base/log.h"
+#include "lib/lua/pipeline.h"
+#include "lib/wire/proto.h"
+#include "lib/state/state.h"
 
 struct sched;
 struct run;

@@ -6,7 +6,7 @@
 
 #include <zmq.h>
 
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 /* ====================================================================== */
 /* The end of a loop turn                                                  */

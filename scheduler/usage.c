@@ -21,8 +21,8 @@
 
 #include <math.h>
 
-#include "lib/alloc.h"
-#include "lib/mp_json.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/mp_json.h"
 
 #define USAGE_MAX_CALLS 4096
 #define USAGE_MAX_BYTES (1u << 20)

@@ -13,9 +13,9 @@
 #include <arpa/inet.h>
 #include <zmq.h>
 
-#include "lib/alloc.h"
-#include "lib/curve.h"
-#include "lib/zmq_uv.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/curve.h"
+#include "lib/wire/zmq_uv.h"
 
 void worker_inflight_add(struct worker *w, struct inst *in)
 {

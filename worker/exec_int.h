@@ -17,9 +17,9 @@
 
 #include <msgpack.h>
 
-#include "lib/buf.h"
-#include "lib/hmap.h"
-#include "lib/log.h"
+#include "lib/base/buf.h"
+#include "lib/base/hmap.h"
+#include "lib/base/log.h"
 #include "worker/executor.h"
 
 #define TR_EXEC_LOG_LINES 200        /* unsent ctx.log lines a task keeps */

@@ -27,10 +27,10 @@
 #include <lauxlib.h>
 #include <math.h>
 
-#include "lib/alloc.h"
-#include "lib/log.h"
-#include "lib/lua_msgpack.h"
-#include "lib/lua_rt.h"
+#include "lib/base/alloc.h"
+#include "lib/base/log.h"
+#include "lib/lua/lua_msgpack.h"
+#include "lib/lua/lua_rt.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
 

@@ -22,7 +22,7 @@
 #include <lua.h>
 #include <uv.h>
 
-#include "lib/proto.h"
+#include "lib/wire/proto.h"
 
 struct tr_executor;
 struct tr_task;

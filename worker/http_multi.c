@@ -17,8 +17,8 @@
 
 #include <string.h>
 
-#include "lib/alloc.h"
-#include "lib/log.h"
+#include "lib/base/alloc.h"
+#include "lib/base/log.h"
 
 #define EASY_POOL_MAX 256 /* idle easy handles kept for reuse */
 

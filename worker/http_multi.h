@@ -20,8 +20,8 @@
 #include <curl/curl.h>
 #include <uv.h>
 
-#include "lib/buf.h"
-#include "lib/sse.h"
+#include "lib/base/buf.h"
+#include "worker/sse.h"
 
 struct tr_http_multi;
 struct tr_http_call;

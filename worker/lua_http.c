@@ -20,7 +20,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 #include "worker/executor.h"
 #include "worker/http_multi.h"
 

@@ -1,5 +1,5 @@
 /*
- * lua_index.c - trellis.index: lib/text_index.h for pipelines.
+ * lua_index.c - trellis.index: worker/text_index.h for pipelines.
  *
  *   local index = require "trellis.index"
  *   local idx = index.open("docs.db", { dim = 384 })
@@ -23,10 +23,10 @@
 #include <limits.h>
 #include <sys/stat.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/lua_msgpack.h"
-#include "lib/text_index.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/lua/lua_msgpack.h"
+#include "worker/text_index.h"
 #include "worker/lua_rag.h"
 
 #define INDEX_MT "trellis.index.index"

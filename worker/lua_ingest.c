@@ -1,5 +1,5 @@
 /*
- * lua_ingest.c - the C half of trellis.ingest (lib/ingest.h for the Lua
+ * lua_ingest.c - the C half of trellis.ingest (worker/ingest.h for the Lua
  * glue in worker/lua/trellis/ingest.lua), the openers of trellis.prompt and
  * trellis.eval (Lua modules whose only C need is sha256), and the data
  * folder and ingestion roots the retrieval modules share.
@@ -22,9 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/ingest.h"
-#include "lib/pipeline.h"
+#include "lib/base/alloc.h"
+#include "worker/ingest.h"
+#include "lib/lua/pipeline.h"
 #include "worker/lua_embed.h"
 #include "worker/lua_rag.h"
 

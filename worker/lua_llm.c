@@ -26,14 +26,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/hmap.h"
-#include "lib/lua_msgpack.h"
-#include "lib/mp_json.h"
-#include "lib/pipeline.h"
-#include "lib/retry.h"
-#include "lib/retry_after.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/base/hmap.h"
+#include "lib/lua/lua_msgpack.h"
+#include "lib/wire/mp_json.h"
+#include "lib/lua/pipeline.h"
+#include "lib/base/retry.h"
+#include "lib/base/retry_after.h"
 #include "worker/executor.h"
 #include "worker/lua_embed.h"
 
@@ -314,7 +314,7 @@ static int l_retry_after(lua_State *L)
     return 1;
 }
 
-/* backoff(base_seconds, failures) -> seconds, jittered (lib/retry.h) */
+/* backoff(base_seconds, failures) -> seconds, jittered (lib/base/retry.h) */
 static int l_backoff(lua_State *L)
 {
     double base = luaL_checknumber(L, 1);

@@ -15,7 +15,7 @@
 
 #include <lua.h>
 
-#include "lib/error.h"
+#include "lib/base/error.h"
 
 /* Largest providers file, and largest response body decoded as JSON. */
 #define TR_LLM_PROVIDERS_MAX (1u << 20)

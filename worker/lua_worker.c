@@ -20,7 +20,7 @@
 #include <lauxlib.h>
 #include <math.h>
 
-#include "lib/lua_rt.h"
+#include "lib/lua/lua_rt.h"
 #include "worker/executor.h"
 
 /* Longest sleep: 30 days, so that the milliseconds fit any timer. */

@@ -14,7 +14,7 @@
 
 #include <lua.h>
 
-#include "lib/error.h"
+#include "lib/base/error.h"
 
 /*
  * lua_CFunction: adds sleep and now to the trellis module table of L (which

@@ -19,9 +19,9 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#include "lib/alloc.h"
-#include "lib/curve.h"
-#include "lib/log.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/curve.h"
+#include "lib/base/log.h"
 #include "worker/lua_llm.h"
 #include "worker/worker.h"
 

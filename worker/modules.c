@@ -11,7 +11,7 @@
 #include <lauxlib.h>
 #include <string.h>
 
-#include "lib/lua_rt.h"
+#include "lib/lua/lua_rt.h"
 #include "worker/lua_embed.h"
 #include "worker/lua_http.h"
 #include "worker/lua_llm.h"

@@ -18,10 +18,10 @@
  */
 #include <lauxlib.h>
 
-#include "lib/alloc.h"
-#include "lib/log.h"
-#include "lib/lua_rt.h"
-#include "lib/pipeline.h"
+#include "lib/base/alloc.h"
+#include "lib/base/log.h"
+#include "lib/lua/lua_rt.h"
+#include "lib/lua/pipeline.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
 #include "worker/modules.h"

@@ -12,8 +12,8 @@
  */
 #include <lauxlib.h>
 
-#include "lib/lua_msgpack.h"
-#include "lib/lua_rt.h"
+#include "lib/lua/lua_msgpack.h"
+#include "lib/lua/lua_rt.h"
 #include "worker/exec_int.h"
 
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */

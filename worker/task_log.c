@@ -11,7 +11,7 @@
  *
  * Loop thread only.
  */
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
 

@@ -12,7 +12,7 @@
  * rather than being presumed dead for our own stall.
  *
  * The socket is only ever replaced from the timer callback, never from
- * inside the message callback, because lib/zmq_uv.c keeps using the socket
+ * inside the message callback, because lib/wire/zmq_uv.c keeps using the socket
  * after the callback returns.
  *
  * Loop thread only.
@@ -23,9 +23,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "lib/alloc.h"
-#include "lib/log.h"
-#include "lib/zmq_uv.h"
+#include "lib/base/alloc.h"
+#include "lib/base/log.h"
+#include "lib/wire/zmq_uv.h"
 #include "worker/executor.h"
 
 #define MISSED_BEATS 3         /* silent intervals before the scheduler is presumed dead */

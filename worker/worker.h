@@ -22,7 +22,7 @@
 
 #include <uv.h>
 
-#include "lib/proto.h"
+#include "lib/wire/proto.h"
 
 #define TR_WORKER_VERSION "0.1.0" /* kept in step with project(VERSION) in CMakeLists.txt */
 #define TR_WORKER_MAX_ENDPOINTS 16

@@ -32,16 +32,16 @@
  * A failed wait prints {"type":"FAIL",...} and exits 1; the end of the
  * script exits 0.
  */
-#include "lib/base.h"
+#include "lib/base/base.h"
 
 #include <jansson.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#include "lib/alloc.h"
-#include "lib/mp_json.h"
-#include "lib/pipeline.h"
-#include "lib/proto.h"
+#include "lib/base/alloc.h"
+#include "lib/wire/mp_json.h"
+#include "lib/lua/pipeline.h"
+#include "lib/wire/proto.h"
 
 #define MAX_PIPES 32
 #define MAX_HELD 64

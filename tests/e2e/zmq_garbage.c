@@ -7,7 +7,7 @@
  *
  * usage: zmq_garbage tcp://127.0.0.1:PORT
  */
-#include "lib/base.h"
+#include "lib/base/base.h"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>

@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "lib/etcd.h"
+#include "lib/etcd/etcd.h"
 
 #define WATCHDOG_MS 60000
 

@@ -1,5 +1,5 @@
 /*
- * test_coord.c - lib/coord.h on etcd: election between two members, the
+ * test_coord.c - lib/state/coord.h on etcd: election between two members, the
  * standby taking over when the leader closes, a leader losing its lease,
  * worker registrations under leases, and no coordination for SQLite.
  *
@@ -10,8 +10,8 @@
  */
 #include "tests/unit/etcd_fixture.h"
 
-#include "lib/alloc.h"
-#include "lib/coord.h"
+#include "lib/base/alloc.h"
+#include "lib/state/coord.h"
 
 /* ===================================================================== */
 /* Fixture helpers                                                       */

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "lib/curve.h"
+#include "lib/wire/curve.h"
 
 /* Fixture: a scratch folder with a server pair and two client pairs. */
 struct fixture

@@ -6,7 +6,7 @@
  */
 #include "tests/unit/etcd_fixture.h"
 
-#include "lib/alloc.h"
+#include "lib/base/alloc.h"
 
 /* ===================================================================== */
 /* KV                                                                    */

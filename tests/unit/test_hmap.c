@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "lib/alloc.h"
-#include "lib/hmap.h"
+#include "lib/base/alloc.h"
+#include "lib/base/hmap.h"
 
 #define N 20000
 

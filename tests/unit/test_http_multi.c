@@ -1,6 +1,6 @@
 /*
  * test_http_multi.c - the worker's curl multi on a libuv loop
- * (worker/http_multi.c) against lib/http_server.h on 127.0.0.1:0: hundreds
+ * (worker/http_multi.c) against lib/http/http_server.h on 127.0.0.1:0: hundreds
  * of requests in flight at once, requests freed while in flight, the
  * response size limit, server-sent events, and a loop that closes cleanly
  * once the last reference is gone; allocation failure.
@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "lib/alloc.h"
-#include "lib/http_server.h"
+#include "lib/base/alloc.h"
+#include "lib/http/http_server.h"
 #include "worker/http_multi.c"
 
 #define HELD_MAX 512

@@ -6,7 +6,7 @@
  * config (tests adjust f->cfg and call start()), a watchdog timer that fails
  * the test instead of hanging, and a pool of raw libuv TCP clients on the
  * same loop. Clients parse answers with llhttp in response mode and never
- * allocate through lib/alloc.h, so that fault injection hits the server only.
+ * allocate through lib/base/alloc.h, so that fault injection hits the server only.
  * Teardown frees the server and asserts uv_loop_close() == 0.
  */
 #include <setjmp.h>
@@ -20,8 +20,8 @@
 #include <jansson.h>
 #include <strings.h>
 
-#include "lib/alloc.h"
-#include "lib/http_int.h"
+#include "lib/base/alloc.h"
+#include "lib/http/http_int.h"
 
 /* ===================================================================== */
 /* Fixture                                                               */

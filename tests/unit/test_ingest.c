@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/ingest.h"
+#include "lib/base/alloc.h"
+#include "worker/ingest.h"
 
 /* ---- fixture: a scratch folder for the file tests ---- */
 

@@ -24,8 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/lua_rt.h"
+#include "lib/base/alloc.h"
+#include "lib/lua/lua_rt.h"
 #include "worker/lua_embed.h"
 #include "worker/lua_index.c"
 #include "worker/lua_ingest.c"

@@ -10,10 +10,10 @@
 
 #include <lauxlib.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/lua_msgpack.h"
-#include "lib/lua_rt.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/lua/lua_msgpack.h"
+#include "lib/lua/lua_rt.h"
 
 /*
  * Fixture: a sandboxed state holding a deep-equality function `deq` and the

@@ -10,8 +10,8 @@
 
 #include <lauxlib.h>
 
-#include "lib/alloc.h"
-#include "lib/lua_rt.h"
+#include "lib/base/alloc.h"
+#include "lib/lua/lua_rt.h"
 
 /* Fixture: a state with small limits, fresh for every test. */
 #define MEM_MAX (8u << 20)

@@ -10,8 +10,8 @@
 
 #include <math.h>
 
-#include "lib/buf.h"
-#include "lib/mp_json.h"
+#include "lib/base/buf.h"
+#include "lib/wire/mp_json.h"
 
 /* Fixture: packing goes into `out`; JSON text is compared compactly with sorted keys. */
 static struct tr_buf out;

@@ -12,11 +12,11 @@
 #include <lauxlib.h>
 #include <msgpack.h>
 
-#include "lib/alloc.h"
-#include "lib/buf.h"
-#include "lib/lua_msgpack.h"
-#include "lib/lua_rt.h"
-#include "lib/pipeline.h"
+#include "lib/base/alloc.h"
+#include "lib/base/buf.h"
+#include "lib/lua/lua_msgpack.h"
+#include "lib/lua/lua_rt.h"
+#include "lib/lua/pipeline.h"
 
 /* Fixture: each test loads sources with this helper; the def is freed in teardown. */
 static struct tr_pipeline_def *def;

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "lib/proto.h"
+#include "lib/wire/proto.h"
 
 /* Fixture: an encoder buffer and a decoder, fresh for every test. */
 struct fixture

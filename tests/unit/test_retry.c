@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "lib/retry.h"
+#include "lib/base/retry.h"
 
 static void assert_close(double got, double want)
 {

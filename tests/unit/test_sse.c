@@ -8,9 +8,9 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "lib/alloc.h"
-#include "lib/retry_after.h"
-#include "lib/sse.h"
+#include "lib/base/alloc.h"
+#include "lib/base/retry_after.h"
+#include "worker/sse.h"
 
 /* Fixture: the events seen, as "event|data\n" lines. */
 struct seen

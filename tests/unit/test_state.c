@@ -19,8 +19,8 @@
 
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/state.h"
+#include "lib/base/alloc.h"
+#include "lib/state/state.h"
 
 /* ===================================================================== */
 /* Fixture                                                               */

@@ -19,8 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/state_etcd_int.h"
+#include "lib/base/alloc.h"
+#include "lib/state/state_etcd_int.h"
 
 /* ===================================================================== */
 /* Fixture helpers                                                       */

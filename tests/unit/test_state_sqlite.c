@@ -21,8 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/state.h"
+#include "lib/base/alloc.h"
+#include "lib/state/state.h"
 
 /* ===================================================================== */
 /* Fixture                                                               */

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <unistd.h>
 
-#include "lib/alloc.h"
-#include "lib/text_index.h"
+#include "lib/base/alloc.h"
+#include "worker/text_index.h"
 
 /* ---- fixture: a scratch folder with one index file ---- */
 

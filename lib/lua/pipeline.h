@@ -1,0 +1,96 @@
+/*
+ * pipeline.h - reads a pipeline file into a validated graph.
+ *
+ * The scheduler evaluates the Lua file in a sandbox (lib/lua/lua_rt.h: no io, os
+ * or debug, a require that resolves only trellis modules, a memory cap, an
+ * instruction budget and a wall-clock limit), in a fresh lua_State each time,
+ * only to read the graph: `run` functions are never called here. Callers run
+ * tr_pipeline_load off the loop thread (uv_queue_work); it touches no shared
+ * state and may run on any thread.
+ *
+ * Validation: every task has a unique name and a `run` function; `after` and
+ * `map` name existing tasks; the graph has no cycle (the error names the
+ * tasks on one cycle, "a -> b -> a"). A Lua error is reported with its chunk
+ * name and line ("pipeline.lua:3: ...").
+ */
+#ifndef TR_PIPELINE_H
+#define TR_PIPELINE_H
+
+#include "lib/base/error.h"
+
+/* One task of a pipeline as declared. Read-only for callers. */
+struct tr_task_def
+{
+    char *name;          /* unique in the pipeline */
+    uint32_t *after;     /* indices of the tasks it waits for, in declared order */
+    uint32_t n_after;    /* their outputs are its arguments, in that order */
+    int32_t map;         /* index of the task it fans out over, or -1 */
+    uint16_t pool;       /* index into tr_pipeline_def.pools */
+    uint16_t retries;    /* further attempts after a failure */
+    int32_t priority;    /* higher runs first; 0 by default */
+    double backoff;      /* seconds before the first retry, doubled each time */
+    double timeout;      /* seconds per attempt, 0 = none */
+    bool cache;          /* reuse an earlier output for the same version, task and inputs */
+    uint32_t *downstream;   /* indices of tasks that depend on it (after or map) */
+    uint32_t n_downstream;
+    uint32_t n_upstream;    /* distinct tasks it depends on (after plus map): its countdown */
+};
+
+/* A whole pipeline. Owned by whoever loaded it; free with tr_pipeline_def_free. */
+struct tr_pipeline_def
+{
+    char *name;
+    char *version;        /* "" when the file gives none */
+    char digest[65];      /* sha256 hex of the source */
+    char *source;         /* the file's text, NUL-terminated */
+    size_t source_len;
+    char *params;         /* default params as a msgpack map (never NULL; empty map if none) */
+    size_t params_len;
+    struct tr_task_def *tasks;
+    uint32_t n_tasks;
+    char **pools;         /* distinct pool names, "cpu" first when used */
+    uint32_t n_pools;
+    uint32_t *topo;       /* task indices in a topological order */
+    uint32_t *sinks;      /* tasks nothing depends on: the run's output */
+    uint32_t n_sinks;
+    /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
+     * def built by hand, which is then searched linearly). */
+    uint32_t *by_name;
+};
+
+/* Limits of the sandbox that reads a pipeline. */
+struct tr_pipeline_limits
+{
+    size_t mem_max;       /* bytes of Lua heap (default 256 MiB) */
+    uint64_t instr_max;   /* VM instructions (default 200 million) */
+    double wall_max_s;    /* seconds, covering C functions too (default 10) */
+    uint32_t max_tasks;   /* tasks in one pipeline (default 1,000,000) */
+};
+
+extern const struct tr_pipeline_limits tr_pipeline_default_limits;
+
+/*
+ * Evaluates src (len bytes; chunkname is used in messages, e.g. "w1.lua") in
+ * a fresh sandbox and builds the validated graph into *out.
+ * Returns 0, or: TR_ELUA (syntax or runtime error, or the file did not return
+ * a pipeline), TR_ELIMIT (instruction, memory or time limit), TR_EDUP,
+ * TR_EDEP, TR_ECYCLE, TR_EINVAL (a field of the wrong type, a task without
+ * run) with err->msg saying which task and why; TR_ENOMEM.
+ */
+int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
+                     const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
+                     struct tr_error *err) TR_MUST_CHECK;
+
+/* Frees def and everything it owns. NULL-safe. */
+void tr_pipeline_def_free(struct tr_pipeline_def *def);
+
+/* Index of the task called name, or -1. O(log n) after load. */
+int32_t tr_pipeline_find_task(const struct tr_pipeline_def *def, const char *name);
+
+/*
+ * sha256 of len bytes at p as 64 lowercase hex digits plus NUL; out is ""
+ * in the unlikely case that libcrypto cannot allocate its context.
+ */
+void tr_sha256_hex(const void *p, size_t len, char out[65]);
+
+#endif
