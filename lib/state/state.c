@@ -11,6 +11,7 @@
  * Adding a backend is one line in `backends` plus its file. Used by the one
  * thread that owns the handle (the scheduler's loop).
  */
+#include "lib/base/states.h"
 #include "lib/state/state_backend.h"
 
 /* Known backends, looked up by URL scheme. */
@@ -19,17 +20,6 @@ static const struct tr_state_ops *const backends[] = {
     &tr_state_etcd_ops,
 };
 
-static const char *const run_states[] = {"queued", "running", "succeeded", "failed", "cancelled"};
-static const char *const task_states[] = {"succeeded", "failed", "skipped", "cancelled"};
-
-static bool one_of(const char *s, const char *const *set, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(s, set[i]) == 0)
-            return true;
-    }
-    return false;
-}
 
 /* Writes the known schemes ("sqlite:, etcd:") into out, for error messages. */
 static void known_schemes(char *out, size_t size)
@@ -121,7 +111,7 @@ int tr_state_put_run(struct tr_state *st, const struct tr_run_rec *rec)
 {
     if (st == NULL || rec == NULL || rec->id == NULL || rec->pipeline == NULL ||
         rec->version == NULL || rec->digest == NULL || rec->state == NULL ||
-        !one_of(rec->state, run_states, TR_ARRAY_LEN(run_states)))
+        tr_run_state_parse(rec->state) < 0)
         return TR_EINVAL;
     return st->ops->put_run(st, rec);
 }
@@ -129,7 +119,7 @@ int tr_state_put_run(struct tr_state *st, const struct tr_run_rec *rec)
 int tr_state_put_task(struct tr_state *st, const struct tr_task_rec *rec)
 {
     if (st == NULL || rec == NULL || rec->run_id == NULL || rec->name == NULL ||
-        rec->state == NULL || !one_of(rec->state, task_states, TR_ARRAY_LEN(task_states)) ||
+        rec->state == NULL || !tr_task_state_final(tr_task_state_parse(rec->state)) ||
         (rec->output == NULL && rec->output_len != 0))
         return TR_EINVAL;
     return st->ops->put_task(st, rec);
