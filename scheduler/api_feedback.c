@@ -331,15 +331,15 @@ void h_pipeline_stats(struct tr_http_req *req, void *arg)
     char name[FB_NAME_MAX * 2];
     if (!fb_param(req, "name", name, sizeof(name), "pipeline"))
         return;
-    int rc = 0;
-    struct fb_stats *st = fb_stats_get(s, name, &rc);
-    if (st == NULL) {
+    struct fb_stats st;
+    int rc = fb_stats_read(s, name, &st);
+    if (rc < 0) {
         fb_state_error(req, rc);
         return;
     }
-    json_t *o = fb_stats_json(st, tr_now());
+    json_t *o = fb_stats_json(&st, tr_now());
     /* Changes not durable yet are shown once they are. */
-    if (st->dirty)
+    if (st.dirty)
         fb_queue_reply(s, req, 200, o);
     else
         fb_respond(req, 200, o);

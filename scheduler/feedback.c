@@ -221,6 +221,18 @@ static int load_stats(const struct tr_feedback_stats_rec *r, void *arg)
     return 0;
 }
 
+int fb_stats_read(struct sched *s, const char *pipeline, struct fb_stats *out)
+{
+    struct fb_stats *st = tr_hmap_gets(&loop_of(s)->stats, pipeline);
+    if (st != NULL) {
+        *out = *st;
+        return 0;
+    }
+    *out = (struct fb_stats){.pipeline = (char *)pipeline};
+    int rc = tr_state_get_feedback_stats(s->state, pipeline, load_stats, out);
+    return rc == TR_ENOENT ? 0 : rc;
+}
+
 struct fb_stats *fb_stats_get(struct sched *s, const char *pipeline, int *rc)
 {
     struct fb_loop *l = loop_of(s);

@@ -83,6 +83,9 @@ struct fb_loop
 
 /* The statistics of pipeline, loaded from the state on first use; NULL on error (*rc). */
 struct fb_stats *fb_stats_get(struct sched *s, const char *pipeline, int *rc);
+/* A copy of pipeline's statistics, from memory or the state, without keeping
+ * them in memory (a read must not grow it); out->pipeline is borrowed. */
+int fb_stats_read(struct sched *s, const char *pipeline, struct fb_stats *out) TR_MUST_CHECK;
 void fb_stats_add(struct fb_stats *st, int score, bool negative, double now);
 json_t *fb_stats_json(const struct fb_stats *st, double now);
 /* A model's head, loaded on first use; NULL on error (*rc), or unknown when !exists. */

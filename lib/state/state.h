@@ -155,6 +155,7 @@ struct tr_model_rec
 {
     const char *name;        /* required */
     uint32_t latest;         /* its highest version, 0 when none */
+    uint64_t moves;          /* alias moves recorded, the seq of the last one */
     double created_at;
     double updated_at;
 };

@@ -183,6 +183,7 @@ int tr_state_put_model(struct tr_state *st, const struct tr_model_rec *r)
     int rc = o ? 0 : TR_ENOMEM;
     ENC(enc_str(o, "name", r->name));
     ENC(enc_int(o, "latest", r->latest));
+    ENC(enc_int(o, "moves", (int64_t)r->moves));
     ENC(enc_num(o, "created_at", r->created_at));
     ENC(enc_num(o, "updated_at", r->updated_at));
     struct tr_state_row row = {.kind = TR_ROW_MODEL, .comps = {r->name}, .n_comps = 1};
@@ -414,6 +415,7 @@ static int emit(const char *value, size_t len, void *arg)
     }
     case TR_ROW_MODEL: {
         struct tr_model_rec r = {.name = dstr(&d, "name"), .latest = (uint32_t)duint(&d, "latest"),
+                                 .moves = duint(&d, "moves"),
                                  .created_at = dnum(&d, "created_at"),
                                  .updated_at = dnum(&d, "updated_at")};
         rc = r.name ? ((tr_state_model_fn)c->cb)(&r, c->arg) : TR_EPROTO;
