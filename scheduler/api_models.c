@@ -123,12 +123,14 @@ void h_model_version_post(struct tr_http_req *req, void *arg)
     struct fb_model *m = fb_model_get(s, name, &rc);
     uint32_t parent = (uint32_t)json_integer_value(json_object_get(lin, "parent"));
     if (m == NULL || parent > m->latest) {
-        if (m == NULL)
+        if (m == NULL) {
             fb_state_error(req, rc);
-        else
+        } else {
             snprintf(msg, sizeof(msg), "no version %u of model '%s' to descend from", parent,
-                     name),
-                tr_http_respond_error(req, 404, "not_found", msg);
+                     name);
+            tr_http_respond_error(req, 404, "not_found", msg);
+            fb_model_forget_unknown(s, m);
+        }
         json_decref(b);
         return;
     }
@@ -354,6 +356,7 @@ static void move_alias(struct sched *s, struct tr_http_req *req, const char *nam
         return;
     }
     if (!m->exists) {
+        fb_model_forget_unknown(s, m);
         not_found(req, "model", name);
         return;
     }

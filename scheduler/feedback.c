@@ -359,6 +359,16 @@ struct fb_alias *fb_model_alias(struct fb_model *m, const char *alias)
     return NULL;
 }
 
+void fb_model_forget_unknown(struct sched *s, struct fb_model *m)
+{
+    if (m->exists)
+        return;
+    tr_hmap_del(&loop_of(s)->models, m->name, strlen(m->name));
+    tr_free(m->aliases);
+    tr_free(m->name);
+    tr_free(m);
+}
+
 struct fb_model *fb_model_get(struct sched *s, const char *name, int *rc)
 {
     struct fb_loop *l = loop_of(s);

@@ -90,6 +90,9 @@ void fb_stats_add(struct fb_stats *st, int score, bool negative, double now);
 json_t *fb_stats_json(const struct fb_stats *st, double now);
 /* A model's head, loaded on first use; NULL on error (*rc), or unknown when !exists. */
 struct fb_model *fb_model_get(struct sched *s, const char *name, int *rc);
+/* Drops m from memory when no version of it exists (a call about an unknown
+ * model must not grow memory). */
+void fb_model_forget_unknown(struct sched *s, struct fb_model *m);
 struct fb_alias *fb_model_alias(struct fb_model *m, const char *alias);
 int fb_model_set_alias(struct fb_model *m, const char *alias, uint32_t version) TR_MUST_CHECK;
 
