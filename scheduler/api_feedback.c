@@ -168,7 +168,17 @@ static int run_pipeline(struct sched *s, const char *run_id, char out[FB_NAME_MA
         snprintf(out, FB_NAME_MAX * 2, "%s", r->pipe->def->name);
         return 0;
     }
-    return tr_state_get_run(s->state, run_id, copy_pipeline, out);
+    /* Feedback comes long after its run left memory; a run read once (with
+     * etcd a round trip that blocks the loop) is remembered. */
+    const char *known = fb_run_pipeline_cached(s, run_id);
+    if (known != NULL) {
+        snprintf(out, FB_NAME_MAX * 2, "%s", known);
+        return 0;
+    }
+    int rc = tr_state_get_run(s->state, run_id, copy_pipeline, out);
+    if (rc == 0)
+        fb_run_pipeline_remember(s, run_id, out);
+    return rc;
 }
 
 static void run_error(struct tr_http_req *req, const char *run_id, int rc)

@@ -33,12 +33,46 @@ int fb_open(struct sched *s, struct tr_error *err)
     tr_hmap_init(&l->stats);
     tr_hmap_init(&l->models);
     tr_hmap_init(&l->labels);
+    tr_hmap_init(&l->run_pipes);
     s->fb = l;
     return 0;
 }
 
+/* Run id and pipeline in one allocation: "run\0pipeline\0"; the key is its start. */
+static void forget_runs(struct fb_loop *l)
+{
+    size_t it = 0;
+    char *v;
+    while ((v = tr_hmap_next(&l->run_pipes, &it)) != NULL)
+        tr_free(v);
+    tr_hmap_release(&l->run_pipes);
+    tr_hmap_init(&l->run_pipes);
+}
+
+const char *fb_run_pipeline_cached(struct sched *s, const char *run_id)
+{
+    const char *v = tr_hmap_gets(&loop_of(s)->run_pipes, run_id);
+    return v ? v + strlen(v) + 1 : NULL;
+}
+
+void fb_run_pipeline_remember(struct sched *s, const char *run_id, const char *pipeline)
+{
+    struct fb_loop *l = loop_of(s);
+    if (tr_hmap_count(&l->run_pipes) >= FB_RUN_CACHE)
+        forget_runs(l);
+    size_t a = strlen(run_id), b = strlen(pipeline);
+    char *v = tr_malloc(a + b + 2);
+    if (v == NULL)
+        return;
+    memcpy(v, run_id, a + 1);
+    memcpy(v + a + 1, pipeline, b + 1);
+    if (tr_hmap_put(&l->run_pipes, v, a, v) < 0)
+        tr_free(v);
+}
+
 static void forget(struct fb_loop *l)
 {
+    forget_runs(l);
     size_t it = 0;
     struct fb_stats *st;
     while ((st = tr_hmap_next(&l->stats, &it)) != NULL) {
@@ -75,6 +109,7 @@ void fb_close(struct sched *s)
     drop_writes(l);
     forget(l);
     tr_hmap_release(&l->labels);
+    tr_hmap_release(&l->run_pipes);
     tr_free(l->writes);
     tr_free(l);
     s->fb = NULL;

@@ -17,6 +17,7 @@
 #define FB_NAME_MAX 128u
 #define FB_LIST_DEFAULT 100
 #define FB_LIST_MAX 10000
+#define FB_RUN_CACHE 4096           /* runs whose pipeline is remembered (then forgotten at once) */
 
 /* A pipeline's statistics, as the state keeps them plus what the turn changed. */
 struct fb_stats
@@ -76,6 +77,7 @@ struct fb_loop
     struct tr_hmap stats;     /* pipeline -> struct fb_stats */
     struct tr_hmap models;    /* name -> struct fb_model */
     struct tr_hmap labels;    /* item id -> index + 1 in writes: label items of the turn */
+    struct tr_hmap run_pipes; /* run id -> its pipeline, for runs read from the state */
     struct fb_write *writes;  /* the turn's writes, in order */
     size_t n_writes, cap_writes;
     uint64_t next_id;
@@ -95,6 +97,11 @@ struct fb_model *fb_model_get(struct sched *s, const char *name, int *rc);
 void fb_model_forget_unknown(struct sched *s, struct fb_model *m);
 struct fb_alias *fb_model_alias(struct fb_model *m, const char *alias);
 int fb_model_set_alias(struct fb_model *m, const char *alias, uint32_t version) TR_MUST_CHECK;
+
+/* The pipeline of a run read from the state before, or NULL. */
+const char *fb_run_pipeline_cached(struct sched *s, const char *run_id);
+/* Remembers it (best effort: out of memory only forgets). */
+void fb_run_pipeline_remember(struct sched *s, const char *run_id, const char *pipeline);
 
 /* A new write of kind, its hold empty; NULL when out of memory. */
 struct fb_write *fb_write_new(struct sched *s, int kind);

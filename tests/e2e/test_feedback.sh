@@ -166,6 +166,11 @@ assert_eq "$(api_get /v1/pipelines/e2e-answer/stats | json_get '[j["feedback"]["
   "[6, 2]" "and so are its statistics"
 assert_eq "$(api_get /v1/models/reranker/versions/production | json_get 'j["version"]')" "$v4" \
   "and the last alias move"
+# The runs are not in the new process's memory: read from the state once, then remembered.
+post_fb "{\"run_id\": \"$r1\", \"score\": 3}" >/dev/null
+post_fb "{\"run_id\": \"$r1\", \"score\": 5}" >/dev/null
+assert_eq "$(api_get /v1/pipelines/e2e-answer/stats | json_get 'j["feedback"]["count"]')" 8 \
+  "feedback on runs known only to the state"
 v5=$(reg '{"artifact": "file:///models/rr-5.json"}')
 assert_eq "$v5" 5 "versions go on counting after the restart"
 echo "1 passed, 0 failed"
