@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/vec.h"
 
 static struct fb_loop *loop_of(struct sched *s)
 {
@@ -192,7 +193,7 @@ struct fb_write *fb_write_new(struct sched *s, int kind)
     if (hold == NULL)
         return NULL;
     struct fb_write w = {.kind = kind, .hold = hold};
-    if (VEC_PUSH(l->writes, l->n_writes, l->cap_writes, w) < 0) {
+    if (TR_VEC_PUSH(l->writes, l->n_writes, l->cap_writes, w) < 0) {
         json_decref(hold);
         return NULL;
     }
