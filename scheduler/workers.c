@@ -9,6 +9,7 @@
  * stop the scheduler.
  */
 #include "scheduler/sched.h"
+#include "scheduler/loop_calls.h"
 
 #include <arpa/inet.h>
 #include <zmq.h>
@@ -243,6 +244,9 @@ static void on_frame(void *arg, const void *ident, size_t ident_len, const void 
         break;
     case TR_MSG_PIPELINE_GET:
         answer_pipeline_get(s, w, m.u.pipeline_get.digest);
+        break;
+    case TR_MSG_CALL:
+        sched_on_call(s, w, &m.u.call);
         break;
     case TR_MSG_BYE:
         worker_remove(s, w, "said BYE");

@@ -15,6 +15,7 @@
 #include "worker/lua_embed.h"
 #include "worker/lua_http.h"
 #include "worker/lua_llm.h"
+#include "worker/lua_loop.h"
 #include "worker/lua_rag.h"
 
 static const struct
@@ -28,6 +29,7 @@ static const struct
     {"trellis.ingest", tr_lua_ingest_open},
     {"trellis.prompt", tr_lua_prompt_open},
     {"trellis.eval", tr_lua_eval_open},
+    {"trellis.al", tr_lua_al_open},
 };
 
 int tr_worker_open_modules(lua_State *L)

@@ -23,6 +23,7 @@
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/pipeline.h"
 #include "worker/exec_int.h"
+#include "worker/lua_loop.h"
 #include "worker/lua_worker.h"
 #include "worker/modules.h"
 
@@ -179,6 +180,8 @@ static int install_protected(lua_State *L)
     lua_pushvalue(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &exec_key);
     lua_pushcfunction(L, tr_lua_worker_open);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, tr_lua_loop_open);
     lua_call(L, 0, 0);
     lua_pushcfunction(L, tr_worker_open_modules);
     lua_call(L, 0, 0);

@@ -26,6 +26,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "lib/wire/zmq_uv.h"
+#include "worker/exec_calls.h"
 #include "worker/executor.h"
 
 #define MISSED_BEATS 3         /* silent intervals before the scheduler is presumed dead */
@@ -284,6 +285,9 @@ static void on_frame(void *arg, const void *ident, size_t ident_len, const void 
         break;
     case TR_MSG_PIPELINE:
         tr_executor_on_pipeline(w->exec, &m.u.pipeline);
+        break;
+    case TR_MSG_CALL_REPLY:
+        tr_executor_on_call_reply(w->exec, &m.u.call_reply);
         break;
     case TR_MSG_BYE:
         on_bye(w, &m.u.bye);

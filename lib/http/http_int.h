@@ -50,6 +50,12 @@ struct tr_http_req
     void *abort_arg;           /* passed to abort_cb */
     bool keep_alive;           /* the client lets the connection live after the answer */
     uint8_t http_minor;        /* 0 for HTTP/1.0 */
+    /* In-process requests only (conn is NULL; http_local.c). */
+    struct tr_http_server *local_srv; /* the server whose routes it runs through */
+    tr_http_local_done_fn local_done; /* gets the answer */
+    void *local_arg;
+    struct tr_http_req *lprev;        /* in local_srv->locals */
+    struct tr_http_req *lnext;
 };
 
 enum tr_http_conn_state
@@ -106,6 +112,8 @@ struct tr_http_server
     uv_tcp_t refused;                /* accepts a connection only to close it */
     bool refusing;                   /* refused is closing */
     bool accept_pending;             /* a connection waits until refused has closed */
+    struct tr_http_req *locals;      /* in-process requests not answered yet */
+    size_t n_locals;                 /* length of locals */
     struct tr_log_limiter bad_log;   /* rate limit for malformed requests */
     struct tr_log_limiter conn_log;  /* rate limit for refused connections */
     char rbuf[TR_HTTP_READ_SIZE];    /* read buffer; consumed before the read callback returns */
@@ -130,8 +138,21 @@ void tr_http__dispatch(struct tr_http_conn *c);
 /* Answers c with the JSON error body; see tr_http__send for extra and close. */
 void tr_http__send_error(struct tr_http_conn *c, int status, const char *code,
                          const char *message, const char *extra, bool close);
+/*
+ * The route table on req (path split, parameters set): calls the handler and
+ * returns true, or returns false with *path_known telling 405 from 404.
+ */
+bool tr_http__route(struct tr_http_server *srv, struct tr_http_req *req, bool *path_known);
+/* The JSON error body {"error": {code, message}}, allocated (tr_free); NULL when out of memory. */
+char *tr_http__error_body(const char *code, const char *message, size_t *len);
 /* Frees srv once it is being freed and its last handle has closed. */
 void tr_http__server_maybe_free(struct tr_http_server *srv);
+
+/* http_local.c */
+/* Delivers the answer of an in-process request and frees it. */
+void tr_http__local_answer(struct tr_http_req *req, int status, const char *body, size_t len);
+/* Ends every in-process request not answered yet (abort callback, then done with status 0). */
+void tr_http__local_abort_all(struct tr_http_server *srv);
 
 /* http_req.c */
 struct tr_http_req *tr_http__req_new(struct tr_http_conn *c) TR_MUST_CHECK;

@@ -132,6 +132,7 @@ void tr_http_server_free(struct tr_http_server *srv)
     if (srv == NULL || srv->freeing)
         return;
     srv->freeing = true;
+    tr_http__local_abort_all(srv);
     /* Connections unlink themselves only from their close callbacks, so the
      * walk stays valid even when an abort callback answers other requests. */
     for (struct tr_http_conn *c = srv->conns; c != NULL; c = c->next)
@@ -243,11 +244,8 @@ static json_t *json_text(const char *s)
     return j;
 }
 
-void tr_http__send_error(struct tr_http_conn *c, int status, const char *code,
-                         const char *message, const char *extra, bool close)
+char *tr_http__error_body(const char *code, const char *message, size_t *lenp)
 {
-    static const char oom_body[] =
-        "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
     json_t *inner = json_object();
     json_t *root = json_object();
     char *text = NULL;
@@ -263,6 +261,18 @@ void tr_http__send_error(struct tr_http_conn *c, int status, const char *code,
     }
     json_decref(inner);
     json_decref(root);
+    *lenp = text != NULL ? len : 0;
+    return text;
+}
+
+static const char oom_body[] =
+    "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+
+void tr_http__send_error(struct tr_http_conn *c, int status, const char *code,
+                         const char *message, const char *extra, bool close)
+{
+    size_t len = 0;
+    char *text = tr_http__error_body(code, message, &len);
     if (text == NULL)
         tr_http__send(c, status, "application/json", oom_body, sizeof(oom_body) - 1, extra,
                       close);
@@ -274,18 +284,36 @@ void tr_http__send_error(struct tr_http_conn *c, int status, const char *code,
 void tr_http_respond(struct tr_http_req *req, int status, const char *content_type,
                      const char *body, size_t len)
 {
+    if (req->conn == NULL) {
+        tr_http__local_answer(req, status, body, len);
+        return;
+    }
     tr_http__send(req->conn, status, content_type, body, len, NULL, false);
 }
 
 void tr_http_respond_extra(struct tr_http_req *req, int status, const char *content_type,
                            const char *extra, const char *body, size_t len)
 {
+    if (req->conn == NULL) {
+        tr_http__local_answer(req, status, body, len);
+        return;
+    }
     tr_http__send(req->conn, status, content_type, body, len, extra, false);
 }
 
 void tr_http_respond_error(struct tr_http_req *req, int status, const char *code,
                            const char *message)
 {
+    if (req->conn == NULL) {
+        size_t len = 0;
+        char *text = tr_http__error_body(code, message, &len);
+        if (text == NULL)
+            tr_http__local_answer(req, status, oom_body, sizeof(oom_body) - 1);
+        else
+            tr_http__local_answer(req, status, text, len);
+        tr_free(text);
+        return;
+    }
     tr_http__send_error(req->conn, status, code, message, NULL, false);
 }
 
@@ -354,6 +382,26 @@ static void method_not_allowed(struct tr_http_conn *c, const struct tr_http_serv
     tr_buf_release(&allow);
 }
 
+bool tr_http__route(struct tr_http_server *srv, struct tr_http_req *req, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < srv->n_routes; i++) {
+        const struct tr_http_route *r = &srv->routes[i];
+        struct tr_str names[TR_HTTP_MAX_PARAMS];
+        struct tr_str values[TR_HTTP_MAX_PARAMS];
+        int n = 0;
+        if (!tr_http_route_match(r->pattern, req->path, names, values, &n))
+            continue;
+        *path_known = true;
+        if (strcmp(r->method, req->method) != 0)
+            continue;
+        tr_http__req_set_params(req, names, values, n);
+        r->handler(req, srv->handler_arg);
+        return true;
+    }
+    return false;
+}
+
 void tr_http__dispatch(struct tr_http_conn *c)
 {
     struct tr_http_server *srv = c->srv;
@@ -372,20 +420,8 @@ void tr_http__dispatch(struct tr_http_conn *c)
     if (srv->before != NULL && srv->before(req, srv->handler_arg))
         return;
     bool path_known = false;
-    for (size_t i = 0; i < srv->n_routes; i++) {
-        const struct tr_http_route *r = &srv->routes[i];
-        struct tr_str names[TR_HTTP_MAX_PARAMS];
-        struct tr_str values[TR_HTTP_MAX_PARAMS];
-        int n = 0;
-        if (!tr_http_route_match(r->pattern, req->path, names, values, &n))
-            continue;
-        path_known = true;
-        if (strcmp(r->method, req->method) != 0)
-            continue;
-        tr_http__req_set_params(req, names, values, n);
-        r->handler(req, srv->handler_arg);
+    if (tr_http__route(srv, req, &path_known))
         return;
-    }
     if (path_known) {
         method_not_allowed(c, srv);
         return;

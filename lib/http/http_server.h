@@ -124,6 +124,25 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
                            const char *message);
 
 /*
+ * In-process requests: another part of the same program (the scheduler
+ * serving calls from tasks) runs a request through srv's before hook and
+ * route table, so that it is served by exactly the handlers HTTP clients
+ * reach. There is no connection and no token check: the caller vouches for
+ * it. done gets the answer exactly once: from inside this call when the
+ * handler answers at once, later when it holds the request (a write answered
+ * after its commit), or with status 0 and no body when the server is freed
+ * first. An unknown route is answered 404, a known path with another method
+ * 405. The body must be what the route takes (JSON); it is copied.
+ * Returns 0, or TR_ENOMEM (done is then not called). Loop thread only.
+ */
+typedef void (*tr_http_local_done_fn)(void *arg, int status, const char *body, size_t len);
+int tr_http_local_request(struct tr_http_server *srv, const char *method, const char *url,
+                          const char *body, size_t len, tr_http_local_done_fn done, void *arg)
+    TR_MUST_CHECK;
+/* In-process requests not answered yet (callers bound them with it). */
+size_t tr_http_local_pending(const struct tr_http_server *srv);
+
+/*
  * Matches path against pattern ("/v1/runs/{id}"), segment by segment; on a
  * match fills up to TR_HTTP_MAX_PARAMS names and values and returns true.
  * One trailing slash is ignored on either side; a {param} never matches an

@@ -327,6 +327,21 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
         return get_u64(b, "id", &m->id) &&
                get_str_array(b, "logs", m->logs, TR_PROTO_MAX_LOGS, &m->n_logs) && m->id != 0;
     }
+    case TR_MSG_CALL: {
+        struct tr_msg_call *m = &out->u.call;
+        memset(m, 0, sizeof(*m));
+        return get_u64(b, "id", &m->id) && get_u64(b, "dispatch", &m->dispatch) &&
+               get_str(b, "op", &m->op) && get_str(b, "body", &m->body) && m->id != 0 &&
+               m->dispatch != 0 && m->op.len > 0 && m->op.len <= 64 &&
+               m->body.len <= TR_PROTO_CALL_BODY_MAX;
+    }
+    case TR_MSG_CALL_REPLY: {
+        struct tr_msg_call_reply *m = &out->u.call_reply;
+        memset(m, 0, sizeof(*m));
+        return get_u64(b, "id", &m->id) && get_u64(b, "dispatch", &m->dispatch) &&
+               get_u32(b, "status", &m->status) && get_str(b, "body", &m->body) &&
+               m->id != 0 && m->body.len <= TR_PROTO_CALL_BODY_MAX;
+    }
     }
     return false;
 }
@@ -525,6 +540,20 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         PK(pack_ku64(pk, "id", msg->u.log.id));
         PK(pack_kstrs(pk, "logs", msg->u.log.logs, msg->u.log.n_logs));
         return 0;
+    case TR_MSG_CALL:
+        PK(msgpack_pack_map(pk, 4));
+        PK(pack_ku64(pk, "id", msg->u.call.id));
+        PK(pack_ku64(pk, "dispatch", msg->u.call.dispatch));
+        PK(pack_kstr(pk, "op", msg->u.call.op));
+        PK(pack_kbin(pk, "body", msg->u.call.body));
+        return 0;
+    case TR_MSG_CALL_REPLY:
+        PK(msgpack_pack_map(pk, 4));
+        PK(pack_ku64(pk, "id", msg->u.call_reply.id));
+        PK(pack_ku64(pk, "dispatch", msg->u.call_reply.dispatch));
+        PK(pack_ku64(pk, "status", msg->u.call_reply.status));
+        PK(pack_kbin(pk, "body", msg->u.call_reply.body));
+        return 0;
     }
     return TR_EINVAL;
 }
@@ -543,7 +572,7 @@ const char *tr_msg_type_name(int type)
 {
     static const char *const names[] = {"?",    "HELLO",  "WELCOME",      "HEARTBEAT",
                                         "TASK", "RESULT", "CANCEL",       "PIPELINE_GET",
-                                        "PIPELINE", "BYE", "LOG"};
+                                        "PIPELINE", "BYE", "LOG", "CALL", "CALL_REPLY"};
     if (type < 1 || type > TR_MSG_TYPE_MAX)
         return "?";
     return names[type];

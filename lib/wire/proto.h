@@ -36,7 +36,9 @@ enum tr_msg_type
     TR_MSG_PIPELINE = 8,     /* scheduler -> worker: the source (or an error) */
     TR_MSG_BYE = 9,          /* either way: I am going, or: say HELLO again */
     TR_MSG_LOG = 10,         /* worker -> scheduler: log lines of a running task */
-    TR_MSG_TYPE_MAX = 10
+    TR_MSG_CALL = 11,        /* worker -> scheduler: a task asks the scheduler (registry, labels) */
+    TR_MSG_CALL_REPLY = 12,  /* scheduler -> worker: the answer to one CALL */
+    TR_MSG_TYPE_MAX = 12
 };
 
 /* Caps applied to every frame before msgpack-c sees it. */
@@ -153,6 +155,26 @@ struct tr_msg_log
     struct tr_str logs[TR_PROTO_MAX_LOGS];
 };
 
+/* Largest body of a CALL or CALL_REPLY: a call carries one registry or label
+ * write (inline artifacts are at most 256 KiB), so more is an error. */
+#define TR_PROTO_CALL_BODY_MAX (1u << 20)
+
+struct tr_msg_call
+{
+    uint64_t id;          /* call id, unique within the worker's life; echoed in CALL_REPLY */
+    uint64_t dispatch;    /* the dispatch id of the task that calls (must be the worker's) */
+    struct tr_str op;     /* "label", "registry.get", "registry.register", "registry.promote" */
+    struct tr_str body;   /* msgpack map: the op's arguments */
+};
+
+struct tr_msg_call_reply
+{
+    uint64_t id;          /* the call id */
+    uint64_t dispatch;    /* the dispatch id of the call */
+    uint32_t status;      /* HTTP status of the same call through the API (200, 201, 404, ...) */
+    struct tr_str body;   /* msgpack: the API's JSON answer (an error: {error = {code, message}}) */
+};
+
 struct tr_msg
 {
     enum tr_msg_type type;
@@ -167,6 +189,8 @@ struct tr_msg
         struct tr_msg_pipeline pipeline;
         struct tr_msg_bye bye;
         struct tr_msg_log log;
+        struct tr_msg_call call;
+        struct tr_msg_call_reply call_reply;
     } u;
 };
 

@@ -29,6 +29,7 @@
 #include "worker/lua_embed.h"
 #include "worker/lua_index.c"
 #include "worker/lua_ingest.c"
+#include "worker/lua_al.c"
 #include "worker/lua_rag.h"
 
 static char test_dir[256];
@@ -136,6 +137,15 @@ static int teardown(void **state)
     return 0;
 }
 
+/* load_embedded(name, native): the Lua half of a module, with a fake C half. */
+static int l_load_embedded(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 2);
+    tr_lua_embedded_call(L, name, 1);
+    return 1;
+}
+
 static void run_lua_test(const char *name)
 {
     const char *srcdir = getenv("TR_SOURCE_DIR");
@@ -152,6 +162,9 @@ static void run_lua_test(const char *name)
     assert_int_equal(tr_lua_register_module(L, "trellis.ingest", tr_lua_ingest_open), 0);
     assert_int_equal(tr_lua_register_module(L, "trellis.prompt", tr_lua_prompt_open), 0);
     assert_int_equal(tr_lua_register_module(L, "trellis.eval", tr_lua_eval_open), 0);
+    assert_int_equal(tr_lua_register_module(L, "trellis.al", tr_lua_al_open), 0);
+    lua_pushcfunction(L, l_load_embedded);
+    lua_setglobal(L, "load_embedded");
     lua_pushcfunction(L, l_test_write);
     lua_setglobal(L, "test_write");
     lua_pushcfunction(L, l_test_remove);
@@ -181,6 +194,12 @@ static void test_prompt(void **state)
 static void test_eval(void **state)
 {
     run_lua_test("eval");
+}
+
+static void test_al(void **state)
+{
+    (void)state;
+    run_lua_test("al");
 }
 
 static void test_index(void **state)
@@ -256,6 +275,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eval, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_al, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_cap, setup, teardown),

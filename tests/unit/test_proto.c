@@ -259,6 +259,52 @@ static void test_bounds_check(void **state)
     assert_int_equal(tr_mp_check(a3, sizeof(a3), &small), TR_ELIMIT);
 }
 
+/* CALL and CALL_REPLY: round trip, and the bounds that refuse them. */
+static void test_call_roundtrip_and_bounds(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_msg m = {.type = TR_MSG_CALL};
+    m.u.call.id = 3;
+    m.u.call.dispatch = 41;
+    m.u.call.op = TR_STR("registry.get");
+    m.u.call.body = TR_STR("\x81\xa3ref\xa1x");
+    assert_int_equal(roundtrip(f, &m), 0);
+    assert_int_equal(f->out.type, TR_MSG_CALL);
+    assert_int_equal(f->out.u.call.id, 3);
+    assert_int_equal(f->out.u.call.dispatch, 41);
+    assert_str(f->out.u.call.op, "registry.get");
+    assert_int_equal(f->out.u.call.body.len, 7);
+    assert_string_equal(tr_msg_type_name(TR_MSG_CALL_REPLY), "CALL_REPLY");
+
+    m = (struct tr_msg){.type = TR_MSG_CALL_REPLY};
+    m.u.call_reply.id = 3;
+    m.u.call_reply.dispatch = 41;
+    m.u.call_reply.status = 404;
+    m.u.call_reply.body = TR_STR("\xc0");
+    assert_int_equal(roundtrip(f, &m), 0);
+    assert_int_equal(f->out.u.call_reply.status, 404);
+    assert_int_equal(f->out.u.call_reply.body.len, 1);
+
+    /* No op, a zero dispatch, a body over the bound: refused. */
+    m = (struct tr_msg){.type = TR_MSG_CALL};
+    m.u.call.id = 1;
+    m.u.call.dispatch = 1;
+    assert_int_equal(roundtrip(f, &m), TR_EPROTO);
+    assert_string_equal(f->err.msg, "bad_body");
+    m.u.call.op = TR_STR("label");
+    m.u.call.dispatch = 0;
+    assert_int_equal(roundtrip(f, &m), TR_EPROTO);
+    m.u.call.dispatch = 1;
+    char *big = calloc(1, TR_PROTO_CALL_BODY_MAX + 1);
+    assert_non_null(big);
+    m.u.call.body = (struct tr_str){big, TR_PROTO_CALL_BODY_MAX + 1};
+    assert_int_equal(roundtrip(f, &m), TR_EPROTO);
+    assert_string_equal(f->err.msg, "bad_body");
+    m.u.call.body.len = TR_PROTO_CALL_BODY_MAX;
+    assert_int_equal(roundtrip(f, &m), 0);
+    free(big);
+}
+
 static void test_random_bytes_never_crash(void **state)
 {
     struct fixture *f = *state;
@@ -298,6 +344,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_types_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_missing_and_mistyped_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounds_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_roundtrip_and_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_bytes_never_crash, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
