@@ -15,7 +15,8 @@
  */
 int tr_lua_loop_open(lua_State *L);
 
-/* lua_CFunction for require "trellis.al": returns the module; may raise. */
+/* lua_CFunctions for require "trellis.al" and "trellis.rerank": return the module; may raise. */
 int tr_lua_al_open(lua_State *L);
+int tr_lua_rerank_open(lua_State *L);
 
 #endif

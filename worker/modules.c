@@ -30,6 +30,7 @@ static const struct
     {"trellis.prompt", tr_lua_prompt_open},
     {"trellis.eval", tr_lua_eval_open},
     {"trellis.al", tr_lua_al_open},
+    {"trellis.rerank", tr_lua_rerank_open},
 };
 
 int tr_worker_open_modules(lua_State *L)
