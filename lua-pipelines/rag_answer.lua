@@ -21,9 +21,17 @@
 --   model, provider   for llm.chat (the provider's defaults when absent)
 --   embed_model, embed_provider   for the question's vector (as ingest_docs)
 --   max_tokens (400), temperature (0), top_k (3: sentences of an extractive answer)
+--   reranker   the reranker: "reranker@production" when absent (used when
+--              one exists: lua-pipelines/retrain_reranker.lua trains it),
+--              another "name@version", or false for none
+--   candidates passages per ranking the reranker rescores (20)
+--   request_labels  N > 0: the N questions whose retrieval was least sure
+--              (the smallest margin between the first two passages'
+--              scores, trellis.al) go to the labelling queue (0)
 --
 -- Output: {"answer": [ {question, answer, sources = [{source, heading, score}],
--- citations = [sources the answer cites], retrieval = "bm25" | "hybrid",
+-- citations = [sources the answer cites], retrieval = "bm25" | "hybrid"
+-- (+"+reranker@V" when a reranker ranked the passages),
 -- provider, model, usage, cost, latency_ms, prompt = {name, version, digest}},
 -- ... ]}, one entry per question in order. prompt.digest identifies the
 -- template, and every call records it in the task's usage (GET
@@ -53,6 +61,7 @@ return trellis.pipeline {
   params = {
     question = "How are duplicate chunks detected when a folder is ingested?",
     index = "docs.db", k = 5, max_tokens = 400, temperature = 0, top_k = 3,
+    request_labels = 0,
   },
   tasks = {
     trellis.task {
@@ -86,13 +95,46 @@ return trellis.pipeline {
           }
           query.vector, mode = e.vectors[1], "hybrid"
         end
-        local hits = idx:search(query)
+        -- The reranker in production, when there is one (lua-pipelines/
+        -- retrain_reranker.lua trains it); params.reranker = false turns it
+        -- off, a string picks another ("reranker@3").
+        local hits
+        local rr, rec = require "trellis.rerank", nil
+        if p.reranker ~= false then
+          rec = rr.production(type(p.reranker) == "string" and p.reranker or nil)
+        end
+        if rec then
+          hits = rr.search(rec.artifact, idx, question, k, { n = p.candidates, vector = query.vector })
+          mode = ("%s+reranker@%d"):format(mode, rec.version)
+        else
+          hits = idx:search(query)
+        end
         local passages = {}
         for i, h in ipairs(hits) do
           passages[i] = { id = h.id, text = h.text, source = h.source or h.meta.source,
                           heading = h.meta.heading, score = h.score }
         end
         return { question = question, retrieval = mode, passages = passages }
+      end,
+    },
+    trellis.task {
+      name = "label_uncertain",
+      after = { "retrieve" },
+      run = function(ctx, retrieved)
+        local n = math.tointeger(ctx.params.request_labels) or 0
+        if n <= 0 then return { requested = 0 } end
+        local al = require "trellis.al"
+        local ids = al.request_top_k(retrieved, n, function(r)
+          local scores = {}
+          for i, h in ipairs(r.passages) do scores[i] = h.score end
+          return al.margin(scores)
+        end, function(r, u)
+          local sources = {}
+          for i, h in ipairs(r.passages) do sources[i] = h.source end
+          return { question = r.question, sources = sources, retrieval = r.retrieval }
+        end)
+        ctx.log(("%d questions sent to the labelling queue"):format(#ids))
+        return { requested = #ids, item_ids = ids }
       end,
     },
     trellis.task {

@@ -26,7 +26,8 @@
 --   k          passages retrieved per question (5)
 --   limit      evaluate only the first N questions (all)
 --   model, provider, embed_model, embed_provider, max_tokens, temperature,
---   top_k      as in rag_answer.lua
+--   top_k, reranker, candidates   as in rag_answer.lua (the reranker in
+--              production ranks the passages when there is one)
 --
 -- Output: {"report": {n, k, provider, model, retrieval, mean = {recall_at_k,
 -- mrr, ndcg_at_k, section_recall_at_k, exact_match, f1, rouge_l}, questions =
@@ -223,7 +224,20 @@ return trellis.pipeline {
                                      provider = p.embed_provider }).vectors[1]
           mode = "hybrid"
         end
-        local hits = idx:search(query)
+        -- The reranker in production, when there is one (lua-pipelines/
+        -- retrain_reranker.lua trains it); params.reranker = false turns it
+        -- off, a string picks another ("reranker@3").
+        local hits
+        local rr, rec = require "trellis.rerank", nil
+        if p.reranker ~= false then
+          rec = rr.production(type(p.reranker) == "string" and p.reranker or nil)
+        end
+        if rec then
+          hits = rr.search(rec.artifact, idx, q.question, k, { n = p.candidates, vector = query.vector })
+          mode = ("%s+reranker@%d"):format(mode, rec.version)
+        else
+          hits = idx:search(query)
+        end
 
         local files, seen, sections = {}, {}, {}
         local blocks, context = {}, {}

@@ -20,7 +20,8 @@
 -- training data's digest, this pipeline, the parent = the production
 -- version it was compared with), and promotes it through the gate
 -- (trellis.registry.gate): only when its held-out MRR beats the
--- champion's by `margin`, or when there is no champion.
+-- champion's by `margin`, or, when there is no champion, the MRR of the
+-- retrieval without a reranker by `margin`.
 --
 -- Params: training (array), heldout (file), index ("docs.db"), model
 -- ("reranker"), k (5), candidates (20 per list), margin (0.01), epochs
@@ -163,10 +164,7 @@ return trellis.pipeline {
         end, data.heldout, k)
         local function evaluate(weights)
           return metrics(function(i)
-            local ranked = rr.rank(weights, cands[i])
-            local top = {}
-            for j = 1, math.min(k, #ranked) do top[j] = ranked[j] end
-            return rr.files(top, k)
+            return rr.files(rr.top(rr.rank(weights, cands[i]), k), k)
           end, data.heldout, k)
         end
         local mine = evaluate(model)
@@ -183,7 +181,7 @@ return trellis.pipeline {
         local scores = {}
         local g = trellis.registry.gate {
           name = p.model, challenger = version, champion_alias = "production", metric = "mrr",
-          margin = p.margin,
+          margin = p.margin, baseline = baseline,
           evaluate = function(rec)
             local m = evaluate(rec.artifact)
             scores[rec.version] = m

@@ -7,6 +7,12 @@
 #   2. rag_answer.lua    three questions answered with their sources
 #   3. rag_eval.lua      the labelled question set of lua-pipelines/data/,
 #                        retrieval and answer metrics
+#   4. the feedback loop (docs/reference-pipelines.md, "The feedback loop"):
+#      answers to the loop's training questions, feedback and labels on them
+#      (from the labelled question set: a stand-in for people, and it says
+#      so), the retraining run (lua-pipelines/retrain_reranker.lua, started
+#      directly here), the new version and its lineage in the registry, and
+#      the held-out retrieval metric before and after
 # then it stops the cluster. With no model configured the answers come from
 # the extractive provider (sentences of the passages, no network); set
 # TRELLIS_LLM_BASE_URL and TRELLIS_LLM_MODEL (docs/llm.md) to use a model.
@@ -105,6 +111,57 @@ if r["provider"] == "extractive":
 missed = [q["id"] for q in r["questions"] if q["metrics"]["recall_at_k"] < 1]
 if missed:
     print(f"  questions whose source was not fully retrieved: {', '.join(missed)}")
+PYEOF
+
+echo
+echo "== 4. the feedback loop (lua-pipelines/retrain_reranker.lua; docs/reference-pipelines.md)"
+echo "  an index with vectors for the loop (loop.db), and the held-out questions without a reranker:"
+run lua-pipelines/ingest_docs.lua -p folder=docs -p index=loop.db -p embed=true
+HELD=lua-pipelines/data/loop_heldout.jsonl
+TRAIN=lua-pipelines/data/loop_train.jsonl
+run lua-pipelines/rag_eval.lua -p questions=$HELD -p index=loop.db -p reranker=false
+cp "$OUT/run.json" "$OUT/before.json"
+"$PY" - "$OUT/before.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["output"]["report"]
+print(f"  before: {r['n']} held-out questions, {r['retrieval']}: MRR {r['mean']['mrr']:.3f}, "
+      f"recall@{r['k']} {r['mean']['recall_at_k']:.3f}")
+PYEOF
+echo
+echo "  answers to the $(grep -c . $TRAIN) training questions, the 20 least sure retrievals queued for labelling:"
+QS=$("$PY" -c 'import json,sys; print(json.dumps([json.loads(l)["question"] for l in open(sys.argv[1]) if l.strip()]))' $TRAIN)
+run lua-pipelines/rag_answer.lua -p "questions=$QS" -p index=loop.db -p request_labels=20
+ARUN=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$OUT/run.json")
+echo
+echo "  feedback and labels. NOT FROM PEOPLE: scripts/loop_feedback.py stands in for them, rating"
+echo "  each answer and labelling the queue from the labelled question set ($TRAIN):"
+"$PY" scripts/loop_feedback.py rate "$ARUN" $TRAIN | sed 's/^/  /'
+"$BIN" labels --pipeline rag_answer --state labelled 2>/dev/null | head -4 | sed 's/^/  /' || true
+"$PY" scripts/loop_feedback.py export rag_answer >"$OUT/training.json"
+echo "  the training set exported from GET /v1/feedback and GET /v1/labels: $("$PY" -c 'import json,sys; t=json.load(open(sys.argv[1])); print(len(t), "questions,", sum(x["from"]=="label" for x in t), "of them from labels")' "$OUT/training.json")"
+echo
+echo "  the retraining run (started directly; a trigger on rag_answer's feedback will start it):"
+run lua-pipelines/retrain_reranker.lua -p index=loop.db -p "training=$(cat "$OUT/training.json")"
+"$PY" - "$OUT/run.json" <<'PYEOF'
+import json, sys
+g = json.load(open(sys.argv[1]))["output"]["gate"]
+print(f"  trained on {g['n_train']} questions (data {g['data_digest'][:19]}...), evaluated on "
+      f"{g['n_heldout']} held-out ones it never saw")
+print(f"  registered reranker v{g['version']}; {g['reason']}")
+PYEOF
+echo
+echo "  the registry (trellis models reranker):"
+"$BIN" models reranker | sed 's/^/  /'
+echo
+run lua-pipelines/rag_eval.lua -p questions=$HELD -p index=loop.db
+"$PY" - "$OUT/before.json" "$OUT/run.json" <<'PYEOF'
+import json, sys
+b = json.load(open(sys.argv[1]))["output"]["report"]
+a = json.load(open(sys.argv[2]))["output"]["report"]
+k = a["k"]
+print(f"  held-out retrieval ({a['n']} questions, file level, top {k} passages):")
+print(f"    before  {b['retrieval']:<22} MRR {b['mean']['mrr']:.3f}   recall@{k} {b['mean']['recall_at_k']:.3f}")
+print(f"    after   {a['retrieval']:<22} MRR {a['mean']['mrr']:.3f}   recall@{k} {a['mean']['recall_at_k']:.3f}")
 PYEOF
 
 echo

@@ -25,8 +25,8 @@ whether which while who whom whose why will with within without would yet you yo
 instead rather first second new next last both each any""".split())
 
 PER_FILE = 40        # questions drawn at most from one file
-DROP_RAREST = 2      # the rarest words of a sentence a question leaves out
-KEEP = 6             # words a question keeps at most
+DROP_RAREST = 3      # the rarest words of a sentence a question leaves out
+KEEP = 4             # words a question keeps at most
 SEED = "trellis-loop-questions-1"
 
 

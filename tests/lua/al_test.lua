@@ -80,7 +80,14 @@ local evals = 0
 local function evaluate(rec) evals = evals + 1 return { mrr = score[rec.version] } end
 
 versions[1] = "w1"
+-- No champion, but a baseline (what runs without a model) of 0.495: 0.50 < 0.505, not promoted.
 local r = gate { name = "reranker", challenger = 1, metric = "mrr", margin = 0.01,
+                 evaluate = evaluate, baseline = { mrr = 0.495 } }
+eq(r.promoted, false, "no champion, under the baseline plus margin")
+eq(r.reason, "gate: mrr challenger v1 0.5000 vs no model 0.4950 (no champion at 'production'; "
+   .. "margin 0.01): not promoted", "reason against the baseline")
+eq(aliases.production, nil, "nothing promoted")
+r = gate { name = "reranker", challenger = 1, metric = "mrr", margin = 0.01,
                  evaluate = evaluate }
 eq(r.promoted, true, "no champion: promoted")
 eq(aliases.production, 1, "production is v1")

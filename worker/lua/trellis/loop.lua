@@ -72,12 +72,14 @@ end
 
 -- The promotion gate (docs/feedback.md, "The promotion gate"):
 -- trellis.registry.gate { name, challenger = v, champion_alias = "production",
---   metric = "mrr", margin = 0.01, lower_is_better = false,
+--   metric = "mrr", margin = 0.01, lower_is_better = false, baseline = nil,
 --   evaluate = function(version_record) return score or {metric = score, ...} end }
 -- Evaluates the challenger and the champion with the same function (so on
 -- the same held-out data) and moves the alias to the challenger only when
 -- its score beats the champion's by the margin, or when there is no
--- champion. Both scores go into the alias move's reason. Returns
+-- champion: then it must beat `baseline` (the score of running without a
+-- model, a number or a metrics table) by the margin when one is given, and
+-- is promoted when none is. Both scores go into the alias move's reason. Returns
 -- {promoted, reason, challenger = {version, score}, champion = {version, score} or nil}.
 local function score_of(what, v, metric)
   local s = v
@@ -116,10 +118,21 @@ function registry.gate(t)
   local cs = score_of("challenger v" .. cv, t.evaluate(challenger), metric)
   out.challenger.score = cs
   local fmt = "%.4f"
-  if champion == nil then
+  if champion == nil and t.baseline == nil then
     out.promoted = true
     out.reason = ("gate: %s challenger v%d " .. fmt .. ", no champion at '%s'")
                  :format(metric, cv, cs, alias)
+  elseif champion == nil then
+    -- No champion, but what runs without a model: beat that, by the margin.
+    local bs = score_of("baseline", t.baseline, metric)
+    out.baseline = { score = bs }
+    local better
+    if t.lower_is_better then better = cs <= bs - margin else better = cs >= bs + margin end
+    out.promoted = better
+    out.reason = ("gate: %s challenger v%d " .. fmt .. " vs no model " .. fmt
+                  .. " (no champion at '%s'; margin %g%s): %s"):format(metric, cv, cs, bs, alias,
+                  margin, t.lower_is_better and ", lower is better" or "",
+                  better and "promoted" or "not promoted")
   else
     local hs = score_of("champion v" .. champion.version, t.evaluate(champion), metric)
     out.champion = { version = champion.version, score = hs }

@@ -2,14 +2,22 @@
 -- reference feedback loop trains (lua-pipelines/retrain_reranker.lua) and
 -- rag_answer.lua / rag_eval.lua use once one is promoted.
 --
---   rr.candidates(idx, question [, {n = 40, vector = v}])
+--   rr.candidates(idx, question [, {n = 20, vector = v}])
 --       the union of the top n BM25 and top n vector hits, each with its
 --       features (rr.FEATURES): BM25 score over the query's best, 1/rank in
 --       each list, the cosine, the share of the question's words in the
 --       chunk's heading, in its file name and in its text, and the share of
---       the top-10 BM25 hits that come from the chunk's file.
+--       the top-10 BM25 and vector hits that come from the chunk's file, and
+--       the best BM25 score of the chunk's file.
 --   rr.score(model, cand)          the model's probability that cand is relevant
---   rr.rank(model, cands)          cands sorted by it (ties: BM25 rank)
+--   rr.rank(model, cands)          cands sorted by it (ties: BM25 rank); each
+--       gets score = that probability, so that a ranked candidate reads like
+--       an idx:search hit {id, text, source, score, meta}
+--   rr.search(model, idx, question, k [, {n, vector}])  candidates, ranked, top k
+--   rr.production([ref])           trellis.registry.get(ref or
+--       "reranker@production") in a task, or nil
+--   rr.top(ranked, k [, per_file])  the first k, at most per_file (1) per file
+--       while other files remain (then the rest, in order)
 --   rr.files(cands, k)             the distinct files of the first hits, in order
 --   rr.train(rows, opts)           logistic regression by batch gradient
 --       descent: rows = {{x = features, y = 0|1}}, opts = {epochs = 300,
@@ -22,7 +30,8 @@
 --   rr.json_decode(s)              JSON text to a Lua value (null is nil)
 local M = {}
 
-M.FEATURES = { "bm25", "bm25_rr", "vec", "vec_rr", "heading", "file", "coverage", "file_support" }
+M.FEATURES = { "bm25", "bm25_rr", "vec", "vec_rr", "heading", "file", "coverage", "file_support",
+               "file_support_vec", "file_best" }
 
 local STOP = {}
 for w in ([[the and for are with that this from into not but can its has have was were will
@@ -58,13 +67,13 @@ end
 
 function M.candidates(idx, question, opts)
   opts = opts or {}
-  local n = math.tointeger(opts.n) or 40
+  local n = math.tointeger(opts.n) or 20
   local by_id, list = {}, {}
   local function add(h, rank, kind)
     local c = by_id[h.id]
     if not c then
       c = { id = h.id, text = h.text, source = h.source or (h.meta and h.meta.source),
-            heading = h.meta and h.meta.heading, bm25_rank = math.huge }
+            heading = h.meta and h.meta.heading, meta = h.meta or {}, bm25_rank = math.huge }
       by_id[h.id] = c
       list[#list + 1] = c
     end
@@ -79,10 +88,14 @@ function M.candidates(idx, question, opts)
     end
   end
   local top = bm[1] and bm[1].score or 0
-  local support = {}
-  for i = 1, math.min(10, #bm) do
-    local src = bm[i].source or bm[i].meta.source
-    support[src] = (support[src] or 0) + 1
+  local support, support_vec, best = {}, {}, {}
+  for _, c in ipairs(list) do
+    if c.bm25_rank <= 10 then support[c.source] = (support[c.source] or 0) + 1 end
+    if c.vec_rank and c.vec_rank <= 10 then
+      support_vec[c.source] = (support_vec[c.source] or 0) + 1
+    end
+    local b = c.bm25 and top > 0 and c.bm25 / top or 0
+    if b > (best[c.source] or 0) then best[c.source] = b end
   end
   local q = M.words(question)
   for _, c in ipairs(list) do
@@ -96,6 +109,8 @@ function M.candidates(idx, question, opts)
       share(q, set_of(file)),
       share(q, set_of(c.text)),
       (support[c.source] or 0) / 10,
+      (support_vec[c.source] or 0) / 10,
+      best[c.source] or 0,
     }
   end
   return list
@@ -115,13 +130,38 @@ function M.score(model, c)
 end
 
 function M.rank(model, cands)
-  for _, c in ipairs(cands) do c.p = M.score(model, c) end
+  for _, c in ipairs(cands) do
+    c.p = M.score(model, c)
+    c.score = c.p
+  end
   table.sort(cands, function(a, b)
     if a.p ~= b.p then return a.p > b.p end
     if a.bm25_rank ~= b.bm25_rank then return a.bm25_rank < b.bm25_rank end
     return a.id < b.id
   end)
   return cands
+end
+
+-- The first k of ranked with at most per_file (1) passages of one file: the
+-- model scores files as much as passages (its file features), so without
+-- this the top k would often be k passages of one file.
+function M.top(ranked, k, per_file)
+  per_file = per_file or 1
+  local out, count, rest = {}, {}, {}
+  for _, c in ipairs(ranked) do
+    local n = count[c.source] or 0
+    if n < per_file then
+      if #out < k then out[#out + 1] = c end
+      count[c.source] = n + 1
+    else
+      rest[#rest + 1] = c
+    end
+  end
+  for _, c in ipairs(rest) do
+    if #out >= k then break end
+    out[#out + 1] = c
+  end
+  return out
 end
 
 function M.files(hits, k)
@@ -169,6 +209,18 @@ function M.train(rows, opts)
   end
   return { kind = "logistic", features = M.FEATURES, weights = w, bias = b,
            train_loss = loss / n, epochs = epochs, rate = rate, l2 = l2 }
+end
+
+function M.search(model, idx, question, k, opts)
+  return M.top(M.rank(model, M.candidates(idx, question, opts)), k)
+end
+
+function M.production(ref)
+  local rec = require("trellis").registry.get(ref or "reranker@production")
+  if rec and type(rec.artifact) == "table" and type(rec.artifact.weights) == "table" then
+    return rec
+  end
+  return nil
 end
 
 -- A JSON decoder (pipelines have no json module); null decodes to nil.
