@@ -28,7 +28,8 @@
 -- (300), rate (0.5), l2 (1e-4), embed_model, embed_provider.
 --
 -- Output: {"gate": {version, promoted, reason, data_digest, n_train,
--- n_heldout, baseline = {mrr, recall_at_k}, champion = {version, mrr,
+-- n_heldout, baseline = {mrr, recall_at_k}, baseline_one_per_file = {mrr,
+-- recall_at_k} (no model, one passage per file first), champion = {version, mrr,
 -- recall_at_k} or nil, challenger = {mrr, recall_at_k}, weights}}.
 local trellis = require "trellis"
 
@@ -162,6 +163,13 @@ return trellis.pipeline {
           local q = { query = data.heldout[i].question, k = k, vector = vecs[i] }
           return rr.files(idx:search(q), k)
         end, data.heldout, k)
+        -- The same, one passage per file first (as the reranker picks its
+        -- passages): how much of a gain comes from that choice alone.
+        local diversified = metrics(function(i)
+          local hits = idx:search { query = data.heldout[i].question, k = 50, vector = vecs[i] }
+          for _, h in ipairs(hits) do h.source = h.source or h.meta.source end
+          return rr.files(rr.top(hits, k), k)
+        end, data.heldout, k)
         local function evaluate(weights)
           return metrics(function(i)
             return rr.files(rr.top(rr.rank(weights, cands[i]), k), k)
@@ -193,7 +201,7 @@ return trellis.pipeline {
         return {
           version = version, promoted = g.promoted, reason = g.reason, data_digest = data.digest,
           n_train = #data.train, n_heldout = #data.heldout,
-          baseline = baseline, challenger = mine,
+          baseline = baseline, baseline_one_per_file = diversified, challenger = mine,
           champion = champ and { version = g.champion.version, mrr = champ.mrr,
                                  recall_at_k = champ.recall_at_k } or nil,
           weights = model.weights, bias = model.bias, features = model.features,

@@ -148,6 +148,9 @@ g = json.load(open(sys.argv[1]))["output"]["gate"]
 print(f"  trained on {g['n_train']} questions (data {g['data_digest'][:19]}...), evaluated on "
       f"{g['n_heldout']} held-out ones it never saw")
 print(f"  registered reranker v{g['version']}; {g['reason']}")
+d = g["baseline_one_per_file"]
+print(f"  (no model but one passage per file first, as the reranker picks them: MRR {d['mrr']:.3f}, "
+      f"recall@{d['k']} {d['recall_at_k']:.3f}: the rest of the gain is the model's)")
 PYEOF
 echo
 echo "  the registry (trellis models reranker):"
