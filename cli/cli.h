@@ -35,7 +35,6 @@ struct tr_cli
     const char *api;                /* base URL of the scheduler (opt_api, or dev's) */
     const struct tr_cli_cmd *cmd;   /* the subcommand being run */
     struct tr_client *client;       /* made by tr_cli_client() on first use */
-    int exit_code;                  /* set when tr_cli_operands fails */
     int n_args;                     /* operands after tr_cli_parse: argv[1..n_args] */
     /* private: the global options' values, owned; see main.c */
     char *opt_api;                  /* --api / TRELLIS_API */
