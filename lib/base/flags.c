@@ -167,7 +167,10 @@ static int list_add(const struct tr_flag *fl, struct tr_flag_list *l, const char
                     const char **why)
 {
     if (fl->max_items != 0 && l->n >= fl->max_items) {
-        *why = "too many values";
+        /* Single-threaded (see flags.h): the reason may live in a static buffer. */
+        static char too_many[64];
+        snprintf(too_many, sizeof(too_many), "too many values (at most %zu)", fl->max_items);
+        *why = too_many;
         return TR_EINVAL;
     }
     char *c = tr_strndup(v, len);
@@ -299,8 +302,7 @@ static void bounds_text(const struct tr_flag *fl, char *out, size_t size)
         snprintf(out, size, " (from %ld to %ld)", fl->min, fl->max);
     else if (fl->type == TR_FLAG_DOUBLE && (fl->dmin != 0 || fl->dmax != 0))
         snprintf(out, size, " (from %g to %g)", fl->dmin, fl->dmax);
-    else if (fl->type == TR_FLAG_LIST && fl->max_items != 0)
-        snprintf(out, size, " (at most %zu)", fl->max_items);
+
 }
 
 /* Stores, recording the source; on failure the message names the flag and its variable. */
