@@ -376,7 +376,8 @@ static void print_counts(const json_t *tasks)
     putchar('\n');
 }
 
-/* "usage:     3 LLM calls, 9 prompt + 12 completion tokens, cost 0.000033"; nothing without calls. */
+/* "usage:     3 LLM calls, 9 prompt + 12 completion tokens, cost 0.000033"; nothing
+ * without calls. */
 static void print_usage(const json_t *usage)
 {
     long long calls = json_integer_value(json_object_get(usage, "calls"));

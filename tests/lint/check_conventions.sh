@@ -14,8 +14,9 @@ src=${1:?usage: check_conventions.sh SRC [SCHEDULER WORKER]}
 cd "$src"
 fail=0
 
-if grep -rnE '\btimer_cb\b|\buv__|\bio_watcher\b|\bwatcher_queue\b|\bhandle_queue\b|\bactive_handles\b|\bnext_closing\b' \
-    lib cli bench --include='*.c' --include='*.h'; then
+private='\btimer_cb\b|\buv__|\bio_watcher\b|\bwatcher_queue\b|\bhandle_queue\b'
+private+='|\bactive_handles\b|\bnext_closing\b'
+if grep -rnE "$private" lib cli bench --include='*.c' --include='*.h'; then
   echo "libuv private fields used above" >&2
   fail=1
 fi
@@ -28,7 +29,8 @@ fi
 
 if [ $# -ge 3 ]; then
   for bin in "$2" "$3"; do
-    for flag in $("$bin" --help | grep -oE '^  (-[a-z], )?--[a-z0-9-]+' | grep -oE -- '--[a-z0-9-]+'); do
+    flags=$("$bin" --help | grep -oE '^ +(-[a-z], )?--[a-z0-9-]+' | grep -oE -- '--[a-z0-9-]+')
+    for flag in $flags; do
       [ "$flag" = --help ] && continue
       var=TRELLIS_$(echo "${flag#--}" | tr 'a-z-' 'A-Z_')
       if ! grep -qE -- "\`$flag[ \`].*\`$var\`" docs/daemons.md; then
