@@ -3,9 +3,11 @@
  * exit codes.
  *
  * Dispatch follows git.c: a table of {name, function}, the global flags
- * before the subcommand, each subcommand parsing the rest of the line. The
- * global flags --api and --token-file are also accepted after the
- * subcommand, where users tend to type them. SIGINT and SIGTERM only set a
+ * before the subcommand, each subcommand parsing the rest of the line with
+ * its own flag table (tr_cli_parse, on lib/base/flags.h, which also prints
+ * the command's --help from that table). The global flags --api and
+ * --token-file are also accepted after the subcommand, where users tend to
+ * type them; only they have TRELLIS_* variables. SIGINT and SIGTERM only set a
  * flag (tr_cli_interrupted) so that a waiting command can stop cleanly and
  * `trellis dev` can take its children down before exiting.
  */
