@@ -5,8 +5,9 @@
  * work: sched.c (runs, task instances, readiness by countdown, results,
  * retries, cancel, the end-of-turn commit), dispatch.c (ready queues per
  * pool, credit, TASK messages), workers.c (worker registry, heartbeats, the
- * ROUTER socket), loader.c (pipeline sources and graphs, off-loop
- * evaluation), recover.c (resume after a restart), api.c (HTTP routes),
+ * ROUTER socket), loader.c (pipeline graphs by digest, read by the sandbox
+ * processes of sandbox.c), recover.c (resume after a restart, a state
+ * machine over sandbox loads), api.c (HTTP routes),
  * metrics.c (counters for /metrics).
  */
 #ifndef TR_SCHED_H

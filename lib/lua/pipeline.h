@@ -4,8 +4,11 @@
  * The scheduler evaluates the Lua file in a sandbox (lib/lua/lua_rt.h: no io, os
  * or debug, a require that resolves only trellis modules, a memory cap, an
  * instruction budget and a wall-clock limit), in a fresh lua_State each time,
- * only to read the graph: `run` functions are never called here. Callers run
- * tr_pipeline_load off the loop thread (uv_queue_work); it touches no shared
+ * only to read the graph: `run` functions are never called here. The
+ * scheduler calls tr_pipeline_load only in its sandbox child processes
+ * (scheduler/sandbox_child.c), which are killed at the wall-clock limit
+ * since one C call (a string pattern) can outlast the instruction hook; the
+ * graph comes back through lib/lua/pipeline_codec.h. It touches no shared
  * state and may run on any thread.
  *
  * Validation: every task has a unique name and a `run` function; `after` and
