@@ -35,17 +35,29 @@
 #define READ_CHUNK (64u << 10)
 #define RETIRE_SLACK 4               /* idle children kept beyond cfg.warm after a burst */
 
+enum job_op
+{
+    OP_LOAD,                      /* "load": the graph */
+    OP_WHEN                       /* "when": a trigger's verdict */
+};
+
 struct job
 {
     struct job *next;             /* in the queue */
     struct sandbox *sb;
+    enum job_op op;
     uint64_t id;
     char *src;                    /* NUL-terminated copy; becomes the def's source */
     size_t len;
     char *name;
     char digest[65];              /* sha256 of src: the reply's graph must carry it */
-    sandbox_load_fn done;
+    sandbox_load_fn done;         /* OP_LOAD */
+    sandbox_when_fn when_done;    /* OP_WHEN */
     void *arg;
+    char *trigger;                /* OP_WHEN: the trigger's name and the stats (msgpack) */
+    char *stats;
+    size_t stats_len;
+    bool verdict;                 /* OP_WHEN: the answer */
     char *frame;                  /* the request frame (malloc'd by msgpack-c) */
     size_t frame_len;
     uv_write_t wr;
@@ -113,6 +125,8 @@ static void job_free(struct job *j)
 {
     tr_free(j->src);
     tr_free(j->name);
+    tr_free(j->trigger);
+    tr_free(j->stats);
     free(j->frame);
     tr_free(j->resp);
     tr_pipeline_def_free(j->def);
@@ -144,6 +158,12 @@ static void job_answer(struct job *j, int code, const char *fmt, ...)
             va_end(ap);
             tr_error_set(&j->err, code, "%s", msg);
         }
+    }
+    if (j->op == OP_WHEN) {
+        bool ok = code == 0 && j->err.code == 0;
+        j->when_done(j->arg, ok ? (int)j->verdict : -1, ok ? NULL : &j->err);
+        job_maybe_free(j);
+        return;
     }
     struct tr_pipeline_def *def = j->def;
     j->def = NULL;
@@ -187,7 +207,7 @@ static int key(msgpack_packer *pk, const char *k)
     return msgpack_pack_str(pk, kn) || msgpack_pack_str_body(pk, k, kn);
 }
 
-/* The "load" request frame: length, then {op, id, name, src, limits...}. */
+/* The request frame: length, then {op, id, name, src, limits..., [trigger, stats]}. */
 static int job_encode(struct job *j, const struct tr_pipeline_limits *lim)
 {
     msgpack_sbuffer sb;
@@ -195,14 +215,20 @@ static int job_encode(struct job *j, const struct tr_pipeline_limits *lim)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     static const char zero[4];
-    int rc = msgpack_sbuffer_write(&sb, zero, 4) || msgpack_pack_map(&pk, 8) ||
-             kv_str(&pk, "op", "load", 4) || key(&pk, "id") || msgpack_pack_uint64(&pk, j->id) ||
+    bool when = j->op == OP_WHEN;
+    int rc = msgpack_sbuffer_write(&sb, zero, 4) || msgpack_pack_map(&pk, when ? 10 : 8) ||
+             (when ? kv_str(&pk, "op", "when", 4) : kv_str(&pk, "op", "load", 4)) ||
+             key(&pk, "id") || msgpack_pack_uint64(&pk, j->id) ||
              kv_str(&pk, "name", j->name, strlen(j->name)) || key(&pk, "src") ||
              msgpack_pack_bin(&pk, j->len) || msgpack_pack_bin_body(&pk, j->src, j->len) ||
              key(&pk, "mem_max") || msgpack_pack_uint64(&pk, lim->mem_max) ||
              key(&pk, "instr_max") || msgpack_pack_uint64(&pk, lim->instr_max) ||
              key(&pk, "wall_max") || msgpack_pack_double(&pk, lim->wall_max_s) ||
              key(&pk, "max_tasks") || msgpack_pack_uint32(&pk, lim->max_tasks);
+    if (rc == 0 && when)
+        rc = kv_str(&pk, "trigger", j->trigger, strlen(j->trigger)) || key(&pk, "stats") ||
+             msgpack_pack_bin(&pk, j->stats_len) ||
+             msgpack_pack_bin_body(&pk, j->stats, j->stats_len);
     if (rc != 0 || sb.size - 4 > SANDBOX_REQ_MAX) {
         msgpack_sbuffer_destroy(&sb);
         return rc != 0 ? TR_ENOMEM : TR_E2BIG;
@@ -230,6 +256,8 @@ static void job_decode(struct job *j, const struct tr_pipeline_limits *lim)
             code = tr_mp_rd_int(&r);
         else if (tr_str_eq(k, "msg"))
             msg = tr_mp_rd_str(&r);
+        else if (tr_str_eq(k, "value"))
+            j->verdict = tr_mp_rd_bool(&r);
         else
             tr_mp_rd_skip(&r);
     }
@@ -240,6 +268,11 @@ static void job_decode(struct job *j, const struct tr_pipeline_limits *lim)
     if (code < 0) {
         tr_error_set(&j->err, (int)code, "%.*s", (int)TR_MIN(msg.len, TR_ERROR_MSG_MAX - 1),
                      msg.p);
+        return;
+    }
+    if (j->op == OP_WHEN) {
+        if (tr_mp_rd_left(&r) != 0)
+            tr_error_set(&j->err, TR_EPROTO, "%s: malformed reply from the sandbox", j->name);
         return;
     }
     size_t used = 0;
@@ -474,6 +507,7 @@ static void on_deadline(uv_timer_t *t)
     child_kill(c);
     job_answer(j, TR_ELIMIT, "%s: time limit of %g s exceeded (the sandbox process was killed)",
                j->name, sb->cfg.limits.wall_max_s);
+    pump(sb);
 }
 
 static int spawn(struct sandbox *sb)
@@ -541,7 +575,8 @@ static void assign(struct child *c, struct job *j)
     }
     j->writing = true;
     if (sb->cfg.limits.wall_max_s > 0) {
-        double s = sb->cfg.limits.wall_max_s + sb->cfg.grace_s;
+        /* A trigger is two evaluations, the file and then the call. */
+        double s = sb->cfg.limits.wall_max_s * (j->op == OP_WHEN ? 2 : 1) + sb->cfg.grace_s;
         uv_timer_start(&c->timer, on_deadline, (uint64_t)(s * 1000), 0);
     }
 }
@@ -671,24 +706,30 @@ void sandbox_close(struct sandbox *sb)
     sandbox_maybe_free(sb);
 }
 
-int sandbox_load(struct sandbox *sb, const char *src, size_t len, const char *name,
-                 sandbox_load_fn done, void *arg)
+static struct job *job_new(struct sandbox *sb, enum job_op op, const char *src, size_t len,
+                           const char *name)
 {
-    if (sb->closing)
-        return TR_ECANCELED;
     struct job *j = tr_calloc(1, sizeof(*j));
     if (j == NULL)
-        return TR_ENOMEM;
+        return NULL;
     j->sb = sb;
+    j->op = op;
     j->id = ++sb->next_id;
     j->src = tr_strndup(src, len);
     j->len = len;
     j->name = tr_strdup(name);
-    j->done = done;
-    j->arg = arg;
     tr_error_init(&j->err);
     tr_sha256_hex(src, len, j->digest);
-    int rc = j->src && j->name && j->digest[0] ? job_encode(j, &sb->cfg.limits) : TR_ENOMEM;
+    if (j->src == NULL || j->name == NULL || j->digest[0] == '\0') {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int job_enqueue(struct sandbox *sb, struct job *j)
+{
+    int rc = job_encode(j, &sb->cfg.limits);
     if (rc < 0) {
         job_free(j);
         return rc;
@@ -701,6 +742,40 @@ int sandbox_load(struct sandbox *sb, const char *src, size_t len, const char *na
     sb->n_queued++;
     pump(sb);
     return 0;
+}
+
+int sandbox_load(struct sandbox *sb, const char *src, size_t len, const char *name,
+                 sandbox_load_fn done, void *arg)
+{
+    if (sb->closing)
+        return TR_ECANCELED;
+    struct job *j = job_new(sb, OP_LOAD, src, len, name);
+    if (j == NULL)
+        return TR_ENOMEM;
+    j->done = done;
+    j->arg = arg;
+    return job_enqueue(sb, j);
+}
+
+int sandbox_when(struct sandbox *sb, const char *src, size_t len, const char *name,
+                 const char *trigger, const void *stats, size_t stats_len, sandbox_when_fn done,
+                 void *arg)
+{
+    if (sb->closing)
+        return TR_ECANCELED;
+    struct job *j = job_new(sb, OP_WHEN, src, len, name);
+    if (j == NULL)
+        return TR_ENOMEM;
+    j->when_done = done;
+    j->arg = arg;
+    j->trigger = tr_strdup(trigger);
+    j->stats = tr_memdup(stats, stats_len ? stats_len : 1);
+    j->stats_len = stats_len;
+    if (j->trigger == NULL || j->stats == NULL) {
+        job_free(j);
+        return TR_ENOMEM;
+    }
+    return job_enqueue(sb, j);
 }
 
 void sandbox_get_stats(const struct sandbox *sb, struct sandbox_stats *out)

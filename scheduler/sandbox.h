@@ -13,10 +13,12 @@
  *
  * Wire: each way, frames of a 4-byte big-endian length then a msgpack body,
  * bounded (SANDBOX_REQ_MAX, SANDBOX_RESP_MAX). A request is a map whose "op"
- * says what to do ("load": evaluate "src" under the limits given and return
- * the graph); a reply is a map {"id", "rc", "msg"} followed, for a load that
- * succeeded, by the graph (lib/lua/pipeline_codec.h). New kinds of request
- * add an "op" (sandbox_child.c answers an unknown one with TR_EINVAL).
+ * says what to do: "load" evaluates "src" under the limits given and returns
+ * the graph; "when" evaluates it and calls triggers[trigger]'s `when`
+ * function with "stats" (issue 8). A reply is a map {"id", "rc", "msg"} ("value"
+ * too for "when") followed, for a load that succeeded, by the graph
+ * (lib/lua/pipeline_codec.h). A new kind of request adds an "op"
+ * (sandbox_child.c answers an unknown one with TR_EINVAL).
  *
  * Loop thread only (the child's side is sandbox_child_main).
  */
@@ -58,6 +60,12 @@ struct sandbox;
  */
 typedef void (*sandbox_load_fn)(void *arg, struct tr_pipeline_def *def, struct tr_error *err);
 
+/*
+ * A trigger's verdict: 1 (fire) or 0, or -1 and err. Called on the loop,
+ * exactly once (TR_ECANCELED when the pool closes first).
+ */
+typedef void (*sandbox_when_fn)(void *arg, int verdict, struct tr_error *err);
+
 int sandbox_open(uv_loop_t *loop, const struct sandbox_config *cfg, struct sandbox **out,
                  struct tr_error *err) TR_MUST_CHECK;
 /* Kills every child (reaped by the loop afterwards) and cancels waiting requests. */
@@ -66,6 +74,14 @@ void sandbox_close(struct sandbox *sb);
 /* Evaluates src (copied; name is the chunk name for messages) in a child. */
 int sandbox_load(struct sandbox *sb, const char *src, size_t len, const char *name,
                  sandbox_load_fn done, void *arg) TR_MUST_CHECK;
+
+/*
+ * Evaluates src in a child and calls trigger's `when` function with stats
+ * (stats_len bytes of a msgpack map) under the same limits (tr_pipeline_when).
+ */
+int sandbox_when(struct sandbox *sb, const char *src, size_t len, const char *name,
+                 const char *trigger, const void *stats, size_t stats_len, sandbox_when_fn done,
+                 void *arg) TR_MUST_CHECK;
 
 void sandbox_get_stats(const struct sandbox *sb, struct sandbox_stats *out);
 

@@ -134,6 +134,8 @@ struct request
     struct tr_str name;
     struct tr_str src;
     struct tr_pipeline_limits lim;
+    struct tr_str trigger;  /* "when" */
+    struct tr_str stats;
 };
 
 static int parse_request(const void *p, size_t len, struct request *rq)
@@ -160,6 +162,10 @@ static int parse_request(const void *p, size_t len, struct request *rq)
             rq->lim.wall_max_s = tr_mp_rd_double(&r);
         else if (tr_str_eq(k, "max_tasks"))
             rq->lim.max_tasks = (uint32_t)tr_mp_rd_uint(&r);
+        else if (tr_str_eq(k, "trigger"))
+            rq->trigger = tr_mp_rd_str(&r);
+        else if (tr_str_eq(k, "stats"))
+            rq->stats = tr_mp_rd_bytes(&r);
         else
             tr_mp_rd_skip(&r);
     }
@@ -173,19 +179,23 @@ static int pack_str(msgpack_packer *pk, const char *k, const char *v)
            msgpack_pack_str(pk, vn) || msgpack_pack_str_body(pk, v, vn);
 }
 
-/* The reply frame into sb: length, {"id","rc","msg"}, then def when there is one. */
+/* The reply frame into sb: length, {"id","rc","msg"[,"value"]}, then def when there is one;
+ * verdict is -1 for a reply without "value". */
 static int reply(msgpack_sbuffer *sb, uint64_t id, const struct tr_error *err,
-                 const struct tr_pipeline_def *def)
+                 const struct tr_pipeline_def *def, int verdict)
 {
     msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     static const char zero[4];
     int rc = msgpack_sbuffer_write(sb, zero, 4);
-    rc = rc || msgpack_pack_map(&pk, 3) || msgpack_pack_str(&pk, 2) ||
+    rc = rc || msgpack_pack_map(&pk, verdict >= 0 ? 4 : 3) || msgpack_pack_str(&pk, 2) ||
          msgpack_pack_str_body(&pk, "id", 2) || msgpack_pack_uint64(&pk, id) ||
          msgpack_pack_str(&pk, 2) || msgpack_pack_str_body(&pk, "rc", 2) ||
          msgpack_pack_int(&pk, err->code) || pack_str(&pk, "msg", err->msg);
+    if (rc == 0 && verdict >= 0)
+        rc = msgpack_pack_str(&pk, 5) || msgpack_pack_str_body(&pk, "value", 5) ||
+             (verdict ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
     if (rc == 0 && def != NULL)
         rc = tr_pipeline_def_pack(&pk, def, false);
     if (rc != 0 || sb->size - 4 > SANDBOX_RESP_MAX)
@@ -206,10 +216,22 @@ static void serve(const char *body, size_t len, msgpack_sbuffer *sb)
     struct tr_error err;
     tr_error_init(&err);
     struct tr_pipeline_def *def = NULL;
+    int verdict = -1;
+    char name[256] = "";
     if (parse_request(body, len, &rq) != 0) {
         tr_error_set(&err, TR_EPROTO, "malformed sandbox request");
+    } else if (tr_str_eq(rq.op, "when")) {
+        snprintf(name, sizeof(name), "%.*s", (int)TR_MIN(rq.name.len, 255), rq.name.p);
+        char trigger[256];
+        snprintf(trigger, sizeof(trigger), "%.*s", (int)TR_MIN(rq.trigger.len, 255),
+                 rq.trigger.p);
+        /* Two evaluations (the file, then the call): twice the CPU fence. */
+        cap_cpu(2 * rq.lim.wall_max_s);
+        bool v = false;
+        if (tr_pipeline_when(rq.src.p, rq.src.len, name, &rq.lim, trigger, rq.stats.p,
+                             rq.stats.len, &v, &err) == 0)
+            verdict = v;
     } else if (tr_str_eq(rq.op, "load")) {
-        char name[256];
         snprintf(name, sizeof(name), "%.*s", (int)TR_MIN(rq.name.len, 255), rq.name.p);
         cap_cpu(rq.lim.wall_max_s);
         int rc = tr_pipeline_load(rq.src.p, rq.src.len, name, &rq.lim, &def, &err);
@@ -219,12 +241,12 @@ static void serve(const char *body, size_t len, msgpack_sbuffer *sb)
         tr_error_set(&err, TR_EINVAL, "unknown sandbox request '%.*s'",
                      (int)TR_MIN(rq.op.len, 64), rq.op.p);
     }
-    if (reply(sb, rq.id, &err, def) != 0) {
+    if (reply(sb, rq.id, &err, def, verdict) != 0) {
         struct tr_error big;
         tr_error_init(&big);
         tr_error_set(&big, TR_ELIMIT, "pipeline graph too large to return (over %u MiB)",
                      SANDBOX_RESP_MAX >> 20);
-        if (reply(sb, rq.id, &big, NULL) != 0)
+        if (reply(sb, rq.id, &big, NULL, -1) != 0)
             msgpack_sbuffer_clear(sb);
     }
     tr_pipeline_def_free(def);

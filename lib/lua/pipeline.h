@@ -84,6 +84,21 @@ int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
                      const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
                      struct tr_error *err) TR_MUST_CHECK;
 
+/*
+ * Evaluates src like tr_pipeline_load, then calls trigger's `when` function
+ * with the stats table (stats_len bytes of a msgpack map) under the same
+ * limits, and sets *out to its result, which must be a boolean. The trigger
+ * is triggers[trigger] of the returned pipeline, either the function itself
+ * or a table with a `when` function. Returns 0, or the errors of
+ * tr_pipeline_load, TR_ENOENT (no such trigger), TR_EINVAL (not a function,
+ * or a result that is not a boolean) or TR_ELUA (an error in `when`).
+ * Any thread; for the scheduler's sandbox processes only.
+ */
+int tr_pipeline_when(const char *src, size_t len, const char *chunkname,
+                     const struct tr_pipeline_limits *lim, const char *trigger,
+                     const void *stats, size_t stats_len, bool *out,
+                     struct tr_error *err) TR_MUST_CHECK;
+
 /* Frees def and everything it owns. NULL-safe. */
 void tr_pipeline_def_free(struct tr_pipeline_def *def);
 
