@@ -171,11 +171,9 @@ static void rec_run_release(struct rec_run *r)
     tr_free(r->error);
 }
 
-static void recovery_free(struct recovery *rv)
+/* Drops the pipeline references at once: the cache may be freed next. */
+static void release_pipes(struct recovery *rv)
 {
-    for (size_t i = 0; i < rv->n_runs; i++)
-        rec_run_release(&rv->runs[i]);
-    tr_free(rv->runs);
     size_t it = 0;
     struct rec_pipe *rp;
     while ((rp = tr_hmap_next(&rv->pipes, &it)) != NULL) {
@@ -185,6 +183,15 @@ static void recovery_free(struct recovery *rv)
         tr_free(rp);
     }
     tr_hmap_release(&rv->pipes);
+    tr_hmap_init(&rv->pipes);
+}
+
+static void recovery_free(struct recovery *rv)
+{
+    release_pipes(rv);
+    for (size_t i = 0; i < rv->n_runs; i++)
+        rec_run_release(&rv->runs[i]);
+    tr_free(rv->runs);
     if (rv->sched->recovery == rv)
         rv->sched->recovery = NULL;
     tr_free(rv);
@@ -200,6 +207,7 @@ static void recovery_end(struct recovery *rv)
 {
     if (rv->sched->recovery == rv)
         rv->sched->recovery = NULL;
+    release_pipes(rv);
     if (rv->timer_open)
         uv_close((uv_handle_t *)&rv->retry, on_retry_closed);
     else
@@ -454,8 +462,9 @@ int sched_recover(struct sched *s, struct tr_error *err)
 
 void recover_close(struct sched *s)
 {
-    /* Called once the sandbox has answered every load (cancelled): what is
-     * left is a pending write of failed runs. */
+    /* Called after sandbox_close, which answered every load (cancelled), so
+     * what is left is at most a pending write of failed runs; before the
+     * pipeline cache is freed, since recovery holds references into it. */
     if (s->recovery != NULL)
         recovery_end(s->recovery);
 }

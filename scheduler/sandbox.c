@@ -107,6 +107,7 @@ struct sandbox
     struct job *head, *tail;      /* waiting for a child */
     uint32_t n_queued;
     uint32_t n_decoding;          /* replies being decoded off the loop */
+    struct job *decoding;         /* those jobs (linked by next) */
     uint64_t next_id;
     uint64_t last_fail_ms;        /* uv_now of the last failed start or early death */
     bool closing;
@@ -308,16 +309,37 @@ static void decode_after(uv_work_t *w, int status)
     struct job *j = w->data;
     struct sandbox *sb = j->sb;
     sb->n_decoding--;
-    if (sb->closing || status != 0) {
-        /* sandbox_close answered it already, or the work never ran. */
-        if (!j->answered)
-            job_answer(j, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
-        else
-            job_maybe_free(j);
+    for (struct job **pp = &sb->decoding; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    }
+    j->next = NULL;
+    if (j->answered) {
+        /* sandbox_close answered it while it was being decoded. */
+        job_maybe_free(j);
         sandbox_maybe_free(sb);
         return;
     }
-    job_answer(j, 0, NULL);
+    if (status != 0)
+        job_answer(j, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
+    else
+        job_answer(j, 0, NULL);
+}
+
+/* Answers a job whose reply a pool thread is decoding without touching what
+ * that thread writes (def, err, verdict); decode_after frees it. */
+static void cancel_decoding(struct job *j)
+{
+    struct tr_error e;
+    tr_error_init(&e);
+    tr_error_set(&e, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
+    j->answered = true;
+    if (j->op == OP_WHEN)
+        j->when_done(j->arg, -1, &e);
+    else
+        j->done(j->arg, NULL, &e);
 }
 
 /* ====================================================================== */
@@ -435,6 +457,8 @@ static void child_complete(struct child *c)
         j->work.data = j;
         if (uv_queue_work(sb->loop, &j->work, decode_work, decode_after) == 0) {
             sb->n_decoding++;
+            j->next = sb->decoding;
+            sb->decoding = j;
             pump(sb);
             retire_surplus(c);
             return;
@@ -695,6 +719,8 @@ void sandbox_close(struct sandbox *sb)
     }
     sb->tail = NULL;
     sb->n_queued = 0;
+    for (struct job *j = sb->decoding; j != NULL; j = j->next)
+        cancel_decoding(j);
     for (struct child *c = sb->children; c != NULL; c = c->next) {
         struct job *j = c->job;
         c->job = NULL;

@@ -68,7 +68,8 @@ typedef void (*sandbox_when_fn)(void *arg, int verdict, struct tr_error *err);
 
 int sandbox_open(uv_loop_t *loop, const struct sandbox_config *cfg, struct sandbox **out,
                  struct tr_error *err) TR_MUST_CHECK;
-/* Kills every child (reaped by the loop afterwards) and cancels waiting requests. */
+/* Answers every request not answered yet (TR_ECANCELED) before it returns, and
+ * kills every child; the loop reaps them and closes their handles afterwards. */
 void sandbox_close(struct sandbox *sb);
 
 /* Evaluates src (copied; name is the chunk name for messages) in a child. */
