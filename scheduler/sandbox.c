@@ -102,6 +102,7 @@ struct sandbox
     char exe[4096];
     char ppid[24];
     char mem[32];
+    char **env;                   /* the environment plus SANDBOX_ENV_MARK (owned) */
     struct child *children;
     uint32_t n_children;
     struct job *head, *tail;      /* waiting for a child */
@@ -298,10 +299,45 @@ static void decode_work(uv_work_t *w)
     job_decode(j, &j->sb->cfg.limits);
 }
 
+static void env_free(char **env)
+{
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+        tr_free(env[i]);
+    tr_free(env);
+}
+
 static void sandbox_maybe_free(struct sandbox *sb)
 {
-    if (sb->closing && sb->n_children == 0 && sb->n_decoding == 0)
+    if (sb->closing && sb->n_children == 0 && sb->n_decoding == 0) {
+        env_free(sb->env);
         tr_free(sb);
+    }
+}
+
+/* A copy of the environment with the mark that tells a child it is one. */
+static char **env_with_mark(void)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **env = tr_calloc(n + 2, sizeof(*env));
+    if (env == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], SANDBOX_ENV_MARK "=", strlen(SANDBOX_ENV_MARK) + 1) == 0)
+            continue;
+        if ((env[k++] = tr_strdup(environ[i])) == NULL) {
+            env_free(env);
+            return NULL;
+        }
+    }
+    if ((env[k] = tr_strdup(SANDBOX_ENV_MARK "=1")) == NULL) {
+        env_free(env);
+        return NULL;
+    }
+    return env;
 }
 
 static void decode_after(uv_work_t *w, int status)
@@ -557,6 +593,7 @@ static int spawn(struct sandbox *sb)
         .exit_cb = on_child_exit,
         .file = sb->exe,
         .args = args,
+        .env = sb->env,
         .flags = UV_PROCESS_DETACHED, /* setsid: its own process group, killed as one */
         .stdio_count = 3,
         .stdio = stdio,
@@ -693,6 +730,18 @@ int sandbox_open(uv_loop_t *loop, const struct sandbox_config *cfg, struct sandb
     if (sb->cfg.warm > sb->cfg.max)
         sb->cfg.warm = sb->cfg.max;
     snprintf(sb->exe, sizeof(sb->exe), "%s", cfg->exe);
+    /* A binary started as a child that does not know the hidden mode (a test
+     * program, say) would start children of its own, and so on: refused. */
+    if (getenv(SANDBOX_ENV_MARK) != NULL) {
+        tr_free(sb);
+        return tr_error_set(err, TR_EINVAL, "a sandbox process cannot start a sandbox (%s is "
+                            "set)", SANDBOX_ENV_MARK);
+    }
+    sb->env = env_with_mark();
+    if (sb->env == NULL) {
+        tr_free(sb);
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    }
     snprintf(sb->ppid, sizeof(sb->ppid), "%ld", (long)getpid());
     snprintf(sb->mem, sizeof(sb->mem), "%zu", cfg->limits.mem_max);
     for (uint32_t i = 0; i < sb->cfg.warm; i++) {

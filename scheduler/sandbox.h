@@ -30,6 +30,7 @@
 #include "lib/lua/pipeline.h"
 
 #define SANDBOX_CHILD_FLAG "--sandbox-child"
+#define SANDBOX_ENV_MARK "TRELLIS_SANDBOX_CHILD" /* set in children: they start no pool */
 #define SANDBOX_REQ_MAX (40u << 20)   /* a source (the API takes 32 MiB bodies) and fields */
 #define SANDBOX_RESP_MAX (256u << 20) /* a graph of a million tasks with long names */
 
