@@ -3,6 +3,7 @@
  * then the loop. Everything else lives in sched.c and its neighbours.
  */
 #include "scheduler/sched.h"
+#include "scheduler/sandbox.h"
 
 #include <stddef.h>
 
@@ -160,6 +161,10 @@ static void config_free(const struct tr_flags *f, struct sched_config *cfg)
 
 int main(int argc, char **argv)
 {
+    /* The hidden mode that reads pipeline files (sandbox.h), before anything
+     * else: it must not read the environment, open the state or log. */
+    if (argc > 1 && strcmp(argv[1], SANDBOX_CHILD_FLAG) == 0)
+        return sandbox_child_main(argc, argv);
     struct sched_config cfg = {
         .timeout_grace_s = 5,
         .limits = tr_pipeline_default_limits,
