@@ -998,6 +998,76 @@ static void test_free_with_pending(void **state)
 }
 
 /* ===================================================================== */
+/* In-process requests                                                   */
+/* ===================================================================== */
+
+struct local_answer
+{
+    int calls;
+    int status;
+    char body[512];
+};
+
+static void on_local(void *arg, int status, const char *body, size_t len)
+{
+    struct local_answer *a = arg;
+    a->calls++;
+    a->status = status;
+    snprintf(a->body, sizeof(a->body), "%.*s", (int)len, body ? body : "");
+}
+
+/* The handlers HTTP clients reach, without a connection; answers to a callback. */
+static void test_local_requests(void **state)
+{
+    struct fixture *f = *state;
+    start(f);
+    struct local_answer a = {0};
+    /* Answered at once: the callback runs inside the call. */
+    assert_int_equal(tr_http_local_request(f->srv, "GET", "/path/xyz?q=1", NULL, 0, on_local, &a),
+                     0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.body, "xyz");
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "POST", "/body", "{\"k\":1}", 7, on_local, &a), 0);
+    assert_string_equal(a.body, "{\"k\":1}");
+    /* Errors keep their JSON body, 404 and 405 as over HTTP. */
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "GET", "/error", NULL, 0, on_local, &a), 0);
+    assert_int_equal(a.status, 409);
+    assert_non_null(strstr(a.body, "\"code\":\"conflict\""));
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "GET", "/nowhere", NULL, 0, on_local, &a), 0);
+    assert_int_equal(a.status, 404);
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "PUT", "/body", NULL, 0, on_local, &a), 0);
+    assert_int_equal(a.status, 405);
+    assert_int_equal(tr_http_local_request(f->srv, "BREW", "/body", NULL, 0, on_local, &a),
+                     TR_EINVAL);
+    assert_int_equal(tr_http_local_pending(f->srv), 0);
+    /* Held by its handler (a write answered after its commit): answered later. */
+    f->defer_ms = 5;
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "GET", "/defer", NULL, 0, on_local, &a), 0);
+    assert_int_equal(a.calls, 0);
+    assert_int_equal(tr_http_local_pending(f->srv), 1);
+    RUN_UNTIL(f, a.calls > 0);
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.body, "deferred");
+    assert_int_equal(tr_http_local_pending(f->srv), 0);
+    /* Still held when the server goes: abort callback, then status 0, nothing leaks. */
+    f->defer_ms = 0;
+    a = (struct local_answer){0};
+    assert_int_equal(tr_http_local_request(f->srv, "GET", "/defer", NULL, 0, on_local, &a), 0);
+    assert_non_null(f->held);
+    tr_http_server_free(f->srv);
+    f->srv = NULL;
+    assert_int_equal(f->aborts, 1);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, 0);
+}
+
+/* ===================================================================== */
 /* Listening and connections                                             */
 /* ===================================================================== */
 
@@ -1241,6 +1311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_before_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
