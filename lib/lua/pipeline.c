@@ -591,7 +591,8 @@ static int walk_protected(lua_State *L)
  */
 static const char *const worker_modules[] = {"trellis.http",   "trellis.llm",
                                              "trellis.ingest", "trellis.index",
-                                             "trellis.prompt", "trellis.eval"};
+                                             "trellis.prompt", "trellis.eval",
+                                             "trellis.al",     "trellis.rerank"};
 
 static int worker_only(lua_State *L)
 {
