@@ -80,4 +80,9 @@ assert_eq "$(echo "$out" | json_get 'j["state"]')" succeeded "the run succeeded"
 o2=$(api_get "/v1/runs/$run2" | json_get 'json.dumps(j["output"]["t"])')
 assert_contains "$(echo "$o2" | json_get 'j["co_error"]')" "can only be called from a task's run function" \
   "a call from a coroutine the task made is refused"
+# ---- a CALL for a dispatch the worker does not hold --------------------------
+assert_eq "$("$BUILD/tests/zmq_garbage" --call "tcp://127.0.0.1:$WPORT")" "reply 409" \
+  "a call for a dispatch the worker does not hold is refused (409 not_current)"
+assert_eq "$(api_get "/v1/labels?pipeline=e2e-loop-calls&state=all" | json_get 'len(j["items"])')" 3 \
+  "and stores nothing"
 ok "calls from tasks"

@@ -6,6 +6,12 @@
  * libzmq's handshake refuses). Exits 0 once everything is sent.
  *
  * usage: zmq_garbage tcp://127.0.0.1:PORT
+ *
+ * With --call it plays a worker instead: HELLO, then a CALL (docs/protocol.md)
+ * for a dispatch it does not hold, and prints "reply STATUS" from the
+ * CALL_REPLY that comes back (409 expected), or "no reply".
+ *
+ * usage: zmq_garbage --call tcp://127.0.0.1:PORT
  */
 #include "lib/base/base.h"
 
@@ -20,8 +26,65 @@ static void send_frame(void *s, const void *p, size_t n)
         fprintf(stderr, "zmq_garbage: send failed: %s\n", zmq_strerror(errno));
 }
 
+/* HELLO, CALL for dispatch 424242, and the status of the CALL_REPLY. */
+static int call_mode(const char *endpoint)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, timeout = 500;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, "caller", 6);
+    if (zmq_connect(s, endpoint) != 0)
+        return 1;
+    /* [1, 1, {"id": "caller", "pool": "cpu", "slots": 1}] */
+    static const unsigned char hello[] = {0x93, 0x01, 0x01, 0x83, 0xa2, 'i', 'd', 0xa6, 'c',
+                                          'a',  'l',  'l',  'e',  'r',  0xa4, 'p', 'o', 'o',
+                                          'l',  0xa3, 'c',  'p',  'u',  0xa5, 's', 'l', 'o',
+                                          't',  's',  0x01};
+    /* [1, 11, {"id": 1, "dispatch": 424242, "op": "label", "body": bin {}}] */
+    static const unsigned char call[] = {0x93, 0x01, 0x0b, 0x84, 0xa2, 'i', 'd', 0x01, 0xa8,
+                                         'd',  'i',  's',  'p',  'a',  't', 'c', 'h', 0xce,
+                                         0x00, 0x06, 0x79, 0x32, 0xa2, 'o', 'p', 0xa5, 'l',
+                                         'a',  'b',  'e',  'l',  0xa4, 'b', 'o', 'd', 'y',
+                                         0xc4, 0x01, 0x80};
+    static const unsigned char status_key[] = {0xa6, 's', 't', 'a', 't', 'u', 's'};
+    send_frame(s, hello, sizeof(hello));
+    bool called = false;
+    int status = -1;
+    for (int i = 0; i < 60 && status < 0; i++) {
+        unsigned char buf[4096];
+        int n = zmq_recv(s, buf, sizeof(buf), 0);
+        if (n < 3)
+            continue;
+        if (buf[2] == 0x02 && !called) { /* WELCOME */
+            send_frame(s, call, sizeof(call));
+            called = true;
+        } else if (buf[2] == 0x0c) { /* CALL_REPLY */
+            for (int j = 0; j + (int)sizeof(status_key) + 3 <= n; j++) {
+                if (memcmp(buf + j, status_key, sizeof(status_key)) != 0)
+                    continue;
+                const unsigned char *v = buf + j + sizeof(status_key);
+                status = v[0] == 0xcd ? (v[1] << 8 | v[2]) : v[0] < 0x80 ? v[0] : 0;
+                break;
+            }
+        }
+    }
+    static const unsigned char bye[] = {0x93, 0x01, 0x09, 0x80};
+    send_frame(s, bye, sizeof(bye));
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    if (status < 0)
+        printf("no reply\n");
+    else
+        printf("reply %d\n", status);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--call") == 0)
+        return call_mode(argv[2]);
     if (argc != 2) {
         fprintf(stderr, "usage: zmq_garbage tcp://127.0.0.1:PORT\n");
         return 2;
