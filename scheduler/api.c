@@ -92,11 +92,11 @@ json_t *counts_json(const uint32_t *counts)
 {
     json_t *o = json_object();
     uint32_t total = 0;
-    for (int i = 0; i < ST_COUNT; i++)
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++)
         total += counts[i];
     json_object_set_new(o, "total", json_integer(total));
-    for (int i = 0; i < ST_COUNT; i++)
-        json_object_set_new(o, inst_state_names[i], json_integer(counts[i]));
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++)
+        json_object_set_new(o, tr_task_state_names[i], json_integer(counts[i]));
     return o;
 }
 
@@ -156,7 +156,7 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "pipeline", json_string(r->pipe->def->name));
     json_object_set_new(o, "version", json_string(r->pipe->def->version));
     json_object_set_new(o, "digest", json_string(r->pipe->digest));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     json_object_set_new(o, "created_at", json_time(r->created_at));
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
@@ -173,8 +173,8 @@ json_t *run_to_json(struct run *r, bool with_output)
 int count_task(const struct tr_task_rec *rec, void *arg)
 {
     struct rec_ctx *c = arg;
-    for (int i = 0; i < ST_COUNT; i++) {
-        if (strcmp(rec->state, inst_state_names[i]) == 0)
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++) {
+        if (strcmp(rec->state, tr_task_state_names[i]) == 0)
             c->counts[i]++;
     }
     return 0;
@@ -407,7 +407,7 @@ static int read_tokens(struct sched *s, struct tr_error *err)
     return 0;
 }
 
-int api_init(struct sched *s, struct tr_error *err)
+int api_open(struct sched *s, struct tr_error *err)
 {
     if (s->cfg.token_file != NULL) {
         int rc = read_tokens(s, err);

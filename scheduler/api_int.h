@@ -23,7 +23,7 @@ struct rec_ctx
 {
     json_t *out;
     bool with_output;
-    uint32_t counts[ST_COUNT];
+    uint32_t counts[TR_TASK_STATE_COUNT];
     json_t *usage;           /* the LLM calls of its task records, summed (usage.c) */
 };
 

@@ -48,36 +48,19 @@ static void finish_register(struct sched *s, struct pipeline_entry *pe, struct t
         .n_tasks = def->n_tasks,
     };
     bool ok = rec.name && rec.version && rec.digest;
-    if (ok && s->n_dirty_pipes == s->cap_dirty_pipes) {
-        size_t cap = s->cap_dirty_pipes ? s->cap_dirty_pipes * 2 : 16;
-        struct tr_pipeline_rec *a = tr_reallocarray(s->dirty_pipes, cap, sizeof(*a));
-        ok = a != NULL;
-        if (ok) {
-            s->dirty_pipes = a;
-            s->cap_dirty_pipes = cap;
-        }
-    }
-    if (!ok) {
+    if (!ok || TR_VEC_PUSH(s->dirty_pipes, s->n_dirty_pipes, s->cap_dirty_pipes, rec) < 0) {
         tr_free((char *)rec.name);
         tr_free((char *)rec.version);
         tr_free((char *)rec.digest);
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
-    s->dirty_pipes[s->n_dirty_pipes++] = rec;
     /* The source is stored with it, so that runs by name and restarts find it. */
     if (!pe->stored) {
-        if (s->n_dirty_sources == s->cap_dirty_sources) {
-            size_t cap = s->cap_dirty_sources ? s->cap_dirty_sources * 2 : 16;
-            struct pipeline_entry **a = tr_reallocarray(s->dirty_sources, cap, sizeof(*a));
-            if (a == NULL) {
-                tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
-                return;
-            }
-            s->dirty_sources = a;
-            s->cap_dirty_sources = cap;
+        if (TR_VEC_PUSH(s->dirty_sources, s->n_dirty_sources, s->cap_dirty_sources, pe) < 0) {
+            tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+            return;
         }
-        s->dirty_sources[s->n_dirty_sources++] = pe;
         pe->stored = true;
     }
     json_t *o = json_object();
@@ -102,7 +85,7 @@ static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *par
     run_start(r);
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     tr_info("run created run=%s pipeline=%s tasks=%u", r->id, pe->def->name, pe->def->n_tasks);
     sched_queue_reply(s, req, 201, o);
 }
@@ -376,7 +359,7 @@ static json_t *inst_json(struct run *r, struct inst *in)
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(r->pipe->def->tasks[in->task].name));
     json_object_set_new(o, "index", json_integer(in->index));
-    json_object_set_new(o, "state", json_string(inst_state_names[in->state]));
+    json_object_set_new(o, "state", json_string(tr_task_state_names[in->state]));
     json_object_set_new(o, "attempts", json_integer(in->attempts));
     const char *worker = in->worker ? in->worker->id : in->worker_id;
     json_object_set_new(o, "worker", json_str_or_null(worker));
@@ -560,13 +543,13 @@ void h_run_cancel(struct tr_http_req *req, void *arg)
     if (run_cancel(r, "cancelled by request") < 0) {
         char msg[100];
         snprintf(msg, sizeof(msg), "the run has already finished (%s)",
-                 run_state_names[r->state]);
+                 tr_run_state_names[r->state]);
         tr_http_respond_error(req, 409, "conflict", msg);
         return;
     }
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     sched_queue_reply(s, req, 200, o);
 }
 
@@ -616,8 +599,8 @@ void h_runs_list(struct tr_http_req *req, void *arg)
     }
     if (by_state) {
         bool known = false;
-        for (size_t i = 0; i < TR_ARRAY_LEN(run_state_names); i++)
-            known |= strcmp(state, run_state_names[i]) == 0;
+        for (size_t i = 0; i < TR_ARRAY_LEN(tr_run_state_names); i++)
+            known |= strcmp(state, tr_run_state_names[i]) == 0;
         if (!known) {
             tr_http_respond_error(req, 400, "invalid_request",
                                   "'state' must be queued, running, succeeded, failed or "

@@ -95,15 +95,8 @@ static void heap_down(struct pool *p, size_t i)
 
 int pool_push_ready(struct pool *p, struct inst *in)
 {
-    if (p->n_heap == p->cap_heap) {
-        size_t cap = p->cap_heap ? p->cap_heap * 2 : 256;
-        struct inst **h = tr_reallocarray(p->heap, cap, sizeof(*h));
-        if (h == NULL)
-            return TR_ENOMEM;
-        p->heap = h;
-        p->cap_heap = cap;
-    }
-    p->heap[p->n_heap++] = in;
+    if (TR_VEC_PUSH(p->heap, p->n_heap, p->cap_heap, in) < 0)
+        return TR_ENOMEM;
     heap_up(p, p->n_heap - 1);
     return 0;
 }
@@ -135,10 +128,10 @@ void inst_make_ready(struct inst *in)
     struct run *r = in->run;
     if (r->recovering != NULL) {
         recover_apply(in);
-        if (in->state != ST_PENDING)
+        if (in->state != TR_TASK_PENDING)
             return;
     }
-    inst_set_state(in, ST_READY);
+    inst_set_state(in, TR_TASK_READY);
     in->seq = ++r->sched->next_seq;
     in->priority = r->pipe->def->tasks[in->task].priority;
     if (pool_push_ready(inst_pool(in), in) < 0) {
@@ -163,14 +156,9 @@ int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg
         .data_off = (uint32_t)(s->out_bytes.len + w->id_len),
         .data_len = (uint32_t)s->sbuf.size,
     };
-    if (s->n_out == s->cap_out) {
-        size_t cap = s->cap_out ? s->cap_out * 2 : 256;
-        struct outmsg *o = tr_reallocarray(s->out, cap, sizeof(*o));
-        if (o == NULL)
-            return TR_ENOMEM;
-        s->out = o;
-        s->cap_out = cap;
-    }
+    rc = TR_VEC_RESERVE(s->out, s->cap_out, s->n_out + 1);
+    if (rc < 0)
+        return rc;
     rc = tr_buf_add(&s->out_bytes, w->id, w->id_len);
     if (rc == 0)
         rc = tr_buf_add(&s->out_bytes, s->sbuf.data, s->sbuf.size);
@@ -284,15 +272,15 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
     }
     r->outstanding++;
     worker_inflight_add(w, in);
-    inst_set_state(in, w->running < w->slots ? ST_RUNNING : ST_DISPATCHED);
-    if (in->state == ST_RUNNING) {
+    inst_set_state(in, w->running < w->slots ? TR_TASK_RUNNING : TR_TASK_DISPATCHED);
+    if (in->state == TR_TASK_RUNNING) {
         w->running++;
         in->on_slot = true;
         in->started_at = in->dispatched_at;
     }
     s->m.dispatched++;
-    if (r->state == RUN_QUEUED) {
-        r->state = RUN_RUNNING;
+    if (r->state == TR_RUN_QUEUED) {
+        r->state = TR_RUN_RUNNING;
         r->started_at = in->dispatched_at;
         run_mark_dirty(r);
     }

@@ -50,8 +50,8 @@ char *metrics_render(struct sched *s, size_t *len)
     tr_buf_init(&b, 0);
     const struct metrics *m = &s->m;
     ADD("# HELP trellis_runs_total Runs finished, by outcome.\n# TYPE trellis_runs_total counter\n");
-    for (int i = RUN_SUCCEEDED; i <= RUN_CANCELLED; i++)
-        ADD("trellis_runs_total{outcome=\"%s\"} %llu\n", run_state_names[i],
+    for (int i = TR_RUN_SUCCEEDED; i <= TR_RUN_CANCELLED; i++)
+        ADD("trellis_runs_total{outcome=\"%s\"} %llu\n", tr_run_state_names[i],
             (unsigned long long)m->runs_total[i]);
     ADD("# HELP trellis_runs_active Runs queued or running.\n# TYPE trellis_runs_active gauge\n"
         "trellis_runs_active %u\n", s->n_active);

@@ -19,7 +19,7 @@ struct rec_copy
 {
     char key[300];        /* "task\0index" */
     size_t klen;
-    uint8_t state;        /* ST_SUCCEEDED or ST_FAILED */
+    uint8_t state;        /* TR_TASK_SUCCEEDED or TR_TASK_FAILED */
     uint32_t attempts;
     double started_at, finished_at;
     char *worker;
@@ -53,9 +53,9 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
     struct tr_hmap *m = arg;
     uint8_t st;
     if (strcmp(rec->state, "succeeded") == 0)
-        st = ST_SUCCEEDED;
+        st = TR_TASK_SUCCEEDED;
     else if (strcmp(rec->state, "failed") == 0)
-        st = ST_FAILED;
+        st = TR_TASK_FAILED;
     else
         return 0;
     struct rec_copy *rc = tr_calloc(1, sizeof(*rc));
@@ -105,7 +105,7 @@ void recover_apply(struct inst *in)
     /* The record's list becomes the instance's (re-framed by usage_concat) and
      * counts again in the run's sum, which recovery starts from nothing. */
     inst_usage_add(in, rc->usage, rc->usage_len);
-    if (rc->state == ST_SUCCEEDED) {
+    if (rc->state == TR_TASK_SUCCEEDED) {
         inst_complete(in, rc->output, rc->output_len, rc->cached);
     } else {
         in->error = rc->error;
@@ -158,7 +158,7 @@ static int resume_run(const struct tr_run_rec *rec, void *arg)
     r->created_at = rec->created_at;
     r->started_at = rec->started_at;
     if (strcmp(rec->state, "running") == 0)
-        r->state = RUN_RUNNING;
+        r->state = TR_RUN_RUNNING;
     struct tr_hmap recs;
     tr_hmap_init(&recs);
     rc = tr_state_list_tasks(s->state, rec->id, collect_task, &recs);

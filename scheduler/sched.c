@@ -20,13 +20,6 @@
 #include "lib/base/retry.h"
 #include "lib/wire/zmq_uv.h"
 
-const char *const inst_state_names[ST_COUNT] = {
-    "pending", "ready", "dispatched", "running", "retry_wait",
-    "succeeded", "failed", "skipped", "cancelled"};
-
-const char *const run_state_names[5] = {"queued", "running", "succeeded", "failed",
-                                        "cancelled"};
-
 double mono_s(struct sched *s)
 {
     return (double)tr_mono_ns() / 1e9;
@@ -62,7 +55,7 @@ void inst_mark_dirty(struct inst *in)
     if (in->dirty)
         return;
     struct sched *s = in->run->sched;
-    if (VEC_PUSH(s->dirty_insts, s->n_dirty_insts, s->cap_dirty_insts, in) < 0)
+    if (TR_VEC_PUSH(s->dirty_insts, s->n_dirty_insts, s->cap_dirty_insts, in) < 0)
         oom_fatal("queueing a task result");
     in->dirty = true;
 }
@@ -72,7 +65,7 @@ void run_mark_dirty(struct run *r)
     if (r->dirty)
         return;
     struct sched *s = r->sched;
-    if (VEC_PUSH(s->dirty_runs, s->n_dirty_runs, s->cap_dirty_runs, r) < 0)
+    if (TR_VEC_PUSH(s->dirty_runs, s->n_dirty_runs, s->cap_dirty_runs, r) < 0)
         oom_fatal("queueing a run");
     r->dirty = true;
 }
@@ -97,7 +90,7 @@ void inst_logs_add(struct inst *in, const struct tr_str *lines, uint32_t n)
 
 bool run_is_final(const struct run *r)
 {
-    return r->state >= RUN_SUCCEEDED;
+    return tr_run_state_final(r->state);
 }
 
 static void run_finish(struct run *r);
@@ -175,7 +168,7 @@ void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
     in->cached = cached;
     if (in->finished_at == 0)
         in->finished_at = tr_now();
-    inst_set_state(in, ST_SUCCEEDED);
+    inst_set_state(in, TR_TASK_SUCCEEDED);
     inst_mark_dirty(in);
     r->sched->m.tasks_succeeded++;
     if (cached)
@@ -195,7 +188,7 @@ void inst_fail_final(struct inst *in, const char *error)
     }
     if (in->finished_at == 0)
         in->finished_at = tr_now();
-    inst_set_state(in, ST_FAILED);
+    inst_set_state(in, TR_TASK_FAILED);
     inst_mark_dirty(in);
     r->sched->m.tasks_failed++;
     struct task_rt *trt = &r->tasks[in->task];
@@ -266,9 +259,9 @@ static void task_expand_map(struct run *r, uint32_t t)
     trt->expanded = true;
     if (n == 0) {
         /* Nothing to map: the task is done, with an empty array as output. */
-        r->counts[ST_PENDING]--;
-        r->counts[ST_SUCCEEDED]++;
-        trt->single.state = ST_SUCCEEDED;
+        r->counts[TR_TASK_PENDING]--;
+        r->counts[TR_TASK_SUCCEEDED]++;
+        trt->single.state = TR_TASK_SUCCEEDED;
         task_finish(r, t);
         return;
     }
@@ -276,7 +269,7 @@ static void task_expand_map(struct run *r, uint32_t t)
     if (trt->mapped == NULL)
         oom_fatal("expanding a map");
     trt->n_inst = (uint32_t)n;
-    r->counts[ST_PENDING] += (uint32_t)n - 1; /* the one pending entry becomes n instances */
+    r->counts[TR_TASK_PENDING] += (uint32_t)n - 1; /* the one pending entry becomes n instances */
     size_t off = hdr;
     for (long i = 0; i < n; i++) {
         struct inst *in = &trt->mapped[i];
@@ -284,7 +277,7 @@ static void task_expand_map(struct run *r, uint32_t t)
         in->task = t;
         in->index = (uint32_t)i + 1;
         in->heap_pos = -1;
-        in->state = ST_PENDING;
+        in->state = TR_TASK_PENDING;
         /* The output was checked when it arrived, so every element parses. */
         long sz = tr_mp_check(src.p + off, src.len - off, &tr_mp_default_limits);
         TR_ASSERT(sz > 0);
@@ -317,11 +310,11 @@ static void task_skip(struct run *r, uint32_t t)
     uint32_t n = trt->expanded ? trt->n_inst : 1;
     for (uint32_t i = 0; i < n; i++) {
         struct inst *in = task_inst(trt, i);
-        if (inst_state_final(in->state))
+        if (tr_task_state_final(in->state))
             continue;
         if (in->heap_pos >= 0)
             pool_remove(inst_pool(in), in);
-        inst_set_state(in, ST_SKIPPED);
+        inst_set_state(in, TR_TASK_SKIPPED);
         r->sched->m.tasks_skipped++;
     }
     trt->finished = true;
@@ -399,7 +392,7 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
                           : tr_strdup("task failed without a message");
     if (in->failures <= td->retries) {
         double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
-        inst_set_state(in, ST_RETRY_WAIT);
+        inst_set_state(in, TR_TASK_RETRY_WAIT);
         s->m.tasks_retried++;
         tr_info("task retry run=%s task=%s index=%u failure=%u delay=%.3fs: %.200s",
                 in->run->id, td->name, in->index, in->failures, delay, in->error);
@@ -441,8 +434,8 @@ void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_resu
     inst_logs_add(in, m->logs, m->n_logs);
     /* Calls cost money whatever became of the attempt: keep them all. */
     inst_usage_add(in, m->usage.p, m->usage.len);
-    if (in->state == ST_CANCELLED || run_is_final(in->run)) {
-        if (m->usage.len > 0 && inst_state_final(in->state)) {
+    if (in->state == TR_TASK_CANCELLED || run_is_final(in->run)) {
+        if (m->usage.len > 0 && tr_task_state_final(in->state)) {
             inst_mark_dirty(in);
             run_mark_dirty(in->run);
         }
@@ -472,7 +465,7 @@ void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_resu
                     tr_buf_add(&k, td->name, strlen(td->name) + 1) == 0 &&
                     tr_buf_add(&k, args.buf, args.len) == 0) {
                     tr_sha256_hex(k.buf, k.len, cp.key);
-                    if (VEC_PUSH(s->dirty_cache, s->n_dirty_cache, s->cap_dirty_cache, cp) < 0)
+                    if (TR_VEC_PUSH(s->dirty_cache, s->n_dirty_cache, s->cap_dirty_cache, cp) < 0)
                         tr_warn("cannot queue cache entry for task '%s': out of memory", td->name);
                 }
                 tr_buf_release(&k);
@@ -499,10 +492,10 @@ void inst_requeue(struct inst *in)
 {
     struct sched *s = in->run->sched;
     inst_end_dispatch(in);
-    if (in->state == ST_CANCELLED || run_is_final(in->run))
+    if (in->state == TR_TASK_CANCELLED || run_is_final(in->run))
         return;
     s->m.tasks_requeued++;
-    inst_set_state(in, ST_PENDING);
+    inst_set_state(in, TR_TASK_PENDING);
     inst_make_ready(in);
 }
 
@@ -590,7 +583,7 @@ int run_create(struct sched *s, struct pipeline_entry *pe, json_t *params, struc
     snprintf(r->id, sizeof(r->id), "r-%04llx%08llx", (unsigned long long)(s->epoch & 0xffff),
              (unsigned long long)++s->next_run);
     r->created_at = tr_now();
-    r->state = RUN_QUEUED;
+    r->state = TR_RUN_QUEUED;
     int rc = run_set_params(r, params, err);
     if (rc < 0)
         goto out_free;
@@ -608,14 +601,14 @@ int run_create(struct sched *s, struct pipeline_entry *pe, json_t *params, struc
         trt->single.heap_pos = -1;
         trt->expanded = def->tasks[t].map < 0;
     }
-    r->counts[ST_PENDING] = def->n_tasks;
+    r->counts[TR_TASK_PENDING] = def->n_tasks;
     r->n_tasks_left = def->n_tasks;
     rc = tr_hmap_put(&s->runs, r->id, strlen(r->id), r);
     if (rc < 0)
         goto out_free;
     s->n_active++;
     if (!pe->stored) {
-        if (VEC_PUSH(s->dirty_sources, s->n_dirty_sources, s->cap_dirty_sources, pe) < 0) {
+        if (TR_VEC_PUSH(s->dirty_sources, s->n_dirty_sources, s->cap_dirty_sources, pe) < 0) {
             tr_hmap_del(&s->runs, r->id, strlen(r->id));
             s->n_active--;
             rc = TR_ENOMEM;
@@ -722,13 +715,13 @@ static void run_finish(struct run *r)
         struct task_rt *trt = &r->tasks[def->topo[i]];
         uint32_t n = trt->mapped ? trt->n_inst : 1;
         for (uint32_t j = 0; j < n; j++) {
-            if (task_inst(trt, j)->state == ST_FAILED) {
+            if (task_inst(trt, j)->state == TR_TASK_FAILED) {
                 failed = task_inst(trt, j);
                 break;
             }
         }
     }
-    r->state = failed ? RUN_FAILED : RUN_SUCCEEDED;
+    r->state = failed ? TR_RUN_FAILED : TR_RUN_SUCCEEDED;
     r->finished_at = tr_now();
     if (r->started_at == 0)
         r->started_at = r->finished_at;
@@ -753,7 +746,7 @@ static void run_finish(struct run *r)
     }
     s->m.runs_total[r->state]++;
     s->n_active--;
-    tr_info("run %s run=%s pipeline=%s", run_state_names[r->state], r->id, def->name);
+    tr_info("run %s run=%s pipeline=%s", tr_run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
     waiters_wake(r);
@@ -770,7 +763,7 @@ int run_cancel(struct run *r, const char *reason)
         uint32_t n = trt->mapped ? trt->n_inst : 1;
         for (uint32_t i = 0; i < n; i++) {
             struct inst *in = task_inst(trt, i);
-            if (inst_state_final(in->state))
+            if (tr_task_state_final(in->state))
                 continue;
             if (in->heap_pos >= 0)
                 pool_remove(inst_pool(in), in);
@@ -781,15 +774,15 @@ int run_cancel(struct run *r, const char *reason)
                 if (sched_queue_msg(s, in->worker, &m) < 0)
                     tr_warn("cannot queue cancel run=%s: out of memory", r->id);
             }
-            inst_set_state(in, ST_CANCELLED);
+            inst_set_state(in, TR_TASK_CANCELLED);
             s->m.tasks_cancelled++;
         }
     }
-    r->state = RUN_CANCELLED;
+    r->state = TR_RUN_CANCELLED;
     r->finished_at = tr_now();
     tr_free(r->error);
     r->error = tr_strdup(reason);
-    s->m.runs_total[RUN_CANCELLED]++;
+    s->m.runs_total[TR_RUN_CANCELLED]++;
     s->n_active--;
     tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
     run_mark_dirty(r);

@@ -21,6 +21,8 @@
 #include "lib/base/hmap.h"
 #include "lib/http/http_server.h"
 #include "lib/base/log.h"
+#include "lib/base/states.h"
+#include "lib/base/vec.h"
 #include "lib/lua/pipeline.h"
 #include "lib/wire/proto.h"
 #include "lib/state/state.h"
@@ -59,34 +61,13 @@ struct sched_config
 /* Task instances and runs                                                 */
 /* ---------------------------------------------------------------------- */
 
-enum inst_state
-{
-    ST_PENDING = 0,
-    ST_READY,
-    ST_DISPATCHED,
-    ST_RUNNING,
-    ST_RETRY_WAIT,
-    ST_SUCCEEDED,
-    ST_FAILED,
-    ST_SKIPPED,
-    ST_CANCELLED,
-    ST_COUNT
-};
-
-extern const char *const inst_state_names[ST_COUNT];
-
-static inline bool inst_state_final(uint8_t s)
-{
-    return s >= ST_SUCCEEDED;
-}
-
 /* One instance of one task in one run (a mapped task has one per element). */
 struct inst
 {
     struct run *run;          /* owner */
     uint32_t task;            /* index in the pipeline def */
     uint32_t index;           /* map element from 1, 0 when unmapped */
-    uint8_t state;            /* enum inst_state */
+    uint8_t state;            /* enum tr_task_state */
     bool cached;              /* output reused from the cache */
     bool timed_out;           /* the last attempt hit its timeout */
     uint16_t attempts;        /* dispatches so far (ctx.attempt of the last one) */
@@ -131,17 +112,6 @@ struct task_rt
     struct inst single;      /* the instance of an unmapped task */
 };
 
-enum run_state
-{
-    RUN_QUEUED = 0,
-    RUN_RUNNING,
-    RUN_SUCCEEDED,
-    RUN_FAILED,
-    RUN_CANCELLED
-};
-
-extern const char *const run_state_names[5];
-
 struct waiter;
 
 struct run
@@ -149,7 +119,7 @@ struct run
     char id[40];              /* "r-..." */
     struct sched *sched;
     struct pipeline_entry *pipe; /* holds a reference */
-    uint8_t state;            /* enum run_state */
+    uint8_t state;            /* enum tr_run_state */
     double created_at;
     double started_at;
     double finished_at;
@@ -160,7 +130,7 @@ struct run
     char *error;              /* failure or cancel reason (owned) */
     struct task_rt *tasks;    /* one per task of the def */
     uint32_t n_tasks_left;    /* tasks not finished yet */
-    uint32_t counts[ST_COUNT]; /* instances by state */
+    uint32_t counts[TR_TASK_STATE_COUNT]; /* instances by state */
     struct waiter *waiters;   /* long-polls waiting for the end */
     bool dirty;               /* queued for the next commit */
     bool in_memory_only;      /* not committed yet: API readers must not see it from state */
@@ -233,7 +203,7 @@ struct worker
 
 struct metrics
 {
-    uint64_t runs_total[5];            /* by final run_state (index 2..4 used) */
+    uint64_t runs_total[TR_RUN_STATE_COUNT]; /* by final state (the final ones used) */
     uint64_t tasks_succeeded, tasks_failed, tasks_retried, tasks_timed_out;
     uint64_t tasks_cancelled, tasks_skipped, tasks_requeued, tasks_cached;
     uint64_t dropped[8];               /* by enum drop_reason */
@@ -366,30 +336,11 @@ struct sched
     struct metrics m;
 
     /* High availability (leader.c) */
-    struct leader *ha;        /* election state; never NULL between sched_init and close */
+    struct leader *ha;        /* election state; never NULL between sched_open and close */
     int exit_code;            /* the process's exit status once the loop stops */
 };
 
 /* sched.c */
-/* Appends to a growable array of pointers or structs; 0 or TR_ENOMEM. */
-#define VEC_PUSH(arr, n, cap, val)                                               \
-    ({                                                                           \
-        int rc_ = 0;                                                             \
-        if ((n) == (cap)) {                                                      \
-            size_t ncap_ = (cap) ? (cap) * 2 : 64;                               \
-            void *p_ = tr_reallocarray((arr), ncap_, sizeof(*(arr)));            \
-            if (p_ == NULL)                                                      \
-                rc_ = TR_ENOMEM;                                                 \
-            else {                                                               \
-                (arr) = p_;                                                      \
-                (cap) = ncap_;                                                   \
-            }                                                                    \
-        }                                                                        \
-        if (rc_ == 0)                                                            \
-            (arr)[(n)++] = (val);                                                \
-        rc_;                                                                     \
-    })
-
 double mono_s(struct sched *s);
 void oom_fatal(const char *what);
 void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out);
@@ -403,7 +354,7 @@ void timers_forget_run(struct sched *s, struct run *r);
 void on_timer(uv_timer_t *h);
 
 /* turn.c */
-int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
+int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
                struct tr_error *err) TR_MUST_CHECK;
 void sched_close(struct sched *s);
 struct inst *task_inst(struct task_rt *trt, uint32_t i);
@@ -440,7 +391,7 @@ void inst_make_ready(struct inst *in);
 uint32_t worker_prefetch(const struct sched *s, const struct worker *w);
 
 /* workers.c */
-int workers_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+int workers_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
 void workers_close(struct sched *s);
 void worker_remove(struct sched *s, struct worker *w, const char *why);
 void worker_inflight_add(struct worker *w, struct inst *in);
@@ -490,7 +441,7 @@ void inst_usage_add(struct inst *in, const void *calls, size_t len);
 void run_usage_add(struct run *r, const void *calls, size_t len);
 
 /* api.c */
-int api_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+int api_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
 void api_close(struct sched *s);
 json_t *run_to_json(struct run *r, bool with_output);
 /* The run's whole JSON as text (caller frees with tr_free); NULL when out of memory. */

@@ -30,13 +30,13 @@ static void timers_arm(struct sched *s)
     }
     double delay = s->timers[0].when - mono_s(s);
     uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000);
-    uv_timer_start(&s->timer, s->timer.timer_cb, ms, 0);
+    uv_timer_start(&s->timer, on_timer, ms, 0);
 }
 
 void timers_push(struct sched *s, double when, struct inst *in, uint64_t dispatch_id)
 {
     struct timer_entry e = {when, in, dispatch_id};
-    if (VEC_PUSH(s->timers, s->n_timers, s->cap_timers, e) < 0)
+    if (TR_VEC_PUSH(s->timers, s->n_timers, s->cap_timers, e) < 0)
         oom_fatal("scheduling a timer");
     size_t i = s->n_timers - 1;
     while (i > 0 && s->timers[(i - 1) / 2].when > s->timers[i].when) {
@@ -70,14 +70,14 @@ static void timer_fire(struct sched *s, struct timer_entry e)
 {
     struct inst *in = e.inst;
     if (e.dispatch_id == 0) {
-        if (in->state == ST_RETRY_WAIT && !run_is_final(in->run)) {
-            inst_set_state(in, ST_PENDING);
+        if (in->state == TR_TASK_RETRY_WAIT && !run_is_final(in->run)) {
+            inst_set_state(in, TR_TASK_PENDING);
             inst_make_ready(in);
         }
         return;
     }
     if (in->dispatch_id != e.dispatch_id ||
-        (in->state != ST_DISPATCHED && in->state != ST_RUNNING))
+        (in->state != TR_TASK_DISPATCHED && in->state != TR_TASK_RUNNING))
         return;
     /* The worker did not report within timeout plus grace: it may be wedged.
      * Tell it to stop, and treat the attempt as timed out. */

@@ -19,7 +19,7 @@ static void fill_run_rec(struct run *r, struct tr_run_rec *rec)
     rec->version = r->pipe->def->version;
     rec->digest = r->pipe->digest;
     rec->params_json = r->params_json;
-    rec->state = run_state_names[r->state];
+    rec->state = tr_run_state_names[r->state];
     rec->created_at = r->created_at;
     rec->started_at = r->started_at;
     rec->finished_at = r->finished_at;
@@ -33,7 +33,7 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
     rec->run_id = in->run->id;
     rec->name = in->run->pipe->def->tasks[in->task].name;
     rec->index = in->index;
-    rec->state = inst_state_names[in->state];
+    rec->state = tr_task_state_names[in->state];
     rec->attempts = in->attempts;
     rec->worker = in->worker_id;
     rec->started_at = in->started_at;
@@ -52,6 +52,8 @@ static bool have_dirty(struct sched *s)
     return s->n_dirty_insts || s->n_dirty_runs || s->n_dirty_pipes || s->n_dirty_sources ||
            s->n_dirty_cache;
 }
+
+static void on_commit_retry(uv_timer_t *h);
 
 /* One transaction with everything this turn changed. */
 static int commit_batch(struct sched *s)
@@ -72,7 +74,7 @@ static int commit_batch(struct sched *s)
     }
     for (size_t i = 0; rc == 0 && i < s->n_dirty_insts; i++) {
         struct inst *in = s->dirty_insts[i];
-        if (!inst_state_final(in->state))
+        if (!tr_task_state_final(in->state))
             continue;
         struct tr_task_rec rec;
         fill_task_rec(in, &rec);
@@ -93,7 +95,7 @@ static int commit_batch(struct sched *s)
                    err.msg[0] ? err.msg : tr_strerror(rc), tr_err_name(rc));
         s->commit_failing = true;
         if (!uv_is_active((uv_handle_t *)&s->commit_retry))
-            uv_timer_start(&s->commit_retry, (uv_timer_cb)s->commit_retry.timer_cb, 200, 0);
+            uv_timer_start(&s->commit_retry, on_commit_retry, 200, 0);
         return rc;
     }
     if (s->commit_failing)
@@ -243,7 +245,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_stop(s->loop);
 }
 
-int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
+int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
                struct tr_error *err)
 {
     memset(s, 0, sizeof(*s));
@@ -265,10 +267,8 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
 
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
-    s->timer.timer_cb = on_timer;
     uv_timer_init(loop, &s->commit_retry);
     s->commit_retry.data = s;
-    s->commit_retry.timer_cb = on_commit_retry;
     uv_prepare_init(loop, &s->turn);
     s->turn.data = s;
     uv_prepare_start(&s->turn, on_prepare);
@@ -286,11 +286,11 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
      * be advertised. */
     rc = leader_open(s, err);
     if (rc == 0 && cfg->api_port == 0 && cfg->advertise_api == NULL)
-        rc = api_init(s, err);
+        rc = api_open(s, err);
     if (rc == 0)
         rc = leader_start(s, err);
     if (rc == 0 && s->http == NULL)
-        rc = api_init(s, err);
+        rc = api_open(s, err);
     if (rc < 0)
         return rc;
     tr_info("scheduler ready role=%s api=%s:%d workers=%s state=%s", leader_role_name(s),
@@ -306,7 +306,7 @@ int sched_lead(struct sched *s, struct tr_error *err)
     rc = sched_recover(s, err);
     if (rc < 0)
         return rc;
-    rc = workers_init(s, err);
+    rc = workers_open(s, err);
     if (rc < 0)
         return rc;
     tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)s->epoch,

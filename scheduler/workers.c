@@ -50,8 +50,8 @@ void worker_inflight_del(struct worker *w, struct inst *in)
      * taken the freed slot. */
     for (struct inst *q = w->head; q != NULL && w->running < w->slots; q = q->wnext) {
         if (!q->on_slot) {
-            if (q->state == ST_DISPATCHED) {
-                inst_set_state(q, ST_RUNNING);
+            if (q->state == TR_TASK_DISPATCHED) {
+                inst_set_state(q, TR_TASK_RUNNING);
                 q->started_at = tr_now();
             }
             q->on_slot = true;
@@ -135,18 +135,11 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
         tr_err("out of memory registering a worker");
         return;
     }
-    if (p->n_workers == p->cap_workers) {
-        size_t cap = p->cap_workers ? p->cap_workers * 2 : 8;
-        struct worker **a = tr_reallocarray(p->workers, cap, sizeof(*a));
-        if (a == NULL) {
-            tr_hmap_del(&s->workers, w->id, w->id_len);
-            worker_free(w);
-            return;
-        }
-        p->workers = a;
-        p->cap_workers = cap;
+    if (TR_VEC_PUSH(p->workers, p->n_workers, p->cap_workers, w) < 0) {
+        tr_hmap_del(&s->workers, w->id, w->id_len);
+        worker_free(w);
+        return;
     }
-    p->workers[p->n_workers++] = w;
     tr_info("worker joined worker=%s pool=%s slots=%u gpus=%u", w->id, p->name, w->slots,
             w->gpus);
     leader_worker_up(s, w);
@@ -329,7 +322,7 @@ static int setup_curve(struct sched *s, struct tr_error *err)
     return rc;
 }
 
-int workers_init(struct sched *s, struct tr_error *err)
+int workers_open(struct sched *s, struct tr_error *err)
 {
     tr_proto_decoder_init(&s->decoder, NULL);
     s->zctx = zmq_ctx_new();
