@@ -8,7 +8,7 @@
  * times is read once. An entry is kept while runs use it and while it is
  * among the most recently used.
  */
-#include "scheduler/sched.h"
+#include "scheduler/loader.h"
 
 #include <malloc.h>
 
@@ -19,7 +19,7 @@
 struct load_req
 {
     uv_work_t work;          /* libuv's request; first, so the request is the struct */
-    struct sched *sched;
+    struct pipes *pipes;
     char *src;               /* owned copy */
     size_t len;
     char *name;              /* chunk name for messages (owned) */
@@ -30,9 +30,9 @@ struct load_req
     void *arg;
 };
 
-struct pipeline_entry *pipe_lookup(struct sched *s, const char *digest)
+struct pipeline_entry *pipe_lookup(struct pipes *p, const char *digest)
 {
-    struct pipeline_entry *pe = tr_hmap_get(&s->pipes, digest, 64);
+    struct pipeline_entry *pe = tr_hmap_get(&p->map, digest, 64);
     if (pe != NULL)
         pe->last_used = tr_now();
     return pe;
@@ -49,34 +49,34 @@ static void pipe_entry_free(struct pipeline_entry *pe)
     tr_free(pe);
 }
 
-void pipe_unref(struct sched *s, struct pipeline_entry *pe)
+void pipe_unref(struct pipeline_entry *pe)
 {
     TR_ASSERT(pe->refs > 0);
     pe->refs--;
 }
 
 /* Frees unused graphs beyond the cache bound, least recently used first. */
-static void pipes_trim(struct sched *s)
+static void pipes_trim(struct pipes *p)
 {
-    while (tr_hmap_count(&s->pipes) > PIPE_CACHE_MAX) {
+    while (tr_hmap_count(&p->map) > PIPE_CACHE_MAX) {
         struct pipeline_entry *victim = NULL, *pe;
         size_t it = 0;
-        while ((pe = tr_hmap_next(&s->pipes, &it)) != NULL) {
+        while ((pe = tr_hmap_next(&p->map, &it)) != NULL) {
             if (pe->refs == 0 && (victim == NULL || pe->last_used < victim->last_used))
                 victim = pe;
         }
         if (victim == NULL)
             return;
-        tr_hmap_del(&s->pipes, victim->digest, 64);
+        tr_hmap_del(&p->map, victim->digest, 64);
         pipe_entry_free(victim);
     }
 }
 
 /* Takes def into the cache, or returns the entry already there for its digest. */
-static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_def *def,
+static struct pipeline_entry *pipe_insert(struct pipes *p, struct tr_pipeline_def *def,
                                           const char *name)
 {
-    struct pipeline_entry *pe = pipe_lookup(s, def->digest);
+    struct pipeline_entry *pe = pipe_lookup(p, def->digest);
     if (pe != NULL) {
         tr_pipeline_def_free(def);
         return pe;
@@ -90,11 +90,11 @@ static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_de
     snprintf(pe->name, sizeof(pe->name), "%s", name);
     pe->def = def;
     pe->last_used = tr_now();
-    if (tr_hmap_put(&s->pipes, pe->digest, 64, pe) < 0) {
+    if (tr_hmap_put(&p->map, pe->digest, 64, pe) < 0) {
         pipe_entry_free(pe);
         return NULL;
     }
-    pipes_trim(s);
+    pipes_trim(p);
     return pe;
 }
 
@@ -112,34 +112,34 @@ static void load_work(uv_work_t *w)
 static void load_after(uv_work_t *w, int status)
 {
     struct load_req *lr = (struct load_req *)w;
-    struct sched *s = lr->sched;
-    s->loads_in_flight--;
+    struct pipes *p = lr->pipes;
+    p->loads_in_flight--;
     struct pipeline_entry *pe = NULL;
-    if (status == UV_ECANCELED || s->stopping) {
+    if (status == UV_ECANCELED || p->stopping) {
         tr_pipeline_def_free(lr->def);
         tr_error_set(&lr->err, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
     } else if (lr->def != NULL) {
-        pe = pipe_insert(s, lr->def, lr->name);
+        pe = pipe_insert(p, lr->def, lr->name);
         if (pe == NULL)
             tr_error_set(&lr->err, TR_ENOMEM, "out of memory caching pipeline '%s'", lr->name);
     }
-    lr->done(s, pe, pe ? NULL : &lr->err, lr->arg);
+    lr->done(pe, pe ? NULL : &lr->err, lr->arg);
     tr_free(lr->src);
     tr_free(lr->name);
     tr_free(lr);
 }
 
-int pipe_load_async(struct sched *s, const char *src, size_t len, const char *name,
+int pipe_load_async(struct pipes *p, const char *src, size_t len, const char *name,
                     load_done_fn done, void *arg)
 {
     struct load_req *lr = tr_calloc(1, sizeof(*lr));
     if (lr == NULL)
         return TR_ENOMEM;
-    lr->sched = s;
+    lr->pipes = p;
     lr->src = tr_memdup(src, len);
     lr->name = tr_strdup(name);
     lr->len = len;
-    lr->limits = s->cfg.limits;
+    lr->limits = p->limits;
     lr->done = done;
     lr->arg = arg;
     if (lr->src == NULL || lr->name == NULL) {
@@ -148,29 +148,29 @@ int pipe_load_async(struct sched *s, const char *src, size_t len, const char *na
         tr_free(lr);
         return TR_ENOMEM;
     }
-    int rc = uv_queue_work(s->loop, &lr->work, load_work, load_after);
+    int rc = uv_queue_work(p->loop, &lr->work, load_work, load_after);
     if (rc < 0) {
         tr_free(lr->src);
         tr_free(lr->name);
         tr_free(lr);
         return rc;
     }
-    s->loads_in_flight++;
+    p->loads_in_flight++;
     return 0;
 }
 
-int pipe_load_sync(struct sched *s, const char *src, size_t len, const char *name,
+int pipe_load_sync(struct pipes *p, const char *src, size_t len, const char *name,
                    struct pipeline_entry **out, struct tr_error *err)
 {
     char digest[65];
     tr_sha256_hex(src, len, digest);
-    struct pipeline_entry *pe = pipe_lookup(s, digest);
+    struct pipeline_entry *pe = pipe_lookup(p, digest);
     if (pe == NULL) {
         struct tr_pipeline_def *def = NULL;
-        int rc = tr_pipeline_load(src, len, name, &s->cfg.limits, &def, err);
+        int rc = tr_pipeline_load(src, len, name, &p->limits, &def, err);
         if (rc < 0)
             return rc;
-        pe = pipe_insert(s, def, name);
+        pe = pipe_insert(p, def, name);
         if (pe == NULL)
             return tr_error_set(err, TR_ENOMEM, "out of memory caching pipeline '%s'", name);
         malloc_trim(0);
@@ -179,10 +179,19 @@ int pipe_load_sync(struct sched *s, const char *src, size_t len, const char *nam
     return 0;
 }
 
-void pipes_close(struct sched *s)
+void pipes_init(struct pipes *p, uv_loop_t *loop, const struct tr_pipeline_limits *limits)
+{
+    memset(p, 0, sizeof(*p));
+    p->loop = loop;
+    p->limits = *limits;
+    tr_hmap_init(&p->map);
+}
+
+void pipes_release(struct pipes *p)
 {
     size_t it = 0;
     struct pipeline_entry *pe;
-    while ((pe = tr_hmap_next(&s->pipes, &it)) != NULL)
+    while ((pe = tr_hmap_next(&p->map, &it)) != NULL)
         pipe_entry_free(pe);
+    tr_hmap_release(&p->map);
 }

@@ -10,9 +10,11 @@
  * did. Instances without a record are dispatched again (at least once
  * delivery; ctx.attempt plus the run and task ids make an idempotency key).
  */
-#include "scheduler/sched.h"
+#include "scheduler/recover.h"
 
 #include "lib/base/alloc.h"
+#include "lib/base/log.h"
+#include "scheduler/usage.h"
 #include "lib/wire/mp_json.h"
 
 struct rec_copy
@@ -85,12 +87,13 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
     return 0;
 }
 
-void recover_apply(struct inst *in)
+/* The run's replay hook: applies an instance's durable record, if it has one. */
+static void replay(void *arg, struct inst *in)
 {
-    struct run *r = in->run;
+    struct tr_hmap *recs = arg;
     char key[300];
-    size_t klen = rec_key(key, sizeof(key), r->pipe->def->tasks[in->task].name, in->index);
-    struct rec_copy *rc = tr_hmap_get(r->recovering, key, klen);
+    size_t klen = rec_key(key, sizeof(key), inst_def(in)->name, in->index);
+    struct rec_copy *rc = tr_hmap_get(recs, key, klen);
     if (rc == NULL)
         return;
     in->attempts = (uint16_t)TR_MIN(rc->attempts, 65535u);
@@ -116,7 +119,9 @@ void recover_apply(struct inst *in)
 
 struct recover_ctx
 {
-    struct sched *sched;
+    struct core *core;
+    struct pipes *pipes;
+    struct tr_state *state;
     uint32_t resumed;
     uint32_t failed;
 };
@@ -124,15 +129,15 @@ struct recover_ctx
 static int resume_run(const struct tr_run_rec *rec, void *arg)
 {
     struct recover_ctx *ctx = arg;
-    struct sched *s = ctx->sched;
+    struct core *s = ctx->core;
     struct tr_error err;
     tr_error_init(&err);
     char *src = NULL;
     size_t len = 0;
     struct pipeline_entry *pe = NULL;
-    int rc = tr_state_get_source(s->state, rec->digest, &src, &len);
+    int rc = tr_state_get_source(ctx->state, rec->digest, &src, &len);
     if (rc == 0)
-        rc = pipe_load_sync(s, src, len, rec->pipeline, &pe, &err);
+        rc = pipe_load_sync(ctx->pipes, src, len, rec->pipeline, &pe, &err);
     tr_free(src);
     if (rc < 0) {
         tr_err("cannot resume run=%s: %s", rec->id, err.msg[0] ? err.msg : tr_strerror(rc));
@@ -150,10 +155,8 @@ static int resume_run(const struct tr_run_rec *rec, void *arg)
         ctx->failed++;
         return 0;
     }
-    tr_hmap_del(&s->runs, r->id, strlen(r->id));
     s->next_run--;
-    snprintf(r->id, sizeof(r->id), "%s", rec->id);
-    if (tr_hmap_put(&s->runs, r->id, strlen(r->id), r) < 0)
+    if (run_rename(r, rec->id) < 0)
         return TR_ENOMEM;
     r->created_at = rec->created_at;
     r->started_at = rec->started_at;
@@ -161,11 +164,13 @@ static int resume_run(const struct tr_run_rec *rec, void *arg)
         r->state = TR_RUN_RUNNING;
     struct tr_hmap recs;
     tr_hmap_init(&recs);
-    rc = tr_state_list_tasks(s->state, rec->id, collect_task, &recs);
-    r->recovering = &recs;
+    rc = tr_state_list_tasks(ctx->state, rec->id, collect_task, &recs);
+    r->replay = replay;
+    r->replay_arg = &recs;
     if (rc == 0)
         run_start(r);
-    r->recovering = NULL;
+    r->replay = NULL;
+    r->replay_arg = NULL;
     size_t it = 0;
     struct rec_copy *c;
     while ((c = tr_hmap_next(&recs, &it)) != NULL)
@@ -178,10 +183,10 @@ static int resume_run(const struct tr_run_rec *rec, void *arg)
     return 0;
 }
 
-int sched_recover(struct sched *s, struct tr_error *err)
+int recover_runs(struct core *c, struct pipes *p, struct tr_state *st, struct tr_error *err)
 {
-    struct recover_ctx ctx = {.sched = s};
-    int rc = tr_state_list_runs(s->state, NULL, true, 0, resume_run, &ctx);
+    struct recover_ctx ctx = {.core = c, .pipes = p, .state = st};
+    int rc = tr_state_list_runs(st, NULL, true, 0, resume_run, &ctx);
     if (rc < 0)
         return tr_error_set(err, rc, "cannot list unfinished runs: %s", tr_strerror(rc));
     if (ctx.resumed || ctx.failed)
