@@ -154,13 +154,13 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
     }
     tr_info("worker joined worker=%s pool=%s slots=%u gpus=%u", w->id, p->name, w->slots,
             w->gpus);
+    if (s->hooks.up != NULL)
+        s->hooks.up(s->hooks.arg, w);
     struct tr_msg m = {.type = TR_MSG_WELCOME};
     m.u.welcome.heartbeat_ms = s->heartbeat_ms;
     m.u.welcome.epoch = s->epoch;
     if (s->tp != NULL)
         transport_send_msg(s->tp, ident, ident_len, &m);
-    if (s->hooks.up != NULL)
-        s->hooks.up(s->hooks.arg, w);
     return w;
 }
 

@@ -51,7 +51,7 @@ struct worker
 struct fleet_hooks
 {
     void *arg;
-    /* A worker registered (after its WELCOME was sent). May be NULL. */
+    /* A worker registered (before its WELCOME is sent). May be NULL. */
     void (*up)(void *arg, struct worker *w);
     /* A worker is being removed: its in-flight tasks must leave it (the
      * callee requeues them) before it is freed. */
