@@ -264,6 +264,8 @@ void api_run_final(void *arg, struct run *r)
 
 void api_waiters_close(struct api *a)
 {
+    if (a->core == NULL)
+        return; /* never opened */
     size_t it = 0;
     struct run *r;
     while ((r = tr_hmap_next(&a->core->runs, &it)) != NULL) {
