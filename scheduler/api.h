@@ -34,6 +34,7 @@ struct api
     struct leader *leader;
     struct metrics_src metrics;
     /* Its own. */
+    struct fb_loop *fb;       /* the feedback loop (feedback.h) */
     struct tr_http_server *http;
     char **tokens;            /* NULL-terminated, owned */
     size_t cap_tokens;

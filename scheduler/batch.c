@@ -36,6 +36,11 @@ void batch_release(struct batch *b)
     msgpack_sbuffer_destroy(&b->sbuf);
 }
 
+void batch_set_extra(struct batch *b, const struct batch_extra *x)
+{
+    b->extra = *x;
+}
+
 /* ====================================================================== */
 /* Filling                                                                 */
 /* ====================================================================== */
@@ -218,7 +223,8 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
 
 bool batch_dirty(const struct batch *s)
 {
-    return s->n_insts || s->n_runs || s->n_pipes || s->n_sources || s->n_cache;
+    return s->n_insts || s->n_runs || s->n_pipes || s->n_sources || s->n_cache ||
+           (s->extra.dirty != NULL && s->extra.dirty(s->extra.arg));
 }
 
 /* One transaction with everything this turn changed. */
@@ -250,6 +256,8 @@ int batch_commit(struct batch *s, struct tr_state *st)
         struct cache_put *cp = &s->cache[i];
         rc = tr_state_put_cache(st, cp->key, cp->in->output, cp->in->output_len);
     }
+    if (rc == 0 && s->extra.put != NULL)
+        rc = s->extra.put(s->extra.arg, st);
     if (rc == 0)
         rc = tr_state_commit(st, &err);
     else
@@ -266,6 +274,8 @@ int batch_commit(struct batch *s, struct tr_state *st)
         tr_info("state commits work again");
     s->failing = false;
     s->cnt->commits++;
+    if (s->extra.committed != NULL)
+        s->extra.committed(s->extra.arg);
     for (size_t i = 0; i < s->n_insts; i++)
         s->insts[i]->dirty = false;
     for (size_t i = 0; i < s->n_runs; i++) {

@@ -46,6 +46,16 @@ struct cache_put
     struct inst *in;
 };
 
+/* Records of a part above the batch written in the same transaction (the
+ * feedback loop's), reached through these hooks. */
+struct batch_extra
+{
+    void *arg;
+    bool (*dirty)(void *arg);                      /* has records for the commit */
+    int (*put)(void *arg, struct tr_state *st);    /* puts them in the transaction */
+    void (*committed)(void *arg);                  /* the transaction committed */
+};
+
 struct batch
 {
     struct inst **insts;      /* instances whose record changed */
@@ -66,11 +76,13 @@ struct batch
     struct pending_reply **replies_tail;
     bool failing;             /* the last commit failed: dispatch pauses, writes answer 503 */
     struct counters *cnt;
+    struct batch_extra extra; /* all NULL when unused */
 };
 
 void batch_init(struct batch *b, struct counters *cnt);
 /* Frees what is left (replies must have been answered or refused). */
 void batch_release(struct batch *b);
+void batch_set_extra(struct batch *b, const struct batch_extra *x);
 
 /* Queue a record to write at the commit; each one is written once, with its
  * values at commit time. Out of memory is fatal (oom_fatal). */

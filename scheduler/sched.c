@@ -9,6 +9,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "scheduler/feedback.h"
 #include "scheduler/recover.h"
 
 /* ====================================================================== */
@@ -93,6 +94,7 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     if (rc < 0)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     s->dispatch.epoch = *epoch;
+    fb_reset(&s->api);
     rc = recover_runs(&s->core, &s->pipes, s->state, err);
     if (rc < 0)
         return rc;
@@ -149,7 +151,25 @@ static void parts_init(struct sched *s)
     core_init(&s->core, &cp, s->cfg.keep_runs, &ch);
 }
 
-static int api_start(struct sched *s, struct tr_error *err)
+/* The feedback loop's records go into the turn's transaction. */
+static bool fb_dirty_hook(void *arg)
+{
+    return fb_have_dirty(arg);
+}
+
+static int fb_put_hook(void *arg, struct tr_state *st)
+{
+    (void)st; /* the api's state */
+    return fb_put_dirty(arg);
+}
+
+static void fb_committed_hook(void *arg)
+{
+    fb_committed(arg);
+}
+
+/* The parts the API and the feedback loop work with (the state is open). */
+static void api_wire(struct sched *s)
 {
     struct api *a = &s->api;
     a->loop = s->loop;
@@ -160,10 +180,16 @@ static int api_start(struct sched *s, struct tr_error *err)
     a->fleet = &s->fleet;
     a->dispatch = &s->dispatch;
     a->core = &s->core;
-    a->leader = s->leader;
-    a->metrics = (struct metrics_src){&s->cnt, &s->core, &s->fleet, &s->dispatch, s->leader,
+    a->metrics = (struct metrics_src){&s->cnt, &s->core, &s->fleet, &s->dispatch, NULL,
                                       &s->router};
-    return api_open(a, err);
+    struct batch_extra x = {a, fb_dirty_hook, fb_put_hook, fb_committed_hook};
+    batch_set_extra(&s->batch, &x);
+}
+
+static int api_start(struct sched *s, struct tr_error *err)
+{
+    s->api.leader = s->api.metrics.leader = s->leader;
+    return api_open(&s->api, err);
 }
 
 int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
@@ -194,6 +220,10 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     if (rc < 0)
         return rc;
     s->core.state = s->state;
+    api_wire(s);
+    rc = fb_open(&s->api, err);
+    if (rc < 0)
+        return rc;
 
     /* The election's first outcome comes before the API listens (leader.c),
      * unless the API port is picked at random: then it must be bound first to
@@ -241,6 +271,7 @@ void sched_close(struct sched *s)
     s->router = NULL;
     leader_close(s->leader);
     s->leader = NULL;
+    fb_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

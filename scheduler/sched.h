@@ -7,7 +7,9 @@
  * it; docs/architecture.md explains it):
  *
  *   sched      life cycle, the loop turn                 sched.c
- *   api        HTTP routes, long-polls                   api.c api_runs.c
+ *   api        HTTP routes, long-polls; the feedback     api.c api_runs.c
+ *              loop (feedback, statistics, labels,     api_feedback.c api_models.c
+ *              models)                                 feedback.c
  *   metrics    GET /metrics                              metrics.c
  *   leader     election, standby redirects               leader.c
  *   recover    resume unfinished runs                    recover.c
@@ -27,7 +29,8 @@
  * A lower part reaches a higher one only through a hook (a function pointer
  * given at init): the fleet's `down` (requeue a lost worker's tasks),
  * dispatch's `cached`/`fail`, the timers' `fire`, the core's `run_final`
- * (wake long-polls), the transport's message callback, leadership's `lead`.
+ * (wake long-polls), the transport's message callback, leadership's `lead`,
+ * the batch's `extra` (the feedback loop's records join the transaction).
  *
  * One libuv loop thread owns all of it: no locks.
  */

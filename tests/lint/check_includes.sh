@@ -39,7 +39,7 @@ part() {
   case "$1" in
     workers.[ch]) echo fleet ;;
     core_events.c) echo core ;;
-    api_runs.c|api_int.h) echo api ;;
+    api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
 }
