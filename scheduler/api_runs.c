@@ -58,7 +58,7 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
-    int rc = run_create(a->core, pe, params, &r, &err);
+    int rc = run_new(a->core, pe, params, &r, &err);
     if (rc < 0) {
         respond_err(req, &err);
         return;

@@ -453,7 +453,7 @@ void run_free(struct run *r)
     tr_free(r);
 }
 
-int run_create(struct core *s, struct pipeline_entry *pe, json_t *params, struct run **out,
+int run_new(struct core *s, struct pipeline_entry *pe, json_t *params, struct run **out,
                struct tr_error *err)
 {
     const struct tr_pipeline_def *def = pe->def;

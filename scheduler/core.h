@@ -69,8 +69,8 @@ extern const struct dispatch_hooks core_dispatch_hooks; /* arg: the struct core 
 void core_timer_fire(void *arg, struct inst *in, uint64_t dispatch_id); /* arg: core */
 void core_worker_down(struct core *c, struct worker *w);
 
-/* Runs. run_create queues the run's record (and its pipeline's source). */
-int run_create(struct core *c, struct pipeline_entry *pe, json_t *params, struct run **out,
+/* Runs. run_new queues the run's record (and its pipeline's source). */
+int run_new(struct core *c, struct pipeline_entry *pe, json_t *params, struct run **out,
                struct tr_error *err) TR_MUST_CHECK;
 /* Readies the run's roots (replaying durable records while r->replay is set). */
 void run_start(struct run *r);

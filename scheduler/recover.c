@@ -147,8 +147,8 @@ static int resume_run(const struct tr_run_rec *rec, void *arg)
     pe->stored = true;
     json_t *params = rec->params_json ? json_loads(rec->params_json, 0, NULL) : NULL;
     struct run *r = NULL;
-    /* run_create names a new id; a resumed run keeps its own. */
-    rc = run_create(s, pe, params, &r, &err);
+    /* run_new names a new id; a resumed run keeps its own. */
+    rc = run_new(s, pe, params, &r, &err);
     json_decref(params);
     if (rc < 0) {
         tr_err("cannot resume run=%s: %s", rec->id, err.msg);

@@ -212,7 +212,7 @@ static struct run *start(struct h *h, const char *src)
     struct run *r = NULL;
     struct tr_error err;
     tr_error_init(&err);
-    assert_int_equal(run_create(&h->core, load(h, src), NULL, &r, &err), 0);
+    assert_int_equal(run_new(&h->core, load(h, src), NULL, &r, &err), 0);
     run_start(r);
     return r;
 }
