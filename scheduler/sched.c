@@ -10,7 +10,6 @@
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "scheduler/feedback.h"
-#include "scheduler/recover.h"
 
 /* ====================================================================== */
 /* The loop turn                                                           */
@@ -95,7 +94,8 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     s->dispatch.epoch = *epoch;
     fb_reset(&s->api);
-    rc = recover_runs(&s->core, &s->pipes, s->state, err);
+    struct recover_parts rp = {&s->core, &s->pipes, s->state, s->loop, s->leader, &s->stopping};
+    rc = recover_start(&s->recovery, &rp, err);
     if (rc < 0)
         return rc;
     rc = zmq_router_open(&s->router, s->loop, &s->cfg, &s->cnt, core_on_message, &s->core, err);
@@ -131,7 +131,7 @@ static void on_signal(uv_signal_t *h, int signum)
 /* Every part's init, lowest first; none can fail, so sched_close may always run. */
 static void parts_init(struct sched *s)
 {
-    pipes_init(&s->pipes, s->loop, &s->cfg.limits);
+    pipes_init(&s->pipes, s->loop);
     batch_init(&s->batch, &s->cnt);
     timers_init(&s->timers, s->loop, core_timer_fire, &s->core);
     struct fleet_hooks fh = {.arg = s, .up = on_worker_up, .down = on_worker_down};
@@ -216,7 +216,20 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     s->handles_open = true;
 
-    int rc = tr_state_open(cfg->state_url, &s->state, err);
+    /* Before the election: a leader's recovery reads pipelines through it. */
+    struct sandbox_config sc = {
+        .exe = "/proc/self/exe", /* this very binary, even if its file was replaced */
+        .limits = cfg->limits,
+        .warm = 2,
+        .max = 16,
+        .grace_s = 0.5,
+    };
+    int rc = sandbox_open(loop, &sc, &s->sandbox, err);
+    if (rc < 0)
+        return rc;
+    s->pipes.sandbox = s->sandbox;
+
+    rc = tr_state_open(cfg->state_url, &s->state, err);
     if (rc < 0)
         return rc;
     s->core.state = s->state;
@@ -264,6 +277,11 @@ void sched_close(struct sched *s)
     batch_reply(&s->batch);
     api_waiters_close(&s->api);
     api_close(&s->api);
+    /* Pending loads are answered (cancelled) while the runs and caches they
+     * would touch still exist; the children are killed and reaped later. */
+    sandbox_close(s->sandbox);
+    s->sandbox = s->pipes.sandbox = NULL;
+    recover_close(s->recovery);
     dispatch_release(&s->dispatch);
     fleet_release(&s->fleet);
     s->core.tp = NULL;

@@ -11,8 +11,8 @@
  *              loop (feedback, statistics, labels,     api_feedback.c api_models.c
  *              models)                                 feedback.c
  *   metrics    GET /metrics                              metrics.c
- *   leader     election, standby redirects               leader.c
  *   recover    resume unfinished runs                    recover.c
+ *   leader     election, standby redirects               leader.c
  *   core       runs, instances, readiness, results,      core.c core_events.c
  *              retries, cancel, fencing
  *   dispatch   ready queues per pool, priority, credit   dispatch.c
@@ -20,7 +20,8 @@
  *   timers     retry and deadline timers                 timers.c
  *   batch      what waits for the group commit           batch.c
  *   transport  the ZeroMQ ROUTER behind an interface     transport.c
- *   loader     pipeline graphs, read off the loop        loader.c
+ *   loader     pipeline graphs by digest                 loader.c
+ *   sandbox    child processes that read pipeline files  sandbox.c sandbox_child.c
  *   usage      LLM call records and sums                 usage.c
  *   counters   the numbers behind /metrics               counters.c
  *   model      runs, instances, pipeline entries         model.c
@@ -48,6 +49,8 @@
 #include "scheduler/dispatch.h"
 #include "scheduler/leader.h"
 #include "scheduler/loader.h"
+#include "scheduler/recover.h"
+#include "scheduler/sandbox.h"
 #include "scheduler/timers.h"
 #include "scheduler/transport.h"
 #include "scheduler/workers.h"
@@ -62,6 +65,7 @@ struct sched
 
     /* The parts, lowest first. */
     struct counters cnt;
+    struct sandbox *sandbox;  /* the processes that read pipeline files */
     struct pipes pipes;
     struct zmq_router *router; /* NULL until leading */
     struct batch batch;
@@ -70,6 +74,7 @@ struct sched
     struct dispatch dispatch;
     struct core core;
     struct leader *leader;    /* never NULL between sched_open and sched_close */
+    struct recovery *recovery; /* resuming runs after taking over, or NULL */
     struct api api;
 
     /* The loop turn. */

@@ -32,13 +32,14 @@ check scheduler 'lib/|scheduler/'
 check worker    'lib/(base|wire|lua)/|worker/'
 check cli       'lib/(base|wire)/|cli/'
 # The scheduler's parts, lowest first (scheduler/sched.h, docs/architecture.md).
-sched_order="config model counters usage loader transport batch timers fleet dispatch core
-             recover leader metrics api sched main"
+sched_order="config model counters usage sandbox loader transport batch timers fleet dispatch
+             core leader recover metrics api sched main"
 # part FILE: the part a file of scheduler/ belongs to.
 part() {
   case "$1" in
     workers.[ch]) echo fleet ;;
     core_events.c) echo core ;;
+    sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
