@@ -67,7 +67,7 @@ static void pipes_trim(struct pipes *s)
 }
 
 struct pipeline_entry *pipe_add(struct pipes *s, struct tr_pipeline_def *def,
-                                          const char *name)
+                                 const char *name)
 {
     struct pipeline_entry *pe = pipe_lookup(s, def->digest);
     if (pe != NULL) {
