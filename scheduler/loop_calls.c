@@ -28,22 +28,24 @@
 #include <jansson.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/log.h"
 #include "lib/wire/mp_json.h"
-#include "scheduler/sched.h"
+#include "scheduler/api.h"
+#include "scheduler/dispatch.h"
 
 struct call
 {
-    struct sched *s;
+    struct api *a;
     char *worker_id; /* owned: the worker is looked up again when the answer comes */
     uint64_t id;
     uint64_t dispatch;
 };
 
 /* Sends CALL_REPLY with the API's JSON answer (or status 0 when the server went away). */
-static void reply_json(struct sched *s, const char *worker_id, uint64_t id, uint64_t dispatch,
+static void reply_json(struct api *a, const char *worker_id, uint64_t id, uint64_t dispatch,
                        int status, const char *body, size_t len)
 {
-    struct worker *w = tr_hmap_get(&s->workers, worker_id, strlen(worker_id));
+    struct worker *w = fleet_find(a->fleet, worker_id, strlen(worker_id));
     if (w == NULL || status == 0)
         return;
     msgpack_sbuffer sb;
@@ -68,27 +70,27 @@ static void reply_json(struct sched *s, const char *worker_id, uint64_t id, uint
     m.u.call_reply.status = (uint32_t)status;
     m.u.call_reply.body = (struct tr_str){sb.data, sb.size};
     if (rc == 0)
-        rc = sched_queue_msg(s, w, &m);
+        rc = batch_add_msg(a->batch, w->id, w->id_len, &m);
     if (rc < 0)
         tr_warn("cannot answer call %llu of worker '%s': %s", (unsigned long long)id,
                 worker_id, tr_strerror(rc));
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void reply_error(struct sched *s, struct worker *w, const struct tr_msg_call *m,
+static void reply_error(struct api *a, struct worker *w, const struct tr_msg_call *m,
                         int status, const char *code, const char *msg)
 {
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    reply_json(s, w->id, m->id, m->dispatch, status, text, text ? strlen(text) : 0);
+    reply_json(a, w->id, m->id, m->dispatch, status, text, text ? strlen(text) : 0);
     free(text);
 }
 
 static void on_answer(void *arg, int status, const char *body, size_t len)
 {
     struct call *c = arg;
-    reply_json(c->s, c->worker_id, c->id, c->dispatch, status, body, len);
+    reply_json(c->a, c->worker_id, c->id, c->dispatch, status, body, len);
     tr_free(c->worker_id);
     tr_free(c);
 }
@@ -206,17 +208,18 @@ static const char *build(struct inst *in, const char *op, json_t *args, const ch
     return msg;
 }
 
-void sched_on_call(struct sched *s, struct worker *w, const struct tr_msg_call *m)
+void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
 {
-    struct inst *in = tr_hmap_get(&s->dispatches, &m->dispatch, sizeof(m->dispatch));
+    struct api *a = arg;
+    struct inst *in = dispatch_find(a->dispatch, m->dispatch);
     if (in == NULL || in->worker != w) {
         /* Not a task this worker runs now: its result would be refused too. */
-        reply_error(s, w, m, 409, "not_current",
+        reply_error(a, w, m, 409, "not_current",
                     "the calling task's dispatch is not current on this worker");
         return;
     }
-    if (s->http == NULL || tr_http_local_pending(s->http) >= LOOP_CALLS_MAX) {
-        reply_error(s, w, m, 429, "too_many_calls", "too many calls from tasks wait; retry");
+    if (a->http == NULL || tr_http_local_pending(a->http) >= LOOP_CALLS_MAX) {
+        reply_error(a, w, m, 429, "too_many_calls", "too many calls from tasks wait; retry");
         return;
     }
     char op[65];
@@ -226,7 +229,7 @@ void sched_on_call(struct sched *s, struct worker *w, const struct tr_msg_call *
     json_t *args = m->body.len ? tr_mp_bytes_to_json(m->body.p, m->body.len, &err) : json_object();
     if (!json_is_object(args)) {
         json_decref(args);
-        reply_error(s, w, m, 400, "invalid_argument", "a call's body must be a map");
+        reply_error(a, w, m, 400, "invalid_argument", "a call's body must be a map");
         return;
     }
     const char *method = NULL;
@@ -235,7 +238,7 @@ void sched_on_call(struct sched *s, struct worker *w, const struct tr_msg_call *
     const char *why = build(in, op, args, &method, url, sizeof(url), &body, msg, sizeof(msg));
     json_decref(args);
     if (why != NULL) {
-        reply_error(s, w, m, 400, "invalid_argument", why);
+        reply_error(a, w, m, 400, "invalid_argument", why);
         return;
     }
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
@@ -248,18 +251,18 @@ void sched_on_call(struct sched *s, struct worker *w, const struct tr_msg_call *
             tr_free(c->worker_id);
         tr_free(c);
         free(text);
-        reply_error(s, w, m, 500, "out_of_memory", "out of memory");
+        reply_error(a, w, m, 500, "out_of_memory", "out of memory");
         return;
     }
-    c->s = s;
+    c->a = a;
     c->id = m->id;
     c->dispatch = m->dispatch;
-    int rc = tr_http_local_request(s->http, method, url, text, text ? strlen(text) : 0,
+    int rc = tr_http_local_request(a->http, method, url, text, text ? strlen(text) : 0,
                                    on_answer, c);
     free(text);
     if (rc < 0) {
         tr_free(c->worker_id);
         tr_free(c);
-        reply_error(s, w, m, 500, "internal", tr_strerror(rc));
+        reply_error(a, w, m, 500, "internal", tr_strerror(rc));
     }
 }

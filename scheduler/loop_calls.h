@@ -8,18 +8,17 @@
 
 #include "lib/wire/proto.h"
 
-struct sched;
 struct worker;
 
 /* Most calls waiting for their answer at once, over all workers; more are refused (429). */
 #define LOOP_CALLS_MAX 1024
 
 /*
- * One CALL from worker w: checked (the dispatch must be w's current one),
- * turned into the API request it stands for, and answered with CALL_REPLY
- * once the API answers (a write: after its commit). Never fails: a refusal
- * is an error reply.
+ * The core's call hook (arg: the struct api). One CALL from worker w:
+ * checked (the dispatch must be w's current one), turned into the API
+ * request it stands for, and answered with CALL_REPLY once the API answers
+ * (a write: after its commit). Never fails: a refusal is an error reply.
  */
-void sched_on_call(struct sched *s, struct worker *w, const struct tr_msg_call *m);
+void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m);
 
 #endif
