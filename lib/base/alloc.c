@@ -72,7 +72,9 @@ char *tr_strndup(const char *s, size_t n)
     char *d = tr_malloc(n + 1);
     if (d == NULL)
         return NULL;
-    memcpy(d, s, n);
+    /* s may be NULL when n is 0 (an absent field's view): memcpy must not see it. */
+    if (n > 0)
+        memcpy(d, s, n);
     d[n] = '\0';
     return d;
 }
