@@ -94,7 +94,9 @@ static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *par
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
-    int rc = run_create(s, pe, params, &r, &err);
+    int rc = gpus_check_fit(s, pe->def, &err);
+    if (rc == 0)
+        rc = run_create(s, pe, params, &r, &err);
     if (rc < 0) {
         respond_err(req, &err);
         return;
@@ -386,6 +388,9 @@ static json_t *inst_json(struct run *r, struct inst *in)
     json_object_set_new(o, "output", output_json(in->output, in->output_len));
     json_object_set_new(o, "cached", json_boolean(in->cached));
     json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
+    json_t *waiting = gpus_waiting_json(in);
+    if (waiting != NULL)
+        json_object_set_new(o, "waiting", waiting);
     return o;
 }
 

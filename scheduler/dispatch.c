@@ -95,6 +95,8 @@ static void heap_down(struct pool *p, size_t i)
 
 int pool_push_ready(struct pool *p, struct inst *in)
 {
+    if (gpus_wanted(in))
+        return gpus_push_ready(p, in);
     if (p->n_heap == p->cap_heap) {
         size_t cap = p->cap_heap ? p->cap_heap * 2 : 256;
         struct inst **h = tr_reallocarray(p->heap, cap, sizeof(*h));
@@ -121,6 +123,10 @@ static struct inst *pool_pop(struct pool *p)
 
 void pool_remove(struct pool *p, struct inst *in)
 {
+    if (gpus_wanted(in)) {
+        gpus_remove(p, in);
+        return;
+    }
     size_t i = (size_t)in->heap_pos;
     in->heap_pos = -1;
     if (i == --p->n_heap)
@@ -251,7 +257,7 @@ static bool try_cache(struct sched *s, struct inst *in, const struct tr_str *arg
     return hit;
 }
 
-static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args)
+void dispatch_inst(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args)
 {
     struct run *r = in->run;
     const struct tr_task_def *td = &r->pipe->def->tasks[in->task];
@@ -277,6 +283,7 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
     t->params = (struct tr_str){r->params_mp, r->params_mp_len};
     t->args = (struct tr_str){args->buf, args->len};
     t->timeout = td->timeout;
+    gpus_assign(w, in, t);
     if (sched_queue_msg(s, w, &m) < 0 ||
         tr_hmap_put(&s->dispatches, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
         tr_err("out of memory dispatching run=%s task=%s", r->id, td->name);
@@ -308,11 +315,12 @@ void sched_dispatch_all(struct sched *s)
     struct tr_buf args;
     tr_buf_init(&args, 0);
     while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+        gpus_dispatch(s, p, &args); /* first: they need a free slot, not a prefetch place */
         while (p->n_heap > 0) {
             struct worker *w = pick_worker(s, p);
             if (w == NULL)
                 break;
-            dispatch_one(s, w, pool_pop(p), &args);
+            dispatch_inst(s, w, pool_pop(p), &args);
         }
     }
     tr_buf_release(&args);

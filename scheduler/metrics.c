@@ -122,6 +122,8 @@ char *metrics_render(struct sched *s, size_t *len)
     ADD("# HELP trellis_runs_in_memory Runs held in memory (active and recent).\n"
         "# TYPE trellis_runs_in_memory gauge\ntrellis_runs_in_memory %zu\n",
         tr_hmap_count(&s->runs));
+    if (gpus_metrics(s, &b) < 0)
+        goto out_oom;
     return tr_buf_detach(&b, len);
 out_oom:
     tr_buf_release(&b);

@@ -7,7 +7,8 @@
  * pool, credit, TASK messages), workers.c (worker registry, heartbeats, the
  * ROUTER socket), loader.c (pipeline graphs by digest, read by the sandbox
  * processes of sandbox.c), recover.c (resume after a restart, a state
- * machine over sandbox loads), api.c (HTTP routes),
+ * machine over sandbox loads), api.c (HTTP routes), gpus.c (GPU devices
+ * and the ready queue of tasks that need them),
  * metrics.c (counters for /metrics).
  */
 #ifndef TR_SCHED_H
@@ -116,6 +117,7 @@ struct inst
     bool on_slot;             /* counted in its worker's running slots */
     char *usage;              /* LLM calls of all attempts: msgpack array (owned), or NULL */
     uint32_t usage_len;
+    uint64_t gpu_mask;        /* devices of its worker the current dispatch holds (gpus.c) */
 };
 
 /* The run-time state of one task of the pipeline within a run. */
@@ -206,6 +208,19 @@ struct pool
     size_t n_workers;
     size_t cap_workers;
     size_t rr;               /* round-robin position for dispatch */
+    struct inst **gheap;     /* ready instances that need GPUs (gpus.c), same order */
+    size_t n_gheap;
+    size_t cap_gheap;
+};
+
+/* One GPU of a worker, as its HELLO and heartbeats describe it. */
+struct gpu_dev
+{
+    uint32_t index;          /* device index, as TASK names it */
+    char name[96];
+    uint64_t mem_total_mb;
+    uint64_t mem_used_mb;
+    int32_t util;            /* percent, -1 unknown */
 };
 
 struct worker
@@ -226,6 +241,9 @@ struct worker
     double ewma_run_s;       /* moving average of its tasks' run time, 0 until known */
     struct inst *head;       /* in-flight list, oldest first */
     struct inst *tail;
+    uint32_t n_dev;          /* GPUs (gpus.c): dev[0..n_dev), bit i of gpu_busy */
+    uint64_t gpu_busy;       /* devices held by dispatches */
+    struct gpu_dev *dev;     /* n_dev of them (owned), NULL without GPUs */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -444,6 +462,29 @@ struct pool *inst_pool(struct inst *in);
 void inst_make_ready(struct inst *in);
 /* Tasks a worker may hold beyond its slots now (adaptive, at most --prefetch). */
 uint32_t worker_prefetch(const struct sched *s, const struct worker *w);
+
+/* Sends in to w (TASK; GPUs taken when it needs them); in is off every ready heap. */
+void dispatch_inst(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args);
+
+/* gpus.c */
+bool gpus_wanted(const struct inst *in);
+int gpus_push_ready(struct pool *p, struct inst *in) TR_MUST_CHECK;
+void gpus_remove(struct pool *p, struct inst *in);
+/* Dispatches p's GPU tasks, in order, while the first one fits somewhere. */
+void gpus_dispatch(struct sched *s, struct pool *p, struct tr_buf *args);
+/* Marks the devices in needs busy on w and names them in t. */
+void gpus_assign(struct worker *w, struct inst *in, struct tr_msg_task *t);
+void gpus_release(struct worker *w, struct inst *in);
+void gpus_worker_hello(struct worker *w, const struct tr_msg_hello *h);
+void gpus_worker_heartbeat(struct worker *w, const struct tr_msg_heartbeat *hb);
+/* TR_EINVAL with a message when a task asks for more GPUs than every connected
+ * worker of its pool has; 0 when it fits or when the pool has no worker yet. */
+int gpus_check_fit(struct sched *s, const struct tr_pipeline_def *def, struct tr_error *err)
+    TR_MUST_CHECK;
+/* What a ready GPU task waits for (a JSON string), or NULL. */
+json_t *gpus_waiting_json(struct inst *in);
+json_t *gpus_worker_json(const struct worker *w);
+int gpus_metrics(struct sched *s, struct tr_buf *b) TR_MUST_CHECK;
 
 /* workers.c */
 int workers_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;

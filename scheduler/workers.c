@@ -42,6 +42,7 @@ void worker_inflight_del(struct worker *w, struct inst *in)
         w->tail = in->wprev;
     in->wprev = in->wnext = NULL;
     w->inflight--;
+    gpus_release(w, in);
     if (in->on_slot) {
         in->on_slot = false;
         w->running--;
@@ -65,6 +66,7 @@ static void worker_free(struct worker *w)
     if (w == NULL)
         return;
     json_decref(w->labels);
+    tr_free(w->dev);
     tr_free(w->version);
     tr_free(w->id);
     tr_free(w);
@@ -119,6 +121,7 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
     w->connected_at = w->last_seen = tr_now();
     w->last_seen_ns = tr_mono_ns();
     w->pool = pool_get(s, h->pool.p, h->pool.len);
+    gpus_worker_hello(w, h);
     for (uint32_t i = 0; w->labels && i < h->n_labels; i++) {
         char *k = tr_strndup(h->labels[i].key.p, h->labels[i].key.len);
         json_t *v = json_stringn(h->labels[i].value.p, h->labels[i].value.len);
@@ -234,6 +237,7 @@ static void on_frame(void *arg, const void *ident, size_t ident_len, const void 
     w->last_seen_ns = tr_mono_ns();
     switch (m.type) {
     case TR_MSG_HEARTBEAT:
+        gpus_worker_heartbeat(w, &m.u.heartbeat);
         break;
     case TR_MSG_RESULT:
         sched_on_result(s, w, &m.u.result);
@@ -385,6 +389,7 @@ void workers_close(struct sched *s)
     struct pool *p;
     while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
         tr_free(p->heap);
+        tr_free(p->gheap);
         tr_free(p->workers);
         tr_free(p->name);
         tr_free(p);
