@@ -67,6 +67,11 @@ struct proc
     int64_t exit_status;
     int term_signal;
     double grace_s;
+    double timeout_s;
+    bool spawn_tried;        /* uv_spawn was called: the process handle needs closing */
+    int spawn_rc;            /* its error, reported by the continuation */
+    uv_stdio_container_t stdio[3];
+    uv_process_options_t po; /* strings anchored on the yielded coroutine's stack */
 };
 
 /* Sends sig to the process's group; the group may be gone already. */
@@ -100,7 +105,8 @@ static void close_all(struct proc *p)
     close_one(p, (uv_handle_t *)&p->err.pipe);
     if (p->has_stdin)
         close_one(p, (uv_handle_t *)&p->in);
-    close_one(p, (uv_handle_t *)&p->handle);
+    if (p->spawn_tried)
+        close_one(p, (uv_handle_t *)&p->handle);
 }
 
 /* Everything is in: resume the task (which reads the result) and close. */
@@ -223,11 +229,82 @@ static void on_written(uv_write_t *req, int status)
         uv_close((uv_handle_t *)&p->in, on_closed); /* EOF for the program */
 }
 
+/*
+ * uv_spawn waits until the child has exec'd (to report a missing program),
+ * about 2 ms here: a hundred tasks starting programs in one loop turn would
+ * stall the loop for a fifth of a second. So each turn spawns for at most
+ * SPAWN_BUDGET_NS; later calls wait for a following turn on their timer.
+ * uv_now changes once per loop iteration (and when a task updates it), which
+ * is what "turn" means here.
+ */
+#define SPAWN_BUDGET_NS (5 * 1000 * 1000)
+
+static _Thread_local uint64_t turn_now = UINT64_MAX;
+static _Thread_local uint64_t turn_spent_ns;
+
+static bool spawn_budget_left(uv_loop_t *loop)
+{
+    uint64_t now = uv_now(loop);
+    if (now != turn_now) {
+        turn_now = now;
+        turn_spent_ns = 0;
+    }
+    return turn_spent_ns < SPAWN_BUDGET_NS;
+}
+
+/* Starts the program and its I/O; 0 or a libuv error (the handle then needs closing only). */
+static int spawn(struct proc *p)
+{
+    uv_loop_t *loop = p->timer.loop;
+    uint64_t t0 = uv_hrtime();
+    p->spawn_tried = true;
+    p->open++;
+    int rc = uv_spawn(loop, &p->handle, &p->po);
+    turn_spent_ns += uv_hrtime() - t0;
+    if (rc != 0) {
+        p->spawn_rc = rc;
+        p->exited = true;
+        return rc;
+    }
+    p->pid = p->handle.pid;
+    uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
+    if (p->has_stdin) {
+        uv_buf_t b = uv_buf_init(p->stdin_data, (unsigned)p->stdin_len);
+        p->wreq.data = p;
+        if (uv_write(&p->wreq, (uv_stream_t *)&p->in, &b, 1, on_written) != 0)
+            uv_close((uv_handle_t *)&p->in, on_closed);
+    }
+    if (p->timeout_s > 0)
+        uv_timer_start(&p->timer, on_timeout, (uint64_t)ceil(p->timeout_s * 1000.0), 0);
+    return 0;
+}
+
+/* A deferred start: its turn, or wait another. */
+static void on_spawn_turn(uv_timer_t *h)
+{
+    struct proc *p = h->data;
+    if (!spawn_budget_left(h->loop)) {
+        uv_timer_start(&p->timer, on_spawn_turn, 1, 0);
+        return;
+    }
+    if (spawn(p) != 0) {
+        /* The continuation raises the error; nothing to read. */
+        p->out.eof = p->err.eof = true;
+        maybe_done(p);
+    }
+}
+
 /* The task was stopped (timeout, CANCEL, worker stopping): detach and end the group. */
 static void exec_cancel(struct tr_task *t, void *op)
 {
     struct proc *p = op;
     p->task = NULL;
+    if (!p->spawn_tried) { /* still waiting for its turn to start */
+        p->resumed = true;
+        close_all(p);
+        return;
+    }
     if (p->exited) {
         /* Only the output's EOF is missing: the group is already being killed. */
         return;
@@ -239,6 +316,9 @@ static void exec_cancel(struct tr_task *t, void *op)
 static int exec_done(lua_State *L, int status, lua_KContext kctx)
 {
     struct proc *p = (struct proc *)kctx;
+    if (p->spawn_rc != 0)
+        return luaL_error(L, "trellis.exec: cannot start '%s': %s", p->po.file,
+                          uv_strerror(p->spawn_rc));
     lua_createtable(L, 0, 7);
     int sig = p->term_signal;
     lua_pushinteger(L, sig ? 128 + sig : (lua_Integer)p->exit_status);
@@ -460,13 +540,14 @@ int tr_lua_exec(lua_State *L)
         p->stdin_len = in_len;
     }
     p->handle.data = p->timer.data = p->out.pipe.data = p->err.pipe.data = p->in.data = p;
-    uv_stdio_container_t stdio[3] = {
-        {.flags = p->has_stdin ? UV_CREATE_PIPE | UV_READABLE_PIPE : UV_IGNORE,
-         .data.stream = (uv_stream_t *)&p->in},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out.pipe},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->err.pipe},
-    };
-    uv_process_options_t po = {
+    p->stdio[0] = (uv_stdio_container_t){
+        .flags = p->has_stdin ? UV_CREATE_PIPE | UV_READABLE_PIPE : UV_IGNORE,
+        .data.stream = (uv_stream_t *)&p->in};
+    p->stdio[1] = (uv_stdio_container_t){.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+                                         .data.stream = (uv_stream_t *)&p->out.pipe};
+    p->stdio[2] = (uv_stdio_container_t){.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+                                         .data.stream = (uv_stream_t *)&p->err.pipe};
+    p->po = (uv_process_options_t){
         .exit_cb = on_proc_exit,
         .file = argv[0],
         .args = (char **)argv,
@@ -474,28 +555,20 @@ int tr_lua_exec(lua_State *L)
         .cwd = cwd,
         .flags = UV_PROCESS_DETACHED, /* setsid: it leads its own process group */
         .stdio_count = 3,
-        .stdio = stdio,
+        .stdio = p->stdio,
     };
-    int rc = uv_spawn(loop, &p->handle, &po);
-    if (rc != 0) {
-        /* The process handle must be closed even after a failed spawn. */
-        p->exited = true;
-        p->open++;
-        p->task = NULL;
-        close_all(p);
-        return luaL_error(L, "trellis.exec: cannot start '%s': %s", argv[0], uv_strerror(rc));
+    p->timeout_s = timeout;
+    if (spawn_budget_left(loop)) {
+        int rc = spawn(p);
+        if (rc != 0) {
+            p->task = NULL;
+            p->resumed = true;
+            close_all(p);
+            return luaL_error(L, "trellis.exec: cannot start '%s': %s", argv[0],
+                              uv_strerror(rc));
+        }
+    } else {
+        uv_timer_start(&p->timer, on_spawn_turn, 1, 0);
     }
-    p->open++;
-    p->pid = p->handle.pid;
-    uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
-    uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
-    if (p->has_stdin) {
-        uv_buf_t b = uv_buf_init(p->stdin_data, (unsigned)p->stdin_len);
-        p->wreq.data = p;
-        if (uv_write(&p->wreq, (uv_stream_t *)&p->in, &b, 1, on_written) != 0)
-            uv_close((uv_handle_t *)&p->in, on_closed);
-    }
-    if (timeout > 0)
-        uv_timer_start(&p->timer, on_timeout, (uint64_t)ceil(timeout * 1000.0), 0);
     return tr_task_yield(L, t, p, exec_cancel, (lua_KContext)p, exec_done);
 }
