@@ -519,9 +519,8 @@ static const char *check_gpus(const char *v)
 {
     if (strcmp(v, "auto") == 0)
         return NULL;
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    return v[0] < '0' || v[0] > '9' || *end != '\0' || n > 64 ? "not 'auto' nor 0 to 64" : NULL;
+    uint32_t n;
+    return tr_parse_u32(v, 0, 64, &n) < 0 ? "not 'auto' nor 0 to 64" : NULL;
 }
 
 #define ARG(field) .off = offsetof(struct dev_args, field)

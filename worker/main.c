@@ -70,11 +70,8 @@ static const char *check_gpus(const char *v)
 {
     if (strcmp(v, "auto") == 0)
         return NULL;
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    return v[0] < '0' || v[0] > '9' || *end != '\0' || n > GPUS_MAX
-               ? "not a number from 0 to 64 nor 'auto'"
-               : NULL;
+    uint32_t n;
+    return tr_parse_u32(v, 0, GPUS_MAX, &n) < 0 ? "not a number from 0 to 64 nor 'auto'" : NULL;
 }
 
 static const char *check_label(const char *v)
@@ -162,7 +159,9 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
     cfg->pool = o->pool;
     cfg->slots = o->slots;
     cfg->gpus_auto = strcmp(o->gpus, "auto") == 0;
-    cfg->gpus = cfg->gpus_auto ? 0 : (uint32_t)strtoul(o->gpus, NULL, 10);
+    cfg->gpus = 0;
+    if (!cfg->gpus_auto && tr_parse_u32(o->gpus, 0, GPUS_MAX, &cfg->gpus) < 0)
+        return false; /* check_gpus refused it already */
     cfg->lua_mem_max = (size_t)o->lua_mem_mb << 20;
     cfg->heartbeat_ms = o->heartbeat_ms;
     if ((o->curve_key == NULL) != (o->curve_server == NULL)) {
