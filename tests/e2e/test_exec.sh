@@ -74,14 +74,6 @@ assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "a program that cannot
 rid=$(echo "$out" | json_get 'j["run_id"]')
 assert_contains "$(api_get "/v1/runs/$rid/tasks")" "cannot start '/no/such/program'" "with the reason"
 
-# Worker shutdown ends running processes too.
-rm -f "$D/child" "$D/grandchild"
-id=$(submit "$P/exec.lua" "{\"case\": \"cancel\", \"dir\": \"$D\"}")
-wait_for 20 test -s "$D/grandchild" || fail "the shutdown case did not start"
-child=$(cat "$D/child"); grandchild=$(cat "$D/grandchild")
-api_post "/v1/runs/$id/cancel" '{}' >/dev/null
-wait_run "$id" 30 >/dev/null
-
 # 100 processes at once on one worker.
 id=$(submit "$P/exec_many.lua" '{"n": 100, "probe_s": 3}')
 out=$(wait_run "$id" 120)
@@ -106,4 +98,16 @@ ok "the loop kept turning (stall under a second, on a busy machine)"
 ok "heartbeats kept flowing"
 no_zombies || fail "zombies after 100 processes"
 ok "no zombie after 100 processes"
+
+# Worker shutdown ends running processes too (TERM is ignored: KILL after the grace).
+rm -f "$D/child" "$D/grandchild"
+id=$(submit "$P/exec.lua" "{\"case\": \"cancel\", \"dir\": \"$D\"}")
+wait_for 20 test -s "$D/grandchild" || fail "the shutdown case did not start"
+child=$(cat "$D/child"); grandchild=$(cat "$D/grandchild")
+kill -TERM "$CPU_PID"
+wait_for 20 bash -c "! kill -0 $CPU_PID" || fail "the worker did not stop"
+wait_for 10 gone "$child" || fail "the child outlived the worker"
+wait_for 10 gone "$grandchild" || fail "the grandchild outlived the worker"
+ok "a stopping worker ends its programs' groups, then exits"
+grep -q "loop closed with handles still open" "$TMP/worker-cpu.log" && fail "the worker left handles open"
 echo "1 passed, 0 failed"
