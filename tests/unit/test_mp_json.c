@@ -221,6 +221,17 @@ static void test_hostile_bytes(void **state)
     deep[33] = (char)0xc0;
     assert_null(tr_mp_bytes_to_json(deep, 34, &err));
     assert_int_equal(err.code, TR_ELIMIT);
+    /* An empty container is a level too (found by tests/fuzz/fuzz_mp_json.c:
+     * it used to pass the check and fail the conversion as out of memory). */
+    memset(deep, 0x91, 32);
+    deep[32] = (char)0x90;
+    tr_error_init(&err);
+    assert_null(tr_mp_bytes_to_json(deep, 33, &err));
+    assert_int_equal(err.code, TR_ELIMIT);
+    deep[31] = (char)0x90;
+    json_t *ok = tr_mp_bytes_to_json(deep, 32, &err);
+    assert_non_null(ok);
+    json_decref(ok);
 }
 
 int main(void)
