@@ -29,6 +29,7 @@
 #include "lib/base/log.h"
 #include "lib/http/http_server.h"
 #include "lib/wire/mp_json.h"
+#include "tests/fuzz/json_same.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -99,7 +100,7 @@ static void check_params(const json_t *params)
         struct tr_error err;
         tr_error_init(&err);
         json_t *back = tr_mp_bytes_to_json(sb.data, sb.size, &err);
-        if (back == NULL || !json_equal(back, params))
+        if (back == NULL || !json_same(back, params))
             abort();
         json_decref(back);
     }

@@ -41,6 +41,6 @@ set +e
 rc=$?
 set -e
 echo "run.sh: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$log" >&2
-grep -E '^#[0-9]+ +(INITED|DONE)' "$log" | tail -2 >&2 || true
+grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' "$log" | tail -2 >&2 || true
 grep -E 'stat::' "$log" >&2 || true
 exit $rc
