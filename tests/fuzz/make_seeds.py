@@ -125,6 +125,7 @@ mpj = [
     ("json-dupkeys", '{"a": 1, "a": 2}'),
     ("json-string", '"caf\u00e9"'),
     ("map32-huge", b"\xdf\xff\xff\xff\xff"),
+    ("keys-nested", b"\x81" * 30 + b"\xa1a" + b"\xc0" * 30),
 ]
 put("mp_json", mpj)
 
