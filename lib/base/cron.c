@@ -81,15 +81,15 @@ static int parse_field(const char *expr, int fi, const char *s, const char *e, u
                 hi = read_value(f, &p);
             }
             if (lo < 0 || hi < 0)
-                return tr_error_set(err, TR_EINVAL, "cron '%s': %s: '%.*s' is not a number%s",
+                return tr_error_set(err, TR_ECRON, "cron '%s': %s: '%.*s' is not a number%s",
                                     expr, f->name, (int)(end - s), s,
                                     f->names ? " or a name" : "");
             if (lo < f->lo || hi > f->hi || lo > f->hi || hi < f->lo)
-                return tr_error_set(err, TR_EINVAL, "cron '%s': %s '%.*s' out of range %d-%d",
+                return tr_error_set(err, TR_ECRON, "cron '%s': %s '%.*s' out of range %d-%d",
                                     expr, f->name, (int)(end - s), s, f->lo,
                                     fi == 4 ? 6 : f->hi);
             if (lo > hi)
-                return tr_error_set(err, TR_EINVAL, "cron '%s': %s range '%.*s' runs backwards",
+                return tr_error_set(err, TR_ECRON, "cron '%s': %s range '%.*s' runs backwards",
                                     expr, f->name, (int)(end - s), s);
         }
         if (p < end && *p == '/') {
@@ -99,20 +99,20 @@ static int parse_field(const char *expr, int fi, const char *s, const char *e, u
             while (q < end && isdigit((unsigned char)*q) && step < 1000)
                 step = step * 10 + (*q++ - '0');
             if (q == p || step == 0)
-                return tr_error_set(err, TR_EINVAL, "cron '%s': %s: bad step in '%.*s'", expr,
+                return tr_error_set(err, TR_ECRON, "cron '%s': %s: bad step in '%.*s'", expr,
                                     f->name, (int)(end - s), s);
             p = q;
             if (lo == hi && s[0] != '*')
                 hi = f->hi; /* "5/15" means 5-max/15, as Vixie cron reads it */
         }
         if (p != end)
-            return tr_error_set(err, TR_EINVAL, "cron '%s': %s: cannot read '%.*s'", expr,
+            return tr_error_set(err, TR_ECRON, "cron '%s': %s: cannot read '%.*s'", expr,
                                 f->name, (int)(end - s), s);
         for (int v = lo; v <= hi; v += step)
             *bits |= 1ull << (fi == 4 && v == 7 ? 0 : v);
         s = comma ? comma + 1 : e;
         if (comma && s == e)
-            return tr_error_set(err, TR_EINVAL, "cron '%s': %s ends with ','", expr, f->name);
+            return tr_error_set(err, TR_ECRON, "cron '%s': %s ends with ','", expr, f->name);
     }
     return 0;
 }
@@ -121,9 +121,9 @@ int tr_cron_parse(const char *expr, struct tr_cron *out, struct tr_error *err)
 {
     memset(out, 0, sizeof(*out));
     if (expr == NULL)
-        return tr_error_set(err, TR_EINVAL, "cron expression missing");
+        return tr_error_set(err, TR_ECRON, "cron expression missing");
     if (strlen(expr) > 256)
-        return tr_error_set(err, TR_EINVAL, "cron expression longer than 256 bytes");
+        return tr_error_set(err, TR_ECRON, "cron expression longer than 256 bytes");
     const char *p = expr;
     uint64_t bits[5];
     int n = 0;
@@ -136,7 +136,7 @@ int tr_cron_parse(const char *expr, struct tr_cron *out, struct tr_error *err)
         while (*p != '\0' && *p != ' ' && *p != '\t')
             p++;
         if (n == 5)
-            return tr_error_set(err, TR_EINVAL, "cron '%s': more than five fields", expr);
+            return tr_error_set(err, TR_ECRON, "cron '%s': more than five fields", expr);
         if (n == 2)
             out->mday_star = *s == '*';
         if (n == 4)
@@ -147,7 +147,7 @@ int tr_cron_parse(const char *expr, struct tr_cron *out, struct tr_error *err)
         n++;
     }
     if (n != 5)
-        return tr_error_set(err, TR_EINVAL, "cron '%s': %d field%s, not five (minute hour "
+        return tr_error_set(err, TR_ECRON, "cron '%s': %d field%s, not five (minute hour "
                             "day-of-month month day-of-week)", expr, n, n == 1 ? "" : "s");
     out->minutes = bits[0];
     out->hours = (uint32_t)bits[1];

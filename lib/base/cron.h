@@ -28,7 +28,7 @@ struct tr_cron
 };
 
 /*
- * Parses expr into *out. Returns 0, or TR_EINVAL with err saying which
+ * Parses expr into *out. Returns 0, or TR_ECRON with err saying which
  * field and why ("cron '0 25 * * *': hour 25 out of range 0-23").
  */
 int tr_cron_parse(const char *expr, struct tr_cron *out, struct tr_error *err) TR_MUST_CHECK;

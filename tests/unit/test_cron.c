@@ -93,13 +93,13 @@ static void test_refused(void **state)
         struct tr_error err;
         tr_error_init(&err);
         int rc = tr_cron_parse(bad[i], &cr, &err);
-        if (rc != TR_EINVAL || err.msg[0] == '\0')
+        if (rc != TR_ECRON || err.msg[0] == '\0')
             fail_msg("'%s' was not refused with a message (rc %d)", bad[i], rc);
     }
     struct tr_cron cr;
     struct tr_error err;
     tr_error_init(&err);
-    assert_int_equal(tr_cron_parse("0 25 * * *", &cr, &err), TR_EINVAL);
+    assert_int_equal(tr_cron_parse("0 25 * * *", &cr, &err), TR_ECRON);
     assert_non_null(strstr(err.msg, "hour"));
 }
 
