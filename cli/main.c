@@ -81,6 +81,8 @@ static const struct tr_cli_cmd commands[] = {
     {"models", tr_cmd_models,
      "[NAME | history NAME | promote NAME ALIAS VERSION [--reason TEXT] [--user NAME]]",
      "list the model registry, a model's versions, its alias history; move an alias", NULL},
+    {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
+     "list declared triggers with their state; what a trigger fired", NULL},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command", NULL},
     {"version", cmd_version, "", "print the version", NULL},
 };

@@ -10,6 +10,7 @@
  */
 #include "scheduler/api_int.h"
 #include "scheduler/feedback.h"
+#include "scheduler/triggers.h"
 
 #include <math.h>
 
@@ -374,6 +375,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/readyz", leader_h_readyz},
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
+    TRG_ROUTES,
     {NULL, NULL, NULL},
 };
 

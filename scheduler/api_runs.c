@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "lib/wire/mp_json.h"
+#include "scheduler/triggers.h"
 
 /* ====================================================================== */
 /* Runs                                                                    */
@@ -65,6 +66,11 @@ static void finish_register(struct sched *s, struct pipeline_entry *pe, struct t
         return;
     }
     s->dirty_pipes[s->n_dirty_pipes++] = rec;
+    /* Its triggers are written with it, in the same commit. */
+    if (trg_register(s, def) < 0) {
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
     /* The source is stored with it, so that runs by name and restarts find it. */
     if (!pe->stored) {
         if (s->n_dirty_sources == s->cap_dirty_sources) {
@@ -117,6 +123,8 @@ static void on_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_erro
         } else if (s->commit_failing) {
             tr_http_respond_error(c->req, 503, "unavailable",
                                   "the state backend is not taking writes; try again");
+        } else if (!trg_check(s, pe->def, c->req)) {
+            /* answered: a trigger's run names no registered pipeline */
         } else if (c->register_only) {
             finish_register(s, pe, c->req);
         } else {

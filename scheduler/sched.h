@@ -373,6 +373,7 @@ struct sched
     /* High availability (leader.c) */
     struct leader *ha;        /* election state; never NULL between sched_init and close */
     struct fb_loop *fb;       /* the feedback loop (feedback.h) */
+    struct trg_loop *trg;     /* triggers (triggers.h) */
     int exit_code;            /* the process's exit status once the loop stops */
 };
 

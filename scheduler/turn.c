@@ -5,6 +5,7 @@
 #include "scheduler/sched.h"
 #include "scheduler/feedback.h"
 #include "scheduler/sandbox.h"
+#include "scheduler/triggers.h"
 
 #include <zmq.h>
 
@@ -52,7 +53,7 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
 static bool have_dirty(struct sched *s)
 {
     return s->n_dirty_insts || s->n_dirty_runs || s->n_dirty_pipes || s->n_dirty_sources ||
-           s->n_dirty_cache || fb_have_dirty(s);
+           s->n_dirty_cache || fb_have_dirty(s) || trg_have_dirty(s);
 }
 
 /* One transaction with everything this turn changed. */
@@ -87,6 +88,8 @@ static int commit_batch(struct sched *s)
     if (rc == 0)
         rc = fb_put_dirty(s);
     if (rc == 0)
+        rc = trg_put_dirty(s); /* firings with the runs they start: one transaction */
+    if (rc == 0)
         rc = tr_state_commit(s->state, &err);
     else
         tr_state_rollback(s->state);
@@ -119,6 +122,7 @@ static int commit_batch(struct sched *s)
     }
     s->n_dirty_insts = s->n_dirty_runs = s->n_dirty_pipes = 0;
     s->n_dirty_sources = s->n_dirty_cache = 0;
+    trg_committed(s);
     return 0;
 }
 
@@ -267,6 +271,8 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     int rc = tr_state_open(cfg->state_url, &s->state, err);
     if (rc == 0)
         rc = fb_open(s, err);
+    if (rc == 0)
+        rc = trg_open(s, err);
     if (rc < 0)
         return rc;
 
@@ -327,6 +333,8 @@ int sched_lead(struct sched *s, struct tr_error *err)
     if (rc < 0)
         return rc;
     rc = workers_init(s, err);
+    if (rc == 0)
+        rc = trg_lead(s, err);
     if (rc < 0)
         return rc;
     tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)s->epoch,
@@ -355,6 +363,7 @@ void sched_close(struct sched *s)
     sandbox_close(s->sandbox);
     s->sandbox = NULL;
     recover_close(s);
+    trg_close(s);
     workers_close(s);
     leader_close(s);
     size_t it = 0;
