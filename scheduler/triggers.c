@@ -26,7 +26,7 @@
  *
  * Loop thread only.
  */
-#include "scheduler/triggers.h"
+#include "scheduler/triggers_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -39,62 +39,6 @@
 
 #define TICK_MS 1000u       /* cron resolution is a minute; a second is ample */
 #define TICK_TEST_MS 50u    /* with the test clock, which jumps */
-
-struct trg
-{
-    char *key;                /* "pipeline\x1ftrigger", owned; the map's key */
-    char *pipeline;           /* the declaring pipeline */
-    char *name;
-    /* The declaration */
-    uint8_t on;               /* enum tr_trigger_on */
-    bool has_when;
-    char *run;                /* "pipeline[@version]" */
-    char *params_json;        /* a JSON object */
-    double cooldown;
-    char *cron;               /* NULL unless schedule */
-    struct tr_cron cr;
-    char digest[65];          /* the declaring source, where `when` is read from */
-    char *version;
-    /* Durable state */
-    int last;                 /* -1 never evaluated, 0 false (armed), 1 true */
-    double fired_at;          /* 0: never */
-    uint64_t fired;           /* firings so far */
-    uint64_t suppressed;      /* crossings inside the cooldown, not fired */
-    double next_due;          /* schedule: the next cron time not fired yet */
-    char *error;              /* NULL, or why it is disabled */
-    char *last_run;           /* the run of the last firing */
-    bool removed;             /* the pipeline's newest version no longer declares it */
-    /* Run time */
-    bool dirty;               /* its state row goes into the next batch */
-    bool in_flight;           /* an evaluation is in a sandbox process */
-    bool again;               /* the statistics changed meanwhile */
-    bool firing;              /* its run's pipeline is being read */
-    uint64_t seen_fb, seen_lq, seen_ll; /* the counts its last evaluation saw */
-    char *src;                /* the declaring source, read once (owned) */
-    size_t src_len;
-};
-
-struct firing
-{
-    struct trg *t;
-    double at;
-    char run_id[40];
-    char *stats;              /* JSON text (owned) */
-};
-
-struct trg_loop
-{
-    struct tr_hmap map;       /* key -> struct trg */
-    struct trg **all;         /* in creation order */
-    size_t n_all, cap_all;
-    struct firing *firings;   /* the turn's firings, for the commit */
-    size_t n_firings, cap_firings;
-    char **changed;           /* pipelines whose statistics the batch changes */
-    size_t n_changed, cap_changed;
-    uv_timer_t tick;          /* schedule triggers */
-    char *clock_file;         /* TRG_CLOCK_ENV, or NULL */
-    uint64_t gen;             /* bumped when memory is rebuilt; stale answers are dropped */
-};
 
 /* An evaluation in flight. */
 struct eval_ctx
@@ -115,13 +59,9 @@ struct fire_ctx
     char *stats;
 };
 
-static struct trg_loop *loop_of(const struct sched *s)
-{
-    return s->trg;
-}
 
 /* "Now" for triggers: the wall clock, or the test clock's file. */
-static double trg_now(struct trg_loop *l)
+double trg_now(struct trg_loop *l)
 {
     if (l->clock_file == NULL)
         return tr_now();
@@ -168,7 +108,7 @@ static char *make_key(const char *pipeline, const char *name)
     return k;
 }
 
-static struct trg *trg_find(struct trg_loop *l, const char *pipeline, const char *name)
+struct trg *trg_find(struct trg_loop *l, const char *pipeline, const char *name)
 {
     char *k = make_key(pipeline, name);
     struct trg *t = k ? tr_hmap_gets(&l->map, k) : NULL;
@@ -957,125 +897,4 @@ int trg_lead(struct sched *s, struct tr_error *err)
         uv_timer_start(&l->tick, on_tick, 0, l->clock_file ? TICK_TEST_MS : TICK_MS);
     }
     return 0;
-}
-
-/* ====================================================================== */
-/* API                                                                     */
-/* ====================================================================== */
-
-static int cmp_trg(const void *a, const void *b)
-{
-    const struct trg *x = *(struct trg *const *)a, *y = *(struct trg *const *)b;
-    int c = strcmp(x->pipeline, y->pipeline);
-    return c ? c : strcmp(x->name, y->name);
-}
-
-static const char *state_name(const struct trg *t, double now)
-{
-    if (t->error != NULL)
-        return "disabled";
-    if (t->fired > 0 && now - t->fired_at < t->cooldown)
-        return "cooling";
-    if (t->on == TR_TRIGGER_SCHEDULE)
-        return "scheduled";
-    if (t->last == 1)
-        return "fired";
-    return "armed";
-}
-
-static json_t *trg_json(const struct trg *t, double now)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "pipeline", json_string(t->pipeline));
-    json_object_set_new(o, "name", json_string(t->name));
-    json_object_set_new(o, "on", json_string(tr_trigger_on_names[t->on]));
-    json_object_set_new(o, "run", json_string(t->run ? t->run : ""));
-    json_t *params = t->params_json ? json_loads(t->params_json, 0, NULL) : NULL;
-    json_object_set_new(o, "params", params ? params : json_object());
-    json_object_set_new(o, "cooldown", json_real(t->cooldown));
-    json_object_set_new(o, "cron", t->cron ? json_string(t->cron) : json_null());
-    json_object_set_new(o, "version", json_string(t->version ? t->version : ""));
-    json_object_set_new(o, "state", json_string(state_name(t, now)));
-    json_object_set_new(o, "last_value", t->last < 0 ? json_null() : json_boolean(t->last));
-    json_object_set_new(o, "firings", json_integer((json_int_t)t->fired));
-    json_object_set_new(o, "suppressed", json_integer((json_int_t)t->suppressed));
-    json_object_set_new(o, "last_fired_at", t->fired_at > 0 ? json_time(t->fired_at)
-                                                            : json_null());
-    json_object_set_new(o, "last_run_id", t->last_run ? json_string(t->last_run) : json_null());
-    json_object_set_new(o, "next_fire_at", t->next_due > 0 && t->on == TR_TRIGGER_SCHEDULE
-                                               ? json_time(t->next_due) : json_null());
-    json_object_set_new(o, "error", t->error ? json_string(t->error) : json_null());
-    return o;
-}
-
-void h_triggers_list(struct tr_http_req *req, void *arg)
-{
-    struct sched *s = arg;
-    struct trg_loop *l = loop_of(s);
-    char pipeline[FB_NAME_MAX * 2] = "";
-    bool one = tr_http_req_query(req, "pipeline", pipeline, sizeof(pipeline));
-    struct trg **v = tr_reallocarray(NULL, l->n_all ? l->n_all : 1, sizeof(*v));
-    if (v == NULL) {
-        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
-        return;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < l->n_all; i++) {
-        if (!l->all[i]->removed && (!one || strcmp(l->all[i]->pipeline, pipeline) == 0))
-            v[n++] = l->all[i];
-    }
-    qsort(v, n, sizeof(*v), cmp_trg);
-    json_t *arr = json_array();
-    double now = trg_now(l);
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, trg_json(v[i], now));
-    tr_free(v);
-    json_t *o = json_object();
-    json_object_set_new(o, "triggers", arr);
-    /* A state change not durable yet is shown once it is. */
-    if (trg_have_dirty(s))
-        fb_queue_reply(s, req, 200, o);
-    else
-        fb_respond(req, 200, o);
-}
-
-static int firing_json(const struct tr_firing_rec *r, void *arg)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "fired_at", json_time(r->fired_at));
-    json_object_set_new(o, "run_id", r->run_id ? json_string(r->run_id) : json_null());
-    json_object_set_new(o, "stats", fb_json_or_null(r->stats_json));
-    json_array_append_new(arg, o);
-    return 0;
-}
-
-void h_trigger_firings(struct tr_http_req *req, void *arg)
-{
-    struct sched *s = arg;
-    char pipeline[FB_NAME_MAX * 2], name[FB_NAME_MAX * 2];
-    uint32_t limit;
-    if (!fb_param(req, "pipeline", pipeline, sizeof(pipeline), "pipeline") ||
-        !fb_param(req, "trigger", name, sizeof(name), "trigger") || !fb_limit(req, &limit))
-        return;
-    struct trg *t = trg_find(loop_of(s), pipeline, name);
-    json_t *arr = json_array();
-    int rc = tr_state_list_firings(s->state, pipeline, name, limit, firing_json, arr);
-    if (rc < 0) {
-        json_decref(arr);
-        fb_state_error(req, rc);
-        return;
-    }
-    if (t == NULL && json_array_size(arr) == 0) {
-        json_decref(arr);
-        tr_http_respond_error(req, 404, "not_found", "no such trigger");
-        return;
-    }
-    json_t *o = json_object();
-    json_object_set_new(o, "pipeline", json_string(pipeline));
-    json_object_set_new(o, "trigger", json_string(name));
-    json_object_set_new(o, "firings", arr);
-    if (trg_have_dirty(s))
-        fb_queue_reply(s, req, 200, o);
-    else
-        fb_respond(req, 200, o);
 }
