@@ -5,6 +5,7 @@
  */
 #include "cli/cli.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -111,36 +112,42 @@ static int list_firings(struct tr_cli *cli, const char *pipeline, const char *tr
     return TR_EXIT_OK;
 }
 
+struct triggers_opts
+{
+    char *pipeline; /* --pipeline */
+};
+
+static const struct tr_flag triggers_flags[] = {
+    {"pipeline", 0, TR_FLAG_STR, .off = offsetof(struct triggers_opts, pipeline), .arg = "P",
+     .help = "only the triggers of pipeline P"},
+};
+
+static int list_triggers(struct tr_cli *cli, const char *pipeline, bool json_out);
+
 int tr_cmd_triggers(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_PIPELINE = TR_OPT_FIRST_LOCAL
-    };
-    static const struct option opts[] = {
-        {"pipeline", required_argument, NULL, OPT_PIPELINE},
-        {NULL, 0, NULL, 0},
-    };
-    const char *pipeline = NULL;
+    struct triggers_opts o = {0};
     bool json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON)
-            json_out = true;
-        else if (opt == OPT_PIPELINE)
-            pipeline = optarg;
+    int code = tr_cli_parse(cli, argc, argv, triggers_flags, TR_ARRAY_LEN(triggers_flags), &o,
+                            0, 3, "", &json_out);
+    if (code < 0) {
+        if (cli->n_args > 0 && strcmp(argv[1], "firings") == 0) {
+            if (cli->n_args != 3)
+                code = tr_cli_usage_error(cli, "firings wants PIPELINE TRIGGER");
+            else
+                code = list_firings(cli, argv[2], argv[3], json_out);
+        } else if (cli->n_args > 0) {
+            code = tr_cli_usage_error(cli, "unexpected '%s'", argv[1]);
+        } else {
+            code = list_triggers(cli, o.pipeline, json_out);
+        }
     }
-    if (optind < argc && strcmp(argv[optind], "firings") == 0) {
-        if (!tr_cli_operands(cli, argc, argv, 3, 3, "firings PIPELINE TRIGGER"))
-            return cli->exit_code;
-        return list_firings(cli, argv[optind + 1], argv[optind + 2], json_out);
-    }
-    if (!tr_cli_operands(cli, argc, argv, 0, 0, ""))
-        return cli->exit_code;
+    tr_cli_flags_release(triggers_flags, TR_ARRAY_LEN(triggers_flags), &o);
+    return code;
+}
+
+static int list_triggers(struct tr_cli *cli, const char *pipeline, bool json_out)
+{
     char *path = pipeline ? tr_cli_path("/v1/triggers?pipeline=", pipeline, "")
                           : tr_strdup("/v1/triggers");
     if (path == NULL) {
