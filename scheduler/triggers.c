@@ -116,8 +116,7 @@ struct trg *trg_find(struct trg_loop *l, const char *pipeline, const char *name)
     return t;
 }
 
-/* A new trigger in memory, or NULL when out of memory. */
-static struct trg *trg_add(struct trg_loop *l, const char *pipeline, const char *name)
+struct trg *trg_add(struct trg_loop *l, const char *pipeline, const char *name)
 {
     struct trg *t = tr_calloc(1, sizeof(*t));
     if (t == NULL)
@@ -196,92 +195,6 @@ void trg_close(struct sched *s)
     l->tick.data = l;
     uv_close((uv_handle_t *)&l->tick, on_tick_closed);
     s->trg = NULL;
-}
-
-/* ====================================================================== */
-/* The state row                                                           */
-/* ====================================================================== */
-
-static json_t *num_or_null(double v)
-{
-    return v > 0 ? json_real(v) : json_null();
-}
-
-/* The row: declaration and durable state. NULL when out of memory. */
-static char *row_json(const struct trg *t)
-{
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
-    json_t *params = t->params_json ? json_loads(t->params_json, 0, NULL) : NULL;
-    json_object_set_new(o, "on", json_string(tr_trigger_on_names[t->on]));
-    json_object_set_new(o, "when", json_boolean(t->has_when));
-    json_object_set_new(o, "run", json_string(t->run ? t->run : ""));
-    json_object_set_new(o, "params", params ? params : json_object());
-    json_object_set_new(o, "cooldown", json_real(t->cooldown));
-    json_object_set_new(o, "cron", t->cron ? json_string(t->cron) : json_null());
-    json_object_set_new(o, "digest", json_string(t->digest));
-    json_object_set_new(o, "version", json_string(t->version ? t->version : ""));
-    json_object_set_new(o, "last", json_integer(t->last));
-    json_object_set_new(o, "fired_at", num_or_null(t->fired_at));
-    json_object_set_new(o, "fired", json_integer((json_int_t)t->fired));
-    json_object_set_new(o, "suppressed", json_integer((json_int_t)t->suppressed));
-    json_object_set_new(o, "next_due", num_or_null(t->next_due));
-    json_object_set_new(o, "error", t->error ? json_string(t->error) : json_null());
-    json_object_set_new(o, "last_run", t->last_run ? json_string(t->last_run) : json_null());
-    json_object_set_new(o, "removed", json_boolean(t->removed));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
-}
-
-static char *dup_member(const json_t *o, const char *k)
-{
-    const char *v = json_string_value(json_object_get(o, k));
-    return v ? tr_strdup(v) : NULL;
-}
-
-static int load_row(const struct tr_trigger_rec *r, void *arg)
-{
-    struct trg_loop *l = arg;
-    json_t *o = json_loads(r->json, 0, NULL);
-    if (o == NULL)
-        return 0; /* a row this build cannot read is skipped, not fatal */
-    struct trg *t = trg_find(l, r->pipeline, r->trigger);
-    if (t == NULL && (t = trg_add(l, r->pipeline, r->trigger)) == NULL) {
-        json_decref(o);
-        return TR_ENOMEM;
-    }
-    const char *on = json_string_value(json_object_get(o, "on"));
-    for (uint8_t i = 0; on != NULL && i < 3; i++) {
-        if (strcmp(on, tr_trigger_on_names[i]) == 0)
-            t->on = i;
-    }
-    t->has_when = json_is_true(json_object_get(o, "when"));
-    t->run = dup_member(o, "run");
-    json_t *params = json_object_get(o, "params");
-    t->params_json = json_dumps(json_is_object(params) ? params : json_object(), JSON_COMPACT);
-    t->cooldown = json_number_value(json_object_get(o, "cooldown"));
-    t->cron = dup_member(o, "cron");
-    const char *d = json_string_value(json_object_get(o, "digest"));
-    snprintf(t->digest, sizeof(t->digest), "%s", d ? d : "");
-    t->version = dup_member(o, "version");
-    t->last = (int)json_integer_value(json_object_get(o, "last"));
-    t->fired_at = json_number_value(json_object_get(o, "fired_at"));
-    t->fired = (uint64_t)json_integer_value(json_object_get(o, "fired"));
-    t->suppressed = (uint64_t)json_integer_value(json_object_get(o, "suppressed"));
-    t->next_due = json_number_value(json_object_get(o, "next_due"));
-    t->error = dup_member(o, "error");
-    t->last_run = dup_member(o, "last_run");
-    t->removed = json_is_true(json_object_get(o, "removed"));
-    json_decref(o);
-    struct tr_error cerr;
-    tr_error_init(&cerr);
-    if (t->cron != NULL && tr_cron_parse(t->cron, &t->cr, &cerr) < 0 && t->error == NULL)
-        t->error = tr_strdup(cerr.msg);
-    if (t->run == NULL || t->params_json == NULL)
-        return TR_ENOMEM;
-    return 0;
 }
 
 /* ====================================================================== */
@@ -526,8 +439,12 @@ static void on_run_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_
     }
     struct trg *t = c->t;
     t->firing = false;
+    if (pe == NULL && err->code == TR_ECANCELED) {
+        fire_ctx_free(c); /* the pool is closing: nothing more is started */
+        return;
+    }
     if (pe == NULL) {
-        if (err->code != TR_ECANCELED) {
+        {
             char why[600];
             snprintf(why, sizeof(why), "cannot read the pipeline of run '%s': %s", t->run,
                      err->msg);
@@ -831,7 +748,7 @@ int trg_put_dirty(struct sched *s)
         struct trg *t = l->all[i];
         if (!t->dirty)
             continue;
-        char *json = row_json(t);
+        char *json = trg_row_json(t);
         struct tr_trigger_rec rec = {.pipeline = t->pipeline, .trigger = t->name, .json = json};
         rc = json ? tr_state_put_trigger(s->state, &rec) : TR_ENOMEM;
         free(json);
@@ -877,7 +794,7 @@ int trg_lead(struct sched *s, struct tr_error *err)
 {
     struct trg_loop *l = loop_of(s);
     forget_all(l);
-    int rc = tr_state_list_triggers(s->state, NULL, load_row, l);
+    int rc = tr_state_list_triggers(s->state, NULL, trg_load_row, l);
     if (rc < 0) {
         forget_all(l);
         return tr_error_set(err, rc, "cannot read the triggers from the state: %s",

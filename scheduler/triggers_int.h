@@ -73,6 +73,12 @@ static inline struct trg_loop *loop_of(const struct sched *s)
 
 /* "Now" for triggers: the wall clock, or the test clock's file (TRG_CLOCK_ENV). */
 double trg_now(struct trg_loop *l);
+/* A new trigger in memory (never evaluated), or NULL when out of memory. */
+struct trg *trg_add(struct trg_loop *l, const char *pipeline, const char *name);
+/* Its state row: declaration and durable state as JSON text (free()), or NULL. */
+char *trg_row_json(const struct trg *t);
+/* tr_state_trigger_fn: a row into memory (arg: the struct trg_loop). */
+int trg_load_row(const struct tr_trigger_rec *r, void *arg);
 /* The trigger (pipeline, name) in memory, or NULL. */
 struct trg *trg_find(struct trg_loop *l, const char *pipeline, const char *name);
 
