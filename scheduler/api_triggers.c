@@ -56,7 +56,7 @@ static json_t *trg_json(const struct trg *t, double now)
 
 void h_triggers_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     struct trg_loop *l = loop_of(s);
     char pipeline[FB_NAME_MAX * 2] = "";
     bool one = tr_http_req_query(req, "pipeline", pipeline, sizeof(pipeline));
@@ -97,7 +97,7 @@ static int firing_json(const struct tr_firing_rec *r, void *arg)
 
 void h_trigger_firings(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char pipeline[FB_NAME_MAX * 2], name[FB_NAME_MAX * 2];
     uint32_t limit;
     if (!fb_param(req, "pipeline", pipeline, sizeof(pipeline), "pipeline") ||

@@ -43,7 +43,7 @@
 /* An evaluation in flight. */
 struct eval_ctx
 {
-    struct sched *s;
+    struct api *s;
     struct trg *t;
     uint64_t gen;
     char *stats;              /* what `when` was given, JSON text */
@@ -52,7 +52,7 @@ struct eval_ctx
 /* A firing whose run's pipeline is being read. */
 struct fire_ctx
 {
-    struct sched *s;
+    struct api *s;
     struct trg *t;
     uint64_t gen;
     double at;
@@ -156,7 +156,7 @@ static void forget_all(struct trg_loop *l)
 
 static void on_tick(uv_timer_t *h);
 
-int trg_open(struct sched *s, struct tr_error *err)
+int trg_open(struct api *s, struct tr_error *err)
 {
     struct trg_loop *l = tr_calloc(1, sizeof(*l));
     if (l == NULL)
@@ -183,7 +183,7 @@ static void on_tick_closed(uv_handle_t *h)
     tr_free(l);
 }
 
-void trg_close(struct sched *s)
+void trg_close(struct api *s)
 {
     struct trg_loop *l = loop_of(s);
     if (l == NULL)
@@ -225,13 +225,13 @@ static int reg_found(const struct tr_pipeline_rec *rec, void *arg)
 }
 
 /* The digest the registered ref points at, from this turn's registrations or the state. */
-static int resolve_ref(struct sched *s, const char *ref, struct reg_find *f)
+static int resolve_ref(struct api *s, const char *ref, struct reg_find *f)
 {
     char name[256];
     const char *version = split_ref(ref, name, sizeof(name));
     f->found = false;
-    for (size_t i = s->n_dirty_pipes; i-- > 0;) {
-        const struct tr_pipeline_rec *p = &s->dirty_pipes[i];
+    for (size_t i = s->batch->n_pipes; i-- > 0;) {
+        const struct tr_pipeline_rec *p = &s->batch->pipes[i];
         if (strcmp(p->name, name) == 0 && (version == NULL || strcmp(p->version, version) == 0))
             return reg_found(p, f);
     }
@@ -239,7 +239,7 @@ static int resolve_ref(struct sched *s, const char *ref, struct reg_find *f)
     return rc == TR_ENOENT ? 0 : rc;
 }
 
-bool trg_check(struct sched *s, const struct tr_pipeline_def *def, struct tr_http_req *req)
+bool trg_check(struct api *s, const struct tr_pipeline_def *def, struct tr_http_req *req)
 {
     for (uint32_t i = 0; i < def->n_triggers; i++) {
         const struct tr_trigger_def *t = &def->triggers[i];
@@ -311,7 +311,7 @@ static int set_decl(struct trg *t, const struct tr_pipeline_def *def,
     return 0;
 }
 
-int trg_register(struct sched *s, const struct tr_pipeline_def *def)
+int trg_register(struct api *s, const struct tr_pipeline_def *def)
 {
     struct trg_loop *l = loop_of(s);
     double now = trg_now(l);
@@ -375,7 +375,7 @@ static json_t *run_params(const struct trg *t, const char *stats)
  * run (dirty_runs), the firing and the trigger's state (trg_put_dirty) are
  * one transaction.
  */
-static void start_run(struct sched *s, struct trg *t, struct pipeline_entry *pe, double at,
+static void start_run(struct api *s, struct trg *t, struct pipeline_entry *pe, double at,
                       const char *stats)
 {
     struct trg_loop *l = loop_of(s);
@@ -386,14 +386,15 @@ static void start_run(struct sched *s, struct trg *t, struct pipeline_entry *pe,
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
-    int rc = params && stats_copy ? run_create(s, pe, params, &r, &err) : TR_ENOMEM;
+    int rc = params && stats_copy ? run_new(s->core, pe, params, &r, &err) : TR_ENOMEM;
     json_decref(params);
     if (rc == 0 && l->n_firings == l->cap_firings) {
         size_t cap = l->cap_firings ? l->cap_firings * 2 : 8;
         struct firing *a = tr_reallocarray(l->firings, cap, sizeof(*a));
         if (a == NULL) {
             /* The run exists in memory only; it is cancelled before any commit. */
-            run_cancel(r, "out of memory while recording its trigger's firing");
+            if (run_cancel(r, "out of memory while recording its trigger's firing") < 0)
+                tr_warn("cannot cancel run=%s", r->id);
             rc = TR_ENOMEM;
         } else {
             l->firings = a;
@@ -426,12 +427,12 @@ static void fire_ctx_free(struct fire_ctx *c)
     tr_free(c);
 }
 
-static void evaluate(struct sched *s, struct trg *t);
+static void evaluate(struct api *s, struct trg *t);
 
-static void on_run_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_error *err,
-                          void *arg)
+static void on_run_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg)
 {
     struct fire_ctx *c = arg;
+    struct api *s = c->s;
     struct trg_loop *l = loop_of(s);
     if (l == NULL || c->gen != l->gen) {
         fire_ctx_free(c);
@@ -450,7 +451,7 @@ static void on_run_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_
                      err->msg);
             disable(t, why);
         }
-    } else if (leader_acting(s)) {
+    } else if (leader_acting(s->leader)) {
         start_run(s, t, pe, c->at, c->stats);
     }
     if (t->again) {
@@ -461,7 +462,7 @@ static void on_run_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_
 }
 
 /* Fires t now (its checks passed): finds the run's pipeline, then start_run. */
-static void fire(struct sched *s, struct trg *t, double at, const char *stats)
+static void fire(struct api *s, struct trg *t, double at, const char *stats)
 {
     struct trg_loop *l = loop_of(s);
     struct reg_find f;
@@ -477,7 +478,7 @@ static void fire(struct sched *s, struct trg *t, double at, const char *stats)
         disable(t, why);
         return;
     }
-    struct pipeline_entry *pe = pipe_lookup(s, f.digest);
+    struct pipeline_entry *pe = pipe_lookup(s->pipes, f.digest);
     if (pe != NULL) {
         start_run(s, t, pe, at, stats);
         return;
@@ -492,7 +493,7 @@ static void fire(struct sched *s, struct trg *t, double at, const char *stats)
         t->firing = true;
         char name[160];
         snprintf(name, sizeof(name), "%s.lua", t->run);
-        rc = c->stats ? pipe_load_async(s, src, len, name, on_run_loaded, c) : TR_ENOMEM;
+        rc = c->stats ? pipe_load_async(s->pipes, src, len, name, on_run_loaded, c) : TR_ENOMEM;
         if (rc < 0) {
             t->firing = false;
             fire_ctx_free(c);
@@ -507,7 +508,7 @@ static void fire(struct sched *s, struct trg *t, double at, const char *stats)
 }
 
 /* A crossing seen (when turned true): fires unless within the cooldown. */
-static void crossed(struct sched *s, struct trg *t, double now, const char *stats)
+static void crossed(struct api *s, struct trg *t, double now, const char *stats)
 {
     if (t->fired > 0 && now - t->fired_at < t->cooldown) {
         t->last = 1; /* the crossing is spent: the next one comes after a false */
@@ -525,7 +526,7 @@ static void crossed(struct sched *s, struct trg *t, double now, const char *stat
 /* ====================================================================== */
 
 /* The statistics `when` gets, as JSON text and msgpack; counts into t->seen_*. */
-static int stats_of(struct sched *s, struct trg *t, double now, char **json_text,
+static int stats_of(struct api *s, struct trg *t, double now, char **json_text,
                     msgpack_sbuffer *mp)
 {
     struct fb_stats st;
@@ -560,7 +561,7 @@ static void eval_ctx_free(struct eval_ctx *c)
 static void on_verdict(void *arg, int verdict, struct tr_error *err)
 {
     struct eval_ctx *c = arg;
-    struct sched *s = c->s;
+    struct api *s = c->s;
     struct trg_loop *l = loop_of(s);
     if (l == NULL || c->gen != l->gen || (err != NULL && err->code == TR_ECANCELED)) {
         eval_ctx_free(c);
@@ -568,7 +569,7 @@ static void on_verdict(void *arg, int verdict, struct tr_error *err)
     }
     struct trg *t = c->t;
     t->in_flight = false;
-    if (!leader_acting(s) || t->removed || t->error != NULL) {
+    if (!leader_acting(s->leader) || t->removed || t->error != NULL) {
         /* nothing: a new leader evaluates again */
     } else if (verdict < 0) {
         int code = err ? err->code : TR_EIO;
@@ -598,11 +599,11 @@ static void on_verdict(void *arg, int verdict, struct tr_error *err)
 }
 
 /* The declaring pipeline's source, read once per digest. */
-static int source_of(struct sched *s, struct trg *t)
+static int source_of(struct api *s, struct trg *t)
 {
     if (t->src != NULL)
         return 0;
-    struct pipeline_entry *pe = pipe_lookup(s, t->digest);
+    struct pipeline_entry *pe = pipe_lookup(s->pipes, t->digest);
     if (pe != NULL && pe->def->source != NULL) {
         t->src = tr_strndup(pe->def->source, pe->def->source_len);
         t->src_len = pe->def->source_len;
@@ -611,7 +612,7 @@ static int source_of(struct sched *s, struct trg *t)
     return tr_state_get_source(s->state, t->digest, &t->src, &t->src_len);
 }
 
-static void evaluate(struct sched *s, struct trg *t)
+static void evaluate(struct api *s, struct trg *t)
 {
     struct trg_loop *l = loop_of(s);
     if (t->removed || t->error != NULL || !t->has_when || t->on == TR_TRIGGER_SCHEDULE)
@@ -636,7 +637,7 @@ static void evaluate(struct sched *s, struct trg *t)
     char chunk[160];
     snprintf(chunk, sizeof(chunk), "%s.lua", t->pipeline);
     if (rc == 0)
-        rc = sandbox_when(s->sandbox, t->src, t->src_len, chunk, t->name, mp.data, mp.size,
+        rc = sandbox_when(s->pipes->sandbox, t->src, t->src_len, chunk, t->name, mp.data, mp.size,
                           on_verdict, c);
     msgpack_sbuffer_destroy(&mp);
     if (rc < 0) {
@@ -654,9 +655,9 @@ static void evaluate(struct sched *s, struct trg *t)
 
 static void on_tick(uv_timer_t *h)
 {
-    struct sched *s = h->data;
+    struct api *s = h->data;
     struct trg_loop *l = loop_of(s);
-    if (l == NULL || !leader_acting(s) || s->commit_failing)
+    if (l == NULL || !leader_acting(s->leader) || s->batch->failing)
         return;
     double now = -1;
     for (size_t i = 0; i < l->n_all; i++) {
@@ -688,7 +689,7 @@ static void on_tick(uv_timer_t *h)
 /* The turn                                                                */
 /* ====================================================================== */
 
-bool trg_have_dirty(const struct sched *s)
+bool trg_have_dirty(const struct api *s)
 {
     const struct trg_loop *l = loop_of(s);
     if (l == NULL)
@@ -712,7 +713,7 @@ static bool has_triggers(const struct trg_loop *l, const char *pipeline)
 }
 
 /* Notes the pipelines whose statistics this batch changes (fb's dirty ones). */
-static void note_changed(struct sched *s, struct trg_loop *l)
+static void note_changed(struct api *s, struct trg_loop *l)
 {
     for (size_t i = 0; i < l->n_changed; i++)
         tr_free(l->changed[i]);
@@ -730,7 +731,7 @@ static void note_changed(struct sched *s, struct trg_loop *l)
     }
 }
 
-int trg_put_dirty(struct sched *s)
+int trg_put_dirty(struct api *s)
 {
     struct trg_loop *l = loop_of(s);
     if (l == NULL)
@@ -757,7 +758,7 @@ int trg_put_dirty(struct sched *s)
 }
 
 /* Whether the statistics t watches moved since its last evaluation. */
-static bool watched_changed(struct sched *s, const struct trg *t)
+static bool watched_changed(struct api *s, const struct trg *t)
 {
     struct fb_stats st;
     if (fb_stats_read(s, t->pipeline, &st) < 0)
@@ -767,7 +768,7 @@ static bool watched_changed(struct sched *s, const struct trg *t)
     return st.queued != t->seen_lq || st.labelled != t->seen_ll;
 }
 
-void trg_committed(struct sched *s)
+void trg_committed(struct api *s)
 {
     struct trg_loop *l = loop_of(s);
     if (l == NULL)
@@ -790,7 +791,7 @@ void trg_committed(struct sched *s)
     l->n_changed = 0;
 }
 
-int trg_lead(struct sched *s, struct tr_error *err)
+int trg_lead(struct api *s, struct tr_error *err)
 {
     struct trg_loop *l = loop_of(s);
     forget_all(l);

@@ -20,37 +20,37 @@
 #include "lib/http/http_server.h"
 #include "lib/lua/pipeline.h"
 
-struct sched;
+struct api;
 
 /* Environment variable (tests only): a file holding the seconds since the
  * epoch that triggers take as "now", read at each cron tick. */
 #define TRG_CLOCK_ENV "TRELLIS_TESTING_CLOCK_FILE"
 
-int trg_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+int trg_open(struct api *s, struct tr_error *err) TR_MUST_CHECK;
 /* Before sandbox_close: evaluations in flight are answered cancelled afterwards. */
-void trg_close(struct sched *s);
+void trg_close(struct api *s);
 /* The scheduler starts to lead: reads the triggers and their state from the
  * state, re-evaluates every feedback and labels trigger, and fires the
  * schedule triggers whose time passed while no scheduler led (once each). */
-int trg_lead(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+int trg_lead(struct api *s, struct tr_error *err) TR_MUST_CHECK;
 
 /*
  * Registration (POST /v1/pipelines) and submission: answers 400
  * `unknown_pipeline` when a trigger's `run` names no registered pipeline
  * (nor def itself) and returns false; true when def may be stored.
  */
-bool trg_check(struct sched *s, const struct tr_pipeline_def *def, struct tr_http_req *req);
+bool trg_check(struct api *s, const struct tr_pipeline_def *def, struct tr_http_req *req);
 /* def was registered in this turn: its triggers replace the pipeline's
  * previous ones, written in the same commit. 0 or TR_ENOMEM. */
-int trg_register(struct sched *s, const struct tr_pipeline_def *def) TR_MUST_CHECK;
+int trg_register(struct api *s, const struct tr_pipeline_def *def) TR_MUST_CHECK;
 
 /* The turn has writes for the commit. */
-bool trg_have_dirty(const struct sched *s);
+bool trg_have_dirty(const struct api *s);
 /* Puts them into the batch (after fb_put_dirty: it also notes which
  * pipelines' statistics this batch changes). */
-int trg_put_dirty(struct sched *s) TR_MUST_CHECK;
+int trg_put_dirty(struct api *s) TR_MUST_CHECK;
 /* The batch committed: evaluates the triggers whose statistics it changed. */
-void trg_committed(struct sched *s);
+void trg_committed(struct api *s);
 
 void h_triggers_list(struct tr_http_req *req, void *arg);
 void h_trigger_firings(struct tr_http_req *req, void *arg);

@@ -6,7 +6,9 @@
 #ifndef TR_SCHED_TRIGGERS_INT_H
 #define TR_SCHED_TRIGGERS_INT_H
 
+#include "lib/base/alloc.h"
 #include "lib/base/cron.h"
+#include "lib/base/log.h"
 #include "scheduler/feedback_int.h"
 #include "scheduler/triggers.h"
 
@@ -66,7 +68,7 @@ struct trg_loop
     uint64_t gen;             /* bumped when memory is rebuilt; stale answers are dropped */
 };
 
-static inline struct trg_loop *loop_of(const struct sched *s)
+static inline struct trg_loop *loop_of(const struct api *s)
 {
     return s->trg;
 }
