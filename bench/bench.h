@@ -36,6 +36,7 @@ enum tr_bench_wl
     TR_BENCH_L,
     TR_BENCH_HTTP, /* H (TR_BENCH_H is this header's guard) */
     TR_BENCH_FEEDBACK, /* F: feedback posts per second (bench_feedback.c) */
+    TR_BENCH_TRIGGER,  /* T: crossing feedback to triggered run running (bench_trigger.c) */
     TR_BENCH_N_WL
 };
 
@@ -254,6 +255,7 @@ void tr_bench_h(struct tr_bench_cluster *c, const struct tr_bench_opts *o, const
 void tr_bench_run_h(const struct tr_bench_opts *o, struct tr_bench_result *r);
 /* F on a cluster of its own (bench_feedback.c). */
 void tr_bench_run_f(const struct tr_bench_opts *o, struct tr_bench_result *r);
+void tr_bench_run_t(const struct tr_bench_opts *o, struct tr_bench_result *r);
 
 /* L through the API (POST /v1/pipelines); adds api_s to r. */
 void tr_bench_l_api(struct tr_bench_cluster *c, const struct tr_bench_opts *o,

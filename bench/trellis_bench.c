@@ -41,7 +41,7 @@
 #endif
 
 static const char *const wl_names[TR_BENCH_N_WL] = {"W1", "W2", "W3", "W4", "L", "H",
-                                                           "F"};
+                                                           "F", "T"};
 
 /* ===================== results ===================== */
 
@@ -167,7 +167,7 @@ static int resolve_bins(struct tr_bench_opts *o, const char *bin_dir)
 static const char *check_only(const char *v)
 {
     bool only[TR_BENCH_N_WL];
-    return parse_only(v, only) ? NULL : "not a comma list of W1,W2,W3,W4,L,H,F";
+    return parse_only(v, only) ? NULL : "not a comma list of W1,W2,W3,W4,L,H,F,T";
 }
 
 /* Values with no field of their own in struct tr_bench_opts. */
@@ -196,6 +196,8 @@ static const struct tr_flag bench_flags[] = {
     NUM("h-latency-ms", h_latency_ms, 0, "200", "H: how long the server takes to answer"),
     NUM("f", n[TR_BENCH_FEEDBACK], 1, "20000", "F: POST /v1/feedback calls"),
     NUM("f-clients", f_clients, 1, "64", "F: concurrent keep-alive clients"),
+    NUM("t", n[TR_BENCH_TRIGGER], 1, "50",
+        "T: trigger crossings timed, crossing feedback's answer to run running"),
     {"h-server", 0, TR_FLAG_STR, BO(h_server), .dflt = TR_BENCH_SOURCE_DIR "/bench/slow_server.py",
      .arg = "PATH", .help = "H: the server (or tests/llm/fake_llm.py), run by $PYTHON or "
                             "/usr/bin/python3"},
@@ -204,7 +206,7 @@ static const struct tr_flag bench_flags[] = {
     NUM("l-posts", l_posts, 1, "3", "POST /v1/pipelines for L, median taken"),
     NUM("workers", workers, 1, "2", "worker processes"),
     NUM("slots", slots, 1, "1", "slots per worker"),
-    {"only", 0, TR_FLAG_STR, .var = &opt_only, .dflt = "W1,W2,W3,W4,L,H,F", .arg = "LIST",
+    {"only", 0, TR_FLAG_STR, .var = &opt_only, .dflt = "W1,W2,W3,W4,L,H,F,T", .arg = "LIST",
      .check = check_only, .help = "comma list of the workloads to run"},
     NUM("repeat", repeat, 1, "1", "runs of the whole set; medians and ranges reported"),
     NUM("deadline", deadline_s, 1, "300", "bound on one workload's wait, seconds"),
@@ -407,6 +409,10 @@ static void run_repeat(const struct tr_bench_opts *o, struct tr_bench_result *re
     if (o->only[TR_BENCH_FEEDBACK]) {
         tr_bench_run_f(o, &res[TR_BENCH_FEEDBACK]);
         log_result(&res[TR_BENCH_FEEDBACK], TR_BENCH_FEEDBACK);
+    }
+    if (o->only[TR_BENCH_TRIGGER]) {
+        tr_bench_run_t(o, &res[TR_BENCH_TRIGGER]);
+        log_result(&res[TR_BENCH_TRIGGER], TR_BENCH_TRIGGER);
     }
     tr_bench_watchdog(0);
 }

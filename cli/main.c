@@ -51,6 +51,8 @@ static const struct tr_cli_cmd commands[] = {
     {"models", tr_cmd_models,
      "[NAME | history NAME | promote NAME ALIAS VERSION [--reason TEXT] [--user NAME]]",
      "list the model registry, a model's versions, its alias history; move an alias"},
+    {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
+     "list declared triggers with their state; what a trigger fired"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };

@@ -10,6 +10,7 @@
  */
 #include "scheduler/api_int.h"
 #include "scheduler/feedback.h"
+#include "scheduler/triggers.h"
 
 #include <math.h>
 
@@ -394,6 +395,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/readyz", h_readyz},
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
+    TRG_ROUTES,
     {NULL, NULL, NULL},
 };
 

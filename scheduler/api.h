@@ -35,6 +35,7 @@ struct api
     struct metrics_src metrics;
     /* Its own. */
     struct fb_loop *fb;       /* the feedback loop (feedback.h) */
+    struct trg_loop *trg;     /* its triggers (triggers.h) */
     struct tr_http_server *http;
     char **tokens;            /* NULL-terminated, owned */
     size_t cap_tokens;

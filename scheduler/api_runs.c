@@ -11,6 +11,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/triggers.h"
 
 /* ====================================================================== */
 /* Runs                                                                    */
@@ -41,6 +42,11 @@ static void finish_register(struct api *a, struct pipeline_entry *pe, struct tr_
     const struct tr_pipeline_def *def = pe->def;
     /* The source is stored with it, so that runs by name and restarts find it. */
     if (batch_add_pipeline(a->batch, pe) < 0 || batch_add_source(a->batch, pe) < 0) {
+        tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    /* Its triggers are written with it, in the same commit. */
+    if (trg_register(a, def) < 0) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
@@ -84,6 +90,8 @@ static void on_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg
         } else if (api_writes_paused(a)) {
             tr_http_respond_error(c->req, 503, "unavailable",
                                   "the state backend is not taking writes; try again");
+        } else if (!trg_check(a, pe->def, c->req)) {
+            /* answered: a trigger's run names no registered pipeline */
         } else if (c->register_only) {
             finish_register(a, pe, c->req);
         } else {

@@ -11,6 +11,7 @@
 #include "lib/base/log.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
+#include "scheduler/triggers.h"
 
 /* ====================================================================== */
 /* The loop turn                                                           */
@@ -105,6 +106,9 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     struct transport *tp = zmq_router_transport(s->router);
     s->core.tp = tp;
     fleet_start(&s->fleet, s->loop, tp, *epoch);
+    rc = trg_lead(&s->api, err);
+    if (rc < 0)
+        return rc;
     tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)*epoch, s->cfg.listen);
     return 0;
 }
@@ -155,18 +159,22 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
 {
     (void)st; /* the api's state */
-    return fb_put_dirty(arg);
+    int rc = fb_put_dirty(arg);
+    /* After the feedback: triggers note which statistics this batch changes.
+     * Firings go with the runs they start: one transaction. */
+    return rc == 0 ? trg_put_dirty(arg) : rc;
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
+    trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -236,6 +244,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     s->core.state = s->state;
     api_wire(s);
     rc = fb_open(&s->api, err);
+    if (rc == 0)
+        rc = trg_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -283,6 +293,7 @@ void sched_close(struct sched *s)
     sandbox_close(s->sandbox);
     s->sandbox = s->pipes.sandbox = NULL;
     recover_close(s->recovery);
+    trg_close(&s->api); /* after sandbox_close: its cancelled answers found it */
     dispatch_release(&s->dispatch);
     fleet_release(&s->fleet);
     s->core.tp = NULL;

@@ -9,7 +9,8 @@
  *   sched      life cycle, the loop turn                 sched.c
  *   api        HTTP routes, long-polls; the feedback     api.c api_runs.c
  *              loop (feedback, statistics, labels,     api_feedback.c api_models.c
- *              models)                                 feedback.c
+ *              models, triggers)                       feedback.c triggers.c
+ *                                                      triggers_row.c api_triggers.c
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
@@ -33,7 +34,8 @@
  * given at init): the fleet's `down` (requeue a lost worker's tasks),
  * dispatch's `cached`/`fail`, the timers' `fire`, the core's `run_final`
  * (wake long-polls), the transport's message callback, leadership's `lead`,
- * the batch's `extra` (the feedback loop's records join the transaction).
+ * the batch's `extra` (the feedback loop's records, and the triggers'
+ * firings, join the transaction).
  *
  * One libuv loop thread owns all of it: no locks.
  */

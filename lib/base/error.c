@@ -32,6 +32,8 @@ static const struct
     {TR_ESTATE, "state_error", "state backend error"},
     {TR_EUNAVAIL, "unavailable", "service unavailable"},
     {TR_ECONFLICT, "conflict", "not allowed in the current state"},
+    {TR_ETRIGGER, "invalid_trigger", "invalid trigger"},
+    {TR_ECRON, "invalid_cron", "cron expression does not parse"},
 };
 
 void tr_error_init(struct tr_error *err)

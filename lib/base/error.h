@@ -37,7 +37,9 @@ enum tr_errcode
     TR_ESTALE = -1006,   /* a result from an attempt that is no longer current */
     TR_ESTATE = -1007,   /* the state backend failed */
     TR_EUNAVAIL = -1008, /* a service is unreachable */
-    TR_ECONFLICT = -1009 /* the object is not in a state that allows this */
+    TR_ECONFLICT = -1009, /* the object is not in a state that allows this */
+    TR_ETRIGGER = -1010, /* a trigger declaration is invalid */
+    TR_ECRON = -1011     /* a cron expression does not parse */
 };
 
 #define TR_ERROR_MSG_MAX 1024

@@ -27,6 +27,7 @@
 static const char task_mt_key = 't';
 static const char pipeline_mt_key = 'p';
 static const char check_error_key = 'e';
+static const char trigger_mt_key = 'g';
 
 enum task_field
 {
@@ -355,6 +356,11 @@ bool tr_lua_is_pipeline(lua_State *L, int idx)
     return has_mark(L, idx, &pipeline_mt_key);
 }
 
+bool tr_lua_is_trigger(lua_State *L, int idx)
+{
+    return has_mark(L, idx, &trigger_mt_key);
+}
+
 bool tr_lua_is_check_error(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
@@ -539,17 +545,59 @@ static int l_pipeline(lua_State *L)
         return raise_check(L, why);
     lua_setfield(L, 2, "tasks");
 
-    /* Triggers (issue 8) are read only by tr_pipeline_when: kept as given. */
+    /* Triggers: an array of trellis.trigger{...}; their fields are checked by
+     * the loader (pipeline.c), which gives their errors codes of their own. */
     lua_pushliteral(L, "triggers");
     lua_rawget(L, 1);
     if (!lua_isnil(L, -1) && !lua_istable(L, -1)) {
-        snprintf(why, sizeof(why), "trellis.pipeline: field 'triggers' must be a table (got %s)",
-                 luaL_typename(L, -1));
+        snprintf(why, sizeof(why), "trellis.pipeline: field 'triggers' must be an array of "
+                 "trellis.trigger{...} (got %s)", luaL_typename(L, -1));
         return raise_check(L, why);
     }
     lua_setfield(L, 2, "triggers");
 
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
+    lua_setmetatable(L, 2);
+    return 1;
+}
+
+/*
+ * trellis.trigger{name, on, when, run, params, cooldown, cron}: a copy of the
+ * table, marked. Only unknown fields are refused here; the values are
+ * checked when the pipeline is read (pipeline.c), so that a wrong `on` or
+ * cron has an error code of its own.
+ */
+static int l_trigger(lua_State *L)
+{
+    char why[TR_TASK_WHY_MAX];
+    lua_settop(L, 1);
+    luaL_checkstack(L, 8, NULL);
+    if (lua_type(L, 1) != LUA_TTABLE) {
+        snprintf(why, sizeof(why), "trellis.trigger: expected a table (got %s)",
+                 luaL_typename(L, 1));
+        return raise_check(L, why);
+    }
+    static const char *const fields[] = {"name", "on", "when", "run", "params", "cooldown",
+                                         "cron"};
+    lua_createtable(L, 0, 8);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        size_t klen = 0;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
+        bool known = false;
+        for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
+            known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
+        if (!known) {
+            char kt[96];
+            key_text(L, -2, kt, sizeof(kt));
+            snprintf(why, sizeof(why), "trellis.trigger: unknown field %s", kt);
+            return raise_check(L, why);
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, 2);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &trigger_mt_key);
     lua_setmetatable(L, 2);
     return 1;
 }
@@ -589,11 +637,15 @@ int tr_lua_open_trellis(lua_State *L)
 
     new_mark(L, TR_LUA_PIPELINE_MT, &pipeline_mt_key);
     lua_pop(L, 1);
+    new_mark(L, TR_LUA_TRIGGER_MT, &trigger_mt_key);
+    lua_pop(L, 1);
 
     lua_createtable(L, 0, 4);
     lua_pushcfunction(L, l_task);
     lua_setfield(L, -2, "task");
     lua_pushcfunction(L, l_pipeline);
     lua_setfield(L, -2, "pipeline");
+    lua_pushcfunction(L, l_trigger);
+    lua_setfield(L, -2, "trigger");
     return 1;
 }

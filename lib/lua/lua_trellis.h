@@ -24,6 +24,7 @@
 /* Metatable names (registry keys) of task and pipeline tables. */
 #define TR_LUA_TASK_MT "trellis.task"
 #define TR_LUA_PIPELINE_MT "trellis.pipeline"
+#define TR_LUA_TRIGGER_MT "trellis.trigger"
 
 /* A task table's fields after the checks, defaults filled in. */
 struct tr_task_fields
@@ -60,6 +61,8 @@ int tr_task_check(lua_State *L, int idx, struct tr_task_fields *f, char *why, si
 /* True when the value at idx is a table marked by trellis.task / trellis.pipeline. */
 bool tr_lua_is_task(lua_State *L, int idx);
 bool tr_lua_is_pipeline(lua_State *L, int idx);
+/* The value at idx was made by trellis.trigger. */
+bool tr_lua_is_trigger(lua_State *L, int idx);
 
 /*
  * True when the value at idx is the error that the last failed check of

@@ -28,6 +28,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "lib/lua/pipeline_trigger.h"
 #include "lib/wire/proto.h"
 
 const struct tr_pipeline_limits tr_pipeline_default_limits = {
@@ -84,6 +85,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
     tr_free(def->topo);
     tr_free(def->sinks);
     tr_free(def->by_name);
+    tr_pipeline_free_triggers(def);
     tr_free(def->params);
     tr_free(def->source);
     tr_free(def->version);
@@ -567,6 +569,8 @@ static int walk(lua_State *L, struct walk *w)
         rc = build_order(w);
     if (rc == 0)
         cpu_pool_first(def);
+    if (rc == 0)
+        rc = tr_pipeline_read_triggers(L, 1, def, w->err);
     return rc;
 }
 
@@ -644,18 +648,24 @@ static int find_when(lua_State *L)
     lua_pushliteral(L, "triggers");
     lua_rawget(L, 1);
     if (!lua_istable(L, -1))
-        return luaL_error(L, "the pipeline has no triggers");
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    if (lua_istable(L, -1)) {
-        lua_pushliteral(L, "when");
-        lua_rawget(L, -2);
-    }
-    if (lua_isnil(L, -1))
         return luaL_error(L, "no trigger '%s'", name);
-    if (!lua_isfunction(L, -1))
-        return luaL_error(L, "trigger '%s': when must be a function", name);
-    return 1;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        if (tr_lua_is_trigger(L, -1)) {
+            lua_getfield(L, -1, "name");
+            bool same = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), name) == 0;
+            lua_pop(L, 1);
+            if (same) {
+                lua_getfield(L, -1, "when");
+                if (!lua_isfunction(L, -1))
+                    return luaL_error(L, "trigger '%s': when must be a function", name);
+                return 1;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return luaL_error(L, "no trigger '%s'", name);
 }
 
 int tr_pipeline_when(const char *src, size_t len, const char *chunkname,

@@ -13,7 +13,9 @@
  *
  * Validation: every task has a unique name and a `run` function; `after` and
  * `map` name existing tasks; the graph has no cycle (the error names the
- * tasks on one cycle, "a -> b -> a"). A Lua error is reported with its chunk
+ * tasks on one cycle, "a -> b -> a"). Triggers have unique names, a known
+ * `on`, a `run`, a `when` function (feedback, labels) or a cron that parses
+ * (schedule): TR_ETRIGGER and TR_ECRON otherwise. A Lua error is reported with its chunk
  * name and line ("pipeline.lua:3: ...").
  */
 #ifndef TR_PIPELINE_H
@@ -43,6 +45,29 @@ struct tr_task_def
     uint32_t n_upstream;    /* distinct tasks it depends on (after plus map): its countdown */
 };
 
+/* What a trigger watches (trellis.trigger's `on`). */
+enum tr_trigger_on
+{
+    TR_TRIGGER_FEEDBACK = 0,
+    TR_TRIGGER_LABELS,
+    TR_TRIGGER_SCHEDULE
+};
+
+extern const char *const tr_trigger_on_names[3];
+
+/* One trigger as declared (docs/feedback.md "Triggers"). Read-only for callers. */
+struct tr_trigger_def
+{
+    char *name;          /* unique in the pipeline */
+    uint8_t on;          /* enum tr_trigger_on */
+    bool has_when;       /* a `when` function exists (only the sandbox calls it) */
+    char *run;           /* "pipeline[@version]" to start */
+    char *params;        /* msgpack map given to the run (never NULL) */
+    size_t params_len;
+    double cooldown;     /* seconds after a firing during which it does not fire */
+    char *cron;          /* five-field cron (schedule), NULL otherwise */
+};
+
 /* A whole pipeline. Owned by whoever loaded it; free with tr_pipeline_def_free. */
 struct tr_pipeline_def
 {
@@ -60,6 +85,8 @@ struct tr_pipeline_def
     uint32_t *topo;       /* task indices in a topological order */
     uint32_t *sinks;      /* tasks nothing depends on: the run's output */
     uint32_t n_sinks;
+    struct tr_trigger_def *triggers; /* in declared order */
+    uint32_t n_triggers;
     /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
      * def built by hand, which is then searched linearly). */
     uint32_t *by_name;
@@ -82,7 +109,8 @@ extern const struct tr_pipeline_limits tr_pipeline_default_limits;
  * Returns 0, or: TR_ELUA (syntax or runtime error, or the file did not return
  * a pipeline), TR_ELIMIT (instruction, memory or time limit), TR_EDUP,
  * TR_EDEP, TR_ECYCLE, TR_EINVAL (a field of the wrong type, a task without
- * run) with err->msg saying which task and why; TR_ENOMEM.
+ * run), TR_ETRIGGER, TR_ECRON, with err->msg saying which task and why;
+ * TR_ENOMEM.
  */
 int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
                      const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
@@ -92,8 +120,7 @@ int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
  * Evaluates src like tr_pipeline_load, then calls trigger's `when` function
  * with the stats table (stats_len bytes of a msgpack map) under the same
  * limits, and sets *out to its result, which must be a boolean. The trigger
- * is triggers[trigger] of the returned pipeline, either the function itself
- * or a table with a `when` function. Returns 0, or the errors of
+ * is the element of the returned pipeline's triggers named trigger. Returns 0, or the errors of
  * tr_pipeline_load, TR_ENOENT (no such trigger), TR_EINVAL (not a function,
  * or a result that is not a boolean) or TR_ELUA (an error in `when`).
  * Any thread; for the scheduler's sandbox processes only.
@@ -105,6 +132,10 @@ int tr_pipeline_when(const char *src, size_t len, const char *chunkname,
 
 /* Frees def and everything it owns. NULL-safe. */
 void tr_pipeline_def_free(struct tr_pipeline_def *def);
+
+/* The trigger called name, or NULL. */
+const struct tr_trigger_def *tr_pipeline_find_trigger(const struct tr_pipeline_def *def,
+                                                      const char *name);
 
 /* Index of the task called name, or -1. O(log n) after load. */
 int32_t tr_pipeline_find_task(const struct tr_pipeline_def *def, const char *name);

@@ -55,10 +55,31 @@ static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
     return rc;
 }
 
+/* [name, on, run, params (bin), cooldown, cron or nil, has_when] */
+static int pack_trigger(msgpack_packer *pk, const struct tr_trigger_def *t)
+{
+    int rc = msgpack_pack_array(pk, 7) ? TR_ENOMEM : 0;
+    if (rc == 0)
+        rc = pack_str(pk, t->name);
+    if (rc == 0 && msgpack_pack_uint8(pk, t->on) != 0)
+        rc = TR_ENOMEM;
+    if (rc == 0)
+        rc = pack_str(pk, t->run);
+    if (rc == 0)
+        rc = pack_bin(pk, t->params, t->params_len);
+    if (rc == 0 && msgpack_pack_double(pk, t->cooldown) != 0)
+        rc = TR_ENOMEM;
+    if (rc == 0)
+        rc = t->cron ? pack_str(pk, t->cron) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+    if (rc == 0 && (t->has_when ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) != 0)
+        rc = TR_ENOMEM;
+    return rc;
+}
+
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 12) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 13) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -91,6 +112,10 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         else
             rc = msgpack_pack_nil(pk) ? TR_ENOMEM : 0;
     }
+    if (rc == 0)
+        rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
+    for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
+        rc = pack_trigger(pk, &def->triggers[i]);
     return rc;
 }
 
@@ -103,6 +128,7 @@ struct dec
     struct tr_mp_rd r;
     struct tr_error *err;
     uint32_t n_tasks;
+    bool with_triggers;     /* the graph has its 13th element */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -199,11 +225,55 @@ static bool is_permutation(const uint32_t *a, uint32_t n)
     return ok;
 }
 
+static int read_trigger(struct dec *d, struct tr_trigger_def *t)
+{
+    int rc = 0;
+    if (tr_mp_rd_array(&d->r) != 7)
+        return malformed(d, "a trigger is not an array of 7");
+    if ((t->name = dup_str(d, "trigger name", &rc)) == NULL)
+        return rc;
+    uint64_t on = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || on > TR_TRIGGER_SCHEDULE)
+        return malformed(d, "a trigger's on");
+    t->on = (uint8_t)on;
+    if ((t->run = dup_str(d, "trigger run", &rc)) == NULL)
+        return rc;
+    struct tr_str params = tr_mp_rd_bytes(&d->r);
+    if (d->r.err != 0 || params.len == 0)
+        return malformed(d, "a trigger's params");
+    if ((t->params = tr_memdup(params.p, params.len)) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    t->params_len = params.len;
+    t->cooldown = tr_mp_rd_double(&d->r);
+    if (d->r.err != 0 || !(t->cooldown >= 0))
+        return malformed(d, "a trigger's cooldown");
+    if (!tr_mp_rd_nil(&d->r) && (t->cron = dup_str(d, "trigger cron", &rc)) == NULL)
+        return rc;
+    t->has_when = tr_mp_rd_bool(&d->r);
+    return d->r.err != 0 ? malformed(d, "a trigger's when") : 0;
+}
+
+/* The triggers (the 13th element; a graph of 12 has none). */
+static int read_triggers(struct dec *d, struct tr_pipeline_def *def)
+{
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || n > 4096)
+        return malformed(d, "triggers");
+    if (n > 0 && (def->triggers = tr_calloc(n, sizeof(*def->triggers))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    int rc = 0;
+    for (; rc == 0 && def->n_triggers < n; def->n_triggers++)
+        rc = read_trigger(d, &def->triggers[def->n_triggers]);
+    return rc;
+}
+
 static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
 {
     int rc = 0;
-    if (tr_mp_rd_array(&d->r) != 12 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    uint32_t fields = tr_mp_rd_array(&d->r);
+    if ((fields != 12 && fields != 13) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
+    d->with_triggers = fields == 13;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -262,15 +332,20 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
         rc = read_u32s(d, &def->sinks, &def->n_sinks, UINT32_MAX, n, "sinks");
     if (rc == 0 && def->n_sinks > n)
         rc = malformed(d, "sinks");
-    if (rc != 0 || tr_mp_rd_nil(&d->r))
+    if (rc != 0)
         return rc;
-    rc = read_u32s(d, &def->by_name, NULL, n, n, "by_name");
-    if (rc == 0 && !is_permutation(def->by_name, n))
-        rc = malformed(d, "by_name is not a permutation");
-    for (uint32_t i = 1; rc == 0 && i < n; i++) {
-        if (strcmp(def->tasks[def->by_name[i - 1]].name, def->tasks[def->by_name[i]].name) >= 0)
-            rc = malformed(d, "by_name is not sorted");
+    if (!tr_mp_rd_nil(&d->r)) {
+        rc = read_u32s(d, &def->by_name, NULL, n, n, "by_name");
+        if (rc == 0 && !is_permutation(def->by_name, n))
+            rc = malformed(d, "by_name is not a permutation");
+        for (uint32_t i = 1; rc == 0 && i < n; i++) {
+            if (strcmp(def->tasks[def->by_name[i - 1]].name,
+                       def->tasks[def->by_name[i]].name) >= 0)
+                rc = malformed(d, "by_name is not sorted");
+        }
     }
+    if (rc == 0 && d->with_triggers)
+        rc = read_triggers(d, def);
     return rc;
 }
 

@@ -14,7 +14,9 @@
  *   [1, name, version, digest, source (bin, or nil), params (bin), [pool...],
  *    [[name, pool, retries, priority, backoff, timeout, cache, map,
  *      [after...], n_upstream, [downstream...]]...], [topo...], [sinks...],
- *    [by_name...] or nil]
+ *    [by_name...] or nil, [[name, on, run, params (bin), cooldown, cron or nil,
+ *    has_when]...]]
+ * (a graph of 12 elements, from before triggers, has none)
  *
  * Any thread.
  */

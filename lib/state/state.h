@@ -211,6 +211,20 @@ struct tr_firing_rec
     const char *stats_json;  /* what made it fire */
 };
 
+/*
+ * A trigger's declaration and durable state, as the scheduler encodes them
+ * (a JSON object; scheduler/triggers.c): written in the batch of the
+ * firing it changes, so a standby that takes over neither loses nor repeats
+ * one.
+ */
+struct tr_trigger_rec
+{
+    const char *pipeline;    /* required */
+    const char *trigger;     /* required */
+    const char *json;        /* required: a JSON object (pipeline and trigger are added) */
+};
+
+typedef int (*tr_state_trigger_fn)(const struct tr_trigger_rec *rec, void *arg);
 typedef int (*tr_state_pipeline_fn)(const struct tr_pipeline_rec *rec, void *arg);
 typedef int (*tr_state_run_fn)(const struct tr_run_rec *rec, void *arg);
 typedef int (*tr_state_task_fn)(const struct tr_task_rec *rec, void *arg);
@@ -338,6 +352,9 @@ int tr_state_put_alias_move(struct tr_state *st, const struct tr_alias_move_rec 
 /* A firing; with etcd it is written with the runs of the batch (docs/state.md). */
 int tr_state_put_firing(struct tr_state *st, const struct tr_firing_rec *rec) TR_MUST_CHECK;
 
+/* Replaces the trigger (rec->pipeline, rec->trigger); late with etcd like firings. */
+int tr_state_put_trigger(struct tr_state *st, const struct tr_trigger_rec *rec) TR_MUST_CHECK;
+
 /* Feedback newest first; pipeline and run_id NULL: any. */
 int tr_state_list_feedback(struct tr_state *st, const char *pipeline, const char *run_id,
                            uint32_t limit, tr_state_feedback_fn cb, void *arg) TR_MUST_CHECK;
@@ -372,5 +389,9 @@ int tr_state_list_alias_moves(struct tr_state *st, const char *name, tr_state_al
 /* Firings newest first; trigger NULL: every trigger of pipeline. */
 int tr_state_list_firings(struct tr_state *st, const char *pipeline, const char *trigger,
                           uint32_t limit, tr_state_firing_fn cb, void *arg) TR_MUST_CHECK;
+
+/* Triggers by pipeline then name; pipeline NULL: all. */
+int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_trigger_fn cb,
+                           void *arg) TR_MUST_CHECK;
 
 #endif

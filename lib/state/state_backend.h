@@ -27,7 +27,7 @@ struct tr_state
  * The feedback loop's records reach a backend as rows: a kind, a key of one
  * to three components, two filter fields, a sort field, and the record
  * encoded as JSON text by lib/state/state_loop.c. So the two backends store
- * eight record types with four functions and order them identically.
+ * nine record types with four functions and order them identically.
  */
 enum tr_row_kind
 {
@@ -39,6 +39,7 @@ enum tr_row_kind
     TR_ROW_MODEL_ALIAS,   /* key: name, alias;    grp name */
     TR_ROW_ALIAS_MOVE,    /* key: name, seq;      grp name,                  ord seq */
     TR_ROW_FIRING,        /* key: pipeline, trigger, time; grp pipeline, sub trigger, ord fired_at */
+    TR_ROW_TRIGGER,       /* key: pipeline, trigger;  grp pipeline, sub trigger */
     TR_ROW_KIND_COUNT
 };
 

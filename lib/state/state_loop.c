@@ -25,6 +25,8 @@ const struct tr_row_kind_info tr_row_kinds[TR_ROW_KIND_COUNT] = {
     [TR_ROW_MODEL_ALIAS] = {"model_aliases/", true, false, false},
     [TR_ROW_ALIAS_MOVE] = {"model_history/", true, false, false},
     [TR_ROW_FIRING] = {"firings/", true, true, true},
+    /* Late like firings: a trigger's state goes with the firing and its run. */
+    [TR_ROW_TRIGGER] = {"triggers/", true, false, true},
 };
 
 /* ===================================================================== */
@@ -272,6 +274,23 @@ int tr_state_put_firing(struct tr_state *st, const struct tr_firing_rec *r)
     return put(st, &row, o, rc);
 }
 
+int tr_state_put_trigger(struct tr_state *st, const struct tr_trigger_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->pipeline) || empty(r->trigger) || r->json == NULL)
+        return TR_EINVAL;
+    json_t *o = json_loads(r->json, 0, NULL);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return TR_EINVAL;
+    }
+    int rc = 0;
+    ENC(enc_str(o, "pipeline", r->pipeline));
+    ENC(enc_str(o, "trigger", r->trigger));
+    struct tr_state_row row = {.kind = TR_ROW_TRIGGER, .comps = {r->pipeline, r->trigger},
+                               .n_comps = 2, .grp = r->pipeline, .sub = r->trigger};
+    return put(st, &row, o, rc);
+}
+
 /* ===================================================================== */
 /* Decoding                                                              */
 /* ===================================================================== */
@@ -463,6 +482,12 @@ static int emit(const char *value, size_t len, void *arg)
             rc = r.pipeline && r.trigger ? ((tr_state_firing_fn)c->cb)(&r, c->arg) : TR_EPROTO;
         break;
     }
+    case TR_ROW_TRIGGER: {
+        struct tr_trigger_rec r = {.pipeline = dstr(&d, "pipeline"),
+                                   .trigger = dstr(&d, "trigger"), .json = value};
+        rc = r.pipeline && r.trigger ? ((tr_state_trigger_fn)c->cb)(&r, c->arg) : TR_EPROTO;
+        break;
+    }
     default:
         rc = TR_EINVAL;
     }
@@ -584,4 +609,10 @@ int tr_state_list_firings(struct tr_state *st, const char *pipeline, const char 
     if (empty(pipeline))
         return TR_EINVAL;
     return list(st, TR_ROW_FIRING, pipeline, trigger, limit, (any_fn)cb, arg);
+}
+
+int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_trigger_fn cb,
+                           void *arg)
+{
+    return list(st, TR_ROW_TRIGGER, pipeline, NULL, 0, (any_fn)cb, arg);
 }

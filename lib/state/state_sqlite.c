@@ -57,7 +57,7 @@ static const struct
     /* The sum of those calls per run (struct tr_run_rec.usage_json), for listings. */
     {3, "ALTER TABLE runs ADD COLUMN usage TEXT;"},
     /* The feedback loop's records as rows (state_backend.h): one table for the
-     * eight kinds, each row its record as JSON plus what listings filter and sort on. */
+     * nine kinds, each row its record as JSON plus what listings filter and sort on. */
     {4, "CREATE TABLE loop_rows(kind INTEGER NOT NULL, key TEXT NOT NULL, grp TEXT, sub TEXT,"
         "  ord REAL NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key));"
         "CREATE INDEX loop_rows_by_grp ON loop_rows(kind, grp, sub, ord);"

@@ -25,6 +25,13 @@ static const char *const SRC =
     "    trellis.task { name = 'cfg', run = function() end },\n"
     "    trellis.task { name = 'join', after = { 'work', 'cfg' }, priority = 9,\n"
     "                   run = function() end },\n"
+    "  },\n"
+    "  triggers = {\n"
+    "    trellis.trigger { name = 'retrain', on = 'feedback', run = 'train@2',\n"
+    "      when = function(s) return s.feedback.count > 3 end,\n"
+    "      params = { model = 'reranker' }, cooldown = 3600 },\n"
+    "    trellis.trigger { name = 'nightly', on = 'schedule', cron = '0 3 * * *',\n"
+    "      run = 'eval' },\n"
     "  } }\n";
 
 static struct tr_pipeline_def *load_src(void)
@@ -84,6 +91,87 @@ static void assert_same(const struct tr_pipeline_def *a, const struct tr_pipelin
     assert_int_equal(a->n_sinks, b->n_sinks);
     assert_u32s(a->sinks, b->sinks, a->n_sinks);
     assert_u32s(a->by_name, b->by_name, a->n_tasks);
+    assert_int_equal(a->n_triggers, b->n_triggers);
+    for (uint32_t i = 0; i < a->n_triggers; i++) {
+        const struct tr_trigger_def *x = &a->triggers[i], *y = &b->triggers[i];
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->on, y->on);
+        assert_string_equal(x->run, y->run);
+        assert_int_equal(x->params_len, y->params_len);
+        assert_memory_equal(x->params, y->params, x->params_len);
+        assert_true(x->cooldown == y->cooldown);
+        assert_int_equal(x->cron == NULL, y->cron == NULL);
+        if (x->cron)
+            assert_string_equal(x->cron, y->cron);
+        assert_int_equal(x->has_when, y->has_when);
+    }
+}
+
+/* The declarations as read: what the scheduler registers. */
+static void test_triggers_read(void **state)
+{
+    struct tr_pipeline_def *def = load_src();
+    assert_int_equal(def->n_triggers, 2);
+    const struct tr_trigger_def *t = tr_pipeline_find_trigger(def, "retrain");
+    assert_non_null(t);
+    assert_int_equal(t->on, TR_TRIGGER_FEEDBACK);
+    assert_true(t->has_when);
+    assert_string_equal(t->run, "train@2");
+    assert_true(t->cooldown == 3600);
+    assert_null(t->cron);
+    t = tr_pipeline_find_trigger(def, "nightly");
+    assert_non_null(t);
+    assert_int_equal(t->on, TR_TRIGGER_SCHEDULE);
+    assert_false(t->has_when);
+    assert_string_equal(t->cron, "0 3 * * *");
+    assert_int_equal(t->params_len, 1); /* {} */
+    assert_null(tr_pipeline_find_trigger(def, "nope"));
+    tr_pipeline_def_free(def);
+}
+
+/* Each bad declaration is refused with its code, the message naming the trigger. */
+static void test_triggers_refused(void **state)
+{
+    static const struct
+    {
+        const char *trig;
+        int code;
+        const char *says;
+    } cases[] = {
+        {"trellis.trigger { name = 't', on = 'feedbak', run = 'x', when = function() end }",
+         TR_ETRIGGER, "on must be"},
+        {"trellis.trigger { name = 't', on = 'schedule', run = 'x', cron = '0 25 * * *' }",
+         TR_ECRON, "hour"},
+        {"trellis.trigger { name = 't', on = 'schedule', run = 'x', cron = '* * *' }",
+         TR_ECRON, "not five"},
+        {"trellis.trigger { name = 't', on = 'schedule', run = 'x' }", TR_ETRIGGER, "needs cron"},
+        {"trellis.trigger { name = 't', on = 'feedback', run = 'x' }", TR_ETRIGGER, "needs when"},
+        {"trellis.trigger { name = 't', on = 'feedback', when = function() end }", TR_ETRIGGER,
+         "run must"},
+        {"trellis.trigger { name = 't', on = 'labels', run = 'x', when = function() end, "
+         "cooldown = -1 }", TR_ETRIGGER, "cooldown"},
+        {"trellis.trigger { name = 'a b', on = 'labels', run = 'x', when = function() end }",
+         TR_ETRIGGER, "name must"},
+        {"{ name = 't' }", TR_ETRIGGER, "not a trellis.trigger"},
+        {"trellis.trigger { name = 't', on = 'labels', run = 'x', when = function() end }, "
+         "trellis.trigger { name = 't', on = 'labels', run = 'y', when = function() end }",
+         TR_ETRIGGER, "two triggers"},
+        {"trellis.trigger { name = 't', on = 'labels', run = 'x', wen = function() end }",
+         TR_EINVAL, "unknown field"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char src[1024];
+        snprintf(src, sizeof(src), "local trellis = require 'trellis'\n"
+                 "return trellis.pipeline { name = 'p', tasks = { trellis.task { name = 'a', "
+                 "run = function() end } }, triggers = { %s } }", cases[i].trig);
+        struct tr_error err;
+        tr_error_init(&err);
+        struct tr_pipeline_def *def = NULL;
+        int rc = tr_pipeline_load(src, strlen(src), "p.lua", NULL, &def, &err);
+        if (rc != cases[i].code || strstr(err.msg, cases[i].says) == NULL)
+            fail_msg("case %zu: rc %d (want %d): %s", i, rc, cases[i].code, err.msg);
+        assert_null(def);
+    }
 }
 
 static void test_round_trip(void **state)
@@ -208,6 +296,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_triggers_read),
+        cmocka_unit_test(test_triggers_refused),
         cmocka_unit_test(test_truncated_and_corrupted),
         cmocka_unit_test(test_reader),
     };

@@ -165,10 +165,14 @@ static void test_trigger_when(void **state)
     struct sandbox *sb = open_pool(&loop, 10);
     const char *src = HEAD "return trellis.pipeline { name = 'p', " ONE_TASK ",\n"
                            "  triggers = {\n"
-                           "    alarm = { when = function(s) return s.failed > 3 end },\n"
-                           "    bare = function(s) return s.failed == 0 end,\n"
-                           "    odd = function(s) return 'yes' end,\n"
-                           "    boom = function(s) error('no luck') end } }";
+                           "    trellis.trigger { name = 'alarm', on = 'feedback', run = 'p',\n"
+                           "      when = function(s) return s.failed > 3 end },\n"
+                           "    trellis.trigger { name = 'bare', on = 'labels', run = 'p',\n"
+                           "      when = function(s) return s.failed == 0 end },\n"
+                           "    trellis.trigger { name = 'odd', on = 'feedback', run = 'p',\n"
+                           "      when = function(s) return 'yes' end },\n"
+                           "    trellis.trigger { name = 'boom', on = 'feedback', run = 'p',\n"
+                           "      when = function(s) error('no luck') end } } }";
     struct outcome o;
     when(&loop, sb, src, "alarm", 5, &o);
     assert_int_equal(o.code, 0);

@@ -1359,6 +1359,43 @@ static void test_firing_with_its_run(void **state)
     assert_int_equal(tr_state_get_run(f->st, "r-fire", on_run, &s), 0);
 }
 
+static int on_trigger(const struct tr_trigger_rec *r, void *arg)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "%s/%s=%s", r->pipeline, r->trigger, r->json);
+    join(arg, b);
+    return 0;
+}
+
+/* A trigger's state is replaced in place and listed by pipeline, then name. */
+static void test_trigger_state(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_trigger_rec a = {.pipeline = "rag", .trigger = "retrain", .json = "{\"last\":0}"};
+    struct tr_trigger_rec b = {.pipeline = "rag", .trigger = "nightly", .json = "{\"last\":-1}"};
+    struct tr_trigger_rec c = {.pipeline = "eval", .trigger = "x", .json = "{}"};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_trigger(f->st, &a), 0);
+    assert_int_equal(tr_state_put_trigger(f->st, &b), 0);
+    assert_int_equal(tr_state_put_trigger(f->st, &c), 0);
+    struct tr_trigger_rec bad = {.pipeline = "rag", .trigger = "t", .json = "[1]"};
+    assert_int_equal(tr_state_put_trigger(f->st, &bad), TR_EINVAL);
+    commit_ok(f->st);
+    a.json = "{\"last\":1,\"fired_at\":5.5}";
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_trigger(f->st, &a), 0);
+    commit_ok(f->st);
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_triggers(f->st, "rag", on_trigger, &j), 0);
+    assert_int_equal(j.n, 2);
+    assert_non_null(strstr(j.text, "rag/retrain="));
+    assert_non_null(strstr(j.text, "\"fired_at\":5.5"));
+    assert_non_null(strstr(j.text, "rag/nightly="));
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_triggers(f->st, NULL, on_trigger, &j), 0);
+    assert_int_equal(j.n, 3);
+}
+
 /* The records survive a close and reopen (a restart). */
 static void test_loop_records_persist(void **state)
 {
@@ -1385,6 +1422,7 @@ static void test_loop_records_persist(void **state)
         cmocka_unit_test_prestate_setup_teardown(test_labels_order_and_state, setup, teardown,     \
                                                  &be),                                             \
         cmocka_unit_test_prestate_setup_teardown(test_model_registry, setup, teardown, &be),       \
+        cmocka_unit_test_prestate_setup_teardown(test_trigger_state, setup, teardown, &be),        \
         cmocka_unit_test_prestate_setup_teardown(test_firing_with_its_run, setup, teardown, &be),  \
         cmocka_unit_test_prestate_setup_teardown(test_loop_records_persist, setup, teardown, &be)
 
