@@ -41,6 +41,7 @@ struct options
     uint32_t gpus;
     uint32_t lua_mem_mb;
     uint32_t heartbeat_ms;
+    double max_block;    /* seconds, 0 = no watchdog */
     int log_level;
     char *providers;     /* trellis.llm providers file, or NULL */
     char *curve_key;     /* this worker's key pair file */
@@ -63,6 +64,8 @@ static void usage(FILE *out)
             "  --id ID                     worker id (w-<hostname>-<pid>)\n"
             "  --lua-mem-mb N              Lua heap cap per pipeline, 0 = none (1024)\n"
             "  --heartbeat-ms N            heartbeat until the scheduler sets one (1000)\n"
+            "  --max-block SECONDS         loop blocked this long by one task: fail it and\n"
+            "                              exit with status 70 for a restart; 0 = never (30)\n"
             "  --curve-key FILE            this worker's key pair (trellis keygen)\n"
             "  --curve-server FILE         the scheduler's public key: connect with CURVE\n"
             "  --log-level L               debug, info, warn, error (info)\n"
@@ -128,6 +131,7 @@ static const struct option long_opts[] = {
     {"id", required_argument, NULL, 'i'},
     {"lua-mem-mb", required_argument, NULL, 'm'},
     {"heartbeat-ms", required_argument, NULL, 'H'},
+    {"max-block", required_argument, NULL, 'B'},
     {"curve-key", required_argument, NULL, 'k'},
     {"curve-server", required_argument, NULL, 'K'},
     {"log-level", required_argument, NULL, 'L'},
@@ -155,6 +159,13 @@ static bool apply_opt(struct options *o, int c, const char *v)
         return parse_uint(v, LUA_MEM_MB_MAX, &o->lua_mem_mb);
     case 'H':
         return parse_uint(v, 600000, &o->heartbeat_ms) && o->heartbeat_ms >= 10;
+    case 'B': {
+        char *end;
+        errno = 0;
+        o->max_block = strtod(v, &end);
+        return !errno && end != v && *end == '\0' && o->max_block >= 0 &&
+               o->max_block <= 86400;
+    }
     case 'k':
         return *v && set_str(&o->curve_key, v);
     case 'K':
@@ -249,6 +260,7 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
     cfg->gpus = o->gpus;
     cfg->lua_mem_max = (size_t)o->lua_mem_mb << 20;
     cfg->heartbeat_ms = o->heartbeat_ms;
+    cfg->max_block_s = o->max_block;
     if ((o->curve_key == NULL) != (o->curve_server == NULL)) {
         fprintf(stderr, "trellis-worker: --curve-key and --curve-server go together\n");
         return false;
@@ -361,7 +373,8 @@ static int run(struct tr_worker_config *cfg)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.slots = 16, .lua_mem_mb = 1024, .log_level = TR_LOG_INFO};
+    struct options o = {.slots = 16, .lua_mem_mb = 1024, .max_block = 30,
+                        .log_level = TR_LOG_INFO};
     int rc = 2;
     if (!set_str(&o.scheduler, "tcp://127.0.0.1:8421") || !set_str(&o.pool, "cpu") ||
         !apply_env(&o))

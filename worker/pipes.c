@@ -70,7 +70,9 @@ struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest)
         return NULL;
     memcpy(p->digest, digest.p, 64);
     p->digest[64] = '\0';
+    p->chunk_ref = p->globals_ref = p->env_mt_ref = LUA_NOREF;
     tr_hmap_init(&p->by_name);
+    tr_hmap_init(&p->run_envs);
     if (tr_hmap_put(&e->pipes, p->digest, 64, p) < 0) {
         tr_free(p);
         return NULL;
@@ -96,6 +98,11 @@ void pipe_free(struct tr_executor *e, struct pipe *p)
     tr_free(p->idle);
     tr_free(p->label);
     tr_hmap_release(&p->by_name);
+    size_t it = 0;
+    struct run_env *env;
+    while ((env = tr_hmap_next(&p->run_envs, &it)) != NULL)
+        tr_free(env);
+    tr_hmap_release(&p->run_envs);
     tr_free(p);
 }
 
@@ -167,6 +174,119 @@ void pipe_give_coroutine(struct pipe *p, lua_State *co, int ref)
     }
     /* Removing a registry entry never allocates. */
     luaL_unref(p->L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ====================================================================== */
+/* Per-run globals                                                        */
+/* ====================================================================== */
+
+/*
+ * Every function of the pipeline file shares the chunk's _ENV upvalue. While
+ * a task runs it points at its run's table, whose misses read the shared
+ * globals (the libraries and what the file's top level defined): a global
+ * that a run assigns is the run's own, and the next run starts without it.
+ * Swapping one upvalue costs nothing per global access, unlike a proxy.
+ */
+
+static void set_env(struct pipe *p, int ref)
+{
+    lua_State *L = p->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->chunk_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_setupvalue(L, -2, 1);
+    lua_pop(L, 1);
+}
+
+void pipe_env_enter(struct pipe *p, struct tr_task *t)
+{
+    if (t->env != NULL)
+        set_env(p, t->env->ref);
+}
+
+void pipe_env_leave(struct pipe *p)
+{
+    if (p->chunk_ref != LUA_NOREF)
+        set_env(p, p->globals_ref);
+}
+
+void pipe_env_attach(struct pipe *p, struct tr_task *t)
+{
+    lua_State *L = p->L;
+    struct run_env *env = tr_hmap_get(&p->run_envs, t->run_id.p, t->run_id.len);
+    if (env == NULL) {
+        lua_createtable(L, 0, 4);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->env_mt_ref);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -2, "_G"); /* _G.x is the run's x too */
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        env = tr_malloc(sizeof(*env) + t->run_id.len + 1);
+        if (env != NULL) {
+            memcpy(env->key, t->run_id.p, t->run_id.len);
+            env->key[t->run_id.len] = '\0';
+            env->len = (uint32_t)t->run_id.len;
+            env->ref = ref;
+            env->tasks = 0;
+        }
+        if (env == NULL || tr_hmap_put(&p->run_envs, env->key, env->len, env) < 0) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            tr_free(env);
+            luaL_error(L, "not enough memory");
+            return;
+        }
+    }
+    env->tasks++;
+    t->env = env;
+}
+
+void pipe_env_detach(struct pipe *p, struct tr_task *t)
+{
+    struct run_env *env = t->env;
+    t->env = NULL;
+    if (--env->tasks > 0)
+        return;
+    luaL_unref(p->L, LUA_REGISTRYINDEX, env->ref);
+    tr_hmap_del(&p->run_envs, env->key, env->len);
+    tr_free(env);
+}
+
+/* load() without an env gives the loaded chunk the running task's run globals. */
+static int run_load(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t != NULL && t->env != NULL && lua_gettop(L) < 4) {
+        lua_settop(L, 3);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->env->ref);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/*
+ * Protected, with the pipe at 1 and the chunk function at 2: pins the chunk
+ * and its globals, makes the run tables' metatable, and wraps load.
+ */
+static int env_protected(lua_State *L)
+{
+    struct pipe *p = lua_touserdata(L, 1);
+    if (lua_getupvalue(L, 2, 1) == NULL || !lua_istable(L, -1))
+        return luaL_error(L, "the chunk has no _ENV");
+    int g = lua_gettop(L);
+    lua_getfield(L, g, "load");
+    lua_pushcclosure(L, run_load, 1);
+    lua_setfield(L, g, "load");
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, g);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    p->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->globals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    p->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
 }
 
 /* ====================================================================== */
@@ -273,13 +393,19 @@ static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct
         memcpy(chunk, name.p, name.len);
         chunk[name.len] = '\0';
     }
-    int rc = tr_lua_eval(L, src.p, src.len, chunk, err);
+    int rc = tr_lua_eval_chunk(L, src.p, src.len, chunk, err);
     if (rc < 0)
         return rc;
     lua_pushcfunction(L, index_protected);
     lua_pushlightuserdata(L, p);
     lua_pushvalue(L, -3);
     int status = lua_pcall(L, 2, 0, 0);
+    if (status == LUA_OK) {
+        lua_pushcfunction(L, env_protected);
+        lua_pushlightuserdata(L, p);
+        lua_pushvalue(L, -4);
+        status = lua_pcall(L, 2, 0, 0);
+    }
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         rc = tr_error_set(err, status == LUA_ERRMEM ? TR_ENOMEM : TR_EINVAL, "%s",
@@ -288,6 +414,11 @@ static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct
         return rc;
     }
     lua_settop(L, 0);
+    /* Every thread of the state runs under the executor's hook: the main
+     * thread (coroutines created later inherit it), and coroutines the top
+     * level created (they take it over from the eval's hook). */
+    lua_sethook(L, exec_task_hook, LUA_MASKCOUNT, TR_EXEC_HOOK_COUNT);
+    tr_lua_set_host_hook(L, exec_task_hook, TR_EXEC_HOOK_COUNT);
     return 0;
 }
 

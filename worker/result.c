@@ -20,6 +20,7 @@
 #define TRACEBACK_HEADROOM (1u << 20) /* heap a traceback may use past the cap */
 #define ERROR_MAX (64u << 10)         /* bytes of an error message in RESULT */
 #define OUTPUT_MAX (48u << 20)        /* bytes of an output: RESULT must fit a frame */
+#define GUARD_NS (1000ull * 1000000u) /* a failed task's __tostring runs at most this long */
 
 struct outcome
 {
@@ -141,10 +142,20 @@ static void build_error(struct tr_executor *e, struct tr_task *t, const char *ms
     if (cap != 0)
         tr_lua_set_mem_max(L, cap + TRACEBACK_HEADROOM);
     int status = LUA_ERRMEM;
-    if (lua_checkstack(L, 4)) {
+    if (lua_checkstack(L, 6)) {
+        /* A __tostring is the file's code: it sees the run's globals, is
+         * watched, and gets GUARD_NS before the hook stops it. */
+        pipe_env_enter(t->pipe, t);
+        tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
+        e->guard_ns = tr_mono_ns() + GUARD_NS;
         lua_pushcfunction(L, traceback_protected);
         lua_pushlightuserdata(L, &a);
         status = lua_pcall(L, 1, 1, 0);
+        e->guard_ns = 0;
+        tr_watchdog_leave(e->cfg.watchdog);
+        pipe_env_leave(t->pipe);
+        tr_lua_set_stopping(L, false);
+        lua_sethook(L, exec_task_hook, LUA_MASKCOUNT, TR_EXEC_HOOK_COUNT);
     }
     if (cap != 0)
         tr_lua_set_mem_max(L, cap);
