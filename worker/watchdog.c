@@ -1,11 +1,13 @@
 /*
  * watchdog.c - the watchdog thread (see watchdog.h).
  *
- * Shared between the threads, under mu: whether the loop is in poll, when it
- * last entered or left it, and the span the executor marked. The loop
- * thread takes mu four times per turn and twice per task resume; each time
- * uncontended but for the watchdog's short look every tick, so the cost is
- * a few tens of nanoseconds.
+ * A turn is marked by a prepare handle, and a timer makes even an idle loop
+ * turn every TURN_MS, so "no turn for long" means "stuck in a callback"
+ * (I/O callbacks run inside the poll phase, so the time around poll cannot
+ * tell busy from idle). Shared between the threads, under mu: the last turn
+ * and the span the executor marked. The loop thread takes mu once per turn
+ * and twice per task resume, uncontended but for the watchdog's short look
+ * every tick: a few tens of nanoseconds each.
  */
 #include "worker/watchdog.h"
 
@@ -15,22 +17,22 @@
 #include "lib/base/log.h"
 
 #define WATCHDOG_TICK_MS 50
-#define COVER_AFTER_NS (150ull * 1000000u) /* a loop busy this long gets heartbeats sent for it */
+#define TURN_MS 100                         /* a healthy loop turns at least this often */
+#define COVER_AFTER_NS (250ull * 1000000u) /* a loop stuck this long gets heartbeats sent for it */
 #define COVER_EVERY_NS (100ull * 1000000u)
 
 struct tr_watchdog
 {
     struct tr_watchdog_config cfg;
-    uv_prepare_t prepare;          /* the loop is about to wait in poll */
-    uv_check_t check;              /* ... and has just left it */
+    uv_prepare_t prepare;          /* marks each loop turn */
+    uv_timer_t turn;               /* makes an idle loop turn every TURN_MS */
     uv_thread_t thread;
     uv_mutex_t mu;
     uv_cond_t cond;                /* wakes the thread early to stop */
     int closing;                   /* handles still closing */
     /* Under mu. */
     bool stop;
-    bool in_poll;
-    uint64_t since_ns;             /* when the loop entered or left poll */
+    uint64_t turn_ns;              /* when the loop last turned */
     bool in_span;
     struct tr_watch_info info;     /* run and task are filled at block time... */
     struct tr_str run, task;       /* ... from these views, stable while the loop is stuck */
@@ -43,21 +45,15 @@ static void on_prepare(uv_prepare_t *h)
     struct tr_watchdog *wd = h->data;
     uint64_t now = tr_mono_ns();
     uv_mutex_lock(&wd->mu);
-    wd->in_poll = true;
-    wd->since_ns = now;
-    uv_mutex_unlock(&wd->mu);
-}
-
-static void on_check(uv_check_t *h)
-{
-    struct tr_watchdog *wd = h->data;
-    uint64_t now = tr_mono_ns();
-    uv_mutex_lock(&wd->mu);
-    wd->in_poll = false;
-    wd->since_ns = now;
+    wd->turn_ns = now;
     uv_mutex_unlock(&wd->mu);
     if (atomic_exchange(&wd->covered, false) && wd->cfg.after_cover != NULL)
         wd->cfg.after_cover(wd->cfg.arg);
+}
+
+static void on_turn(uv_timer_t *h)
+{
+    /* Nothing: waking the loop is the point. */
 }
 
 static void watch(void *arg)
@@ -70,7 +66,7 @@ static void watch(void *arg)
         if (wd->stop)
             break;
         uint64_t now = tr_mono_ns();
-        uint64_t busy = wd->in_poll ? 0 : now - wd->since_ns;
+        uint64_t busy = now - wd->turn_ns;
         if (busy >= limit) {
             /* The loop thread, if it ever leaves the span, waits on mu
              * in tr_watchdog_leave: blocked() owns what the loop owns. */
@@ -100,7 +96,7 @@ struct tr_watchdog *tr_watchdog_new(uv_loop_t *loop, const struct tr_watchdog_co
         return NULL;
     }
     wd->cfg = *cfg;
-    wd->since_ns = tr_mono_ns();
+    wd->turn_ns = tr_mono_ns();
     atomic_init(&wd->covered, false);
     if (uv_mutex_init(&wd->mu) != 0) {
         tr_free(wd);
@@ -121,13 +117,13 @@ struct tr_watchdog *tr_watchdog_new(uv_loop_t *loop, const struct tr_watchdog_co
         return NULL;
     }
     uv_prepare_init(loop, &wd->prepare);
-    uv_check_init(loop, &wd->check);
-    wd->prepare.data = wd->check.data = wd;
+    uv_timer_init(loop, &wd->turn);
+    wd->prepare.data = wd->turn.data = wd;
     uv_prepare_start(&wd->prepare, on_prepare);
-    uv_check_start(&wd->check, on_check);
+    uv_timer_start(&wd->turn, on_turn, TURN_MS, TURN_MS);
     /* Neither handle keeps the loop alive on its own. */
     uv_unref((uv_handle_t *)&wd->prepare);
-    uv_unref((uv_handle_t *)&wd->check);
+    uv_unref((uv_handle_t *)&wd->turn);
     return wd;
 }
 
@@ -152,7 +148,7 @@ void tr_watchdog_free(struct tr_watchdog *wd)
     uv_thread_join(&wd->thread);
     wd->closing = 2;
     uv_close((uv_handle_t *)&wd->prepare, on_closed);
-    uv_close((uv_handle_t *)&wd->check, on_closed);
+    uv_close((uv_handle_t *)&wd->turn, on_closed);
 }
 
 void tr_watchdog_enter(struct tr_watchdog *wd, uint64_t id, uint64_t epoch, uint32_t attempt,

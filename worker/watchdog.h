@@ -3,8 +3,8 @@
  *
  * Preemption keeps Lua code from holding the loop, so what is left is one
  * long C call inside a task (a pattern match with exponential backtracking,
- * say). The loop marks each turn (a prepare and a check handle: the time
- * spent waiting in poll is not "busy"), and the executor marks the span in
+ * say). The loop marks each turn (a prepare handle, and a timer that makes
+ * an idle loop turn every 100 ms), and the executor marks the span in
  * which a task's code runs (enter/leave around lua_resume). The watchdog
  * thread wakes every WATCHDOG_TICK_MS and, while the loop is busy inside
  * such a span:
