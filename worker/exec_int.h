@@ -152,6 +152,8 @@ struct pipe
     int globals_ref;            /* the shared globals (what _ENV holds outside tasks) */
     int env_mt_ref;             /* metatable of the run tables: reads fall back to globals */
     struct tr_hmap run_envs;    /* run id -> struct run_env */
+    struct load_job *job;       /* the file's evaluation in the thread pool, or NULL */
+    bool orphaned;              /* forgotten while loading: the job's end frees it */
 };
 
 struct tr_executor
@@ -171,7 +173,8 @@ struct tr_executor
     struct tr_task *ready_head; /* tasks preempted by the hook, resumed in order */
     struct tr_task *ready_tail;
     uv_idle_t ready_idle;       /* runs while ready_head != NULL */
-    uint32_t closing;           /* handles still closing when the executor is freed */
+    uint32_t closing;           /* handles and jobs still to end when the executor is freed */
+    uint32_t n_jobs;            /* pipeline evaluations in the thread pool */
     bool pumping;               /* re-entrancy guard of the slot filler */
     bool freeing;               /* tr_executor_free is running */
     uint64_t clock;             /* bumped at each use of a state (LRU) */
@@ -233,8 +236,17 @@ struct pipe *pipe_find(struct tr_executor *e, struct tr_str digest);
 /* A new state for digest in P_LOADING; sends PIPELINE_GET. NULL when out of memory. */
 struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest);
 
-/* Frees p and its Lua state; p must have no task (pipes.c). */
+/*
+ * Forgets p and frees it with its Lua state, or once its evaluation in the
+ * thread pool ends; p must have no task (pipes.c).
+ */
 void pipe_free(struct tr_executor *e, struct pipe *p);
+
+/* Frees p's memory and state; p is in no map and has no job. */
+void pipe_destroy(struct pipe *p);
+
+/* One more handle or job of a freed executor has ended (executor.c). */
+void exec_closed_one(struct tr_executor *e);
 
 /* Frees idle ready states beyond cfg.max_states, least recently used first. */
 void pipe_evict(struct tr_executor *e);

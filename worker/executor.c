@@ -663,8 +663,8 @@ struct tr_executor *tr_executor_new(uv_loop_t *loop, const struct tr_executor_co
     return e;
 }
 
-/* Frees the executor once its last handle has closed. */
-static void closed_one(struct tr_executor *e)
+/* Frees the executor once its last handle has closed and its last job ended. */
+void exec_closed_one(struct tr_executor *e)
 {
     if (--e->closing == 0)
         tr_free(e);
@@ -680,12 +680,12 @@ static void on_task_closed(uv_handle_t *h)
         tr_free(t->logs);
         tr_free(t);
     }
-    closed_one(e);
+    exec_closed_one(e);
 }
 
 static void on_idle_closed(uv_handle_t *h)
 {
-    closed_one(h->data);
+    exec_closed_one(h->data);
 }
 
 void tr_executor_free(struct tr_executor *e)
@@ -707,7 +707,7 @@ void tr_executor_free(struct tr_executor *e)
     msgpack_zone_destroy(&e->zone);
     /* Every task is in the pool now; each is freed when both its timers
      * closed, and the executor with its last handle. */
-    e->closing = 1 + 2 * e->n_alloc;
+    e->closing = 1 + 2 * e->n_alloc + e->n_jobs;
     uv_close((uv_handle_t *)&e->ready_idle, on_idle_closed);
     for (struct tr_task *t = e->pool; t != NULL; t = t->next) {
         t->closing = 2;

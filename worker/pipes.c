@@ -4,8 +4,9 @@
  *
  * A task whose digest is unknown waits in a state in P_LOADING while one
  * PIPELINE_GET is outstanding for it. When PIPELINE comes, the source is
- * checked against its digest, evaluated once, and each task's run function
- * is pinned in the registry and indexed by name; the waiting tasks then join
+ * checked against its digest and evaluated once, in the thread pool (no Lua
+ * evaluation on the loop thread), and each task's run function is pinned
+ * in the registry and indexed by name; the waiting tasks then join
  * the run queue in the order they came. A load error fails each of them with
  * the reason and forgets the state, so that a later task asks again.
  *
@@ -14,7 +15,7 @@
  * no task is closed. Each state also keeps finished coroutines for reuse, so
  * a task costs no lua_newthread in the steady state.
  *
- * Loop thread only.
+ * Loop thread only, but for the load job's work (see struct load_job).
  */
 #include <lauxlib.h>
 
@@ -82,14 +83,8 @@ struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest)
     return p;
 }
 
-void pipe_free(struct tr_executor *e, struct pipe *p)
+void pipe_destroy(struct pipe *p)
 {
-    if (p == NULL)
-        return;
-    TR_ASSERT(p->active == 0 && p->waiting.n == 0);
-    tr_hmap_del(&e->pipes, p->digest, 64);
-    if (e->last_pipe == p)
-        e->last_pipe = NULL;
     /* Closing the state frees the coroutines and everything the refs pinned. */
     tr_lua_free(p->L);
     for (uint32_t i = 0; i < p->n_runs; i++)
@@ -104,6 +99,22 @@ void pipe_free(struct tr_executor *e, struct pipe *p)
         tr_free(env);
     tr_hmap_release(&p->run_envs);
     tr_free(p);
+}
+
+void pipe_free(struct tr_executor *e, struct pipe *p)
+{
+    if (p == NULL)
+        return;
+    TR_ASSERT(p->active == 0 && p->waiting.n == 0);
+    tr_hmap_del(&e->pipes, p->digest, 64);
+    if (e->last_pipe == p)
+        e->last_pipe = NULL;
+    if (p->job != NULL) {
+        /* The pool still evaluates the file into p: load_done frees it. */
+        p->orphaned = true;
+        return;
+    }
+    pipe_destroy(p);
 }
 
 void pipe_evict(struct tr_executor *e)
@@ -131,7 +142,7 @@ void pipe_tick(struct tr_executor *e)
     size_t it = 0;
     struct pipe *p;
     while ((p = tr_hmap_next(&e->pipes, &it)) != NULL) {
-        if (p->state == P_LOADING && now - p->requested_ns > PIPELINE_RETRY_NS) {
+        if (p->state == P_LOADING && p->job == NULL && now - p->requested_ns > PIPELINE_RETRY_NS) {
             tr_warn("no answer for pipeline digest=%s: asking again", p->digest);
             send_get(e, p);
         }
@@ -293,11 +304,17 @@ static int env_protected(lua_State *L)
 /* Loading                                                                */
 /* ====================================================================== */
 
-/* Protected: makes the executor reachable from L and adds the worker's functions. */
-static int install_protected(lua_State *L)
+/* Protected: makes the executor reachable from L (loop thread, once loaded). */
+static int attach_protected(lua_State *L)
 {
     lua_pushvalue(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &exec_key);
+    return 0;
+}
+
+/* Protected: adds the worker's functions. */
+static int install_protected(lua_State *L)
+{
     lua_pushcfunction(L, tr_lua_worker_open);
     lua_call(L, 0, 0);
     lua_pushcfunction(L, tr_worker_open_modules);
@@ -365,35 +382,49 @@ static int index_protected(lua_State *L)
 }
 
 /*
- * Builds p's state from src, naming the chunk after the file the pipeline was
- * submitted as (errors then read "rag.lua:12: ..."); 0, or a negative code
- * with err set.
+ * A pipeline file evaluated in the thread pool: a file's top level may
+ * compute for up to EVAL_WALL_MAX_S, or sit in one long C call, and the
+ * loop must go on meanwhile. The work builds p's state (a lua_State is not
+ * bound to a thread) and fills p's run index, which the loop does not read
+ * while p is loading; the loop then makes the executor reachable from the
+ * state and starts the waiting tasks. Until then tr_executor_of(L) is NULL,
+ * so nothing the top level calls can reach the loop's tasks.
  */
-static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct tr_str name,
-                struct tr_error *err)
+struct load_job
 {
+    uv_work_t req;
+    struct tr_executor *e;
+    struct pipe *p;
+    size_t mem_max;
+    char *src;         /* owned copy of the source */
+    size_t len;
+    char chunk[200];   /* the file name for messages */
+    int rc;
+    struct tr_error err;
+    uint64_t t0;
+};
+
+/* Thread pool: builds p's state from the job's source; 0, or a negative code with err set. */
+static int load(struct load_job *j)
+{
+    struct pipe *p = j->p;
+    struct tr_error *err = &j->err;
     char digest[65];
-    tr_sha256_hex(src.p, src.len, digest);
+    tr_sha256_hex(j->src, j->len, digest);
     if (memcmp(digest, p->digest, 64) != 0)
         return tr_error_set(err, TR_EPROTO, "the source received has digest %.12s, not %.12s",
                             digest, p->digest);
-    struct tr_lua_limits lim = {.mem_max = e->cfg.lua_mem_max, .wall_max_s = EVAL_WALL_MAX_S};
+    struct tr_lua_limits lim = {.mem_max = j->mem_max, .wall_max_s = EVAL_WALL_MAX_S};
     p->L = tr_lua_new(&lim);
     if (p->L == NULL)
         return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
     lua_State *L = p->L;
     lua_pushcfunction(L, install_protected);
-    lua_pushlightuserdata(L, e);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         lua_pop(L, 1);
         return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
     }
-    char chunk[200] = "pipeline";
-    if (name.len > 0 && name.len < sizeof(chunk) && memchr(name.p, '\0', name.len) == NULL) {
-        memcpy(chunk, name.p, name.len);
-        chunk[name.len] = '\0';
-    }
-    int rc = tr_lua_eval_chunk(L, src.p, src.len, chunk, err);
+    int rc = tr_lua_eval_chunk(L, j->src, j->len, j->chunk, err);
     if (rc < 0)
         return rc;
     lua_pushcfunction(L, index_protected);
@@ -422,6 +453,60 @@ static int load(struct tr_executor *e, struct pipe *p, struct tr_str src, struct
     return 0;
 }
 
+static void load_work(uv_work_t *req)
+{
+    struct load_job *j = req->data;
+    j->rc = load(j);
+}
+
+static void fail_waiters(struct tr_executor *e, struct pipe *p, const char *msg);
+
+static void load_done(uv_work_t *req, int status)
+{
+    struct load_job *j = req->data;
+    struct tr_executor *e = j->e;
+    struct pipe *p = j->p;
+    p->job = NULL;
+    e->n_jobs--;
+    if (p->orphaned) {
+        /* Forgotten while it loaded (lost scheduler, shutdown). */
+        pipe_destroy(p);
+    } else {
+        if (j->rc == 0 && status != 0)
+            j->rc = tr_error_set(&j->err, TR_ECANCELED, "loading was cancelled");
+        if (j->rc == 0) {
+            lua_State *L = p->L;
+            lua_pushcfunction(L, attach_protected);
+            lua_pushlightuserdata(L, e);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+                lua_pop(L, 1);
+                j->rc = tr_error_set(&j->err, TR_ENOMEM, "not enough memory for a Lua state");
+            }
+        }
+        if (j->rc == 0) {
+            p->state = P_READY;
+            p->used_tick = ++e->clock;
+            tr_info("loaded pipeline '%s' digest=%.12s tasks=%u in %.1f ms", p->label, p->digest,
+                    p->n_runs, (double)(tr_mono_ns() - j->t0) / 1e6);
+            /* The waiting tasks join the run queue in the order they came. */
+            while (p->waiting.head != NULL) {
+                struct tr_task *t = p->waiting.head;
+                task_list_remove(t);
+                t->where = T_QUEUED;
+                task_list_push(&e->queue, t);
+            }
+            exec_pump(e);
+            pipe_evict(e);
+        } else {
+            fail_waiters(e, p, j->err.msg);
+        }
+    }
+    tr_free(j->src);
+    tr_free(j);
+    if (e->freeing)
+        exec_closed_one(e);
+}
+
 /* Fails every task waiting for p with msg, then forgets p. */
 static void fail_waiters(struct tr_executor *e, struct pipe *p, const char *msg)
 {
@@ -441,30 +526,47 @@ void tr_executor_on_pipeline(struct tr_executor *e, const struct tr_msg_pipeline
                  m->digest.p);
         return;
     }
+    if (p->job != NULL) {
+        tr_debug("ignoring a second answer for pipeline digest=%.12s", p->digest);
+        return;
+    }
     struct tr_error err;
     tr_error_init(&err);
     if (m->error.len > 0) {
         char why[256];
         tr_log_escape(why, sizeof(why), m->error.p, TR_MIN(m->error.len, (size_t)200));
         tr_error_set(&err, TR_ENOENT, "the scheduler says: %s", why);
-    } else {
-        uint64_t t0 = tr_mono_ns();
-        if (load(e, p, m->source, m->name, &err) == 0) {
-            p->state = P_READY;
-            p->used_tick = ++e->clock;
-            tr_info("loaded pipeline '%s' digest=%.12s tasks=%u in %.1f ms", p->label, p->digest,
-                    p->n_runs, (double)(tr_mono_ns() - t0) / 1e6);
-            /* The waiting tasks join the run queue in the order they came. */
-            while (p->waiting.head != NULL) {
-                struct tr_task *t = p->waiting.head;
-                task_list_remove(t);
-                t->where = T_QUEUED;
-                task_list_push(&e->queue, t);
-            }
-            exec_pump(e);
-            pipe_evict(e);
-            return;
-        }
+        fail_waiters(e, p, err.msg);
+        return;
     }
-    fail_waiters(e, p, err.msg);
+    struct load_job *j = tr_calloc(1, sizeof(*j));
+    char *src = j ? tr_malloc(m->source.len + 1) : NULL;
+    if (src == NULL) {
+        tr_free(j);
+        fail_waiters(e, p, "worker out of memory");
+        return;
+    }
+    memcpy(src, m->source.p, m->source.len);
+    j->e = e;
+    j->p = p;
+    j->mem_max = e->cfg.lua_mem_max;
+    j->src = src;
+    j->len = m->source.len;
+    snprintf(j->chunk, sizeof(j->chunk), "pipeline");
+    if (m->name.len > 0 && m->name.len < sizeof(j->chunk) &&
+        memchr(m->name.p, '\0', m->name.len) == NULL) {
+        memcpy(j->chunk, m->name.p, m->name.len);
+        j->chunk[m->name.len] = '\0';
+    }
+    tr_error_init(&j->err);
+    j->t0 = tr_mono_ns();
+    j->req.data = j;
+    if (uv_queue_work(e->loop, &j->req, load_work, load_done) != 0) {
+        tr_free(j->src);
+        tr_free(j);
+        fail_waiters(e, p, "cannot queue the pipeline's evaluation");
+        return;
+    }
+    p->job = j;
+    e->n_jobs++;
 }
