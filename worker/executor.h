@@ -44,6 +44,8 @@ struct tr_executor_config
     tr_exec_send_fn send; /* how messages reach the scheduler */
     void *send_arg;
     struct tr_watchdog *watchdog; /* told when task code runs, or NULL */
+    lua_CFunction open_modules;   /* registers the worker's Lua modules in a new
+                                   * state (may raise; pool thread), or NULL */
 };
 
 /* A new executor on loop; NULL when out of memory. */

@@ -25,7 +25,6 @@
 #include "lib/lua/pipeline.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
-#include "worker/modules.h"
 
 #define PIPELINE_RETRY_NS (10ull * 1000000000ull) /* ask again after this long without an answer */
 #define EVAL_WALL_MAX_S 10.0 /* evaluating the file at load, as the scheduler allows */
@@ -312,13 +311,16 @@ static int attach_protected(lua_State *L)
     return 0;
 }
 
-/* Protected: adds the worker's functions. */
+/* Protected, with the modules' opener (or NULL) at 1: adds the worker's functions. */
 static int install_protected(lua_State *L)
 {
+    lua_CFunction open_modules = (lua_CFunction)(uintptr_t)lua_touserdata(L, 1);
     lua_pushcfunction(L, tr_lua_worker_open);
     lua_call(L, 0, 0);
-    lua_pushcfunction(L, tr_worker_open_modules);
-    lua_call(L, 0, 0);
+    if (open_modules != NULL) {
+        lua_pushcfunction(L, open_modules);
+        lua_call(L, 0, 0);
+    }
     return 0;
 }
 
@@ -396,6 +398,7 @@ struct load_job
     struct tr_executor *e;
     struct pipe *p;
     size_t mem_max;
+    lua_CFunction open_modules;
     char *src;         /* owned copy of the source */
     size_t len;
     char chunk[200];   /* the file name for messages */
@@ -420,7 +423,8 @@ static int load(struct load_job *j)
         return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
     lua_State *L = p->L;
     lua_pushcfunction(L, install_protected);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    lua_pushlightuserdata(L, (void *)(uintptr_t)j->open_modules);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
         lua_pop(L, 1);
         return tr_error_set(err, TR_ENOMEM, "not enough memory for a Lua state");
     }
@@ -550,6 +554,7 @@ void tr_executor_on_pipeline(struct tr_executor *e, const struct tr_msg_pipeline
     j->e = e;
     j->p = p;
     j->mem_max = e->cfg.lua_mem_max;
+    j->open_modules = e->cfg.open_modules;
     j->src = src;
     j->len = m->source.len;
     snprintf(j->chunk, sizeof(j->chunk), "pipeline");

@@ -27,6 +27,7 @@
 #include "lib/base/log.h"
 #include "lib/wire/zmq_uv.h"
 #include "worker/executor.h"
+#include "worker/modules.h"
 
 #define MISSED_BEATS 3         /* silent intervals before the scheduler is presumed dead */
 #define HWM 100000             /* messages queued per direction before sends fail */
@@ -437,6 +438,7 @@ struct tr_worker *tr_worker_new(uv_loop_t *loop, const struct tr_worker_config *
         .send = exec_send_cb,
         .send_arg = w,
         .watchdog = w->wd,
+        .open_modules = tr_worker_open_modules,
     };
     w->exec = tr_executor_new(loop, &ec);
     w->zctx = zmq_ctx_new();
