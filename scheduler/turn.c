@@ -3,6 +3,8 @@
  * scheduler's life cycle.
  */
 #include "scheduler/sched.h"
+#include "scheduler/feedback.h"
+#include "scheduler/sandbox.h"
 
 #include <zmq.h>
 
@@ -50,7 +52,7 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
 static bool have_dirty(struct sched *s)
 {
     return s->n_dirty_insts || s->n_dirty_runs || s->n_dirty_pipes || s->n_dirty_sources ||
-           s->n_dirty_cache;
+           s->n_dirty_cache || fb_have_dirty(s);
 }
 
 /* One transaction with everything this turn changed. */
@@ -83,6 +85,8 @@ static int commit_batch(struct sched *s)
         rc = tr_state_put_cache(s->state, cp->key, cp->in->output, cp->in->output_len);
     }
     if (rc == 0)
+        rc = fb_put_dirty(s);
+    if (rc == 0)
         rc = tr_state_commit(s->state, &err);
     else
         tr_state_rollback(s->state);
@@ -100,6 +104,7 @@ static int commit_batch(struct sched *s)
         tr_info("state commits work again");
     s->commit_failing = false;
     s->m.commits++;
+    fb_committed(s);
     for (size_t i = 0; i < s->n_dirty_insts; i++)
         s->dirty_insts[i]->dirty = false;
     for (size_t i = 0; i < s->n_dirty_runs; i++) {
@@ -260,6 +265,8 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     srand((unsigned)tr_mono_ns());
 
     int rc = tr_state_open(cfg->state_url, &s->state, err);
+    if (rc == 0)
+        rc = fb_open(s, err);
     if (rc < 0)
         return rc;
 
@@ -280,6 +287,18 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+
+    /* Before the election: a leader's recovery reads pipelines through it. */
+    struct sandbox_config sc = {
+        .exe = "/proc/self/exe", /* this very binary, even if its file was replaced */
+        .limits = cfg->limits,
+        .warm = 2,
+        .max = 16,
+        .grace_s = 0.5,
+    };
+    rc = sandbox_open(loop, &sc, &s->sandbox, err);
+    if (rc < 0)
+        return rc;
 
     /* The election's first outcome comes before the API listens (leader.c),
      * unless the API port is picked at random: then it must be bound first to
@@ -303,6 +322,7 @@ int sched_lead(struct sched *s, struct tr_error *err)
     int rc = tr_state_next_epoch(s->state, &s->epoch);
     if (rc < 0)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
+    fb_reset(s);
     rc = sched_recover(s, err);
     if (rc < 0)
         return rc;
@@ -330,6 +350,11 @@ void sched_close(struct sched *s)
     flush_replies(s);
     waiters_close_all(s);
     api_close(s);
+    /* Pending loads are answered (cancelled) while the runs and caches they
+     * would touch still exist; the children are killed and reaped later. */
+    sandbox_close(s->sandbox);
+    s->sandbox = NULL;
+    recover_close(s);
     workers_close(s);
     leader_close(s);
     size_t it = 0;
@@ -355,6 +380,7 @@ void sched_close(struct sched *s)
     uv_close((uv_handle_t *)&s->turn_check, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    fb_close(s);
     tr_state_close(s->state);
     s->state = NULL;
 }
