@@ -164,8 +164,11 @@ void exec_release(struct tr_executor *e, struct tr_task *t)
             struct tr_task *prev = e->current;
             e->current = t;
             pipe_env_enter(t->pipe, t);
+            tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
             lua_resetthread(t->co);
+            tr_watchdog_leave(e->cfg.watchdog);
             pipe_env_leave(t->pipe);
+            tr_lua_set_stopping(t->pipe->L, false);
             e->current = prev;
             reuse = !t->hook_raised;
         }
@@ -249,6 +252,7 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
     lua_State *L = t->pipe->L;
     e->current = t;
     e->slice_start_ns = tr_mono_ns();
+    tr_lua_set_stopping(L, false);
     pipe_env_enter(t->pipe, t);
     tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
     int nres = 0;
@@ -762,60 +766,6 @@ uv_timer_t *tr_task_timer(struct tr_task *t)
 uv_loop_t *tr_executor_loop(const struct tr_executor *e)
 {
     return e->loop;
-}
-
-static int usage_write(void *data, const char *buf, size_t len)
-{
-    return tr_buf_add(data, buf, len) == 0 ? 0 : -1;
-}
-
-static int pack_kstr(msgpack_packer *pk, const char *k, const char *v)
-{
-    size_t kl = strlen(k), vl = strlen(v);
-    if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ||
-        msgpack_pack_str(pk, vl) || msgpack_pack_str_body(pk, v, vl))
-        return -1;
-    return 0;
-}
-
-static int pack_key(msgpack_packer *pk, const char *k)
-{
-    size_t kl = strlen(k);
-    return msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ? -1 : 0;
-}
-
-int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u)
-{
-    if (t->n_usage >= TR_TASK_USAGE_MAX) {
-        t->usage_dropped++;
-        return TR_E2BIG;
-    }
-    size_t mark = t->usage.len;
-    int rc = 0;
-    if (t->n_usage == 0 && mark == 0)
-        rc = tr_buf_add(&t->usage, "\xdd\0\0\0\0", 5);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &t->usage, usage_write);
-    if (rc == 0 &&
-        (msgpack_pack_map(&pk, 8) || pack_kstr(&pk, "provider", u->provider) ||
-         pack_kstr(&pk, "model", u->model) || pack_kstr(&pk, "prompt_digest", u->prompt_digest) ||
-         pack_key(&pk, "prompt_tokens") || msgpack_pack_uint64(&pk, u->prompt_tokens) ||
-         pack_key(&pk, "completion_tokens") || msgpack_pack_uint64(&pk, u->completion_tokens) ||
-         pack_key(&pk, "cost") || msgpack_pack_double(&pk, u->cost) ||
-         pack_key(&pk, "latency_ms") || msgpack_pack_double(&pk, u->latency_ms) ||
-         pack_key(&pk, "cached") ||
-         (u->cached ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk))))
-        rc = TR_ENOMEM;
-    if (rc < 0) {
-        /* Keep the list whole: drop the partial entry (and a lone header). */
-        t->usage.len = t->n_usage == 0 ? 0 : mark;
-        if (t->usage.alloc > 0)
-            t->usage.buf[t->usage.len] = '\0';
-        t->usage_dropped++;
-        return rc;
-    }
-    t->n_usage++;
-    return 0;
 }
 
 const char *tr_task_name(const struct tr_task *t)
