@@ -81,6 +81,10 @@ struct tr_task
     int co_ref;
     void *op;                /* pending operation while suspended, else NULL */
     tr_task_cancel_fn op_cancel;
+    bool preempted;          /* yielded by the hook: in the ready queue */
+    bool hook_raised;        /* the hook raised in its coroutines: never reuse them */
+    struct tr_task *ready_next; /* the ready queue's link */
+    struct run_env *env;     /* its run's globals in its pipeline state (counts it) */
     enum task_kill kill;     /* set once it must stop */
     char kill_reason[128];   /* CANCEL's reason, for the error message */
     uint64_t start_ns;       /* monotonic start */
@@ -115,6 +119,16 @@ struct run_fn
     int ref;    /* registry ref of the run function */
 };
 
+/* The globals of one run in one pipeline state: a table whose misses read the
+ * state's shared globals. Dropped when the run has no task left here. */
+struct run_env
+{
+    int ref;        /* registry ref of the table */
+    uint32_t tasks; /* tasks of the run holding it */
+    uint32_t len;   /* bytes of key */
+    char key[];     /* the run id: the by-run key */
+};
+
 struct idle_co
 {
     lua_State *co;
@@ -136,6 +150,12 @@ struct pipe
     uint64_t requested_ns;      /* when PIPELINE_GET was last sent */
     struct idle_co *idle;       /* finished coroutines to reuse */
     uint32_t n_idle;
+    int chunk_ref;              /* the chunk function: its upvalue 1 is the file's _ENV */
+    int globals_ref;            /* the shared globals (what _ENV holds outside tasks) */
+    int env_mt_ref;             /* metatable of the run tables: reads fall back to globals */
+    struct tr_hmap run_envs;    /* run id -> struct run_env */
+    struct load_job *job;       /* the file's evaluation in the thread pool, or NULL */
+    bool orphaned;              /* forgotten while loading: the job's end frees it */
 };
 
 struct tr_executor
@@ -150,6 +170,13 @@ struct tr_executor
     struct tr_task *pool;       /* free task structs, linked by next */
     uint32_t n_alloc;           /* task structs allocated */
     struct tr_task *current;    /* the task whose coroutine runs right now */
+    uint64_t slice_start_ns;    /* when current was resumed (preemption) */
+    uint64_t guard_ns;          /* deadline of pipeline code run outside tasks, 0 = none */
+    struct tr_task *ready_head; /* tasks preempted by the hook, resumed in order */
+    struct tr_task *ready_tail;
+    uv_idle_t ready_idle;       /* runs while ready_head != NULL */
+    uint32_t closing;           /* handles and jobs still to end when the executor is freed */
+    uint32_t n_jobs;            /* pipeline evaluations in the thread pool */
     bool pumping;               /* re-entrancy guard of the slot filler */
     bool freeing;               /* tr_executor_free is running */
     uint64_t clock;             /* bumped at each use of a state (LRU) */
@@ -211,8 +238,17 @@ struct pipe *pipe_find(struct tr_executor *e, struct tr_str digest);
 /* A new state for digest in P_LOADING; sends PIPELINE_GET. NULL when out of memory. */
 struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest);
 
-/* Frees p and its Lua state; p must have no task (pipes.c). */
+/*
+ * Forgets p and frees it with its Lua state, or once its evaluation in the
+ * thread pool ends; p must have no task (pipes.c).
+ */
 void pipe_free(struct tr_executor *e, struct pipe *p);
+
+/* Frees p's memory and state; p is in no map and has no job. */
+void pipe_destroy(struct pipe *p);
+
+/* One more handle or job of a freed executor has ended (executor.c). */
+void exec_closed_one(struct tr_executor *e);
 
 /* Frees idle ready states beyond cfg.max_states, least recently used first. */
 void pipe_evict(struct tr_executor *e);
@@ -231,6 +267,24 @@ void pipe_give_coroutine(struct pipe *p, lua_State *co, int ref);
 
 /* Re-sends PIPELINE_GET for states whose source is slow to come (pipes.c). */
 void pipe_tick(struct tr_executor *e);
+
+/*
+ * Points the _ENV of t's pipeline file at t's run globals (enter) or back at
+ * the shared globals (leave), around everything that runs the file's code
+ * for t. Never raise (pipes.c).
+ */
+void pipe_env_enter(struct pipe *p, struct tr_task *t);
+void pipe_env_leave(struct pipe *p);
+
+/* Attaches t to its run's globals, creating them. May raise: call protected on p->L. */
+void pipe_env_attach(struct pipe *p, struct tr_task *t);
+
+/* Detaches t from its run's globals, dropping them with the run's last task. Never raises. */
+void pipe_env_detach(struct pipe *p, struct tr_task *t);
+
+/* The count hook of every task coroutine (executor.c), and its count. */
+void exec_task_hook(lua_State *L, lua_Debug *ar);
+#define TR_EXEC_HOOK_COUNT 1000
 
 /* Sends one message through the executor's send callback. */
 static inline void exec_send(struct tr_executor *e, const struct tr_msg *m)

@@ -8,13 +8,18 @@
  * - A task is in exactly one list (its pipeline's waiting list, the FIFO run
  *   queue, the running list) or in the free pool, and in the id map unless
  *   free.
- * - A running task is either on the C stack (e->current, inside lua_resume)
- *   or suspended with a pending operation (t->op != NULL). Loop callbacks
- *   only ever see the second kind, so a timeout or CANCEL can always stop it
- *   by cancelling the operation. A CPU-bound task never returns to the loop:
- *   a count hook on its coroutine (set only when it has a timeout) checks the
- *   clock and raises, and re-arms itself at every instruction so that a pcall
- *   in the task cannot swallow the kill.
+ * - A running task is on the C stack (e->current, inside lua_resume),
+ *   suspended on a pending operation (t->op != NULL), or preempted (in the
+ *   ready queue, resumed from an idle handle on a later loop turn). Loop
+ *   callbacks only ever see the last two kinds, so a timeout or CANCEL can
+ *   always stop it there.
+ * - Every task coroutine has a count hook (exec_task_hook). It enforces the
+ *   deadline: once the task must stop it raises at every instruction of
+ *   every thread it is on, so that no pcall in the task can swallow the
+ *   kill. And it preempts: after SLICE_NS of running it yields the task's
+ *   coroutine (when Lua allows a yield there), so that heartbeats, results
+ *   and the other tasks keep flowing while a task computes. A coroutine the
+ *   hook raised in is never reused (Lua leaves its hooks off).
  * - The C side allocates nothing per task in the steady state: task
  *   structs, their buffers and timers, and the coroutines are reused; the
  *   output and error buffers and the msgpack zone are the executor's. (Lua
@@ -34,7 +39,8 @@
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
 
-#define HOOK_COUNT 1000                      /* instructions between two clock checks */
+#define SLICE_NS (10ull * 1000000u)          /* a task runs this long before it is preempted */
+#define READY_TURN_NS (50ull * 1000000u)     /* preempted tasks resumed in one loop turn, at most */
 #define TIMEOUT_MAX_S (30.0 * 24 * 3600)     /* longer timeouts are clamped */
 #define TASK_DATA_KEEP (64u << 10)           /* a pooled task keeps a buffer this large */
 #define ARGS_MAX 100000                      /* arguments of one task (outputs it waits for) */
@@ -121,30 +127,65 @@ static void task_put(struct tr_executor *e, struct tr_task *t)
     e->pool = t;
 }
 
+/* Takes t out of the ready queue (a short list: at most the slots). */
+static void ready_remove(struct tr_executor *e, struct tr_task *t)
+{
+    struct tr_task **pp = &e->ready_head, *prev = NULL;
+    while (*pp != NULL && *pp != t) {
+        prev = *pp;
+        pp = &(*pp)->ready_next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = t->ready_next;
+    if (e->ready_tail == t)
+        e->ready_tail = prev;
+    t->ready_next = NULL;
+    t->preempted = false;
+}
+
 void exec_release(struct tr_executor *e, struct tr_task *t)
 {
     uv_timer_stop(&t->timeout_timer);
     uv_timer_stop(&t->op_timer);
+    if (t->preempted)
+        ready_remove(e, t);
     if (t->co != NULL) {
-        /* A coroutine that returned is clean already; one that raised, or
+        /* A coroutine that returned is clean already. One that raised, or
          * was stopped while suspended, needs its call stack unwound and its
-         * pending to-be-closed variables closed (errors there are ignored).
-         * The task counts as running meanwhile, so that the kill hook still
-         * stops a __close handler of a killed task that would never end.
-         * Skipping the reset otherwise keeps the coroutine's stack allocated
-         * for the next task. */
-        if (lua_status(t->co) != LUA_OK) {
+         * pending to-be-closed variables closed (errors there are ignored);
+         * the task counts as running meanwhile, so that the hook still stops
+         * a __close handler that would never end. One the hook raised in has
+         * its hooks off for good (Lua does not restore them after an error
+         * thrown from a hook): it is dropped, its __close handlers unrun,
+         * since they would run beyond every limit. */
+        bool reuse = !t->hook_raised;
+        if (reuse && lua_status(t->co) != LUA_OK) {
             struct tr_task *prev = e->current;
             e->current = t;
+            pipe_env_enter(t->pipe, t);
+            tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
             lua_resetthread(t->co);
+            tr_watchdog_leave(e->cfg.watchdog);
+            pipe_env_leave(t->pipe);
+            tr_lua_set_stopping(t->pipe->L, false);
             e->current = prev;
+            reuse = !t->hook_raised;
         }
-        lua_sethook(t->co, NULL, 0, 0);
         lua_settop(t->co, 0);
-        pipe_give_coroutine(t->pipe, t->co, t->co_ref);
+        if (reuse) {
+            lua_sethook(t->co, exec_task_hook, LUA_MASKCOUNT, TR_EXEC_HOOK_COUNT);
+            pipe_give_coroutine(t->pipe, t->co, t->co_ref);
+        } else {
+            /* Removing a registry entry never allocates. */
+            luaL_unref(t->pipe->L, LUA_REGISTRYINDEX, t->co_ref);
+        }
         t->co = NULL;
         t->co_ref = LUA_NOREF;
     }
+    if (t->env != NULL)
+        pipe_env_detach(t->pipe, t);
+    t->hook_raised = false;
     task_list_remove(t);
     tr_hmap_del(&e->tasks, &t->id, sizeof(t->id));
     if (t->pipe != NULL) {
@@ -160,35 +201,65 @@ void exec_release(struct tr_executor *e, struct tr_task *t)
 /* ====================================================================== */
 
 /*
- * The count hook of tasks with a timeout. It runs on the task's coroutine
+ * The count hook of every task coroutine. It runs on the task's coroutine
  * and on coroutines the task created (they inherit hooks), so it finds the
- * task through the executor. Once the task must stop, it fires at every
- * instruction of every thread it is on, so no pcall can swallow the error.
+ * task through the executor. Outside any task it only enforces e->guard_ns
+ * (pipeline code the executor runs for a task that ended: a __tostring).
  */
-static void kill_hook(lua_State *L, lua_Debug *ar)
+void exec_task_hook(lua_State *L, lua_Debug *ar)
 {
-    struct tr_task *t = tr_task_running(L);
-    if (t == NULL)
+    struct tr_executor *e = tr_executor_of(L);
+    if (e == NULL)
         return;
-    if (t->kill == KILL_NONE) {
-        if (t->deadline_ns == 0 || tr_mono_ns() < t->deadline_ns)
+    struct tr_task *t = e->current;
+    if (t == NULL) {
+        if (e->guard_ns == 0 || tr_mono_ns() < e->guard_ns)
             return;
+    } else if (t->kill == KILL_NONE) {
+        uint64_t now = tr_mono_ns();
+        if (t->deadline_ns == 0 || now < t->deadline_ns) {
+            /* Only the task's own coroutine is preempted: a yield of a
+             * coroutine the task created would go to the task's code. */
+            if (L == t->co && now - e->slice_start_ns >= SLICE_NS && lua_isyieldable(L)) {
+                t->preempted = true;
+                lua_yield(L, 0);
+            }
+            return;
+        }
         t->kill = KILL_TIMEOUT;
     }
-    lua_sethook(L, kill_hook, LUA_MASKCOUNT, 1);
-    if (L != t->co)
-        lua_sethook(t->co, kill_hook, LUA_MASKCOUNT, 1);
+    /* Stay armed at every instruction, here and on the task's coroutine,
+     * so that a pcall that swallows this error meets the next one at once;
+     * and tell the sandbox, which then skips xpcall handlers (Lua runs
+     * them with hooks off). */
+    tr_lua_set_stopping(L, true);
+    lua_sethook(L, exec_task_hook, LUA_MASKCOUNT, 1);
+    if (t != NULL) {
+        t->hook_raised = true;
+        if (L != t->co)
+            lua_sethook(t->co, exec_task_hook, LUA_MASKCOUNT, 1);
+    }
     lua_pushliteral(L, "task stopped");
     lua_error(L);
 }
+
+static void on_ready(uv_idle_t *h);
 
 /* Resumes t's coroutine with nargs values on its stack and handles what comes back. */
 static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
 {
     struct tr_task *prev = e->current;
+    lua_State *L = t->pipe->L;
     e->current = t;
+    e->slice_start_ns = tr_mono_ns();
+    tr_lua_set_stopping(L, false);
+    pipe_env_enter(t->pipe, t);
+    tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
     int nres = 0;
     int status = lua_resume(t->co, NULL, nargs, &nres);
+    tr_watchdog_leave(e->cfg.watchdog);
+    pipe_env_leave(t->pipe);
+    tr_lua_set_stopping(L, false);
     e->current = prev;
     if (t->kill != KILL_NONE && status != LUA_YIELD) {
         exec_finish_killed(e, t);
@@ -196,6 +267,17 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
         if (t->op != NULL)
             return; /* suspended until its operation completes or is cancelled */
         lua_pop(t->co, nres);
+        if (t->preempted) {
+            /* Its turn is over: it goes on once the loop has turned. */
+            t->ready_next = NULL;
+            if (e->ready_tail != NULL)
+                e->ready_tail->ready_next = t;
+            else
+                e->ready_head = t;
+            e->ready_tail = t;
+            uv_idle_start(&e->ready_idle, on_ready);
+            return;
+        }
         exec_fail_task(t, "task '%s' yielded outside of a trellis operation (coroutine.yield "
                           "must be called inside a coroutine the task created)",
                        tr_task_name(t));
@@ -204,6 +286,28 @@ static void resume(struct tr_executor *e, struct tr_task *t, int nargs)
     } else {
         exec_finish_error(e, t, status);
     }
+}
+
+/* Resumes the tasks the hook preempted, oldest first, for a bounded time per turn. */
+static void on_ready(uv_idle_t *h)
+{
+    struct tr_executor *e = h->data;
+    uint64_t t0 = tr_mono_ns();
+    struct tr_task *last = e->ready_tail; /* those preempted in this call wait a turn */
+    while (e->ready_head != NULL) {
+        struct tr_task *t = e->ready_head;
+        bool was_last = t == last;
+        e->ready_head = t->ready_next;
+        if (e->ready_head == NULL)
+            e->ready_tail = NULL;
+        t->ready_next = NULL;
+        t->preempted = false;
+        resume(e, t, 0);
+        if (was_last || tr_mono_ns() - t0 >= READY_TURN_NS)
+            break;
+    }
+    if (e->ready_head == NULL)
+        uv_idle_stop(h);
 }
 
 /*
@@ -235,6 +339,8 @@ static int setup_protected(lua_State *L)
     if (ref == LUA_NOREF)
         return luaL_error(L, "pipeline '%s' has no task '%s'", t->pipe->label, tr_task_name(t));
     pipe_take_coroutine(t->pipe, &t->co, &t->co_ref);
+    lua_sethook(t->co, exec_task_hook, LUA_MASKCOUNT, TR_EXEC_HOOK_COUNT);
+    pipe_env_attach(t->pipe, t);
     int base = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 
@@ -349,7 +455,6 @@ static void start(struct tr_executor *e, struct tr_task *t)
         t->deadline_ns = t->start_ns + (uint64_t)(s * 1e9);
         uv_update_time(e->loop); /* the turn's clock may be stale by a long task */
         uv_timer_start(&t->timeout_timer, on_timeout, (uint64_t)ceil(s * 1000.0), 0);
-        lua_sethook(t->co, kill_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
     resume(e, t, nargs);
 }
@@ -565,21 +670,34 @@ struct tr_executor *tr_executor_new(uv_loop_t *loop, const struct tr_executor_co
         tr_free(e);
         return NULL;
     }
+    uv_idle_init(loop, &e->ready_idle);
+    e->ready_idle.data = e;
     return e;
+}
+
+/* Frees the executor once its last handle has closed and its last job ended. */
+void exec_closed_one(struct tr_executor *e)
+{
+    if (--e->closing == 0)
+        tr_free(e);
 }
 
 static void on_task_closed(uv_handle_t *h)
 {
     struct tr_task *t = h->data;
-    if (--t->closing > 0)
-        return;
     struct tr_executor *e = t->exec;
-    tr_buf_release(&t->data);
-    tr_buf_release(&t->usage);
-    tr_free(t->logs);
-    tr_free(t);
-    if (--e->n_alloc == 0)
-        tr_free(e);
+    if (--t->closing == 0) {
+        tr_buf_release(&t->data);
+        tr_buf_release(&t->usage);
+        tr_free(t->logs);
+        tr_free(t);
+    }
+    exec_closed_one(e);
+}
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    exec_closed_one(h->data);
 }
 
 void tr_executor_free(struct tr_executor *e)
@@ -599,11 +717,10 @@ void tr_executor_free(struct tr_executor *e)
     tr_buf_release(&e->msg);
     msgpack_sbuffer_destroy(&e->out);
     msgpack_zone_destroy(&e->zone);
-    if (e->n_alloc == 0) {
-        tr_free(e);
-        return;
-    }
-    /* Every task is in the pool now; each is freed when both its timers closed. */
+    /* Every task is in the pool now; each is freed when both its timers
+     * closed, and the executor with its last handle. */
+    e->closing = 1 + 2 * e->n_alloc + e->n_jobs;
+    uv_close((uv_handle_t *)&e->ready_idle, on_idle_closed);
     for (struct tr_task *t = e->pool; t != NULL; t = t->next) {
         t->closing = 2;
         uv_close((uv_handle_t *)&t->timeout_timer, on_task_closed);
@@ -663,60 +780,6 @@ uv_timer_t *tr_task_timer(struct tr_task *t)
 uv_loop_t *tr_executor_loop(const struct tr_executor *e)
 {
     return e->loop;
-}
-
-static int usage_write(void *data, const char *buf, size_t len)
-{
-    return tr_buf_add(data, buf, len) == 0 ? 0 : -1;
-}
-
-static int pack_kstr(msgpack_packer *pk, const char *k, const char *v)
-{
-    size_t kl = strlen(k), vl = strlen(v);
-    if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ||
-        msgpack_pack_str(pk, vl) || msgpack_pack_str_body(pk, v, vl))
-        return -1;
-    return 0;
-}
-
-static int pack_key(msgpack_packer *pk, const char *k)
-{
-    size_t kl = strlen(k);
-    return msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ? -1 : 0;
-}
-
-int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u)
-{
-    if (t->n_usage >= TR_TASK_USAGE_MAX) {
-        t->usage_dropped++;
-        return TR_E2BIG;
-    }
-    size_t mark = t->usage.len;
-    int rc = 0;
-    if (t->n_usage == 0 && mark == 0)
-        rc = tr_buf_add(&t->usage, "\xdd\0\0\0\0", 5);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &t->usage, usage_write);
-    if (rc == 0 &&
-        (msgpack_pack_map(&pk, 8) || pack_kstr(&pk, "provider", u->provider) ||
-         pack_kstr(&pk, "model", u->model) || pack_kstr(&pk, "prompt_digest", u->prompt_digest) ||
-         pack_key(&pk, "prompt_tokens") || msgpack_pack_uint64(&pk, u->prompt_tokens) ||
-         pack_key(&pk, "completion_tokens") || msgpack_pack_uint64(&pk, u->completion_tokens) ||
-         pack_key(&pk, "cost") || msgpack_pack_double(&pk, u->cost) ||
-         pack_key(&pk, "latency_ms") || msgpack_pack_double(&pk, u->latency_ms) ||
-         pack_key(&pk, "cached") ||
-         (u->cached ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk))))
-        rc = TR_ENOMEM;
-    if (rc < 0) {
-        /* Keep the list whole: drop the partial entry (and a lone header). */
-        t->usage.len = t->n_usage == 0 ? 0 : mark;
-        if (t->usage.alloc > 0)
-            t->usage.buf[t->usage.len] = '\0';
-        t->usage_dropped++;
-        return rc;
-    }
-    t->n_usage++;
-    return 0;
 }
 
 const char *tr_task_name(const struct tr_task *t)

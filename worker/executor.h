@@ -7,9 +7,10 @@
  * A running task is a coroutine of its pipeline's state. When it calls an
  * operation that waits (trellis.sleep, and later trellis.http), the C side
  * registers a pending operation with a cancel function and yields; the loop
- * resumes the coroutine when the operation completes. Timeouts and CANCEL
- * stop a suspended task by cancelling its pending operation, and stop a
- * CPU-bound one with a count hook on its coroutine.
+ * resumes the coroutine when the operation completes. A count hook on every
+ * task coroutine preempts a task that computes for long (it yields, and is
+ * resumed on a later loop turn) and stops one whose timeout passed. Timeouts
+ * and CANCEL stop a suspended or preempted task at once.
  *
  * It speaks to the scheduler only through the send callback it is given
  * (RESULT, LOG, PIPELINE_GET), so it knows nothing of the connection.
@@ -23,6 +24,7 @@
 #include <uv.h>
 
 #include "lib/wire/proto.h"
+#include "worker/watchdog.h"
 
 struct tr_executor;
 struct tr_task;
@@ -41,6 +43,9 @@ struct tr_executor_config
     uint32_t max_states;  /* idle pipeline states kept (LRU); 0 = 16 */
     tr_exec_send_fn send; /* how messages reach the scheduler */
     void *send_arg;
+    struct tr_watchdog *watchdog; /* told when task code runs, or NULL */
+    lua_CFunction open_modules;   /* registers the worker's Lua modules in a new
+                                   * state (may raise; pool thread), or NULL */
 };
 
 /* A new executor on loop; NULL when out of memory. */

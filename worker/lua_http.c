@@ -363,6 +363,13 @@ static int l_request(lua_State *L)
     luaL_setmetatable(L, BOX_MT);
     b->t = t;
     url_origin(o.url, b->origin, sizeof(b->origin));
+    if (h->m == NULL) {
+        /* Attached at the first request: the module may have been required
+         * while the file loaded in the thread pool, away from the loop. */
+        h->m = tr_http_multi_ref(tr_executor_loop(tr_executor_of(L)));
+        if (h->m == NULL)
+            return luaL_error(L, "http_error: cannot start curl");
+    }
     b->r = tr_http_call_new(h->m, (size_t)o.max_bytes);
     if (b->r == NULL)
         return luaL_error(L, "http_error: not enough memory for a request");
@@ -406,9 +413,6 @@ static int l_request(lua_State *L)
 
 int tr_lua_http_open(lua_State *L)
 {
-    struct tr_executor *e = tr_executor_of(L);
-    if (e == NULL)
-        return luaL_error(L, "trellis.http is only available in a worker");
     if (luaL_newmetatable(L, BOX_MT)) {
         lua_pushcfunction(L, box_gc);
         lua_setfield(L, -2, "__gc");
@@ -427,9 +431,6 @@ int tr_lua_http_open(lua_State *L)
     struct holder *h = lua_newuserdatauv(L, sizeof(*h), 0);
     h->m = NULL;
     luaL_setmetatable(L, HOLDER_MT);
-    h->m = tr_http_multi_ref(tr_executor_loop(e));
-    if (h->m == NULL)
-        return luaL_error(L, "http_error: cannot start curl");
     lua_pushcclosure(L, l_request, 1);
     lua_setfield(L, -2, "request");
     return 1;

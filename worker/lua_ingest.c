@@ -14,7 +14,12 @@
  * C memory that outlives a call that may raise is held by a userdata with
  * a __gc (metatable "trellis.ingest.holder"), so an error leaks nothing.
  *
- * Loop thread only.
+ * Listing a folder, reading a file and the text transforms (normalize,
+ * html_text, chunk: up to 64 MiB of text) run in the thread pool while the
+ * task waits (worker/offload.h), on copies of their inputs, so the worker's
+ * loop goes on meanwhile.
+ *
+ * Loop thread only, but for the job functions, which run on pool threads.
  */
 #include <jansson.h>
 #include <lauxlib.h>
@@ -27,6 +32,7 @@
 #include "lib/lua/pipeline.h"
 #include "worker/lua_embed.h"
 #include "worker/lua_rag.h"
+#include "worker/offload.h"
 
 #define HOLDER_MT "trellis.ingest.holder"
 #define DATA_DIR_DEFAULT "./trellis-data"
@@ -167,42 +173,58 @@ static void check_root(lua_State *L, const char *root, char *real)
 /* The C half of trellis.ingest                                           */
 /* ====================================================================== */
 
-/* list(root, glob?) -> sorted array of paths relative to root. May raise. */
-static int l_list(lua_State *L)
+struct list_job
 {
-    const char *root = luaL_checkstring(L, 1);
-    const char *glob = luaL_optstring(L, 2, NULL);
-    char real[PATH_MAX];
-    check_root(L, root, real);
-    struct holder *h = push_holder(L);
+    char root[PATH_MAX]; /* real path */
+    char *glob;          /* owned copy, or NULL */
     char **v;
     size_t n;
-    int rc = tr_ingest_list(real, glob, &v, &n);
-    if (rc < 0)
-        return raise_code(L, rc, "list", root);
-    h->kind = H_STRVEC;
-    h->p = v;
-    h->n = n;
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_pushstring(L, v[i]);
+    int rc;
+};
+
+static void list_release(void *job)
+{
+    struct list_job *j = job;
+    for (size_t i = 0; i < j->n; i++)
+        tr_free(j->v[i]);
+    tr_free(j->v);
+    tr_free(j->glob);
+}
+
+static void list_work(void *job)
+{
+    struct list_job *j = job;
+    j->rc = tr_ingest_list(j->root, j->glob, &j->v, &j->n);
+    if (j->rc < 0) {
+        j->v = NULL;
+        j->n = 0;
+    }
+}
+
+static int list_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct list_job *j = tr_offload_job(L, (int)ctx);
+    if (j->rc < 0)
+        return raise_code(L, j->rc, "list", lua_tostring(L, 1));
+    lua_createtable(L, (int)j->n, 0);
+    for (size_t i = 0; i < j->n; i++) {
+        lua_pushstring(L, j->v[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
-    holder_release(h);
     return 1;
 }
 
-/* The real path of rel inside root, in buf. May raise. */
-static const char *resolve(lua_State *L, const char *root, const char *rel, struct tr_buf *buf)
+/* list(root, glob?) -> sorted array of paths relative to root. May raise. */
+static int l_list(lua_State *L)
 {
-    char real[PATH_MAX];
-    check_root(L, root, real);
-    int rc = tr_ingest_resolve(real, rel, buf);
-    if (rc == TR_EACCES)
-        return luaL_error(L, "path '%s' leaves the ingestion root '%s'", rel, root), NULL;
-    if (rc < 0)
-        return raise_code(L, rc, "open", rel), NULL;
-    return buf->buf;
+    luaL_checkstring(L, 1);
+    const char *glob = luaL_optstring(L, 2, NULL);
+    lua_settop(L, 2);
+    struct list_job *j = tr_offload_job_new(L, sizeof(*j), list_release); /* 3 */
+    check_root(L, lua_tostring(L, 1), j->root);
+    if (glob != NULL && (j->glob = tr_strdup(glob)) == NULL)
+        return luaL_error(L, "not enough memory");
+    return tr_offload_run(L, 3, NULL, list_work, list_done);
 }
 
 /* stat(root, rel) -> {mtime, size}, or nil and a message. May raise. */
@@ -230,64 +252,171 @@ static int l_stat(lua_State *L)
     return 1;
 }
 
-/* read(root, rel) -> bytes, {digest, mtime, size}. May raise. */
-static int l_read(lua_State *L)
+struct read_job
 {
-    const char *root = luaL_checkstring(L, 1), *rel = luaL_checkstring(L, 2);
-    struct holder *h = push_holder(L);
-    const char *path = resolve(L, root, rel, &h->buf);
-    char pathcopy[PATH_MAX];
-    snprintf(pathcopy, sizeof(pathcopy), "%s", path);
+    char root[PATH_MAX]; /* real path */
+    char *rel;           /* owned copy */
+    struct tr_buf path;  /* the resolved path */
+    struct tr_buf data;  /* the file's bytes */
     int64_t mtime, size;
-    int rc = tr_ingest_read_file(pathcopy, &h->buf, &mtime, &size);
-    if (rc < 0)
-        return raise_code(L, rc, "read", rel);
     char digest[65];
-    tr_sha256_hex(h->buf.buf, h->buf.len, digest);
-    lua_pushlstring(L, h->buf.buf, h->buf.len);
-    holder_release(h);
+    bool resolved;       /* the error, if any, is reading's */
+    int rc;
+};
+
+static void read_release(void *job)
+{
+    struct read_job *j = job;
+    tr_free(j->rel);
+    tr_buf_release(&j->path);
+    tr_buf_release(&j->data);
+}
+
+static void read_work(void *job)
+{
+    struct read_job *j = job;
+    j->rc = tr_ingest_resolve(j->root, j->rel, &j->path);
+    j->resolved = j->rc == 0;
+    if (j->rc == 0)
+        j->rc = tr_ingest_read_file(j->path.buf, &j->data, &j->mtime, &j->size);
+    if (j->rc == 0)
+        tr_sha256_hex(j->data.buf, j->data.len, j->digest);
+}
+
+static int read_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct read_job *j = tr_offload_job(L, (int)ctx);
+    const char *root = lua_tostring(L, 1), *rel = lua_tostring(L, 2);
+    if (j->rc == TR_EACCES && !j->resolved)
+        return luaL_error(L, "path '%s' leaves the ingestion root '%s'", rel, root);
+    if (j->rc < 0)
+        return raise_code(L, j->rc, j->resolved ? "read" : "open", rel);
+    lua_pushlstring(L, j->data.buf, j->data.len);
     lua_createtable(L, 0, 3);
-    lua_pushstring(L, digest);
+    lua_pushstring(L, j->digest);
     lua_setfield(L, -2, "digest");
-    lua_pushinteger(L, mtime);
+    lua_pushinteger(L, j->mtime);
     lua_setfield(L, -2, "mtime");
-    lua_pushinteger(L, size);
+    lua_pushinteger(L, j->size);
     lua_setfield(L, -2, "size");
     return 2;
 }
 
+/* read(root, rel) -> bytes, {digest, mtime, size}. May raise. */
+static int l_read(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    const char *rel = luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    struct read_job *j = tr_offload_job_new(L, sizeof(*j), read_release); /* 3 */
+    tr_buf_init(&j->path, 0);
+    tr_buf_init(&j->data, 0);
+    check_root(L, lua_tostring(L, 1), j->root);
+    if ((j->rel = tr_strdup(rel)) == NULL)
+        return luaL_error(L, "not enough memory");
+    return tr_offload_run(L, 3, NULL, read_work, read_done);
+}
+
 typedef int (*text_fn)(const char *p, size_t len, struct tr_buf *out);
 
-static int transform(lua_State *L, text_fn fn, const char *what)
+struct text_job
+{
+    text_fn fn;                 /* a transform, or NULL: chunk */
+    char *in;                   /* owned copy of the text */
+    size_t len;
+    struct tr_buf out;          /* a transform's result */
+    struct tr_chunk_opts opts;  /* chunk's options ... */
+    struct tr_chunk *chunks;    /* ... and result */
+    size_t n;
+    const char *what;           /* for messages */
+    int rc;
+};
+
+static void text_release(void *job)
+{
+    struct text_job *j = job;
+    tr_free(j->in);
+    tr_buf_release(&j->out);
+    tr_free(j->chunks);
+}
+
+static void text_work(void *job)
+{
+    struct text_job *j = job;
+    if (j->fn != NULL) {
+        j->rc = j->fn(j->in, j->len, &j->out);
+        return;
+    }
+    j->rc = tr_ingest_chunk(j->in, j->len, &j->opts, &j->chunks, &j->n);
+    if (j->rc < 0) {
+        j->chunks = NULL;
+        j->n = 0;
+    }
+}
+
+static int text_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct text_job *j = tr_offload_job(L, (int)ctx);
+    if (j->rc < 0)
+        return raise_code(L, j->rc, j->what, "text");
+    if (j->fn != NULL) {
+        lua_pushlstring(L, j->out.buf, j->out.len);
+        return 1;
+    }
+    const struct tr_chunk *c = j->chunks;
+    lua_createtable(L, (int)j->n, 0);
+    for (size_t i = 0; i < j->n; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, (lua_Integer)c[i].start);
+        lua_setfield(L, -2, "start");
+        lua_pushinteger(L, (lua_Integer)c[i].end);
+        lua_setfield(L, -2, "stop");
+        if (c[i].heading_len > 0) {
+            lua_pushlstring(L, j->in + c[i].heading_start, c[i].heading_len);
+            lua_setfield(L, -2, "heading");
+        }
+        lua_pushinteger(L, c[i].heading_level);
+        lua_setfield(L, -2, "level");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* A text job on argument 1 (a copy), its userdata at 3. May raise. */
+static struct text_job *text_job(lua_State *L, text_fn fn, const char *what)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     luaL_argcheck(L, len <= TEXT_MAX, 1, "text too long");
-    struct holder *h = push_holder(L);
-    int rc = fn(s, len, &h->buf);
-    if (rc < 0)
-        return raise_code(L, rc, what, "text");
-    lua_pushlstring(L, h->buf.buf, h->buf.len);
-    holder_release(h);
-    return 1;
+    lua_settop(L, 2);
+    struct text_job *j = tr_offload_job_new(L, sizeof(*j), text_release);
+    tr_buf_init(&j->out, 0);
+    j->fn = fn;
+    j->what = what;
+    j->in = tr_malloc(len + 1);
+    if (j->in == NULL)
+        luaL_error(L, "not enough memory");
+    memcpy(j->in, s, len);
+    j->in[len] = '\0';
+    j->len = len;
+    return j;
 }
 
 static int l_normalize(lua_State *L)
 {
-    return transform(L, tr_ingest_normalize, "normalize");
+    text_job(L, tr_ingest_normalize, "normalize");
+    return tr_offload_run(L, 3, NULL, text_work, text_done);
 }
 
 static int l_html_text(lua_State *L)
 {
-    return transform(L, tr_ingest_html_text, "extract text from");
+    text_job(L, tr_ingest_html_text, "extract text from");
+    return tr_offload_run(L, 3, NULL, text_work, text_done);
 }
 
 /* chunk(text, {size=, overlap=, markdown=}) -> array of {start, stop, heading?, level}. */
 static int l_chunk(lua_State *L)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    luaL_argcheck(L, len <= TEXT_MAX, 1, "text too long");
     struct tr_chunk_opts o = {0};
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
@@ -303,31 +432,9 @@ static int l_chunk(lua_State *L)
         o.markdown = lua_toboolean(L, -1);
         lua_pop(L, 3);
     }
-    struct holder *h = push_holder(L);
-    struct tr_chunk *c;
-    size_t n;
-    int rc = tr_ingest_chunk(s, len, &o, &c, &n);
-    if (rc < 0)
-        return raise_code(L, rc, "chunk", "text");
-    h->kind = H_MEM;
-    h->p = c;
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_createtable(L, 0, 4);
-        lua_pushinteger(L, (lua_Integer)c[i].start);
-        lua_setfield(L, -2, "start");
-        lua_pushinteger(L, (lua_Integer)c[i].end);
-        lua_setfield(L, -2, "stop");
-        if (c[i].heading_len > 0) {
-            lua_pushlstring(L, s + c[i].heading_start, c[i].heading_len);
-            lua_setfield(L, -2, "heading");
-        }
-        lua_pushinteger(L, c[i].heading_level);
-        lua_setfield(L, -2, "level");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    holder_release(h);
-    return 1;
+    struct text_job *j = text_job(L, NULL, "chunk");
+    j->opts = o;
+    return tr_offload_run(L, 3, NULL, text_work, text_done);
 }
 
 /* sha256(s) -> 64 hex characters. */

@@ -449,10 +449,33 @@ static int cache_ref_gc(lua_State *L)
     return 0;
 }
 
+/*
+ * The cache of the thread that runs the state's tasks, taken at first use:
+ * the module may have been required while the file loaded in the thread
+ * pool. May raise (memory).
+ */
+static struct cache *cache_of(lua_State *L)
+{
+    struct cache_ref *r = lua_touserdata(L, lua_upvalueindex(1));
+    if (r->c != NULL)
+        return r->c;
+    struct cache *c = thread_cache;
+    if (c == NULL) {
+        c = tr_calloc(1, sizeof(*c));
+        if (c == NULL)
+            luaL_error(L, "not enough memory for the LLM cache");
+        tr_hmap_init(&c->map);
+        thread_cache = c;
+    }
+    c->refs++;
+    r->c = c;
+    return c;
+}
+
 /* cache_get(key) -> value, or nil */
 static int l_cache_get(lua_State *L)
 {
-    struct cache *c = ((struct cache_ref *)lua_touserdata(L, lua_upvalueindex(1)))->c;
+    struct cache *c = cache_of(L);
     size_t kl;
     const char *k = luaL_checklstring(L, 1, &kl);
     struct centry *e = kl == 64 ? tr_hmap_get(&c->map, k, kl) : NULL;
@@ -473,7 +496,7 @@ static int l_cache_get(lua_State *L)
 /* cache_put(key, value) -> true if stored */
 static int l_cache_put(lua_State *L)
 {
-    struct cache *c = ((struct cache_ref *)lua_touserdata(L, lua_upvalueindex(1)))->c;
+    struct cache *c = cache_of(L);
     size_t kl;
     const char *k = luaL_checklstring(L, 1, &kl);
     luaL_checkany(L, 2);
@@ -511,7 +534,7 @@ static int l_cache_put(lua_State *L)
     return 1;
 }
 
-/* Pushes a userdata holding a reference on this thread's cache. */
+/* Pushes a userdata that will hold a reference on the cache (cache_of). */
 static void push_cache_ref(lua_State *L)
 {
     if (luaL_newmetatable(L, CACHE_MT)) {
@@ -524,16 +547,6 @@ static void push_cache_ref(lua_State *L)
     struct cache_ref *r = lua_newuserdatauv(L, sizeof(*r), 0);
     r->c = NULL;
     luaL_setmetatable(L, CACHE_MT);
-    struct cache *c = thread_cache;
-    if (c == NULL) {
-        c = tr_calloc(1, sizeof(*c));
-        if (c == NULL)
-            luaL_error(L, "not enough memory for the LLM cache");
-        tr_hmap_init(&c->map);
-        thread_cache = c;
-    }
-    c->refs++;
-    r->c = c;
 }
 
 int tr_lua_llm_open(lua_State *L)

@@ -4,9 +4,9 @@
  * worker/lua_ingest.c and Lua glue in worker/lua/trellis/ingest.lua),
  * trellis.prompt and trellis.eval (Lua, with a C half for digests).
  *
- * Every function here is synchronous: the index is a local SQLite file and
- * ingestion reads local files, so nothing yields except what the Lua glue
- * calls (trellis.http for URLs, trellis.llm for embeddings).
+ * Calls that touch SQLite, read files or transform big texts run their work
+ * in the thread pool while the calling task waits (worker/offload.h); from
+ * outside a task (tests, a file's top level) they run in place.
  *
  * Files: an index path is relative to the data folder (TRELLIS_DATA_DIR,
  * default ./trellis-data, created on first use) or an absolute path inside
@@ -14,7 +14,7 @@
  * (TRELLIS_INGEST_ROOTS, a colon-separated list, default the worker's
  * working folder and the data folder). ".." components are refused.
  *
- * Loop thread only, like the states.
+ * Loop thread only, like the states (the jobs' work runs in the pool).
  */
 #ifndef TR_WORKER_LUA_RAG_H
 #define TR_WORKER_LUA_RAG_H

@@ -40,6 +40,7 @@ struct options
     char *gpus;          /* "N" or "auto" */
     uint32_t lua_mem_mb;
     uint32_t heartbeat_ms;
+    double max_block;    /* seconds, 0 = no watchdog */
     int log_level;
     char *providers;     /* trellis.llm providers file, or NULL */
     char *curve_key;     /* this worker's key pair file */
@@ -100,6 +101,9 @@ static const struct tr_flag worker_flags[] = {
      .max = LUA_MEM_MB_MAX, .help = "Lua heap cap per pipeline, 0 = none"},
     {"heartbeat-ms", 0, TR_FLAG_UINT, OPT(heartbeat_ms), .dflt = "1000", .arg = "N", .min = 10,
      .max = 600000, .help = "heartbeat until the scheduler sets one"},
+    {"max-block", 0, TR_FLAG_DOUBLE, OPT(max_block), .dflt = "30", .arg = "SECONDS",
+     .dmin = 0, .dmax = 86400,
+     .help = "loop held this long by one task: fail it, exit 70 (restart); 0 = never"},
     {"curve-key", 0, TR_FLAG_STR, OPT(curve_key), .arg = "FILE", .check = check_nonempty,
      .help = "this worker's key pair (trellis keygen)"},
     {"curve-server", 0, TR_FLAG_STR, OPT(curve_server), .arg = "FILE", .check = check_nonempty,
@@ -164,6 +168,7 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
         return false; /* check_gpus refused it already */
     cfg->lua_mem_max = (size_t)o->lua_mem_mb << 20;
     cfg->heartbeat_ms = o->heartbeat_ms;
+    cfg->max_block_s = o->max_block;
     if ((o->curve_key == NULL) != (o->curve_server == NULL)) {
         fprintf(stderr, "trellis-worker: --curve-key and --curve-server go together\n");
         return false;

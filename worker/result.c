@@ -1,7 +1,8 @@
 /*
  * result.c - how a task ends: its output packed, or its error with a
  * traceback built from its coroutine, sent in one RESULT with the last log
- * lines; then the task is released and its slot filled.
+ * lines and the model calls of the attempt (tr_task_usage_add); then the
+ * task is released and its slot filled.
  *
  * Error texts are built under lua_pcall on the state's main thread, with the
  * heap cap raised a little, because converting an error object may run its
@@ -20,6 +21,7 @@
 #define TRACEBACK_HEADROOM (1u << 20) /* heap a traceback may use past the cap */
 #define ERROR_MAX (64u << 10)         /* bytes of an error message in RESULT */
 #define OUTPUT_MAX (48u << 20)        /* bytes of an output: RESULT must fit a frame */
+#define GUARD_NS (1000ull * 1000000u) /* a failed task's __tostring runs at most this long */
 
 struct outcome
 {
@@ -141,10 +143,20 @@ static void build_error(struct tr_executor *e, struct tr_task *t, const char *ms
     if (cap != 0)
         tr_lua_set_mem_max(L, cap + TRACEBACK_HEADROOM);
     int status = LUA_ERRMEM;
-    if (lua_checkstack(L, 4)) {
+    if (lua_checkstack(L, 6)) {
+        /* A __tostring is the file's code: it sees the run's globals, is
+         * watched, and gets GUARD_NS before the hook stops it. */
+        pipe_env_enter(t->pipe, t);
+        tr_watchdog_enter(e->cfg.watchdog, t->id, t->epoch, t->attempt, t->run_id, t->name);
+        e->guard_ns = tr_mono_ns() + GUARD_NS;
         lua_pushcfunction(L, traceback_protected);
         lua_pushlightuserdata(L, &a);
         status = lua_pcall(L, 1, 1, 0);
+        e->guard_ns = 0;
+        tr_watchdog_leave(e->cfg.watchdog);
+        pipe_env_leave(t->pipe);
+        tr_lua_set_stopping(L, false);
+        lua_sethook(L, exec_task_hook, LUA_MASKCOUNT, TR_EXEC_HOOK_COUNT);
     }
     if (cap != 0)
         tr_lua_set_mem_max(L, cap);
@@ -226,4 +238,62 @@ void exec_finish_error(struct tr_executor *e, struct tr_task *t, int status)
     }
     struct outcome o = {.error = msg_view(e)};
     complete(e, t, &o);
+}
+
+/* ====================================================================== */
+/* Usage of model calls, sent with RESULT                                 */
+/* ====================================================================== */
+
+static int usage_write(void *data, const char *buf, size_t len)
+{
+    return tr_buf_add(data, buf, len) == 0 ? 0 : -1;
+}
+
+static int pack_kstr(msgpack_packer *pk, const char *k, const char *v)
+{
+    size_t kl = strlen(k), vl = strlen(v);
+    if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ||
+        msgpack_pack_str(pk, vl) || msgpack_pack_str_body(pk, v, vl))
+        return -1;
+    return 0;
+}
+
+static int pack_key(msgpack_packer *pk, const char *k)
+{
+    size_t kl = strlen(k);
+    return msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl) ? -1 : 0;
+}
+
+int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u)
+{
+    if (t->n_usage >= TR_TASK_USAGE_MAX) {
+        t->usage_dropped++;
+        return TR_E2BIG;
+    }
+    size_t mark = t->usage.len;
+    int rc = 0;
+    if (t->n_usage == 0 && mark == 0)
+        rc = tr_buf_add(&t->usage, "\xdd\0\0\0\0", 5);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t->usage, usage_write);
+    if (rc == 0 &&
+        (msgpack_pack_map(&pk, 8) || pack_kstr(&pk, "provider", u->provider) ||
+         pack_kstr(&pk, "model", u->model) || pack_kstr(&pk, "prompt_digest", u->prompt_digest) ||
+         pack_key(&pk, "prompt_tokens") || msgpack_pack_uint64(&pk, u->prompt_tokens) ||
+         pack_key(&pk, "completion_tokens") || msgpack_pack_uint64(&pk, u->completion_tokens) ||
+         pack_key(&pk, "cost") || msgpack_pack_double(&pk, u->cost) ||
+         pack_key(&pk, "latency_ms") || msgpack_pack_double(&pk, u->latency_ms) ||
+         pack_key(&pk, "cached") ||
+         (u->cached ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk))))
+        rc = TR_ENOMEM;
+    if (rc < 0) {
+        /* Keep the list whole: drop the partial entry (and a lone header). */
+        t->usage.len = t->n_usage == 0 ? 0 : mark;
+        if (t->usage.alloc > 0)
+            t->usage.buf[t->usage.len] = '\0';
+        t->usage_dropped++;
+        return rc;
+    }
+    t->n_usage++;
+    return 0;
 }

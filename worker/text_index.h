@@ -13,9 +13,9 @@
  * the first vector search after a change; a search is then one dot product
  * per document and a bounded min-heap of k entries.
  *
- * Calls block on SQLite (a local file): callers on an event loop accept a
- * short stall, as they would for a page fault. An index is used by one
- * thread.
+ * Calls block on SQLite (a local file) and scan vectors: the worker runs
+ * them in its thread pool (worker/lua_index.c). An index is used by one
+ * thread at a time.
  */
 #ifndef TR_TEXT_INDEX_H
 #define TR_TEXT_INDEX_H

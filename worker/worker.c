@@ -28,6 +28,7 @@
 #include "lib/wire/zmq_uv.h"
 #include "worker/exec_calls.h"
 #include "worker/executor.h"
+#include "worker/modules.h"
 #include "worker/gpu_monitor.h"
 
 #define MISSED_BEATS 3         /* silent intervals before the scheduler is presumed dead */
@@ -65,6 +66,7 @@ struct tr_worker
     bool closing;
     uint32_t cpus;                 /* advertised in HELLO */
     uint64_t mem_mb;
+    struct tr_watchdog *wd;        /* NULL when max_block_s is 0 */
     struct tr_gpu_monitor *gpus;   /* devices offered, and their readings */
 };
 
@@ -100,6 +102,74 @@ static void send_msg(struct tr_worker *w, const struct tr_msg *m)
 static void exec_send_cb(void *arg, const struct tr_msg *m)
 {
     send_msg(arg, m);
+}
+
+/* ====================================================================== */
+/* For the watchdog thread, while the loop thread is stuck in a task       */
+/* ====================================================================== */
+
+/* Sends m straight on the socket (the loop thread is not using it). */
+static void send_from_watchdog(struct tr_worker *w, const struct tr_msg *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (tr_proto_encode(&sb, m) == 0)
+        (void)zmq_send(w->sock, sb.data, sb.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void wd_cover(void *arg)
+{
+    struct tr_worker *w = arg;
+    if (w->sock == NULL || !w->welcomed)
+        return;
+    struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+    send_from_watchdog(w, &hb);
+}
+
+static void wd_after_cover(void *arg)
+{
+    struct tr_worker *w = arg;
+    if (w->zuv != NULL)
+        tr_zmq_uv_kick(w->zuv);
+}
+
+static void wd_blocked(void *arg, const struct tr_watch_info *info, double busy_s)
+{
+    struct tr_worker *w = arg;
+    if (info == NULL) {
+        tr_err("worker loop blocked for %.1f s (limit %g s) outside any task worker=%s: "
+               "exiting with status %d", busy_s, w->cfg.max_block_s, w->cfg.id,
+               TR_WORKER_EXIT_BLOCKED);
+    } else {
+        tr_err("worker loop blocked for %.1f s (limit %g s) by task '%s' run=%s id=%llu "
+               "attempt=%u worker=%s: reporting the attempt failed (worker_blocked) and exiting "
+               "with status %d", busy_s, w->cfg.max_block_s, info->task, info->run,
+               (unsigned long long)info->id, info->attempt, w->cfg.id, TR_WORKER_EXIT_BLOCKED);
+    }
+    if (info != NULL && w->sock != NULL && w->welcomed) {
+        char why[320];
+        snprintf(why, sizeof(why), "worker_blocked: task '%s' held the worker's loop for %.0f s "
+                 "in one call that cannot be interrupted (such as a pattern match); the worker "
+                 "restarted", info->task, busy_s);
+        struct tr_msg r = {.type = TR_MSG_RESULT};
+        r.u.result.id = info->id;
+        r.u.result.epoch = info->epoch;
+        r.u.result.attempt = info->attempt;
+        r.u.result.error = tr_str_c(why);
+        r.u.result.started_at = r.u.result.finished_at = tr_now();
+        send_from_watchdog(w, &r);
+        struct tr_msg bye = {.type = TR_MSG_BYE};
+        bye.u.bye.reason = TR_STR("worker blocked: restarting");
+        send_from_watchdog(w, &bye);
+        /* Give both a moment to leave. */
+        int linger = CLOSE_LINGER_MS * 5;
+        zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof(linger));
+        zmq_close(w->sock);
+        zmq_ctx_term(w->zctx);
+    }
+    fflush(stderr);
+    _exit(TR_WORKER_EXIT_BLOCKED);
 }
 
 static void send_hello(struct tr_worker *w)
@@ -354,12 +424,30 @@ struct tr_worker *tr_worker_new(uv_loop_t *loop, const struct tr_worker_config *
         w->mem_mb = (uint64_t)si.totalram * si.mem_unit / (1024 * 1024);
     tr_proto_decoder_init(&w->dec, NULL);
     msgpack_sbuffer_init(&w->sb);
+    if (cfg->max_block_s > 0) {
+        struct tr_watchdog_config wc = {
+            .max_block_s = cfg->max_block_s,
+            .cover = wd_cover,
+            .blocked = wd_blocked,
+            .after_cover = wd_after_cover,
+            .arg = w,
+        };
+        w->wd = tr_watchdog_new(loop, &wc, err);
+        if (w->wd == NULL) {
+            tr_proto_decoder_release(&w->dec);
+            msgpack_sbuffer_destroy(&w->sb);
+            tr_free(w);
+            return NULL;
+        }
+    }
     struct tr_executor_config ec = {
         .slots = cfg->slots,
         .lua_mem_max = cfg->lua_mem_max,
         .max_states = 16,
         .send = exec_send_cb,
         .send_arg = w,
+        .watchdog = w->wd,
+        .open_modules = tr_worker_open_modules,
     };
     w->exec = tr_executor_new(loop, &ec);
     w->zctx = zmq_ctx_new();
@@ -368,6 +456,7 @@ struct tr_worker *tr_worker_new(uv_loop_t *loop, const struct tr_worker_config *
         tr_error_set(err, w->zctx ? TR_ENOMEM : TR_EIO, "cannot start: %s",
                      w->zctx ? "out of memory" : "no ZeroMQ context");
         tr_executor_free(w->exec);
+        tr_watchdog_free(w->wd);
         tr_gpu_monitor_close(w->gpus);
         if (w->zctx)
             zmq_ctx_term(w->zctx);
@@ -415,6 +504,8 @@ void tr_worker_close(struct tr_worker *w, const char *reason)
     }
     tr_executor_free(w->exec);
     w->exec = NULL;
+    tr_watchdog_free(w->wd);
+    w->wd = NULL;
     tr_gpu_monitor_close(w->gpus);
     w->gpus = NULL;
     close_socket(w);

@@ -11,6 +11,12 @@
  * says HELLO again. BYE from the scheduler ("unknown worker") drops the
  * tasks in flight and says HELLO again on the same socket.
  *
+ * A watchdog thread (worker/watchdog.h) covers for a loop blocked inside a
+ * task's code: it sends heartbeats for it, and past max_block_s it sends a
+ * failed RESULT (error "worker_blocked: ...") for the task and BYE, and
+ * exits the process with TR_WORKER_EXIT_BLOCKED for its supervisor to
+ * restart it.
+ *
  * Messages go to the executor (worker/executor.h), which runs the tasks and
  * answers through this connection. Frames that do not decode are counted
  * and logged at a limited rate; nothing the scheduler sends stops the worker.
@@ -26,6 +32,8 @@
 
 #define TR_WORKER_VERSION "0.1.0" /* kept in step with project(VERSION) in CMakeLists.txt */
 #define TR_WORKER_MAX_ENDPOINTS 16
+/* The exit status of a worker whose loop was blocked past max_block_s. */
+#define TR_WORKER_EXIT_BLOCKED 70
 
 struct tr_worker;
 
@@ -47,6 +55,7 @@ struct tr_worker_config
     const char *curve_server;  /* scheduler's Z85 public key, or NULL: no CURVE */
     const char *curve_public;  /* this worker's Z85 key pair (with curve_server) */
     const char *curve_secret;
+    double max_block_s;        /* loop blocked this long: fail the task and exit; 0 = never */
 };
 
 /*

@@ -60,6 +60,9 @@ struct rt_ctx
     uint64_t deadline_ns;      /* tr_mono_ns() at which it fires, 0 = none */
     int hit_line;              /* where the limit fired, -1 when unknown */
     char hit_src[LUA_IDSIZE];
+    lua_Hook host_hook;        /* what threads made during an eval switch to afterwards */
+    int host_count;
+    bool stopping;             /* the host is stopping code from a hook (tr_lua_set_stopping) */
 };
 
 /* Registry keys: their addresses are unique. */
@@ -180,7 +183,7 @@ static int sandbox_setmetatable(lua_State *L)
 static int xpcall_guard(lua_State *L)
 {
     struct rt_ctx *c = ctx_of(L);
-    if (c->in_eval && c->hit != HIT_NONE)
+    if ((c->in_eval && c->hit != HIT_NONE) || c->stopping)
         return 1; /* the limit's error, unhandled: the handler would run with hooks off */
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -204,7 +207,8 @@ static int sandbox_xpcall(lua_State *L)
 static int sandbox_coclose(lua_State *L)
 {
     lua_State *co = lua_tothread(L, 1);
-    if (co != NULL && ctx_of(L)->any_hit && lua_status(co) > LUA_YIELD) {
+    struct rt_ctx *c = ctx_of(L);
+    if (co != NULL && (c->any_hit || c->stopping) && lua_status(co) > LUA_YIELD) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "coroutine stopped by a sandbox limit");
         return 2;
@@ -404,8 +408,11 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
 {
     struct rt_ctx *c = ctx_of(L);
     if (!c->in_eval) {
-        /* A coroutine created by an earlier eval and resumed later. */
-        lua_sethook(L, NULL, 0, 0);
+        /* A coroutine created by an earlier eval and resumed later: it takes
+         * the host's hook, so that the host's limits hold for it too. */
+        lua_sethook(L, c->host_hook, c->host_hook ? LUA_MASKCOUNT : 0, c->host_count);
+        if (c->host_hook != NULL)
+            c->host_hook(L, ar);
         return;
     }
     if (c->hit == HIT_NONE) {
@@ -484,7 +491,7 @@ static int eval_error(lua_State *L, struct rt_ctx *c, int status, const char *ch
     return tr_error_set(err, code, "%s", msg ? msg : "error object is not a string");
 }
 
-int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname,
+static int eval(lua_State *L, const char *src, size_t len, const char *chunkname, bool keep,
                 struct tr_error *err)
 {
     struct rt_ctx *c = ctx_of(L);
@@ -495,12 +502,19 @@ int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname
         return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
 
     int base = lua_gettop(L);
+    int top = base;
     c->last_fail = FAIL_NONE;
     c->hit = HIT_NONE;
     c->hit_line = -1;
     c->check_error = false;
     lua_pushcfunction(L, msghandler);
     int status = luaL_loadbufferx(L, src, len, name, "t");
+    if (status == LUA_OK && keep) {
+        /* The chunk stays below the message handler, for the caller. */
+        lua_pushvalue(L, -1);
+        lua_insert(L, base + 1);
+        base++;
+    }
     if (status == LUA_OK) {
         c->instr_used = 0;
         c->deadline_ns = 0;
@@ -521,9 +535,36 @@ int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname
     c->headroom = 0;
     if (status != LUA_OK) {
         int rc = eval_error(L, c, status, chunk, err);
-        lua_settop(L, base);
+        lua_settop(L, top);
         return rc;
     }
     lua_remove(L, base + 1);
     return 0;
+}
+
+int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname,
+                struct tr_error *err)
+{
+    return eval(L, src, len, chunkname, false, err);
+}
+
+int tr_lua_eval_chunk(lua_State *L, const char *src, size_t len, const char *chunkname,
+                      struct tr_error *err)
+{
+    return eval(L, src, len, chunkname, true, err);
+}
+
+void tr_lua_set_host_hook(lua_State *L, lua_Hook hook, int count)
+{
+    struct rt_ctx *c = ctx_of(L);
+    c->host_hook = hook;
+    c->host_count = count;
+}
+
+void tr_lua_set_stopping(lua_State *L, bool on)
+{
+    struct rt_ctx *c = ctx_of(L);
+    c->stopping = on;
+    if (on)
+        c->any_hit = true;
 }

@@ -65,4 +65,28 @@ void tr_lua_push_trellis(lua_State *L);
 int tr_lua_eval(lua_State *L, const char *src, size_t len, const char *chunkname,
                 struct tr_error *err) TR_MUST_CHECK;
 
+/*
+ * As tr_lua_eval, and on success the chunk function itself is left below
+ * the result (two values), so that a host can reach the chunk's _ENV
+ * upvalue afterwards. On failure nothing is left.
+ */
+int tr_lua_eval_chunk(lua_State *L, const char *src, size_t len, const char *chunkname,
+                      struct tr_error *err) TR_MUST_CHECK;
+
+/*
+ * The count hook (and its count) that coroutines created while tr_lua_eval
+ * ran take when they are resumed after it; NULL: none. Without it they run
+ * with no hook, beyond the host's limits.
+ */
+void tr_lua_set_host_hook(lua_State *L, lua_Hook hook, int count);
+
+/*
+ * Tells the sandbox that the host is stopping the running code by raising
+ * from a hook (on) or that it is done (off). Meanwhile xpcall message
+ * handlers are skipped and coroutine.close refuses dead coroutines, because
+ * Lua runs both with hooks off after a hook's error; coroutine.close keeps
+ * refusing dead coroutines for the state's life.
+ */
+void tr_lua_set_stopping(lua_State *L, bool on);
+
 #endif
