@@ -182,4 +182,19 @@ return trellis.pipeline {
       end,
     },
   },
+  -- The reference loop's start: when people rate enough answers of the last
+  -- hour and too many are thumbs down, retrain the reranker on that feedback
+  -- and its labels (retrain_reranker.lua reads them; `trigger` in its params
+  -- names this pipeline and the statistics that fired). At most one
+  -- retraining an hour; it must be registered before this pipeline.
+  triggers = {
+    trellis.trigger {
+      name = "retrain", on = "feedback",
+      when = function(stats)
+        local w = stats.feedback.window
+        return w.count >= 200 and w.negative_rate > 0.1
+      end,
+      run = "retrain_reranker", params = { model = "reranker" }, cooldown = 3600,
+    },
+  },
 }

@@ -23,7 +23,8 @@
 -- champion's by `margin`, or, when there is no champion, the MRR of the
 -- retrieval without a reranker by `margin`.
 --
--- Params: training (array), heldout (file), index ("docs.db"), model
+-- Params: training (array; without it, `from` or the trigger's pipeline:
+-- the pipeline whose feedback and labels build it), heldout (file), index ("docs.db"), model
 -- ("reranker"), k (5), candidates (20 per list), margin (0.01), epochs
 -- (300), rate (0.5), l2 (1e-4), embed_model, embed_provider.
 --
@@ -32,6 +33,59 @@
 -- recall_at_k} (no model, one passage per file first), champion = {version, mrr,
 -- recall_at_k} or nil, challenger = {mrr, recall_at_k}, weights}}.
 local trellis = require "trellis"
+
+-- The training set built from a pipeline's feedback and labels, as
+-- scripts/loop_feedback.py export builds it through the API: the file a
+-- label names, or the one a piece of feedback says is right (its label; for
+-- a thumbs up without one, the answer's first source); a label wins over
+-- feedback, newer feedback over older. The question of a piece of feedback
+-- is the rated answer's (the run's output.answer[index]). A triggered run
+-- takes only the oldest `count` pieces of feedback, `count` being the
+-- statistics the trigger fired on, so it trains on what made it fire and
+-- not on what raced in after. Also returns the index the newest rated run
+-- retrieved from (its params.index), the retrieval the feedback was about.
+local function training_from_feedback(pipeline, count)
+  if type(pipeline) ~= "string" then
+    error("params.training, params.from or a trigger is required: where the training set "
+          .. "comes from")
+  end
+  local fb = trellis.feedback.list { pipeline = pipeline, limit = 10000 }
+  local runs, out, order, index = {}, {}, {}, nil
+  local first = 1 -- the list is newest first
+  if math.tointeger(count) and count < #fb then first = #fb - count + 1 end
+  local function put(q, src, from)
+    if out[q] == nil then order[#order + 1] = q end
+    out[q] = { question = q, sources = src, from = from }
+  end
+  for i = #fb, first, -1 do -- oldest first: newer feedback on a question wins
+    local f = fb[i]
+    if runs[f.run_id] == nil then
+      local r = trellis.feedback.run(f.run_id)
+      runs[f.run_id] = r and type(r.output) == "table" and r.output.answer or false
+      if r and type(r.params) == "table" and type(r.params.index) == "string" then
+        index = r.params.index
+      end
+    end
+    local a = runs[f.run_id] and runs[f.run_id][math.tointeger(f.index) or 0]
+    if type(a) == "table" and type(a.question) == "string" then
+      local src = type(f.label) == "string" and f.label ~= "" and f.label or nil
+      if src == nil and f.score > 0 and a.sources and a.sources[1] then
+        src = a.sources[1].source
+      end
+      if src then put(a.question, { src }, "feedback") end
+    end
+  end
+  for _, it in ipairs(trellis.feedback.labels { pipeline = pipeline, state = "labelled",
+                                                limit = 10000 }) do
+    if type(it.item) == "table" and type(it.label) == "table" and type(it.label.sources) == "table"
+       and type(it.item.question) == "string" then
+      put(it.item.question, it.label.sources, "label")
+    end
+  end
+  local t = {}
+  for _, q in ipairs(order) do t[#t + 1] = out[q] end
+  return t, index
+end
 
 -- The question's vector when the index holds vectors (as rag_answer does).
 local function vectors(idx, p, questions)
@@ -67,10 +121,10 @@ local function metrics(files_of, qs, k)
   return { mrr = mrr / n, recall_at_k = rec / n, k = k, n = #qs }
 end
 
-local function open_index(p)
-  local idx = require("trellis.index").open(p.index)
+local function open_index(p, name)
+  local idx = require("trellis.index").open(name)
   if idx:count() == 0 then
-    error(("index '%s' is empty: run ingest_docs.lua first"):format(p.index))
+    error(("index '%s' is empty: run ingest_docs.lua first"):format(name))
   end
   return idx
 end
@@ -88,9 +142,20 @@ return trellis.pipeline {
       run = function(ctx)
         local p = ctx.params
         local rr, prompt = require "trellis.rerank", require "trellis.prompt"
+        local index = p.index
+        if p.training == nil then
+          local from = p.from or (type(p.trigger) == "table" and p.trigger.pipeline)
+          local count = type(p.trigger) == "table" and type(p.trigger.stats) == "table"
+                        and p.trigger.stats.feedback and p.trigger.stats.feedback.count
+          local rated
+          p.training, rated = training_from_feedback(from, count)
+          index = rated or index
+          ctx.log(("training set read from the feedback and labels of %s: %d questions; "
+                   .. "index %s"):format(from, #p.training, index))
+        end
         if type(p.training) ~= "table" or #p.training == 0 then
           error("params.training: an array of {question, sources} is required "
-                .. "(scripts/loop_feedback.py export builds it from feedback and labels)")
+                .. "(or params.from, or a trigger: the pipeline whose feedback builds it)")
         end
         local heldout = rr.read_jsonl(p.heldout)
         local held = {}
@@ -113,7 +178,7 @@ return trellis.pipeline {
         local digest = "sha256:" .. prompt.digest(table.concat(lines, "\n"))
         ctx.log(("%d training questions (%d held-out ones dropped), %d held out; data %s")
                 :format(#train, dropped, #heldout, digest:sub(1, 19)))
-        return { train = train, heldout = heldout, digest = digest }
+        return { train = train, heldout = heldout, digest = digest, index = index }
       end,
     },
     trellis.task {
@@ -122,7 +187,7 @@ return trellis.pipeline {
       run = function(ctx, data)
         local p = ctx.params
         local rr = require "trellis.rerank"
-        local idx <close> = open_index(p)
+        local idx <close> = open_index(p, data.index)
         local t0 = trellis.now()
         local cands = candidates_of(p, idx, data.train)
         ctx.log(("features of %d questions in %.1f s"):format(#data.train, trellis.now() - t0))
@@ -156,7 +221,7 @@ return trellis.pipeline {
         local p = ctx.params
         local rr = require "trellis.rerank"
         local k = math.tointeger(p.k) or 5
-        local idx <close> = open_index(p)
+        local idx <close> = open_index(p, data.index)
         local cands, vecs = candidates_of(p, idx, data.heldout)
         -- Without a reranker: the first k passages of the hybrid (or BM25) search.
         local baseline = metrics(function(i)

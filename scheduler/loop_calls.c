@@ -16,6 +16,11 @@
  *   registry.register  POST /v1/models/{name}/versions {artifact, metrics, lineage, tags}
  *                      (lineage.run_id and lineage.pipeline default to the caller's)
  *   registry.promote   PUT  /v1/models/{name}/aliases/{alias} {version, reason}
+ *   feedback.list      GET  /v1/feedback?pipeline=P&limit=N
+ *   labels.list        GET  /v1/labels?pipeline=P&state=S&limit=N
+ *   run.get            GET  /v1/runs/{run_id}
+ * (the reads a retraining run needs to build its training set itself, e.g.
+ * when a trigger started it)
  *
  * Writes are recorded with user "task:<run>/<task>". The reply is queued
  * like every message to a worker and leaves after the turn's commit; when
@@ -137,6 +142,33 @@ static const char *build(struct inst *in, const char *op, json_t *args, const ch
         *body = json_pack("{s:s,s:s,s:O,s:O*}", "run_id", r->id, "task", td->name, "item", item,
                           "uncertainty", unc);
         return *body ? NULL : "out of memory";
+    }
+    if (strcmp(op, "feedback.list") == 0 || strcmp(op, "labels.list") == 0) {
+        const char *pipe = str_member(args, "pipeline");
+        const char *state = str_member(args, "state");
+        json_int_t limit = json_integer_value(json_object_get(args, "limit"));
+        if (!name_ok(pipe) || (state != NULL && !name_ok(state))) {
+            snprintf(msg, msg_size, "%s needs 'pipeline' (and an optional 'state'): 1-127 of "
+                     "A-Z a-z 0-9 . _ -", op);
+            return msg;
+        }
+        *method = "GET";
+        int n = snprintf(url, url_size, "/v1/%s?pipeline=%s&limit=%lld",
+                         op[0] == 'f' ? "feedback" : "labels", pipe,
+                         (long long)(limit > 0 ? limit : 10000));
+        if (state != NULL && n > 0 && (size_t)n < url_size)
+            snprintf(url + n, url_size - (size_t)n, "&state=%s", state);
+        return NULL;
+    }
+    if (strcmp(op, "run.get") == 0) {
+        const char *id = str_member(args, "run_id");
+        if (!name_ok(id)) {
+            snprintf(msg, msg_size, "run.get needs 'run_id'");
+            return msg;
+        }
+        *method = "GET";
+        snprintf(url, url_size, "/v1/runs/%s", id);
+        return NULL;
     }
     const char *name = str_member(args, "name");
     if (strcmp(op, "registry.get") == 0) {

@@ -10,9 +10,10 @@
 #   4. the feedback loop (docs/reference-pipelines.md, "The feedback loop"):
 #      answers to the loop's training questions, feedback and labels on them
 #      (from the labelled question set: a stand-in for people, and it says
-#      so), the retraining run (lua-pipelines/retrain_reranker.lua, started
-#      directly here), the new version and its lineage in the registry, and
-#      the held-out retrieval metric before and after
+#      so), the trigger of rag_answer.lua firing on that feedback, the
+#      retraining run it starts (lua-pipelines/retrain_reranker.lua), the new
+#      version and its lineage in the registry, and the held-out retrieval
+#      metric before and after
 # then it stops the cluster. With no model configured the answers come from
 # the extractive provider (sentences of the passages, no network); set
 # TRELLIS_LLM_BASE_URL and TRELLIS_LLM_MODEL (docs/llm.md) to use a model.
@@ -67,6 +68,11 @@ print(f"  index: {sys.argv[2]}/data/{s['index']} ({'hybrid: vectors stored' if s
 if s["changed"] == 0:
     print("  (nothing changed since the last ingest: no file was read)")
 PYEOF
+
+# rag_answer.lua declares a trigger that runs retrain_reranker: that one is
+# registered first (a trigger's run must be), then rag_answer with its trigger.
+"$BIN" register lua-pipelines/retrain_reranker.lua >/dev/null
+"$BIN" register lua-pipelines/rag_answer.lua >/dev/null
 
 echo
 echo "== 2. answer three questions with their sources (lua-pipelines/rag_answer.lua)"
@@ -130,18 +136,58 @@ PYEOF
 echo
 echo "  answers to the $(grep -c . $TRAIN) training questions, the 20 least sure retrievals queued for labelling:"
 QS=$("$PY" -c 'import json,sys; print(json.dumps([json.loads(l)["question"] for l in open(sys.argv[1]) if l.strip()]))' $TRAIN)
-run lua-pipelines/rag_answer.lua -p "questions=$QS" -p index=loop.db -p request_labels=20
+run rag_answer -p "questions=$QS" -p index=loop.db -p request_labels=20
 ARUN=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$OUT/run.json")
 echo
 echo "  feedback and labels. NOT FROM PEOPLE: scripts/loop_feedback.py stands in for them, rating"
 echo "  each answer and labelling the queue from the labelled question set ($TRAIN):"
 "$PY" scripts/loop_feedback.py rate "$ARUN" $TRAIN | sed 's/^/  /'
 "$BIN" labels --pipeline rag_answer --state labelled 2>/dev/null | head -4 | sed 's/^/  /' || true
-"$PY" scripts/loop_feedback.py export rag_answer >"$OUT/training.json"
-echo "  the training set exported from GET /v1/feedback and GET /v1/labels: $("$PY" -c 'import json,sys; t=json.load(open(sys.argv[1])); print(len(t), "questions,", sum(x["from"]=="label" for x in t), "of them from labels")' "$OUT/training.json")"
 echo
-echo "  the retraining run (started directly; a trigger on rag_answer's feedback will start it):"
-run lua-pipelines/retrain_reranker.lua -p index=loop.db -p "training=$(cat "$OUT/training.json")"
+echo "  the trigger of rag_answer.lua: retrain once 200 ratings of the last hour are in and more"
+echo "  than 10% are thumbs down (trellis triggers):"
+"$PY" - "$OUT/firing.json" <<'PYEOF'
+import json, os, sys, time, urllib.request
+api = os.environ["TRELLIS_API"]
+def get(path):
+    with urllib.request.urlopen(api + path, timeout=60) as r:
+        return json.load(r)
+for _ in range(600):  # the trigger is evaluated off the loop, in a sandbox: allow it time
+    f = get("/v1/triggers/rag_answer/retrain/firings")["firings"]
+    if f:
+        json.dump(f[-1], open(sys.argv[1], "w"))  # newest first: the first firing is the last
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("demo: the trigger did not fire: %s" % get("/v1/triggers?pipeline=rag_answer"))
+PYEOF
+"$BIN" triggers --pipeline rag_answer | sed 's/^/  /'
+RRUN=$("$PY" - "$OUT/firing.json" <<'PYEOF'
+import json, sys
+f = json.load(open(sys.argv[1]))
+w = f["stats"]["feedback"]["window"]
+print(f"  it fired at {f['fired_at']} on {w['count']} ratings, {w['negative_rate']:.0%} thumbs down, "
+      f"{f['stats']['labels']['labelled']} labels; it started {f['run_id']}", file=sys.stderr)
+print(f["run_id"])
+PYEOF
+)
+echo
+echo "  the retraining run $RRUN (retrain_reranker.lua: it reads the feedback and labels the"
+echo "  trigger fired on through trellis.feedback, trains, evaluates and goes through the gate):"
+"$PY" - "$RRUN" "$OUT/run.json" <<'PYEOF'
+import json, os, sys, urllib.request
+api = os.environ["TRELLIS_API"]
+while True:
+    with urllib.request.urlopen(f"{api}/v1/runs/{sys.argv[1]}?wait=5", timeout=60) as r:
+        run = json.load(r)
+    if run["state"] in ("succeeded", "failed", "cancelled"):
+        break
+json.dump(run, open(sys.argv[2], "w"))
+print(f"  run {run['run_id']}: {run['state']}, {run['tasks']['total']} tasks, params.trigger = "
+      f"{{pipeline: {run['params']['trigger']['pipeline']}, name: {run['params']['trigger']['name']}}}")
+if run["state"] != "succeeded":
+    sys.exit(f"demo: the retraining run {run['state']}; the workers' logs are in the data folder")
+PYEOF
 "$PY" - "$OUT/run.json" <<'PYEOF'
 import json, sys
 g = json.load(open(sys.argv[1]))["output"]["gate"]

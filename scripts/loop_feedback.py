@@ -52,6 +52,15 @@ def rate(run_id, qfile):
             q = json.loads(line)
             truth[q["question"]] = q["sources"]
     up = down = labelled = 0
+    # The queue first: a trigger on the feedback that fires meanwhile then
+    # finds the labels already given.
+    items = call("GET", "/v1/labels?pipeline=rag_answer&state=queued&limit=10000")["items"]
+    for it in items:
+        q = it["item"].get("question") if isinstance(it["item"], dict) else None
+        if it.get("run_id") == run_id and q in truth:
+            call("POST", "/v1/labels/%s" % it["item_id"],
+                 {"label": {"sources": truth[q]}, "user": USER})
+            labelled += 1
     for i, a in enumerate(answers_of(run_id), 1):
         right = truth.get(a["question"])
         if not right:
@@ -64,13 +73,6 @@ def rate(run_id, qfile):
             "comment": "stand-in for a person: the right file from the labelled question set"})
         up += good
         down += not good
-    items = call("GET", "/v1/labels?pipeline=rag_answer&state=queued&limit=10000")["items"]
-    for it in items:
-        q = it["item"].get("question") if isinstance(it["item"], dict) else None
-        if it.get("run_id") == run_id and q in truth:
-            call("POST", "/v1/labels/%s" % it["item_id"],
-                 {"label": {"sources": truth[q]}, "user": USER})
-            labelled += 1
     print("feedback: %d up, %d down; %d queued items labelled (by %s)" % (up, down, labelled,
                                                                           USER))
 

@@ -120,6 +120,15 @@ print(json.dumps({"source": open(sys.argv[1]).read(), "name": sys.argv[1].split(
   echo "$out" | json_get 'j["run_id"]' 2>/dev/null || fail "submit $1 failed: $out"
 }
 
+# register FILE: registers the pipeline (and its triggers) with POST /v1/pipelines
+register() {
+  local body out
+  body=$("$PY" -c 'import json,sys
+print(json.dumps({"source": open(sys.argv[1]).read(), "name": sys.argv[1].split("/")[-1]}))' "$1")
+  out=$(api_post /v1/pipelines "$body")
+  echo "$out" | json_get 'j["version"]' >/dev/null 2>&1 || fail "register $1 failed: $out"
+}
+
 # wait_run ID [SECONDS]: prints the run's JSON once it is finished
 wait_run() {
   local id="$1" limit="${2:-60}" end out state

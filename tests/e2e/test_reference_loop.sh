@@ -6,9 +6,11 @@
 # rag_answer.lua answers the training questions and queues its 20 least sure
 # retrievals for labelling; scripts/loop_feedback.py plays the people (rates
 # each answer and labels the queued items from the labelled set, a stand-in)
-# and exports the training set from the API; retrain_reranker.lua trains,
-# evaluates, registers and promotes through the gate; rag_eval.lua again
-# (after: the promoted reranker ranks the passages).
+# and exports the training set from the API; the feedback crosses the
+# trigger of rag_answer.lua (200 ratings in the window, more than 10 % thumbs
+# down), which starts retrain_reranker.lua: it reads the feedback and labels
+# the trigger fired on, trains, evaluates, registers and promotes through the
+# gate; rag_eval.lua again (after: the promoted reranker ranks the passages).
 #
 # The held-out figures are asserted above a margin the run really gives:
 # measured when this test was written (173 held-out questions, k = 5, file
@@ -29,6 +31,9 @@ export TRELLIS_INGEST_ROOTS="$DOCS:$LP/data"
 mkdir -p "$TRELLIS_DATA_DIR"
 
 start_scheduler
+# The trigger's run takes retrain_reranker's default held-out file, a path
+# relative to the repository: the workers run there.
+cd "$SRC"
 start_worker a --slots 4
 start_worker b --slots 4
 wait_workers 2
@@ -55,7 +60,14 @@ assert_eq "$(echo "$before" | json_get 'j["output"]["report"]["retrieval"]')" hy
 
 qs=$("$PY" -c 'import json,sys
 print(json.dumps([json.loads(l)["question"] for l in open(sys.argv[1]) if l.strip()]))' "$LP/data/loop_train.jsonl")
-answers=$(wait_run "$(submit "$LP/rag_answer.lua" "{\"questions\": $qs, \"request_labels\": 20}")" 900)
+# Registered, so that its trigger exists; the trigger's run must be first.
+register "$LP/retrain_reranker.lua"
+register "$LP/rag_answer.lua"
+assert_eq "$(api_get '/v1/triggers?pipeline=rag_answer' | json_get '[(t["name"], t["run"], t["state"]) for t in j["triggers"]]')" \
+  '[["retrain", "retrain_reranker", "armed"]]' "rag_answer's trigger is registered"
+body=$("$PY" -c 'import json,sys; print(json.dumps({"pipeline": "rag_answer",
+  "params": {"questions": json.loads(sys.argv[1]), "request_labels": 20}}))' "$qs")
+answers=$(wait_run "$(api_post /v1/runs "$body" | json_get 'j["run_id"]')" 900)
 succeeded "$answers" "rag_answer on the training questions"
 arun=$(echo "$answers" | json_get 'j["run_id"]')
 assert_eq "$(echo "$answers" | json_get 'j["output"]["label_uncertain"]["requested"]')" 20 \
@@ -73,9 +85,23 @@ assert_eq "$(api_get /v1/pipelines/rag_answer/stats | json_get 'j["labels"]["lab
 "$PY" "$SRC/scripts/loop_feedback.py" export rag_answer >"$TMP/training.json"
 assert_eq "$(json_get 'len(j)' <"$TMP/training.json")" "$n_fb" "the export holds a question per answer"
 
-rrun=$(submit "$LP/retrain_reranker.lua" "{\"heldout\": \"$LP/data/loop_heldout.jsonl\", \"training\": $(cat "$TMP/training.json")}")
+# The crossing feedback fired the trigger: one firing, and the run it started.
+wait_for 120 bash -c "curl -sf '$API/v1/triggers/rag_answer/retrain/firings' | grep -q run_id" \
+  || fail "the trigger did not fire: $(api_get '/v1/triggers?pipeline=rag_answer')"
+firings=$(api_get /v1/triggers/rag_answer/retrain/firings)
+assert_eq "$(echo "$firings" | json_get 'len(j["firings"])')" 1 "the trigger fired once"
+rrun=$(echo "$firings" | json_get 'j["firings"][0]["run_id"]')
+echo "$firings" | json_get 'j["firings"][0]["stats"]["feedback"]["window"]' | "$PY" -c 'import json,sys
+w = json.load(sys.stdin)
+assert w["count"] >= 200 and w["negative_rate"] > 0.1, w' || fail "the firing's statistics do not cross"
+ok "the firing records the statistics that crossed"
 out=$(wait_run "$rrun" 900)
-succeeded "$out" "retrain_reranker"
+succeeded "$out" "retrain_reranker, started by the trigger"
+assert_eq "$(echo "$out" | json_get 'j["pipeline"]')" retrain_reranker "the firing's run is a retraining"
+assert_eq "$(echo "$out" | json_get '[j["params"]["trigger"]["pipeline"], j["params"]["trigger"]["name"]]')" \
+  '["rag_answer", "retrain"]' "the run's params carry the trigger"
+assert_eq "$(api_get '/v1/triggers?pipeline=rag_answer' | json_get '[j["triggers"][0]["firings"], j["triggers"][0]["last_run_id"]]')" \
+  "[1, \"$rrun\"]" "GET /v1/triggers counts the firing and its run"
 g=$(echo "$out" | json_get 'json.dumps(j["output"]["gate"])')
 assert_eq "$(echo "$g" | json_get 'j["promoted"]')" true "the gate promoted the first reranker"
 assert_contains "$(echo "$g" | json_get 'j["reason"]')" "vs no model" "against the retrieval without a model"
@@ -112,8 +138,10 @@ assert abs(g["challenger"]["mrr"] - a["mrr"]) < 1e-9, (g["challenger"], a["mrr"]
 PYEOF
 ok "the held-out MRR improved by at least $MRR_GAIN, measured by rag_eval and by the gate alike"
 
-# A second training run on the same data is no better: the gate keeps v1.
-out=$(wait_run "$(submit "$LP/retrain_reranker.lua" "{\"heldout\": \"$LP/data/loop_heldout.jsonl\", \"training\": $(cat "$TMP/training.json")}")" 900)
+# A second training run on the same data (the triggered run's params: the
+# same feedback) is no better: the gate keeps v1.
+params=$(api_get "/v1/runs/$rrun" | json_get 'json.dumps(j["params"])')
+out=$(wait_run "$(submit "$LP/retrain_reranker.lua" "$params")" 900)
 succeeded "$out" "retrain_reranker again"
 assert_eq "$(echo "$out" | json_get 'j["output"]["gate"]["promoted"]')" false \
   "the same model again does not beat the champion by the margin"

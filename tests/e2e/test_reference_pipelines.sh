@@ -74,6 +74,9 @@ assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["unchanged"]')" "$n_
 assert_eq "$(echo "$out" | json_get 'j["output"]["summary"]["docs"]')" "$chunks" "second ingest: same chunks"
 
 # ---- rag_answer (extractive) ---------------------------------------------------
+# rag_answer.lua's trigger runs retrain_reranker: a submission is checked the
+# same way as a registration, so that one must be registered first.
+register "$LP/retrain_reranker.lua"
 Q='{"questions": ["What is the default rrf_k of reciprocal rank fusion?", "Which Lua libraries are not available in the sandbox?", "How many task slots does each worker of trellis dev get?"]}'
 out=$(wait_run "$(submit "$LP/rag_answer.lua" "$Q")" 120)
 succeeded "$out" "rag_answer succeeds"

@@ -32,6 +32,35 @@ function feedback.request_label(t)
   return check("trellis.feedback.request_label", status, body).item_id
 end
 
+-- trellis.feedback.list { pipeline = P, limit = N } -> GET /v1/feedback's items
+-- trellis.feedback.labels { pipeline = P, state = "labelled", limit = N } -> GET /v1/labels's
+-- trellis.feedback.run(run_id) -> GET /v1/runs/{id} (the rated run: its output)
+-- Reads for a task that builds a training set itself (a triggered retraining run).
+function feedback.list(t)
+  if type(t) ~= "table" or type(t.pipeline) ~= "string" then
+    error("trellis.feedback.list { pipeline = P, limit = N }: 'pipeline' is required", 2)
+  end
+  local status, body = call("feedback.list", { pipeline = t.pipeline, limit = t.limit })
+  return check("trellis.feedback.list", status, body).feedback
+end
+
+function feedback.labels(t)
+  if type(t) ~= "table" or type(t.pipeline) ~= "string" then
+    error("trellis.feedback.labels { pipeline = P, state = S, limit = N }: "
+          .. "'pipeline' is required", 2)
+  end
+  local status, body = call("labels.list", { pipeline = t.pipeline, state = t.state,
+                                             limit = t.limit })
+  return check("trellis.feedback.labels", status, body).items
+end
+
+function feedback.run(run_id)
+  if type(run_id) ~= "string" then error("trellis.feedback.run(run_id): a run id expected", 2) end
+  local status, body = call("run.get", { run_id = run_id })
+  if status == 404 then return nil end
+  return check("trellis.feedback.run", status, body)
+end
+
 -- trellis.registry.get("reranker@production") or get("reranker@3")
 -- -> {name, version, artifact, metrics, lineage, tags, aliases, ...} or nil
 function registry.get(ref)
