@@ -257,6 +257,54 @@ static int load_stats(const struct tr_feedback_stats_rec *r, void *arg)
     return 0;
 }
 
+/* What fb_stats_seen's decoding found. */
+struct seen
+{
+    struct api *s;
+    char *pipeline; /* set (owned) when memory took the record, or does not hold it */
+};
+
+static int on_seen(const struct tr_feedback_stats_rec *r, void *arg)
+{
+    struct seen *x = arg;
+    struct fb_stats *st = tr_hmap_gets(&loop_of(x->s)->stats, r->pipeline);
+    if (st != NULL) {
+        /* A write of this turn is pending: its commit evaluates the triggers. */
+        if (st->dirty)
+            return 0;
+        /* One writer's statistics only grow (feedback, labels given, items
+         * queued in all), so an echo of an older commit of this scheduler,
+         * delivered after a newer one, is recognised and not taken. */
+        uint64_t items = r->labels_queued + r->labels_labelled;
+        uint64_t mine = st->queued + st->labelled;
+        bool newer = r->count > st->count ||
+                     (r->count == st->count && (r->labels_labelled > st->labelled ||
+                                                (r->labels_labelled == st->labelled &&
+                                                 items > mine)));
+        if (!newer)
+            return 0;
+        load_stats(r, st);
+    }
+    /* Not in memory: the next read loads it from the state, as written. */
+    x->pipeline = tr_strdup(r->pipeline);
+    return x->pipeline != NULL ? 0 : TR_ENOMEM;
+}
+
+int fb_stats_seen(struct api *s, const char *json, size_t len, char **pipeline)
+{
+    struct seen x = {.s = s};
+    *pipeline = NULL;
+    if (loop_of(s) == NULL)
+        return 0;
+    int rc = tr_state_decode_feedback_stats(json, len, on_seen, &x);
+    if (rc < 0) {
+        tr_free(x.pipeline);
+        return rc;
+    }
+    *pipeline = x.pipeline;
+    return 0;
+}
+
 int fb_stats_read(struct api *s, const char *pipeline, struct fb_stats *out)
 {
     struct fb_stats *st = tr_hmap_gets(&loop_of(s)->stats, pipeline);

@@ -25,6 +25,13 @@ int fb_open(struct api *s, struct tr_error *err) TR_MUST_CHECK;
 void fb_close(struct api *s);
 /* Forgets what memory holds, so that a scheduler that starts to lead reads the state. */
 void fb_reset(struct api *s);
+/*
+ * A statistics record (JSON, as the state stores it) seen on the state's
+ * watch, whoever wrote it: memory takes it unless it holds the same or
+ * newer statistics, or a write of this turn. *pipeline is then its pipeline
+ * (owned: the triggers to evaluate), else NULL. 0, TR_EPROTO, TR_ENOMEM.
+ */
+int fb_stats_seen(struct api *s, const char *json, size_t len, char **pipeline) TR_MUST_CHECK;
 /* The turn has writes for the commit. */
 bool fb_have_dirty(const struct api *s);
 /* Puts the turn's writes into the batch in progress. */

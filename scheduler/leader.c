@@ -157,6 +157,7 @@ static void on_coord(void *arg, const struct tr_coord_event *ev)
         tr_info("no leader (%s): campaigning id=%s", ev->why ? ev->why : "key gone", l->cfg->id);
         break;
     case TR_COORD_LOST:
+        tr_coord_unwatch_stats(l->coord); /* no longer leading: nothing to evaluate */
         stop_lost(l, ev->why ? ev->why : "lease lost");
         break;
     }
@@ -165,6 +166,13 @@ static void on_coord(void *arg, const struct tr_coord_event *ev)
 /* ====================================================================== */
 /* Life cycle                                                              */
 /* ====================================================================== */
+
+int leader_watch_stats(struct leader *l, tr_coord_stats_fn cb, void *arg)
+{
+    if (l == NULL || l->coord == NULL)
+        return 0;
+    return tr_coord_watch_stats(l->coord, cb, arg);
+}
 
 int leader_open(struct leader **out, uv_loop_t *loop, const struct sched_config *cfg,
                 const struct leader_hooks *hooks, struct tr_error *err)

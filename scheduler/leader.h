@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "lib/base/error.h"
+#include "lib/state/coord.h"
 #include "lib/http/http_server.h"
 #include "scheduler/config.h"
 #include "scheduler/workers.h"
@@ -36,6 +37,10 @@ int leader_open(struct leader **out, uv_loop_t *loop, const struct sched_config 
 int leader_start(struct leader *l, int api_port, const bool *stopping,
                  struct tr_error *err) TR_MUST_CHECK;
 void leader_close(struct leader *l);
+/* While this scheduler leads, cb gets the feedback statistics the state's
+ * coordination watches (lib/state/coord.h); it stops when leading stops.
+ * Nothing without coordination (SQLite). 0 or a negative TR_E*. */
+int leader_watch_stats(struct leader *l, tr_coord_stats_fn cb, void *arg) TR_MUST_CHECK;
 /* This process leads (always true without coordination). */
 bool leader_acting(const struct leader *l);
 /* "leader", "standby" or "stopping", for /healthz and /readyz. */

@@ -109,6 +109,11 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     rc = trg_lead(&s->api, err);
     if (rc < 0)
         return rc;
+    /* With a shared state, statistics written by anyone drive the triggers. */
+    rc = leader_watch_stats(s->leader, trg_on_stats, &s->api);
+    if (rc < 0)
+        return tr_error_set(err, rc, "cannot watch the feedback statistics: %s",
+                            tr_strerror(rc));
     tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)*epoch, s->cfg.listen);
     return 0;
 }

@@ -791,6 +791,35 @@ void trg_committed(struct api *s)
     l->n_changed = 0;
 }
 
+void trg_on_stats(void *arg, const char *json, size_t len)
+{
+    struct api *s = arg;
+    struct trg_loop *l = loop_of(s);
+    if (l == NULL)
+        return;
+    if (json == NULL) {
+        /* History was lost: read the statistics again and look at everything. */
+        fb_reset(s);
+        for (size_t i = 0; i < l->n_all; i++) {
+            if (!l->all[i]->removed)
+                evaluate(s, l->all[i]);
+        }
+        return;
+    }
+    char *pipeline = NULL;
+    int rc = fb_stats_seen(s, json, len, &pipeline);
+    if (rc < 0)
+        tr_warn("statistics seen on the state's watch: %s", tr_strerror(rc));
+    if (pipeline == NULL)
+        return;
+    for (size_t i = 0; i < l->n_all; i++) {
+        struct trg *t = l->all[i];
+        if (!t->removed && strcmp(t->pipeline, pipeline) == 0 && watched_changed(s, t))
+            evaluate(s, t);
+    }
+    tr_free(pipeline);
+}
+
 int trg_lead(struct api *s, struct tr_error *err)
 {
     struct trg_loop *l = loop_of(s);

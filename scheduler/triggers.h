@@ -44,6 +44,15 @@ bool trg_check(struct api *s, const struct tr_pipeline_def *def, struct tr_http_
  * previous ones, written in the same commit. 0 or TR_ENOMEM. */
 int trg_register(struct api *s, const struct tr_pipeline_def *def) TR_MUST_CHECK;
 
+/*
+ * The state's watch of the feedback statistics (tr_coord_watch_stats; arg is
+ * the struct api): a pipeline's statistics changed, whoever wrote them, and
+ * its feedback and labels triggers whose statistics moved are evaluated;
+ * json NULL: history was lost, every trigger is evaluated on statistics
+ * read again.
+ */
+void trg_on_stats(void *arg, const char *json, size_t len);
+
 /* The turn has writes for the commit. */
 bool trg_have_dirty(const struct api *s);
 /* Puts them into the batch (after fb_put_dirty: it also notes which

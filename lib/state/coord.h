@@ -93,6 +93,22 @@ int tr_coord_worker_up(struct tr_coord *c, const char *id, const char *value, si
 void tr_coord_worker_down(struct tr_coord *c, const char *id);
 
 /*
+ * Watches the feedback statistics of every pipeline (<prefix>feedback_stats/,
+ * docs/state.md) from now on: cb gets each new value's record as JSON text
+ * (what tr_state_decode_feedback_stats reads), whoever wrote it, this
+ * member included. When history was lost (compacted while the stream was
+ * down) or etcd ended the watch, cb gets json NULL (read everything again)
+ * and the watch starts anew from the present. One watch per handle: a
+ * second call replaces the first. 0, TR_ENOMEM, TR_ECANCELED (closing).
+ * A state without coordination has no handle and so no watch: its
+ * scheduler is the only writer and evaluates after its own commits.
+ */
+typedef void (*tr_coord_stats_fn)(void *arg, const char *json, size_t len);
+int tr_coord_watch_stats(struct tr_coord *c, tr_coord_stats_fn cb, void *arg) TR_MUST_CHECK;
+/* Stops that watch; cb is not called again. NULL-safe. */
+void tr_coord_unwatch_stats(struct tr_coord *c);
+
+/*
  * Closes c: a leader revokes its lease so that a standby takes over at once,
  * worker leases are revoked, and the client is freed once those answered (or
  * after one second). Run the loop until it is empty afterwards. NULL-safe.

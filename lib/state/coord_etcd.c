@@ -26,6 +26,7 @@
 #include "lib/etcd/etcd.h"
 #include "lib/base/hmap.h"
 #include "lib/base/log.h"
+#include "lib/state/state_etcd_int.h"
 
 #define RETRY_MIN_MS 200
 #define RETRY_MAX_MS 2000
@@ -64,6 +65,11 @@ struct tr_coord
     uint32_t handles_open;    /* uv handles not yet closed */
 
     struct tr_hmap workers;   /* worker id -> struct wreg */
+
+    /* The watch of the feedback statistics (tr_coord_watch_stats) */
+    struct tr_etcd_watch *swatch; /* NULL when not running */
+    tr_coord_stats_fn stats_cb;   /* NULL: not wanted */
+    void *stats_arg;
 };
 
 /* One worker registration: its key, value, lease and keep-alive. */
@@ -707,6 +713,90 @@ static void on_leader_revoked(void *arg, int status, const struct tr_etcd_result
     coord_unref(c);
 }
 
+static void on_stats_watch(void *arg, int status, const struct tr_etcd_watch_result *res);
+
+static int start_stats_watch(struct tr_coord *c)
+{
+    char *from = NULL, *to = NULL;
+    struct tr_buf k, e;
+    tr_buf_init(&k, 0);
+    tr_buf_init(&e, 0);
+    int rc = tr_buf_addf(&k, "%sfeedback_stats/", c->prefix);
+    /* The range's end: the prefix with its last byte ('/') one higher. */
+    if (rc == 0)
+        rc = tr_buf_addf(&e, "%sfeedback_stats0", c->prefix);
+    if (rc == 0) {
+        from = k.buf;
+        to = e.buf;
+        struct tr_etcd_watch_opts o = {.key = from, .key_len = k.len, .range_end = to,
+                                       .range_end_len = e.len, .flags = TR_ETCD_NO_DELETE};
+        rc = tr_etcd_watch(c->e, &o, on_stats_watch, c, &c->swatch);
+        if (rc == 0)
+            c->refs++;
+        else
+            c->swatch = NULL;
+    }
+    tr_buf_release(&k);
+    tr_buf_release(&e);
+    return rc;
+}
+
+static void on_stats_watch(void *arg, int status, const struct tr_etcd_watch_result *res)
+{
+    struct tr_coord *c = arg;
+    if (status != 0) {
+        c->swatch = NULL;
+        if (!c->closing && c->stats_cb != NULL && status != TR_ECANCELED) {
+            tr_warn("the watch of the feedback statistics on etcd '%s' ended: %s; reading "
+                    "them again", c->endpoints,
+                    res->message[0] ? res->message : tr_strerror(status));
+            c->stats_cb(c->stats_arg, NULL, 0);
+            if (c->stats_cb != NULL && start_stats_watch(c) < 0)
+                tr_warn("cannot watch the feedback statistics on etcd '%s' again",
+                        c->endpoints);
+        }
+        coord_unref(c);
+        return;
+    }
+    for (size_t i = 0; i < res->n_events && c->stats_cb != NULL && !c->closing; i++) {
+        const struct tr_etcd_event *ev = &res->events[i];
+        if (ev->type != TR_ETCD_EVENT_PUT || ev->kv.value == NULL)
+            continue;
+        struct tr_state_row row = {0};
+        char *arena = NULL;
+        if (etcd_decode_row(ev->kv.value, ev->kv.value_len, &row, &arena) == 0)
+            c->stats_cb(c->stats_arg, row.value, row.value_len);
+        else
+            tr_warn("a feedback statistics value on etcd '%s' does not decode; ignored",
+                    c->endpoints);
+        tr_free(arena);
+    }
+}
+
+int tr_coord_watch_stats(struct tr_coord *c, tr_coord_stats_fn cb, void *arg)
+{
+    if (c->closing)
+        return TR_ECANCELED;
+    tr_coord_unwatch_stats(c);
+    c->stats_cb = cb;
+    c->stats_arg = arg;
+    int rc = start_stats_watch(c);
+    if (rc < 0)
+        c->stats_cb = NULL;
+    return rc;
+}
+
+void tr_coord_unwatch_stats(struct tr_coord *c)
+{
+    if (c == NULL)
+        return;
+    c->stats_cb = NULL;
+    c->stats_arg = NULL;
+    if (c->swatch != NULL)
+        tr_etcd_watch_cancel(c->swatch);
+    c->swatch = NULL;
+}
+
 void tr_coord_close(struct tr_coord *c)
 {
     if (c == NULL || c->closing)
@@ -726,6 +816,7 @@ void tr_coord_close(struct tr_coord *c)
     if (c->watch != NULL)
         tr_etcd_watch_cancel(c->watch);
     c->watch = NULL;
+    tr_coord_unwatch_stats(c);
     if (c->ka != NULL)
         tr_etcd_lease_keepalive_stop(c->ka);
     c->ka = NULL;

@@ -361,6 +361,10 @@ int tr_state_list_feedback(struct tr_state *st, const char *pipeline, const char
 int tr_state_get_feedback_stats(struct tr_state *st, const char *pipeline,
                                 tr_state_feedback_stats_fn cb, void *arg) TR_MUST_CHECK;
 /* Every pipeline's statistics (a scheduler loads them when it starts to lead). */
+/* Decodes a statistics record as the state stores it (JSON text: what
+ * tr_coord_watch_stats delivers) and hands it to cb. 0, TR_EPROTO, TR_ENOMEM. */
+int tr_state_decode_feedback_stats(const char *json, size_t len, tr_state_feedback_stats_fn cb,
+                                   void *arg) TR_MUST_CHECK;
 int tr_state_list_feedback_stats(struct tr_state *st, tr_state_feedback_stats_fn cb,
                                  void *arg) TR_MUST_CHECK;
 int tr_state_get_label(struct tr_state *st, const char *id, tr_state_label_fn cb,

@@ -537,6 +537,13 @@ int tr_state_get_feedback_stats(struct tr_state *st, const char *pipeline,
     return get(st, TR_ROW_STATS, &pipeline, 1, (any_fn)cb, arg);
 }
 
+int tr_state_decode_feedback_stats(const char *json, size_t len, tr_state_feedback_stats_fn cb,
+                                   void *arg)
+{
+    struct read_ctx c = {.kind = TR_ROW_STATS, .cb = (any_fn)cb, .arg = arg};
+    return json != NULL && cb != NULL ? emit(json, len, &c) : TR_EINVAL;
+}
+
 int tr_state_list_feedback_stats(struct tr_state *st, tr_state_feedback_stats_fn cb, void *arg)
 {
     return list(st, TR_ROW_STATS, NULL, NULL, 0, (any_fn)cb, arg);
