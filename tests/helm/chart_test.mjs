@@ -5,7 +5,8 @@
 //   node chart_test.mjs env TOOLS_DIR SOURCE_DIR [VALUES_FILE]
 //
 // MODE is one of
-//   lint        helm lint --strict, with the default values and each ci/ file
+//   lint        helm lint --strict, with the default values and each ci/ file,
+//               and NOTES.txt rendered with each
 //   validate    every object helm template renders, for the default values and
 //               each ci/ file, against the Kubernetes API schemas
 //   assert      what the rendered objects must say (replicas, GPUs, probes,
@@ -14,7 +15,8 @@
 //   bad-values  values the schema must refuse (scheduler.replicas=two, ...)
 // Each mode prints a plain "N passed, N failed" line and exits 1 on a failure.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -85,6 +87,25 @@ if (mode === 'lint') {
   for (const [name, file] of configs) {
     const r = helm(['lint', '--strict', chart].concat(file ? ['-f', file] : []));
     check(r.status === 0, `helm lint --strict (${name}):\n${r.stdout}${r.stderr}`);
+  }
+  // helm template leaves NOTES.txt out: render it through a copy of the chart
+  // where it is a named template.
+  const tmp = mkdtempSync(path.join(tmpdir(), 'trellis-notes.'));
+  try {
+    cpSync(chart, path.join(tmp, 'trellis'), { recursive: true });
+    const notes = readFileSync(path.join(chart, 'templates', 'NOTES.txt'), 'utf8');
+    writeFileSync(path.join(tmp, 'trellis', 'templates', 'notes-as-configmap.yaml'),
+      `{{- define "notes.render" }}${notes}{{- end }}\n` +
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "notes.render" . | quote }}\n');
+    for (const [name, file] of configs) {
+      const r = helm(['template', 'r1', path.join(tmp, 'trellis'), '--show-only', 'templates/notes-as-configmap.yaml']
+        .concat(file ? ['-f', file] : []));
+      const text = r.status === 0 ? YAML.parse(r.stdout).data.notes : '';
+      check(r.status === 0 && text.includes('port-forward svc/r1-trellis-api'),
+        `NOTES.txt renders (${name}): ${r.stderr}`);
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
   finish('helm lint');
 }
@@ -224,7 +245,7 @@ const comp = (o) => (o.spec.template.metadata.labels || {})['app.kubernetes.io/c
 function loadValues(file) {
   const defaults = YAML.parse(helm(['show', 'values', chart]).stdout);
   if (!file) return defaults;
-  const over = YAML.parse(require('node:fs').readFileSync(file, 'utf8'));
+  const over = YAML.parse(readFileSync(file, 'utf8'));
   const merge = (a, b) => {
     if (Array.isArray(b) || typeof b !== 'object' || b === null) return b;
     const out = { ...(a || {}) };
