@@ -108,6 +108,14 @@ for t in ("trellis-scheduler", "trellis-worker", "trellis"):
 check('trellis --version)" = "trellis ${TRELLIS_VERSION}"' in b_runs,
       "the build stage checks that the binaries are the version the image is labelled with")
 
+# The build stage takes the binaries from where the build tree puts them
+# (TR_BUILD_DIR: the CTest build folder, laid out as /build in the image).
+bdir = os.environ.get("TR_BUILD_DIR")
+if bdir and BINARIES:
+    for b in BINARIES:
+        rel = os.path.relpath(os.path.realpath(b), os.path.realpath(bdir))
+        check("/build/" + rel in b_runs, "the build stage installs /build/%s" % rel)
+
 # The version build argument defaults to the version of the sources.
 with open(os.path.join(SRC, "CMakeLists.txt")) as f:
     proj = re.search(r"project\(\s*trellis\s+VERSION\s+(\S+)", f.read()).group(1)
