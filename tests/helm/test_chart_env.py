@@ -140,8 +140,8 @@ try:
         for m in mounts:
             d = root + m["path"]
             os.makedirs(d, exist_ok=True)
-            if m["emptyDir"]:
-                continue
+            if m["emptyDir"] or not (m.get("secret") or m.get("configMap")):
+                continue  # scratch, or a volume of the user's (a PVC): an empty folder
             if m.get("secret"):
                 data = secrets[m["secret"]["secretName"]]
                 items = m["secret"].get("items")
