@@ -188,6 +188,9 @@ finally:
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
+    # A clean stop exits 0 (under the sanitizers, a leak or an error would not).
+    for name, p in procs.items():
+        check(p.returncode == 0, f"{name} stopped cleanly: exit {p.returncode}")
     subprocess.run(["bash", f"{SRC}/tests/etcd/stop-etcd.sh", f"{TMP}/etcd"], capture_output=True)
     if failed:
         for f in sorted(os.listdir(TMP)):

@@ -99,6 +99,9 @@ def cleanup():
             p.wait(max(0.1, end - time.time()))
         except subprocess.TimeoutExpired:
             p.kill()
+    # A clean stop exits 0 (under the sanitizers, a leak or an error would not).
+    for p in procs:
+        check(p.returncode == 0, f"{os.path.basename(p.args[0])} (pid {p.pid}) stopped cleanly: exit {p.returncode}")
     subprocess.run(["bash", f"{SRC}/tests/etcd/stop-etcd.sh", f"{TMP}/etcd"], capture_output=True)
     if failed:
         for f in sorted(os.listdir(TMP)):
