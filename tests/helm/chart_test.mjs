@@ -534,6 +534,22 @@ for (const [name, file] of configs) {
   check(!!named('Secret', 'r1-trellis-auth') === !vals.auth.existingSecret, t('the chart makes the auth Secret unless given'));
   const sm = by('ServiceMonitor')[0];
   check(!!sm === !!vals.serviceMonitor.enabled, t('ServiceMonitor only when enabled'));
-  if (sm) check(matches(sm.spec.selector, metricsSvc.metadata.labels), t('the ServiceMonitor scrapes the metrics Service'));
+  if (sm) {
+    check(matches(sm.spec.selector, metricsSvc.metadata.labels), t('the ServiceMonitor scrapes the metrics Service'));
+    const cred = ((sm.spec.endpoints[0].authorization || {}).credentials) || {};
+    check(cred.name === (vals.auth.existingSecret || 'r1-trellis-auth') && cred.key === 'metrics-token',
+      t('Prometheus scrapes with the metrics token (/metrics asks for one)'));
+  }
+  const auth = named('Secret', 'r1-trellis-auth');
+  if (auth) {
+    const dec = (k) => Buffer.from(auth.data[k], 'base64').toString();
+    check(JSON.stringify(dec('tokens').trim().split('\n').sort()) ===
+          JSON.stringify([dec('admin-token'), dec('metrics-token')].sort()),
+      t('the token file holds the admin and the metrics token, one per line'));
+  }
+  const pr = by('PrometheusRule')[0];
+  check(!!pr === !!(vals.prometheusRule && vals.prometheusRule.enabled), t('PrometheusRule only when enabled'));
+  if (pr) check(pr.spec.groups[0].rules.length >= 5 && pr.spec.groups[0].rules.every((r) => r.alert && r.expr),
+    t('the PrometheusRule carries files/alerts.yaml'));
 }
 finish('chart assertions');

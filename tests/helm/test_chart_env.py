@@ -131,8 +131,9 @@ try:
     for n in ("scheduler", "worker"):
         subprocess.run([CLI, "keygen", n, "--dir", keys], check=True, capture_output=True)
     token = "t0k3n-" + os.urandom(8).hex()
+    mtoken = "m3tr1cs-" + os.urandom(8).hex()
     secrets = {
-        "r1-trellis-auth": {"tokens": f"{token}\n", "admin-token": token},
+        "r1-trellis-auth": {"tokens": f"{token}\n{mtoken}\n", "admin-token": token, "metrics-token": mtoken},
         "r1-trellis-curve": {k: open(f"{keys}/{k}").read()
                              for k in ("scheduler.key", "scheduler.pub", "worker.key", "worker.pub")},
     }
@@ -249,6 +250,30 @@ try:
                           "run", "--wait", "embed"], capture_output=True, text=True, timeout=120)
     check(run.returncode == 0 and '"gpu:trellis"' in run.stdout,
           f"a run of the registered pipeline succeeds on the GPU pool: {run.stdout.strip()} {run.stderr.strip()[-300:]}")
+
+    # ---- the chart's alerts name series the daemons and etcd really export ----
+    import yaml
+    rules = yaml.safe_load(open(f"{SRC}/helm/trellis/files/alerts.yaml"))["groups"][0]["rules"]
+    check(http(lurl + "/metrics")[0] == 401, "/metrics asks for a token")
+    scraped = http(lurl + "/metrics", mtoken)[1] + urllib.request.urlopen(f"http://{etcd_ep}/metrics", timeout=5).read().decode()
+    series = {}
+    for line in scraped.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s", line)
+        if m:
+            labels = set(re.findall(r'([a-zA-Z_]\w*)="', m.group(3) or ""))
+            series.setdefault(m.group(1), set()).update(labels)
+    for rule in rules:
+        for name, sel in re.findall(r"\b((?:trellis|etcd)_[a-z_]+)(\{[^}]*\})?", rule["expr"]):
+            check(name in series, f"alert {rule['alert']}: {name} is exported")
+            for label in re.findall(r"(\w+)\s*=", sel or ""):
+                check(label in series.get(name, set()), f"alert {rule['alert']}: {name} has label {label}")
+        for label in re.findall(r"by \(([^)]*)\)", rule["expr"]):
+            for l in (x.strip() for x in label.split(",")):
+                if l in ("namespace", "job", "le"):
+                    continue  # added by Prometheus, or a histogram's bucket label
+                names = re.findall(r"\b((?:trellis|etcd)_[a-z_]+)", rule["expr"])
+                check(any(l in series.get(n, set()) for n in names),
+                      f"alert {rule['alert']}: grouped by {l}, a label of its series")
 
     # ---- failover: the leader stops, the standby leads, the worker follows ----
     sched[leader].send_signal(signal.SIGTERM)
