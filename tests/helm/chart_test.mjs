@@ -468,6 +468,11 @@ for (const [name, file] of configs) {
     for (const p of workerPods.concat(others))
       check(!podAllowed(toClient, p.labels), t(`${p.name} does not reach etcd`));
     check(!toClient.some((p) => p.all || p.namespaceSelector || p.ipBlock), t('nothing else reaches etcd'));
+    const toMetrics = allowedFrom(etcdLabels, 2381);
+    for (const extra of vals.networkPolicy.metricsFrom || [])
+      check(toMetrics.some((p) => canon(p) === canon(extra)), t('metricsFrom peers reach etcd\'s metrics port'));
+    check(allowedFrom(etcdLabels, 2380).every((p) => p.podSelector && matches(p.podSelector, etcdLabels)),
+      t('only members reach the peer port'));
   }
   for (const w of workerPods) {
     const pol = policiesOf(w.labels);
@@ -532,7 +537,15 @@ for (const [name, file] of configs) {
   check(vol('auth').secret.secretName === (vals.auth.existingSecret || 'r1-trellis-auth'), t('tokens from the auth Secret'));
   check(vol('curve').secret.secretName === (vals.curve.existingSecret || 'r1-trellis-curve'), t('CURVE keys from their Secret'));
   check(!!named('Secret', 'r1-trellis-auth') === !vals.auth.existingSecret, t('the chart makes the auth Secret unless given'));
-  const sm = by('ServiceMonitor')[0];
+  const sm = by('ServiceMonitor').find((x) => x.metadata.name === 'r1-trellis-scheduler');
+  const smEtcd = by('ServiceMonitor').find((x) => x.metadata.name === 'r1-trellis-etcd');
+  check(!!smEtcd === !!(vals.serviceMonitor.enabled && vals.etcd.enabled), t('etcd ServiceMonitor with the bundled etcd'));
+  if (smEtcd) {
+    const peers = named('Service', 'r1-trellis-etcd-peers');
+    check(matches(smEtcd.spec.selector, peers.metadata.labels) &&
+          peers.spec.ports.some((p) => p.name === smEtcd.spec.endpoints[0].port && p.port === 2381),
+      t('the etcd ServiceMonitor scrapes port 2381 of the members'));
+  }
   check(!!sm === !!vals.serviceMonitor.enabled, t('ServiceMonitor only when enabled'));
   if (sm) {
     check(matches(sm.spec.selector, metricsSvc.metadata.labels), t('the ServiceMonitor scrapes the metrics Service'));
