@@ -560,6 +560,14 @@ for (const [name, file] of configs) {
           JSON.stringify([dec('admin-token'), dec('metrics-token')].sort()),
       t('the token file holds the admin and the metrics token, one per line'));
   }
+  const dash = named('ConfigMap', 'r1-trellis-dashboard');
+  check(!!dash === !!(vals.grafanaDashboard && vals.grafanaDashboard.enabled), t('dashboard ConfigMap only when enabled'));
+  if (dash) {
+    let panels = 0;
+    try { panels = JSON.parse(dash.data['trellis.json']).panels.length; } catch (e) { /* counted below */ }
+    check(panels > 5 && dash.metadata.labels[vals.grafanaDashboard.label] === vals.grafanaDashboard.labelValue,
+      t('the dashboard ConfigMap holds the dashboard JSON with the sidecar label'));
+  }
   const pr = by('PrometheusRule')[0];
   check(!!pr === !!(vals.prometheusRule && vals.prometheusRule.enabled), t('PrometheusRule only when enabled'));
   if (pr) check(pr.spec.groups[0].rules.length >= 5 && pr.spec.groups[0].rules.every((r) => r.alert && r.expr),

@@ -275,6 +275,19 @@ try:
                 check(any(l in series.get(n, set()) for n in names),
                       f"alert {rule['alert']}: grouped by {l}, a label of its series")
 
+    # The dashboard's queries too.
+    dash = json.load(open(f"{SRC}/helm/trellis/files/dashboard.json"))
+    for panel in dash["panels"]:
+        for tgt in panel["targets"]:
+            for name, sel in re.findall(r"\b((?:trellis|etcd)_[a-z_]+)(\{[^}]*\})?", tgt["expr"]):
+                check(name in series, f"dashboard '{panel['title']}': {name} is exported")
+            for grp in re.findall(r"by \(([^)]*)\)", tgt["expr"]):
+                names = re.findall(r"\b((?:trellis|etcd)_[a-z_]+)", tgt["expr"])
+                for l in (x.strip() for x in grp.split(",")):
+                    if l != "le":
+                        check(any(l in series.get(n, set()) for n in names),
+                              f"dashboard '{panel['title']}': grouped by {l}, a label of its series")
+
     # ---- failover: the leader stops, the standby leads, the worker follows ----
     sched[leader].send_signal(signal.SIGTERM)
     sched[leader].wait(30)
