@@ -164,33 +164,40 @@ def depends_closure(pkgs):
 
 if BINARIES:
     installed = depends_closure(set(r_pkgs) | BASE)
-    indirect = set()
     ldcache = {}
     for line in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout.splitlines():
         m = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
         if m and "x86-64" in m.group(2):
             ldcache.setdefault(m.group(1), m.group(3))
+    needed = {}  # soname -> the binaries that need it
     for b in BINARIES:
         out = subprocess.run(["readelf", "-d", b], capture_output=True, text=True).stdout
         for so in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out):
-            path = ldcache.get(so)
-            if path is None:
-                check(False, "%s: cannot resolve %s" % (os.path.basename(b), so))
-                continue
-            real = os.path.realpath(path)
-            pkg = None
-            for p in (real, path, "/usr" + path if not path.startswith("/usr") else path[4:]):
-                r = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True)
-                if r.returncode == 0:
-                    pkg = r.stdout.split(":")[0]
-                    break
-            if pkg and SANITIZERS.match(pkg):
-                continue
-            check(pkg is not None and pkg in installed,
-                  "%s needs %s (package %s): installed by the runtime stage"
-                  % (os.path.basename(b), so, pkg))
-            if pkg in installed and pkg not in r_pkgs and pkg not in BASE:
-                indirect.add(pkg)
+            needed.setdefault(so, []).append(os.path.basename(b))
+    # Which package owns each library: one dpkg -S for all the candidate paths
+    # (the path ldconfig gives, its real file, and the /usr-merged twin).
+    cands = {}
+    for so in needed:
+        path = ldcache.get(so)
+        if path:
+            twin = path[4:] if path.startswith("/usr/") else "/usr" + path
+            cands[so] = [os.path.realpath(path), path, twin]
+    owner = {}
+    r = subprocess.run(["dpkg", "-S"] + sorted({p for c in cands.values() for p in c}),
+                       capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        pkgs, _, path = line.partition(": ")
+        owner[path.strip()] = pkgs.split(",")[0].split(":")[0].strip()
+    for so, users in sorted(needed.items()):
+        who = "/".join(sorted(set(users)))
+        if so not in cands:
+            check(False, "%s: cannot resolve %s" % (who, so))
+            continue
+        pkg = next((owner[p] for p in cands[so] if p in owner), None)
+        if pkg and SANITIZERS.match(pkg):
+            continue
+        check(pkg is not None and pkg in installed,
+              "%s needs %s (package %s): installed by the runtime stage" % (who, so, pkg))
 
 # Non-root user in the final stage.
 users = words(run, "USER")
