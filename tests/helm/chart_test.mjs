@@ -79,8 +79,8 @@ function render(valuesFile, extra = []) {
 }
 
 // Objects with a pod template, and that template's spec.
-const withPods = (objs) => objs.filter((o) => ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'].includes(o.kind));
-const podSpec = (o) => (o.kind === 'CronJob' ? o.spec.jobTemplate.spec.template.spec : o.spec.template.spec);
+const withPods = (objs) => objs.filter((o) => ['Deployment', 'StatefulSet', 'Job', 'DaemonSet', 'Pod'].includes(o.kind));
+const podSpec = (o) => (o.kind === 'Pod' ? o.spec : o.spec.template.spec);
 
 // ---------------------------------------------------------------------------
 if (mode === 'lint') {
@@ -239,8 +239,8 @@ const canon = (v) => JSON.stringify(v, (k, x) => (x && typeof x === 'object' && 
   ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b))) : x));
 const env = (c, name) => (c.env || []).find((e) => e.name === name);
 const envValue = (c, name) => (env(c, name) || {}).value;
-const podLabels = (o) => o.spec.template.metadata.labels || {};
-const comp = (o) => (o.spec.template.metadata.labels || {})['app.kubernetes.io/component'];
+const podLabels = (o) => (o.kind === 'Pod' ? o.metadata.labels : o.spec.template.metadata.labels) || {};
+const comp = (o) => podLabels(o)['app.kubernetes.io/component'];
 
 function loadValues(file) {
   const defaults = YAML.parse(helm(['show', 'values', chart]).stdout);
@@ -503,7 +503,7 @@ for (const [name, file] of configs) {
         check((c.volumeMounts || []).some((v) => v.mountPath === '/tmp' &&
               (ps.volumes.find((x) => x.name === v.name) || {}).emptyDir), t(`${o.metadata.name}/${c.name}: /tmp is a writable emptyDir`));
     }
-    if (['scheduler', 'worker', 'etcd', 'register'].includes(comp(o)))
+    if (['scheduler', 'worker', 'etcd', 'register', 'test'].includes(comp(o)))
       check(ps.automountServiceAccountToken === false, t(`${o.metadata.name}: no Kubernetes API token`));
   }
   // Only the keygen job talks to the Kubernetes API, and may only read its Secret and create Secrets.

@@ -236,6 +236,20 @@ try:
                         env={**wenv, "TRELLIS_HEALTHCHECK_PID": str(wproc.pid)})
     check(hc.returncode == 0, "the worker's probe (trellis-healthcheck) passes: " + hc.stderr.strip())
 
+    # ---- `helm test`: its script finds a worker of every pool ----
+    for cname in C:
+        if cname.endswith("/worker") and cname != "r1-trellis-worker-a100/worker":
+            start(cname, cname.split("/")[0] + "-x")
+    tp = C["r1-trellis-test/test"]
+    troot = f"{TMP}/helm-test"
+    materialize(troot, tp["mounts"])
+    tscript = tp["args"][0].replace("/etc/trellis/", troot + "/etc/trellis/")
+    tscript = re.sub(r"http://r1-trellis-api\.trellis\.svc:\d+", lurl, tscript)
+    tr = subprocess.run(["bash", "-ec", tscript], capture_output=True, text=True, timeout=200,
+                        env={"PATH": f"{BUILD}/cli:/usr/bin:/bin", "HOME": troot})
+    check(tr.returncode == 0 and tr.stdout.count(": connected") == 3,
+          f"helm test's script sees a worker of each of the 3 pools: {tr.stdout.strip()} {tr.stderr.strip()}")
+
     # ---- the registration job's script, against the "API Service" (the leader) ----
     reg = C["r1-trellis-register/register"]
     root = f"{TMP}/register"
