@@ -207,13 +207,20 @@ if (!schedBin || !workerBin) {
   process.exit(2);
 }
 
-// The TRELLIS_ variables a daemon accepts: its flags, from its --help.
+// The TRELLIS_ variables a daemon accepts, from its --help: the variables it
+// names ([TRELLIS_STATE=...]), each of which must be one of its flags
+// (TRELLIS_ + the flag in capitals); older help texts named only the flags.
 function envOfFlags(bin) {
   const r = spawnSync(bin, ['--help'], { encoding: 'utf8' });
   const text = `${r.stdout}${r.stderr}`;
   const flags = new Set([...text.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((m) => m[1]));
   flags.delete('help');
-  return new Set([...flags].map((f) => `TRELLIS_${f.toUpperCase().replace(/-/g, '_')}`));
+  const derived = new Set([...flags].map((f) => `TRELLIS_${f.toUpperCase().replace(/-/g, '_')}`));
+  const named = new Set([...text.matchAll(/\bTRELLIS_[A-Z0-9_]+/g)].map((m) => m[0]));
+  if (named.size === 0) return derived;
+  for (const n of named) check(derived.has(n), `${path.basename(bin)} --help: ${n} is one of its flags`);
+  for (const d of derived) check(named.has(d), `${path.basename(bin)} --help: --${d.slice(8).toLowerCase().replace(/_/g, '-')} names its variable`);
+  return named;
 }
 const accepted = { scheduler: envOfFlags(schedBin), worker: envOfFlags(workerBin) };
 check(accepted.scheduler.has('TRELLIS_STATE') && accepted.scheduler.has('TRELLIS_LEADER_TTL'),
