@@ -36,9 +36,9 @@ void fb_respond(struct tr_http_req *req, int status, json_t *body)
     tr_free(text);
 }
 
-void fb_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body)
+void fb_queue_reply(struct api *s, struct tr_http_req *req, int status, json_t *body)
 {
-    sched_queue_reply_text(s, req, status, dump(body));
+    batch_add_reply_text(s->batch, req, status, dump(body));
 }
 
 json_t *fb_body(struct tr_http_req *req)
@@ -91,9 +91,9 @@ bool fb_limit(struct tr_http_req *req, uint32_t *limit)
     return true;
 }
 
-bool fb_writable(struct sched *s, struct tr_http_req *req)
+bool fb_writable(struct api *s, struct tr_http_req *req)
 {
-    if (!s->commit_failing)
+    if (!api_writes_paused(s))
         return true;
     tr_http_respond_error(req, 503, "unavailable",
                           "the state backend is not taking writes; try again");
@@ -161,9 +161,9 @@ static int copy_pipeline(const struct tr_run_rec *r, void *arg)
     return 0;
 }
 
-static int run_pipeline(struct sched *s, const char *run_id, char out[FB_NAME_MAX * 2])
+static int run_pipeline(struct api *s, const char *run_id, char out[FB_NAME_MAX * 2])
 {
-    struct run *r = run_find(s, run_id);
+    struct run *r = run_find(s->core, run_id);
     if (r != NULL) {
         snprintf(out, FB_NAME_MAX * 2, "%s", r->pipe->def->name);
         return 0;
@@ -221,7 +221,7 @@ static bool score_of(json_t *b, int *score, bool *negative, char *msg, size_t si
 
 void h_feedback_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     if (!fb_writable(s, req))
         return;
     json_t *b = fb_body(req);
@@ -231,7 +231,7 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
     const char *code = "invalid_argument";
     const char *run_id = json_string_value(json_object_get(b, "run_id"));
     json_t *index = json_object_get(b, "index");
-    const char *task, *label, *correction, *comment, *user;
+    const char *task = NULL, *label = NULL, *correction = NULL, *comment = NULL, *user = NULL;
     int score = 0;
     bool negative = false;
     if (run_id == NULL || run_id[0] == '\0' || strlen(run_id) > 64) {
@@ -315,7 +315,7 @@ static int feedback_json(const struct tr_feedback_rec *r, void *arg)
 
 void h_feedback_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char pipeline[FB_NAME_MAX * 2], run_id[80];
     uint32_t limit;
     if (!fb_limit(req, &limit))
@@ -337,7 +337,7 @@ void h_feedback_list(struct tr_http_req *req, void *arg)
 
 void h_pipeline_stats(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX * 2];
     if (!fb_param(req, "name", name, sizeof(name), "pipeline"))
         return;
@@ -377,7 +377,7 @@ static bool value_ok(json_t *v, const char *k, char *msg, size_t size, const cha
 
 void h_labels_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     if (!fb_writable(s, req))
         return;
     json_t *b = fb_body(req);
@@ -385,7 +385,7 @@ void h_labels_post(struct tr_http_req *req, void *arg)
         return;
     char msg[300] = "";
     const char *code = "invalid_argument";
-    const char *pipe_in, *run_id, *task;
+    const char *pipe_in = NULL, *run_id = NULL, *task = NULL;
     json_t *item = json_object_get(b, "item");
     json_t *unc = json_object_get(b, "uncertainty");
     if (!opt_str(b, "pipeline", FB_NAME_MAX, &pipe_in, msg, sizeof(msg), &code) ||
@@ -476,7 +476,7 @@ static int label_into_write(const struct tr_label_rec *r, void *arg)
 
 void h_label_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char id[128];
     if (!fb_param(req, "id", id, sizeof(id), "label item") || !fb_writable(s, req))
         return;
@@ -564,7 +564,7 @@ static int label_json(const struct tr_label_rec *r, void *arg)
 
 void h_labels_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char pipeline[FB_NAME_MAX * 2], state[32] = "queued";
     uint32_t limit;
     if (!fb_limit(req, &limit))
