@@ -101,7 +101,10 @@ def rewrite(svc, arg, etcd_ep):
 def start(svc, name, etcd_ep):
     cmd = svcs[svc]["command"]
     argv = [BIN[cmd[0]]] + [rewrite(svc, a, etcd_ep) for a in cmd[1:]]
-    env = {"PATH": "/usr/bin:/bin"}
+    # What the NVIDIA runtime would mount for the one reserved GPU: the tests'
+    # fake NVML (not part of the compose file).
+    env = {"PATH": "/usr/bin:/bin", "TRELLIS_NVML_LIB": f"{BUILD}/tests/libfake_nvml.so",
+           "FAKE_NVML_COUNT": "1"}
     for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if k in os.environ:
             env[k] = os.environ[k]
@@ -166,7 +169,8 @@ try:
     ws = wait_for(lambda: (lambda w: w if len(w) == 2 else None)(workers(leader)), 60,
                   "both pools' workers register with the leader over CURVE")
     check(ws["worker-cpu-1"]["pool"] == "cpu" and ws["worker-gpu-1"]["pool"] == "gpu", "their pools")
-    check(ws["worker-gpu-1"]["resources"]["gpus"] == 1, "the GPU worker offers TRELLIS_GPUS (1) GPUs")
+    check(ws["worker-gpu-1"]["resources"]["gpus"] == 1, "the GPU worker offers the GPU NVML finds (--gpus=auto)")
+    check(ws["worker-cpu-1"]["resources"]["gpus"] == 0, "the CPU worker offers none")
     for svc in ("worker-cpu", "worker-gpu"):
         check(healthy(svc, procs[f"{svc}-1"]), f"{svc}: its compose health check passes")
 

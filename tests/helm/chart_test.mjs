@@ -377,7 +377,8 @@ for (const [name, file] of configs) {
     }
     check(envValue(c, 'TRELLIS_POOL') === p.pool, t(`pool ${p.name}: TRELLIS_POOL=${p.pool}`));
     check(envValue(c, 'TRELLIS_SLOTS') === String(p.slots), t(`pool ${p.name}: TRELLIS_SLOTS`));
-    check(envValue(c, 'TRELLIS_GPUS') === String(p.gpus || 0), t(`pool ${p.name}: TRELLIS_GPUS`));
+    const wantGpus = p.gpus > 0 && p.nvml !== false ? 'auto' : String(p.gpus || 0);
+    check(envValue(c, 'TRELLIS_GPUS') === wantGpus, t(`pool ${p.name}: TRELLIS_GPUS=${wantGpus}`));
     const lim = (c.resources.limits || {})['nvidia.com/gpu'];
     const req = (c.resources.requests || {})['nvidia.com/gpu'];
     if (p.gpus > 0) {

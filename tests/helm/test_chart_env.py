@@ -166,7 +166,11 @@ try:
     wport = free_port()  # the worker Service: whichever scheduler leads binds it
 
     def container_env(cname, pod, root, api_port=None):
-        env = {"PATH": f"{BUILD}/cli:/usr/bin:/bin", "HOME": root}
+        env = {"PATH": f"{BUILD}/cli:/usr/bin:/bin", "HOME": root,
+               # What the NVIDIA runtime would mount: here the tests' fake NVML
+               # with the 8 devices of an a100 pod (not a chart setting).
+               "TRELLIS_NVML_LIB": f"{BUILD}/tests/libfake_nvml.so", "FAKE_NVML_COUNT": "8",
+               "FAKE_NVML_NAME": "NVIDIA A100-SXM4-80GB"}
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
             if k in os.environ:
                 env[k] = os.environ[k]
@@ -230,7 +234,7 @@ try:
         return ws[0] if ws else None
     w = wait_for(lambda: worker_on(lurl), 60, "the worker registers with the leader over CURVE")
     check(w["pool"] == "gpu" and w["resources"]["gpus"] == 8,
-          f"it serves pool gpu with 8 GPUs ({w['pool']}, {w['resources']})")
+          f"it serves pool gpu with the 8 GPUs NVML finds (--gpus auto) ({w['pool']}, {w['resources']})")
     check(w["labels"] == {"gpu": "a100", "nvlink": "true"}, f"its labels come from TRELLIS_LABEL ({w['labels']})")
     hc = subprocess.run([f"{SRC}/deploy/trellis-healthcheck"], capture_output=True, text=True,
                         env={**wenv, "TRELLIS_HEALTHCHECK_PID": str(wproc.pid)})
@@ -262,8 +266,8 @@ try:
           f"the registration job registers the chart's pipeline: {rr.stdout.strip()} {rr.stderr.strip()}")
     run = subprocess.run([CLI, "--api", lurl, "--token-file", f"{root}/etc/trellis/auth/admin-token",
                           "run", "--wait", "embed"], capture_output=True, text=True, timeout=120)
-    check(run.returncode == 0 and '"gpu:trellis"' in run.stdout,
-          f"a run of the registered pipeline succeeds on the GPU pool: {run.stdout.strip()} {run.stderr.strip()[-300:]}")
+    check(run.returncode == 0 and '"gpu:trellis:2"' in run.stdout,
+          f"a run of the registered pipeline gets 2 GPUs on the GPU pool: {run.stdout.strip()} {run.stderr.strip()[-300:]}")
 
     # ---- the chart's alerts name series the daemons and etcd really export ----
     import yaml
