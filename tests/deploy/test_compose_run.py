@@ -71,6 +71,10 @@ def get(url, token=None):
         return e.code, e.read().decode()
 
 
+if not os.path.exists(f"{BUILD}/tests/libfake_nvml.so"):
+    print(f"FAIL {BUILD}/tests/libfake_nvml.so is missing: build the fake_nvml target (the GPU worker's NVML)")
+    sys.exit(1)
+
 doc = yaml.safe_load(open(f"{SRC}/deploy/compose.yaml"))
 svcs = doc["services"]
 keys = f"{TMP}/keys"

@@ -111,6 +111,10 @@ def cleanup():
     shutil.rmtree(TMP, ignore_errors=True)
 
 
+if not os.path.exists(f"{BUILD}/tests/libfake_nvml.so"):
+    print(f"FAIL {BUILD}/tests/libfake_nvml.so is missing: build the fake_nvml target (the GPU worker's NVML)")
+    sys.exit(1)
+
 # ---- what the chart renders ----
 r = subprocess.run(["node", f"{SRC}/tests/helm/chart_test.mjs", "env", TOOLS, SRC,
                     f"{SRC}/helm/trellis/ci/gpu-values.yaml"], capture_output=True, text=True)
