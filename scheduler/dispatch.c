@@ -12,6 +12,9 @@
  */
 #include "scheduler/sched.h"
 
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
 #include <zmq.h>
 
 #include "lib/base/alloc.h"
@@ -20,6 +23,19 @@
 /* ====================================================================== */
 /* Pools and their ready heaps                                             */
 /* ====================================================================== */
+
+bool pool_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
 
 struct pool *pool_get(struct sched *s, const char *name, size_t len)
 {
@@ -159,8 +175,8 @@ int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg
         return rc;
     struct outmsg om = {
         .ident_off = (uint32_t)s->out_bytes.len,
-        .ident_len = (uint32_t)w->id_len,
-        .data_off = (uint32_t)(s->out_bytes.len + w->id_len),
+        .ident_len = (uint32_t)w->ident_len,
+        .data_off = (uint32_t)(s->out_bytes.len + w->ident_len),
         .data_len = (uint32_t)s->sbuf.size,
     };
     if (s->n_out == s->cap_out) {
@@ -171,7 +187,7 @@ int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg
         s->out = o;
         s->cap_out = cap;
     }
-    rc = tr_buf_add(&s->out_bytes, w->id, w->id_len);
+    rc = tr_buf_add(&s->out_bytes, w->ident, w->ident_len);
     if (rc == 0)
         rc = tr_buf_add(&s->out_bytes, s->sbuf.data, s->sbuf.size);
     if (rc < 0)
@@ -251,6 +267,34 @@ static bool try_cache(struct sched *s, struct inst *in, const struct tr_str *arg
     return hit;
 }
 
+/*
+ * Dispatch ids are fencing tokens a result must quote: random, so a peer
+ * cannot guess the next one, and unique among the dispatches in flight. Read
+ * from the kernel in batches: one getrandom per 64 dispatches.
+ */
+static uint64_t new_dispatch_id(struct sched *s)
+{
+    static uint64_t pool[64];
+    static size_t left;
+    for (;;) {
+        if (left == 0) {
+            size_t got = 0;
+            while (got < sizeof(pool)) {
+                ssize_t n = getrandom((char *)pool + got, sizeof(pool) - got, 0);
+                if (n < 0 && errno != EINTR) {
+                    tr_err("getrandom failed: %s", strerror(errno));
+                    exit(70);
+                }
+                got += n > 0 ? (size_t)n : 0;
+            }
+            left = TR_ARRAY_LEN(pool);
+        }
+        uint64_t id = pool[--left];
+        if (id != 0 && tr_hmap_get(&s->dispatches, &id, sizeof(id)) == NULL)
+            return id;
+    }
+}
+
 static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args)
 {
     struct run *r = in->run;
@@ -263,7 +307,7 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
     if (td->cache && try_cache(s, in, &(struct tr_str){args->buf, args->len}))
         return;
     in->attempts++;
-    in->dispatch_id = ++s->next_dispatch;
+    in->dispatch_id = new_dispatch_id(s);
     in->dispatched_at = tr_now();
     struct tr_msg m = {.type = TR_MSG_TASK};
     struct tr_msg_task *t = &m.u.task;

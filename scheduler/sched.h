@@ -207,8 +207,13 @@ struct pool
 
 struct worker
 {
-    char *id;                /* routing id = worker id (owned); also the map key */
+    char *id;                /* worker id from its HELLO (owned); key of sched.worker_ids */
     size_t id_len;
+    char *ident;             /* routing id of the connection that said HELLO (owned); key
+                              * of sched.workers: messages count as this worker's only
+                              * when they come on that connection */
+    size_t ident_len;
+    char key[41];            /* CURVE public key of that connection (Z85), "" without CURVE */
     struct pool *pool;
     uint32_t slots;
     uint32_t inflight;       /* dispatched, no result yet */
@@ -236,7 +241,7 @@ struct metrics
     uint64_t runs_total[5];            /* by final run_state (index 2..4 used) */
     uint64_t tasks_succeeded, tasks_failed, tasks_retried, tasks_timed_out;
     uint64_t tasks_cancelled, tasks_skipped, tasks_requeued, tasks_cached;
-    uint64_t dropped[8];               /* by enum drop_reason */
+    uint64_t dropped[9];               /* by enum drop_reason */
     uint64_t commits, commit_errors;
     uint64_t http_by_class[6];         /* 1xx..5xx */
     uint64_t lat_buckets[LAT_BUCKETS + 1];
@@ -255,6 +260,7 @@ enum drop_reason
     DROP_UNKNOWN_WORKER,
     DROP_STALE_RESULT,
     DROP_BAD_FRAMES,
+    DROP_IMPERSONATION,      /* a HELLO for a live worker id from another connection or key */
     DROP_COUNT
 };
 
@@ -303,7 +309,6 @@ struct sched
     struct tr_state *state;
     uint64_t epoch;
     uint64_t next_run;        /* counter for run ids */
-    uint64_t next_dispatch;   /* counter for dispatch ids */
     uint64_t next_seq;
     bool stopping;
 
@@ -312,7 +317,8 @@ struct sched
     void *router;
     struct tr_zmq_uv *zuv;
     struct tr_proto_decoder decoder;
-    struct tr_hmap workers;   /* id -> struct worker */
+    struct tr_hmap workers;   /* connection routing id -> struct worker */
+    struct tr_hmap worker_ids; /* worker id -> struct worker */
     struct tr_hmap pools;     /* name -> struct pool */
     struct tr_hmap dispatches; /* dispatch id (8 bytes) -> struct inst */
     struct tr_log_limiter garbage_log;
@@ -428,6 +434,8 @@ int inst_build_args(struct inst *in, struct tr_buf *out) TR_MUST_CHECK;
 void inst_logs_add(struct inst *in, const struct tr_str *lines, uint32_t n);
 
 /* dispatch.c */
+/* Pool names go into metrics and logs: 1 to 63 of [A-Za-z0-9_.-]. */
+bool pool_name_valid(const char *name, size_t len);
 struct pool *pool_get(struct sched *s, const char *name, size_t len);
 int pool_push_ready(struct pool *p, struct inst *in) TR_MUST_CHECK;
 void pool_remove(struct pool *p, struct inst *in);

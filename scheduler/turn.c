@@ -250,6 +250,7 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     s->loop = loop;
     s->cfg = *cfg;
     tr_hmap_init(&s->workers);
+    tr_hmap_init(&s->worker_ids);
     tr_hmap_init(&s->pools);
     tr_hmap_init(&s->dispatches);
     tr_hmap_init(&s->pipes);

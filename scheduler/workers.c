@@ -66,6 +66,7 @@ static void worker_free(struct worker *w)
         return;
     json_decref(w->labels);
     tr_free(w->version);
+    tr_free(w->ident);
     tr_free(w->id);
     tr_free(w);
 }
@@ -85,7 +86,8 @@ void worker_remove(struct sched *s, struct worker *w, const char *why)
             break;
         }
     }
-    tr_hmap_del(&s->workers, w->id, w->id_len);
+    tr_hmap_del(&s->workers, w->ident, w->ident_len);
+    tr_hmap_del(&s->worker_ids, w->id, w->id_len);
     worker_free(w);
 }
 
@@ -99,17 +101,80 @@ static void send_now(struct sched *s, const void *ident, size_t ident_len, const
         tr_warn("cannot send %s: %s", tr_msg_type_name(m->type), tr_strerror(rc));
 }
 
+/* Worker ids are names for logs, the API and etcd: printable ASCII, no quotes. */
+static bool worker_id_valid(struct tr_str id)
+{
+    if (id.len == 0 || id.len > 255)
+        return false;
+    for (size_t i = 0; i < id.len; i++) {
+        unsigned char c = (unsigned char)id.p[i];
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+static void refuse_hello(struct sched *s, const void *ident, size_t ident_len, const char *why)
+{
+    struct tr_msg bye = {.type = TR_MSG_BYE};
+    bye.u.bye.reason = tr_str_c(why);
+    send_now(s, ident, ident_len, &bye);
+}
+
+/*
+ * A worker is its connection: the routing id of the connection that said
+ * HELLO (the ROUTER refuses a second connection with a routing id in use, as
+ * ZMQ_ROUTER_HANDOVER is off) and, under CURVE, the key that connection
+ * authenticated with. A HELLO claiming the id of a live worker from another
+ * connection is refused, unless that worker's connection is gone (a send to
+ * it finds no peer: the worker restarted) and the key is the same.
+ */
 static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
                          const struct tr_msg_hello *h)
 {
-    struct worker *old = tr_hmap_get(&s->workers, ident, ident_len);
-    if (old != NULL)
-        worker_remove(s, old, "said HELLO again (new session)");
+    const char *key = s->zap != NULL ? tr_zmq_uv_peer_user(s->zuv) : NULL;
+    if (key == NULL)
+        key = "";
+    if (!worker_id_valid(h->worker_id)) {
+        metrics_drop(s, DROP_BAD_BODY, h->worker_id.p, h->worker_id.len);
+        refuse_hello(s, ident, ident_len, "invalid worker id");
+        return;
+    }
+    if (!pool_name_valid(h->pool.p, h->pool.len)) {
+        metrics_drop(s, DROP_BAD_BODY, h->pool.p, h->pool.len);
+        refuse_hello(s, ident, ident_len,
+                     "invalid pool name (1 to 63 of A-Z a-z 0-9 _ . -)");
+        return;
+    }
+    struct worker *same_conn = tr_hmap_get(&s->workers, ident, ident_len);
+    struct worker *same_id = tr_hmap_get(&s->worker_ids, h->worker_id.p, h->worker_id.len);
+    if (same_id != NULL && same_id != same_conn) {
+        struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+        bool gone = false;
+        msgpack_sbuffer_clear(&s->sbuf);
+        if (strcmp(same_id->key, key) == 0 && tr_proto_encode(&s->sbuf, &hb) == 0)
+            gone = tr_zmq_uv_send(s->zuv, same_id->ident, same_id->ident_len, s->sbuf.data,
+                                  s->sbuf.size) == -EHOSTUNREACH;
+        if (!gone) {
+            metrics_drop(s, DROP_IMPERSONATION, h->worker_id.p, h->worker_id.len);
+            refuse_hello(s, ident, ident_len,
+                         strcmp(same_id->key, key) != 0
+                             ? "worker id in use by another key"
+                             : "worker id in use by another connection");
+            return;
+        }
+        worker_remove(s, same_id, "came back on a new connection");
+    }
+    if (same_conn != NULL)
+        worker_remove(s, same_conn, "said HELLO again (new session)");
     struct worker *w = tr_calloc(1, sizeof(*w));
     if (w == NULL)
         return;
-    w->id = tr_strndup(ident, ident_len);
-    w->id_len = ident_len;
+    w->id = tr_strndup(h->worker_id.p, h->worker_id.len);
+    w->id_len = h->worker_id.len;
+    w->ident = tr_memdup(ident, ident_len);
+    w->ident_len = ident_len;
+    snprintf(w->key, sizeof(w->key), "%s", key);
     w->slots = h->slots;
     w->gpus = h->gpus;
     w->cpus = h->cpus;
@@ -129,8 +194,14 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
         tr_free(k);
     }
     struct pool *p = w->pool;
-    if (w->id == NULL || w->version == NULL || w->labels == NULL || p == NULL ||
-        tr_hmap_put(&s->workers, w->id, w->id_len, w) < 0) {
+    if (w->id == NULL || w->ident == NULL || w->version == NULL || w->labels == NULL ||
+        p == NULL || tr_hmap_put(&s->workers, w->ident, w->ident_len, w) < 0) {
+        worker_free(w);
+        tr_err("out of memory registering a worker");
+        return;
+    }
+    if (tr_hmap_put(&s->worker_ids, w->id, w->id_len, w) < 0) {
+        tr_hmap_del(&s->workers, w->ident, w->ident_len);
         worker_free(w);
         tr_err("out of memory registering a worker");
         return;
@@ -139,7 +210,8 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
         size_t cap = p->cap_workers ? p->cap_workers * 2 : 8;
         struct worker **a = tr_reallocarray(p->workers, cap, sizeof(*a));
         if (a == NULL) {
-            tr_hmap_del(&s->workers, w->id, w->id_len);
+            tr_hmap_del(&s->workers, w->ident, w->ident_len);
+            tr_hmap_del(&s->worker_ids, w->id, w->id_len);
             worker_free(w);
             return;
         }
@@ -163,7 +235,7 @@ static void answer_pipeline_get(struct sched *s, struct worker *w, struct tr_str
     m.u.pipeline.digest = digest;
     if (digest.len != 64) {
         m.u.pipeline.error = TR_STR("bad digest");
-        send_now(s, w->id, w->id_len, &m);
+        send_now(s, w->ident, w->ident_len, &m);
         return;
     }
     memcpy(d, digest.p, 64);
@@ -179,7 +251,7 @@ static void answer_pipeline_get(struct sched *s, struct worker *w, struct tr_str
     } else {
         m.u.pipeline.error = TR_STR("unknown pipeline digest");
     }
-    send_now(s, w->id, w->id_len, &m);
+    send_now(s, w->ident, w->ident_len, &m);
     tr_free(src);
 }
 
@@ -230,6 +302,15 @@ static void on_frame(void *arg, const void *ident, size_t ident_len, const void 
         }
         return;
     }
+    if (w->key[0] != '\0') {
+        /* Under CURVE a connection carries one key; a routing id reused by
+         * another connection after the worker's went away is not the worker. */
+        const char *key = tr_zmq_uv_peer_user(s->zuv);
+        if (key == NULL || strcmp(key, w->key) != 0) {
+            metrics_drop(s, DROP_IMPERSONATION, NULL, 0);
+            return;
+        }
+    }
     w->last_seen = tr_now();
     w->last_seen_ns = tr_mono_ns();
     switch (m.type) {
@@ -266,7 +347,7 @@ static void on_heartbeat(uv_timer_t *h)
             worker_remove(s, w, "missed 3 heartbeats");
             continue;
         }
-        send_now(s, w->id, w->id_len, &hb);
+        send_now(s, w->ident, w->ident_len, &hb);
     }
     tr_zmq_uv_kick(s->zuv);
 }
@@ -341,7 +422,8 @@ int workers_init(struct sched *s, struct tr_error *err)
     int one = 1, zero = 0, hwm = 1000000;
     int64_t maxmsg = (int64_t)tr_mp_default_limits.max_frame;
     zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
-    zmq_setsockopt(s->router, ZMQ_ROUTER_HANDOVER, &one, sizeof(one));
+    /* No ZMQ_ROUTER_HANDOVER: a connection claiming the routing id of a live
+     * one must not take its place (and its results). */
     zmq_setsockopt(s->router, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(s->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(s->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
@@ -375,12 +457,13 @@ void workers_close(struct sched *s)
         struct tr_msg bye = {.type = TR_MSG_BYE};
         bye.u.bye.reason = TR_STR("scheduler stopping");
         if (s->zuv)
-            send_now(s, w->id, w->id_len, &bye);
+            send_now(s, w->ident, w->ident_len, &bye);
         while (w->head != NULL)
             worker_inflight_del(w, w->head);
         worker_free(w);
     }
     tr_hmap_release(&s->workers);
+    tr_hmap_release(&s->worker_ids);
     it = 0;
     struct pool *p;
     while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
