@@ -375,17 +375,32 @@ static const struct tr_http_route routes[] = {
     {NULL, NULL, NULL},
 };
 
-/* Reads one token per line (blank lines and '#' comments skipped). */
+#define TOKEN_LINE_MAX 4096 /* longer lines are refused: a token is not a file */
+
+/*
+ * Reads one token per line (blank lines and '#' comments skipped). Lines are
+ * read whole: a line longer than TOKEN_LINE_MAX refuses the file, with its
+ * number, rather than being taken as several tokens.
+ */
 static int read_tokens(struct sched *s, struct tr_error *err)
 {
     FILE *f = fopen(s->cfg.token_file, "r");
     if (f == NULL)
         return tr_error_set(err, -errno, "cannot read token file '%s': %s", s->cfg.token_file,
                             strerror(errno));
-    size_t n = 0;
-    char line[1024];
-    while (fgets(line, sizeof(line), f) != NULL) {
+    size_t n = 0, lineno = 0, cap = 0;
+    char *line = NULL;
+    ssize_t got;
+    int rc = 0;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         size_t len = strcspn(line, "\r\n");
+        if (len > TOKEN_LINE_MAX || memchr(line, '\0', (size_t)got) != NULL) {
+            rc = tr_error_set(err, TR_EINVAL,
+                              "token file '%s' line %zu: longer than %d bytes or holds a NUL",
+                              s->cfg.token_file, lineno, TOKEN_LINE_MAX);
+            break;
+        }
         line[len] = '\0';
         char *p = line;
         while (*p == ' ' || *p == '\t')
@@ -393,18 +408,25 @@ static int read_tokens(struct sched *s, struct tr_error *err)
         if (*p == '\0' || *p == '#')
             continue;
         char **t = tr_reallocarray(s->tokens, n + 2, sizeof(*t));
-        if (t == NULL) {
-            fclose(f);
-            return TR_ENOMEM;
+        char *tok = tr_strdup(p);
+        if (t != NULL)
+            s->tokens = t;
+        if (t == NULL || tok == NULL) {
+            tr_free(tok);
+            rc = TR_ENOMEM;
+            break;
         }
-        s->tokens = t;
-        s->tokens[n] = tr_strdup(p);
+        s->tokens[n] = tok;
         s->tokens[++n] = NULL;
     }
+    if (line != NULL) {
+        explicit_bzero(line, cap); /* a secret was there */
+        free(line);                /* from getline: the C library's allocator */
+    }
     fclose(f);
-    if (n == 0)
-        return tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", s->cfg.token_file);
-    return 0;
+    if (rc == 0 && n == 0)
+        rc = tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", s->cfg.token_file);
+    return rc;
 }
 
 int api_init(struct sched *s, struct tr_error *err)
