@@ -56,7 +56,7 @@ static void usage(FILE *out)
             "usage: trellis-worker [options]\n"
             "  --scheduler tcp://H:P[,tcp://...]  scheduler endpoints, tried in turn\n"
             "                              (tcp://127.0.0.1:8421)\n"
-            "  --pool NAME                 pool this worker serves (cpu)\n"
+            "  --pool NAME                 pool this worker serves (cpu; 1-63 of A-Za-z0-9_.-)\n"
             "  --slots N                   tasks run at once (16)\n"
             "  --label K=V                 a label for placement; repeatable\n"
             "  --gpus N                    GPUs offered (0)\n"
@@ -142,7 +142,11 @@ static bool apply_opt(struct options *o, int c, const char *v)
     case 's':
         return *v && set_str(&o->scheduler, v);
     case 'p':
-        return *v && strlen(v) <= 256 && set_str(&o->pool, v);
+        /* The scheduler refuses other pool names (they become metric labels). */
+        return *v && strlen(v) <= 63 &&
+               strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+                   strlen(v) &&
+               set_str(&o->pool, v);
     case 'n':
         return parse_uint(v, SLOTS_MAX, &o->slots) && o->slots > 0;
     case 'l':
