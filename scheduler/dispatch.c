@@ -54,6 +54,46 @@ struct pool *pool_get(struct sched *s, const char *name, size_t len)
     return p;
 }
 
+static void pool_free(struct pool *p)
+{
+    tr_free(p->heap);
+    tr_free(p->workers);
+    tr_free(p->name);
+    tr_free(p);
+}
+
+void pools_ref_run(struct run *r, int delta)
+{
+    const struct tr_pipeline_def *def = r->pipe->def;
+    for (uint32_t i = 0; i < def->n_pools; i++) {
+        struct pool *p = pool_get(r->sched, def->pools[i], strlen(def->pools[i]));
+        if (p == NULL) {
+            tr_err("out of memory creating pool '%s'", def->pools[i]);
+            exit(70);
+        }
+        if (delta > 0)
+            p->runs++;
+        else if (p->runs > 0)
+            p->runs--;
+    }
+}
+
+/*
+ * Pool names come from pipelines and HELLOs: without this, every name ever
+ * seen would stay in memory and in /metrics for good.
+ */
+void pools_sweep(struct sched *s)
+{
+    size_t it = 0;
+    struct pool *p;
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+        if (p->runs == 0 && p->n_workers == 0 && p->n_heap == 0) {
+            tr_hmap_del(&s->pools, p->name, strlen(p->name));
+            pool_free(p);
+        }
+    }
+}
+
 struct pool *inst_pool(struct inst *in)
 {
     const struct tr_pipeline_def *def = in->run->pipe->def;

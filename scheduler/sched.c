@@ -625,6 +625,7 @@ int run_create(struct sched *s, struct pipeline_entry *pe, json_t *params, struc
     }
     r->in_memory_only = true;
     run_mark_dirty(r);
+    pools_ref_run(r, +1);
     *out = r;
     return 0;
 out_free:
@@ -753,6 +754,7 @@ static void run_finish(struct run *r)
     }
     s->m.runs_total[r->state]++;
     s->n_active--;
+    pools_ref_run(r, -1);
     tr_info("run %s run=%s pipeline=%s", run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
@@ -791,6 +793,7 @@ int run_cancel(struct run *r, const char *reason)
     r->error = tr_strdup(reason);
     s->m.runs_total[RUN_CANCELLED]++;
     s->n_active--;
+    pools_ref_run(r, -1);
     tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);

@@ -203,6 +203,7 @@ struct pool
     size_t n_workers;
     size_t cap_workers;
     size_t rr;               /* round-robin position for dispatch */
+    uint32_t runs;           /* unfinished runs with a task in this pool */
 };
 
 struct worker
@@ -440,6 +441,11 @@ struct pool *pool_get(struct sched *s, const char *name, size_t len);
 int pool_push_ready(struct pool *p, struct inst *in) TR_MUST_CHECK;
 void pool_remove(struct pool *p, struct inst *in);
 void sched_dispatch_all(struct sched *s);
+/* Takes (+1) or drops (-1) a reference to each pool of the run's pipeline. */
+void pools_ref_run(struct run *r, int delta);
+/* Frees the pools nothing refers to (no ready task, no worker, no unfinished
+ * run); called from the heartbeat timer, never while pools are iterated. */
+void pools_sweep(struct sched *s);
 int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg *m) TR_MUST_CHECK;
 void sched_send_queued(struct sched *s);
 struct pool *inst_pool(struct inst *in);

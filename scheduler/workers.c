@@ -350,6 +350,7 @@ static void on_heartbeat(uv_timer_t *h)
         send_now(s, w->ident, w->ident_len, &hb);
     }
     tr_zmq_uv_kick(s->zuv);
+    pools_sweep(s);
 }
 
 static bool endpoint_is_loopback(const char *ep)
@@ -467,11 +468,11 @@ void workers_close(struct sched *s)
     it = 0;
     struct pool *p;
     while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
-        tr_free(p->heap);
-        tr_free(p->workers);
-        tr_free(p->name);
-        tr_free(p);
+        p->runs = 0;
+        p->n_workers = 0;
+        p->n_heap = 0;
     }
+    pools_sweep(s);
     tr_hmap_release(&s->pools);
     if (uv_is_active((uv_handle_t *)&s->heartbeat) || s->heartbeat.loop)
         uv_close((uv_handle_t *)&s->heartbeat, NULL);

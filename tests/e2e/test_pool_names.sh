@@ -46,6 +46,27 @@ fi
 check_metrics
 ok "/metrics stays well-formed"
 
+# 300 pools named by a run: they show while it is active and go once it ends.
+"$PY" - "$TMP/wide.lua" <<'PYEOF'
+import sys
+tasks = ",\n".join('  trellis.task { name = "t%d", pool = "pool-%d", run = function() return 1 end }' % (i, i) for i in range(300))
+open(sys.argv[1], "w").write('local trellis = require "trellis"\nreturn trellis.pipeline { name = "wide", version = "1", tasks = {\n' + tasks + "\n} }\n")
+PYEOF
+base=$(api_get /metrics | wc -c)
+for i in 1 2 3; do
+  id=$(submit "$TMP/wide.lua")
+  wait_for 10 bash -c "curl -s $API/metrics | grep -q 'trellis_ready_tasks{pool=\"pool-299\"} $i'" \
+    || fail "the run's pools do not show"
+done
+ok "the pools of active runs show in /metrics"
+check_metrics
+for r in $(api_get '/v1/runs?limit=10' | json_get '" ".join(x["run_id"] for x in j["runs"] if x["state"] in ("queued", "running"))'); do
+  assert_eq "$(api_status -X POST "$API/v1/runs/$r/cancel")" 200 "cancel $r"
+done
+wait_for 10 bash -c "! curl -s $API/metrics | grep -q 'pool=\"pool-'" || fail "the pools of ended runs stay in /metrics"
+after=$(api_get /metrics | wc -c)
+[ "$after" -le "$((base + 100))" ] || fail "/metrics did not shrink back: $base bytes before, $after after"
+ok "/metrics shrinks back once the runs end ($after bytes, $base before)"
 id=$(submit "$P/diamond.lua" '{"x": 2}')
 assert_eq "$(wait_run "$id" | json_get 'j["output"]["d"]')" 9 "the cpu pool still works"
 assert_contains "$(api_get /metrics)" 'trellis_workers{pool="cpu"} 1' "the worker's pool stays"
