@@ -292,6 +292,28 @@ static int count_task_usage(const struct tr_task_rec *rec, void *arg)
     return count_task(rec, arg);
 }
 
+/*
+ * A query number, strictly decimal: 1 to 9 digits, then (when frac) an
+ * optional '.' and 1 to 6 digits. No sign, space, exponent, hex, inf or nan,
+ * which strtod and strtol would take.
+ */
+static bool query_decimal(const char *q, bool frac, double *out)
+{
+    size_t n = strspn(q, "0123456789");
+    if (n == 0 || n > 9)
+        return false;
+    if (q[n] == '.' && frac) {
+        size_t f = strspn(q + n + 1, "0123456789");
+        if (f == 0 || f > 6)
+            return false;
+        n += 1 + f;
+    }
+    if (q[n] != '\0')
+        return false;
+    *out = strtod(q, NULL);
+    return true;
+}
+
 void h_run_get(struct tr_http_req *req, void *arg)
 {
     struct sched *s = arg;
@@ -301,10 +323,9 @@ void h_run_get(struct tr_http_req *req, void *arg)
     char wait_s[32];
     double wait = 0;
     if (tr_http_req_query(req, "wait", wait_s, sizeof(wait_s))) {
-        char *end;
-        wait = strtod(wait_s, &end);
-        if (*end != '\0' || !(wait >= 0)) {
-            tr_http_respond_error(req, 400, "invalid_request", "'wait' must be seconds >= 0");
+        if (!query_decimal(wait_s, true, &wait)) {
+            tr_http_respond_error(req, 400, "invalid_request",
+                                  "'wait' must be decimal seconds >= 0 (e.g. 5 or 0.5)");
             return;
         }
         wait = fmin(wait, WAIT_MAX_S);
@@ -606,13 +627,13 @@ void h_runs_list(struct tr_http_req *req, void *arg)
     bool by_state = tr_http_req_query(req, "state", state, sizeof(state));
     long limit = 50;
     if (tr_http_req_query(req, "limit", limit_s, sizeof(limit_s))) {
-        char *end;
-        limit = strtol(limit_s, &end, 10);
-        if (*end != '\0' || limit < 1) {
-            tr_http_respond_error(req, 400, "invalid_request", "'limit' must be a number >= 1");
+        double v;
+        if (!query_decimal(limit_s, false, &v) || v < 1) {
+            tr_http_respond_error(req, 400, "invalid_request",
+                                  "'limit' must be a decimal number >= 1");
             return;
         }
-        limit = TR_MIN(limit, 1000L);
+        limit = (long)TR_MIN(v, 1000.0);
     }
     if (by_state) {
         bool known = false;
