@@ -332,7 +332,9 @@ void h_run_get(struct tr_http_req *req, void *arg)
     }
     struct run *r = run_find(s, id);
     if (r != NULL) {
-        if (run_is_final(r) || wait <= 0) {
+        /* Long-polls leave the HTTP server a reserve of connections: past
+         * it, the answer is the current state at once. */
+        if (run_is_final(r) || wait <= 0 || !tr_http_req_may_hold(req)) {
             /* A change not committed yet is shown after the commit, like the
              * answer to the write that made it. */
             if (r->dirty)
