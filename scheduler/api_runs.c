@@ -91,6 +91,16 @@ static void finish_register(struct sched *s, struct pipeline_entry *pe, struct t
 static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *params,
                          struct tr_http_req *req)
 {
+    /* The pipeline's defaults are merged into every run's params on the loop. */
+    uint32_t max_bytes = s->cfg.max_params_bytes ? s->cfg.max_params_bytes : (1u << 20);
+    if (pe->def->params_len > max_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the pipeline's default params are %zu bytes, more than %u "
+                 "(--max-params-bytes)", (size_t)pe->def->params_len, max_bytes);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return;
+    }
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
@@ -126,10 +136,100 @@ static void on_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_erro
     start_ctx_free(c);
 }
 
+#define PARAMS_BYTES_DEFAULT (1u << 20)
+#define PARAMS_KEYS_DEFAULT 10000u
+#define BODY_VALUES_SLACK 1024u /* values a body may hold beyond its params' */
+
+static uint32_t params_keys_max(const struct sched *s)
+{
+    return s->cfg.max_params_keys ? s->cfg.max_params_keys : PARAMS_KEYS_DEFAULT;
+}
+
+/*
+ * Counts the separators and openers outside strings (',' '[' '{'): at least
+ * the values of a JSON text less one. A linear byte scan, so that a body of
+ * millions of tiny values is refused before the parser spends the loop's
+ * seconds building them.
+ */
+static size_t json_count_values(const char *p, size_t n, size_t stop)
+{
+    size_t count = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n && count <= stop; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
+/* Keys and elements in v at every depth; stops counting past stop. */
+static size_t json_count_elems(json_t *v, size_t stop)
+{
+    size_t n = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e)
+        {
+            n += 1 + json_count_elems(e, stop);
+            if (n > stop)
+                break;
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v) && n <= stop; i++)
+            n += 1 + json_count_elems(json_array_get(v, i), stop);
+    }
+    return n;
+}
+
+/* A run's params within --max-params-keys and --max-params-bytes; 400 otherwise. */
+static bool params_ok(struct sched *s, struct tr_http_req *req, json_t *params)
+{
+    if (params == NULL || !json_is_object(params))
+        return true;
+    uint32_t max_keys = params_keys_max(s);
+    uint32_t max_bytes = s->cfg.max_params_bytes ? s->cfg.max_params_bytes
+                                                 : PARAMS_BYTES_DEFAULT;
+    char msg[200];
+    if (json_count_elems(params, max_keys) > max_keys) {
+        snprintf(msg, sizeof(msg),
+                 "'params' holds more than %u keys and elements (--max-params-keys)", max_keys);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return false;
+    }
+    size_t bytes = json_dumpb(params, NULL, 0, JSON_COMPACT);
+    if (bytes > max_bytes) {
+        snprintf(msg, sizeof(msg),
+                 "'params' is %zu bytes as JSON, more than %u (--max-params-bytes)", bytes,
+                 max_bytes);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return false;
+    }
+    return true;
+}
+
 /* Parses the body as a JSON object; answers 400 and returns NULL otherwise. */
-static json_t *body_object(struct tr_http_req *req)
+static json_t *body_object(struct sched *s, struct tr_http_req *req)
 {
     struct tr_str body = tr_http_req_body(req);
+    size_t max_values = (size_t)params_keys_max(s) + BODY_VALUES_SLACK;
+    if (json_count_values(body.p, body.len, max_values) > max_values) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the body holds more than %zu values ('params' may hold %u keys and "
+                 "elements: --max-params-keys)", max_values, params_keys_max(s));
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return NULL;
+    }
     json_error_t jerr;
     json_t *j = json_loadb(body.p, body.len, 0, &jerr);
     if (j == NULL) {
@@ -171,7 +271,7 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
                               "the state backend is not taking writes; try again");
         return;
     }
-    json_t *body = body_object(req);
+    json_t *body = body_object(s, req);
     if (body == NULL)
         return;
     json_t *source = json_object_get(body, "source");
@@ -191,6 +291,10 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
         msg = "'name' must be a string";
     if (msg != NULL) {
         tr_http_respond_error(req, 400, "invalid_request", msg);
+        json_decref(body);
+        return;
+    }
+    if (!params_ok(s, req, params)) {
         json_decref(body);
         return;
     }

@@ -25,6 +25,8 @@ static void usage(FILE *out)
             "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
             "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
             "  --keep-runs N          finished runs kept in memory (1000)\n"
+            "  --max-params-bytes N   a run's params as JSON, at most (1048576)\n"
+            "  --max-params-keys N    keys and elements in a run's params (10000; <= 1000000)\n"
             "  --log-level L          debug, info, warn, error (info)\n"
             "  --id NAME              this scheduler's name among several (HOSTNAME-PID)\n"
             "  --advertise-api URL    API URL standbys redirect to (http://API-HOST:PORT)\n"
@@ -92,6 +94,8 @@ static const struct option long_opts[] = {
     {"etcd-cacert", required_argument, NULL, 'E'},
     {"etcd-cert", required_argument, NULL, 'F'},
     {"etcd-key", required_argument, NULL, 'G'},
+    {"max-params-bytes", required_argument, NULL, 'P'},
+    {"max-params-keys", required_argument, NULL, 'K'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -142,6 +146,11 @@ static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_l
         tr_free(cfg->advertise_api);
         cfg->advertise_api = tr_strdup(v);
         return cfg->advertise_api != NULL;
+    case 'P':
+        return parse_uint(v, &cfg->max_params_bytes) && cfg->max_params_bytes >= 2;
+    case 'K':
+        /* A worker's decoder takes at most 1,000,000 elements per container. */
+        return parse_uint(v, &cfg->max_params_keys) && cfg->max_params_keys <= 1000000;
     case 'T':
         return parse_uint(v, &cfg->leader_ttl_s) && cfg->leader_ttl_s >= 1 &&
                cfg->leader_ttl_s <= 3600;
@@ -240,6 +249,8 @@ int main(int argc, char **argv)
         .heartbeat_ms = 1000,
         .prefetch = 256,
         .keep_runs = 1000,
+        .max_params_bytes = 1u << 20,
+        .max_params_keys = 10000,
         .timeout_grace_s = 5,
         .limits = tr_pipeline_default_limits,
         .leader_ttl_s = 3,
