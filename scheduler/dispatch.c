@@ -270,11 +270,17 @@ uint32_t worker_prefetch(const struct sched *s, const struct worker *w)
     return want > cap ? cap : (uint32_t)want;
 }
 
+void worker_window_grow(struct worker *w)
+{
+    w->window = w->window > UINT32_MAX - WINDOW_STEP ? UINT32_MAX : w->window + WINDOW_STEP;
+}
+
 static struct worker *pick_worker(struct sched *s, struct pool *p)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
-        if (w->inflight < w->slots + worker_prefetch(s, w)) {
+        uint32_t credit = w->slots + worker_prefetch(s, w);
+        if (w->inflight < TR_MIN(credit, w->window)) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
         }

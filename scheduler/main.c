@@ -25,6 +25,7 @@ static void usage(FILE *out)
             "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
             "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
             "  --keep-runs N          finished runs kept in memory (1000)\n"
+            "  --max-slots N          slots a worker may claim; more count as N (10000)\n"
             "  --max-params-bytes N   a run's params as JSON, at most (1048576)\n"
             "  --max-params-keys N    keys and elements in a run's params (10000; <= 1000000)\n"
             "  --log-level L          debug, info, warn, error (info)\n"
@@ -95,6 +96,7 @@ static const struct option long_opts[] = {
     {"etcd-cert", required_argument, NULL, 'F'},
     {"etcd-key", required_argument, NULL, 'G'},
     {"max-params-bytes", required_argument, NULL, 'P'},
+    {"max-slots", required_argument, NULL, 'S'},
     {"max-params-keys", required_argument, NULL, 'K'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -146,6 +148,8 @@ static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_l
         tr_free(cfg->advertise_api);
         cfg->advertise_api = tr_strdup(v);
         return cfg->advertise_api != NULL;
+    case 'S':
+        return parse_uint(v, &cfg->max_slots) && cfg->max_slots >= 1;
     case 'P':
         return parse_uint(v, &cfg->max_params_bytes) && cfg->max_params_bytes >= 2;
     case 'K':
@@ -248,6 +252,7 @@ int main(int argc, char **argv)
         .state_url = tr_strdup("sqlite:./trellis-state.db"),
         .heartbeat_ms = 1000,
         .prefetch = 256,
+        .max_slots = 10000,
         .keep_runs = 1000,
         .max_params_bytes = 1u << 20,
         .max_params_keys = 10000,

@@ -434,6 +434,7 @@ void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_resu
         return;
     }
     metrics_observe_latency(&s->m, tr_now() - in->dispatched_at);
+    worker_window_grow(w);
     double run_s = m->finished_at - m->started_at;
     if (run_s >= 0 && run_s < 86400)
         w->ewma_run_s = w->ewma_run_s > 0 ? 0.8 * w->ewma_run_s + 0.2 * run_s : run_s;

@@ -47,6 +47,7 @@ struct sched_config
     char *etcd_key;           /* --etcd-key */
     uint32_t heartbeat_ms;    /* worker heartbeat interval */
     uint32_t prefetch;        /* cap on tasks sent to a worker beyond its slots (adaptive) */
+    uint32_t max_slots;       /* --max-slots: slots a worker's HELLO may claim (0: 10,000) */
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
     uint32_t max_params_bytes; /* --max-params-bytes: a run's params as JSON (0: 1 MiB) */
     uint32_t max_params_keys; /* --max-params-keys: keys and elements in them (0: 10,000) */
@@ -218,7 +219,8 @@ struct worker
     size_t ident_len;
     char key[41];            /* CURVE public key of that connection (Z85), "" without CURVE */
     struct pool *pool;
-    uint32_t slots;
+    uint32_t slots;          /* claimed in HELLO, at most --max-slots */
+    uint32_t window;         /* tasks it may hold now: grows with the results it returns */
     uint32_t inflight;       /* dispatched, no result yet */
     uint32_t running;        /* of those, counted as running (within slots) */
     uint32_t gpus, cpus;
@@ -454,6 +456,17 @@ struct pool *inst_pool(struct inst *in);
 void inst_make_ready(struct inst *in);
 /* Tasks a worker may hold beyond its slots now (adaptive, at most --prefetch). */
 uint32_t worker_prefetch(const struct sched *s, const struct worker *w);
+/*
+ * Slow start: a worker's claimed slots are not trusted until it runs tasks.
+ * It may hold WINDOW_START tasks at first and WINDOW_STEP more for each
+ * result it returns (never more than its slots plus prefetch), so one that
+ * claims much and returns nothing holds little, while a real one reaches its
+ * slots within two of its task run times.
+ */
+#define WINDOW_START 16
+#define WINDOW_STEP 64
+#define MAX_SLOTS_DEFAULT 10000
+void worker_window_grow(struct worker *w);
 
 /* workers.c */
 int workers_init(struct sched *s, struct tr_error *err) TR_MUST_CHECK;

@@ -175,7 +175,9 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
     w->ident = tr_memdup(ident, ident_len);
     w->ident_len = ident_len;
     snprintf(w->key, sizeof(w->key), "%s", key);
-    w->slots = h->slots;
+    uint32_t max_slots = s->cfg.max_slots ? s->cfg.max_slots : MAX_SLOTS_DEFAULT;
+    w->slots = TR_MIN(h->slots, max_slots);
+    w->window = WINDOW_START;
     w->gpus = h->gpus;
     w->cpus = h->cpus;
     w->mem_mb = h->mem_mb;
@@ -219,6 +221,9 @@ static void worker_hello(struct sched *s, const void *ident, size_t ident_len,
         p->cap_workers = cap;
     }
     p->workers[p->n_workers++] = w;
+    if (h->slots > w->slots)
+        tr_warn("worker=%s claims %u slots: counted as %u (--max-slots)", w->id, h->slots,
+                w->slots);
     tr_info("worker joined worker=%s pool=%s slots=%u gpus=%u", w->id, p->name, w->slots,
             w->gpus);
     leader_worker_up(s, w);

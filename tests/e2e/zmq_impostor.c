@@ -9,6 +9,10 @@
  *       says HELLO as WORKER_ID (with the CURVE key pair in KEYFILE against
  *       the server key in SERVERPUB when given) and prints "welcome" or
  *       "bye: REASON", or "silence" when nothing came within 5 s.
+ *   zmq_impostor ENDPOINT hoard WORKER_ID SECONDS
+ *       says HELLO as WORKER_ID claiming 1,000,000 slots, then only
+ *       heartbeats for SECONDS, returning no result; prints "tasks N", the
+ *       TASKs it was sent.
  */
 #include "lib/base/base.h"
 #include "lib/wire/curve.h"
@@ -71,6 +75,40 @@ int main(int argc, char **argv)
             }
         }
         printf("sent\n");
+    } else if (strcmp(mode, "hoard") == 0) {
+        struct tr_msg m = {.type = TR_MSG_HELLO};
+        m.u.hello.worker_id = tr_str_c(id);
+        m.u.hello.pool = TR_STR("cpu");
+        m.u.hello.slots = 1000000;
+        m.u.hello.version = TR_STR("hoarder");
+        if (send_msg(s, &m) < 0)
+            return 1;
+        struct tr_proto_decoder dec;
+        tr_proto_decoder_init(&dec, NULL);
+        uint64_t end = tr_mono_ns() + (uint64_t)(strtod(argv[4], NULL) * 1e9);
+        unsigned tasks = 0;
+        static char buf[1 << 20];
+        while (tr_mono_ns() < end) {
+            zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+            if (zmq_poll(&it, 1, 100) > 0) {
+                int n;
+                while ((n = zmq_recv(s, buf, sizeof(buf), ZMQ_DONTWAIT)) >= 0) {
+                    struct tr_msg r;
+                    struct tr_error err;
+                    tr_error_init(&err);
+                    if (n <= (int)sizeof(buf) &&
+                        tr_proto_decode(&dec, buf, (size_t)n, &r, &err) == 0 &&
+                        r.type == TR_MSG_TASK)
+                        tasks++;
+                }
+            }
+            struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+            (void)send_msg(s, &hb);
+        }
+        printf("tasks %u\n", tasks);
+        tr_proto_decoder_release(&dec);
+        linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
     } else {
         struct tr_msg m = {.type = TR_MSG_HELLO};
         m.u.hello.worker_id = tr_str_c(id);
