@@ -73,8 +73,10 @@ static const char *name_problem(const char *s, size_t len)
 /* Pool names become metric labels and log fields: 1 to 63 of [A-Za-z0-9_.-]. */
 static const char *pool_problem(const char *s, size_t len)
 {
-    if (len == 0 || len > 63)
-        return "must be 1 to 63 characters long";
+    if (len == 0)
+        return "must not be empty";
+    if (len > 63)
+        return "is longer than 63 bytes";
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
