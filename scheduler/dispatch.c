@@ -391,14 +391,23 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
                     in->dispatch_id);
 }
 
-void sched_dispatch_all(struct sched *s)
+/* TASK bytes queued in one turn at most: each TASK carries its run's params
+ * (up to --max-params-bytes), so credit alone does not bound a turn's work. */
+#define DISPATCH_TURN_BYTES (64u << 20)
+
+bool sched_dispatch_all(struct sched *s)
 {
     size_t it = 0;
     struct pool *p;
     struct tr_buf args;
+    bool more = false;
     tr_buf_init(&args, 0);
-    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+    while (!more && (p = tr_hmap_next(&s->pools, &it)) != NULL) {
         while (p->n_heap > 0) {
+            if (s->out_bytes.len >= DISPATCH_TURN_BYTES) {
+                more = true;
+                break;
+            }
             struct worker *w = pick_worker(s, p);
             if (w == NULL)
                 break;
@@ -406,4 +415,5 @@ void sched_dispatch_all(struct sched *s)
         }
     }
     tr_buf_release(&args);
+    return more;
 }

@@ -444,7 +444,9 @@ bool pool_name_valid(const char *name, size_t len);
 struct pool *pool_get(struct sched *s, const char *name, size_t len);
 int pool_push_ready(struct pool *p, struct inst *in) TR_MUST_CHECK;
 void pool_remove(struct pool *p, struct inst *in);
-void sched_dispatch_all(struct sched *s);
+/* Dispatches what credit allows; true when it stopped at the turn's byte
+ * bound with work left (the caller makes another turn come at once). */
+bool sched_dispatch_all(struct sched *s);
 /* Takes (+1) or drops (-1) a reference to each pool of the run's pipeline. */
 void pools_ref_run(struct run *r, int delta);
 /* Frees the pools nothing refers to (no ready task, no worker, no unfinished

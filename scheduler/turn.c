@@ -161,14 +161,19 @@ static void refuse_replies(struct sched *s)
  * Sending first would let a dependant start on a result a crash could still
  * lose, or tell a client about a run that a restart would not know.
  */
+static void on_commit_retry(uv_timer_t *h);
+
 static void end_of_turn(struct sched *s)
 {
     /* A leader whose lease is in doubt, or a standby, neither commits nor
      * sends: another scheduler may be leading (leader.c). */
     if (!leader_may_act(s))
         return;
-    if (!s->commit_failing)
-        sched_dispatch_all(s);
+    /* A turn stopped at its byte bound goes on at once, after this turn's
+     * commit and sends, through the commit retry timer (nothing to retry:
+     * the commit is not failing). */
+    if (!s->commit_failing && sched_dispatch_all(s))
+        uv_timer_start(&s->commit_retry, on_commit_retry, 0, 0);
     if (have_dirty(s) && commit_batch(s) < 0)
         return;
     sched_send_queued(s);

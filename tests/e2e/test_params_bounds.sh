@@ -42,6 +42,22 @@ assert_eq "$(post_params nested 10002)" "400 invalid_params" "nested elements co
 assert_eq "$(post_params blob 1000000 | cut -d' ' -f1)" 201 "a 1,000,000-byte string is taken"
 assert_eq "$(post_params blob 1048576)" "400 invalid_params" "params over 1 MiB are refused"
 
+# 120 tasks that each carry 1,000,000 bytes of params: more TASK bytes than
+# one turn sends (64 MiB); the rest goes in the next turns.
+"$PY" - "$TMP/wide.lua" <<'PYEOF'
+import sys
+tasks = ",\n".join('  trellis.task { name = "t%d", run = function(ctx) return #ctx.params.blob end }' % i for i in range(120))
+open(sys.argv[1], "w").write('local trellis = require "trellis"\nreturn trellis.pipeline { name = "wide", version = "1", tasks = {\n' + tasks + "\n} }\n")
+PYEOF
+id=$("$PY" - "$TMP/wide.lua" "$API" <<'PYEOF'
+import json, sys, urllib.request
+body = json.dumps({"source": open(sys.argv[1]).read(), "name": "wide.lua",
+                   "params": {"blob": "y" * 1000000}}).encode()
+print(json.load(urllib.request.urlopen(urllib.request.Request(sys.argv[2] + "/v1/runs", data=body), timeout=60))["run_id"])
+PYEOF
+)
+assert_eq "$(wait_run "$id" 120 | json_get 'j["output"]["t119"]')" 1000000 "120 tasks with 1 MB params each run"
+
 # 1,000,001 keys: refused before the JSON is parsed; health probes go on.
 post_params keys 1000001 >"$TMP/big.out" &
 big=$!
