@@ -77,16 +77,6 @@ at_least 'trellis_dropped_frames_total{reason="bad_frames"}' 1 "a message with t
 
 id=$(submit "$P/diamond.lua" '{"x": 1}')
 assert_eq "$(wait_run "$id" | json_get 'j["output"]["d"]')" 6 "the scheduler still runs pipelines after all that"
-# An output over 48 MiB is refused, with the bound docs/pipelines.md gives.
-cat >"$TMP/big.lua" <<'LUA'
-local trellis = require "trellis"
-return trellis.pipeline { name = "big-output", version = "1", tasks = {
-  trellis.task { name = "big", run = function() return string.rep("x", 49 * 1024 * 1024) end },
-} }
-LUA
-big=$(submit "$TMP/big.lua")
-assert_contains "$(wait_run "$big" | json_get 'j["error"]')" "at most 50331648" "an output over 48 MiB fails the task"
-
 # Query numbers are strictly decimal.
 for q in "wait=0x10" "wait=1e3" "wait=%2B1" "wait=%201" "wait=inf" "wait=-1" "wait=" \
          "limit=0x10" "limit=1e2" "limit=%2B5" "limit=0" "limit=99999999999"; do
