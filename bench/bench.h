@@ -34,6 +34,7 @@ enum tr_bench_wl
     TR_BENCH_W4,
     TR_BENCH_L,
     TR_BENCH_HTTP, /* H (TR_BENCH_H is this header's guard) */
+    TR_BENCH_FEEDBACK, /* F: feedback posts per second (bench_feedback.c) */
     TR_BENCH_N_WL
 };
 
@@ -57,6 +58,7 @@ struct tr_bench_opts
     uint32_t h_slots;           /* --slots of H's one worker (1000) */
     uint32_t h_latency_ms;      /* how long H's server takes to answer (200) */
     char *h_server;             /* H's server: bench/slow_server.py */
+    uint32_t f_clients;         /* F: concurrent API clients (64) */
 };
 
 /* ===================== results ===================== */
@@ -249,6 +251,8 @@ void tr_bench_h(struct tr_bench_cluster *c, const struct tr_bench_opts *o, const
 
 /* H from start to end: server, cluster, warm-up, measure, stop. Sets r->ran. */
 void tr_bench_run_h(const struct tr_bench_opts *o, struct tr_bench_result *r);
+/* F on a cluster of its own (bench_feedback.c). */
+void tr_bench_run_f(const struct tr_bench_opts *o, struct tr_bench_result *r);
 
 /* L through the API (POST /v1/pipelines); adds api_s to r. */
 void tr_bench_l_api(struct tr_bench_cluster *c, const struct tr_bench_opts *o,

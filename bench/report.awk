@@ -103,6 +103,7 @@ END {
     row("L", "api_s", "POST s", "%.3f", 0, "", "", 0)
     row("H", "wall_s", "wall s", "%.3f", 0, "< 1.5", "<", 1.5)
     row("H", "in_flight", "calls in flight", "%.0f", 1, "", "", 0)
+    row("F", "posts_per_s", "posts/s (64 cl.)", "%.0f", 1, ">= 5000", ">=", 5000)
     if (differ)
         printf "\n* the peer ran another size than Trellis (n=...): that ratio compares " \
                "different work.\n"

@@ -40,7 +40,8 @@
 #define TR_BENCH_SANITIZE 0
 #endif
 
-static const char *const wl_names[TR_BENCH_N_WL] = {"W1", "W2", "W3", "W4", "L", "H"};
+static const char *const wl_names[TR_BENCH_N_WL] = {"W1", "W2", "W3", "W4", "L", "H",
+                                                           "F"};
 
 /* ===================== results ===================== */
 
@@ -105,6 +106,8 @@ static void usage(FILE *f)
             "  --h N              H: tasks, each one HTTP call to a slow local server (2000)\n"
             "  --h-slots N        H: slots of its one worker (1000)\n"
             "  --h-latency-ms N   H: how long the server takes to answer (200)\n"
+            "  --f N              F: POST /v1/feedback calls (20000)\n"
+            "  --f-clients N      F: concurrent keep-alive clients (64)\n"
             "  --h-server PATH    H: the server, bench/slow_server.py (or\n"
             "                     tests/llm/fake_llm.py), run by $PYTHON or /usr/bin/python3\n"
             "  --warmup N         no-op tasks of the warm-up run (200)\n"
@@ -112,7 +115,7 @@ static void usage(FILE *f)
             "  --l-posts N        POST /v1/pipelines for L, median taken (3)\n"
             "  --workers N        worker processes (2)\n"
             "  --slots N          slots per worker (1)\n"
-            "  --only LIST        comma list of W1,W2,W3,W4,L,H (all)\n"
+            "  --only LIST        comma list of W1,W2,W3,W4,L,H,F (all)\n"
             "  --repeat R         runs of the whole set; medians and ranges reported (1)\n"
             "  --deadline S       bound on one workload's wait, seconds (300)\n"
             "  --watchdog S       bound on one repeat, seconds; then all is stopped (1800)\n"
@@ -222,6 +225,8 @@ static const struct
     {"w4", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W4])},
     {"l", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_L])},
     {"h", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_HTTP])},
+    {"f", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_FEEDBACK])},
+    {"f-clients", 1, offsetof(struct tr_bench_opts, f_clients)},
     {"h-slots", 1, offsetof(struct tr_bench_opts, h_slots)},
     {"h-latency-ms", 0, offsetof(struct tr_bench_opts, h_latency_ms)},
     {"w2-discard", 0, offsetof(struct tr_bench_opts, w2_discard)},
@@ -485,6 +490,10 @@ static void run_repeat(const struct tr_bench_opts *o, struct tr_bench_result *re
         tr_bench_run_h(o, &res[TR_BENCH_HTTP]);
         log_result(&res[TR_BENCH_HTTP], TR_BENCH_HTTP);
     }
+    if (o->only[TR_BENCH_FEEDBACK]) {
+        tr_bench_run_f(o, &res[TR_BENCH_FEEDBACK]);
+        log_result(&res[TR_BENCH_FEEDBACK], TR_BENCH_FEEDBACK);
+    }
     tr_bench_watchdog(0);
 }
 
@@ -693,14 +702,15 @@ static void print_json(const struct tr_bench_opts *o, const struct tr_bench_resu
 int main(int argc, char **argv)
 {
     struct tr_bench_opts o = {
-        .n = {10000, 1000, 5000, 100000, 100000, 2000},
+        .n = {10000, 1000, 5000, 100000, 100000, 2000, 20000},
         .w2_discard = 50,
         .warmup = 200,
         .workers = 2,
         .slots = 1,
         .l_loads = 5,
         .l_posts = 3,
-        .only = {true, true, true, true, true, true},
+        .only = {true, true, true, true, true, true, true},
+        .f_clients = 64,
         .h_slots = 1000,
         .h_latency_ms = 200,
         .repeat = 1,

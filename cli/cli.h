@@ -272,5 +272,10 @@ int tr_cmd_pipelines(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_register(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_keygen(struct tr_cli *cli, int argc, char **argv);
+/* cmd_feedback.c */
+int tr_cmd_feedback(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_labels(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_label(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_models(struct tr_cli *cli, int argc, char **argv);
 
 #endif

@@ -61,6 +61,26 @@ static const struct tr_cli_cmd commands[] = {
     {"keygen", tr_cmd_keygen, "NAME [--dir DIR]",
      "make a CURVE key pair for the worker port (NAME.key, NAME.pub)",
      "      --dir DIR          where to write the files (default .)\n"},
+    {"feedback", tr_cmd_feedback,
+     "RUN --score N [--task T] [--comment TEXT] [--correction TEXT] | export [--format chat-jsonl]",
+     "rate a run's answer, or export corrections for fine-tuning",
+     "      --score N          -1 or 1 (thumbs), 1..5 (stars)\n"
+     "      --scale S          thumbs or stars (1 alone is a thumb up)\n"
+     "      --task T           the task rated (default: the run's answer)\n"
+     "      --index I          its map element\n"
+     "      --comment TEXT     a comment (at most 64 KiB)\n"
+     "      --correction TEXT  the answer it should have given\n"
+     "      --label TEXT       a short label\n"
+     "      --user NAME        who gives it (default $USER)\n"
+     "  export [--format chat-jsonl] [--pipeline P] [--limit N]\n"
+     "                         print prompt and corrected-answer pairs, one JSON a line\n"},
+    {"labels", tr_cmd_labels, "[--pipeline P] [--state queued|labelled|all] [--limit N]",
+     "list the labelling queue, most uncertain first", NULL},
+    {"label", tr_cmd_label, "ITEM VALUE [--user NAME]",
+     "label a queued item (VALUE is JSON, or else a string)", NULL},
+    {"models", tr_cmd_models,
+     "[NAME | history NAME | promote NAME ALIAS VERSION [--reason TEXT] [--user NAME]]",
+     "list the model registry, a model's versions, its alias history; move an alias", NULL},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command", NULL},
     {"version", cmd_version, "", "print the version", NULL},
 };

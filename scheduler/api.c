@@ -9,6 +9,7 @@
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/feedback.h"
 
 #include <math.h>
 
@@ -372,6 +373,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/healthz", h_healthz},
     {"GET", "/readyz", leader_h_readyz},
     {"GET", "/metrics", h_metrics},
+    FB_ROUTES,
     {NULL, NULL, NULL},
 };
 

@@ -151,7 +151,7 @@ static uint32_t params_keys_max(const struct sched *s)
  * millions of tiny values is refused before the parser spends the loop's
  * seconds building them.
  */
-static size_t json_count_values(const char *p, size_t n, size_t stop)
+size_t json_count_values(const char *p, size_t n, size_t stop)
 {
     size_t count = 0;
     bool in_str = false;
@@ -401,7 +401,7 @@ static int count_task_usage(const struct tr_task_rec *rec, void *arg)
  * optional '.' and 1 to 6 digits. No sign, space, exponent, hex, inf or nan,
  * which strtod and strtol would take.
  */
-static bool query_decimal(const char *q, bool frac, double *out)
+bool query_decimal(const char *q, bool frac, double *out)
 {
     size_t n = strspn(q, "0123456789");
     if (n == 0 || n > 9)

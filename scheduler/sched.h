@@ -378,6 +378,7 @@ struct sched
 
     /* High availability (leader.c) */
     struct leader *ha;        /* election state; never NULL between sched_init and close */
+    struct fb_loop *fb;       /* the feedback loop (feedback.h) */
     int exit_code;            /* the process's exit status once the loop stops */
 };
 

@@ -3,6 +3,7 @@
  * scheduler's life cycle.
  */
 #include "scheduler/sched.h"
+#include "scheduler/feedback.h"
 
 #include <zmq.h>
 
@@ -50,7 +51,7 @@ static void fill_task_rec(struct inst *in, struct tr_task_rec *rec)
 static bool have_dirty(struct sched *s)
 {
     return s->n_dirty_insts || s->n_dirty_runs || s->n_dirty_pipes || s->n_dirty_sources ||
-           s->n_dirty_cache;
+           s->n_dirty_cache || fb_have_dirty(s);
 }
 
 /* One transaction with everything this turn changed. */
@@ -83,6 +84,8 @@ static int commit_batch(struct sched *s)
         rc = tr_state_put_cache(s->state, cp->key, cp->in->output, cp->in->output_len);
     }
     if (rc == 0)
+        rc = fb_put_dirty(s);
+    if (rc == 0)
         rc = tr_state_commit(s->state, &err);
     else
         tr_state_rollback(s->state);
@@ -100,6 +103,7 @@ static int commit_batch(struct sched *s)
         tr_info("state commits work again");
     s->commit_failing = false;
     s->m.commits++;
+    fb_committed(s);
     for (size_t i = 0; i < s->n_dirty_insts; i++)
         s->dirty_insts[i]->dirty = false;
     for (size_t i = 0; i < s->n_dirty_runs; i++) {
@@ -266,6 +270,8 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     srand((unsigned)tr_mono_ns());
 
     int rc = tr_state_open(cfg->state_url, &s->state, err);
+    if (rc == 0)
+        rc = fb_open(s, err);
     if (rc < 0)
         return rc;
 
@@ -309,6 +315,7 @@ int sched_lead(struct sched *s, struct tr_error *err)
     int rc = tr_state_next_epoch(s->state, &s->epoch);
     if (rc < 0)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
+    fb_reset(s);
     rc = sched_recover(s, err);
     if (rc < 0)
         return rc;
@@ -361,6 +368,7 @@ void sched_close(struct sched *s)
     uv_close((uv_handle_t *)&s->turn_check, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    fb_close(s);
     tr_state_close(s->state);
     s->state = NULL;
 }

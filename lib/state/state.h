@@ -9,7 +9,8 @@
  *
  * What is durable: registered pipelines, pipeline sources by digest, runs,
  * the results of task instances (outputs, errors, logs), the cache of task
- * outputs, and the scheduler epoch. Dispatches are not: after a crash every
+ * outputs, the scheduler epoch, and the feedback loop's records (feedback,
+ * its statistics, label items, the model registry, trigger firings). Dispatches are not: after a crash every
  * instance without a durable result is dispatched again.
  *
  * Writes are group-committed: the scheduler calls tr_state_begin once per
@@ -83,9 +84,147 @@ struct tr_task_rec
     size_t usage_len;
 };
 
+/*
+ * The feedback loop's records (docs/feedback.md). Strings may be NULL unless
+ * noted; fields named *_json hold JSON text. Times are wall-clock seconds.
+ */
+
+/* One piece of feedback on a run (POST /v1/feedback). */
+struct tr_feedback_rec
+{
+    const char *id;          /* required; ids sort in creation order */
+    const char *run_id;      /* required */
+    const char *pipeline;    /* required: the run's pipeline name */
+    const char *task;        /* the task it is about, NULL: the run's answer */
+    uint32_t index;          /* map element, 0 when not mapped */
+    int32_t score;           /* -1 or 1 (thumbs), 1..5 (stars) */
+    const char *label;
+    const char *correction;  /* the corrected answer */
+    const char *comment;
+    const char *user;
+    double created_at;
+};
+
+/* One per-minute bucket of the sliding window. */
+struct tr_feedback_bucket
+{
+    int64_t start;           /* bucket start, seconds since the epoch (a multiple of width) */
+    uint64_t count;
+    double sum;              /* of scores */
+    uint64_t negative;       /* -1, or 1..2 stars */
+};
+
+#define TR_FEEDBACK_BUCKETS_MAX 1440u
+
+/*
+ * The statistics of one pipeline, kept incrementally by the scheduler and
+ * written in the same batch as the feedback or label that changed them.
+ */
+struct tr_feedback_stats_rec
+{
+    const char *pipeline;    /* required */
+    uint64_t count;          /* every feedback ever */
+    double sum;
+    uint64_t negative;
+    uint64_t labels_queued;  /* label items waiting */
+    uint64_t labels_labelled;
+    uint32_t bucket_seconds; /* width of a bucket (60) */
+    uint32_t n_buckets;      /* at most TR_FEEDBACK_BUCKETS_MAX; the window is their span */
+    const struct tr_feedback_bucket *buckets; /* a ring, indexed by (start / width) % n */
+    double updated_at;
+};
+
+/* An item of the labelling queue. */
+struct tr_label_rec
+{
+    const char *id;          /* required */
+    const char *pipeline;    /* required */
+    const char *run_id;
+    const char *task;
+    const char *item_json;   /* required: what is to be labelled */
+    double uncertainty;      /* the queue is ordered by it, highest first */
+    const char *state;       /* required: "queued" | "labelled" */
+    const char *label_json;  /* NULL until labelled */
+    const char *user;        /* who labelled it */
+    double created_at;
+    double labelled_at;
+};
+
+/* A model of the registry. */
+struct tr_model_rec
+{
+    const char *name;        /* required */
+    uint32_t latest;         /* its highest version, 0 when none */
+    uint64_t moves;          /* alias moves recorded, the seq of the last one */
+    double created_at;
+    double updated_at;
+};
+
+/* One version of a model. */
+struct tr_model_version_rec
+{
+    const char *name;        /* required */
+    uint32_t version;        /* required: from 1 */
+    const char *artifact_json; /* a URI (a JSON string) or an inline value */
+    const char *metrics_json;
+    const char *tags_json;
+    const char *run_id;      /* lineage: the run that trained it */
+    const char *data_digest; /* lineage: digest of the training data */
+    const char *pipeline;    /* lineage: "name@version" of the training pipeline */
+    uint32_t parent;         /* lineage: the version it descends from, 0 when none */
+    const char *user;
+    double created_at;
+};
+
+/* Where an alias points; version 0 is a removed alias (listings skip it). */
+struct tr_model_alias_rec
+{
+    const char *name;        /* required */
+    const char *alias;       /* required */
+    uint32_t version;
+    const char *user;
+    const char *reason;
+    double at;
+};
+
+/* One move of an alias, kept forever (the history). */
+struct tr_alias_move_rec
+{
+    const char *name;        /* required */
+    uint64_t seq;            /* required: from 1, per model */
+    const char *alias;       /* required */
+    uint32_t from;           /* 0: the alias did not exist */
+    uint32_t to;             /* 0: the alias was removed */
+    const char *user;
+    const char *reason;
+    double at;
+};
+
+/* A trigger's firing: put in the same batch as the run it starts. */
+struct tr_firing_rec
+{
+    const char *pipeline;    /* required: the pipeline declaring the trigger */
+    const char *trigger;     /* required */
+    double fired_at;         /* required, > 0 */
+    const char *run_id;
+    const char *stats_json;  /* what made it fire */
+};
+
 typedef int (*tr_state_pipeline_fn)(const struct tr_pipeline_rec *rec, void *arg);
 typedef int (*tr_state_run_fn)(const struct tr_run_rec *rec, void *arg);
 typedef int (*tr_state_task_fn)(const struct tr_task_rec *rec, void *arg);
+typedef int (*tr_state_feedback_fn)(const struct tr_feedback_rec *rec, void *arg);
+typedef int (*tr_state_feedback_stats_fn)(const struct tr_feedback_stats_rec *rec, void *arg);
+typedef int (*tr_state_label_fn)(const struct tr_label_rec *rec, void *arg);
+typedef int (*tr_state_model_fn)(const struct tr_model_rec *rec, void *arg);
+typedef int (*tr_state_model_version_fn)(const struct tr_model_version_rec *rec, void *arg);
+typedef int (*tr_state_model_alias_fn)(const struct tr_model_alias_rec *rec, void *arg);
+typedef int (*tr_state_alias_move_fn)(const struct tr_alias_move_rec *rec, void *arg);
+typedef int (*tr_state_firing_fn)(const struct tr_firing_rec *rec, void *arg);
+
+struct tr_state_row;
+/* A stored row's value (JSON text, NUL-terminated), borrowed for the call. */
+typedef int (*tr_state_row_fn)(const char *value, size_t len, void *arg);
 
 /* The backend vtable. Every function returns 0 or a negative TR_E* code. */
 struct tr_state_ops
@@ -111,6 +250,12 @@ struct tr_state_ops
                      uint32_t limit, tr_state_run_fn cb, void *arg);
     int (*list_tasks)(struct tr_state *st, const char *run_id, tr_state_task_fn cb, void *arg);
     int (*get_cache)(struct tr_state *st, const char *key, void **output, size_t *len);
+    /* The feedback loop's records, stored as rows (state_backend.h). */
+    int (*put_row)(struct tr_state *st, const struct tr_state_row *row);
+    int (*get_row)(struct tr_state *st, int kind, const char *const *comps, size_t n,
+                   char **value, size_t *len);
+    int (*list_rows)(struct tr_state *st, int kind, const char *grp, const char *sub,
+                     uint32_t limit, tr_state_row_fn cb, void *arg);
 };
 
 /*
@@ -169,5 +314,62 @@ int tr_state_list_tasks(struct tr_state *st, const char *run_id, tr_state_task_f
                         void *arg) TR_MUST_CHECK;
 int tr_state_get_cache(struct tr_state *st, const char *key, void **output,
                        size_t *len) TR_MUST_CHECK;
+
+/*
+ * The feedback loop (docs/feedback.md, docs/state.md "Feedback loop records").
+ * Puts join the batch in progress like the puts above; reads see committed
+ * data only. Listings take limit 0 for no limit.
+ */
+/* Inserts or replaces the feedback with rec->id. */
+int tr_state_put_feedback(struct tr_state *st, const struct tr_feedback_rec *rec) TR_MUST_CHECK;
+/* Replaces the statistics of rec->pipeline. */
+int tr_state_put_feedback_stats(struct tr_state *st,
+                                const struct tr_feedback_stats_rec *rec) TR_MUST_CHECK;
+/* Inserts or replaces the label item with rec->id. */
+int tr_state_put_label(struct tr_state *st, const struct tr_label_rec *rec) TR_MUST_CHECK;
+int tr_state_put_model(struct tr_state *st, const struct tr_model_rec *rec) TR_MUST_CHECK;
+int tr_state_put_model_version(struct tr_state *st,
+                               const struct tr_model_version_rec *rec) TR_MUST_CHECK;
+/* Sets (or with version 0 removes) an alias. */
+int tr_state_put_model_alias(struct tr_state *st,
+                             const struct tr_model_alias_rec *rec) TR_MUST_CHECK;
+int tr_state_put_alias_move(struct tr_state *st, const struct tr_alias_move_rec *rec) TR_MUST_CHECK;
+/* A firing; with etcd it is written with the runs of the batch (docs/state.md). */
+int tr_state_put_firing(struct tr_state *st, const struct tr_firing_rec *rec) TR_MUST_CHECK;
+
+/* Feedback newest first; pipeline and run_id NULL: any. */
+int tr_state_list_feedback(struct tr_state *st, const char *pipeline, const char *run_id,
+                           uint32_t limit, tr_state_feedback_fn cb, void *arg) TR_MUST_CHECK;
+int tr_state_get_feedback_stats(struct tr_state *st, const char *pipeline,
+                                tr_state_feedback_stats_fn cb, void *arg) TR_MUST_CHECK;
+/* Every pipeline's statistics (a scheduler loads them when it starts to lead). */
+int tr_state_list_feedback_stats(struct tr_state *st, tr_state_feedback_stats_fn cb,
+                                 void *arg) TR_MUST_CHECK;
+int tr_state_get_label(struct tr_state *st, const char *id, tr_state_label_fn cb,
+                       void *arg) TR_MUST_CHECK;
+/* Label items, most uncertain first (then newest); pipeline and state NULL: any. */
+int tr_state_list_labels(struct tr_state *st, const char *pipeline, const char *state,
+                         uint32_t limit, tr_state_label_fn cb, void *arg) TR_MUST_CHECK;
+int tr_state_get_model(struct tr_state *st, const char *name, tr_state_model_fn cb,
+                       void *arg) TR_MUST_CHECK;
+/* Models by name. */
+int tr_state_list_models(struct tr_state *st, tr_state_model_fn cb, void *arg) TR_MUST_CHECK;
+int tr_state_get_model_version(struct tr_state *st, const char *name, uint32_t version,
+                               tr_state_model_version_fn cb, void *arg) TR_MUST_CHECK;
+/* Versions of a model, oldest first. */
+int tr_state_list_model_versions(struct tr_state *st, const char *name,
+                                 tr_state_model_version_fn cb, void *arg) TR_MUST_CHECK;
+/* TR_ENOENT for an alias never set or removed. */
+int tr_state_get_model_alias(struct tr_state *st, const char *name, const char *alias,
+                             tr_state_model_alias_fn cb, void *arg) TR_MUST_CHECK;
+/* The aliases of a model that point at a version, by alias name. */
+int tr_state_list_model_aliases(struct tr_state *st, const char *name,
+                                tr_state_model_alias_fn cb, void *arg) TR_MUST_CHECK;
+/* Every alias move of a model, oldest first. */
+int tr_state_list_alias_moves(struct tr_state *st, const char *name, tr_state_alias_move_fn cb,
+                              void *arg) TR_MUST_CHECK;
+/* Firings newest first; trigger NULL: every trigger of pipeline. */
+int tr_state_list_firings(struct tr_state *st, const char *pipeline, const char *trigger,
+                          uint32_t limit, tr_state_firing_fn cb, void *arg) TR_MUST_CHECK;
 
 #endif

@@ -425,4 +425,7 @@ const struct tr_state_ops tr_state_etcd_ops = {
     .list_runs = etcd_list_runs,
     .list_tasks = etcd_list_tasks,
     .get_cache = etcd_get_cache,
+    .put_row = etcd_put_row,
+    .get_row = etcd_get_row,
+    .list_rows = etcd_list_rows,
 };

@@ -216,6 +216,26 @@ int etcd_put_cache(struct tr_state *base, const char *k, const void *output, siz
     return add_put(st, &key, &val, false, false, "cached output", len);
 }
 
+int etcd_put_row(struct tr_state *base, const struct tr_state_row *row)
+{
+    struct tr_state_etcd *st = from(base);
+    if (!st->in_batch)
+        return TR_EINVAL;
+    const struct tr_row_kind_info *k = &tr_row_kinds[row->kind];
+    struct tr_buf key, val;
+    tr_buf_init(&key, 0);
+    tr_buf_init(&val, 0);
+    int rc = etcd_key(st, &key, k->section, row->comps, row->n_comps);
+    if (rc == 0)
+        rc = etcd_encode_row(&val, row);
+    if (rc < 0) {
+        tr_buf_release(&key);
+        tr_buf_release(&val);
+        return rc;
+    }
+    return add_put(st, &key, &val, false, k->late, "feedback loop record", row->value_len);
+}
+
 void etcd_rollback(struct tr_state *base)
 {
     struct tr_state_etcd *st = from(base);

@@ -164,6 +164,21 @@ int etcd_encode_uint(struct tr_buf *b, uint64_t v)
     return msgpack_pack_uint64(&pk, v) == 0 ? 0 : TR_ENOMEM;
 }
 
+int etcd_encode_row(struct tr_buf *b, const struct tr_state_row *r)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, buf_write);
+    int fail = 0;
+    PACK(msgpack_pack_array(&pk, 5));
+    PACK(msgpack_pack_uint32(&pk, FORMAT));
+    PACK(pack_str(&pk, r->grp));
+    PACK(pack_str(&pk, r->sub));
+    PACK(msgpack_pack_double(&pk, r->ord));
+    PACK(msgpack_pack_str(&pk, r->value_len));
+    PACK(msgpack_pack_str_body(&pk, r->value, r->value_len));
+    return fail;
+}
+
 /* ===================================================================== */
 /* Decoding                                                              */
 /* ===================================================================== */
@@ -401,4 +416,16 @@ int etcd_decode_uint(const void *v, size_t n, uint64_t *out)
 {
     struct rd r = {.p = v, .end = (const unsigned char *)v + n};
     return rd_uint(&r, out) && r.p == r.end ? 0 : TR_EPROTO;
+}
+
+int etcd_decode_row(const void *v, size_t n, struct tr_state_row *x, char **arena)
+{
+    struct rd r;
+    int rc = rd_open(&r, v, n, 5, arena);
+    if (rc < 0)
+        return rc;
+    bool ok = rd_bytes(&r, false, &x->grp, NULL) && rd_bytes(&r, false, &x->sub, NULL) &&
+              rd_double(&r, &x->ord) && rd_bytes(&r, false, &x->value, &x->value_len) &&
+              x->value;
+    return rd_close(&r, ok, arena);
 }

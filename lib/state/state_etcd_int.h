@@ -118,6 +118,7 @@ int etcd_put_source(struct tr_state *st, const char *digest, const char *src, si
 int etcd_put_run(struct tr_state *st, const struct tr_run_rec *rec);
 int etcd_put_task(struct tr_state *st, const struct tr_task_rec *rec);
 int etcd_put_cache(struct tr_state *st, const char *key, const void *output, size_t len);
+int etcd_put_row(struct tr_state *st, const struct tr_state_row *row);
 int etcd_commit(struct tr_state *st, struct tr_error *err);
 void etcd_rollback(struct tr_state *st);
 
@@ -136,6 +137,8 @@ int etcd_encode_pipeline(struct tr_buf *b, const struct tr_pipeline_rec *r,
 int etcd_encode_run(struct tr_buf *b, const struct tr_run_rec *r) TR_MUST_CHECK;
 int etcd_encode_task(struct tr_buf *b, const struct tr_task_rec *r) TR_MUST_CHECK;
 int etcd_encode_uint(struct tr_buf *b, uint64_t v) TR_MUST_CHECK;
+/* A feedback-loop row's value: [format, grp, sub, ord, value]. */
+int etcd_encode_row(struct tr_buf *b, const struct tr_state_row *r) TR_MUST_CHECK;
 
 /*
  * Decoders fill a record whose strings point into *arena (one allocation,
@@ -147,6 +150,8 @@ int etcd_decode_pipeline(const void *v, size_t n, struct tr_pipeline_rec *r, uin
 int etcd_decode_run(const void *v, size_t n, struct tr_run_rec *r, char **arena) TR_MUST_CHECK;
 int etcd_decode_task(const void *v, size_t n, struct tr_task_rec *r, char **arena) TR_MUST_CHECK;
 int etcd_decode_uint(const void *v, size_t n, uint64_t *out) TR_MUST_CHECK;
+/* Fills grp, sub, ord and value of r (into *arena, as above). */
+int etcd_decode_row(const void *v, size_t n, struct tr_state_row *r, char **arena) TR_MUST_CHECK;
 
 /* ---- reads (lib/state/state_etcd_read.c) ------------------------------------ */
 
@@ -159,6 +164,10 @@ int etcd_list_runs(struct tr_state *st, const char *state, bool unfinished_only,
                    tr_state_run_fn cb, void *arg);
 int etcd_list_tasks(struct tr_state *st, const char *run_id, tr_state_task_fn cb, void *arg);
 int etcd_get_cache(struct tr_state *st, const char *key, void **output, size_t *len);
+int etcd_get_row(struct tr_state *st, int kind, const char *const *comps, size_t n, char **value,
+                 size_t *len);
+int etcd_list_rows(struct tr_state *st, int kind, const char *grp, const char *sub, uint32_t limit,
+                   tr_state_row_fn cb, void *arg);
 
 /* Why the last put on st was refused ("" when it was not): a put returns a
  * code only, and "over etcd's request limit" needs its numbers. */

@@ -32,9 +32,11 @@ struct item
         struct tr_pipeline_rec p;
         struct tr_run_rec r;
         struct tr_task_rec t;
+        struct tr_state_row row;
     } u;
     uint64_t seq;
     char *arena;
+    char *key; /* rows: the etcd key, for ties in the order */
 };
 
 struct items
@@ -45,8 +47,10 @@ struct items
 
 static void items_release(struct items *it)
 {
-    for (size_t i = 0; i < it->n; i++)
+    for (size_t i = 0; i < it->n; i++) {
         tr_free(it->v[i].arena);
+        tr_free(it->v[i].key);
+    }
     tr_free(it->v);
     *it = (struct items){0};
 }
@@ -382,6 +386,93 @@ int etcd_list_tasks(struct tr_state *base, const char *run_id, tr_state_task_fn 
             t->output = NULL; /* a zero-length output reads back as none */
         rc = cb(t, arg);
     }
+    items_release(&it);
+    return rc;
+}
+
+/* ===================================================================== */
+/* The feedback loop's rows                                              */
+/* ===================================================================== */
+
+int etcd_get_row(struct tr_state *base, int kind, const char *const *comps, size_t n,
+                 char **value, size_t *len)
+{
+    char *v = NULL;
+    size_t vlen = 0;
+    int rc = get_at(from(base), tr_row_kinds[kind].section, comps, n, &v, &vlen);
+    if (rc < 0)
+        return rc;
+    struct tr_state_row row = {0};
+    char *arena = NULL;
+    rc = etcd_decode_row(v, vlen, &row, &arena);
+    tr_free(v);
+    if (rc == 0) {
+        *value = tr_strndup(row.value, row.value_len);
+        *len = row.value_len;
+        rc = *value ? 0 : TR_ENOMEM;
+    }
+    tr_free(arena);
+    return rc;
+}
+
+struct row_filter
+{
+    const char *grp, *sub;
+    bool desc;
+};
+
+static int decode_row(const struct etcd_kvcopy *kv, struct item *out, void *arg)
+{
+    const struct row_filter *f = arg;
+    int rc = etcd_decode_row(kv->value, kv->value_len, &out->u.row, &out->arena);
+    if (rc < 0)
+        return rc;
+    const struct tr_state_row *r = &out->u.row;
+    if ((f->grp && (r->grp == NULL || strcmp(r->grp, f->grp) != 0)) ||
+        (f->sub && (r->sub == NULL || strcmp(r->sub, f->sub) != 0)))
+        return 1;
+    out->key = tr_strndup(kv->key, kv->key_len);
+    if (out->key == NULL) {
+        tr_free(out->arena);
+        return TR_ENOMEM;
+    }
+    return 0;
+}
+
+static int cmp_row_asc(const void *x, const void *y)
+{
+    const struct item *a = x, *b = y;
+    if (a->u.row.ord != b->u.row.ord)
+        return a->u.row.ord < b->u.row.ord ? -1 : 1;
+    return strcmp(a->key, b->key);
+}
+
+static int cmp_row_desc(const void *x, const void *y)
+{
+    return cmp_row_asc(y, x);
+}
+
+int etcd_list_rows(struct tr_state *base, int kind, const char *grp, const char *sub,
+                   uint32_t limit, tr_state_row_fn cb, void *arg)
+{
+    struct tr_state_etcd *st = from(base);
+    const struct tr_row_kind_info *k = &tr_row_kinds[kind];
+    struct row_filter f = {.grp = grp, .sub = sub, .desc = k->desc};
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    struct items it = {0};
+    /* Where grp leads the key, only its keys are read ("<section><grp>/"). */
+    const char *comps[] = {grp, ""};
+    int rc = grp && k->grp_is_prefix ? etcd_key(st, &key, k->section, comps, 2)
+                                     : etcd_key(st, &key, k->section, NULL, 0);
+    if (rc == 0)
+        rc = scan(st, &key, decode_row, &f, &it, NULL);
+    tr_buf_release(&key);
+    if (rc == 0 && it.n > 1)
+        qsort(it.v, it.n, sizeof(*it.v), k->desc ? cmp_row_desc : cmp_row_asc);
+    size_t n = limit && it.n > limit ? limit : it.n;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = cb(it.v[i].u.row.value, it.v[i].u.row.value_len, arg);
     items_release(&it);
     return rc;
 }

@@ -56,6 +56,12 @@ static const struct
     {2, "ALTER TABLE tasks ADD COLUMN usage BLOB;"},
     /* The sum of those calls per run (struct tr_run_rec.usage_json), for listings. */
     {3, "ALTER TABLE runs ADD COLUMN usage TEXT;"},
+    /* The feedback loop's records as rows (state_backend.h): one table for the
+     * eight kinds, each row its record as JSON plus what listings filter and sort on. */
+    {4, "CREATE TABLE loop_rows(kind INTEGER NOT NULL, key TEXT NOT NULL, grp TEXT, sub TEXT,"
+        "  ord REAL NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key));"
+        "CREATE INDEX loop_rows_by_grp ON loop_rows(kind, grp, sub, ord);"
+        "CREATE INDEX loop_rows_by_sub ON loop_rows(kind, sub, ord);"},
 };
 
 #define PIPELINE_COLS "p.name, p.version, p.digest, p.registered_at, p.n_tasks"
@@ -66,6 +72,10 @@ static const struct
     "run_id, name, idx, state, attempts, worker, started_at, finished_at, output, "                \
     "error, logs, cached, usage"
 #define RUNS_NEWEST " ORDER BY created_at DESC, id DESC LIMIT ?1"
+/* A listing of rows: ?1 kind, ?2 grp, ?3 sub, ?4 limit (-1: none). */
+#define ROWS(where, dir)                                                                           \
+    "SELECT value FROM loop_rows WHERE kind = ?1" where " ORDER BY ord " dir ", key " dir           \
+    " LIMIT ?4"
 
 const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
     [TR_SQ_BEGIN] = "BEGIN IMMEDIATE",
@@ -103,6 +113,17 @@ const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
                                    " WHERE state IN ('queued', 'running')" RUNS_NEWEST,
     [TR_SQ_LIST_TASKS] = "SELECT " TASK_COLS " FROM tasks WHERE run_id = ?1 ORDER BY name, idx",
     [TR_SQ_GET_CACHE] = "SELECT output FROM cache WHERE key = ?1",
+    [TR_SQ_PUT_ROW] = "INSERT OR REPLACE INTO loop_rows(kind, key, grp, sub, ord, value)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [TR_SQ_GET_ROW] = "SELECT value FROM loop_rows WHERE kind = ?1 AND key = ?2",
+    [TR_SQ_LIST_ROWS + 0] = ROWS("", "ASC"),
+    [TR_SQ_LIST_ROWS + 1] = ROWS(" AND grp = ?2", "ASC"),
+    [TR_SQ_LIST_ROWS + 2] = ROWS(" AND sub = ?3", "ASC"),
+    [TR_SQ_LIST_ROWS + 3] = ROWS(" AND grp = ?2 AND sub = ?3", "ASC"),
+    [TR_SQ_LIST_ROWS + 4] = ROWS("", "DESC"),
+    [TR_SQ_LIST_ROWS + 5] = ROWS(" AND grp = ?2", "DESC"),
+    [TR_SQ_LIST_ROWS + 6] = ROWS(" AND sub = ?3", "DESC"),
+    [TR_SQ_LIST_ROWS + 7] = ROWS(" AND grp = ?2 AND sub = ?3", "DESC"),
 };
 
 #define DEFAULT_BUSY_MS 5000
@@ -369,4 +390,7 @@ const struct tr_state_ops tr_state_sqlite_ops = {
     .list_runs = tr_sqlite_list_runs,
     .list_tasks = tr_sqlite_list_tasks,
     .get_cache = tr_sqlite_get_cache,
+    .put_row = tr_sqlite_put_row,
+    .get_row = tr_sqlite_get_row,
+    .list_rows = tr_sqlite_list_rows,
 };

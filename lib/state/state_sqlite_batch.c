@@ -307,6 +307,29 @@ int tr_sqlite_put_cache(struct tr_state *st, const char *key, const void *output
     return 0;
 }
 
+int tr_sqlite_put_row(struct tr_state *st, const struct tr_state_row *r)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    int rc = tr_sqlite_row_key(&key, r->comps, r->n_comps);
+    struct tr_sqlite_val *v = NULL;
+    if (rc == 0)
+        rc = put_start(ss, TR_SQ_PUT_ROW, 6, key.len + slen(r->grp) + slen(r->sub) + r->value_len,
+                       &v);
+    if (rc == 0) {
+        set_int(&v[0], r->kind);
+        set_bytes(ss, &v[1], VAL_TEXT, key.buf, key.len);
+        set_text(ss, &v[2], r->grp);
+        set_text(ss, &v[3], r->sub);
+        set_real(&v[4], r->ord);
+        set_bytes(ss, &v[5], VAL_TEXT, r->value, r->value_len);
+        put_end(ss);
+    }
+    tr_buf_release(&key);
+    return rc;
+}
+
 /* Binds one buffered put's parameters and runs it. */
 static int apply_op(struct tr_sqlite *ss, const struct tr_sqlite_op *op)
 {
@@ -357,7 +380,7 @@ int tr_sqlite_commit(struct tr_state *st, struct tr_error *err)
     if (rc == SQLITE_OK)
         rc = tr_sqlite_step(ss, ss->stmts[TR_SQ_COMMIT]);
     /* The statements point into the buffer that batch_end is about to reuse. */
-    for (size_t i = TR_SQ_PUT_PIPELINE; i <= TR_SQ_PUT_CACHE; i++)
+    for (size_t i = TR_SQ_PUT_PIPELINE; i <= TR_SQ_PUT_ROW; i++)
         sqlite3_clear_bindings(ss->stmts[i]);
     size_t nops = ss->batch.nops;
     batch_end(ss);

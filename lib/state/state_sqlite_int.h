@@ -18,11 +18,12 @@ enum tr_sqlite_stmt
 {
     TR_SQ_BEGIN,
     TR_SQ_COMMIT,
-    TR_SQ_PUT_PIPELINE, /* the puts, TR_SQ_PUT_PIPELINE .. TR_SQ_PUT_CACHE, are contiguous */
+    TR_SQ_PUT_PIPELINE, /* the puts, TR_SQ_PUT_PIPELINE .. TR_SQ_PUT_ROW, are contiguous */
     TR_SQ_PUT_SOURCE,
     TR_SQ_PUT_RUN,
     TR_SQ_PUT_TASK,
     TR_SQ_PUT_CACHE,
+    TR_SQ_PUT_ROW,
     TR_SQ_NEXT_EPOCH,
     TR_SQ_GET_SOURCE,
     TR_SQ_GET_PIPELINE,
@@ -34,7 +35,9 @@ enum tr_sqlite_stmt
     TR_SQ_LIST_RUNS_UNFINISHED,
     TR_SQ_LIST_TASKS,
     TR_SQ_GET_CACHE,
-    TR_SQ_COUNT
+    TR_SQ_GET_ROW,
+    TR_SQ_LIST_ROWS, /* 8 statements: + 1 with grp, + 2 with sub, + 4 descending */
+    TR_SQ_COUNT = TR_SQ_LIST_ROWS + 8
 };
 
 /* The SQL of each statement, for the reads that need a second copy. */
@@ -88,6 +91,7 @@ int tr_sqlite_put_source(struct tr_state *st, const char *digest, const char *sr
 int tr_sqlite_put_run(struct tr_state *st, const struct tr_run_rec *rec);
 int tr_sqlite_put_task(struct tr_state *st, const struct tr_task_rec *rec);
 int tr_sqlite_put_cache(struct tr_state *st, const char *key, const void *output, size_t len);
+int tr_sqlite_put_row(struct tr_state *st, const struct tr_state_row *row);
 int tr_sqlite_commit(struct tr_state *st, struct tr_error *err);
 void tr_sqlite_rollback(struct tr_state *st);
 
@@ -101,5 +105,11 @@ int tr_sqlite_list_runs(struct tr_state *st, const char *state, bool unfinished_
                         uint32_t limit, tr_state_run_fn cb, void *arg);
 int tr_sqlite_list_tasks(struct tr_state *st, const char *run_id, tr_state_task_fn cb, void *arg);
 int tr_sqlite_get_cache(struct tr_state *st, const char *key, void **output, size_t *len);
+int tr_sqlite_get_row(struct tr_state *st, int kind, const char *const *comps, size_t n,
+                      char **value, size_t *len);
+int tr_sqlite_list_rows(struct tr_state *st, int kind, const char *grp, const char *sub,
+                        uint32_t limit, tr_state_row_fn cb, void *arg);
+/* A row's key as stored: the components joined by '/', each with '%' and '/' escaped. */
+int tr_sqlite_row_key(struct tr_buf *b, const char *const *comps, size_t n) TR_MUST_CHECK;
 
 #endif

@@ -270,3 +270,101 @@ int tr_sqlite_get_cache(struct tr_state *st, const char *key, void **output, siz
 {
     return read_blob(tr_sqlite_of(st), TR_SQ_GET_CACHE, key, output, len);
 }
+
+/* ===================================================================== */
+/* The feedback loop's rows                                              */
+/* ===================================================================== */
+
+int tr_sqlite_row_key(struct tr_buf *b, const char *const *comps, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (i > 0)
+            rc = tr_buf_addch(b, '/');
+        for (const char *p = comps[i]; rc == 0 && *p; p++) {
+            if (*p == '%')
+                rc = tr_buf_addstr(b, "%25");
+            else if (*p == '/')
+                rc = tr_buf_addstr(b, "%2F");
+            else
+                rc = tr_buf_addch(b, *p);
+        }
+    }
+    return rc;
+}
+
+int tr_sqlite_get_row(struct tr_state *st, int kind, const char *const *comps, size_t n,
+                      char **value, size_t *len)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    int rc = tr_sqlite_row_key(&key, comps, n);
+    sqlite3_stmt *s = NULL;
+    if (rc == 0)
+        rc = read_start(ss, TR_SQ_GET_ROW, &s);
+    if (rc < 0) {
+        tr_buf_release(&key);
+        return rc;
+    }
+    int src = sqlite3_bind_int(s, 1, kind);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_text(s, 2, key.buf, (int)key.len, SQLITE_STATIC);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(s);
+    if (src == SQLITE_ROW) {
+        const char *p = col_text(s, 0);
+        size_t m = (size_t)sqlite3_column_bytes(s, 0);
+        *value = p ? tr_strndup(p, m) : NULL;
+        *len = m;
+        rc = *value ? 0 : TR_ENOMEM;
+    } else if (src == SQLITE_DONE) {
+        rc = TR_ENOENT;
+    } else {
+        tr_err("cannot read state '%s': %s", ss->path, sqlite3_errmsg(ss->db));
+        rc = tr_sqlite_rc(src);
+    }
+    read_end(ss, TR_SQ_GET_ROW, s);
+    tr_buf_release(&key);
+    return rc;
+}
+
+int tr_sqlite_list_rows(struct tr_state *st, int kind, const char *grp, const char *sub,
+                        uint32_t limit, tr_state_row_fn cb, void *arg)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    enum tr_sqlite_stmt id = TR_SQ_LIST_ROWS + (grp ? 1 : 0) + (sub ? 2 : 0) +
+                             (tr_row_kinds[kind].desc ? 4 : 0);
+    sqlite3_stmt *s = NULL;
+    int rc = read_start(ss, id, &s);
+    if (rc < 0)
+        return rc;
+    int src = sqlite3_bind_int(s, 1, kind);
+    if (src == SQLITE_OK && grp)
+        src = sqlite3_bind_text(s, 2, grp, -1, SQLITE_STATIC);
+    if (src == SQLITE_OK && sub)
+        src = sqlite3_bind_text(s, 3, sub, -1, SQLITE_STATIC);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_int64(s, 4, limit ? (int64_t)limit : -1);
+    while (src == SQLITE_OK && rc == 0) {
+        int step = sqlite3_step(s);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            src = step;
+            break;
+        }
+        const char *p = col_text(s, 0);
+        if (p == NULL) {
+            rc = TR_ENOMEM;
+            break;
+        }
+        rc = cb(p, (size_t)sqlite3_column_bytes(s, 0), arg);
+    }
+    if (src != SQLITE_OK) {
+        tr_err("cannot read state '%s': %s", ss->path, sqlite3_errmsg(ss->db));
+        rc = tr_sqlite_rc(src);
+    }
+    read_end(ss, id, s);
+    return rc;
+}

@@ -1034,7 +1034,359 @@ static void test_bad_urls(void **state)
     assert_int_equal(tr_state_open("sqlite::memory:", NULL, NULL), TR_EINVAL);
 }
 
+
 /* ===================================================================== */
+/* The feedback loop's records                                           */
+/* ===================================================================== */
+
+/* What a listing handed over, as "a,b,c" of one field per record. */
+struct joined
+{
+    char text[1024];
+    size_t n;
+};
+
+static void join(struct joined *j, const char *s)
+{
+    size_t len = strlen(j->text);
+    snprintf(j->text + len, sizeof(j->text) - len, "%s%s", j->n ? "," : "", s ? s : "-");
+    j->n++;
+}
+
+static int on_fb(const struct tr_feedback_rec *r, void *arg)
+{
+    join(arg, r->id);
+    return 0;
+}
+
+static int on_fb_full(const struct tr_feedback_rec *r, void *arg)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "%s|%s|%s|%s|%u|%d|%s|%s|%s|%s|%.1f", r->id, r->run_id, r->pipeline,
+             r->task ? r->task : "-", (unsigned)r->index, (int)r->score, r->label ? r->label : "-",
+             r->correction ? r->correction : "-", r->comment ? r->comment : "-",
+             r->user ? r->user : "-", r->created_at);
+    join(arg, b);
+    return 0;
+}
+
+static void test_feedback_round_trip_and_order(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_feedback_rec fb[] = {
+        {.id = "fb-01", .run_id = "r1", .pipeline = "rag", .score = -1, .created_at = 10},
+        {.id = "fb-02", .run_id = "r2", .pipeline = "rag", .task = "answer", .index = 2,
+         .score = 4, .label = "good", .correction = "Paris", .comment = "ok \xc3\xa9",
+         .user = "ann", .created_at = 11},
+        {.id = "fb-03", .run_id = "r1", .pipeline = "rag", .score = 1, .created_at = 12},
+        {.id = "fb-04", .run_id = "r9", .pipeline = "sum/x", .score = 5, .created_at = 11.5},
+    };
+    assert_int_equal(tr_state_begin(f->st), 0);
+    for (size_t i = 0; i < TR_ARRAY_LEN(fb); i++)
+        assert_int_equal(tr_state_put_feedback(f->st, &fb[i]), 0);
+    struct tr_feedback_rec bad = {.id = "x", .run_id = "r1", .score = 1};
+    assert_int_equal(tr_state_put_feedback(f->st, &bad), TR_EINVAL); /* no pipeline */
+    commit_ok(f->st);
+
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_feedback(f->st, NULL, NULL, 0, on_fb, &j), 0);
+    assert_string_equal(j.text, "fb-03,fb-04,fb-02,fb-01"); /* newest first */
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback(f->st, "rag", NULL, 2, on_fb, &j), 0);
+    assert_string_equal(j.text, "fb-03,fb-02");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback(f->st, NULL, "r1", 0, on_fb, &j), 0);
+    assert_string_equal(j.text, "fb-03,fb-01");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback(f->st, "sum/x", "r9", 0, on_fb, &j), 0);
+    assert_string_equal(j.text, "fb-04");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback(f->st, "rag", "r2", 0, on_fb_full, &j), 0);
+    assert_string_equal(j.text, "fb-02|r2|rag|answer|2|4|good|Paris|ok \xc3\xa9|ann|11.0");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback(f->st, "none", NULL, 0, on_fb, &j), 0);
+    assert_int_equal(j.n, 0);
+}
+
+static int on_stats(const struct tr_feedback_stats_rec *r, void *arg)
+{
+    char b[512];
+    int n = snprintf(b, sizeof(b), "%s:%llu:%.1f:%llu:%llu:%llu:%u:%u", r->pipeline,
+                     (unsigned long long)r->count, r->sum, (unsigned long long)r->negative,
+                     (unsigned long long)r->labels_queued, (unsigned long long)r->labels_labelled,
+                     (unsigned)r->bucket_seconds, (unsigned)r->n_buckets);
+    for (uint32_t i = 0; i < r->n_buckets && n > 0 && (size_t)n < sizeof(b); i++)
+        n += snprintf(b + n, sizeof(b) - (size_t)n, ":[%lld %llu %.1f %llu]",
+                      (long long)r->buckets[i].start, (unsigned long long)r->buckets[i].count,
+                      r->buckets[i].sum, (unsigned long long)r->buckets[i].negative);
+    join(arg, b);
+    return 0;
+}
+
+static void test_feedback_stats_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_feedback_bucket b[3] = {{60, 2, 3, 1}, {0, 0, 0, 0}, {1800000060, 5, -1, 3}};
+    struct tr_feedback_stats_rec st = {.pipeline = "rag", .count = 7, .sum = 2, .negative = 4,
+                                       .labels_queued = 3, .labels_labelled = 1,
+                                       .bucket_seconds = 60, .n_buckets = 3, .buckets = b};
+    struct tr_feedback_stats_rec other = {.pipeline = "a", .count = 1, .sum = 5,
+                                          .bucket_seconds = 60};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_feedback_stats(f->st, &st), 0);
+    assert_int_equal(tr_state_put_feedback_stats(f->st, &other), 0);
+    commit_ok(f->st);
+    struct joined j = {0};
+    assert_int_equal(tr_state_get_feedback_stats(f->st, "rag", on_stats, &j), 0);
+    assert_string_equal(j.text, "rag:7:2.0:4:3:1:60:3:[60 2 3.0 1]:[0 0 0.0 0]:"
+                                "[1800000060 5 -1.0 3]");
+    /* Replaced, not accumulated. */
+    st.count = 8;
+    st.n_buckets = 1;
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_feedback_stats(f->st, &st), 0);
+    commit_ok(f->st);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_feedback_stats(f->st, on_stats, &j), 0);
+    assert_string_equal(j.text, "a:1:5.0:0:0:0:60:0,rag:8:2.0:4:3:1:60:1:[60 2 3.0 1]");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_get_feedback_stats(f->st, "nope", on_stats, &j), TR_ENOENT);
+}
+
+static int on_label(const struct tr_label_rec *r, void *arg)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "%s:%s:%.2f:%s:%s:%s", r->id, r->state, r->uncertainty, r->item_json,
+             r->label_json ? r->label_json : "-", r->user ? r->user : "-");
+    join(arg, b);
+    return 0;
+}
+
+static void test_labels_order_and_state(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_label_rec l[] = {
+        {.id = "l1", .pipeline = "rag", .run_id = "r1", .task = "t", .item_json = "{\"q\":1}",
+         .uncertainty = 0.2, .state = "queued", .created_at = 1},
+        {.id = "l2", .pipeline = "rag", .item_json = "\"text\"", .uncertainty = 0.9,
+         .state = "queued", .created_at = 2},
+        {.id = "l3", .pipeline = "other", .item_json = "[1,2]", .uncertainty = 0.5,
+         .state = "queued", .created_at = 3},
+    };
+    assert_int_equal(tr_state_begin(f->st), 0);
+    for (size_t i = 0; i < TR_ARRAY_LEN(l); i++)
+        assert_int_equal(tr_state_put_label(f->st, &l[i]), 0);
+    struct tr_label_rec bad = l[0];
+    bad.state = "done";
+    assert_int_equal(tr_state_put_label(f->st, &bad), TR_EINVAL);
+    bad = l[0];
+    bad.item_json = "{not json";
+    assert_int_equal(tr_state_put_label(f->st, &bad), TR_EINVAL);
+    commit_ok(f->st);
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_labels(f->st, NULL, "queued", 0, on_label, &j), 0);
+    assert_string_equal(j.text, "l2:queued:0.90:\"text\":-:-,l3:queued:0.50:[1,2]:-:-,"
+                                "l1:queued:0.20:{\"q\":1}:-:-");
+    /* Labelling moves it out of the queue. */
+    struct tr_label_rec done = l[1];
+    done.state = "labelled";
+    done.label_json = "{\"relevant\":true}";
+    done.user = "bob";
+    done.labelled_at = 5;
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_label(f->st, &done), 0);
+    commit_ok(f->st);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_labels(f->st, "rag", "queued", 0, on_label, &j), 0);
+    assert_string_equal(j.text, "l1:queued:0.20:{\"q\":1}:-:-");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_labels(f->st, "rag", NULL, 1, on_label, &j), 0);
+    assert_string_equal(j.text, "l2:labelled:0.90:\"text\":{\"relevant\":true}:bob");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_get_label(f->st, "l2", on_label, &j), 0);
+    assert_int_equal(j.n, 1);
+    assert_int_equal(tr_state_get_label(f->st, "zz", on_label, &j), TR_ENOENT);
+}
+
+static int on_model(const struct tr_model_rec *r, void *arg)
+{
+    char b[128];
+    snprintf(b, sizeof(b), "%s@%u", r->name, (unsigned)r->latest);
+    join(arg, b);
+    return 0;
+}
+
+static int on_version(const struct tr_model_version_rec *r, void *arg)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "%s/%u:%s:%s:%s:%s:%s:%s:%u", r->name, (unsigned)r->version,
+             r->artifact_json ? r->artifact_json : "-", r->metrics_json ? r->metrics_json : "-",
+             r->tags_json ? r->tags_json : "-", r->run_id ? r->run_id : "-",
+             r->data_digest ? r->data_digest : "-", r->pipeline ? r->pipeline : "-",
+             (unsigned)r->parent);
+    join(arg, b);
+    return 0;
+}
+
+static int on_alias(const struct tr_model_alias_rec *r, void *arg)
+{
+    char b[256];
+    snprintf(b, sizeof(b), "%s=%u:%s:%s", r->alias, (unsigned)r->version, r->user ? r->user : "-",
+             r->reason ? r->reason : "-");
+    join(arg, b);
+    return 0;
+}
+
+static int on_move(const struct tr_alias_move_rec *r, void *arg)
+{
+    char b[256];
+    snprintf(b, sizeof(b), "%llu:%s:%u>%u:%s", (unsigned long long)r->seq, r->alias,
+             (unsigned)r->from, (unsigned)r->to, r->reason ? r->reason : "-");
+    join(arg, b);
+    return 0;
+}
+
+static void test_model_registry(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_model_version_rec v1 = {.name = "reranker", .version = 1,
+                                      .artifact_json = "\"s3://m/1\"",
+                                      .metrics_json = "{\"mrr\":0.5}", .run_id = "r1",
+                                      .data_digest = "sha256:aa", .pipeline = "train@1"};
+    struct tr_model_version_rec v2 = {.name = "reranker", .version = 2,
+                                      .artifact_json = "{\"w\":[0.5,1]}",
+                                      .metrics_json = "{\"mrr\":0.6}", .tags_json = "{\"k\":\"v\"}",
+                                      .run_id = "r2", .parent = 1};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_model(f->st, &(struct tr_model_rec){.name = "reranker",
+                                                                       .latest = 2}), 0);
+    assert_int_equal(tr_state_put_model(f->st, &(struct tr_model_rec){.name = "a", .latest = 0}),
+                     0);
+    assert_int_equal(tr_state_put_model_version(f->st, &v2), 0);
+    assert_int_equal(tr_state_put_model_version(f->st, &v1), 0);
+    v1.version = 0;
+    assert_int_equal(tr_state_put_model_version(f->st, &v1), TR_EINVAL);
+    struct tr_model_alias_rec prod = {.name = "reranker", .alias = "production", .version = 2,
+                                      .user = "ann", .reason = "better", .at = 3};
+    struct tr_model_alias_rec chal = {.name = "reranker", .alias = "challenger", .version = 1};
+    assert_int_equal(tr_state_put_model_alias(f->st, &prod), 0);
+    assert_int_equal(tr_state_put_model_alias(f->st, &chal), 0);
+    struct tr_alias_move_rec m1 = {.name = "reranker", .seq = 1, .alias = "production", .to = 1};
+    struct tr_alias_move_rec m2 = {.name = "reranker", .seq = 2, .alias = "production",
+                                   .from = 1, .to = 2, .reason = "better"};
+    assert_int_equal(tr_state_put_alias_move(f->st, &m2), 0);
+    assert_int_equal(tr_state_put_alias_move(f->st, &m1), 0);
+    commit_ok(f->st);
+
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_models(f->st, on_model, &j), 0);
+    assert_string_equal(j.text, "a@0,reranker@2");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_get_model(f->st, "reranker", on_model, &j), 0);
+    assert_string_equal(j.text, "reranker@2");
+    assert_int_equal(tr_state_get_model(f->st, "b", on_model, &j), TR_ENOENT);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_model_versions(f->st, "reranker", on_version, &j), 0);
+    assert_string_equal(j.text, "reranker/1:\"s3://m/1\":{\"mrr\":0.5}:-:r1:sha256:aa:train@1:0,"
+                                "reranker/2:{\"w\":[0.5,1]}:{\"mrr\":0.6}:{\"k\":\"v\"}:r2:-:-:1");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_get_model_version(f->st, "reranker", 2, on_version, &j), 0);
+    assert_int_equal(j.n, 1);
+    assert_int_equal(tr_state_get_model_version(f->st, "reranker", 3, on_version, &j), TR_ENOENT);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_model_aliases(f->st, "reranker", on_alias, &j), 0);
+    assert_string_equal(j.text, "challenger=1:-:-,production=2:ann:better");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_alias_moves(f->st, "reranker", on_move, &j), 0);
+    assert_string_equal(j.text, "1:production:0>1:-,2:production:1>2:better");
+
+    /* A removed alias (version 0) is neither listed nor found. */
+    chal.version = 0;
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_model_alias(f->st, &chal), 0);
+    commit_ok(f->st);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_model_aliases(f->st, "reranker", on_alias, &j), 0);
+    assert_string_equal(j.text, "production=2:ann:better");
+    assert_int_equal(tr_state_get_model_alias(f->st, "reranker", "challenger", on_alias, &j),
+                     TR_ENOENT);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_get_model_alias(f->st, "reranker", "production", on_alias, &j), 0);
+    assert_string_equal(j.text, "production=2:ann:better");
+}
+
+static int on_firing(const struct tr_firing_rec *r, void *arg)
+{
+    char b[256];
+    snprintf(b, sizeof(b), "%s/%s@%.1f:%s:%s", r->pipeline, r->trigger, r->fired_at,
+             r->run_id ? r->run_id : "-", r->stats_json ? r->stats_json : "-");
+    join(arg, b);
+    return 0;
+}
+
+/* A firing and the run it starts go into one batch: both or neither. */
+static void test_firing_with_its_run(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_run_rec run = run_rec("r-fire", "queued", 100);
+    struct tr_firing_rec fire = {.pipeline = "rag", .trigger = "retrain", .fired_at = 100,
+                                 .run_id = "r-fire", .stats_json = "{\"count\":20}"};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_firing(f->st, &fire), 0);
+    assert_int_equal(tr_state_put_run(f->st, &run), 0);
+    tr_state_rollback(f->st);
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_firings(f->st, "rag", NULL, 0, on_firing, &j), 0);
+    assert_int_equal(j.n, 0);
+
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_firing(f->st, &fire), 0);
+    assert_int_equal(tr_state_put_run(f->st, &run), 0);
+    struct tr_firing_rec later = {.pipeline = "rag", .trigger = "retrain", .fired_at = 200.5};
+    struct tr_firing_rec nightly = {.pipeline = "rag", .trigger = "nightly", .fired_at = 150};
+    assert_int_equal(tr_state_put_firing(f->st, &later), 0);
+    assert_int_equal(tr_state_put_firing(f->st, &nightly), 0);
+    fire.fired_at = 0;
+    assert_int_equal(tr_state_put_firing(f->st, &fire), TR_EINVAL);
+    commit_ok(f->st);
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_firings(f->st, "rag", "retrain", 0, on_firing, &j), 0);
+    assert_string_equal(j.text, "rag/retrain@200.5:-:-,rag/retrain@100.0:r-fire:{\"count\":20}");
+    j = (struct joined){0};
+    assert_int_equal(tr_state_list_firings(f->st, "rag", NULL, 2, on_firing, &j), 0);
+    assert_string_equal(j.text, "rag/retrain@200.5:-:-,rag/nightly@150.0:-:-");
+    struct seen s = {0};
+    assert_int_equal(tr_state_get_run(f->st, "r-fire", on_run, &s), 0);
+}
+
+/* The records survive a close and reopen (a restart). */
+static void test_loop_records_persist(void **state)
+{
+    struct fixture *f = *state;
+    if (!f->be->persistent)
+        skip();
+    struct tr_feedback_rec fb = {.id = "fb-1", .run_id = "r", .pipeline = "p", .score = 3};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_feedback(f->st, &fb), 0);
+    commit_ok(f->st);
+    reopen(f, "");
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_feedback(f->st, "p", NULL, 0, on_fb, &j), 0);
+    assert_string_equal(j.text, "fb-1");
+}
+
+/* ===================================================================== */
+
+#define LOOP_CONTRACT(be)                                                                          \
+    cmocka_unit_test_prestate_setup_teardown(test_feedback_round_trip_and_order, setup, teardown,  \
+                                             &be),                                                 \
+        cmocka_unit_test_prestate_setup_teardown(test_feedback_stats_round_trip, setup, teardown,  \
+                                                 &be),                                             \
+        cmocka_unit_test_prestate_setup_teardown(test_labels_order_and_state, setup, teardown,     \
+                                                 &be),                                             \
+        cmocka_unit_test_prestate_setup_teardown(test_model_registry, setup, teardown, &be),       \
+        cmocka_unit_test_prestate_setup_teardown(test_firing_with_its_run, setup, teardown, &be),  \
+        cmocka_unit_test_prestate_setup_teardown(test_loop_records_persist, setup, teardown, &be)
 
 #define CONTRACT(be)                                                                               \
     cmocka_unit_test_prestate_setup_teardown(test_pipeline_round_trip, setup, teardown, &be),      \
@@ -1056,7 +1408,8 @@ static void test_bad_urls(void **state)
         cmocka_unit_test_prestate_setup_teardown(test_restart_resumes_unfinished, setup, teardown, \
                                                  &be),                                             \
         cmocka_unit_test_prestate_setup_teardown(test_large_batch, setup, teardown, &be),          \
-        cmocka_unit_test_prestate_setup_teardown(test_alloc_failure, setup, teardown, &be)
+        cmocka_unit_test_prestate_setup_teardown(test_alloc_failure, setup, teardown, &be),        \
+        LOOP_CONTRACT(be)
 
 int main(void)
 {

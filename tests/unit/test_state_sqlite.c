@@ -424,8 +424,14 @@ static void test_sync_modes_and_wal(void **state)
     assert_int_equal(sqlite3_exec(db, "SELECT value FROM meta WHERE key = 'schema_version'",
                                   first_column, got, NULL),
                      SQLITE_OK);
-    assert_string_equal(got, "3");
+    assert_string_equal(got, "4");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static int count_feedback(const struct tr_feedback_rec *r, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
 }
 
 /* A task record of the migration test, copied out of the callback. */
@@ -528,6 +534,15 @@ static void test_migrates_schema_1(void **state)
     assert_true(t.has_usage);
     assert_int_equal(t.usage_len, sizeof(usage) - 1);
     assert_memory_equal(t.usage, usage, sizeof(usage) - 1);
+
+    /* And the feedback loop's table (version 4) is there. */
+    struct tr_feedback_rec fb = {.id = "fb-1", .run_id = "r-old", .pipeline = "p", .score = 5};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_feedback(f->st, &fb), 0);
+    assert_int_equal(tr_state_commit(f->st, NULL), 0);
+    size_t n = 0;
+    assert_int_equal(tr_state_list_feedback(f->st, "p", "r-old", 0, count_feedback, &n), 0);
+    assert_int_equal(n, 1);
 }
 
 int main(void)

@@ -1,0 +1,61 @@
+/*
+ * feedback.h - the feedback loop in the scheduler: feedback, its statistics,
+ * the labelling queue and the model registry (docs/feedback.md).
+ *
+ * What the loop keeps in memory (feedback.c): each pipeline's statistics,
+ * loaded from the state on first use and then updated incrementally, and
+ * each model's latest version and aliases; plus the writes of the turn, put
+ * into the turn's batch by the end-of-turn commit (fb_put_dirty), so that a
+ * feedback and the statistics it changed are one transaction, and every
+ * answer is sent only once its change is durable (sched_queue_reply).
+ *
+ * The rest of the scheduler sees this header only: five calls for the
+ * turn and the life cycle, and the route table.
+ */
+#ifndef TR_SCHED_FEEDBACK_H
+#define TR_SCHED_FEEDBACK_H
+
+#include "lib/base/error.h"
+#include "lib/http/http_server.h"
+
+struct sched;
+
+int fb_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+void fb_close(struct sched *s);
+/* Forgets what memory holds, so that a scheduler that starts to lead reads the state. */
+void fb_reset(struct sched *s);
+/* The turn has writes for the commit. */
+bool fb_have_dirty(const struct sched *s);
+/* Puts the turn's writes into the batch in progress. */
+int fb_put_dirty(struct sched *s) TR_MUST_CHECK;
+/* The batch holding them committed: they are durable. */
+void fb_committed(struct sched *s);
+
+/* The routes of api_feedback.c and api_models.c, for api.c's table. */
+void h_feedback_post(struct tr_http_req *req, void *arg);
+void h_feedback_list(struct tr_http_req *req, void *arg);
+void h_pipeline_stats(struct tr_http_req *req, void *arg);
+void h_labels_post(struct tr_http_req *req, void *arg);
+void h_labels_list(struct tr_http_req *req, void *arg);
+void h_label_post(struct tr_http_req *req, void *arg);
+void h_models_list(struct tr_http_req *req, void *arg);
+void h_model_get(struct tr_http_req *req, void *arg);
+void h_model_version_post(struct tr_http_req *req, void *arg);
+void h_model_version_get(struct tr_http_req *req, void *arg);
+void h_model_alias_put(struct tr_http_req *req, void *arg);
+void h_model_alias_delete(struct tr_http_req *req, void *arg);
+void h_model_history(struct tr_http_req *req, void *arg);
+
+#define FB_ROUTES                                                                                  \
+    {"POST", "/v1/feedback", h_feedback_post}, {"GET", "/v1/feedback", h_feedback_list},           \
+        {"GET", "/v1/pipelines/{name}/stats", h_pipeline_stats},                                   \
+        {"POST", "/v1/labels", h_labels_post}, {"GET", "/v1/labels", h_labels_list},               \
+        {"POST", "/v1/labels/{id}", h_label_post}, {"GET", "/v1/models", h_models_list},           \
+        {"GET", "/v1/models/{name}", h_model_get},                                                 \
+        {"POST", "/v1/models/{name}/versions", h_model_version_post},                              \
+        {"GET", "/v1/models/{name}/versions/{v}", h_model_version_get},                            \
+        {"PUT", "/v1/models/{name}/aliases/{alias}", h_model_alias_put},                           \
+        {"DELETE", "/v1/models/{name}/aliases/{alias}", h_model_alias_delete},                     \
+        {"GET", "/v1/models/{name}/history", h_model_history}
+
+#endif
