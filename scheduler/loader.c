@@ -1,31 +1,26 @@
 /*
- * loader.c - pipeline graphs by digest, read off the loop thread.
+ * loader.c - pipeline graphs by digest, read out of process.
  *
- * Reading a pipeline runs user Lua in the sandbox of lib/lua/pipeline.c; that may
- * take up to the sandbox's wall-clock limit, so it runs on libuv's thread
- * pool and the loop only ever sees finished graphs. Graphs are cached by the
+ * Reading a pipeline runs user Lua, which may take up to the sandbox's
+ * wall-clock limit or, inside one C call, for ever; so it runs in a sandbox
+ * child process (sandbox.c), which is killed at the limit, and the loop only
+ * ever sees finished graphs. No Lua is evaluated in the scheduler's process.
+ * Graphs are cached by the
  * digest of their source: a pipeline registered once and run a thousand
  * times is read once. An entry is kept while runs use it and while it is
  * among the most recently used.
  */
 #include "scheduler/sched.h"
 
-#include <malloc.h>
-
 #include "lib/base/alloc.h"
+#include "scheduler/sandbox.h"
 
 #define PIPE_CACHE_MAX 64
 
 struct load_req
 {
-    uv_work_t work;          /* libuv's request; first, so the request is the struct */
     struct sched *sched;
-    char *src;               /* owned copy */
-    size_t len;
     char *name;              /* chunk name for messages (owned) */
-    struct tr_pipeline_limits limits;
-    struct tr_pipeline_def *def; /* result */
-    struct tr_error err;
     load_done_fn done;
     void *arg;
 };
@@ -98,33 +93,25 @@ static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_de
     return pe;
 }
 
-static void load_work(uv_work_t *w)
+static void load_after(void *arg, struct tr_pipeline_def *def, struct tr_error *err)
 {
-    struct load_req *lr = (struct load_req *)w;
-    tr_error_init(&lr->err);
-    int rc = tr_pipeline_load(lr->src, lr->len, lr->name, &lr->limits, &lr->def, &lr->err);
-    if (rc < 0 && lr->err.code == 0)
-        tr_error_set(&lr->err, rc, "cannot load pipeline '%s': %s", lr->name, tr_strerror(rc));
-    /* A large graph leaves freed Lua heap behind in this thread's arena. */
-    malloc_trim(0);
-}
-
-static void load_after(uv_work_t *w, int status)
-{
-    struct load_req *lr = (struct load_req *)w;
+    struct load_req *lr = arg;
     struct sched *s = lr->sched;
     s->loads_in_flight--;
     struct pipeline_entry *pe = NULL;
-    if (status == UV_ECANCELED || s->stopping) {
-        tr_pipeline_def_free(lr->def);
-        tr_error_set(&lr->err, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
-    } else if (lr->def != NULL) {
-        pe = pipe_insert(s, lr->def, lr->name);
+    struct tr_error e;
+    tr_error_init(&e);
+    if (s->stopping) {
+        tr_pipeline_def_free(def);
+        tr_error_set(&e, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
+    } else if (def != NULL) {
+        pe = pipe_insert(s, def, lr->name);
         if (pe == NULL)
-            tr_error_set(&lr->err, TR_ENOMEM, "out of memory caching pipeline '%s'", lr->name);
+            tr_error_set(&e, TR_ENOMEM, "out of memory caching pipeline '%s'", lr->name);
+    } else {
+        e = *err;
     }
-    lr->done(s, pe, pe ? NULL : &lr->err, lr->arg);
-    tr_free(lr->src);
+    lr->done(s, pe, pe ? NULL : &e, lr->arg);
     tr_free(lr->name);
     tr_free(lr);
 }
@@ -136,46 +123,20 @@ int pipe_load_async(struct sched *s, const char *src, size_t len, const char *na
     if (lr == NULL)
         return TR_ENOMEM;
     lr->sched = s;
-    lr->src = tr_memdup(src, len);
     lr->name = tr_strdup(name);
-    lr->len = len;
-    lr->limits = s->cfg.limits;
     lr->done = done;
     lr->arg = arg;
-    if (lr->src == NULL || lr->name == NULL) {
-        tr_free(lr->src);
-        tr_free(lr->name);
-        tr_free(lr);
-        return TR_ENOMEM;
-    }
-    int rc = uv_queue_work(s->loop, &lr->work, load_work, load_after);
+    int rc = lr->name != NULL ? 0 : TR_ENOMEM;
+    /* Counted before: a sandbox that cannot start a child answers at once. */
+    s->loads_in_flight++;
+    if (rc == 0)
+        rc = sandbox_load(s->sandbox, src, len, name, load_after, lr);
     if (rc < 0) {
-        tr_free(lr->src);
+        s->loads_in_flight--;
         tr_free(lr->name);
         tr_free(lr);
         return rc;
     }
-    s->loads_in_flight++;
-    return 0;
-}
-
-int pipe_load_sync(struct sched *s, const char *src, size_t len, const char *name,
-                   struct pipeline_entry **out, struct tr_error *err)
-{
-    char digest[65];
-    tr_sha256_hex(src, len, digest);
-    struct pipeline_entry *pe = pipe_lookup(s, digest);
-    if (pe == NULL) {
-        struct tr_pipeline_def *def = NULL;
-        int rc = tr_pipeline_load(src, len, name, &s->cfg.limits, &def, err);
-        if (rc < 0)
-            return rc;
-        pe = pipe_insert(s, def, name);
-        if (pe == NULL)
-            return tr_error_set(err, TR_ENOMEM, "out of memory caching pipeline '%s'", name);
-        malloc_trim(0);
-    }
-    *out = pe;
     return 0;
 }
 

@@ -5,8 +5,9 @@
  * work: sched.c (runs, task instances, readiness by countdown, results,
  * retries, cancel, the end-of-turn commit), dispatch.c (ready queues per
  * pool, credit, TASK messages), workers.c (worker registry, heartbeats, the
- * ROUTER socket), loader.c (pipeline sources and graphs, off-loop
- * evaluation), recover.c (resume after a restart), api.c (HTTP routes),
+ * ROUTER socket), loader.c (pipeline graphs by digest, read by the sandbox
+ * processes of sandbox.c), recover.c (resume after a restart, a state
+ * machine over sandbox loads), api.c (HTTP routes),
  * metrics.c (counters for /metrics).
  */
 #ifndef TR_SCHED_H
@@ -26,6 +27,8 @@
 #include "lib/state/state.h"
 
 struct sched;
+struct sandbox;
+struct recovery;
 struct run;
 struct worker;
 
@@ -333,6 +336,8 @@ struct sched
     /* Pipelines */
     struct tr_hmap pipes;     /* digest -> struct pipeline_entry */
     uint32_t loads_in_flight;
+    struct sandbox *sandbox;  /* the processes that read pipeline files (sandbox.h) */
+    struct recovery *recovery; /* resuming runs after a restart (recover.c), or NULL */
 
     /* Runs */
     struct tr_hmap runs;      /* id -> struct run (active and recently finished) */
@@ -482,16 +487,18 @@ void worker_inflight_del(struct worker *w, struct inst *in);
 struct pipeline_entry *pipe_lookup(struct sched *s, const char *digest);
 void pipe_ref(struct pipeline_entry *pe);
 void pipe_unref(struct sched *s, struct pipeline_entry *pe);
-/* Loads src (copied) off the loop; done is called on the loop, exactly once. */
+/* Loads src (copied) in a sandbox process (sandbox.h); done is called on the
+ * loop, exactly once, possibly before this returns. */
 int pipe_load_async(struct sched *s, const char *src, size_t len, const char *name,
                     load_done_fn done, void *arg) TR_MUST_CHECK;
-/* Synchronous load, for recovery at start-up only. */
-int pipe_load_sync(struct sched *s, const char *src, size_t len, const char *name,
-                   struct pipeline_entry **out, struct tr_error *err) TR_MUST_CHECK;
 void pipes_close(struct sched *s);
 
 /* recover.c */
+/* Starts resuming the unfinished runs (asynchronously: their pipelines are
+ * read by the sandbox first); fails only when they cannot be listed. */
 int sched_recover(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
+/* After sandbox_close: drops what recovery still holds. */
+void recover_close(struct sched *s);
 void recover_apply(struct inst *in);
 
 /* usage.c */

@@ -4,6 +4,7 @@
  */
 #include "scheduler/sched.h"
 #include "scheduler/feedback.h"
+#include "scheduler/sandbox.h"
 
 #include <zmq.h>
 
@@ -293,6 +294,18 @@ int sched_init(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 
+    /* Before the election: a leader's recovery reads pipelines through it. */
+    struct sandbox_config sc = {
+        .exe = "/proc/self/exe", /* this very binary, even if its file was replaced */
+        .limits = cfg->limits,
+        .warm = 2,
+        .max = 16,
+        .grace_s = 0.5,
+    };
+    rc = sandbox_open(loop, &sc, &s->sandbox, err);
+    if (rc < 0)
+        return rc;
+
     /* The election's first outcome comes before the API listens (leader.c),
      * unless the API port is picked at random: then it must be bound first to
      * be advertised. */
@@ -343,6 +356,11 @@ void sched_close(struct sched *s)
     flush_replies(s);
     waiters_close_all(s);
     api_close(s);
+    /* Pending loads are answered (cancelled) while the runs and caches they
+     * would touch still exist; the children are killed and reaped later. */
+    sandbox_close(s->sandbox);
+    s->sandbox = NULL;
+    recover_close(s);
     workers_close(s);
     leader_close(s);
     size_t it = 0;

@@ -466,7 +466,7 @@ static int l_pipeline(lua_State *L)
         size_t klen = 0;
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
-        static const char *const fields[] = {"name", "version", "params", "tasks"};
+        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -537,6 +537,16 @@ static int l_pipeline(lua_State *L)
     if (check_tasks_array(L, lua_gettop(L), why, sizeof(why)) != 0)
         return raise_check(L, why);
     lua_setfield(L, 2, "tasks");
+
+    /* Triggers (issue 8) are read only by tr_pipeline_when: kept as given. */
+    lua_pushliteral(L, "triggers");
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1) && !lua_istable(L, -1)) {
+        snprintf(why, sizeof(why), "trellis.pipeline: field 'triggers' must be a table (got %s)",
+                 luaL_typename(L, -1));
+        return raise_check(L, why);
+    }
+    lua_setfield(L, 2, "triggers");
 
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
     lua_setmetatable(L, 2);

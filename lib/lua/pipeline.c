@@ -625,6 +625,92 @@ static int open_worker_standin(lua_State *L)
     return 1;
 }
 
+/* A fresh sandbox with the worker modules' stand-ins; NULL when out of memory. */
+static lua_State *pipeline_state(const struct tr_pipeline_limits *lim)
+{
+    struct tr_lua_limits ll = {lim->mem_max, lim->instr_max, lim->wall_max_s};
+    lua_State *L = tr_lua_new(&ll);
+    if (L == NULL)
+        return NULL;
+    for (size_t i = 0; i < TR_ARRAY_LEN(worker_modules); i++) {
+        if (tr_lua_register_module(L, worker_modules[i], open_worker_standin) < 0) {
+            tr_lua_free(L);
+            return NULL;
+        }
+    }
+    return L;
+}
+
+/* lua_CFunction: (pipeline, trigger name) -> the `when` function, or raises. */
+static int find_when(lua_State *L)
+{
+    const char *name = lua_tostring(L, 2);
+    lua_pushliteral(L, "triggers");
+    lua_rawget(L, 1);
+    if (!lua_istable(L, -1))
+        return luaL_error(L, "the pipeline has no triggers");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_pushliteral(L, "when");
+        lua_rawget(L, -2);
+    }
+    if (lua_isnil(L, -1))
+        return luaL_error(L, "no trigger '%s'", name);
+    if (!lua_isfunction(L, -1))
+        return luaL_error(L, "trigger '%s': when must be a function", name);
+    return 1;
+}
+
+int tr_pipeline_when(const char *src, size_t len, const char *chunkname,
+                     const struct tr_pipeline_limits *lim, const char *trigger,
+                     const void *stats, size_t stats_len, bool *out, struct tr_error *err)
+{
+    if (lim == NULL)
+        lim = &tr_pipeline_default_limits;
+    const char *chunk = chunkname != NULL ? chunkname : "pipeline";
+    lua_State *L = pipeline_state(lim);
+    if (L == NULL)
+        return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
+    int rc = tr_lua_eval(L, src, len, chunk, err);
+    if (rc == 0 && !tr_lua_is_pipeline(L, -1))
+        rc = tr_error_set(err, TR_ELUA, "%s: the file must return trellis.pipeline{...}", chunk);
+    if (rc == 0) {
+        lua_pushcfunction(L, find_when);
+        lua_insert(L, -2);
+        lua_pushstring(L, trigger);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+            const char *m = lua_tostring(L, -1);
+            rc = tr_error_set(err, strstr(m ? m : "", "no trigger") ? TR_ENOENT : TR_EINVAL,
+                              "%s: %s", chunk, m ? m : "cannot find the trigger");
+        }
+    }
+    if (rc == 0) {
+        /* The call runs as a chunk of its own, under fresh limits, with the
+         * function and its argument as globals of the file's sandbox. */
+        lua_setglobal(L, "__trellis_when");
+        rc = tr_lua_unpack_bytes(L, stats, stats_len, err);
+        if (rc == 0 && !lua_istable(L, -1))
+            rc = tr_error_set(err, TR_EINVAL, "%s: stats must be a map", chunk);
+        if (rc == 0) {
+            lua_setglobal(L, "__trellis_stats");
+            static const char call[] = "return __trellis_when(__trellis_stats)";
+            char name[256];
+            snprintf(name, sizeof(name), "=%s:when(%s)", chunk, trigger);
+            rc = tr_lua_eval(L, call, sizeof(call) - 1, name, err);
+        }
+    }
+    if (rc == 0) {
+        if (!lua_isboolean(L, -1))
+            rc = tr_error_set(err, TR_EINVAL, "%s: trigger '%s': when returned %s, not a boolean",
+                              chunk, trigger, luaL_typename(L, -1));
+        else
+            *out = lua_toboolean(L, -1);
+    }
+    tr_lua_free(L);
+    return rc;
+}
+
 int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
                      const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
                      struct tr_error *err)
@@ -644,18 +730,10 @@ int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
         return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
     }
 
-    struct tr_lua_limits ll = {lim->mem_max, lim->instr_max, lim->wall_max_s};
-    lua_State *L = tr_lua_new(&ll);
+    lua_State *L = pipeline_state(lim);
     if (L == NULL) {
         tr_pipeline_def_free(def);
         return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
-    }
-    for (size_t i = 0; i < TR_ARRAY_LEN(worker_modules); i++) {
-        if (tr_lua_register_module(L, worker_modules[i], open_worker_standin) < 0) {
-            tr_lua_free(L);
-            tr_pipeline_def_free(def);
-            return tr_error_set(err, TR_ENOMEM, "%s: out of memory", chunk);
-        }
     }
     int rc = tr_lua_eval(L, src, len, chunk, err);
     if (rc == 0) {

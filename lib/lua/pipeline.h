@@ -4,8 +4,11 @@
  * The scheduler evaluates the Lua file in a sandbox (lib/lua/lua_rt.h: no io, os
  * or debug, a require that resolves only trellis modules, a memory cap, an
  * instruction budget and a wall-clock limit), in a fresh lua_State each time,
- * only to read the graph: `run` functions are never called here. Callers run
- * tr_pipeline_load off the loop thread (uv_queue_work); it touches no shared
+ * only to read the graph: `run` functions are never called here. The
+ * scheduler calls tr_pipeline_load only in its sandbox child processes
+ * (scheduler/sandbox_child.c), which are killed at the wall-clock limit
+ * since one C call (a string pattern) can outlast the instruction hook; the
+ * graph comes back through lib/lua/pipeline_codec.h. It touches no shared
  * state and may run on any thread.
  *
  * Validation: every task has a unique name and a `run` function; `after` and
@@ -79,6 +82,21 @@ extern const struct tr_pipeline_limits tr_pipeline_default_limits;
  */
 int tr_pipeline_load(const char *src, size_t len, const char *chunkname,
                      const struct tr_pipeline_limits *lim, struct tr_pipeline_def **out,
+                     struct tr_error *err) TR_MUST_CHECK;
+
+/*
+ * Evaluates src like tr_pipeline_load, then calls trigger's `when` function
+ * with the stats table (stats_len bytes of a msgpack map) under the same
+ * limits, and sets *out to its result, which must be a boolean. The trigger
+ * is triggers[trigger] of the returned pipeline, either the function itself
+ * or a table with a `when` function. Returns 0, or the errors of
+ * tr_pipeline_load, TR_ENOENT (no such trigger), TR_EINVAL (not a function,
+ * or a result that is not a boolean) or TR_ELUA (an error in `when`).
+ * Any thread; for the scheduler's sandbox processes only.
+ */
+int tr_pipeline_when(const char *src, size_t len, const char *chunkname,
+                     const struct tr_pipeline_limits *lim, const char *trigger,
+                     const void *stats, size_t stats_len, bool *out,
                      struct tr_error *err) TR_MUST_CHECK;
 
 /* Frees def and everything it owns. NULL-safe. */

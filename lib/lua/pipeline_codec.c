@@ -1,0 +1,297 @@
+/*
+ * pipeline_codec.c - a pipeline graph as msgpack, and back with every index
+ * checked. See pipeline_codec.h for the form.
+ */
+#include "lib/lua/pipeline_codec.h"
+
+#include "lib/base/alloc.h"
+#include "lib/wire/mp_read.h"
+
+#define CODEC_VERSION 1
+
+static int pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    if (msgpack_pack_str(pk, n) != 0 || msgpack_pack_str_body(pk, s, n) != 0)
+        return TR_ENOMEM;
+    return 0;
+}
+
+static int pack_bin(msgpack_packer *pk, const char *p, size_t n)
+{
+    if (msgpack_pack_bin(pk, n) != 0 || msgpack_pack_bin_body(pk, p, n) != 0)
+        return TR_ENOMEM;
+    return 0;
+}
+
+static int pack_u32s(msgpack_packer *pk, const uint32_t *a, uint32_t n)
+{
+    if (msgpack_pack_array(pk, n) != 0)
+        return TR_ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        if (msgpack_pack_uint32(pk, a[i]) != 0)
+            return TR_ENOMEM;
+    }
+    return 0;
+}
+
+static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
+{
+    int rc = msgpack_pack_array(pk, 11) ? TR_ENOMEM : 0;
+    if (rc == 0)
+        rc = pack_str(pk, t->name);
+    if (rc == 0 && (msgpack_pack_uint16(pk, t->pool) || msgpack_pack_uint16(pk, t->retries) ||
+                    msgpack_pack_int32(pk, t->priority) || msgpack_pack_double(pk, t->backoff) ||
+                    msgpack_pack_double(pk, t->timeout) ||
+                    (t->cache ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+                    msgpack_pack_int32(pk, t->map)))
+        rc = TR_ENOMEM;
+    if (rc == 0)
+        rc = pack_u32s(pk, t->after, t->n_after);
+    if (rc == 0 && msgpack_pack_uint32(pk, t->n_upstream) != 0)
+        rc = TR_ENOMEM;
+    if (rc == 0)
+        rc = pack_u32s(pk, t->downstream, t->n_downstream);
+    return rc;
+}
+
+int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
+                         bool with_source)
+{
+    int rc = msgpack_pack_array(pk, 12) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    if (rc == 0)
+        rc = pack_str(pk, def->name);
+    if (rc == 0)
+        rc = pack_str(pk, def->version);
+    if (rc == 0)
+        rc = pack_str(pk, def->digest);
+    if (rc == 0) {
+        if (with_source && def->source != NULL)
+            rc = pack_bin(pk, def->source, def->source_len);
+        else
+            rc = msgpack_pack_nil(pk) ? TR_ENOMEM : 0;
+    }
+    if (rc == 0)
+        rc = pack_bin(pk, def->params, def->params_len);
+    if (rc == 0)
+        rc = msgpack_pack_array(pk, def->n_pools) ? TR_ENOMEM : 0;
+    for (uint32_t i = 0; rc == 0 && i < def->n_pools; i++)
+        rc = pack_str(pk, def->pools[i]);
+    if (rc == 0)
+        rc = msgpack_pack_array(pk, def->n_tasks) ? TR_ENOMEM : 0;
+    for (uint32_t i = 0; rc == 0 && i < def->n_tasks; i++)
+        rc = pack_task(pk, &def->tasks[i]);
+    if (rc == 0)
+        rc = pack_u32s(pk, def->topo, def->n_tasks);
+    if (rc == 0)
+        rc = pack_u32s(pk, def->sinks, def->n_sinks);
+    if (rc == 0) {
+        if (def->by_name != NULL)
+            rc = pack_u32s(pk, def->by_name, def->n_tasks);
+        else
+            rc = msgpack_pack_nil(pk) ? TR_ENOMEM : 0;
+    }
+    return rc;
+}
+
+/* ====================================================================== */
+/* Decoding                                                                */
+/* ====================================================================== */
+
+struct dec
+{
+    struct tr_mp_rd r;
+    struct tr_error *err;
+    uint32_t n_tasks;
+};
+
+static int malformed(struct dec *d, const char *what)
+{
+    return tr_error_set(d->err, TR_EPROTO, "malformed pipeline graph: %s", what);
+}
+
+/* A NUL-free string copied; NULL with an error set when absent or out of memory. */
+static char *dup_str(struct dec *d, const char *what, int *rc)
+{
+    struct tr_str s = tr_mp_rd_str(&d->r);
+    if (d->r.err != 0 || memchr(s.p, '\0', s.len) != NULL) {
+        *rc = malformed(d, what);
+        return NULL;
+    }
+    char *c = tr_strndup(s.p, s.len);
+    if (c == NULL)
+        *rc = tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    return c;
+}
+
+/* An array of indices below bound, of exactly n elements unless n is UINT32_MAX. */
+static int read_u32s(struct dec *d, uint32_t **out, uint32_t *count, uint32_t n, uint32_t bound,
+                     const char *what)
+{
+    uint32_t m = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || (n != UINT32_MAX && m != n))
+        return malformed(d, what);
+    *out = NULL;
+    if (count != NULL)
+        *count = m;
+    if (m == 0)
+        return 0;
+    uint32_t *a = tr_calloc(m, sizeof(*a));
+    if (a == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    *out = a;
+    for (uint32_t i = 0; i < m; i++) {
+        uint64_t v = tr_mp_rd_uint(&d->r);
+        if (d->r.err != 0 || v >= bound)
+            return malformed(d, what);
+        a[i] = (uint32_t)v;
+    }
+    return 0;
+}
+
+static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_def *t)
+{
+    int rc = 0;
+    if (tr_mp_rd_array(&d->r) != 11)
+        return malformed(d, "a task is not an array of 11");
+    t->name = dup_str(d, "task name", &rc);
+    if (t->name == NULL)
+        return rc;
+    uint64_t pool = tr_mp_rd_uint(&d->r);
+    uint64_t retries = tr_mp_rd_uint(&d->r);
+    int64_t priority = tr_mp_rd_int(&d->r);
+    t->backoff = tr_mp_rd_double(&d->r);
+    t->timeout = tr_mp_rd_double(&d->r);
+    t->cache = tr_mp_rd_bool(&d->r);
+    int64_t map = tr_mp_rd_int(&d->r);
+    if (d->r.err != 0 || pool >= def->n_pools || retries > UINT16_MAX ||
+        priority < INT32_MIN || priority > INT32_MAX || map < -1 || map >= d->n_tasks ||
+        !(t->backoff >= 0) || !(t->timeout >= 0))
+        return malformed(d, "a task's fields");
+    t->pool = (uint16_t)pool;
+    t->retries = (uint16_t)retries;
+    t->priority = (int32_t)priority;
+    t->map = (int32_t)map;
+    rc = read_u32s(d, &t->after, &t->n_after, UINT32_MAX, d->n_tasks, "after");
+    if (rc != 0)
+        return rc;
+    uint64_t up = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || up > (uint64_t)t->n_after + (t->map >= 0))
+        return malformed(d, "a task's upstream count");
+    t->n_upstream = (uint32_t)up;
+    return read_u32s(d, &t->downstream, &t->n_downstream, UINT32_MAX, d->n_tasks, "downstream");
+}
+
+/* a holds n indices below n, each once. */
+static bool is_permutation(const uint32_t *a, uint32_t n)
+{
+    uint8_t *seen = tr_calloc(n ? n : 1, 1);
+    if (seen == NULL)
+        return false;
+    bool ok = true;
+    for (uint32_t i = 0; ok && i < n; i++) {
+        ok = seen[a[i]] == 0;
+        seen[a[i]] = 1;
+    }
+    tr_free(seen);
+    return ok;
+}
+
+static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
+{
+    int rc = 0;
+    if (tr_mp_rd_array(&d->r) != 12 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+        return malformed(d, "not a version 1 graph");
+    if ((def->name = dup_str(d, "name", &rc)) == NULL ||
+        (def->version = dup_str(d, "version", &rc)) == NULL)
+        return rc;
+    struct tr_str digest = tr_mp_rd_str(&d->r);
+    if (d->r.err != 0 || digest.len != 64)
+        return malformed(d, "digest");
+    memcpy(def->digest, digest.p, 64);
+    def->digest[64] = '\0';
+    if (!tr_mp_rd_nil(&d->r)) {
+        struct tr_str src = tr_mp_rd_bytes(&d->r);
+        if (d->r.err != 0)
+            return malformed(d, "source");
+        def->source = tr_strndup(src.p, src.len);
+        def->source_len = src.len;
+        if (def->source == NULL)
+            return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    }
+    struct tr_str params = tr_mp_rd_bytes(&d->r);
+    if (d->r.err != 0 || params.len == 0)
+        return malformed(d, "params");
+    def->params = tr_memdup(params.p, params.len);
+    def->params_len = params.len;
+    if (def->params == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+
+    uint32_t n_pools = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || n_pools > UINT16_MAX + 1u)
+        return malformed(d, "pools");
+    if (n_pools > 0 && (def->pools = tr_calloc(n_pools, sizeof(*def->pools))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    for (; def->n_pools < n_pools; def->n_pools++) {
+        if ((def->pools[def->n_pools] = dup_str(d, "pool name", &rc)) == NULL)
+            return rc;
+    }
+
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || n == 0)
+        return malformed(d, "tasks");
+    if (n > lim->max_tasks)
+        return tr_error_set(d->err, TR_ELIMIT, "pipeline '%s' has %u tasks, more than the "
+                            "limit of %u", def->name, n, lim->max_tasks);
+    if ((def->tasks = tr_calloc(n, sizeof(*def->tasks))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    d->n_tasks = n;
+    for (; def->n_tasks < n; def->n_tasks++) {
+        rc = read_task(d, def, &def->tasks[def->n_tasks]);
+        if (rc != 0) {
+            def->n_tasks++; /* the partly read task is freed with the others */
+            return rc;
+        }
+    }
+    rc = read_u32s(d, &def->topo, NULL, n, n, "topo");
+    if (rc == 0 && !is_permutation(def->topo, n))
+        rc = malformed(d, "topo is not a permutation");
+    if (rc == 0)
+        rc = read_u32s(d, &def->sinks, &def->n_sinks, UINT32_MAX, n, "sinks");
+    if (rc == 0 && def->n_sinks > n)
+        rc = malformed(d, "sinks");
+    if (rc != 0 || tr_mp_rd_nil(&d->r))
+        return rc;
+    rc = read_u32s(d, &def->by_name, NULL, n, n, "by_name");
+    if (rc == 0 && !is_permutation(def->by_name, n))
+        rc = malformed(d, "by_name is not a permutation");
+    for (uint32_t i = 1; rc == 0 && i < n; i++) {
+        if (strcmp(def->tasks[def->by_name[i - 1]].name, def->tasks[def->by_name[i]].name) >= 0)
+            rc = malformed(d, "by_name is not sorted");
+    }
+    return rc;
+}
+
+int tr_pipeline_def_unpack(const void *p, size_t len, const struct tr_pipeline_limits *lim,
+                           struct tr_pipeline_def **out, size_t *used, struct tr_error *err)
+{
+    *out = NULL;
+    if (lim == NULL)
+        lim = &tr_pipeline_default_limits;
+    struct tr_pipeline_def *def = tr_calloc(1, sizeof(*def));
+    if (def == NULL)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    struct dec d = {.err = err};
+    tr_mp_rd_init(&d.r, p, len);
+    int rc = read_def(&d, def, lim);
+    if (rc == 0 && d.r.err != 0)
+        rc = malformed(&d, "truncated");
+    if (rc != 0) {
+        tr_pipeline_def_free(def);
+        return rc;
+    }
+    if (used != NULL)
+        *used = len - tr_mp_rd_left(&d.r);
+    *out = def;
+    return 0;
+}
