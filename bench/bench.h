@@ -3,7 +3,8 @@
  *
  * trellis-bench measures a real cluster (one trellis-scheduler, two
  * trellis-worker --slots 1, all on 127.0.0.1) on the peers' workloads W1-W4
- * (see /work/shared/bench/peers/WORKLOADS.md) plus L, the reading of a large
+ * (WORKLOADS.md of the peers' folder, ../shared/bench/peers beside the
+ * repository: bench/README.md) plus L, the reading of a large
  * pipeline, and H, slow HTTP calls in flight on one worker (issue 4). The
  * program is single-threaded; the only asynchronous code is the signal
  * handler of bench_cluster.c, which stops the children it started.

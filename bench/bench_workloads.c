@@ -1,7 +1,8 @@
 /*
  * bench_workloads.c - the pipelines of W1-W4 and L, and how each is timed.
  *
- * The definitions are the peers' (WORKLOADS.md, shared/bench/peers): no-op
+ * The definitions are the peers' (WORKLOADS.md in ../shared/bench/peers, see
+ * bench/README.md): no-op
  * tasks, the monotonic clock read in the client, submit = the first call that
  * hands tasks to the system (POST /v1/runs), result = the moment the client
  * holds the run's final answer (GET /v1/runs/{id}?wait= says it finished,

@@ -18,7 +18,6 @@
  * over the repeats as '#' lines; --json prints one JSON document instead.
  * Everything it starts it stops, by PID; a watchdog bounds each repeat.
  */
-#include <getopt.h>
 #include <stddef.h>
 #include <math.h>
 #include <unistd.h>
@@ -29,6 +28,7 @@
 
 #include "bench/bench.h"
 #include "lib/base/alloc.h"
+#include "lib/base/flags.h"
 
 #ifndef TR_BENCH_BUILD_TYPE
 #define TR_BENCH_BUILD_TYPE "unknown"
@@ -86,54 +86,6 @@ static void format_line(const struct tr_bench_result *r, enum tr_bench_wl wl, ch
 }
 
 /* ===================== options ===================== */
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: trellis-bench [options]\n"
-            "Measures Trellis on the peers' workloads (bench/peers WORKLOADS.md) on a cluster\n"
-            "it starts itself: trellis-scheduler + 2 x trellis-worker --slots 1 on 127.0.0.1.\n"
-            "\n"
-            "  --bin-dir DIR      where trellis-scheduler and trellis-worker are (DIR or\n"
-            "                     DIR/scheduler, DIR/worker); default: beside this program\n"
-            "  --scheduler PATH   trellis-scheduler to run\n"
-            "  --worker PATH      trellis-worker to run\n"
-            "  --w1 N             W1: independent no-op tasks in one run (10000)\n"
-            "  --w2 N             W2: measured round trips (1000), after --w2-discard (50)\n"
-            "  --w3 N             W3: map width of root -> map -> reduce (5000)\n"
-            "  --w4 N             W4: pending tasks behind a blocked root (100000)\n"
-            "  --l N              L: tasks of the pipeline read (100000)\n"
-            "  --h N              H: tasks, each one HTTP call to a slow local server (2000)\n"
-            "  --h-slots N        H: slots of its one worker (1000)\n"
-            "  --h-latency-ms N   H: how long the server takes to answer (200)\n"
-            "  --f N              F: POST /v1/feedback calls (20000)\n"
-            "  --f-clients N      F: concurrent keep-alive clients (64)\n"
-            "  --h-server PATH    H: the server, bench/slow_server.py (or\n"
-            "                     tests/llm/fake_llm.py), run by $PYTHON or /usr/bin/python3\n"
-            "  --warmup N         no-op tasks of the warm-up run (200)\n"
-            "  --l-loads N        in-process loads for L, median taken (5)\n"
-            "  --l-posts N        POST /v1/pipelines for L, median taken (3)\n"
-            "  --workers N        worker processes (2)\n"
-            "  --slots N          slots per worker (1)\n"
-            "  --only LIST        comma list of W1,W2,W3,W4,L,H,F (all)\n"
-            "  --repeat R         runs of the whole set; medians and ranges reported (1)\n"
-            "  --deadline S       bound on one workload's wait, seconds (300)\n"
-            "  --watchdog S       bound on one repeat, seconds; then all is stopped (1800)\n"
-            "  --json             print one JSON document instead of result lines\n"
-            "  --keep             keep each cluster's temporary directory (state, logs)\n"
-            "  --help\n");
-}
-
-static bool parse_u32(const char *s, uint32_t min, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v > UINT32_MAX || v < min)
-        return false;
-    *out = (uint32_t)v;
-    return true;
-}
 
 static bool parse_only(const char *list, bool only[TR_BENCH_N_WL])
 {
@@ -212,129 +164,91 @@ static int resolve_bins(struct tr_bench_opts *o, const char *bin_dir)
     return 0;
 }
 
-/* The numeric options: where each value goes in the options, and its least value. */
-static const struct
+static const char *check_only(const char *v)
 {
-    const char *name;
-    uint32_t min;
-    size_t offset;
-} num_opts[] = {
-    {"w1", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W1])},
-    {"w2", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W2])},
-    {"w3", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W3])},
-    {"w4", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_W4])},
-    {"l", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_L])},
-    {"h", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_HTTP])},
-    {"f", 1, offsetof(struct tr_bench_opts, n[TR_BENCH_FEEDBACK])},
-    {"f-clients", 1, offsetof(struct tr_bench_opts, f_clients)},
-    {"h-slots", 1, offsetof(struct tr_bench_opts, h_slots)},
-    {"h-latency-ms", 0, offsetof(struct tr_bench_opts, h_latency_ms)},
-    {"w2-discard", 0, offsetof(struct tr_bench_opts, w2_discard)},
-    {"warmup", 1, offsetof(struct tr_bench_opts, warmup)},
-    {"l-loads", 1, offsetof(struct tr_bench_opts, l_loads)},
-    {"l-posts", 1, offsetof(struct tr_bench_opts, l_posts)},
-    {"workers", 1, offsetof(struct tr_bench_opts, workers)},
-    {"slots", 1, offsetof(struct tr_bench_opts, slots)},
-    {"repeat", 1, offsetof(struct tr_bench_opts, repeat)},
-    {"deadline", 1, offsetof(struct tr_bench_opts, deadline_s)},
-    {"watchdog", 1, offsetof(struct tr_bench_opts, watchdog_s)},
+    bool only[TR_BENCH_N_WL];
+    return parse_only(v, only) ? NULL : "not a comma list of W1,W2,W3,W4,L,H,F";
+}
+
+/* Values with no field of their own in struct tr_bench_opts. */
+static char *opt_bin_dir;
+static char *opt_only;
+
+#define BO(field) .off = offsetof(struct tr_bench_opts, field)
+#define NUM(nm, field, lo, def, text)                                                      \
+    {nm, 0, TR_FLAG_UINT, BO(field), .dflt = def, .arg = "N", .min = lo, .max = UINT32_MAX,  \
+     .help = text}
+
+static const struct tr_flag bench_flags[] = {
+    {"bin-dir", 0, TR_FLAG_STR, .var = &opt_bin_dir, .arg = "DIR",
+     .help = "the daemons' folder (DIR or DIR/scheduler, DIR/worker; default: here)"},
+    {"scheduler", 0, TR_FLAG_STR, BO(scheduler_bin), .arg = "PATH",
+     .help = "trellis-scheduler to run"},
+    {"worker", 0, TR_FLAG_STR, BO(worker_bin), .arg = "PATH", .help = "trellis-worker to run"},
+    NUM("w1", n[TR_BENCH_W1], 1, "10000", "W1: independent no-op tasks in one run"),
+    NUM("w2", n[TR_BENCH_W2], 1, "1000", "W2: measured round trips, after --w2-discard"),
+    NUM("w2-discard", w2_discard, 0, "50", "W2: round trips run first and discarded"),
+    NUM("w3", n[TR_BENCH_W3], 1, "5000", "W3: map width of root -> map -> reduce"),
+    NUM("w4", n[TR_BENCH_W4], 1, "100000", "W4: pending tasks behind a blocked root"),
+    NUM("l", n[TR_BENCH_L], 1, "100000", "L: tasks of the pipeline read"),
+    NUM("h", n[TR_BENCH_HTTP], 1, "2000", "H: tasks, each one HTTP call to a slow local server"),
+    NUM("h-slots", h_slots, 1, "1000", "H: slots of its one worker"),
+    NUM("h-latency-ms", h_latency_ms, 0, "200", "H: how long the server takes to answer"),
+    NUM("f", n[TR_BENCH_FEEDBACK], 1, "20000", "F: POST /v1/feedback calls"),
+    NUM("f-clients", f_clients, 1, "64", "F: concurrent keep-alive clients"),
+    {"h-server", 0, TR_FLAG_STR, BO(h_server), .dflt = TR_BENCH_SOURCE_DIR "/bench/slow_server.py",
+     .arg = "PATH", .help = "H: the server (or tests/llm/fake_llm.py), run by $PYTHON or "
+                            "/usr/bin/python3"},
+    NUM("warmup", warmup, 1, "200", "no-op tasks of the warm-up run"),
+    NUM("l-loads", l_loads, 1, "5", "in-process loads for L, median taken"),
+    NUM("l-posts", l_posts, 1, "3", "POST /v1/pipelines for L, median taken"),
+    NUM("workers", workers, 1, "2", "worker processes"),
+    NUM("slots", slots, 1, "1", "slots per worker"),
+    {"only", 0, TR_FLAG_STR, .var = &opt_only, .dflt = "W1,W2,W3,W4,L,H,F", .arg = "LIST",
+     .check = check_only, .help = "comma list of the workloads to run"},
+    NUM("repeat", repeat, 1, "1", "runs of the whole set; medians and ranges reported"),
+    NUM("deadline", deadline_s, 1, "300", "bound on one workload's wait, seconds"),
+    NUM("watchdog", watchdog_s, 1, "1800", "bound on one repeat, seconds; then all is stopped"),
+    {"json", 0, TR_FLAG_BOOL, BO(json), .help = "print one JSON document instead of result lines"},
+    {"keep", 0, TR_FLAG_BOOL, BO(keep),
+     .help = "keep each cluster's temporary directory (state, logs)"},
 };
 
-/* getopt values of the other options; a numeric option's value is OPT_NUM + its index. */
-enum
+static void usage(const struct tr_flags *f, FILE *out)
 {
-    OPT_BIN_DIR = 256,
-    OPT_SCHED,
-    OPT_WORKER,
-    OPT_ONLY,
-    OPT_H_SERVER,
-    OPT_JSON,
-    OPT_KEEP,
-    OPT_HELP,
-    OPT_NUM = 512
-};
+    fprintf(out,
+            "usage: trellis-bench [options]\n"
+            "Measures Trellis on the peers' workloads (bench/peers WORKLOADS.md) on a cluster\n"
+            "it starts itself: trellis-scheduler + 2 x trellis-worker --slots 1 on 127.0.0.1.\n"
+            "\n");
+    tr_flags_help(f, out);
+    fprintf(out, "Every flag is also a variable, TRELLIS_BENCH_ plus its name in capitals with\n"
+                 "'-' as '_' (not TRELLIS_: the daemons' variables of the same names mean other\n"
+                 "things); the command line wins.\n");
+}
 
 /* 0, 1 (--help: exit 0) or a negative error (a usage error has been printed). */
-static int parse_args(int argc, char **argv, struct tr_bench_opts *o)
+static int parse_args(const struct tr_flags *flags, int argc, char **argv,
+                      struct tr_bench_opts *o)
 {
-    struct option longopts[TR_ARRAY_LEN(num_opts) + 9] = {
-        {"bin-dir", required_argument, NULL, OPT_BIN_DIR},
-        {"scheduler", required_argument, NULL, OPT_SCHED},
-        {"worker", required_argument, NULL, OPT_WORKER},
-        {"only", required_argument, NULL, OPT_ONLY},
-        {"h-server", required_argument, NULL, OPT_H_SERVER},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"keep", no_argument, NULL, OPT_KEEP},
-        {"help", no_argument, NULL, OPT_HELP},
-    };
-    for (size_t i = 0; i < TR_ARRAY_LEN(num_opts); i++) {
-        struct option *lo = &longopts[8 + i];
-        lo->name = num_opts[i].name;
-        lo->has_arg = required_argument;
-        lo->val = OPT_NUM + (int)i;
+    struct tr_error err;
+    tr_error_init(&err);
+    int rc = tr_flags_parse(flags, argc, argv, NULL, &err);
+    if (rc == TR_FLAGS_HELP) {
+        usage(flags, stdout);
+        return 1;
     }
-    const char *bin_dir = NULL;
-    for (;;) {
-        int c = getopt_long(argc, argv, "", longopts, NULL);
-        if (c == -1)
-            break;
-        bool ok = true;
-        if (c >= OPT_NUM) {
-            size_t i = (size_t)(c - OPT_NUM);
-            ok = parse_u32(optarg, num_opts[i].min, (uint32_t *)((char *)o + num_opts[i].offset));
-            if (!ok) {
-                fprintf(stderr, "trellis-bench: bad value '%s' for --%s\n", optarg,
-                        num_opts[i].name);
-                return TR_EINVAL;
-            }
-            continue;
-        }
-        switch (c) {
-        case OPT_BIN_DIR:
-            bin_dir = optarg;
-            break;
-        case OPT_SCHED:
-            tr_free(o->scheduler_bin);
-            o->scheduler_bin = tr_strdup(optarg);
-            break;
-        case OPT_WORKER:
-            tr_free(o->worker_bin);
-            o->worker_bin = tr_strdup(optarg);
-            break;
-        case OPT_ONLY:
-            ok = parse_only(optarg, o->only);
-            break;
-        case OPT_H_SERVER:
-            tr_free(o->h_server);
-            o->h_server = tr_strdup(optarg);
-            break;
-        case OPT_JSON:
-            o->json = true;
-            break;
-        case OPT_KEEP:
-            o->keep = true;
-            break;
-        case OPT_HELP:
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return TR_EINVAL;
-        }
-        if (!ok) {
-            fprintf(stderr, "trellis-bench: bad value '%s' for --only\n", optarg);
-            return TR_EINVAL;
-        }
+    if (rc != 0) {
+        fprintf(stderr, "trellis-bench: %s\n", err.msg);
+        return rc;
     }
-    if (optind < argc) {
-        fprintf(stderr, "trellis-bench: unexpected argument '%s'\n", argv[optind]);
-        return TR_EINVAL;
-    }
+    if (!parse_only(opt_only, o->only))
+        return TR_EINVAL; /* checked when stored */
     if (o->workers > TR_BENCH_MAX_WORKERS) {
         fprintf(stderr, "trellis-bench: at most %d workers\n", TR_BENCH_MAX_WORKERS);
         return TR_EINVAL;
     }
-    return resolve_bins(o, bin_dir);
+    return resolve_bins(o, opt_bin_dir);
 }
 
 /* ===================== one repeat ===================== */
@@ -701,28 +615,17 @@ static void print_json(const struct tr_bench_opts *o, const struct tr_bench_resu
 
 int main(int argc, char **argv)
 {
-    struct tr_bench_opts o = {
-        .n = {10000, 1000, 5000, 100000, 100000, 2000, 20000},
-        .w2_discard = 50,
-        .warmup = 200,
-        .workers = 2,
-        .slots = 1,
-        .l_loads = 5,
-        .l_posts = 3,
-        .only = {true, true, true, true, true, true, true},
-        .f_clients = 64,
-        .h_slots = 1000,
-        .h_latency_ms = 200,
-        .repeat = 1,
-        .deadline_s = 300,
-        .watchdog_s = 1800,
+    struct tr_bench_opts o = {0};
+    struct tr_flags flags = {
+        .prog = "trellis-bench",
+        .sets = {{bench_flags, TR_ARRAY_LEN(bench_flags), &o, "TRELLIS_BENCH_", NULL}},
     };
-    o.h_server = tr_strdup(TR_BENCH_SOURCE_DIR "/bench/slow_server.py");
-    int rc = o.h_server == NULL ? TR_ENOMEM : parse_args(argc, argv, &o);
+    int rc = parse_args(&flags, argc, argv, &o);
+    tr_free(opt_only);
+    tr_free(opt_bin_dir);
+    opt_only = opt_bin_dir = NULL;
     if (rc != 0) {
-        tr_free(o.scheduler_bin);
-        tr_free(o.worker_bin);
-        tr_free(o.h_server);
+        tr_flags_release(&flags);
         return rc > 0 ? 0 : 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -760,9 +663,7 @@ int main(int argc, char **argv)
             status = 1;
     }
     tr_free(all);
-    tr_free(o.scheduler_bin);
-    tr_free(o.worker_bin);
-    tr_free(o.h_server);
+    tr_flags_release(&flags);
     curl_global_cleanup();
     return status;
 }

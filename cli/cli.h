@@ -8,11 +8,11 @@
 #ifndef TR_CLI_CLI_H
 #define TR_CLI_CLI_H
 
-#include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
 
 #include "cli/client.h"
+#include "lib/base/flags.h"
 
 #define TR_CLI_VERSION "0.1.0" /* kept in step with project(VERSION) in CMakeLists.txt */
 #define TR_CLI_DEFAULT_API "http://127.0.0.1:8420"
@@ -32,11 +32,16 @@ struct tr_cli_cmd;
 /* The context of one invocation. */
 struct tr_cli
 {
-    const char *api;                /* base URL of the scheduler */
-    const char *token_file;         /* --token-file, or NULL */
+    const char *api;                /* base URL of the scheduler (opt_api, or dev's) */
     const struct tr_cli_cmd *cmd;   /* the subcommand being run */
     struct tr_client *client;       /* made by tr_cli_client() on first use */
-    int exit_code;                  /* set when tr_cli_getopt returns TR_OPT_EXIT */
+    int n_args;                     /* operands after tr_cli_parse: argv[1..n_args] */
+    /* private: the global options' values, owned; see main.c */
+    char *opt_api;                  /* --api / TRELLIS_API */
+    char *opt_token_file;           /* --token-file / TRELLIS_TOKEN_FILE, or NULL */
+    bool token_file_from_env;       /* TRELLIS_TOKEN then beats it */
+    bool opt_version;               /* --version */
+    bool opt_json;                  /* --json */
 };
 
 /* A subcommand: returns the process's exit code. argv[0] is the command's name. */
@@ -45,10 +50,9 @@ typedef int (*tr_cli_fn)(struct tr_cli *cli, int argc, char **argv);
 struct tr_cli_cmd
 {
     const char *name;     /* "run" */
-    tr_cli_fn fn;         /* does it */
+    tr_cli_fn fn;         /* does it; `trellis help CMD` calls it with --help */
     const char *usage;    /* argument synopsis after the name */
     const char *summary;  /* one line for `trellis --help` */
-    const char *help;     /* options, one per line, for `trellis CMD --help` */
 };
 
 /* Set by the SIGINT/SIGTERM handler that main installs; read by loops and the client. */
@@ -78,30 +82,23 @@ struct tr_client *tr_cli_client(struct tr_cli *cli);
 /* ====================================================================== */
 /* {=== option parsing */
 
-/* Option values above any character, shared by the commands. */
-enum
-{
-    TR_OPT_EXIT = -2, /* returned by tr_cli_getopt: stop and return cli->exit_code */
-    TR_OPT_JSON = 0x100,
-    TR_OPT_API,
-    TR_OPT_TOKEN_FILE,
-    TR_OPT_FIRST_LOCAL /* commands number their own long-only options from here */
-};
-
 /*
- * getopt_long for a subcommand, with --api, --token-file, --json and --help
- * understood for every command (short options in `shortopts` without a
- * leading ':'; longopts ends with a zero entry and may be NULL). Returns the
- * next option (with optarg set), -1 when options are done (optind then
- * indexes the first operand; operands are permuted to the end), or
- * TR_OPT_EXIT after printing help (exit code 0) or an error (2).
- * TR_OPT_JSON is returned to the caller, which knows what it means.
+ * Parses a command's line (argv[0] the command's name) with lib/base/flags:
+ * its own flags (flags/n, stored into base; a command's flags have no
+ * TRELLIS_* variable unless the entry names one, because --slots or --state
+ * would otherwise read the daemons' TRELLIS_SLOTS or TRELLIS_STATE), the
+ * global --api and --token-file (also accepted after the command), --json
+ * and --help. Operands may come anywhere; they end up in argv[1..n_args]
+ * and their count is checked against [min, max] (what names the first
+ * missing one). *json_out (may be NULL) tells whether --json was given.
+ * Returns -1 to go on, or the exit code after printing the help (0) or the
+ * error (2). The caller frees what flags stored with tr_cli_flags_release.
  */
-int tr_cli_getopt(struct tr_cli *cli, int argc, char **argv, const char *shortopts,
-                  const struct option *longopts);
+int tr_cli_parse(struct tr_cli *cli, int argc, char **argv, const struct tr_flag *flags,
+                 size_t n, void *base, int min, int max, const char *what, bool *json_out);
 
-/* Parses a non-negative integer option value in [min, max]; false if it is not one. */
-bool tr_cli_parse_long(const char *s, long min, long max, long *out);
+/* Frees the strings and lists tr_cli_parse stored into base. */
+void tr_cli_flags_release(const struct tr_flag *flags, size_t n, void *base);
 
 /* ====================================================================== */
 /* {=== output */
@@ -167,19 +164,7 @@ int tr_cli_print_raw(const json_t *j);
  */
 json_t *tr_cli_source_body(const char *path) TR_MUST_CHECK;
 
-/*
- * Checks that from min to max operands follow the options (what names the
- * first missing one). Otherwise prints a usage error, sets cli->exit_code
- * and returns false.
- */
-bool tr_cli_operands(struct tr_cli *cli, int argc, char **argv, int min, int max,
-                     const char *what);
-
-/*
- * Parses a command line with no options but the common ones and from min to
- * max operands; *json_out tells whether --json was given. Returns -1 to go
- * on, or the exit code to return.
- */
+/* tr_cli_parse with no flags but the common ones. */
 int tr_cli_parse_simple(struct tr_cli *cli, int argc, char **argv, int min, int max,
                         const char *what, bool *json_out);
 

@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
@@ -90,7 +92,7 @@ static bool check_api_address(struct dev *d, const char *spec)
     const char *colon = strrchr(spec, ':');
     long port;
     if (colon == NULL || colon == spec || (size_t)(colon - spec) >= sizeof(host) ||
-        !tr_cli_parse_long(colon + 1, 1, 65535, &port)) {
+        tr_parse_long(colon + 1, 1, 65535, &port) != 0) {
         tr_cli_usage_error(d->cli, "--api wants HOST:PORT, not '%s'", spec);
         return false;
     }
@@ -496,102 +498,70 @@ static int build_worker_environment(struct dev *d)
 
 struct dev_args
 {
-    const char *run_file;  /* --run, or NULL */
-    json_t *params;        /* -p for --run */
-    bool json_out;         /* --json for --run */
+    char *run_file;             /* --run, or NULL */
+    struct tr_flag_list param;  /* -p for --run */
+    char *data_dir;             /* --data */
+    char *api;                  /* --api HOST:PORT */
+    long n_cpu, n_gpu, slots;   /* --workers, --gpu-workers, --slots */
+    long ready_timeout;         /* --timeout */
+    json_t *params;             /* the -p values as an object */
+    bool json_out;              /* --json for --run */
 };
 
+static const char *check_nonempty(const char *v)
+{
+    return v[0] == '\0' ? "empty" : NULL;
+}
+
+#define ARG(field) .off = offsetof(struct dev_args, field)
+
+static const struct tr_flag dev_flags[] = {
+    {"workers", 0, TR_FLAG_INT, ARG(n_cpu), .dflt = "2", .arg = "N", .min = 0, .max = 256,
+     .help = "CPU workers to start"},
+    {"gpu-workers", 0, TR_FLAG_INT, ARG(n_gpu), .dflt = "1", .arg = "M", .min = 0, .max = 256,
+     .help = "GPU workers to start"},
+    {"data", 0, TR_FLAG_STR, ARG(data_dir), .dflt = ".trellis", .arg = "DIR",
+     .check = check_nonempty, .help = "state and logs directory"},
+    /* The cluster's address; TRELLIS_API, when it names one, is where clients will look. */
+    {"api", 0, TR_FLAG_STR, ARG(api), .dflt = "127.0.0.1:8420", .arg = "HOST:PORT",
+     .env = "TRELLIS_API", .help = "where the scheduler serves the API"},
+    {"slots", 0, TR_FLAG_INT, ARG(slots), .dflt = "16", .arg = "N", .min = 1, .max = 100000,
+     .help = "task slots per worker"},
+    {"timeout", 0, TR_FLAG_INT, ARG(ready_timeout), .dflt = "15", .arg = "SECONDS", .min = 1,
+     .max = 3600, .help = "how long to wait for the cluster to be ready"},
+    {"run", 0, TR_FLAG_STR, ARG(run_file), .arg = "FILE",
+     .help = "run FILE once the cluster is ready, print its output, stop"},
+    {"param", 'p', TR_FLAG_LIST, ARG(param), .arg = "KEY=VALUE", .help = "a parameter for --run"},
+};
+
+/* -1 to go on, or the exit code. */
 static int parse_args(struct dev *d, struct dev_args *a, int argc, char **argv)
 {
-    enum
-    {
-        OPT_WORKERS = TR_OPT_FIRST_LOCAL,
-        OPT_GPU,
-        OPT_DATA,
-        OPT_DEV_API,
-        OPT_SLOTS,
-        OPT_TIMEOUT,
-        OPT_RUN
-    };
-    static const struct option opts[] = {
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"gpu-workers", required_argument, NULL, OPT_GPU},
-        {"data", required_argument, NULL, OPT_DATA},
-        {"api", required_argument, NULL, OPT_DEV_API},
-        {"slots", required_argument, NULL, OPT_SLOTS},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"run", required_argument, NULL, OPT_RUN},
-        {"param", required_argument, NULL, 'p'},
-        {NULL, 0, NULL, 0},
-    };
     struct tr_cli *cli = d->cli;
-    const char *env_api = getenv("TRELLIS_API");
-    const char *api = env_api != NULL && env_api[0] != '\0' ? env_api : "127.0.0.1:8420";
-    bool has_params = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "p:", opts);
-        if (opt == -1)
-            break;
-        const char *v = optarg;
-        switch (opt) {
-        case TR_OPT_EXIT:
-            return cli->exit_code;
-        case TR_OPT_JSON:
-            a->json_out = true;
-            break;
-        case OPT_WORKERS:
-            if (!tr_cli_parse_long(v, 0, 256, &d->n_cpu))
-                return tr_cli_usage_error(cli, "--workers wants 0 to 256, not '%s'", v);
-            break;
-        case OPT_GPU:
-            if (!tr_cli_parse_long(v, 0, 256, &d->n_gpu))
-                return tr_cli_usage_error(cli, "--gpu-workers wants 0 to 256, not '%s'", v);
-            break;
-        case OPT_SLOTS:
-            if (!tr_cli_parse_long(v, 1, 100000, &d->slots))
-                return tr_cli_usage_error(cli, "--slots wants 1 to 100000, not '%s'", v);
-            break;
-        case OPT_TIMEOUT:
-            if (!tr_cli_parse_long(v, 1, 3600, &d->ready_timeout))
-                return tr_cli_usage_error(cli, "--timeout wants 1 to 3600 seconds, not '%s'", v);
-            break;
-        case OPT_DATA:
-            if (v[0] == '\0')
-                return tr_cli_usage_error(cli, "--data wants a directory");
-            d->data_dir = v;
-            break;
-        case OPT_DEV_API:
-            api = v;
-            break;
-        case OPT_RUN:
-            a->run_file = v;
-            break;
-        case 'p': {
-            int code = tr_cli_add_param(a->params, v);
-            if (code != 0)
-                return code;
-            has_params = true;
-            break;
-        }
-        default:
-            break;
-        }
+    int code = tr_cli_parse(cli, argc, argv, dev_flags, TR_ARRAY_LEN(dev_flags), a, 0, 0, "",
+                            &a->json_out);
+    if (code >= 0)
+        return code;
+    for (size_t i = 0; i < a->param.n; i++) {
+        code = tr_cli_add_param(a->params, a->param.items[i]);
+        if (code != 0)
+            return code;
     }
-    if (!tr_cli_operands(cli, argc, argv, 0, 0, ""))
-        return cli->exit_code;
-    if (has_params && a->run_file == NULL)
+    if (a->param.n > 0 && a->run_file == NULL)
         return tr_cli_usage_error(cli, "-p only makes sense with --run FILE");
-    if (!check_api_address(d, api))
+    d->data_dir = a->data_dir;
+    d->n_cpu = a->n_cpu;
+    d->n_gpu = a->n_gpu;
+    d->slots = a->slots;
+    d->ready_timeout = a->ready_timeout;
+    if (!check_api_address(d, a->api))
         return TR_EXIT_FAILED;
     return -1;
 }
 
 int tr_cmd_dev(struct tr_cli *cli, int argc, char **argv)
 {
-    struct dev d = {
-        .cli = cli, .data_dir = ".trellis", .n_cpu = 2, .n_gpu = 1, .slots = 16,
-        .ready_timeout = 15,
-    };
+    struct dev d = {.cli = cli};
     struct dev_args a = {.params = json_object()};
     char *sched_bin = NULL;
     char *worker_bin = NULL;
@@ -684,5 +654,6 @@ out:
     tr_free(sched_bin);
     tr_free(worker_bin);
     json_decref(a.params);
+    tr_cli_flags_release(dev_flags, TR_ARRAY_LEN(dev_flags), &a);
     return code;
 }

@@ -7,6 +7,9 @@
  * the feedback that carries a correction and the runs it is about, one GET
  * per distinct run.
  */
+#include <limits.h>
+#include <stddef.h>
+
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
@@ -121,37 +124,39 @@ static const char *prompt_of(const json_t *run, char **owned)
  * chat-jsonl: one {"messages": [user prompt, assistant correction]} per line
  * for each feedback with a correction, the format fine-tuning services take.
  */
+struct export_opts
+{
+    int format;      /* index in formats */
+    char *pipeline;  /* --pipeline, or NULL */
+    long limit;      /* --limit */
+};
+
+static const char *const formats[] = {"chat-jsonl", NULL};
+
+static const struct tr_flag export_flags[] = {
+    {"format", 0, TR_FLAG_ENUM, .off = offsetof(struct export_opts, format), .dflt = "chat-jsonl",
+     .choices = formats, .arg = "FORMAT", .help = "the output format (chat-jsonl)"},
+    {"pipeline", 0, TR_FLAG_STR, .off = offsetof(struct export_opts, pipeline), .arg = "P",
+     .help = "only feedback on runs of pipeline P"},
+    {"limit", 0, TR_FLAG_INT, .off = offsetof(struct export_opts, limit), .dflt = "10000",
+     .arg = "N", .min = 1, .max = 10000, .help = "at most N feedback records"},
+};
+
+static int feedback_export_with(struct tr_cli *cli, const char *pipeline, long limit);
+
 static int feedback_export(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_FORMAT = TR_OPT_FIRST_LOCAL,
-        OPT_PIPELINE,
-        OPT_LIMIT
-    };
-    static const struct option opts[] = {
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {"pipeline", required_argument, NULL, OPT_PIPELINE},
-        {"limit", required_argument, NULL, OPT_LIMIT},
-        {NULL, 0, NULL, 0},
-    };
-    const char *pipeline = NULL;
-    long limit = 10000;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == OPT_FORMAT && strcmp(optarg, "chat-jsonl") != 0)
-            return tr_cli_usage_error(cli, "unknown format '%s' (known: chat-jsonl)", optarg);
-        if (opt == OPT_PIPELINE)
-            pipeline = optarg;
-        if (opt == OPT_LIMIT && !tr_cli_parse_long(optarg, 1, 10000, &limit))
-            return tr_cli_usage_error(cli, "--limit wants a number from 1 to 10000");
-    }
-    if (!tr_cli_operands(cli, argc, argv, 0, 0, ""))
-        return cli->exit_code;
+    struct export_opts o = {0};
+    int code = tr_cli_parse(cli, argc, argv, export_flags, TR_ARRAY_LEN(export_flags), &o, 0, 0,
+                            "", NULL);
+    if (code < 0)
+        code = feedback_export_with(cli, o.pipeline, o.limit);
+    tr_cli_flags_release(export_flags, TR_ARRAY_LEN(export_flags), &o);
+    return code;
+}
+
+static int feedback_export_with(struct tr_cli *cli, const char *pipeline, long limit)
+{
     struct tr_buf path;
     tr_buf_init(&path, 0);
     int rc = tr_buf_addf(&path, "/v1/feedback?limit=%ld", limit);
@@ -209,75 +214,69 @@ static int feedback_export(struct tr_cli *cli, int argc, char **argv)
     return code;
 }
 
+struct feedback_opts
+{
+    long score, index;  /* LONG_MIN: not given */
+    char *task, *comment, *correction, *label, *scale, *user;
+};
+
+#define FB(field) .off = offsetof(struct feedback_opts, field)
+
+/* The scheduler says which scores it takes; only a whole number is checked here. */
+static const struct tr_flag feedback_flags[] = {
+    {"score", 0, TR_FLAG_INT, FB(score), .arg = "N", .min = -1000000, .max = 1000000,
+     .help = "-1 or 1 (thumbs), 1..5 (stars); required"},
+    {"scale", 0, TR_FLAG_STR, FB(scale), .arg = "S",
+     .help = "thumbs or stars (1 alone is a thumb up)"},
+    {"task", 0, TR_FLAG_STR, FB(task), .arg = "T",
+     .help = "the task rated (default: the run's answer)"},
+    {"index", 0, TR_FLAG_INT, FB(index), .arg = "I", .min = -1000000, .max = 1000000,
+     .help = "its map element"},
+    {"comment", 0, TR_FLAG_STR, FB(comment), .arg = "TEXT", .help = "a comment (at most 64 KiB)"},
+    {"correction", 0, TR_FLAG_STR, FB(correction), .arg = "TEXT",
+     .help = "the answer it should have given"},
+    {"label", 0, TR_FLAG_STR, FB(label), .arg = "TEXT", .help = "a short label"},
+    {"user", 0, TR_FLAG_STR, FB(user), .arg = "NAME", .help = "who gives it (default $USER)"},
+};
+
+static int feedback_give(struct tr_cli *cli, const struct feedback_opts *o, const char *run_id,
+                         bool json_out);
+
 int tr_cmd_feedback(struct tr_cli *cli, int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "export") == 0)
         return feedback_export(cli, argc - 1, argv + 1);
-    enum
-    {
-        OPT_SCORE = TR_OPT_FIRST_LOCAL,
-        OPT_TASK,
-        OPT_INDEX,
-        OPT_COMMENT,
-        OPT_CORRECTION,
-        OPT_LABEL,
-        OPT_USER,
-        OPT_SCALE
-    };
-    static const struct option opts[] = {
-        {"score", required_argument, NULL, OPT_SCORE},
-        {"task", required_argument, NULL, OPT_TASK},
-        {"index", required_argument, NULL, OPT_INDEX},
-        {"comment", required_argument, NULL, OPT_COMMENT},
-        {"correction", required_argument, NULL, OPT_CORRECTION},
-        {"label", required_argument, NULL, OPT_LABEL},
-        {"user", required_argument, NULL, OPT_USER},
-        {"scale", required_argument, NULL, OPT_SCALE},
-        {NULL, 0, NULL, 0},
-    };
+    struct feedback_opts o = {.score = LONG_MIN, .index = LONG_MIN};
+    bool json_out = false;
+    int code = tr_cli_parse(cli, argc, argv, feedback_flags, TR_ARRAY_LEN(feedback_flags), &o,
+                            1, 1, "RUN", &json_out);
+    if (code < 0 && o.score == LONG_MIN)
+        code = tr_cli_usage_error(cli, "--score is required: -1 or 1 (thumbs), 1..5 (stars)");
+    if (code < 0)
+        code = feedback_give(cli, &o, argv[1], json_out);
+    tr_cli_flags_release(feedback_flags, TR_ARRAY_LEN(feedback_flags), &o);
+    return code;
+}
+
+static int feedback_give(struct tr_cli *cli, const struct feedback_opts *o, const char *run_id,
+                         bool json_out)
+{
     json_t *body = json_object();
-    bool json_out = false, scored = false;
-    const char *user = default_user();
-    long n = 0;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT) {
-            json_decref(body);
-            return cli->exit_code;
-        }
-        static const char *const keys[] = {
-            [OPT_TASK - OPT_SCORE] = "task", [OPT_COMMENT - OPT_SCORE] = "comment",
-            [OPT_CORRECTION - OPT_SCORE] = "correction", [OPT_LABEL - OPT_SCORE] = "label",
-            [OPT_SCALE - OPT_SCORE] = "scale"};
-        if (opt == TR_OPT_JSON) {
-            json_out = true;
-        } else if (opt == OPT_SCORE || opt == OPT_INDEX) {
-            /* The scheduler says which scores it takes; only a number is checked here. */
-            if (!tr_cli_parse_long(optarg[0] == '-' ? optarg + 1 : optarg, 0, 1000000, &n)) {
-                json_decref(body);
-                return tr_cli_usage_error(cli, "--%s wants a whole number, not '%s'",
-                                          opt == OPT_SCORE ? "score" : "index", optarg);
-            }
-            json_object_set_new(body, opt == OPT_SCORE ? "score" : "index",
-                                json_integer(optarg[0] == '-' ? -n : n));
-            scored |= opt == OPT_SCORE;
-        } else if (opt == OPT_USER) {
-            user = optarg;
-        } else {
-            json_object_set_new(body, keys[opt - OPT_SCORE], json_string(optarg));
-        }
+    if (body == NULL) {
+        tr_cli_error("out of memory");
+        return TR_EXIT_FAILED;
     }
-    if (!scored) {
-        json_decref(body);
-        return tr_cli_usage_error(cli, "--score is required: -1 or 1 (thumbs), 1..5 (stars)");
+    json_object_set_new(body, "score", json_integer(o->score));
+    if (o->index != LONG_MIN)
+        json_object_set_new(body, "index", json_integer(o->index));
+    const char *const keys[] = {"task", "comment", "correction", "label", "scale"};
+    const char *const vals[] = {o->task, o->comment, o->correction, o->label, o->scale};
+    for (size_t i = 0; i < TR_ARRAY_LEN(keys); i++) {
+        if (vals[i] != NULL)
+            json_object_set_new(body, keys[i], json_string(vals[i]));
     }
-    if (!tr_cli_operands(cli, argc, argv, 1, 1, "RUN")) {
-        json_decref(body);
-        return cli->exit_code;
-    }
-    json_object_set_new(body, "run_id", json_string(argv[optind]));
+    const char *user = o->user ? o->user : default_user();
+    json_object_set_new(body, "run_id", json_string(run_id));
     if (user)
         json_object_set_new(body, "user", json_string(user));
     json_t *ans;
@@ -306,40 +305,39 @@ static void label_row(const json_t *it, char c[][CELL])
     cell_json(c[5], json_object_get(it, "label"));
 }
 
+struct labels_opts
+{
+    char *pipeline, *state;
+    long limit; /* 0: the API's default */
+};
+
+static const struct tr_flag labels_flags[] = {
+    {"pipeline", 0, TR_FLAG_STR, .off = offsetof(struct labels_opts, pipeline), .arg = "P",
+     .help = "only items of pipeline P"},
+    {"state", 0, TR_FLAG_STR, .off = offsetof(struct labels_opts, state), .arg = "STATE",
+     .help = "queued, labelled or all"},
+    {"limit", 0, TR_FLAG_INT, .off = offsetof(struct labels_opts, limit), .arg = "N", .min = 1,
+     .max = 10000, .help = "at most N items"},
+};
+
+static int labels_list(struct tr_cli *cli, const char *pipeline, const char *state, long limit,
+                       bool json_out);
+
 int tr_cmd_labels(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_PIPELINE = TR_OPT_FIRST_LOCAL,
-        OPT_STATE,
-        OPT_LIMIT
-    };
-    static const struct option opts[] = {
-        {"pipeline", required_argument, NULL, OPT_PIPELINE},
-        {"state", required_argument, NULL, OPT_STATE},
-        {"limit", required_argument, NULL, OPT_LIMIT},
-        {NULL, 0, NULL, 0},
-    };
-    const char *pipeline = NULL, *state = NULL;
-    long limit = 0;
+    struct labels_opts o = {0};
     bool json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON)
-            json_out = true;
-        else if (opt == OPT_PIPELINE)
-            pipeline = optarg;
-        else if (opt == OPT_STATE)
-            state = optarg;
-        else if (opt == OPT_LIMIT && !tr_cli_parse_long(optarg, 1, 10000, &limit))
-            return tr_cli_usage_error(cli, "--limit wants a number from 1 to 10000");
-    }
-    if (!tr_cli_operands(cli, argc, argv, 0, 0, ""))
-        return cli->exit_code;
+    int code = tr_cli_parse(cli, argc, argv, labels_flags, TR_ARRAY_LEN(labels_flags), &o, 0, 0,
+                            "", &json_out);
+    if (code < 0)
+        code = labels_list(cli, o.pipeline, o.state, o.limit, json_out);
+    tr_cli_flags_release(labels_flags, TR_ARRAY_LEN(labels_flags), &o);
+    return code;
+}
+
+static int labels_list(struct tr_cli *cli, const char *pipeline, const char *state, long limit,
+                       bool json_out)
+{
     struct tr_buf path;
     tr_buf_init(&path, 0);
     int rc = tr_buf_addstr(&path, "/v1/labels");
@@ -360,36 +358,40 @@ int tr_cmd_labels(struct tr_cli *cli, int argc, char **argv)
                        "the labelling queue is empty");
 }
 
+struct user_opts
+{
+    char *user;    /* --user, or NULL: $USER */
+    char *reason;  /* models promote --reason */
+};
+
+static const struct tr_flag label_flags[] = {
+    {"user", 0, TR_FLAG_STR, .off = offsetof(struct user_opts, user), .arg = "NAME",
+     .help = "who labels (default $USER)"},
+};
+
+static int label_item(struct tr_cli *cli, const char *item, const char *value, const char *user,
+                      bool json_out);
+
 int tr_cmd_label(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_USER = TR_OPT_FIRST_LOCAL
-    };
-    static const struct option opts[] = {
-        {"user", required_argument, NULL, OPT_USER},
-        {NULL, 0, NULL, 0},
-    };
-    const char *user = default_user();
+    struct user_opts o = {0};
     bool json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON)
-            json_out = true;
-        else if (opt == OPT_USER)
-            user = optarg;
-    }
-    if (!tr_cli_operands(cli, argc, argv, 2, 2, "ITEM VALUE"))
-        return cli->exit_code;
+    int code = tr_cli_parse(cli, argc, argv, label_flags, TR_ARRAY_LEN(label_flags), &o, 2, 2,
+                            "ITEM VALUE", &json_out);
+    if (code < 0)
+        code = label_item(cli, argv[1], argv[2], o.user ? o.user : default_user(), json_out);
+    tr_cli_flags_release(label_flags, TR_ARRAY_LEN(label_flags), &o);
+    return code;
+}
+
+static int label_item(struct tr_cli *cli, const char *item, const char *value, const char *user,
+                      bool json_out)
+{
     json_t *body = json_object();
-    json_object_set_new(body, "label", value_arg(argv[optind + 1]));
+    json_object_set_new(body, "label", value_arg(value));
     if (user)
         json_object_set_new(body, "user", json_string(user));
-    char *path = tr_cli_path("/v1/labels/", argv[optind], "");
+    char *path = tr_cli_path("/v1/labels/", item, "");
     json_t *ans = NULL;
     int code = path ? tr_cli_call(cli, "POST", path, body, &ans, "cannot label") : TR_EXIT_FAILED;
     tr_free(path);
@@ -399,7 +401,7 @@ int tr_cmd_label(struct tr_cli *cli, int argc, char **argv)
     if (json_out)
         code = tr_cli_print_raw(ans);
     else
-        printf("%s labelled\n", argv[optind]);
+        printf("%s labelled\n", item);
     json_decref(ans);
     return code;
 }
@@ -464,7 +466,7 @@ static int models_promote(struct tr_cli *cli, int argc, char **argv, const char 
     long version;
     if (argc != 3)
         return tr_cli_usage_error(cli, "promote wants NAME ALIAS VERSION");
-    if (!tr_cli_parse_long(argv[2], 1, 4294967295L, &version))
+    if (tr_parse_long(argv[2], 1, 4294967295L, &version) != 0)
         return tr_cli_usage_error(cli, "VERSION must be a number >= 1, not '%s'", argv[2]);
     json_t *body = json_pack("{s:I}", "version", (json_int_t)version);
     if (user)
@@ -491,35 +493,32 @@ static int models_promote(struct tr_cli *cli, int argc, char **argv, const char 
     return code;
 }
 
+static const struct tr_flag models_flags[] = {
+    {"user", 0, TR_FLAG_STR, .off = offsetof(struct user_opts, user), .arg = "NAME",
+     .help = "who moves the alias (default $USER)"},
+    {"reason", 0, TR_FLAG_STR, .off = offsetof(struct user_opts, reason), .arg = "TEXT",
+     .help = "why the alias moves"},
+};
+
+static int models(struct tr_cli *cli, int nargs, char **args, const char *user,
+                  const char *reason, bool json_out);
+
 int tr_cmd_models(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_USER = TR_OPT_FIRST_LOCAL,
-        OPT_REASON
-    };
-    static const struct option opts[] = {
-        {"user", required_argument, NULL, OPT_USER},
-        {"reason", required_argument, NULL, OPT_REASON},
-        {NULL, 0, NULL, 0},
-    };
-    const char *user = default_user(), *reason = NULL;
+    struct user_opts o = {0};
     bool json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON)
-            json_out = true;
-        else if (opt == OPT_USER)
-            user = optarg;
-        else if (opt == OPT_REASON)
-            reason = optarg;
-    }
-    int nargs = argc - optind;
-    char **args = argv + optind;
+    int code = tr_cli_parse(cli, argc, argv, models_flags, TR_ARRAY_LEN(models_flags), &o, 0, 4,
+                            "", &json_out);
+    if (code < 0)
+        code = models(cli, cli->n_args, argv + 1, o.user ? o.user : default_user(), o.reason,
+                      json_out);
+    tr_cli_flags_release(models_flags, TR_ARRAY_LEN(models_flags), &o);
+    return code;
+}
+
+static int models(struct tr_cli *cli, int nargs, char **args, const char *user,
+                  const char *reason, bool json_out)
+{
     if (nargs >= 1 && strcmp(args[0], "promote") == 0)
         return models_promote(cli, nargs - 1, args + 1, user, reason, json_out);
     json_t *ans = NULL;

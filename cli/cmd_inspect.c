@@ -5,6 +5,8 @@
  * Each is one API call and a table; with --json the answer is printed as it
  * came, for scripts.
  */
+#include <stddef.h>
+
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
@@ -141,7 +143,7 @@ int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
     if (code >= 0)
         return code;
     json_t *ans;
-    code = tr_cli_get_one(cli, "/v1/runs/", argv[optind], "/tasks", &ans);
+    code = tr_cli_get_one(cli, "/v1/runs/", argv[1], "/tasks", &ans);
     if (code != 0)
         return code;
     static const char *const hdr[] = {"NAME",     "INDEX", "STATE", "ATTEMPTS", "WORKER",
@@ -155,8 +157,8 @@ int tr_cmd_logs(struct tr_cli *cli, int argc, char **argv)
     int code = tr_cli_parse_simple(cli, argc, argv, 1, 2, "RUN", &json_out);
     if (code >= 0)
         return code;
-    const char *run_id = argv[optind];
-    const char *task = optind + 1 < argc ? argv[optind + 1] : NULL;
+    const char *run_id = argv[1];
+    const char *task = cli->n_args > 1 ? argv[2] : NULL;
     char *base = tr_cli_path("/v1/runs/", run_id, "/logs");
     char *q = task ? tr_client_escape(task) : NULL;
     struct tr_buf path;
@@ -225,45 +227,26 @@ static void run_row(const json_t *run, char (*cells)[CELL_MAX], const char **row
 
 int tr_cmd_runs(struct tr_cli *cli, int argc, char **argv)
 {
-    enum
-    {
-        OPT_STATE = TR_OPT_FIRST_LOCAL,
-        OPT_LIMIT
-    };
-    static const struct option opts[] = {
-        {"state", required_argument, NULL, OPT_STATE},
-        {"limit", required_argument, NULL, OPT_LIMIT},
-        {NULL, 0, NULL, 0},
-    };
     static const char *const states[] = {"queued", "running", "succeeded", "failed",
-                                         "cancelled"};
-    const char *state = NULL;
-    long limit = 0;
+                                         "cancelled", NULL};
+    struct runs_opts
+    {
+        int state;  /* index in states, or -1 */
+        long limit; /* 0: the API's default */
+    } o = {-1, 0};
+    static const struct tr_flag flags[] = {
+        {"state", 0, TR_FLAG_ENUM, .off = offsetof(struct runs_opts, state), .arg = "STATE",
+         .choices = states, .help = "only runs in STATE (queued, running, succeeded, failed, "
+                                    "cancelled)"},
+        {"limit", 0, TR_FLAG_INT, .off = offsetof(struct runs_opts, limit), .arg = "N", .min = 1,
+         .max = 1000, .help = "at most N runs (the API's default is 50)"},
+    };
     bool json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON) {
-            json_out = true;
-        } else if (opt == OPT_STATE) {
-            state = optarg;
-            bool known = false;
-            for (size_t i = 0; i < TR_ARRAY_LEN(states); i++)
-                known = known || strcmp(states[i], state) == 0;
-            if (!known)
-                return tr_cli_usage_error(cli, "unknown state '%s' (queued, running, succeeded, "
-                                               "failed or cancelled)", state);
-        } else if (opt == OPT_LIMIT) {
-            if (!tr_cli_parse_long(optarg, 1, 1000, &limit))
-                return tr_cli_usage_error(cli, "--limit wants a number from 1 to 1000, not '%s'",
-                                          optarg);
-        }
-    }
-    if (!tr_cli_operands(cli, argc, argv, 0, 0, ""))
-        return cli->exit_code;
+    int code = tr_cli_parse(cli, argc, argv, flags, TR_ARRAY_LEN(flags), &o, 0, 0, "", &json_out);
+    if (code >= 0)
+        return code;
+    const char *state = o.state >= 0 ? states[o.state] : NULL;
+    long limit = o.limit;
     char path[128];
     snprintf(path, sizeof(path), "/v1/runs%s%s%s", state || limit ? "?" : "",
              state ? "state=" : "", state ? state : "");
@@ -272,7 +255,7 @@ int tr_cmd_runs(struct tr_cli *cli, int argc, char **argv)
         snprintf(path + n, sizeof(path) - n, "%slimit=%ld", state ? "&" : "", limit);
     }
     json_t *ans;
-    int code = tr_cli_call(cli, "GET", path, NULL, &ans, NULL);
+    code = tr_cli_call(cli, "GET", path, NULL, &ans, NULL);
     if (code != 0)
         return code;
     char empty[64];
@@ -388,7 +371,7 @@ int tr_cmd_register(struct tr_cli *cli, int argc, char **argv)
     int code = tr_cli_parse_simple(cli, argc, argv, 1, 1, "FILE", &json_out);
     if (code >= 0)
         return code;
-    const char *file = argv[optind];
+    const char *file = argv[1];
     json_t *body = tr_cli_source_body(file);
     if (body == NULL)
         return TR_EXIT_USAGE;

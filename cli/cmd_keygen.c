@@ -3,31 +3,37 @@
  * worker port (the scheduler's, or a worker's), written as DIR/NAME.key
  * (mode 0600, the secret) and DIR/NAME.pub (the public key to hand out).
  */
-#include <getopt.h>
+#include <stddef.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "lib/wire/curve.h"
 
+struct keygen_opts
+{
+    char *dir;
+};
+
+static const struct tr_flag keygen_flags[] = {
+    {"dir", 0, TR_FLAG_STR, .off = offsetof(struct keygen_opts, dir), .dflt = ".", .arg = "DIR",
+     .help = "where to write the files"},
+};
+
+static int keygen(struct tr_cli *cli, const char *dir, const char *name);
+
 int tr_cmd_keygen(struct tr_cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"dir", required_argument, NULL, TR_OPT_FIRST_LOCAL},
-        {NULL, 0, NULL, 0},
-    };
-    const char *dir = ".";
-    for (;;) {
-        int c = tr_cli_getopt(cli, argc, argv, "", opts);
-        if (c == -1)
-            break;
-        if (c == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (c == TR_OPT_FIRST_LOCAL)
-            dir = optarg;
-    }
-    if (argc - optind != 1)
-        return tr_cli_usage_error(cli, "keygen: give one NAME");
-    const char *name = argv[optind];
+    struct keygen_opts o = {0};
+    int code = tr_cli_parse(cli, argc, argv, keygen_flags, TR_ARRAY_LEN(keygen_flags), &o, 1, 1,
+                            "NAME", NULL);
+    if (code < 0)
+        code = keygen(cli, o.dir, argv[1]);
+    tr_cli_flags_release(keygen_flags, TR_ARRAY_LEN(keygen_flags), &o);
+    return code;
+}
+
+static int keygen(struct tr_cli *cli, const char *dir, const char *name)
+{
     if (*name == '\0' || strchr(name, '/') != NULL)
         return tr_cli_usage_error(cli, "keygen: NAME must be a plain file name");
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
@@ -299,45 +301,42 @@ int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_
     return code;
 }
 
+struct run_opts
+{
+    struct tr_flag_list params; /* -p KEY=VALUE, in order */
+    bool wait;                  /* -w */
+};
+
+static const struct tr_flag run_flags[] = {
+    {"param", 'p', TR_FLAG_LIST, .off = offsetof(struct run_opts, params), .arg = "KEY=VALUE",
+     .help = "override a pipeline parameter (VALUE is JSON, or else a string)"},
+    {"wait", 'w', TR_FLAG_BOOL, .off = offsetof(struct run_opts, wait),
+     .help = "wait for the run to finish and print its output"},
+};
+
 int tr_cmd_run(struct tr_cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"param", required_argument, NULL, 'p'},
-        {"wait", no_argument, NULL, 'w'},
-        {NULL, 0, NULL, 0},
-    };
-    json_t *params = json_object();
+    struct run_opts o = {0};
+    bool json_out = false;
+    json_t *params = NULL;
+    int code = tr_cli_parse(cli, argc, argv, run_flags, TR_ARRAY_LEN(run_flags), &o, 1, 1,
+                            "FILE", &json_out);
+    if (code >= 0)
+        goto out;
+    code = 0;
+    params = json_object();
     if (params == NULL) {
         tr_cli_error("out of memory");
-        return TR_EXIT_FAILED;
-    }
-    bool wait = false;
-    bool json_out = false;
-    int code = 0;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "p:w", opts);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT) {
-            code = cli->exit_code;
-            goto out;
-        }
-        if (opt == 'p') {
-            code = tr_cli_add_param(params, optarg);
-            if (code != 0)
-                goto out;
-        } else if (opt == 'w') {
-            wait = true;
-        } else if (opt == TR_OPT_JSON) {
-            json_out = true;
-        }
-    }
-    if (!tr_cli_operands(cli, argc, argv, 1, 1, "FILE")) {
-        code = cli->exit_code;
+        code = TR_EXIT_FAILED;
         goto out;
     }
+    for (size_t i = 0; i < o.params.n && code == 0; i++)
+        code = tr_cli_add_param(params, o.params.items[i]);
+    if (code != 0)
+        goto out;
+    bool wait = o.wait;
     char *run_id = NULL;
-    code = tr_cli_start_run(cli, argv[optind], params, &run_id);
+    code = tr_cli_start_run(cli, argv[1], params, &run_id);
     if (code != 0)
         goto out;
     if (wait) {
@@ -354,6 +353,7 @@ int tr_cmd_run(struct tr_cli *cli, int argc, char **argv)
     tr_free(run_id);
 out:
     json_decref(params);
+    tr_cli_flags_release(run_flags, TR_ARRAY_LEN(run_flags), &o);
     return code;
 }
 
@@ -376,7 +376,8 @@ static void print_counts(const json_t *tasks)
     putchar('\n');
 }
 
-/* "usage:     3 LLM calls, 9 prompt + 12 completion tokens, cost 0.000033"; nothing without calls. */
+/* "usage:     3 LLM calls, 9 prompt + 12 completion tokens, cost 0.000033"; nothing
+ * without calls. */
 static void print_usage(const json_t *usage)
 {
     long long calls = json_integer_value(json_object_get(usage, "calls"));
@@ -395,7 +396,7 @@ int tr_cmd_status(struct tr_cli *cli, int argc, char **argv)
     if (code >= 0)
         return code;
     json_t *run;
-    code = tr_cli_get_one(cli, "/v1/runs/", argv[optind], "", &run);
+    code = tr_cli_get_one(cli, "/v1/runs/", argv[1], "", &run);
     if (code != 0)
         return code;
     if (json_out) {
@@ -408,7 +409,7 @@ int tr_cmd_status(struct tr_cli *cli, int argc, char **argv)
     const json_t *finished = json_object_get(run, "finished_at");
     const char *version = json_string_value(json_object_get(run, "version"));
     char d[32];
-    printf("run:       %s\n", tr_cli_str(json_object_get(run, "run_id"), argv[optind]));
+    printf("run:       %s\n", tr_cli_str(json_object_get(run, "run_id"), argv[1]));
     printf("pipeline:  %s", tr_cli_str(json_object_get(run, "pipeline"), "?"));
     if (version != NULL && version[0] != '\0')
         printf(" (version %s)", version);
@@ -443,7 +444,7 @@ int tr_cmd_cancel(struct tr_cli *cli, int argc, char **argv)
     int code = tr_cli_parse_simple(cli, argc, argv, 1, 1, "RUN", &json_out);
     if (code >= 0)
         return code;
-    const char *run_id = argv[optind];
+    const char *run_id = argv[1];
     char *path = tr_cli_path("/v1/runs/", run_id, "/cancel");
     if (path == NULL) {
         tr_cli_error("out of memory");

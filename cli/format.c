@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
+#include "lib/base/vec.h"
 
 /* ====================================================================== */
 /* {=== JSON and times */
@@ -121,7 +122,7 @@ struct tr_table
 {
     size_t ncols;   /* cells per row */
     size_t nrows;   /* rows, the header row included */
-    size_t cap;     /* rows allocated */
+    size_t cap;     /* cells allocated */
     char **cells;   /* nrows * ncols owned strings, row-major */
 };
 
@@ -150,14 +151,8 @@ void tr_table_free(struct tr_table *t)
 
 int tr_table_add(struct tr_table *t, const char *const *cells)
 {
-    if (t->nrows == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        char **p = tr_reallocarray(t->cells, cap * t->ncols, sizeof(*p));
-        if (p == NULL)
-            return TR_ENOMEM;
-        t->cells = p;
-        t->cap = cap;
-    }
+    if (TR_VEC_RESERVE(t->cells, t->cap, (t->nrows + 1) * t->ncols) != 0)
+        return TR_ENOMEM;
     char **row = t->cells + t->nrows * t->ncols;
     for (size_t i = 0; i < t->ncols; i++) {
         row[i] = tr_strdup(cells[i] != NULL ? cells[i] : "-");

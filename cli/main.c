@@ -3,12 +3,16 @@
  * exit codes.
  *
  * Dispatch follows git.c: a table of {name, function}, the global flags
- * before the subcommand, each subcommand parsing the rest of the line. The
- * global flags --api and --token-file are also accepted after the
- * subcommand, where users tend to type them. SIGINT and SIGTERM only set a
+ * before the subcommand, each subcommand parsing the rest of the line with
+ * its own flag table (tr_cli_parse, on lib/base/flags.h, which also prints
+ * the command's --help from that table). The global flags --api and
+ * --token-file are also accepted after the subcommand, where users tend to
+ * type them; only they have TRELLIS_* variables. SIGINT and SIGTERM only set a
  * flag (tr_cli_interrupted) so that a waiting command can stop cleanly and
  * `trellis dev` can take its children down before exiting.
  */
+#include <stddef.h>
+
 #include <curl/curl.h>
 
 #include "cli/cli.h"
@@ -22,67 +26,56 @@ static int cmd_version(struct tr_cli *cli, int argc, char **argv);
 
 static const struct tr_cli_cmd commands[] = {
     {"run", tr_cmd_run, "FILE|NAME[@VERSION] [-p KEY=VALUE]... [--wait] [--json]",
-     "start a run of a pipeline file or of a registered pipeline",
-     "  -p, --param KEY=VALUE  override a pipeline parameter (VALUE is JSON, or else a string)\n"
-     "  -w, --wait             wait for the run to finish and print its output\n"
-     "      --json             print the API's JSON answer\n"},
-    {"status", tr_cmd_status, "RUN [--json]", "show a run's state, times, task counts and output",
-     "      --json             print the API's JSON answer\n"},
-    {"tasks", tr_cmd_tasks, "RUN [--json]", "list a run's task instances",
-     "      --json             print the API's JSON answer\n"},
-    {"logs", tr_cmd_logs, "RUN [TASK] [--json]", "print the lines tasks wrote with ctx.log",
-     "      --json             print the API's JSON answer\n"},
-    {"cancel", tr_cmd_cancel, "RUN [--json]", "cancel a queued or running run",
-     "      --json             print the API's JSON answer\n"},
-    {"runs", tr_cmd_runs, "[--state STATE] [--limit N] [--json]", "list runs, newest first",
-     "      --state STATE      only runs in STATE (queued, running, succeeded, failed,\n"
-     "                         cancelled)\n"
-     "      --limit N          at most N runs (default 50, at most 1000)\n"
-     "      --json             print the API's JSON answer\n"},
-    {"workers", tr_cmd_workers, "[--json]", "list connected workers",
-     "      --json             print the API's JSON answer\n"},
-    {"pipelines", tr_cmd_pipelines, "[--json]", "list registered pipelines",
-     "      --json             print the API's JSON answer\n"},
-    {"register", tr_cmd_register, "FILE [--json]", "register a pipeline file by name and version",
-     "      --json             print the API's JSON answer\n"},
+     "start a run of a pipeline file or of a registered pipeline"},
+    {"status", tr_cmd_status, "RUN [--json]", "show a run's state, times, task counts and output"},
+    {"tasks", tr_cmd_tasks, "RUN [--json]", "list a run's task instances"},
+    {"logs", tr_cmd_logs, "RUN [TASK] [--json]", "print the lines tasks wrote with ctx.log"},
+    {"cancel", tr_cmd_cancel, "RUN [--json]", "cancel a queued or running run"},
+    {"runs", tr_cmd_runs, "[--state STATE] [--limit N] [--json]", "list runs, newest first"},
+    {"workers", tr_cmd_workers, "[--json]", "list connected workers"},
+    {"pipelines", tr_cmd_pipelines, "[--json]", "list registered pipelines"},
+    {"register", tr_cmd_register, "FILE [--json]", "register a pipeline file by name and version"},
     {"dev", tr_cmd_dev,
      "[--workers N] [--gpu-workers M] [--data DIR] [--api HOST:PORT] [--slots N]\n"
      "                   [--run FILE [-p KEY=VALUE]... [--json]]",
-     "start a local cluster (scheduler and workers) in the foreground",
-     "      --workers N        CPU workers to start (default 2)\n"
-     "      --gpu-workers M    GPU workers to start (default 1)\n"
-     "      --data DIR         state and logs directory (default ./.trellis)\n"
-     "      --api HOST:PORT    where the scheduler serves the API (default 127.0.0.1:8420)\n"
-     "      --slots N          task slots per worker (default 16)\n"
-     "      --timeout SECONDS  how long to wait for the cluster to be ready (default 15)\n"
-     "      --run FILE         run FILE once the cluster is ready, print its output, stop\n"
-     "  -p, --param KEY=VALUE  a parameter for --run\n"
-     "      --json             with --run: print the whole run object\n"},
+     "start a local cluster (scheduler and workers) in the foreground"},
     {"keygen", tr_cmd_keygen, "NAME [--dir DIR]",
-     "make a CURVE key pair for the worker port (NAME.key, NAME.pub)",
-     "      --dir DIR          where to write the files (default .)\n"},
+     "make a CURVE key pair for the worker port (NAME.key, NAME.pub)"},
     {"feedback", tr_cmd_feedback,
      "RUN --score N [--task T] [--comment TEXT] [--correction TEXT] | export [--format chat-jsonl]",
-     "rate a run's answer, or export corrections for fine-tuning",
-     "      --score N          -1 or 1 (thumbs), 1..5 (stars)\n"
-     "      --scale S          thumbs or stars (1 alone is a thumb up)\n"
-     "      --task T           the task rated (default: the run's answer)\n"
-     "      --index I          its map element\n"
-     "      --comment TEXT     a comment (at most 64 KiB)\n"
-     "      --correction TEXT  the answer it should have given\n"
-     "      --label TEXT       a short label\n"
-     "      --user NAME        who gives it (default $USER)\n"
-     "  export [--format chat-jsonl] [--pipeline P] [--limit N]\n"
-     "                         print prompt and corrected-answer pairs, one JSON a line\n"},
+     "rate a run's answer, or export corrections for fine-tuning"},
     {"labels", tr_cmd_labels, "[--pipeline P] [--state queued|labelled|all] [--limit N]",
-     "list the labelling queue, most uncertain first", NULL},
+     "list the labelling queue, most uncertain first"},
     {"label", tr_cmd_label, "ITEM VALUE [--user NAME]",
-     "label a queued item (VALUE is JSON, or else a string)", NULL},
+     "label a queued item (VALUE is JSON, or else a string)"},
     {"models", tr_cmd_models,
      "[NAME | history NAME | promote NAME ALIAS VERSION [--reason TEXT] [--user NAME]]",
-     "list the model registry, a model's versions, its alias history; move an alias", NULL},
-    {"help", cmd_help, "[COMMAND]", "show help for trellis or a command", NULL},
-    {"version", cmd_version, "", "print the version", NULL},
+     "list the model registry, a model's versions, its alias history; move an alias"},
+    {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
+    {"version", cmd_version, "", "print the version"},
+};
+
+/*
+ * The global options, with their variables; read before the command. The
+ * copy for after the command has no variables and no defaults, so that it
+ * changes only what is written there.
+ */
+static const struct tr_flag global_flags[] = {
+    {"api", 0, TR_FLAG_STR, .off = offsetof(struct tr_cli, opt_api), .dflt = TR_CLI_DEFAULT_API,
+     .arg = "URL", .help = "the scheduler's API"},
+    {"token-file", 0, TR_FLAG_STR, .off = offsetof(struct tr_cli, opt_token_file), .arg = "FILE",
+     .help = "read the bearer token from FILE (or give the token itself in TRELLIS_TOKEN)"},
+    {"version", 0, TR_FLAG_BOOL, .off = offsetof(struct tr_cli, opt_version),
+     .env = TR_FLAG_NO_ENV, .help = "print the version"},
+};
+
+static const struct tr_flag common_flags[] = {
+    {"api", 0, TR_FLAG_STR, .off = offsetof(struct tr_cli, opt_api), .arg = "URL",
+     .env = TR_FLAG_NO_ENV, .help = "the scheduler's API"},
+    {"token-file", 0, TR_FLAG_STR, .off = offsetof(struct tr_cli, opt_token_file), .arg = "FILE",
+     .env = TR_FLAG_NO_ENV, .help = "read the bearer token from FILE"},
+    {"json", 0, TR_FLAG_BOOL, .off = offsetof(struct tr_cli, opt_json), .env = TR_FLAG_NO_ENV,
+     .help = "print the API's JSON answer"},
 };
 
 /* ====================================================================== */
@@ -129,17 +122,23 @@ int tr_cli_fail(int rc, const struct tr_error *err)
     return tr_cli_exit_code(rc);
 }
 
-static void print_command_help(const struct tr_cli_cmd *c, FILE *f)
+static void print_globals(FILE *f)
 {
-    fprintf(f, "usage: trellis %s %s\n\n%s\n", c->name, c->usage, c->summary);
-    if (c->help != NULL)
-        fprintf(f, "\n%s", c->help);
-    fputs("\nGlobal options (also accepted after the command):\n"
-          "      --api URL          the scheduler's API (env TRELLIS_API, default "
-          TR_CLI_DEFAULT_API ")\n"
-          "      --token-file FILE  read the bearer token from FILE (env TRELLIS_TOKEN_FILE,\n"
-          "                         or the token itself in TRELLIS_TOKEN)\n",
-          f);
+    struct tr_flag_set g = {global_flags, 2, NULL, "TRELLIS_", NULL};
+    tr_flags_help_set(&g, f);
+}
+
+/* A command's help: usage, summary, its flags from its table, then the global options. */
+static void print_command_help(const struct tr_cli_cmd *c, const struct tr_flag_set *own,
+                               FILE *f)
+{
+    fprintf(f, "usage: trellis %s %s\n\n%s\n\n", c->name, c->usage, c->summary);
+    if (own != NULL)
+        tr_flags_help_set(own, f);
+    tr_flags_help_set(&(struct tr_flag_set){common_flags + 2, 1, NULL, NULL, NULL}, f);
+    fputs("  -h, --help                  print this help\n"
+          "\nGlobal options (also accepted after the command):\n", f);
+    print_globals(f);
 }
 
 static void print_main_help(FILE *f)
@@ -149,7 +148,10 @@ static void print_main_help(FILE *f)
           f);
     for (size_t i = 0; i < TR_ARRAY_LEN(commands); i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fputs("\nRun 'trellis COMMAND --help' for a command's options.\n"
+    fputs("\nGlobal options:\n", f);
+    print_globals(f);
+    fputs("\nRun 'trellis COMMAND --help' for a command's options. Only the global options\n"
+          "have TRELLIS_* variables.\n"
           "Exit codes: 0 success, 1 the run failed or the scheduler refused, 2 usage error,\n"
           "3 the scheduler cannot be reached, 130 interrupted.\n",
           f);
@@ -173,8 +175,14 @@ static int cmd_help(struct tr_cli *cli, int argc, char **argv)
     const struct tr_cli_cmd *c = find_command(argv[1]);
     if (c == NULL)
         return tr_cli_usage_error(cli, "unknown command '%s'", argv[1]);
-    print_command_help(c, stdout);
-    return TR_EXIT_OK;
+    if (c->fn == cmd_help || c->fn == cmd_version) {
+        print_command_help(c, NULL, stdout);
+        return TR_EXIT_OK;
+    }
+    /* The command prints its own help, from its table. */
+    cli->cmd = c;
+    char *sub[] = {(char *)c->name, "--help", NULL};
+    return c->fn(cli, 2, sub);
 }
 
 static int cmd_version(struct tr_cli *cli, int argc, char **argv)
@@ -186,83 +194,50 @@ static int cmd_version(struct tr_cli *cli, int argc, char **argv)
 /* ====================================================================== */
 /* {=== options */
 
-bool tr_cli_parse_long(const char *s, long min, long max, long *out)
+int tr_cli_parse(struct tr_cli *cli, int argc, char **argv, const struct tr_flag *flags,
+                 size_t n, void *base, int min, int max, const char *what, bool *json_out)
 {
-    if (s == NULL || s[0] == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
+    uint8_t source[TR_ARRAY_LEN(common_flags)];
+    struct tr_flags f = {
+        .prog = "trellis",
+        .sets = {{flags, n, base, NULL, NULL},
+                 {common_flags, TR_ARRAY_LEN(common_flags), cli, NULL, source}},
+    };
+    char prog[64];
+    snprintf(prog, sizeof(prog), "trellis %s", cli->cmd ? cli->cmd->name : "");
+    f.prog = prog;
+    struct tr_error err;
+    tr_error_init(&err);
+    cli->opt_json = false;
+    int rc = tr_flags_parse(&f, argc, argv, &cli->n_args, &err);
+    if (rc == TR_FLAGS_HELP) {
+        print_command_help(cli->cmd, &f.sets[0], stdout);
+        return TR_EXIT_OK;
+    }
+    if (rc != 0)
+        return tr_cli_usage_error(cli, "%s", err.msg);
+    cli->api = cli->opt_api;
+    if (source[1] == TR_FLAG_FROM_ARGV)
+        cli->token_file_from_env = false;
+    if (json_out != NULL)
+        *json_out = cli->opt_json;
+    if (cli->n_args < min)
+        return tr_cli_usage_error(cli, "missing %s", what);
+    if (cli->n_args > max)
+        return tr_cli_usage_error(cli, "unexpected argument '%s'", argv[1 + max]);
+    return -1;
 }
 
-#define MAX_LONGOPTS 32
-
-int tr_cli_getopt(struct tr_cli *cli, int argc, char **argv, const char *shortopts,
-                  const struct option *longopts)
+int tr_cli_parse_simple(struct tr_cli *cli, int argc, char **argv, int min, int max,
+                        const char *what, bool *json_out)
 {
-    static const struct option common[] = {
-        {"api", required_argument, NULL, TR_OPT_API},
-        {"token-file", required_argument, NULL, TR_OPT_TOKEN_FILE},
-        {"json", no_argument, NULL, TR_OPT_JSON},
-        {"help", no_argument, NULL, 'h'},
-    };
-    struct option all[MAX_LONGOPTS];
-    size_t n = 0;
-    for (size_t i = 0; longopts != NULL && longopts[i].name != NULL; i++) {
-        TR_ASSERT(n < MAX_LONGOPTS - TR_ARRAY_LEN(common) - 1);
-        all[n++] = longopts[i];
-    }
-    for (size_t i = 0; i < TR_ARRAY_LEN(common); i++) {
-        bool overridden = false;
-        for (size_t j = 0; j < n; j++)
-            overridden = overridden || strcmp(all[j].name, common[i].name) == 0;
-        if (!overridden)
-            all[n++] = common[i];
-    }
-    memset(&all[n], 0, sizeof(all[n]));
+    return tr_cli_parse(cli, argc, argv, NULL, 0, NULL, min, max, what, json_out);
+}
 
-    char shorts[64];
-    int sn = snprintf(shorts, sizeof(shorts), ":h%s", shortopts ? shortopts : "");
-    TR_ASSERT(sn > 0 && (size_t)sn < sizeof(shorts));
-
-    opterr = 0;
-    for (;;) {
-        int opt = getopt_long(argc, argv, shorts, all, NULL);
-        switch (opt) {
-        case TR_OPT_API:
-            cli->api = optarg;
-            continue;
-        case TR_OPT_TOKEN_FILE:
-            cli->token_file = optarg;
-            continue;
-        case 'h':
-            print_command_help(cli->cmd, stdout);
-            cli->exit_code = TR_EXIT_OK;
-            return TR_OPT_EXIT;
-        case ':':
-            cli->exit_code = tr_cli_usage_error(cli, "option '%s' needs a value",
-                                                argv[optind - 1]);
-            return TR_OPT_EXIT;
-        case '?': {
-            const char *bad = optopt ? NULL : argv[optind - 1];
-            if (bad == NULL) {
-                cli->exit_code = tr_cli_usage_error(cli, "unknown option '-%c'", optopt);
-            } else {
-                /* With --opt=value, show the option only. */
-                const char *eq = strchr(bad, '=');
-                int len = eq ? (int)(eq - bad) : (int)strlen(bad);
-                cli->exit_code = tr_cli_usage_error(cli, "unknown option '%.*s'", len, bad);
-            }
-            return TR_OPT_EXIT;
-        }
-        default:
-            return opt;
-        }
-    }
+void tr_cli_flags_release(const struct tr_flag *flags, size_t n, void *base)
+{
+    struct tr_flag_set s = {flags, n, base, NULL, NULL};
+    tr_flag_set_release(&s);
 }
 
 /* ====================================================================== */
@@ -309,10 +284,11 @@ struct tr_client *tr_cli_client(struct tr_cli *cli)
     if (cli->client != NULL)
         return cli->client;
     char *token = NULL;
-    const char *file = cli->token_file;
+    const char *file = cli->opt_token_file;
     const char *env_token = getenv("TRELLIS_TOKEN");
-    if (file == NULL && (env_token == NULL || env_token[0] == '\0'))
-        file = getenv("TRELLIS_TOKEN_FILE");
+    /* --token-file beats TRELLIS_TOKEN, which beats TRELLIS_TOKEN_FILE. */
+    if (cli->token_file_from_env && env_token != NULL && env_token[0] != '\0')
+        file = NULL;
     if (file != NULL && file[0] != '\0') {
         if (!read_token_file(file, &token))
             return NULL;
@@ -361,70 +337,59 @@ int main(int argc, char **argv)
 {
     struct tr_cli cli;
     memset(&cli, 0, sizeof(cli));
-    cli.api = getenv("TRELLIS_API");
-    if (cli.api == NULL || cli.api[0] == '\0')
-        cli.api = TR_CLI_DEFAULT_API;
-
-    static const struct option global[] = {
-        {"api", required_argument, NULL, TR_OPT_API},
-        {"token-file", required_argument, NULL, TR_OPT_TOKEN_FILE},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+    uint8_t source[TR_ARRAY_LEN(global_flags)];
+    /* Stop at the command: what follows is its own. */
+    struct tr_flags f = {
+        .prog = "trellis",
+        .sets = {{global_flags, TR_ARRAY_LEN(global_flags), &cli, "TRELLIS_", source}},
+        .mode = TR_FLAGS_STOP_AT_OPERAND,
     };
-    opterr = 0;
-    for (;;) {
-        /* '+': stop at the subcommand, whose options are its own. */
-        int opt = getopt_long(argc, argv, "+:h", global, NULL);
-        if (opt == -1)
-            break;
-        switch (opt) {
-        case TR_OPT_API:
-            cli.api = optarg;
-            break;
-        case TR_OPT_TOKEN_FILE:
-            cli.token_file = optarg;
-            break;
-        case 'h':
-            print_main_help(stdout);
-            return TR_EXIT_OK;
-        case 'V':
-            return cmd_version(&cli, argc, argv);
-        case ':':
-            tr_cli_error("option '%s' needs a value", argv[optind - 1]);
-            return TR_EXIT_USAGE;
-        default:
-            tr_cli_error("unknown option '%s'", argv[optind - 1]);
-            fputs("usage: trellis [--api URL] [--token-file FILE] COMMAND [ARGS]\n", stderr);
-            return TR_EXIT_USAGE;
-        }
+    struct tr_error err;
+    tr_error_init(&err);
+    int n_args = 0;
+    int code = TR_EXIT_USAGE;
+    int rc = tr_flags_parse(&f, argc, argv, &n_args, &err);
+    if (rc == TR_FLAGS_HELP) {
+        print_main_help(stdout);
+        code = TR_EXIT_OK;
+        goto out;
     }
-    if (optind >= argc) {
+    if (rc != 0) {
+        tr_cli_error("%s", err.msg);
+        fputs("usage: trellis [--api URL] [--token-file FILE] COMMAND [ARGS]\n", stderr);
+        goto out;
+    }
+    if (cli.opt_version) {
+        code = cmd_version(&cli, argc, argv);
+        goto out;
+    }
+    cli.api = cli.opt_api;
+    cli.token_file_from_env = source[1] == TR_FLAG_FROM_ENV;
+    if (n_args == 0) {
         print_main_help(stderr);
-        return TR_EXIT_USAGE;
+        goto out;
     }
-    const struct tr_cli_cmd *cmd = find_command(argv[optind]);
+    const struct tr_cli_cmd *cmd = find_command(argv[1]);
     if (cmd == NULL) {
-        tr_cli_error("'%s' is not a trellis command; see 'trellis --help'", argv[optind]);
-        return TR_EXIT_USAGE;
+        tr_cli_error("'%s' is not a trellis command; see 'trellis --help'", argv[1]);
+        goto out;
     }
     cli.cmd = cmd;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         tr_cli_error("cannot initialise libcurl");
-        return TR_EXIT_FAILED;
+        code = TR_EXIT_FAILED;
+        goto out;
     }
     install_signals();
-    int sub_argc = argc - optind;
-    char **sub_argv = argv + optind;
-    /* optind = 0 makes glibc's getopt start over for the subcommand's argv. */
-    optind = 0;
-    int code = cmd->fn(&cli, sub_argc, sub_argv);
+    code = cmd->fn(&cli, n_args, argv + 1);
     tr_client_free(cli.client);
     curl_global_cleanup();
     if (fflush(stdout) != 0 && code == TR_EXIT_OK) {
         tr_cli_error("cannot write the output: %s", strerror(errno));
         code = TR_EXIT_FAILED;
     }
+out:
+    tr_flags_release(&f);
     return code;
 }

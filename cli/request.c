@@ -130,43 +130,6 @@ json_t *tr_cli_source_body(const char *path)
     return NULL;
 }
 
-/* Checks the count of operands left after the options. */
-bool tr_cli_operands(struct tr_cli *cli, int argc, char **argv, int min, int max,
-                     const char *what)
-{
-    int n = argc - optind;
-    if (n < min) {
-        cli->exit_code = tr_cli_usage_error(cli, "missing %s", what);
-        return false;
-    }
-    if (n > max) {
-        cli->exit_code = tr_cli_usage_error(cli, "unexpected argument '%s'", argv[optind + max]);
-        return false;
-    }
-    return true;
-}
-
-/* ====================================================================== */
-
-/* Parses "RUN [--json]"-style lines; returns -1 to go on, or the exit code. */
-int tr_cli_parse_simple(struct tr_cli *cli, int argc, char **argv, int min, int max,
-                        const char *what, bool *json_out)
-{
-    *json_out = false;
-    for (;;) {
-        int opt = tr_cli_getopt(cli, argc, argv, "", NULL);
-        if (opt == -1)
-            break;
-        if (opt == TR_OPT_EXIT)
-            return cli->exit_code;
-        if (opt == TR_OPT_JSON)
-            *json_out = true;
-    }
-    if (!tr_cli_operands(cli, argc, argv, min, max, what))
-        return cli->exit_code;
-    return -1;
-}
-
 /* GETs fmt with one escaped segment; returns 0 with *out set, or the exit code. */
 int tr_cli_get_one(struct tr_cli *cli, const char *prefix, const char *segment,
                    const char *suffix, json_t **out)

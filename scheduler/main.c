@@ -5,52 +5,19 @@
 #include "scheduler/sched.h"
 #include "scheduler/sandbox.h"
 
-#include <getopt.h>
-#include <unistd.h>
+#include <stddef.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/flags.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: trellis-scheduler [options]\n"
-            "  --api HOST:PORT        HTTP API address (127.0.0.1:8420; http://HOST:PORT too)\n"
-            "  --listen tcp://H:P     worker endpoint (tcp://127.0.0.1:8421)\n"
-            "  --state URL            sqlite:PATH (sqlite:./trellis-state.db)\n"
-            "  --token-file FILE      bearer tokens, one per line (required for a\n"
-            "                         non-loopback --api)\n"
-            "  --curve-key FILE       key pair for the worker port (trellis keygen)\n"
-            "  --curve-allow PATH     worker public keys allowed (a file, or a folder of\n"
-            "                         .pub files); with --curve-key the worker port may\n"
-            "                         listen beyond loopback\n"
-            "  --heartbeat-ms N       worker heartbeat interval (1000)\n"
-            "  --prefetch N           cap on the adaptive prefetch window per worker (256)\n"
-            "  --keep-runs N          finished runs kept in memory (1000)\n"
-            "  --max-slots N          slots a worker may claim; more count as N (10000)\n"
-            "  --max-params-bytes N   a run's params as JSON, at most (1048576)\n"
-            "  --max-params-keys N    keys and elements in a run's params (10000; <= 1000000)\n"
-            "  --log-level L          debug, info, warn, error (info)\n"
-            "  --id NAME              this scheduler's name among several (HOSTNAME-PID)\n"
-            "  --advertise-api URL    API URL standbys redirect to (http://API-HOST:PORT)\n"
-            "  --etcd-cacert FILE     CA of the etcd members (etcd over TLS)\n"
-            "  --etcd-cert FILE       client certificate for etcd, with --etcd-key FILE\n"
-            "  --leader-ttl N         seconds of the leader lease with etcd state (3)\n"
-            "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
-            "capitals with '-' as '_' (TRELLIS_STATE, TRELLIS_TOKEN_FILE).\n");
-}
+/* Values with no field of their own in struct sched_config. */
+static char *opt_api;
+static int opt_log_level;
 
-static bool parse_uint(const char *s, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || end == s || v > UINT32_MAX)
-        return false;
-    *out = (uint32_t)v;
-    return true;
-}
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
-static bool parse_api(const char *s, char **host, int *port)
+/* HOST:PORT, [V6]:PORT or http://HOST:PORT[/]; splits it when host is not NULL. */
+static const char *split_api(const char *s, char **host, int *port)
 {
     /* TRELLIS_API is also the CLI's URL of the API: accept that form too. */
     char buf[256];
@@ -62,116 +29,98 @@ static bool parse_api(const char *s, char **host, int *port)
         s = buf;
     }
     const char *colon = strrchr(s, ':');
-    if (colon == NULL)
-        return false;
     uint32_t p;
-    if (!parse_uint(colon + 1, &p) || p > 65535)
-        return false;
+    if (colon == NULL || tr_parse_u32(colon + 1, 0, 65535, &p) != 0)
+        return "not HOST:PORT";
     const char *h = s;
     size_t hl = (size_t)(colon - s);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
     }
+    if (host == NULL)
+        return NULL;
     tr_free(*host);
     *host = tr_strndup(h, hl);
     *port = (int)p;
-    return *host != NULL;
+    return *host != NULL ? NULL : "out of memory";
 }
 
-static const struct option long_opts[] = {
-    {"api", required_argument, NULL, 'a'},
-    {"listen", required_argument, NULL, 'l'},
-    {"state", required_argument, NULL, 's'},
-    {"token-file", required_argument, NULL, 't'},
-    {"curve-key", required_argument, NULL, 'c'},
-    {"curve-allow", required_argument, NULL, 'C'},
-    {"heartbeat-ms", required_argument, NULL, 'H'},
-    {"prefetch", required_argument, NULL, 'p'},
-    {"keep-runs", required_argument, NULL, 'k'},
-    {"log-level", required_argument, NULL, 'L'},
-    {"id", required_argument, NULL, 'i'},
-    {"advertise-api", required_argument, NULL, 'A'},
-    {"leader-ttl", required_argument, NULL, 'T'},
-    {"etcd-cacert", required_argument, NULL, 'E'},
-    {"etcd-cert", required_argument, NULL, 'F'},
-    {"etcd-key", required_argument, NULL, 'G'},
-    {"max-params-bytes", required_argument, NULL, 'P'},
-    {"max-slots", required_argument, NULL, 'S'},
-    {"max-params-keys", required_argument, NULL, 'K'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+static const char *check_api(const char *v)
+{
+    return split_api(v, NULL, NULL);
+}
+
+static const char *check_id(const char *v)
+{
+    return v[0] == '\0' || strlen(v) > TR_ID_MAX ? "empty or longer than 255 bytes" : NULL;
+}
+
+static const char *check_advertise(const char *v)
+{
+    /* It goes into Location headers: one line, an http(s) URL. */
+    if (strpbrk(v, "\r\n") != NULL ||
+        (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+        return "not an http:// or https:// URL";
+    return NULL;
+}
+
+static const char *check_etcd_file(const char *v)
+{
+    /* They become query parameters of an etcd:// state URL. */
+    return v[0] == '\0' || strpbrk(v, "&?#") != NULL ? "empty, or holds & ? or #" : NULL;
+}
+
+#define CFG(field) .off = offsetof(struct sched_config, field)
+
+static const struct tr_flag sched_flags[] = {
+    {"api", 0, TR_FLAG_STR, .var = &opt_api, .dflt = "127.0.0.1:8420", .arg = "HOST:PORT",
+     .help = "HTTP API address (http://HOST:PORT too)", .check = check_api},
+    {"listen", 0, TR_FLAG_STR, CFG(listen), .dflt = "tcp://127.0.0.1:8421", .arg = "tcp://H:P",
+     .help = "worker endpoint"},
+    {"state", 0, TR_FLAG_STR, CFG(state_url), .dflt = "sqlite:./trellis-state.db", .arg = "URL",
+     .help = "sqlite:PATH or etcd://HOST:PORT[,...] (docs/state.md)"},
+    {"token-file", 0, TR_FLAG_STR, CFG(token_file), .arg = "FILE",
+     .help = "bearer tokens, one per line (required for a non-loopback --api)"},
+    {"curve-key", 0, TR_FLAG_STR, CFG(curve_key), .arg = "FILE",
+     .help = "key pair for the worker port (trellis keygen)"},
+    {"curve-allow", 0, TR_FLAG_STR, CFG(curve_allow), .arg = "PATH",
+     .help = "worker public keys allowed (a file, or a folder of .pub files)"},
+    {"heartbeat-ms", 0, TR_FLAG_UINT, CFG(heartbeat_ms), .dflt = "1000", .arg = "N",
+     .min = 10, .max = 600000, .help = "worker heartbeat interval"},
+    {"prefetch", 0, TR_FLAG_UINT, CFG(prefetch), .dflt = "256", .arg = "N",
+     .help = "cap on the adaptive prefetch window per worker"},
+    {"keep-runs", 0, TR_FLAG_UINT, CFG(keep_runs), .dflt = "1000", .arg = "N",
+     .help = "finished runs kept in memory"},
+    {"max-slots", 0, TR_FLAG_UINT, CFG(max_slots), .dflt = "10000", .arg = "N", .min = 1,
+     .max = 1000000, .help = "slots a worker's HELLO may claim; more count as N"},
+    {"max-params-bytes", 0, TR_FLAG_UINT, CFG(max_params_bytes), .dflt = "1048576", .arg = "N",
+     .min = 2, .max = 32L << 20, .help = "a run's params as compact JSON, at most"},
+    /* A worker's decoder takes at most 1,000,000 elements per container. */
+    {"max-params-keys", 0, TR_FLAG_UINT, CFG(max_params_keys), .dflt = "10000", .arg = "N",
+     .min = 1, .max = 1000000, .help = "keys and elements in a run's params, at most"},
+    {"log-level", 0, TR_FLAG_ENUM, .var = &opt_log_level, .dflt = "info",
+     .choices = log_levels, .arg = "LEVEL", .help = "debug, info, warn or error"},
+    {"id", 0, TR_FLAG_STR, CFG(id), .arg = "NAME", .check = check_id,
+     .help = "this scheduler's name among several (default HOSTNAME-PID)"},
+    {"advertise-api", 0, TR_FLAG_STR, CFG(advertise_api), .arg = "URL", .check = check_advertise,
+     .help = "API URL standbys redirect to (default http://API-HOST:PORT)"},
+    {"leader-ttl", 0, TR_FLAG_UINT, CFG(leader_ttl_s), .dflt = "3", .arg = "N", .min = 1,
+     .max = 3600, .help = "seconds of the leader lease with etcd state"},
+    {"etcd-cacert", 0, TR_FLAG_STR, CFG(etcd_cacert), .arg = "FILE", .check = check_etcd_file,
+     .help = "CA of the etcd members (etcd over TLS)"},
+    {"etcd-cert", 0, TR_FLAG_STR, CFG(etcd_cert), .arg = "FILE", .check = check_etcd_file,
+     .help = "client certificate for etcd, with --etcd-key"},
+    {"etcd-key", 0, TR_FLAG_STR, CFG(etcd_key), .arg = "FILE", .check = check_etcd_file,
+     .help = "client key for etcd, with --etcd-cert"},
 };
 
-static bool apply_opt(struct sched_config *cfg, int c, const char *v, int *log_level)
+static void usage(const struct tr_flags *f, FILE *out)
 {
-    switch (c) {
-    case 'a':
-        return parse_api(v, &cfg->api_host, &cfg->api_port);
-    case 'l':
-        tr_free(cfg->listen);
-        cfg->listen = tr_strdup(v);
-        return cfg->listen != NULL;
-    case 's':
-        tr_free(cfg->state_url);
-        cfg->state_url = tr_strdup(v);
-        return cfg->state_url != NULL;
-    case 't':
-        tr_free(cfg->token_file);
-        cfg->token_file = tr_strdup(v);
-        return cfg->token_file != NULL;
-    case 'c':
-        tr_free(cfg->curve_key);
-        cfg->curve_key = tr_strdup(v);
-        return cfg->curve_key != NULL;
-    case 'C':
-        tr_free(cfg->curve_allow);
-        cfg->curve_allow = tr_strdup(v);
-        return cfg->curve_allow != NULL;
-    case 'H':
-        return parse_uint(v, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
-    case 'p':
-        return parse_uint(v, &cfg->prefetch);
-    case 'k':
-        return parse_uint(v, &cfg->keep_runs);
-    case 'L':
-        *log_level = tr_log_level_parse(v);
-        return *log_level >= 0;
-    case 'i':
-        tr_free(cfg->id);
-        cfg->id = tr_strdup(v);
-        return cfg->id != NULL && v[0] != '\0';
-    case 'A':
-        /* It goes into Location headers: one line, an http(s) URL. */
-        if (strpbrk(v, "\r\n") != NULL ||
-            (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
-            return false;
-        tr_free(cfg->advertise_api);
-        cfg->advertise_api = tr_strdup(v);
-        return cfg->advertise_api != NULL;
-    case 'S':
-        return parse_uint(v, &cfg->max_slots) && cfg->max_slots >= 1;
-    case 'P':
-        return parse_uint(v, &cfg->max_params_bytes) && cfg->max_params_bytes >= 2;
-    case 'K':
-        /* A worker's decoder takes at most 1,000,000 elements per container. */
-        return parse_uint(v, &cfg->max_params_keys) && cfg->max_params_keys <= 1000000;
-    case 'T':
-        return parse_uint(v, &cfg->leader_ttl_s) && cfg->leader_ttl_s >= 1 &&
-               cfg->leader_ttl_s <= 3600;
-    case 'E':
-    case 'F':
-    case 'G': {
-        /* They become query parameters of an etcd:// state URL. */
-        if (*v == '\0' || strpbrk(v, "&?#") != NULL)
-            return false;
-        char **slot = c == 'E' ? &cfg->etcd_cacert : c == 'F' ? &cfg->etcd_cert : &cfg->etcd_key;
-        tr_free(*slot);
-        *slot = tr_strdup(v);
-        return *slot != NULL;
-    }
-    }
-    return false;
+    fprintf(out, "usage: trellis-scheduler [options]\n");
+    tr_flags_help(f, out);
+    fprintf(out, "Every flag is also a variable, TRELLIS_ plus its name in capitals with '-'\n"
+                 "as '_' (shown above); the command line wins.\n");
 }
 
 /* Folds --etcd-cacert/--etcd-cert/--etcd-key into the etcd:// state URL. */
@@ -209,39 +158,12 @@ static bool apply_etcd_tls(struct sched_config *cfg)
     return true;
 }
 
-/* TRELLIS_<FLAG> for every flag, applied before the command line overrides them. */
-static bool apply_env(struct sched_config *cfg, int *log_level)
+static void config_free(const struct tr_flags *f, struct sched_config *cfg)
 {
-    for (const struct option *o = long_opts; o->name; o++) {
-        if (o->has_arg != required_argument)
-            continue;
-        char name[64] = "TRELLIS_";
-        size_t n = strlen(name);
-        for (const char *p = o->name; *p && n + 1 < sizeof(name); p++)
-            name[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-        name[n] = '\0';
-        const char *v = getenv(name);
-        if (v && *v && !apply_opt(cfg, o->val, v, log_level)) {
-            fprintf(stderr, "trellis-scheduler: bad value for %s: '%s'\n", name, v);
-            return false;
-        }
-    }
-    return true;
-}
-
-static void config_free(struct sched_config *cfg)
-{
+    tr_flags_release(f);
     tr_free(cfg->api_host);
-    tr_free(cfg->listen);
-    tr_free(cfg->state_url);
-    tr_free(cfg->token_file);
-    tr_free(cfg->curve_key);
-    tr_free(cfg->curve_allow);
-    tr_free(cfg->id);
-    tr_free(cfg->advertise_api);
-    tr_free(cfg->etcd_cacert);
-    tr_free(cfg->etcd_cert);
-    tr_free(cfg->etcd_key);
+    tr_free(opt_api);
+    opt_api = NULL;
 }
 
 int main(int argc, char **argv)
@@ -251,61 +173,35 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], SANDBOX_CHILD_FLAG) == 0)
         return sandbox_child_main(argc, argv);
     struct sched_config cfg = {
-        .api_host = tr_strdup("127.0.0.1"),
-        .api_port = 8420,
-        .listen = tr_strdup("tcp://127.0.0.1:8421"),
-        .state_url = tr_strdup("sqlite:./trellis-state.db"),
-        .heartbeat_ms = 1000,
-        .prefetch = 256,
-        .max_slots = 10000,
-        .keep_runs = 1000,
-        .max_params_bytes = 1u << 20,
-        .max_params_keys = 10000,
         .timeout_grace_s = 5,
         .limits = tr_pipeline_default_limits,
-        .leader_ttl_s = 3,
     };
-    int log_level = TR_LOG_INFO;
-    if (!apply_env(&cfg, &log_level))
-        return 2;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            config_free(&cfg);
-            return 0;
-        }
-        if (c == '?' || !apply_opt(&cfg, c, optarg, &log_level)) {
-            if (c != '?') {
-                const char *name = "?";
-                for (const struct option *o = long_opts; o->name; o++)
-                    name = o->val == c ? o->name : name;
-                fprintf(stderr, "trellis-scheduler: bad value for --%s: '%s'\n", name, optarg);
-            }
-            usage(stderr);
-            config_free(&cfg);
-            return 2;
-        }
+    struct tr_flags flags = {
+        .prog = "trellis-scheduler",
+        .sets = {{sched_flags, TR_ARRAY_LEN(sched_flags), &cfg, "TRELLIS_", NULL}},
+    };
+    struct tr_error ferr;
+    tr_error_init(&ferr);
+    int frc = tr_flags_parse(&flags, argc, argv, NULL, &ferr);
+    if (frc == TR_FLAGS_HELP) {
+        usage(&flags, stdout);
+        config_free(&flags, &cfg);
+        return 0;
     }
-    if (optind < argc) {
-        fprintf(stderr, "trellis-scheduler: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        config_free(&cfg);
+    if (frc == 0 && split_api(opt_api, &cfg.api_host, &cfg.api_port) != NULL)
+        frc = tr_error_set(&ferr, TR_ENOMEM, "out of memory");
+    if (frc == 0 && cfg.id == NULL && (cfg.id = tr_default_id("")) == NULL)
+        frc = tr_error_set(&ferr, TR_ENOMEM, "out of memory");
+    if (frc != 0) {
+        fprintf(stderr, "trellis-scheduler: %s\n", ferr.msg);
+        config_free(&flags, &cfg);
         return 2;
     }
     if (!apply_etcd_tls(&cfg)) {
-        config_free(&cfg);
+        config_free(&flags, &cfg);
         return 2;
     }
-    if (cfg.id == NULL) {
-        char host[128];
-        if (gethostname(host, sizeof(host)) != 0)
-            snprintf(host, sizeof(host), "scheduler");
-        host[sizeof(host) - 1] = '\0';
-        char id[160];
-        snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
-        cfg.id = tr_strdup(id);
-    }
+    int log_level = opt_log_level;
     tr_log_init("scheduler", (enum tr_log_level)log_level);
     signal(SIGPIPE, SIG_IGN);
 
@@ -330,7 +226,7 @@ int main(int argc, char **argv)
         tr_warn("loop closed with handles still open");
     int code = rc == 0 ? (s ? s->exit_code : 0) : 1;
     tr_free(s);
-    config_free(&cfg);
+    config_free(&flags, &cfg);
     tr_info("stopped");
     return code;
 }

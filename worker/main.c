@@ -12,31 +12,30 @@
  * cost as much as running a no-op task. An abort (a failed TR_ASSERT) and a
  * sanitizer report flush the buffer first, so their context is not lost.
  */
-#include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #endif
 
 #include "lib/base/alloc.h"
-#include "lib/wire/curve.h"
+#include "lib/base/flags.h"
 #include "lib/base/log.h"
+#include "lib/wire/curve.h"
 #include "worker/lua_llm.h"
 #include "worker/worker.h"
 
 #define SLOTS_MAX 100000
 #define GPUS_MAX 4096
 #define LUA_MEM_MB_MAX (1u << 20)
-#define ID_MAX 255 /* ZeroMQ routing ids are at most 255 bytes */
 
 struct options
 {
     char *scheduler;     /* comma-separated endpoints */
     char *pool;
     char *id;
-    char *labels_raw[TR_PROTO_MAX_LABELS]; /* "K=V" copies, split in place */
-    uint32_t n_labels;
+    struct tr_flag_list labels; /* "K=V" copies, split in place */
     uint32_t slots;
     uint32_t gpus;
     uint32_t lua_mem_mb;
@@ -50,171 +49,75 @@ struct options
     char curve_srv[TR_CURVE_KEY_LEN + 1];
 };
 
-static void usage(FILE *out)
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+static const char *check_nonempty(const char *v)
 {
-    fprintf(out,
-            "usage: trellis-worker [options]\n"
-            "  --scheduler tcp://H:P[,tcp://...]  scheduler endpoints, tried in turn\n"
-            "                              (tcp://127.0.0.1:8421)\n"
-            "  --pool NAME                 pool this worker serves (cpu; 1-63 of A-Za-z0-9_.-)\n"
-            "  --slots N                   tasks run at once (16)\n"
-            "  --label K=V                 a label for placement; repeatable\n"
-            "  --gpus N                    GPUs offered (0)\n"
-            "  --id ID                     worker id (w-<hostname>-<pid>)\n"
-            "  --lua-mem-mb N              Lua heap cap per pipeline, 0 = none (1024)\n"
-            "  --heartbeat-ms N            heartbeat until the scheduler sets one (1000)\n"
-            "  --curve-key FILE            this worker's key pair (trellis keygen)\n"
-            "  --curve-server FILE         the scheduler's public key: connect with CURVE\n"
-            "  --log-level L               debug, info, warn, error (info)\n"
-            "  --providers FILE            LLM providers for trellis.llm (docs/llm.md)\n"
-            "Every flag may also come from the environment: TRELLIS_ plus the flag in\n"
-            "capitals with '-' as '_' (TRELLIS_SCHEDULER, TRELLIS_SLOTS); TRELLIS_LABEL\n"
-            "takes K=V[,K=V...].\n");
+    return v[0] == '\0' ? "empty" : NULL;
 }
 
-static bool parse_uint(const char *s, uint32_t max, uint32_t *out)
+/* The scheduler refuses other pool names in HELLO (they become metric labels). */
+static const char *check_pool(const char *v)
 {
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || end == s || *s == '-' || v > max)
-        return false;
-    *out = (uint32_t)v;
-    return true;
+    static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+    size_t n = strlen(v);
+    return n == 0 || n > 63 || strspn(v, ok) != n ? "not 1 to 63 of A-Z a-z 0-9 _ . -" : NULL;
 }
 
-static bool set_str(char **field, const char *v)
+static const char *check_id(const char *v)
 {
-    char *c = tr_strdup(v);
-    if (c == NULL)
-        return false;
-    tr_free(*field);
-    *field = c;
-    return true;
+    return v[0] == '\0' || strlen(v) > TR_ID_MAX ? "empty or longer than 255 bytes" : NULL;
 }
 
-static bool add_label(struct options *o, const char *kv, size_t len)
+static const char *check_label(const char *v)
 {
-    const char *eq = memchr(kv, '=', len);
-    if (eq == NULL || eq == kv || o->n_labels == TR_PROTO_MAX_LABELS)
-        return false;
-    char *c = tr_strndup(kv, len);
-    if (c == NULL)
-        return false;
-    o->labels_raw[o->n_labels++] = c;
-    return true;
+    const char *eq = strchr(v, '=');
+    return eq == NULL || eq == v ? "not K=V" : NULL;
 }
 
-/* A comma-separated list of K=V (the environment's form; one item from the command line). */
-static bool add_labels(struct options *o, const char *list)
-{
-    const char *p = list;
-    while (*p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len > 0 && !add_label(o, p, len))
-            return false;
-        p += len + (comma ? 1 : 0);
-    }
-    return true;
-}
+#define OPT(field) .off = offsetof(struct options, field)
 
-static const struct option long_opts[] = {
-    {"scheduler", required_argument, NULL, 's'},
-    {"pool", required_argument, NULL, 'p'},
-    {"slots", required_argument, NULL, 'n'},
-    {"label", required_argument, NULL, 'l'},
-    {"gpus", required_argument, NULL, 'g'},
-    {"id", required_argument, NULL, 'i'},
-    {"lua-mem-mb", required_argument, NULL, 'm'},
-    {"heartbeat-ms", required_argument, NULL, 'H'},
-    {"curve-key", required_argument, NULL, 'k'},
-    {"curve-server", required_argument, NULL, 'K'},
-    {"log-level", required_argument, NULL, 'L'},
-    {"providers", required_argument, NULL, 'P'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+static const struct tr_flag worker_flags[] = {
+    {"scheduler", 0, TR_FLAG_STR, OPT(scheduler), .dflt = "tcp://127.0.0.1:8421",
+     .arg = "tcp://H:P[,...]", .check = check_nonempty,
+     .help = "scheduler endpoints, tried in turn"},
+    {"pool", 0, TR_FLAG_STR, OPT(pool), .dflt = "cpu", .arg = "NAME", .check = check_pool,
+     .help = "pool this worker serves"},
+    {"slots", 0, TR_FLAG_UINT, OPT(slots), .dflt = "16", .arg = "N", .min = 1, .max = SLOTS_MAX,
+     .help = "tasks run at once"},
+    {"label", 0, TR_FLAG_LIST, OPT(labels), .arg = "K=V", .check = check_label,
+     .max_items = TR_PROTO_MAX_LABELS, .help = "a label for placement"},
+    {"gpus", 0, TR_FLAG_UINT, OPT(gpus), .dflt = "0", .arg = "N", .max = GPUS_MAX,
+     .help = "GPUs offered"},
+    {"id", 0, TR_FLAG_STR, OPT(id), .arg = "ID", .check = check_id,
+     .help = "worker id (default w-HOSTNAME-PID)"},
+    {"lua-mem-mb", 0, TR_FLAG_UINT, OPT(lua_mem_mb), .dflt = "1024", .arg = "N",
+     .max = LUA_MEM_MB_MAX, .help = "Lua heap cap per pipeline, 0 = none"},
+    {"heartbeat-ms", 0, TR_FLAG_UINT, OPT(heartbeat_ms), .dflt = "1000", .arg = "N", .min = 10,
+     .max = 600000, .help = "heartbeat until the scheduler sets one"},
+    {"curve-key", 0, TR_FLAG_STR, OPT(curve_key), .arg = "FILE", .check = check_nonempty,
+     .help = "this worker's key pair (trellis keygen)"},
+    {"curve-server", 0, TR_FLAG_STR, OPT(curve_server), .arg = "FILE", .check = check_nonempty,
+     .help = "the scheduler's public key: connect with CURVE"},
+    {"log-level", 0, TR_FLAG_ENUM, OPT(log_level), .dflt = "info", .choices = log_levels,
+     .arg = "LEVEL", .help = "debug, info, warn or error"},
+    {"providers", 0, TR_FLAG_STR, OPT(providers), .arg = "FILE", .check = check_nonempty,
+     .help = "LLM providers for trellis.llm (docs/llm.md)"},
 };
 
-static bool apply_opt(struct options *o, int c, const char *v)
+static void usage(const struct tr_flags *f, FILE *out)
 {
-    switch (c) {
-    case 's':
-        return *v && set_str(&o->scheduler, v);
-    case 'p':
-        /* The scheduler refuses other pool names (they become metric labels). */
-        return *v && strlen(v) <= 63 &&
-               strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
-                   strlen(v) &&
-               set_str(&o->pool, v);
-    case 'n':
-        return parse_uint(v, SLOTS_MAX, &o->slots) && o->slots > 0;
-    case 'l':
-        return add_label(o, v, strlen(v));
-    case 'g':
-        return parse_uint(v, GPUS_MAX, &o->gpus);
-    case 'i':
-        return *v && strlen(v) <= ID_MAX && set_str(&o->id, v);
-    case 'm':
-        return parse_uint(v, LUA_MEM_MB_MAX, &o->lua_mem_mb);
-    case 'H':
-        return parse_uint(v, 600000, &o->heartbeat_ms) && o->heartbeat_ms >= 10;
-    case 'k':
-        return *v && set_str(&o->curve_key, v);
-    case 'K':
-        return *v && set_str(&o->curve_server, v);
-    case 'L':
-        o->log_level = tr_log_level_parse(v);
-        return o->log_level >= 0;
-    case 'P':
-        return *v && set_str(&o->providers, v);
-    }
-    return false;
+    fprintf(out, "usage: trellis-worker [options]\n");
+    tr_flags_help(f, out);
+    fprintf(out, "Every flag is also a variable, TRELLIS_ plus its name in capitals with '-'\n"
+                 "as '_' (shown above); the command line wins. TRELLIS_LABEL takes\n"
+                 "K=V[,K=V...]; --label on the command line replaces it.\n");
 }
 
-static const char *opt_name(int c)
-{
-    for (const struct option *o = long_opts; o->name; o++) {
-        if (o->val == c)
-            return o->name;
-    }
-    return "?";
-}
-
-/* TRELLIS_<FLAG> for every flag, applied before the command line overrides them. */
-static bool apply_env(struct options *o)
-{
-    for (const struct option *lo = long_opts; lo->name; lo++) {
-        if (lo->has_arg != required_argument)
-            continue;
-        char name[64] = "TRELLIS_";
-        size_t n = strlen(name);
-        for (const char *p = lo->name; *p && n + 1 < sizeof(name); p++)
-            name[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-        name[n] = '\0';
-        const char *v = getenv(name);
-        if (v == NULL || *v == '\0')
-            continue;
-        bool ok = lo->val == 'l' ? add_labels(o, v) : apply_opt(o, lo->val, v);
-        if (!ok) {
-            fprintf(stderr, "trellis-worker: bad value for %s: '%s'\n", name, v);
-            return false;
-        }
-    }
-    return true;
-}
-
-static void options_free(struct options *o)
+static void options_free(const struct tr_flags *f, struct options *o)
 {
     explicit_bzero(o->curve_sec, sizeof(o->curve_sec));
-    tr_free(o->curve_key);
-    tr_free(o->curve_server);
-    tr_free(o->providers);
-    tr_free(o->scheduler);
-    tr_free(o->pool);
-    tr_free(o->id);
-    for (uint32_t i = 0; i < o->n_labels; i++)
-        tr_free(o->labels_raw[i]);
+    tr_flags_release(f);
 }
 
 /* Splits the endpoints and labels in place into cfg, whose strings point into o. */
@@ -240,13 +143,13 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
         fprintf(stderr, "trellis-worker: no scheduler endpoint\n");
         return false;
     }
-    for (uint32_t i = 0; i < o->n_labels; i++) {
-        char *eq = strchr(o->labels_raw[i], '=');
+    for (size_t i = 0; i < o->labels.n; i++) {
+        char *eq = strchr(o->labels.items[i], '=');
         *eq = '\0';
-        cfg->labels[i].key = tr_str_c(o->labels_raw[i]);
+        cfg->labels[i].key = tr_str_c(o->labels.items[i]);
         cfg->labels[i].value = tr_str_c(eq + 1);
     }
-    cfg->n_labels = o->n_labels;
+    cfg->n_labels = (uint32_t)o->labels.n;
     cfg->id = o->id;
     cfg->pool = o->pool;
     cfg->slots = o->slots;
@@ -365,41 +268,27 @@ static int run(struct tr_worker_config *cfg)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.slots = 16, .lua_mem_mb = 1024, .log_level = TR_LOG_INFO};
-    int rc = 2;
-    if (!set_str(&o.scheduler, "tcp://127.0.0.1:8421") || !set_str(&o.pool, "cpu") ||
-        !apply_env(&o))
-        goto out;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            rc = 0;
-            goto out;
-        }
-        if (c == '?' || !apply_opt(&o, c, optarg)) {
-            if (c != '?')
-                fprintf(stderr, "trellis-worker: bad value for --%s: '%s'\n", opt_name(c),
-                        optarg);
-            usage(stderr);
-            goto out;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "trellis-worker: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+    struct options o = {0};
+    struct tr_flags flags = {
+        .prog = "trellis-worker",
+        .sets = {{worker_flags, TR_ARRAY_LEN(worker_flags), &o, "TRELLIS_", NULL}},
+    };
+    struct tr_error ferr;
+    tr_error_init(&ferr);
+    int rc = tr_flags_parse(&flags, argc, argv, NULL, &ferr);
+    if (rc == TR_FLAGS_HELP) {
+        usage(&flags, stdout);
+        rc = 0;
         goto out;
     }
-    if (o.id == NULL) {
-        char host[256] = "host";
-        if (gethostname(host, sizeof(host)) != 0)
-            snprintf(host, sizeof(host), "host");
-        host[sizeof(host) - 1] = '\0';
-        char id[ID_MAX + 1];
-        snprintf(id, sizeof(id), "w-%.200s-%ld", host, (long)getpid());
-        if (!set_str(&o.id, id))
-            goto out;
+    if (rc == 0 && o.id == NULL && (o.id = tr_default_id("w-")) == NULL)
+        rc = tr_error_set(&ferr, TR_ENOMEM, "out of memory");
+    if (rc != 0) {
+        fprintf(stderr, "trellis-worker: %s\n", ferr.msg);
+        rc = 2;
+        goto out;
     }
+    rc = 2;
     struct tr_worker_config cfg;
     if (!build_config(&o, &cfg))
         goto out;
@@ -417,6 +306,6 @@ int main(int argc, char **argv)
     rc = run(&cfg);
 out:
     tr_llm_providers_free();
-    options_free(&o);
+    options_free(&flags, &o);
     return rc;
 }

@@ -11,7 +11,9 @@
  * calls uv_async_send. Everything else belongs to the loop thread, which
  * starts every gRPC call and runs every completion.
  *
- * Shutdown (STACK-NOTES §2.4): tr_etcd_free cancels every object; each one
+ * Shutdown, in the order gRPC's C core requires (calls finished and
+ * unreferenced, channels, queue shut down and drained, queue destroyed,
+ * grpc_shutdown): tr_etcd_free cancels every object; each one
  * unregisters once all its batches are back and its callback has run. When
  * the last one goes, teardown() destroys the channels, shuts the queue down,
  * joins the thread (which exits on GRPC_QUEUE_SHUTDOWN), destroys the queue,
@@ -316,8 +318,9 @@ static void drain_queue(grpc_completion_queue *cq)
     }
 }
 
-/* Releases the gRPC side in the order of STACK-NOTES §2.4; every call is
- * finished and unreferenced by now. */
+/* Releases the gRPC side in the order gRPC's C core requires (channels,
+ * queue shutdown and drain, queue, grpc_shutdown); every call is finished
+ * and unreferenced by now. */
 static void teardown(struct tr_etcd *e)
 {
     if (e->torn_down)

@@ -12,8 +12,8 @@
  * nothing but hand (tag, success) pairs to the loop through a uv_async_t; no
  * call here blocks the loop (docs/etcd-client.md, "Threading").
  *
- * The callback contract (STYLE.md §6): when a function that takes a callback
- * returns an error, the callback is never called. Otherwise a one-shot
+ * The callback contract (docs/etcd-client.md, "Callbacks"): when a function
+ * that takes a callback returns an error, the callback is never called. Otherwise a one-shot
  * callback (tr_etcd_fn) is called exactly once, from the loop, never from
  * inside the call that started it. A streaming callback (watch, keep-alive)
  * may be called many times and is called one last time with a final status,

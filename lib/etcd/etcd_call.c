@@ -5,12 +5,13 @@
  * A unary call is one batch of the six ops (send metadata, message and
  * close; receive metadata, message and status) and one registered object
  * that completes when that batch comes back. A stream keeps at most one
- * batch of each kind in flight (STACK-NOTES §2.4, item 6): sends are held
- * back by their owners while `sending`, the receive is re-armed after each
- * answer, and the status op is started with the call. The first receive
- * batch carries RECV_INITIAL_METADATA too: a RECV_MESSAGE without it never
+ * batch of each kind in flight, because gRPC refuses a second pending op of
+ * a kind with GRPC_CALL_ERROR_TOO_MANY_OPERATIONS: sends are held back by
+ * their owners while `sending`, the receive is re-armed after each answer,
+ * and the status op is started with the call. The first receive batch
+ * carries RECV_INITIAL_METADATA too: a RECV_MESSAGE without it never
  * completes, and a batch of RECV_INITIAL_METADATA alone would wait for
- * etcd's first answer (item 5).
+ * etcd's first answer (grpc-go sends the headers with the first response).
  *
  * Loop thread only; the completion thread only queues tags.
  */

@@ -1,8 +1,8 @@
 /*
- * etcd_int.h - what the files of the etcd client share (lib/etcd_*.c).
+ * etcd_int.h - what the files of the etcd client (lib/etcd/) share.
  *
  * The only header that includes gRPC and the generated protobuf-c code;
- * nothing outside lib/etcd*.c includes it.
+ * nothing outside lib/etcd/ includes it.
  *
  * Pieces:
  *   - struct etcd_tag: the tag of one started gRPC batch. The completion

@@ -39,6 +39,7 @@
 #include <strings.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/vec.h"
 #include "lib/http/http_int.h"
 
 /* An answer (or a 100 Continue) on its way to the socket. */
@@ -437,14 +438,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         if (req->n_hdrs == TR_HTTP_MAX_HEADERS)
             return fail(c, 431, "headers_too_large", "more than %d header fields",
                         TR_HTTP_MAX_HEADERS);
-        if (req->n_hdrs == req->cap_hdrs) {
-            size_t cap = req->cap_hdrs ? req->cap_hdrs * 2 : 16;
-            struct tr_http_hdr *h = tr_reallocarray(req->hdrs, cap, sizeof(*h));
-            if (h == NULL)
-                return fail_oom(c);
-            req->hdrs = h;
-            req->cap_hdrs = cap;
-        }
+        if (TR_VEC_RESERVE(req->hdrs, req->cap_hdrs, req->n_hdrs + 1) != 0)
+            return fail_oom(c);
         struct tr_http_hdr *h = &req->hdrs[req->n_hdrs++];
         h->name_off = req->head.len;
         h->name_len = 0;

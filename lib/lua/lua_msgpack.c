@@ -29,6 +29,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 #include "lib/wire/proto.h"
 
 #define PACK_MAX_VALUES (16u << 20) /* values in one encoding, shared tables counted each time */
@@ -202,15 +203,8 @@ static int sort_entries(struct pack_ctx *c, size_t from, struct map_entry *ents,
 
 static int push_entry(struct pack_ctx *c, struct map_entry e)
 {
-    if (c->n_ents == c->cap_ents) {
-        size_t cap = c->cap_ents ? 2 * c->cap_ents : 64;
-        struct map_entry *ents = tr_reallocarray(c->ents, cap, sizeof(*ents));
-        if (ents == NULL)
-            return nomem(c);
-        c->ents = ents;
-        c->cap_ents = cap;
-    }
-    c->ents[c->n_ents++] = e;
+    if (TR_VEC_PUSH(c->ents, c->n_ents, c->cap_ents, e) != 0)
+        return nomem(c);
     return 0;
 }
 

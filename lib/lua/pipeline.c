@@ -24,6 +24,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
 #include "lib/base/hmap.h"
+#include "lib/base/vec.h"
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
@@ -53,6 +54,7 @@ struct walk
     struct tr_str *refs;    /* upstream names as written, all tasks' after lists in a row */
     size_t n_refs;
     size_t refs_cap;
+    size_t pools_cap;      /* allocated entries of def->pools */
     struct tr_str *maps;    /* per task: the map name as written, or {NULL, 0} */
 };
 
@@ -162,10 +164,8 @@ static int intern_pool(struct walk *w, const char *s, size_t len, uint16_t *out)
     if (def->n_pools >= MAX_POOLS)
         return tr_error_set(w->err, TR_ELIMIT, "%s: more than %u distinct pools", w->chunk,
                             MAX_POOLS);
-    char **pools = tr_reallocarray(def->pools, def->n_pools + 1, sizeof(*pools));
-    if (pools == NULL)
+    if (TR_VEC_RESERVE(def->pools, w->pools_cap, (size_t)def->n_pools + 1) != 0)
         return nomem(w);
-    def->pools = pools;
     char *copy = tr_strndup(s, len);
     if (copy == NULL)
         return nomem(w);
@@ -173,7 +173,7 @@ static int intern_pool(struct walk *w, const char *s, size_t len, uint16_t *out)
         tr_free(copy);
         return nomem(w);
     }
-    pools[def->n_pools] = copy;
+    def->pools[def->n_pools] = copy;
     *out = (uint16_t)def->n_pools++;
     return 0;
 }
@@ -297,14 +297,8 @@ static int walk_header(lua_State *L, struct walk *w)
 /* Appends the name at the top of the stack to w->refs. */
 static int add_ref(lua_State *L, struct walk *w)
 {
-    if (w->n_refs == w->refs_cap) {
-        size_t cap = w->refs_cap ? 2 * w->refs_cap : 1024;
-        struct tr_str *refs = tr_reallocarray(w->refs, cap, sizeof(*refs));
-        if (refs == NULL)
-            return nomem(w);
-        w->refs = refs;
-        w->refs_cap = cap;
-    }
+    if (TR_VEC_RESERVE(w->refs, w->refs_cap, w->n_refs + 1) != 0)
+        return nomem(w);
     struct tr_str *r = &w->refs[w->n_refs++];
     r->p = lua_tolstring(L, -1, &r->len);
     return 0;

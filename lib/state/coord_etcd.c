@@ -143,12 +143,14 @@ static void emit(struct tr_coord *c, enum tr_coord_event_type type, const char *
 /* The election                                                          */
 /* ===================================================================== */
 
+static void on_retry(uv_timer_t *t);
+
 static void retry_later(struct tr_coord *c)
 {
     if (c->closing)
         return;
     c->backoff_ms = c->backoff_ms ? TR_MIN(c->backoff_ms * 2, RETRY_MAX_MS) : RETRY_MIN_MS;
-    uv_timer_start(&c->retry, (uv_timer_cb)c->retry.timer_cb, c->backoff_ms, 0);
+    uv_timer_start(&c->retry, on_retry, c->backoff_ms, 0);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -667,7 +669,6 @@ int tr_coord_open(uv_loop_t *loop, const char *state_url, struct tr_coord **out,
     c->refs = 1;
     uv_timer_init(loop, &c->retry);
     c->retry.data = c;
-    c->retry.timer_cb = on_retry;
     uv_timer_init(loop, &c->close_timer);
     c->close_timer.data = c;
     uv_timer_init(loop, &c->sweep);

@@ -2,8 +2,9 @@
  * state.h - the durable state of a scheduler, behind one interface.
  *
  * The scheduler core includes only this header; it never knows which backend
- * it talks to. Backends: `sqlite:PATH` (lib/state/state_sqlite.c, one machine) and,
- * later, `etcd://HOST:PORT[,...]` (lib/state/state_etcd.c). Each backend fills a
+ * it talks to. Backends: `sqlite:PATH` (lib/state/state_sqlite.c, one machine) and
+ * `etcd://HOST:PORT[,...]` (lib/state/state_etcd.c, shared by several schedulers;
+ * docs/state.md, docs/ha.md). Each backend fills a
  * struct tr_state_ops (the vtable, as curl's vtls and SQLite's VFS do);
  * lib/state/state.c picks one from the URL and forwards to it.
  *

@@ -1,8 +1,9 @@
 /*
  * state_backend.h - what a state backend shares with lib/state/state.c.
  *
- * Private: only lib/state/state.c and the backends (lib/state_*.c) include it; the
- * scheduler core sees struct tr_state as opaque through lib/state/state.h.
+ * Private: only lib/state/state.c and the backends (lib/state/state_*.c)
+ * include it; the scheduler core sees struct tr_state as opaque through
+ * lib/state/state.h.
  *
  * Every backend's handle embeds struct tr_state as its first member, so that
  * lib/state/state.c can reach the vtable of any handle, and the backend can turn

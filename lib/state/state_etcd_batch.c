@@ -12,6 +12,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 #include "lib/state/state_etcd_int.h"
 
 static struct tr_state_etcd *from(struct tr_state *st)
@@ -69,15 +70,8 @@ static int add_put(struct tr_state_etcd *st, struct tr_buf *key, struct tr_buf *
         tr_err("cannot store '%.*s' in etcd: %s", (int)TR_MIN(key->len, 200), key->buf,
                st->put_error);
         rc = TR_E2BIG;
-    } else if (st->n_puts == st->cap_puts) {
-        size_t cap = st->cap_puts ? st->cap_puts * 2 : 64;
-        struct etcd_put *p = tr_reallocarray(st->puts, cap, sizeof(*p));
-        if (p == NULL) {
-            rc = TR_ENOMEM;
-        } else {
-            st->puts = p;
-            st->cap_puts = cap;
-        }
+    } else {
+        rc = TR_VEC_RESERVE(st->puts, st->cap_puts, st->n_puts + 1);
     }
     if (rc == 0) {
         struct etcd_put *p = &st->puts[st->n_puts];

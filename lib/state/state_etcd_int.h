@@ -1,10 +1,11 @@
 /*
  * state_etcd_int.h - what the files of the etcd state backend share.
  *
- * Private to lib/state_etcd*.c (and the backend's own test). The backend is
- * split by responsibility: lib/state/state_etcd.c opens the handle, drives the
- * private loop and takes epochs; lib/state/state_etcd_batch.c builds and commits
- * batches; lib/state/state_etcd_read.c reads; lib/state/state_etcd_codec.c turns records into keys and values and back.
+ * Private to lib/state/state_etcd*.c (and the backend's own test). The
+ * backend is split by responsibility: state_etcd.c opens the handle, drives
+ * the private loop and takes epochs; state_etcd_batch.c builds and commits
+ * batches; state_etcd_read.c reads; state_etcd_codec.c turns records into
+ * keys and values and back.
  * docs/state.md ("etcd") describes the key layout, the encoding and the
  * blocking model.
  */

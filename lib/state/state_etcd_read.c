@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/vec.h"
 #include "lib/state/state_etcd_int.h"
 
 #define PAGE 512
@@ -81,16 +82,8 @@ static int scan(struct tr_state_etcd *st, const struct tr_buf *start, decode_fn 
         if (rev == 0)
             rev = c->revision;
         for (size_t i = 0; i < c->n_kvs && rc == 0; i++) {
-            if (it->n == it->cap) {
-                size_t cap = it->cap ? it->cap * 2 : 16;
-                struct item *v = tr_reallocarray(it->v, cap, sizeof(*v));
-                if (v == NULL) {
-                    rc = TR_ENOMEM;
-                    break;
-                }
-                it->v = v;
-                it->cap = cap;
-            }
+            if ((rc = TR_VEC_RESERVE(it->v, it->cap, it->n + 1)) != 0)
+                break;
             struct item *x = &it->v[it->n];
             *x = (struct item){0};
             rc = fn(&c->kvs[i], x, arg);

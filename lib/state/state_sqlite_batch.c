@@ -16,6 +16,7 @@
  */
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 #include "lib/state/state_sqlite_int.h"
 
 /* How a buffered parameter is bound. */
@@ -118,24 +119,9 @@ static int put_start(struct tr_sqlite *ss, enum tr_sqlite_stmt id, size_t n, siz
 {
     if (!ss->batch.open)
         return TR_EINVAL;
-    if (ss->batch.nops == ss->batch.cap_ops) {
-        size_t cap = ss->batch.cap_ops ? ss->batch.cap_ops * 2 : 256;
-        struct tr_sqlite_op *ops = tr_reallocarray(ss->batch.ops, cap, sizeof(*ops));
-        if (ops == NULL)
-            return TR_ENOMEM;
-        ss->batch.ops = ops;
-        ss->batch.cap_ops = cap;
-    }
-    if (ss->batch.cap_vals - ss->batch.nvals < n) {
-        size_t cap = ss->batch.cap_vals ? ss->batch.cap_vals : 1024;
-        while (cap - ss->batch.nvals < n)
-            cap *= 2;
-        struct tr_sqlite_val *vals = tr_reallocarray(ss->batch.vals, cap, sizeof(*vals));
-        if (vals == NULL)
-            return TR_ENOMEM;
-        ss->batch.vals = vals;
-        ss->batch.cap_vals = cap;
-    }
+    if (TR_VEC_RESERVE(ss->batch.ops, ss->batch.cap_ops, ss->batch.nops + 1) != 0 ||
+        TR_VEC_RESERVE(ss->batch.vals, ss->batch.cap_vals, ss->batch.nvals + n) != 0)
+        return TR_ENOMEM;
     int rc = tr_buf_grow(&ss->batch.bytes, nbytes);
     if (rc < 0)
         return rc;

@@ -19,6 +19,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 
 struct tr_zap
 {
@@ -29,6 +30,7 @@ struct tr_zap
     bool bind_ok;
     char (*keys)[TR_CURVE_KEY_LEN + 1]; /* allowed public keys, Z85 */
     size_t n_keys;
+    size_t cap_keys;
     atomic_uint_fast64_t refused;
     struct tr_log_limiter log_limit; /* handler thread only */
 };
@@ -133,10 +135,8 @@ int tr_curve_load_public(const char *path, char *pub, struct tr_error *err)
 
 static int add_key(struct tr_zap *z, const char *key)
 {
-    void *p = tr_reallocarray(z->keys, z->n_keys + 1, sizeof(*z->keys));
-    if (p == NULL)
+    if (TR_VEC_RESERVE(z->keys, z->cap_keys, z->n_keys + 1) != 0)
         return TR_ENOMEM;
-    z->keys = p;
     memcpy(z->keys[z->n_keys++], key, TR_CURVE_KEY_LEN + 1);
     return 0;
 }

@@ -139,6 +139,12 @@ cli run
 assert_eq "$RC" 2 "run without FILE is a usage error"
 cli runs --limit 0
 assert_eq "$RC" 2 "a bad --limit is a usage error"
+cli runs --limit 0x10
+assert_eq "$RC" 2 "a hexadecimal --limit is a usage error"
+assert_contains "$ERR" "bad value '0x10' for --limit: not a decimal number" "it names the flag"
+cli runs --lmit 5
+assert_eq "$RC" 2 "an unknown flag is a usage error"
+assert_contains "$ERR" "did you mean --limit?" "it suggests the flag meant"
 cli run -p novalue "$DIAMOND"
 assert_eq "$RC" 2 "-p without = is a usage error"
 cli frobnicate
@@ -207,6 +213,14 @@ TRELLIS_TOKEN=s3cret-token-1 timeout 30 "$TRELLIS" --api "http://127.0.0.1:$AUTH
 assert_eq "$RC" 0 "TRELLIS_TOKEN is sent as a bearer token"
 cli --api "http://127.0.0.1:$AUTH_PORT" --token-file "$TMP/missing" runs
 assert_eq "$RC" 2 "an unreadable token file is a usage error"
+RC=0
+TRELLIS_TOKEN=s3cret-token-1 TRELLIS_TOKEN_FILE="$TMP/missing" timeout 30 "$TRELLIS" \
+  --api "http://127.0.0.1:$AUTH_PORT" runs >/dev/null 2>&1 || RC=$?
+assert_eq "$RC" 0 "TRELLIS_TOKEN beats TRELLIS_TOKEN_FILE"
+RC=0
+TRELLIS_TOKEN=wrong timeout 30 "$TRELLIS" --api "http://127.0.0.1:$AUTH_PORT" runs \
+  --token-file "$TMP/token-file" >/dev/null 2>&1 || RC=$?
+assert_eq "$RC" 0 "--token-file (after the command too) beats TRELLIS_TOKEN"
 kill -TERM "$AUTH_PID"
 wait_exit "$AUTH_PID" 10
 

@@ -482,11 +482,20 @@ assert (h["pool"], h["slots"], h["gpus"], h["labels"]) == ("gpu", 3, 2, {"a": "1
 ok "with several endpoints the worker moves to the next one when one is dead"
 ok "flags also come from TRELLIS_* environment variables"
 
-"$WORKER" --help | grep -q -- "--lua-mem-mb" || fail "--help does not list the flags"
+"$WORKER" --help | grep -q -- "--lua-mem-mb N .*\[TRELLIS_LUA_MEM_MB=1024\]" ||
+  fail "--help does not list the flags with their variables and defaults"
 rc=0
 "$WORKER" --slots zero 2>"$TMP/badflag.log" || rc=$?
-[ "$rc" = 2 ] && grep -q "bad value for --slots" "$TMP/badflag.log" || fail "bad flag: rc $rc"
-ok "--help lists the flags; a bad value exits 2 with a message"
+[ "$rc" = 2 ] && grep -q "bad value 'zero' for --slots (or TRELLIS_SLOTS)" "$TMP/badflag.log" ||
+  fail "bad flag: rc $rc"
+rc=0
+TRELLIS_SLOTS=12abc "$WORKER" 2>"$TMP/badenv.log" || rc=$?
+[ "$rc" = 2 ] && grep -q "bad value '12abc' in TRELLIS_SLOTS (the variable of --slots)" \
+  "$TMP/badenv.log" || fail "bad variable: rc $rc"
+rc=0
+"$WORKER" --slot 3 2>"$TMP/unknown.log" || rc=$?
+[ "$rc" = 2 ] && grep -q "did you mean --slots" "$TMP/unknown.log" || fail "unknown flag: rc $rc"
+ok "--help lists the flags; a bad value or variable, or an unknown flag, exits 2 with a message"
 
 # ---------------------------------------------------------------------------
 # 8. SIGTERM: BYE to the scheduler, clean exit

@@ -12,8 +12,8 @@
 # the member speaks TLS and asks clients for a certificate signed by ca.pem.
 #
 # Short raft timings (--heartbeat-interval 10 --election-timeout 100) make a
-# fresh member ready in ~50 ms and a restarted one in ~150 ms (STACK-NOTES
-# §2.1). Stop with stop-etcd.sh DIR.
+# fresh member ready in ~50 ms and a restarted one in ~150 ms (measured on
+# loopback with etcd 3.4). Stop with stop-etcd.sh DIR.
 set -euo pipefail
 
 dir=${1:?usage: start-etcd.sh DIR [--fresh]}
