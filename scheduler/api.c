@@ -4,8 +4,8 @@
  * Handlers run on the loop thread. Reads answer at once from memory, or from
  * the state backend for runs no longer held in memory. Writes (new runs,
  * cancels, registrations) change memory and queue their answer with
- * sched_queue_reply, which is sent only after the end-of-turn commit has made
- * the change durable. Long-polls (`wait`) are waiters on the run, answered
+ * batch_add_reply, which is sent only after the turn's commit has made the
+ * change durable. Long-polls (`wait`) are waiters on the run, answered
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
@@ -14,9 +14,8 @@
 #include <math.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/vec.h"
 #include "lib/wire/mp_json.h"
-
-
 
 /* ====================================================================== */
 /* JSON helpers                                                            */
@@ -93,11 +92,11 @@ json_t *counts_json(const uint32_t *counts)
 {
     json_t *o = json_object();
     uint32_t total = 0;
-    for (int i = 0; i < ST_COUNT; i++)
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++)
         total += counts[i];
     json_object_set_new(o, "total", json_integer(total));
-    for (int i = 0; i < ST_COUNT; i++)
-        json_object_set_new(o, inst_state_names[i], json_integer(counts[i]));
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++)
+        json_object_set_new(o, tr_task_state_names[i], json_integer(counts[i]));
     return o;
 }
 
@@ -157,7 +156,7 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "pipeline", json_string(r->pipe->def->name));
     json_object_set_new(o, "version", json_string(r->pipe->def->version));
     json_object_set_new(o, "digest", json_string(r->pipe->digest));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     json_object_set_new(o, "created_at", json_time(r->created_at));
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
@@ -174,8 +173,8 @@ json_t *run_to_json(struct run *r, bool with_output)
 int count_task(const struct tr_task_rec *rec, void *arg)
 {
     struct rec_ctx *c = arg;
-    for (int i = 0; i < ST_COUNT; i++) {
-        if (strcmp(rec->state, inst_state_names[i]) == 0)
+    for (int i = 0; i < TR_TASK_STATE_COUNT; i++) {
+        if (strcmp(rec->state, tr_task_state_names[i]) == 0)
             c->counts[i]++;
     }
     return 0;
@@ -251,24 +250,26 @@ void on_waiter_abort(struct tr_http_req *req, void *arg)
     waiter_end(w);
 }
 
-void waiters_wake(struct run *r)
+void api_run_final(void *arg, struct run *r)
 {
-    struct sched *s = r->sched;
+    struct api *a = arg;
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
         waiter_end(w);
         /* After the commit: the client must not see a state a crash could undo. */
         if (req)
-            sched_queue_reply_text(s, req, 200, run_json_text(r, NULL));
+            batch_add_reply_text(a->batch, req, 200, run_json_text(r, NULL));
     }
 }
 
-void waiters_close_all(struct sched *s)
+void api_waiters_close(struct api *a)
 {
+    if (a->core == NULL)
+        return; /* never opened */
     size_t it = 0;
     struct run *r;
-    while ((r = tr_hmap_next(&s->runs, &it)) != NULL) {
+    while ((r = tr_hmap_next(&a->core->runs, &it)) != NULL) {
         while (r->waiters != NULL) {
             struct waiter *w = r->waiters;
             struct tr_http_req *req = w->req;
@@ -297,9 +298,9 @@ static int list_pipe(const struct tr_pipeline_rec *rec, void *arg)
 
 static void h_pipelines_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     json_t *arr = json_array();
-    int rc = tr_state_list_pipelines(s->state, list_pipe, arr);
+    int rc = tr_state_list_pipelines(a->state, list_pipe, arr);
     if (rc < 0) {
         json_decref(arr);
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
@@ -312,11 +313,11 @@ static void h_pipelines_list(struct tr_http_req *req, void *arg)
 
 static void h_workers(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     json_t *arr = json_array();
     size_t it = 0;
     struct worker *w;
-    while ((w = tr_hmap_next(&s->workers, &it)) != NULL) {
+    while ((w = tr_hmap_next(&a->fleet->workers, &it)) != NULL) {
         json_t *o = json_object();
         json_object_set_new(o, "id", json_string(w->id));
         json_object_set_new(o, "pool", json_string(w->pool->name));
@@ -340,24 +341,42 @@ static void h_workers(struct tr_http_req *req, void *arg)
 
 static void h_healthz(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     json_t *o = json_object();
-    json_object_set_new(o, "status", json_string(s->commit_failing ? "degraded" : "ok"));
-    json_object_set_new(o, "epoch", json_integer((json_int_t)s->epoch));
-    json_object_set_new(o, "role", json_string(leader_role_name(s)));
+    json_object_set_new(o, "status", json_string(api_writes_paused(a) ? "degraded" : "ok"));
+    json_object_set_new(o, "epoch", json_integer((json_int_t)a->dispatch->epoch));
+    json_object_set_new(o, "role", json_string(leader_role_name(a->leader)));
     respond_json(req, 200, o);
 }
 
 static void h_metrics(struct tr_http_req *req, void *arg)
 {
     size_t len = 0;
-    char *text = metrics_render(arg, &len);
+    struct api *a = arg;
+    char *text = metrics_render(&a->metrics, &len);
     if (text == NULL) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
     tr_http_respond(req, 200, "text/plain; version=0.0.4", text, len);
     tr_free(text);
+}
+
+static void h_readyz(struct tr_http_req *req, void *arg)
+{
+    struct api *a = arg;
+    leader_h_readyz(req, a->leader);
+}
+
+static bool gate(struct tr_http_req *req, void *arg)
+{
+    struct api *a = arg;
+    return leader_gate(req, a->leader);
+}
+
+bool api_writes_paused(const struct api *a)
+{
+    return a->batch->failing || leader_suspended(a->leader);
 }
 
 static const struct tr_http_route routes[] = {
@@ -371,7 +390,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/pipelines", h_pipelines_list},
     {"GET", "/v1/workers", h_workers},
     {"GET", "/healthz", h_healthz},
-    {"GET", "/readyz", leader_h_readyz},
+    {"GET", "/readyz", h_readyz},
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
     {NULL, NULL, NULL},
@@ -384,11 +403,12 @@ static const struct tr_http_route routes[] = {
  * read whole: a line longer than TOKEN_LINE_MAX refuses the file, with its
  * number, rather than being taken as several tokens.
  */
-static int read_tokens(struct sched *s, struct tr_error *err)
+static int read_tokens(struct api *a, struct tr_error *err)
 {
-    FILE *f = fopen(s->cfg.token_file, "r");
+    const char *path = a->cfg->token_file;
+    FILE *f = fopen(path, "r");
     if (f == NULL)
-        return tr_error_set(err, -errno, "cannot read token file '%s': %s", s->cfg.token_file,
+        return tr_error_set(err, -errno, "cannot read token file '%s': %s", path,
                             strerror(errno));
     size_t n = 0, lineno = 0, cap = 0;
     char *line = NULL;
@@ -400,7 +420,7 @@ static int read_tokens(struct sched *s, struct tr_error *err)
         if (len > TOKEN_LINE_MAX || memchr(line, '\0', (size_t)got) != NULL) {
             rc = tr_error_set(err, TR_EINVAL,
                               "token file '%s' line %zu: longer than %d bytes or holds a NUL",
-                              s->cfg.token_file, lineno, TOKEN_LINE_MAX);
+                              path, lineno, TOKEN_LINE_MAX);
             break;
         }
         line[len] = '\0';
@@ -409,17 +429,14 @@ static int read_tokens(struct sched *s, struct tr_error *err)
             p++;
         if (*p == '\0' || *p == '#')
             continue;
-        char **t = tr_reallocarray(s->tokens, n + 2, sizeof(*t));
         char *tok = tr_strdup(p);
-        if (t != NULL)
-            s->tokens = t;
-        if (t == NULL || tok == NULL) {
+        if (tok == NULL || TR_VEC_RESERVE(a->tokens, a->cap_tokens, n + 2) < 0) {
             tr_free(tok);
             rc = TR_ENOMEM;
             break;
         }
-        s->tokens[n] = tok;
-        s->tokens[++n] = NULL;
+        a->tokens[n] = tok;
+        a->tokens[++n] = NULL;
     }
     if (line != NULL) {
         explicit_bzero(line, cap); /* a secret was there */
@@ -427,14 +444,14 @@ static int read_tokens(struct sched *s, struct tr_error *err)
     }
     fclose(f);
     if (rc == 0 && n == 0)
-        rc = tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", s->cfg.token_file);
+        rc = tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", path);
     return rc;
 }
 
-int api_init(struct sched *s, struct tr_error *err)
+int api_open(struct api *a, struct tr_error *err)
 {
-    if (s->cfg.token_file != NULL) {
-        int rc = read_tokens(s, err);
+    if (a->cfg->token_file != NULL) {
+        int rc = read_tokens(a, err);
         if (rc < 0)
             return rc;
     }
@@ -442,26 +459,26 @@ int api_init(struct sched *s, struct tr_error *err)
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 32u << 20,
         .max_connections = 1024,
-        .tokens = (const char *const *)s->tokens,
+        .tokens = (const char *const *)a->tokens,
         .routes = routes,
-        .handler_arg = s,
-        .before = leader_gate,
+        .handler_arg = a,
+        .before = gate,
     };
-    s->http = tr_http_server_new(s->loop, &cfg);
-    if (s->http == NULL)
+    a->http = tr_http_server_new(a->loop, &cfg);
+    if (a->http == NULL)
         return tr_error_set(err, TR_ENOMEM, "cannot create the HTTP server");
-    return tr_http_server_listen(s->http, s->cfg.api_host, s->cfg.api_port, err);
+    return tr_http_server_listen(a->http, a->cfg->api_host, a->cfg->api_port, err);
 }
 
-void api_close(struct sched *s)
+void api_close(struct api *a)
 {
-    tr_http_server_free(s->http);
-    s->http = NULL;
-    for (size_t i = 0; s->tokens && s->tokens[i]; i++) {
+    tr_http_server_free(a->http);
+    a->http = NULL;
+    for (size_t i = 0; a->tokens && a->tokens[i]; i++) {
         /* Tokens are secrets: scrub before freeing. */
-        explicit_bzero(s->tokens[i], strlen(s->tokens[i]));
-        tr_free(s->tokens[i]);
+        explicit_bzero(a->tokens[i], strlen(a->tokens[i]));
+        tr_free(a->tokens[i]);
     }
-    tr_free(s->tokens);
-    s->tokens = NULL;
+    tr_free(a->tokens);
+    a->tokens = NULL;
 }

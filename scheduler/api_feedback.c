@@ -36,9 +36,9 @@ void fb_respond(struct tr_http_req *req, int status, json_t *body)
     tr_free(text);
 }
 
-void fb_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body)
+void fb_queue_reply(struct api *s, struct tr_http_req *req, int status, json_t *body)
 {
-    sched_queue_reply_text(s, req, status, dump(body));
+    batch_add_reply_text(s->batch, req, status, dump(body));
 }
 
 /* Values a feedback or model body may hold: its texts are 64 KiB at most. */
@@ -99,9 +99,9 @@ bool fb_limit(struct tr_http_req *req, uint32_t *limit)
     return true;
 }
 
-bool fb_writable(struct sched *s, struct tr_http_req *req)
+bool fb_writable(struct api *s, struct tr_http_req *req)
 {
-    if (!s->commit_failing)
+    if (!api_writes_paused(s))
         return true;
     tr_http_respond_error(req, 503, "unavailable",
                           "the state backend is not taking writes; try again");
@@ -169,9 +169,9 @@ static int copy_pipeline(const struct tr_run_rec *r, void *arg)
     return 0;
 }
 
-static int run_pipeline(struct sched *s, const char *run_id, char out[FB_NAME_MAX * 2])
+static int run_pipeline(struct api *s, const char *run_id, char out[FB_NAME_MAX * 2])
 {
-    struct run *r = run_find(s, run_id);
+    struct run *r = run_find(s->core, run_id);
     if (r != NULL) {
         snprintf(out, FB_NAME_MAX * 2, "%s", r->pipe->def->name);
         return 0;
@@ -229,7 +229,7 @@ static bool score_of(json_t *b, int *score, bool *negative, char *msg, size_t si
 
 void h_feedback_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     if (!fb_writable(s, req))
         return;
     json_t *b = fb_body(req);
@@ -323,7 +323,7 @@ static int feedback_json(const struct tr_feedback_rec *r, void *arg)
 
 void h_feedback_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char pipeline[FB_NAME_MAX * 2], run_id[80];
     uint32_t limit;
     if (!fb_limit(req, &limit))
@@ -345,7 +345,7 @@ void h_feedback_list(struct tr_http_req *req, void *arg)
 
 void h_pipeline_stats(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX * 2];
     if (!fb_param(req, "name", name, sizeof(name), "pipeline"))
         return;
@@ -385,7 +385,7 @@ static bool value_ok(json_t *v, const char *k, char *msg, size_t size, const cha
 
 void h_labels_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     if (!fb_writable(s, req))
         return;
     json_t *b = fb_body(req);
@@ -484,7 +484,7 @@ static int label_into_write(const struct tr_label_rec *r, void *arg)
 
 void h_label_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char id[128];
     if (!fb_param(req, "id", id, sizeof(id), "label item") || !fb_writable(s, req))
         return;
@@ -572,7 +572,7 @@ static int label_json(const struct tr_label_rec *r, void *arg)
 
 void h_labels_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char pipeline[FB_NAME_MAX * 2], state[32] = "queued";
     uint32_t limit;
     if (!fb_limit(req, &limit))

@@ -1,10 +1,11 @@
 /*
- * api_int.h - what the API's files (api.c, api_runs.c) share.
+ * api_int.h - what the API's files (api.c, api_runs.c) share; part "api".
  */
 #ifndef TR_API_INT_H
 #define TR_API_INT_H
 
-#include "scheduler/sched.h"
+#include "scheduler/api.h"
+#include "scheduler/usage.h"
 
 #define WAIT_MAX_S 300.0
 #define LOG_LINES_MAX 200
@@ -23,7 +24,7 @@ struct rec_ctx
 {
     json_t *out;
     bool with_output;
-    uint32_t counts[ST_COUNT];
+    uint32_t counts[TR_TASK_STATE_COUNT];
     json_t *usage;           /* the LLM calls of its task records, summed (usage.c) */
 };
 
@@ -34,6 +35,9 @@ size_t json_count_values(const char *p, size_t n, size_t stop);
 /* api_runs.c: a query number, strictly decimal (digits, and with frac an
  * optional '.' and 1-6 digits); no sign, space, exponent or hex. */
 bool query_decimal(const char *q, bool frac, double *out);
+json_t *run_to_json(struct run *r, bool with_output);
+/* The run's whole JSON as text (caller frees with tr_free); NULL when out of memory. */
+char *run_json_text(struct run *r, size_t *len);
 /* Answers 200 with the run's JSON (params and output included). */
 void respond_run(struct tr_http_req *req, struct run *r);
 /* Answers at once with body (taken). */

@@ -32,7 +32,7 @@ static void not_found(struct tr_http_req *req, const char *what, const char *nam
 }
 
 /* Adds the write of the model's head as it will be after this call. */
-static bool head_write(struct sched *s, const struct fb_model *m, uint32_t latest, uint64_t moves,
+static bool head_write(struct api *s, const struct fb_model *m, uint32_t latest, uint64_t moves,
                        double now)
 {
     struct fb_write *w = fb_write_new(s, FB_W_MODEL);
@@ -80,7 +80,7 @@ static bool lineage_ok(json_t *lin, char *msg, size_t size)
 
 void h_model_version_post(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX];
     if (!model_param(req, name, sizeof(name)) || !fb_writable(s, req))
         return;
@@ -235,7 +235,7 @@ static int model_into(const struct tr_model_rec *r, void *arg)
 }
 
 /* Sets "aliases" of the model object o; 0 or an error. */
-static int add_aliases(struct sched *s, json_t *o)
+static int add_aliases(struct api *s, json_t *o)
 {
     json_t *aliases = json_object();
     int rc = tr_state_list_model_aliases(s->state, json_string_value(json_object_get(o, "name")),
@@ -246,7 +246,7 @@ static int add_aliases(struct sched *s, json_t *o)
 
 void h_models_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     json_t *arr = json_array();
     int rc = tr_state_list_models(s->state, model_into_array, arr);
     for (size_t i = 0; rc == 0 && i < json_array_size(arr); i++)
@@ -263,7 +263,7 @@ void h_models_list(struct tr_http_req *req, void *arg)
 
 void h_model_get(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX];
     if (!model_param(req, name, sizeof(name)))
         return;
@@ -296,7 +296,7 @@ static int alias_version(const struct tr_model_alias_rec *r, void *arg)
 /* GET .../versions/{v}: a number, or an alias ("production"). */
 void h_model_version_get(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX], v[FB_NAME_MAX];
     if (!model_param(req, name, sizeof(name)) || !fb_param(req, "v", v, sizeof(v), "version"))
         return;
@@ -346,7 +346,7 @@ void h_model_version_get(struct tr_http_req *req, void *arg)
 /* ====================================================================== */
 
 /* Moves alias to version (0: removes it), with its history entry and the new head. */
-static void move_alias(struct sched *s, struct tr_http_req *req, const char *name,
+static void move_alias(struct api *s, struct tr_http_req *req, const char *name,
                        const char *alias, uint32_t version, const char *user, const char *reason)
 {
     int rc = 0;
@@ -440,7 +440,7 @@ static bool who_why(struct tr_http_req *req, json_t *b, const char **user, const
 
 void h_model_alias_put(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX], alias[FB_NAME_MAX];
     if (!alias_params(req, name, alias) || !fb_writable(s, req))
         return;
@@ -459,7 +459,7 @@ void h_model_alias_put(struct tr_http_req *req, void *arg)
 
 void h_model_alias_delete(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX], alias[FB_NAME_MAX];
     if (!alias_params(req, name, alias) || !fb_writable(s, req))
         return;
@@ -488,7 +488,7 @@ static int move_into(const struct tr_alias_move_rec *r, void *arg)
 
 void h_model_history(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *s = arg;
     char name[FB_NAME_MAX];
     if (!model_param(req, name, sizeof(name)))
         return;

@@ -1,7 +1,7 @@
 /*
  * api_runs.c - the /v1/runs and /v1/pipelines handlers (docs/api.md).
  *
- * Writes answer through sched_queue_reply, after the end-of-turn commit;
+ * Writes answer through batch_add_reply, after the turn's commit;
  * reads answer at once, from memory or, for runs no longer held there, from
  * the state backend.
  */
@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "lib/base/alloc.h"
 #include "lib/wire/mp_json.h"
 
 /* ====================================================================== */
@@ -17,7 +18,7 @@
 
 struct start_ctx
 {
-    struct sched *sched;
+    struct api *api;
     struct tr_http_req *req; /* NULL once the client went away */
     json_t *params;          /* owned */
     bool register_only;      /* POST /v1/pipelines */
@@ -35,64 +36,27 @@ static void start_ctx_free(struct start_ctx *c)
     tr_free(c);
 }
 
-static void finish_register(struct sched *s, struct pipeline_entry *pe, struct tr_http_req *req)
+static void finish_register(struct api *a, struct pipeline_entry *pe, struct tr_http_req *req)
 {
     const struct tr_pipeline_def *def = pe->def;
-    struct tr_pipeline_rec rec = {
-        .name = tr_strdup(def->name),
-        .version = tr_strdup(def->version),
-        .digest = tr_strdup(def->digest),
-        .source = def->source,
-        .source_len = def->source_len,
-        .registered_at = tr_now(),
-        .n_tasks = def->n_tasks,
-    };
-    bool ok = rec.name && rec.version && rec.digest;
-    if (ok && s->n_dirty_pipes == s->cap_dirty_pipes) {
-        size_t cap = s->cap_dirty_pipes ? s->cap_dirty_pipes * 2 : 16;
-        struct tr_pipeline_rec *a = tr_reallocarray(s->dirty_pipes, cap, sizeof(*a));
-        ok = a != NULL;
-        if (ok) {
-            s->dirty_pipes = a;
-            s->cap_dirty_pipes = cap;
-        }
-    }
-    if (!ok) {
-        tr_free((char *)rec.name);
-        tr_free((char *)rec.version);
-        tr_free((char *)rec.digest);
+    /* The source is stored with it, so that runs by name and restarts find it. */
+    if (batch_add_pipeline(a->batch, pe) < 0 || batch_add_source(a->batch, pe) < 0) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
-    }
-    s->dirty_pipes[s->n_dirty_pipes++] = rec;
-    /* The source is stored with it, so that runs by name and restarts find it. */
-    if (!pe->stored) {
-        if (s->n_dirty_sources == s->cap_dirty_sources) {
-            size_t cap = s->cap_dirty_sources ? s->cap_dirty_sources * 2 : 16;
-            struct pipeline_entry **a = tr_reallocarray(s->dirty_sources, cap, sizeof(*a));
-            if (a == NULL) {
-                tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
-                return;
-            }
-            s->dirty_sources = a;
-            s->cap_dirty_sources = cap;
-        }
-        s->dirty_sources[s->n_dirty_sources++] = pe;
-        pe->stored = true;
     }
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(def->name));
     json_object_set_new(o, "version", json_string(def->version));
     json_object_set_new(o, "digest", json_string(def->digest));
     json_object_set_new(o, "tasks", json_integer(def->n_tasks));
-    sched_queue_reply(s, req, 201, o);
+    batch_add_reply(a->batch, req, 201, o);
 }
 
-static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *params,
+static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *params,
                          struct tr_http_req *req)
 {
     /* The pipeline's defaults are merged into every run's params on the loop. */
-    uint32_t max_bytes = s->cfg.max_params_bytes ? s->cfg.max_params_bytes : (1u << 20);
+    uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes : (1u << 20);
     if (pe->def->params_len > max_bytes) {
         char msg[200];
         snprintf(msg, sizeof(msg),
@@ -104,7 +68,7 @@ static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *par
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
-    int rc = run_create(s, pe, params, &r, &err);
+    int rc = run_new(a->core, pe, params, &r, &err);
     if (rc < 0) {
         respond_err(req, &err);
         return;
@@ -112,25 +76,26 @@ static void finish_start(struct sched *s, struct pipeline_entry *pe, json_t *par
     run_start(r);
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     tr_info("run created run=%s pipeline=%s tasks=%u", r->id, pe->def->name, pe->def->n_tasks);
-    sched_queue_reply(s, req, 201, o);
+    batch_add_reply(a->batch, req, 201, o);
 }
 
-static void on_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_error *err, void *arg)
+static void on_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg)
 {
     struct start_ctx *c = arg;
+    struct api *a = c->api;
     if (c->req != NULL) {
         tr_http_req_on_abort(c->req, NULL, NULL);
         if (pe == NULL) {
             respond_err(c->req, err);
-        } else if (s->commit_failing) {
+        } else if (api_writes_paused(a)) {
             tr_http_respond_error(c->req, 503, "unavailable",
                                   "the state backend is not taking writes; try again");
         } else if (c->register_only) {
-            finish_register(s, pe, c->req);
+            finish_register(a, pe, c->req);
         } else {
-            finish_start(s, pe, c->params, c->req);
+            finish_start(a, pe, c->params, c->req);
         }
     }
     start_ctx_free(c);
@@ -140,9 +105,9 @@ static void on_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_erro
 #define PARAMS_KEYS_DEFAULT 10000u
 #define BODY_VALUES_SLACK 1024u /* values a body may hold beyond its params' */
 
-static uint32_t params_keys_max(const struct sched *s)
+static uint32_t params_keys_max(const struct api *a)
 {
-    return s->cfg.max_params_keys ? s->cfg.max_params_keys : PARAMS_KEYS_DEFAULT;
+    return a->cfg->max_params_keys ? a->cfg->max_params_keys : PARAMS_KEYS_DEFAULT;
 }
 
 /*
@@ -192,13 +157,13 @@ static size_t json_count_elems(json_t *v, size_t stop)
 }
 
 /* A run's params within --max-params-keys and --max-params-bytes; 400 otherwise. */
-static bool params_ok(struct sched *s, struct tr_http_req *req, json_t *params)
+static bool params_ok(struct api *a, struct tr_http_req *req, json_t *params)
 {
     if (params == NULL || !json_is_object(params))
         return true;
-    uint32_t max_keys = params_keys_max(s);
-    uint32_t max_bytes = s->cfg.max_params_bytes ? s->cfg.max_params_bytes
-                                                 : PARAMS_BYTES_DEFAULT;
+    uint32_t max_keys = params_keys_max(a);
+    uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes
+                                                  : PARAMS_BYTES_DEFAULT;
     char msg[200];
     if (json_count_elems(params, max_keys) > max_keys) {
         snprintf(msg, sizeof(msg),
@@ -218,15 +183,15 @@ static bool params_ok(struct sched *s, struct tr_http_req *req, json_t *params)
 }
 
 /* Parses the body as a JSON object; answers 400 and returns NULL otherwise. */
-static json_t *body_object(struct sched *s, struct tr_http_req *req)
+static json_t *body_object(struct api *a, struct tr_http_req *req)
 {
     struct tr_str body = tr_http_req_body(req);
-    size_t max_values = (size_t)params_keys_max(s) + BODY_VALUES_SLACK;
+    size_t max_values = (size_t)params_keys_max(a) + BODY_VALUES_SLACK;
     if (json_count_values(body.p, body.len, max_values) > max_values) {
         char msg[200];
         snprintf(msg, sizeof(msg),
                  "the body holds more than %zu values ('params' may hold %u keys and "
-                 "elements: --max-params-keys)", max_values, params_keys_max(s));
+                 "elements: --max-params-keys)", max_values, params_keys_max(a));
         tr_http_respond_error(req, 400, "invalid_params", msg);
         return NULL;
     }
@@ -264,14 +229,14 @@ static int reg_found(const struct tr_pipeline_rec *rec, void *arg)
     return 0;
 }
 
-static void start_or_register(struct sched *s, struct tr_http_req *req, bool register_only)
+static void start_or_register(struct api *a, struct tr_http_req *req, bool register_only)
 {
-    if (s->commit_failing) {
+    if (api_writes_paused(a)) {
         tr_http_respond_error(req, 503, "unavailable",
                               "the state backend is not taking writes; try again");
         return;
     }
-    json_t *body = body_object(s, req);
+    json_t *body = body_object(a, req);
     if (body == NULL)
         return;
     json_t *source = json_object_get(body, "source");
@@ -294,7 +259,7 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
         json_decref(body);
         return;
     }
-    if (!params_ok(s, req, params)) {
+    if (!params_ok(a, req, params)) {
         json_decref(body);
         return;
     }
@@ -304,7 +269,7 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
-    c->sched = s;
+    c->api = a;
     c->req = req;
     c->register_only = register_only;
     c->params = params && json_is_object(params) ? json_incref(params) : NULL;
@@ -322,7 +287,7 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
         char pname[256];
         snprintf(pname, sizeof(pname), "%.*s", at ? (int)(at - ref) : (int)strlen(ref), ref);
         struct reg_lookup l = {0};
-        int rc = tr_state_get_pipeline(s->state, pname, at ? at + 1 : NULL, reg_found, &l);
+        int rc = tr_state_get_pipeline(a->state, pname, at ? at + 1 : NULL, reg_found, &l);
         if (rc < 0 || !l.found) {
             char m[400];
             snprintf(m, sizeof(m), "no registered pipeline '%s'", ref);
@@ -333,20 +298,20 @@ static void start_or_register(struct sched *s, struct tr_http_req *req, bool reg
             return;
         }
         memcpy(digest, l.digest, sizeof(digest));
-        if (pipe_lookup(s, digest) == NULL &&
-            tr_state_get_source(s->state, digest, &stored_src, &len) == 0)
+        if (pipe_lookup(a->pipes, digest) == NULL &&
+            tr_state_get_source(a->state, digest, &stored_src, &len) == 0)
             src = stored_src;
     }
-    struct pipeline_entry *pe = pipe_lookup(s, digest);
+    struct pipeline_entry *pe = pipe_lookup(a->pipes, digest);
     if (pe != NULL) {
-        on_loaded(s, pe, NULL, c);
+        on_loaded(pe, NULL, c);
     } else if (src == NULL) {
         tr_http_respond_error(req, 500, "state_error", "the pipeline's source is missing");
         start_ctx_free(c);
     } else {
         const char *chunk = name ? json_string_value(name) : "pipeline.lua";
         tr_http_req_on_abort(req, start_ctx_abort, c);
-        int rc = pipe_load_async(s, src, len, chunk, on_loaded, c);
+        int rc = pipe_load_async(a->pipes, src, len, chunk, on_loaded, c);
         if (rc < 0) {
             tr_http_req_on_abort(req, NULL, NULL);
             tr_http_respond_error(req, 500, "internal_error", tr_strerror(rc));
@@ -420,7 +385,7 @@ bool query_decimal(const char *q, bool frac, double *out)
 
 void h_run_get(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     char id[64];
     if (!param_id(req, id, sizeof(id)))
         return;
@@ -434,7 +399,7 @@ void h_run_get(struct tr_http_req *req, void *arg)
         }
         wait = fmin(wait, WAIT_MAX_S);
     }
-    struct run *r = run_find(s, id);
+    struct run *r = run_find(a->core, id);
     if (r != NULL) {
         /* Long-polls leave the HTTP server a reserve of connections: past
          * it, the answer is the current state at once. */
@@ -442,7 +407,7 @@ void h_run_get(struct tr_http_req *req, void *arg)
             /* A change not committed yet is shown after the commit, like the
              * answer to the write that made it. */
             if (r->dirty)
-                sched_queue_reply_text(s, req, 200, run_json_text(r, NULL));
+                batch_add_reply_text(a->batch, req, 200, run_json_text(r, NULL));
             else
                 respond_run(req, r);
             return;
@@ -458,14 +423,14 @@ void h_run_get(struct tr_http_req *req, void *arg)
         if (r->waiters)
             r->waiters->prev = w;
         r->waiters = w;
-        uv_timer_init(s->loop, &w->timer);
+        uv_timer_init(a->loop, &w->timer);
         w->timer.data = w;
         uv_timer_start(&w->timer, on_waiter_timeout, (uint64_t)(wait * 1000), 0);
         tr_http_req_on_abort(req, on_waiter_abort, w);
         return;
     }
     struct rec_ctx c = {.with_output = true};
-    int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+    int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
     if (rc == TR_ENOENT || (rc == 0 && c.out == NULL)) {
         not_found_run(req, id);
         return;
@@ -475,7 +440,7 @@ void h_run_get(struct tr_http_req *req, void *arg)
         return;
     }
     c.usage = usage_sum_new();
-    if (tr_state_list_tasks(s->state, id, count_task_usage, &c) == 0) {
+    if (tr_state_list_tasks(a->state, id, count_task_usage, &c) == 0) {
         json_object_set_new(c.out, "tasks", counts_json(c.counts));
         if (c.usage != NULL)
             json_object_set(c.out, "usage", c.usage);
@@ -503,7 +468,7 @@ static json_t *inst_json(struct run *r, struct inst *in)
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(r->pipe->def->tasks[in->task].name));
     json_object_set_new(o, "index", json_integer(in->index));
-    json_object_set_new(o, "state", json_string(inst_state_names[in->state]));
+    json_object_set_new(o, "state", json_string(tr_task_state_names[in->state]));
     json_object_set_new(o, "attempts", json_integer(in->attempts));
     const char *worker = in->worker ? in->worker->id : in->worker_id;
     json_object_set_new(o, "worker", json_str_or_null(worker));
@@ -537,12 +502,12 @@ static int task_rec_json(const struct tr_task_rec *rec, void *arg)
 
 void h_run_tasks(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     char id[64];
     if (!param_id(req, id, sizeof(id)))
         return;
     json_t *arr = json_array();
-    struct run *r = run_find(s, id);
+    struct run *r = run_find(a->core, id);
     if (r != NULL) {
         const struct tr_pipeline_def *def = r->pipe->def;
         for (uint32_t i = 0; i < def->n_tasks; i++) {
@@ -553,7 +518,7 @@ void h_run_tasks(struct tr_http_req *req, void *arg)
         }
     } else {
         struct rec_ctx c = {0};
-        int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+        int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
         json_decref(c.out);
         if (rc < 0) {
             json_decref(arr);
@@ -563,7 +528,7 @@ void h_run_tasks(struct tr_http_req *req, void *arg)
                 tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
             return;
         }
-        if (tr_state_list_tasks(s->state, id, task_rec_json, arr) < 0) {
+        if (tr_state_list_tasks(a->state, id, task_rec_json, arr) < 0) {
             json_decref(arr);
             tr_http_respond_error(req, 500, "state_error", "cannot read tasks");
             return;
@@ -621,13 +586,13 @@ static int logs_rec(const struct tr_task_rec *rec, void *arg)
 
 void h_run_logs(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     char id[64], task[256];
     if (!param_id(req, id, sizeof(id)))
         return;
     bool filter = tr_http_req_query(req, "task", task, sizeof(task));
     struct logs_ctx c = {json_array(), filter ? task : NULL};
-    struct run *r = run_find(s, id);
+    struct run *r = run_find(a->core, id);
     if (r != NULL) {
         const struct tr_pipeline_def *def = r->pipe->def;
         for (uint32_t i = 0; i < def->n_tasks; i++) {
@@ -645,9 +610,9 @@ void h_run_logs(struct tr_http_req *req, void *arg)
         }
     } else {
         struct rec_ctx rc0 = {0};
-        int rc = tr_state_get_run(s->state, id, run_rec_json, &rc0);
+        int rc = tr_state_get_run(a->state, id, run_rec_json, &rc0);
         json_decref(rc0.out);
-        if (rc < 0 || tr_state_list_tasks(s->state, id, logs_rec, &c) < 0) {
+        if (rc < 0 || tr_state_list_tasks(a->state, id, logs_rec, &c) < 0) {
             json_decref(c.arr);
             if (rc == TR_ENOENT)
                 not_found_run(req, id);
@@ -664,14 +629,14 @@ void h_run_logs(struct tr_http_req *req, void *arg)
 
 void h_run_cancel(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     char id[64];
     if (!param_id(req, id, sizeof(id)))
         return;
-    struct run *r = run_find(s, id);
+    struct run *r = run_find(a->core, id);
     if (r == NULL) {
         struct rec_ctx c = {0};
-        int rc = tr_state_get_run(s->state, id, run_rec_json, &c);
+        int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
         json_decref(c.out);
         if (rc == 0)
             tr_http_respond_error(req, 409, "conflict", "the run has already finished");
@@ -679,7 +644,7 @@ void h_run_cancel(struct tr_http_req *req, void *arg)
             not_found_run(req, id);
         return;
     }
-    if (s->commit_failing) {
+    if (api_writes_paused(a)) {
         tr_http_respond_error(req, 503, "unavailable",
                               "the state backend is not taking writes; try again");
         return;
@@ -687,26 +652,26 @@ void h_run_cancel(struct tr_http_req *req, void *arg)
     if (run_cancel(r, "cancelled by request") < 0) {
         char msg[100];
         snprintf(msg, sizeof(msg), "the run has already finished (%s)",
-                 run_state_names[r->state]);
+                 tr_run_state_names[r->state]);
         tr_http_respond_error(req, 409, "conflict", msg);
         return;
     }
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
-    json_object_set_new(o, "state", json_string(run_state_names[r->state]));
-    sched_queue_reply(s, req, 200, o);
+    json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
+    batch_add_reply(a->batch, req, 200, o);
 }
 
 struct list_ctx
 {
-    struct sched *sched;
+    struct api *api;
     json_t *arr;
 };
 
 static int list_run(const struct tr_run_rec *rec, void *arg)
 {
     struct list_ctx *c = arg;
-    struct run *r = run_find(c->sched, rec->id);
+    struct run *r = run_find(c->api->core, rec->id);
     if (r != NULL) {
         json_t *o = run_to_json(r, false);
         json_t *sum = r->usage_sum ? json_incref(r->usage_sum) : usage_sum_new();
@@ -728,7 +693,7 @@ static int list_run(const struct tr_run_rec *rec, void *arg)
 
 void h_runs_list(struct tr_http_req *req, void *arg)
 {
-    struct sched *s = arg;
+    struct api *a = arg;
     char state[32], limit_s[32];
     bool by_state = tr_http_req_query(req, "state", state, sizeof(state));
     long limit = 50;
@@ -743,8 +708,8 @@ void h_runs_list(struct tr_http_req *req, void *arg)
     }
     if (by_state) {
         bool known = false;
-        for (size_t i = 0; i < TR_ARRAY_LEN(run_state_names); i++)
-            known |= strcmp(state, run_state_names[i]) == 0;
+        for (size_t i = 0; i < TR_ARRAY_LEN(tr_run_state_names); i++)
+            known |= strcmp(state, tr_run_state_names[i]) == 0;
         if (!known) {
             tr_http_respond_error(req, 400, "invalid_request",
                                   "'state' must be queued, running, succeeded, failed or "
@@ -752,8 +717,8 @@ void h_runs_list(struct tr_http_req *req, void *arg)
             return;
         }
     }
-    struct list_ctx c = {s, json_array()};
-    int rc = tr_state_list_runs(s->state, by_state ? state : NULL, false, (uint32_t)limit,
+    struct list_ctx c = {a, json_array()};
+    int rc = tr_state_list_runs(a->state, by_state ? state : NULL, false, (uint32_t)limit,
                                 list_run, &c);
     if (rc < 0) {
         json_decref(c.arr);

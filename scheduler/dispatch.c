@@ -7,104 +7,22 @@
  * it is sized to cover PREFETCH_COVER_S of the worker's work at its recent
  * task run time: tasks of a few microseconds get a deep window (up to the
  * --prefetch cap), tasks of seconds get one extra task, so long tasks never
- * pile up on one worker while another idles. Messages are queued here and
- * sent by sched_send_queued after the turn's commit.
+ * pile up on one worker while another idles. TASK messages wait in the
+ * batch for the turn's commit.
  */
-#include "scheduler/sched.h"
+#include "scheduler/dispatch.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
-#include <zmq.h>
 
 #include "lib/base/alloc.h"
-#include "lib/wire/zmq_uv.h"
+#include "lib/base/log.h"
+#include "lib/base/vec.h"
 
 /* ====================================================================== */
 /* Pools and their ready heaps                                             */
 /* ====================================================================== */
-
-bool pool_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > 63)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-struct pool *pool_get(struct sched *s, const char *name, size_t len)
-{
-    struct pool *p = tr_hmap_get(&s->pools, name, len);
-    if (p != NULL)
-        return p;
-    p = tr_calloc(1, sizeof(*p));
-    if (p == NULL)
-        return NULL;
-    p->name = tr_strndup(name, len);
-    if (p->name == NULL || tr_hmap_put(&s->pools, p->name, len, p) < 0) {
-        tr_free(p->name);
-        tr_free(p);
-        return NULL;
-    }
-    return p;
-}
-
-static void pool_free(struct pool *p)
-{
-    tr_free(p->heap);
-    tr_free(p->workers);
-    tr_free(p->name);
-    tr_free(p);
-}
-
-void pools_ref_run(struct run *r, int delta)
-{
-    const struct tr_pipeline_def *def = r->pipe->def;
-    for (uint32_t i = 0; i < def->n_pools; i++) {
-        struct pool *p = pool_get(r->sched, def->pools[i], strlen(def->pools[i]));
-        if (p == NULL) {
-            tr_err("out of memory creating pool '%s'", def->pools[i]);
-            exit(70);
-        }
-        if (delta > 0)
-            p->runs++;
-        else if (p->runs > 0)
-            p->runs--;
-    }
-}
-
-/*
- * Pool names come from pipelines and HELLOs: without this, every name ever
- * seen would stay in memory and in /metrics for good.
- */
-void pools_sweep(struct sched *s)
-{
-    size_t it = 0;
-    struct pool *p;
-    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
-        if (p->runs == 0 && p->n_workers == 0 && p->n_heap == 0) {
-            tr_hmap_del(&s->pools, p->name, strlen(p->name));
-            pool_free(p);
-        }
-    }
-}
-
-struct pool *inst_pool(struct inst *in)
-{
-    const struct tr_pipeline_def *def = in->run->pipe->def;
-    const char *name = def->pools[def->tasks[in->task].pool];
-    struct pool *p = pool_get(in->run->sched, name, strlen(name));
-    if (p == NULL) {
-        tr_err("out of memory creating pool '%s'", name);
-        exit(70);
-    }
-    return p;
-}
 
 static bool heap_before(const struct inst *a, const struct inst *b)
 {
@@ -113,13 +31,13 @@ static bool heap_before(const struct inst *a, const struct inst *b)
     return a->seq < b->seq;
 }
 
-static void heap_set(struct pool *p, size_t i, struct inst *in)
+static void heap_set(struct ready_queue *p, size_t i, struct inst *in)
 {
     p->heap[i] = in;
     in->heap_pos = (int32_t)i;
 }
 
-static void heap_up(struct pool *p, size_t i)
+static void heap_up(struct ready_queue *p, size_t i)
 {
     struct inst *in = p->heap[i];
     while (i > 0 && heap_before(in, p->heap[(i - 1) / 2])) {
@@ -129,7 +47,7 @@ static void heap_up(struct pool *p, size_t i)
     heap_set(p, i, in);
 }
 
-static void heap_down(struct pool *p, size_t i)
+static void heap_down(struct ready_queue *p, size_t i)
 {
     struct inst *in = p->heap[i];
     for (;;) {
@@ -149,22 +67,15 @@ static void heap_down(struct pool *p, size_t i)
     heap_set(p, i, in);
 }
 
-int pool_push_ready(struct pool *p, struct inst *in)
+static int queue_push(struct ready_queue *p, struct inst *in)
 {
-    if (p->n_heap == p->cap_heap) {
-        size_t cap = p->cap_heap ? p->cap_heap * 2 : 256;
-        struct inst **h = tr_reallocarray(p->heap, cap, sizeof(*h));
-        if (h == NULL)
-            return TR_ENOMEM;
-        p->heap = h;
-        p->cap_heap = cap;
-    }
-    p->heap[p->n_heap++] = in;
+    if (TR_VEC_PUSH(p->heap, p->n_heap, p->cap_heap, in) < 0)
+        return TR_ENOMEM;
     heap_up(p, p->n_heap - 1);
     return 0;
 }
 
-static struct inst *pool_pop(struct pool *p)
+static struct inst *queue_pop(struct ready_queue *p)
 {
     struct inst *top = p->heap[0];
     top->heap_pos = -1;
@@ -175,7 +86,7 @@ static struct inst *pool_pop(struct pool *p)
     return top;
 }
 
-void pool_remove(struct pool *p, struct inst *in)
+static void queue_remove(struct ready_queue *p, struct inst *in)
 {
     size_t i = (size_t)in->heap_pos;
     in->heap_pos = -1;
@@ -186,18 +97,83 @@ void pool_remove(struct pool *p, struct inst *in)
     heap_up(p, (size_t)p->heap[i]->heap_pos);
 }
 
-void inst_make_ready(struct inst *in)
+/* The ready queue of the pool of this name, made when new. */
+static struct ready_queue *queue_get(struct dispatch *d, const char *name)
+{
+    size_t len = strlen(name);
+    struct ready_queue *q = tr_hmap_get(&d->queues, name, len);
+    if (q != NULL)
+        return q;
+    q = tr_calloc(1, sizeof(*q));
+    if (q == NULL || (q->pool = fleet_pool(d->fleet, name, len)) == NULL ||
+        tr_hmap_put(&d->queues, q->pool->name, len, q) < 0) {
+        tr_err("out of memory creating pool '%s'", name);
+        exit(70);
+    }
+    return q;
+}
+
+/* The ready queue of in's pool, made when new. */
+static struct ready_queue *queue_of(struct dispatch *d, const struct inst *in)
+{
+    const struct tr_pipeline_def *def = in->run->pipe->def;
+    return queue_get(d, def->pools[def->tasks[in->task].pool]);
+}
+
+void dispatch_pools_ref(struct dispatch *d, const struct tr_pipeline_def *def, int delta)
+{
+    for (uint32_t i = 0; i < def->n_pools; i++) {
+        struct ready_queue *q = queue_get(d, def->pools[i]);
+        if (delta > 0)
+            q->runs++;
+        else if (q->runs > 0)
+            q->runs--;
+    }
+}
+
+static bool pool_has_queue(void *arg, const struct pool *p)
+{
+    struct dispatch *d = arg;
+    return tr_hmap_get(&d->queues, p->name, strlen(p->name)) != NULL;
+}
+
+/*
+ * Pool names come from pipelines and HELLOs: without this, every name ever
+ * seen would stay in memory and in /metrics for good.
+ */
+void dispatch_sweep(struct dispatch *d)
+{
+    size_t it = 0;
+    struct ready_queue *q;
+    while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
+        if (q->runs == 0 && q->n_heap == 0 && q->pool->n_workers == 0) {
+            tr_hmap_del(&d->queues, q->pool->name, strlen(q->pool->name));
+            tr_free(q->heap);
+            tr_free(q);
+        }
+    }
+    fleet_sweep_pools(d->fleet, pool_has_queue, d);
+}
+
+size_t dispatch_ready_count(struct dispatch *d, const char *pool, size_t len)
+{
+    struct ready_queue *q = tr_hmap_get(&d->queues, pool, len);
+    return q ? q->n_heap : 0;
+}
+
+void dispatch_unready(struct dispatch *d, struct inst *in)
+{
+    if (in->heap_pos >= 0)
+        queue_remove(queue_of(d, in), in);
+}
+
+void dispatch_ready(struct dispatch *d, struct inst *in)
 {
     struct run *r = in->run;
-    if (r->recovering != NULL) {
-        recover_apply(in);
-        if (in->state != ST_PENDING)
-            return;
-    }
-    inst_set_state(in, ST_READY);
-    in->seq = ++r->sched->next_seq;
+    inst_set_state(in, TR_TASK_READY);
+    in->seq = ++d->next_seq;
     in->priority = r->pipe->def->tasks[in->task].priority;
-    if (pool_push_ready(inst_pool(in), in) < 0) {
+    if (queue_push(queue_of(d, in), in) < 0) {
         tr_err("out of memory queueing run=%s", r->id);
         exit(70);
     }
@@ -207,75 +183,22 @@ void inst_make_ready(struct inst *in)
 /* Dispatch                                                                */
 /* ====================================================================== */
 
-int sched_queue_msg(struct sched *s, const struct worker *w, const struct tr_msg *m)
-{
-    msgpack_sbuffer_clear(&s->sbuf);
-    int rc = tr_proto_encode(&s->sbuf, m);
-    if (rc < 0)
-        return rc;
-    struct outmsg om = {
-        .ident_off = (uint32_t)s->out_bytes.len,
-        .ident_len = (uint32_t)w->ident_len,
-        .data_off = (uint32_t)(s->out_bytes.len + w->ident_len),
-        .data_len = (uint32_t)s->sbuf.size,
-    };
-    if (s->n_out == s->cap_out) {
-        size_t cap = s->cap_out ? s->cap_out * 2 : 256;
-        struct outmsg *o = tr_reallocarray(s->out, cap, sizeof(*o));
-        if (o == NULL)
-            return TR_ENOMEM;
-        s->out = o;
-        s->cap_out = cap;
-    }
-    rc = tr_buf_add(&s->out_bytes, w->ident, w->ident_len);
-    if (rc == 0)
-        rc = tr_buf_add(&s->out_bytes, s->sbuf.data, s->sbuf.size);
-    if (rc < 0)
-        return rc;
-    s->out[s->n_out++] = om;
-    return 0;
-}
-
-void sched_send_queued(struct sched *s)
-{
-    if (s->n_out == 0)
-        return;
-    for (size_t i = 0; i < s->n_out; i++) {
-        const struct outmsg *om = &s->out[i];
-        int rc = tr_zmq_uv_send(s->zuv, s->out_bytes.buf + om->ident_off, om->ident_len,
-                                s->out_bytes.buf + om->data_off, om->data_len);
-        if (rc < 0 && rc != -EHOSTUNREACH)
-            tr_warn("cannot send to worker '%.*s': %s", (int)om->ident_len,
-                    s->out_bytes.buf + om->ident_off, tr_strerror(rc));
-        /* An unreachable worker is found dead by its heartbeats; its tasks are
-         * re-queued then, so nothing is lost by dropping the message here. */
-    }
-    s->n_out = 0;
-    tr_buf_reset(&s->out_bytes);
-    tr_zmq_uv_kick(s->zuv);
-}
-
 /* Work a worker's prefetch window should cover: a few round trips. */
 #define PREFETCH_COVER_S 0.005
 
-uint32_t worker_prefetch(const struct sched *s, const struct worker *w)
+uint32_t worker_prefetch(const struct dispatch *s, const struct worker *w)
 {
     /* Unknown run time: assume a millisecond until results say otherwise. */
     double run_s = w->ewma_run_s > 0 ? w->ewma_run_s : 0.001;
     double per_slot = PREFETCH_COVER_S / (run_s > 1e-6 ? run_s : 1e-6);
     double want = per_slot * w->slots;
-    uint32_t cap = s->cfg.prefetch;
+    uint32_t cap = s->prefetch;
     if (want < 1)
         return cap < 1 ? cap : 1;
     return want > cap ? cap : (uint32_t)want;
 }
 
-void worker_window_grow(struct worker *w)
-{
-    w->window = w->window > UINT32_MAX - WINDOW_STEP ? UINT32_MAX : w->window + WINDOW_STEP;
-}
-
-static struct worker *pick_worker(struct sched *s, struct pool *p)
+static struct worker *pick_worker(struct dispatch *s, struct pool *p)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
@@ -288,37 +211,12 @@ static struct worker *pick_worker(struct sched *s, struct pool *p)
     return NULL;
 }
 
-/* Serves a cache=true task from the cache when an output is stored for its inputs. */
-static bool try_cache(struct sched *s, struct inst *in, const struct tr_str *args)
-{
-    const struct tr_task_def *td = &in->run->pipe->def->tasks[in->task];
-    struct tr_buf k;
-    tr_buf_init(&k, 0);
-    char key[65];
-    bool hit = false;
-    if (tr_buf_addstr(&k, in->run->pipe->digest) == 0 &&
-        tr_buf_add(&k, td->name, strlen(td->name) + 1) == 0 &&
-        tr_buf_add(&k, args->p, args->len) == 0) {
-        tr_sha256_hex(k.buf, k.len, key);
-        void *out = NULL;
-        size_t len = 0;
-        if (tr_state_get_cache(s->state, key, &out, &len) == 0) {
-            in->started_at = in->finished_at = tr_now();
-            inst_complete(in, out, len, true);
-            tr_free(out);
-            hit = true;
-        }
-    }
-    tr_buf_release(&k);
-    return hit;
-}
-
 /*
  * Dispatch ids are fencing tokens a result must quote: random, so a peer
  * cannot guess the next one, and unique among the dispatches in flight. Read
  * from the kernel in batches: one getrandom per 64 dispatches.
  */
-static uint64_t new_dispatch_id(struct sched *s)
+static uint64_t new_dispatch_id(struct dispatch *s)
 {
     static uint64_t pool[64];
     static size_t left;
@@ -336,21 +234,22 @@ static uint64_t new_dispatch_id(struct sched *s)
             left = TR_ARRAY_LEN(pool);
         }
         uint64_t id = pool[--left];
-        if (id != 0 && tr_hmap_get(&s->dispatches, &id, sizeof(id)) == NULL)
+        if (id != 0 && tr_hmap_get(&s->ids, &id, sizeof(id)) == NULL)
             return id;
     }
 }
 
-static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, struct tr_buf *args)
+static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
+                         struct tr_buf *args)
 {
     struct run *r = in->run;
     const struct tr_task_def *td = &r->pipe->def->tasks[in->task];
     tr_buf_reset(args);
     if (inst_build_args(in, args) < 0) {
-        inst_fail_final(in, "out of memory building the task's arguments");
+        s->hooks.fail(s->hooks.arg, in, "out of memory building the task's arguments");
         return;
     }
-    if (td->cache && try_cache(s, in, &(struct tr_str){args->buf, args->len}))
+    if (td->cache && s->hooks.cached(s->hooks.arg, in, (struct tr_str){args->buf, args->len}))
         return;
     in->attempts++;
     in->dispatch_id = new_dispatch_id(s);
@@ -367,27 +266,27 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
     t->params = (struct tr_str){r->params_mp, r->params_mp_len};
     t->args = (struct tr_str){args->buf, args->len};
     t->timeout = td->timeout;
-    if (sched_queue_msg(s, w, &m) < 0 ||
-        tr_hmap_put(&s->dispatches, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
+    if (batch_add_msg(s->batch, w->ident, w->ident_len, &m) < 0 ||
+        tr_hmap_put(&s->ids, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
         tr_err("out of memory dispatching run=%s task=%s", r->id, td->name);
         exit(70);
     }
     r->outstanding++;
     worker_inflight_add(w, in);
-    inst_set_state(in, w->running < w->slots ? ST_RUNNING : ST_DISPATCHED);
-    if (in->state == ST_RUNNING) {
+    inst_set_state(in, w->running < w->slots ? TR_TASK_RUNNING : TR_TASK_DISPATCHED);
+    if (in->state == TR_TASK_RUNNING) {
         w->running++;
         in->on_slot = true;
         in->started_at = in->dispatched_at;
     }
-    s->m.dispatched++;
-    if (r->state == RUN_QUEUED) {
-        r->state = RUN_RUNNING;
+    s->cnt->dispatched++;
+    if (r->state == TR_RUN_QUEUED) {
+        r->state = TR_RUN_RUNNING;
         r->started_at = in->dispatched_at;
-        run_mark_dirty(r);
+        batch_add_run(s->batch, r);
     }
     if (td->timeout > 0)
-        timers_push(s, (double)tr_mono_ns() / 1e9 + td->timeout + s->cfg.timeout_grace_s, in,
+        timers_push(s->timers, mono_s() + td->timeout + s->timeout_grace_s, in,
                     in->dispatch_id);
 }
 
@@ -395,25 +294,70 @@ static void dispatch_one(struct sched *s, struct worker *w, struct inst *in, str
  * (up to --max-params-bytes), so credit alone does not bound a turn's work. */
 #define DISPATCH_TURN_BYTES (64u << 20)
 
-bool sched_dispatch_all(struct sched *s)
+bool dispatch_all(struct dispatch *s)
 {
     size_t it = 0;
-    struct pool *p;
+    struct ready_queue *q;
     struct tr_buf args;
     bool more = false;
     tr_buf_init(&args, 0);
-    while (!more && (p = tr_hmap_next(&s->pools, &it)) != NULL) {
-        while (p->n_heap > 0) {
-            if (s->out_bytes.len >= DISPATCH_TURN_BYTES) {
+    while (!more && (q = tr_hmap_next(&s->queues, &it)) != NULL) {
+        while (q->n_heap > 0) {
+            if (s->batch->out_bytes.len >= DISPATCH_TURN_BYTES) {
                 more = true;
                 break;
             }
-            struct worker *w = pick_worker(s, p);
+            struct worker *w = pick_worker(s, q->pool);
             if (w == NULL)
                 break;
-            dispatch_one(s, w, pool_pop(p), &args);
+            dispatch_one(s, w, queue_pop(q), &args);
         }
     }
     tr_buf_release(&args);
     return more;
+}
+
+struct inst *dispatch_find(struct dispatch *d, uint64_t id)
+{
+    return tr_hmap_get(&d->ids, &id, sizeof(id));
+}
+
+void dispatch_end(struct dispatch *d, struct inst *in)
+{
+    if (in->dispatch_id) {
+        tr_hmap_del(&d->ids, &in->dispatch_id, sizeof(in->dispatch_id));
+        in->run->outstanding--;
+    }
+    if (in->worker)
+        worker_inflight_del(in->worker, in);
+    in->dispatch_id = 0;
+    in->worker = NULL;
+}
+
+void dispatch_init(struct dispatch *d, const struct sched_config *cfg, struct fleet *fleet,
+                   struct batch *batch, struct timers *timers, struct counters *cnt,
+                   const struct dispatch_hooks *hooks)
+{
+    memset(d, 0, sizeof(*d));
+    tr_hmap_init(&d->queues);
+    tr_hmap_init(&d->ids);
+    d->prefetch = cfg->prefetch;
+    d->timeout_grace_s = cfg->timeout_grace_s;
+    d->fleet = fleet;
+    d->batch = batch;
+    d->timers = timers;
+    d->cnt = cnt;
+    d->hooks = *hooks;
+}
+
+void dispatch_release(struct dispatch *d)
+{
+    size_t it = 0;
+    struct ready_queue *q;
+    while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
+        tr_free(q->heap);
+        tr_free(q);
+    }
+    tr_hmap_release(&d->queues);
+    tr_hmap_release(&d->ids);
 }

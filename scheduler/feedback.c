@@ -17,7 +17,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/vec.h"
 
-static struct fb_loop *loop_of(struct sched *s)
+static struct fb_loop *loop_of(struct api *s)
 {
     return s->fb;
 }
@@ -26,7 +26,7 @@ static struct fb_loop *loop_of(struct sched *s)
 /* Life cycle and the turn                                                 */
 /* ====================================================================== */
 
-int fb_open(struct sched *s, struct tr_error *err)
+int fb_open(struct api *s, struct tr_error *err)
 {
     struct fb_loop *l = tr_calloc(1, sizeof(*l));
     if (l == NULL)
@@ -50,13 +50,13 @@ static void forget_runs(struct fb_loop *l)
     tr_hmap_init(&l->run_pipes);
 }
 
-const char *fb_run_pipeline_cached(struct sched *s, const char *run_id)
+const char *fb_run_pipeline_cached(struct api *s, const char *run_id)
 {
     const char *v = tr_hmap_gets(&loop_of(s)->run_pipes, run_id);
     return v ? v + strlen(v) + 1 : NULL;
 }
 
-void fb_run_pipeline_remember(struct sched *s, const char *run_id, const char *pipeline)
+void fb_run_pipeline_remember(struct api *s, const char *run_id, const char *pipeline)
 {
     struct fb_loop *l = loop_of(s);
     if (tr_hmap_count(&l->run_pipes) >= FB_RUN_CACHE)
@@ -102,7 +102,7 @@ static void drop_writes(struct fb_loop *l)
     tr_hmap_init(&l->labels);
 }
 
-void fb_close(struct sched *s)
+void fb_close(struct api *s)
 {
     struct fb_loop *l = loop_of(s);
     if (l == NULL)
@@ -116,7 +116,7 @@ void fb_close(struct sched *s)
     s->fb = NULL;
 }
 
-void fb_reset(struct sched *s)
+void fb_reset(struct api *s)
 {
     struct fb_loop *l = loop_of(s);
     /* Writes not yet committed were never answered: they stay for the commit. */
@@ -124,7 +124,7 @@ void fb_reset(struct sched *s)
         forget(l);
 }
 
-bool fb_have_dirty(const struct sched *s)
+bool fb_have_dirty(const struct api *s)
 {
     return s->fb != NULL && s->fb->n_writes > 0;
 }
@@ -149,7 +149,7 @@ static int put_write(struct tr_state *state, const struct fb_write *w)
     }
 }
 
-int fb_put_dirty(struct sched *s)
+int fb_put_dirty(struct api *s)
 {
     struct fb_loop *l = loop_of(s);
     int rc = 0;
@@ -172,7 +172,7 @@ int fb_put_dirty(struct sched *s)
     return rc;
 }
 
-void fb_committed(struct sched *s)
+void fb_committed(struct api *s)
 {
     struct fb_loop *l = loop_of(s);
     drop_writes(l);
@@ -186,7 +186,7 @@ void fb_committed(struct sched *s)
 /* Writes                                                                  */
 /* ====================================================================== */
 
-struct fb_write *fb_write_new(struct sched *s, int kind)
+struct fb_write *fb_write_new(struct api *s, int kind)
 {
     struct fb_loop *l = loop_of(s);
     json_t *hold = json_object();
@@ -200,7 +200,7 @@ struct fb_write *fb_write_new(struct sched *s, int kind)
     return &l->writes[l->n_writes - 1];
 }
 
-void fb_write_drop_last(struct sched *s)
+void fb_write_drop_last(struct api *s)
 {
     struct fb_loop *l = loop_of(s);
     if (l->n_writes == 0)
@@ -231,12 +231,12 @@ const char *fb_hold_json(struct fb_write *w, const char *k, const json_t *j)
     return r;
 }
 
-void fb_new_id(struct sched *s, const char *prefix, char *out, size_t size)
+void fb_new_id(struct api *s, const char *prefix, char *out, size_t size)
 {
     struct fb_loop *l = loop_of(s);
     uint64_t us = (uint64_t)(tr_now() * 1e6);
     snprintf(out, size, "%s-%013llx-%llu-%llu", prefix, (unsigned long long)us,
-             (unsigned long long)s->epoch, (unsigned long long)++l->next_id);
+             (unsigned long long)s->dispatch->epoch, (unsigned long long)++l->next_id);
 }
 
 /* ====================================================================== */
@@ -257,7 +257,7 @@ static int load_stats(const struct tr_feedback_stats_rec *r, void *arg)
     return 0;
 }
 
-int fb_stats_read(struct sched *s, const char *pipeline, struct fb_stats *out)
+int fb_stats_read(struct api *s, const char *pipeline, struct fb_stats *out)
 {
     struct fb_stats *st = tr_hmap_gets(&loop_of(s)->stats, pipeline);
     if (st != NULL) {
@@ -269,7 +269,7 @@ int fb_stats_read(struct sched *s, const char *pipeline, struct fb_stats *out)
     return rc == TR_ENOENT ? 0 : rc;
 }
 
-struct fb_stats *fb_stats_get(struct sched *s, const char *pipeline, int *rc)
+struct fb_stats *fb_stats_get(struct api *s, const char *pipeline, int *rc)
 {
     struct fb_loop *l = loop_of(s);
     struct fb_stats *st = tr_hmap_gets(&l->stats, pipeline);
@@ -395,7 +395,7 @@ struct fb_alias *fb_model_alias(struct fb_model *m, const char *alias)
     return NULL;
 }
 
-void fb_model_forget_unknown(struct sched *s, struct fb_model *m)
+void fb_model_forget_unknown(struct api *s, struct fb_model *m)
 {
     if (m->exists)
         return;
@@ -405,7 +405,7 @@ void fb_model_forget_unknown(struct sched *s, struct fb_model *m)
     tr_free(m);
 }
 
-struct fb_model *fb_model_get(struct sched *s, const char *name, int *rc)
+struct fb_model *fb_model_get(struct api *s, const char *name, int *rc)
 {
     struct fb_loop *l = loop_of(s);
     struct fb_model *m = tr_hmap_gets(&l->models, name);

@@ -7,10 +7,11 @@
  * each model's latest version and aliases; plus the writes of the turn, put
  * into the turn's batch by the end-of-turn commit (fb_put_dirty), so that a
  * feedback and the statistics it changed are one transaction, and every
- * answer is sent only once its change is durable (sched_queue_reply).
+ * answer is sent only once its change is durable (batch_add_reply).
  *
  * The rest of the scheduler sees this header only: five calls for the
- * turn and the life cycle, and the route table.
+ * turn and the life cycle, and the route table. Part "api" of the
+ * scheduler's order (scheduler/sched.h): its handlers get the struct api.
  */
 #ifndef TR_SCHED_FEEDBACK_H
 #define TR_SCHED_FEEDBACK_H
@@ -18,18 +19,18 @@
 #include "lib/base/error.h"
 #include "lib/http/http_server.h"
 
-struct sched;
+struct api;
 
-int fb_open(struct sched *s, struct tr_error *err) TR_MUST_CHECK;
-void fb_close(struct sched *s);
+int fb_open(struct api *s, struct tr_error *err) TR_MUST_CHECK;
+void fb_close(struct api *s);
 /* Forgets what memory holds, so that a scheduler that starts to lead reads the state. */
-void fb_reset(struct sched *s);
+void fb_reset(struct api *s);
 /* The turn has writes for the commit. */
-bool fb_have_dirty(const struct sched *s);
+bool fb_have_dirty(const struct api *s);
 /* Puts the turn's writes into the batch in progress. */
-int fb_put_dirty(struct sched *s) TR_MUST_CHECK;
+int fb_put_dirty(struct api *s) TR_MUST_CHECK;
 /* The batch holding them committed: they are durable. */
-void fb_committed(struct sched *s);
+void fb_committed(struct api *s);
 
 /* The routes of api_feedback.c and api_models.c, for api.c's table. */
 void h_feedback_post(struct tr_http_req *req, void *arg);

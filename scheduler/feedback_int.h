@@ -84,39 +84,39 @@ struct fb_loop
 };
 
 /* The statistics of pipeline, loaded from the state on first use; NULL on error (*rc). */
-struct fb_stats *fb_stats_get(struct sched *s, const char *pipeline, int *rc);
+struct fb_stats *fb_stats_get(struct api *s, const char *pipeline, int *rc);
 /* A copy of pipeline's statistics, from memory or the state, without keeping
  * them in memory (a read must not grow it); out->pipeline is borrowed. */
-int fb_stats_read(struct sched *s, const char *pipeline, struct fb_stats *out) TR_MUST_CHECK;
+int fb_stats_read(struct api *s, const char *pipeline, struct fb_stats *out) TR_MUST_CHECK;
 void fb_stats_add(struct fb_stats *st, int score, bool negative, double now);
 json_t *fb_stats_json(const struct fb_stats *st, double now);
 /* A model's head, loaded on first use; NULL on error (*rc), or unknown when !exists. */
-struct fb_model *fb_model_get(struct sched *s, const char *name, int *rc);
+struct fb_model *fb_model_get(struct api *s, const char *name, int *rc);
 /* Drops m from memory when no version of it exists (a call about an unknown
  * model must not grow memory). */
-void fb_model_forget_unknown(struct sched *s, struct fb_model *m);
+void fb_model_forget_unknown(struct api *s, struct fb_model *m);
 struct fb_alias *fb_model_alias(struct fb_model *m, const char *alias);
 int fb_model_set_alias(struct fb_model *m, const char *alias, uint32_t version) TR_MUST_CHECK;
 
 /* The pipeline of a run read from the state before, or NULL. */
-const char *fb_run_pipeline_cached(struct sched *s, const char *run_id);
+const char *fb_run_pipeline_cached(struct api *s, const char *run_id);
 /* Remembers it (best effort: out of memory only forgets). */
-void fb_run_pipeline_remember(struct sched *s, const char *run_id, const char *pipeline);
+void fb_run_pipeline_remember(struct api *s, const char *run_id, const char *pipeline);
 
 /* A new write of kind, its hold empty; NULL when out of memory. */
-struct fb_write *fb_write_new(struct sched *s, int kind);
+struct fb_write *fb_write_new(struct api *s, int kind);
 /* Drops the last write (its request failed half way). */
-void fb_write_drop_last(struct sched *s);
+void fb_write_drop_last(struct api *s);
 /* Copies v into w's hold under k and returns the copy (NULL for NULL v). */
 const char *fb_hold(struct fb_write *w, const char *k, const char *v);
 /* The JSON value j as text held by w (NULL for NULL j). */
 const char *fb_hold_json(struct fb_write *w, const char *k, const json_t *j);
 /* A new id "PREFIX-<time>-<epoch>-<n>": unique, and in creation order per scheduler. */
-void fb_new_id(struct sched *s, const char *prefix, char *out, size_t size);
+void fb_new_id(struct api *s, const char *prefix, char *out, size_t size);
 
 /* Answers: JSON with numbers as people wrote them (15 digits). */
 void fb_respond(struct tr_http_req *req, int status, json_t *body);
-void fb_queue_reply(struct sched *s, struct tr_http_req *req, int status, json_t *body);
+void fb_queue_reply(struct api *s, struct tr_http_req *req, int status, json_t *body);
 /* The body as a JSON object, or NULL after answering 400. */
 json_t *fb_body(struct tr_http_req *req);
 /* A route parameter into out; false (answered 404 with what) when absent or too long. */
@@ -125,7 +125,7 @@ bool fb_param(struct tr_http_req *req, const char *name, char *out, size_t size,
 /* ?limit= (default FB_LIST_DEFAULT); false after answering 400. */
 bool fb_limit(struct tr_http_req *req, uint32_t *limit);
 /* The scheduler may take writes now; false after answering 503. */
-bool fb_writable(struct sched *s, struct tr_http_req *req);
+bool fb_writable(struct api *s, struct tr_http_req *req);
 void fb_state_error(struct tr_http_req *req, int rc);
 json_t *fb_json_or_null(const char *text);
 /* A name for a model or alias: 1..127 of [A-Za-z0-9._-], not all digits. */

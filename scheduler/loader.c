@@ -1,33 +1,32 @@
 /*
- * loader.c - pipeline graphs by digest, read out of process.
+ * loader.c - pipeline graphs by digest, read out of process (loader.h).
  *
  * Reading a pipeline runs user Lua, which may take up to the sandbox's
  * wall-clock limit or, inside one C call, for ever; so it runs in a sandbox
  * child process (sandbox.c), which is killed at the limit, and the loop only
  * ever sees finished graphs. No Lua is evaluated in the scheduler's process.
- * Graphs are cached by the
- * digest of their source: a pipeline registered once and run a thousand
- * times is read once. An entry is kept while runs use it and while it is
+ * Graphs are cached by the digest of their source: a pipeline registered
+ * once and run a thousand times is read once. An entry is kept while runs use it and while it is
  * among the most recently used.
  */
-#include "scheduler/sched.h"
+#include "scheduler/loader.h"
 
 #include "lib/base/alloc.h"
-#include "scheduler/sandbox.h"
+#include "lib/base/log.h"
 
 #define PIPE_CACHE_MAX 64
 
 struct load_req
 {
-    struct sched *sched;
+    struct pipes *pipes;
     char *name;              /* chunk name for messages (owned) */
     load_done_fn done;
     void *arg;
 };
 
-struct pipeline_entry *pipe_lookup(struct sched *s, const char *digest)
+struct pipeline_entry *pipe_lookup(struct pipes *s, const char *digest)
 {
-    struct pipeline_entry *pe = tr_hmap_get(&s->pipes, digest, 64);
+    struct pipeline_entry *pe = tr_hmap_get(&s->map, digest, 64);
     if (pe != NULL)
         pe->last_used = tr_now();
     return pe;
@@ -44,32 +43,31 @@ static void pipe_entry_free(struct pipeline_entry *pe)
     tr_free(pe);
 }
 
-void pipe_unref(struct sched *s, struct pipeline_entry *pe)
+void pipe_unref(struct pipeline_entry *pe)
 {
     TR_ASSERT(pe->refs > 0);
     pe->refs--;
 }
 
 /* Frees unused graphs beyond the cache bound, least recently used first. */
-static void pipes_trim(struct sched *s)
+static void pipes_trim(struct pipes *s)
 {
-    while (tr_hmap_count(&s->pipes) > PIPE_CACHE_MAX) {
+    while (tr_hmap_count(&s->map) > PIPE_CACHE_MAX) {
         struct pipeline_entry *victim = NULL, *pe;
         size_t it = 0;
-        while ((pe = tr_hmap_next(&s->pipes, &it)) != NULL) {
+        while ((pe = tr_hmap_next(&s->map, &it)) != NULL) {
             if (pe->refs == 0 && (victim == NULL || pe->last_used < victim->last_used))
                 victim = pe;
         }
         if (victim == NULL)
             return;
-        tr_hmap_del(&s->pipes, victim->digest, 64);
+        tr_hmap_del(&s->map, victim->digest, 64);
         pipe_entry_free(victim);
     }
 }
 
-/* Takes def into the cache, or returns the entry already there for its digest. */
-static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_def *def,
-                                          const char *name)
+struct pipeline_entry *pipe_add(struct pipes *s, struct tr_pipeline_def *def,
+                                 const char *name)
 {
     struct pipeline_entry *pe = pipe_lookup(s, def->digest);
     if (pe != NULL) {
@@ -85,7 +83,7 @@ static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_de
     snprintf(pe->name, sizeof(pe->name), "%s", name);
     pe->def = def;
     pe->last_used = tr_now();
-    if (tr_hmap_put(&s->pipes, pe->digest, 64, pe) < 0) {
+    if (tr_hmap_put(&s->map, pe->digest, 64, pe) < 0) {
         pipe_entry_free(pe);
         return NULL;
     }
@@ -96,7 +94,7 @@ static struct pipeline_entry *pipe_insert(struct sched *s, struct tr_pipeline_de
 static void load_after(void *arg, struct tr_pipeline_def *def, struct tr_error *err)
 {
     struct load_req *lr = arg;
-    struct sched *s = lr->sched;
+    struct pipes *s = lr->pipes;
     s->loads_in_flight--;
     struct pipeline_entry *pe = NULL;
     struct tr_error e;
@@ -105,24 +103,24 @@ static void load_after(void *arg, struct tr_pipeline_def *def, struct tr_error *
         tr_pipeline_def_free(def);
         tr_error_set(&e, TR_ECANCELED, "pipeline load cancelled: the scheduler is stopping");
     } else if (def != NULL) {
-        pe = pipe_insert(s, def, lr->name);
+        pe = pipe_add(s, def, lr->name);
         if (pe == NULL)
             tr_error_set(&e, TR_ENOMEM, "out of memory caching pipeline '%s'", lr->name);
     } else {
         e = *err;
     }
-    lr->done(s, pe, pe ? NULL : &e, lr->arg);
+    lr->done(pe, pe ? NULL : &e, lr->arg);
     tr_free(lr->name);
     tr_free(lr);
 }
 
-int pipe_load_async(struct sched *s, const char *src, size_t len, const char *name,
+int pipe_load_async(struct pipes *s, const char *src, size_t len, const char *name,
                     load_done_fn done, void *arg)
 {
     struct load_req *lr = tr_calloc(1, sizeof(*lr));
     if (lr == NULL)
         return TR_ENOMEM;
-    lr->sched = s;
+    lr->pipes = s;
     lr->name = tr_strdup(name);
     lr->done = done;
     lr->arg = arg;
@@ -140,10 +138,18 @@ int pipe_load_async(struct sched *s, const char *src, size_t len, const char *na
     return 0;
 }
 
-void pipes_close(struct sched *s)
+void pipes_init(struct pipes *p, uv_loop_t *loop)
+{
+    memset(p, 0, sizeof(*p));
+    p->loop = loop;
+    tr_hmap_init(&p->map);
+}
+
+void pipes_release(struct pipes *p)
 {
     size_t it = 0;
     struct pipeline_entry *pe;
-    while ((pe = tr_hmap_next(&s->pipes, &it)) != NULL)
+    while ((pe = tr_hmap_next(&p->map, &it)) != NULL)
         pipe_entry_free(pe);
+    tr_hmap_release(&p->map);
 }

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
     tr_error_init(&err);
     int rc = cfg.id ? 0 : TR_ENOMEM;
     if (rc == 0)
-        rc = s ? sched_init(s, &loop, &cfg, &err) : TR_ENOMEM;
+        rc = s ? sched_open(s, &loop, &cfg, &err) : TR_ENOMEM;
     if (rc == 0) {
         uv_run(&loop, UV_RUN_DEFAULT);
     } else {

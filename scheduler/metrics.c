@@ -1,43 +1,13 @@
 /*
  * metrics.c - the counters behind GET /metrics, in Prometheus text format.
  *
- * Counters are plain integers in struct metrics, bumped on the loop thread;
- * gauges (ready queue depth, workers) are read from the live structures when
+ * Counters are plain integers in struct counters (counters.h), bumped on the
+ * loop thread; gauges (ready queue depth, workers) are read from the live structures when
  * the page is rendered.
  */
-#include "scheduler/sched.h"
+#include "scheduler/metrics.h"
 
 #include "lib/base/alloc.h"
-#include "lib/wire/curve.h"
-
-const char *const drop_reason_names[DROP_COUNT] = {
-    "bad_msgpack", "too_large", "bad_version", "unknown_type",
-    "bad_body",    "unknown_worker", "stale_result", "bad_frames",
-    "impersonation"};
-
-/* Upper bounds of the dispatch-to-result latency histogram, in seconds. */
-static const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                               0.1,    0.25,  0.5,    1,     2.5,  10,    60};
-
-void metrics_observe_latency(struct metrics *m, double seconds)
-{
-    size_t i = 0;
-    while (i < LAT_BUCKETS && seconds > lat_bounds[i])
-        i++;
-    m->lat_buckets[i]++;
-    m->lat_sum += seconds > 0 ? seconds : 0;
-    m->lat_count++;
-}
-
-void metrics_drop(struct sched *s, enum drop_reason why, const void *sample, size_t len)
-{
-    s->m.dropped[why]++;
-    if (why == DROP_STALE_RESULT || why == DROP_UNKNOWN_WORKER)
-        return; /* expected after failovers; logged by the caller at info */
-    char what[80];
-    snprintf(what, sizeof(what), "dropped frame from a worker: %s", drop_reason_names[why]);
-    tr_log_limited(&s->garbage_log, what, sample ? sample : "", sample ? len : 0);
-}
 
 #define ADD(...)                                  \
     do {                                          \
@@ -61,21 +31,22 @@ static const char *label_value(struct tr_buf *esc, const char *v)
     return tr_buf_add(esc, "", 1) < 0 ? NULL : esc->buf;
 }
 
-char *metrics_render(struct sched *s, size_t *len)
+char *metrics_render(const struct metrics_src *s, size_t *len)
 {
-    struct tr_buf esc;
-    tr_buf_init(&esc, 0);
-    struct tr_buf b;
+    struct tr_buf b, esc;
     tr_buf_init(&b, 0);
-    const struct metrics *m = &s->m;
+    tr_buf_init(&esc, 0);
+    const char *pn;
+    const struct counters *m = s->cnt;
     ADD("# HELP trellis_runs_total Runs finished, by outcome.\n# TYPE trellis_runs_total counter\n");
-    for (int i = RUN_SUCCEEDED; i <= RUN_CANCELLED; i++)
-        ADD("trellis_runs_total{outcome=\"%s\"} %llu\n", run_state_names[i],
+    for (int i = TR_RUN_SUCCEEDED; i <= TR_RUN_CANCELLED; i++)
+        ADD("trellis_runs_total{outcome=\"%s\"} %llu\n", tr_run_state_names[i],
             (unsigned long long)m->runs_total[i]);
     ADD("# HELP trellis_runs_active Runs queued or running.\n# TYPE trellis_runs_active gauge\n"
-        "trellis_runs_active %u\n", s->n_active);
+        "trellis_runs_active %u\n", s->core->n_active);
     ADD("# HELP trellis_leader 1 while this scheduler leads (always with SQLite state), 0 on a "
-        "standby.\n# TYPE trellis_leader gauge\ntrellis_leader %d\n", leader_acting(s) ? 1 : 0);
+        "standby.\n# TYPE trellis_leader gauge\ntrellis_leader %d\n",
+        leader_acting(s->leader) ? 1 : 0);
     ADD("# HELP trellis_tasks_total Task attempts and instances, by outcome.\n"
         "# TYPE trellis_tasks_total counter\n");
     const struct
@@ -96,15 +67,15 @@ char *metrics_render(struct sched *s, size_t *len)
         "# TYPE trellis_ready_tasks gauge\n");
     size_t it = 0;
     struct pool *p;
-    const char *pn;
-    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
         if ((pn = label_value(&esc, p->name)) == NULL)
             goto out_oom;
-        ADD("trellis_ready_tasks{pool=\"%s\"} %zu\n", pn, p->n_heap);
+        ADD("trellis_ready_tasks{pool=\"%s\"} %zu\n", pn,
+            dispatch_ready_count(s->dispatch, p->name, strlen(p->name)));
     }
     ADD("# HELP trellis_workers Connected workers, by pool.\n# TYPE trellis_workers gauge\n");
     it = 0;
-    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
         if ((pn = label_value(&esc, p->name)) == NULL)
             goto out_oom;
         ADD("trellis_workers{pool=\"%s\"} %zu\n", pn, p->n_workers);
@@ -112,7 +83,7 @@ char *metrics_render(struct sched *s, size_t *len)
     ADD("# HELP trellis_worker_slots Task slots of connected workers, by pool.\n"
         "# TYPE trellis_worker_slots gauge\n");
     it = 0;
-    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
         uint64_t slots = 0;
         for (size_t i = 0; i < p->n_workers; i++)
             slots += p->workers[i]->slots;
@@ -125,7 +96,7 @@ char *metrics_render(struct sched *s, size_t *len)
     uint64_t cum = 0;
     for (int i = 0; i < LAT_BUCKETS; i++) {
         cum += m->lat_buckets[i];
-        ADD("trellis_task_latency_seconds_bucket{le=\"%g\"} %llu\n", lat_bounds[i],
+        ADD("trellis_task_latency_seconds_bucket{le=\"%g\"} %llu\n", counters_lat_bounds[i],
             (unsigned long long)cum);
     }
     cum += m->lat_buckets[LAT_BUCKETS];
@@ -146,10 +117,10 @@ char *metrics_render(struct sched *s, size_t *len)
     ADD("# HELP trellis_worker_auth_refused_total Worker connections refused by CURVE "
         "authentication.\n# TYPE trellis_worker_auth_refused_total counter\n"
         "trellis_worker_auth_refused_total %llu\n",
-        (unsigned long long)tr_zap_refused(s->zap));
+        (unsigned long long)zmq_router_auth_refused(*s->router));
     ADD("# HELP trellis_runs_in_memory Runs held in memory (active and recent).\n"
         "# TYPE trellis_runs_in_memory gauge\ntrellis_runs_in_memory %zu\n",
-        tr_hmap_count(&s->runs));
+        tr_hmap_count(&s->core->runs));
     tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:

@@ -11,6 +11,7 @@
  * it is for the next start. Meanwhile the scheduler serves: new runs start
  * and workers connect.
  *
+ *
  * Dispatches are not durable; results are. At start-up every run the state
  * lists as queued or running is rebuilt from its pipeline source, and its
  * durable task records are replayed through the ordinary readiness path:
@@ -20,17 +21,19 @@
  * did. Instances without a record are dispatched again (at least once
  * delivery; ctx.attempt plus the run and task ids make an idempotency key).
  */
-#include "scheduler/sched.h"
+#include "scheduler/recover.h"
 
 #include "lib/base/alloc.h"
+#include "lib/base/log.h"
 #include "lib/base/vec.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/usage.h"
 
 struct rec_copy
 {
     char key[300];        /* "task\0index" */
     size_t klen;
-    uint8_t state;        /* ST_SUCCEEDED or ST_FAILED */
+    uint8_t state;        /* TR_TASK_SUCCEEDED or TR_TASK_FAILED */
     uint32_t attempts;
     double started_at, finished_at;
     char *worker;
@@ -64,9 +67,9 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
     struct tr_hmap *m = arg;
     uint8_t st;
     if (strcmp(rec->state, "succeeded") == 0)
-        st = ST_SUCCEEDED;
+        st = TR_TASK_SUCCEEDED;
     else if (strcmp(rec->state, "failed") == 0)
-        st = ST_FAILED;
+        st = TR_TASK_FAILED;
     else
         return 0;
     struct rec_copy *rc = tr_calloc(1, sizeof(*rc));
@@ -96,12 +99,13 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
     return 0;
 }
 
-void recover_apply(struct inst *in)
+/* The run's replay hook: applies an instance's durable record, if it has one. */
+static void replay(void *arg, struct inst *in)
 {
-    struct run *r = in->run;
+    struct tr_hmap *recs = arg;
     char key[300];
-    size_t klen = rec_key(key, sizeof(key), r->pipe->def->tasks[in->task].name, in->index);
-    struct rec_copy *rc = tr_hmap_get(r->recovering, key, klen);
+    size_t klen = rec_key(key, sizeof(key), inst_def(in)->name, in->index);
+    struct rec_copy *rc = tr_hmap_get(recs, key, klen);
     if (rc == NULL)
         return;
     in->attempts = (uint16_t)TR_MIN(rc->attempts, 65535u);
@@ -116,7 +120,7 @@ void recover_apply(struct inst *in)
     /* The record's list becomes the instance's (re-framed by usage_concat) and
      * counts again in the run's sum, which recovery starts from nothing. */
     inst_usage_add(in, rc->usage, rc->usage_len);
-    if (rc->state == ST_SUCCEEDED) {
+    if (rc->state == TR_TASK_SUCCEEDED) {
         inst_complete(in, rc->output, rc->output_len, rc->cached);
     } else {
         in->error = rc->error;
@@ -149,7 +153,13 @@ struct rec_pipe
 
 struct recovery
 {
-    struct sched *sched;
+    struct recovery **slot;    /* the owner's pointer, cleared when recovery ends */
+    struct core *core;
+    struct pipes *p;
+    struct tr_state *state;
+    uv_loop_t *loop;
+    struct leader *leader;
+    const bool *stopping;
     struct rec_run *runs;
     size_t n_runs, cap_runs;
     struct tr_hmap pipes;      /* digest -> struct rec_pipe */
@@ -178,7 +188,7 @@ static void release_pipes(struct recovery *rv)
     struct rec_pipe *rp;
     while ((rp = tr_hmap_next(&rv->pipes, &it)) != NULL) {
         if (rp->pe != NULL)
-            pipe_unref(rv->sched, rp->pe);
+            pipe_unref(rp->pe);
         tr_free(rp->error);
         tr_free(rp);
     }
@@ -192,8 +202,8 @@ static void recovery_free(struct recovery *rv)
     for (size_t i = 0; i < rv->n_runs; i++)
         rec_run_release(&rv->runs[i]);
     tr_free(rv->runs);
-    if (rv->sched->recovery == rv)
-        rv->sched->recovery = NULL;
+    if (*rv->slot == rv)
+        *rv->slot = NULL;
     tr_free(rv);
 }
 
@@ -205,8 +215,8 @@ static void on_retry_closed(uv_handle_t *h)
 /* Frees rv now, or once its timer is closed. */
 static void recovery_end(struct recovery *rv)
 {
-    if (rv->sched->recovery == rv)
-        rv->sched->recovery = NULL;
+    if (*rv->slot == rv)
+        *rv->slot = NULL;
     release_pipes(rv);
     if (rv->timer_open)
         uv_close((uv_handle_t *)&rv->retry, on_retry_closed);
@@ -243,35 +253,35 @@ static int collect_run(const struct tr_run_rec *rec, void *arg)
 
 static int resume_run(struct recovery *rv, const struct rec_run *rec, struct pipeline_entry *pe)
 {
-    struct sched *s = rv->sched;
+    struct core *s = rv->core;
     struct tr_error err;
     tr_error_init(&err);
     pe->stored = true;
     json_t *params = rec->params_json ? json_loads(rec->params_json, 0, NULL) : NULL;
     struct run *r = NULL;
-    /* run_create names a new id; a resumed run keeps its own. */
-    int rc = run_create(s, pe, params, &r, &err);
+    /* run_new names a new id; a resumed run keeps its own. */
+    int rc = run_new(s, pe, params, &r, &err);
     json_decref(params);
     if (rc < 0) {
         tr_err("cannot resume run=%s: %s", rec->id, err.msg);
         return rc;
     }
-    tr_hmap_del(&s->runs, r->id, strlen(r->id));
     s->next_run--;
-    snprintf(r->id, sizeof(r->id), "%s", rec->id);
-    if (tr_hmap_put(&s->runs, r->id, strlen(r->id), r) < 0)
+    if (run_rename(r, rec->id) < 0)
         oom_fatal("resuming a run");
     r->created_at = rec->created_at;
     r->started_at = rec->started_at;
     if (strcmp(rec->state, "running") == 0)
-        r->state = RUN_RUNNING;
+        r->state = TR_RUN_RUNNING;
     struct tr_hmap recs;
     tr_hmap_init(&recs);
-    rc = tr_state_list_tasks(s->state, rec->id, collect_task, &recs);
-    r->recovering = &recs;
+    rc = tr_state_list_tasks(rv->state, rec->id, collect_task, &recs);
+    r->replay = replay;
+    r->replay_arg = &recs;
     if (rc == 0)
         run_start(r);
-    r->recovering = NULL;
+    r->replay = NULL;
+    r->replay_arg = NULL;
     size_t it = 0;
     struct rec_copy *c;
     while ((c = tr_hmap_next(&recs, &it)) != NULL)
@@ -290,10 +300,9 @@ static int resume_run(struct recovery *rv, const struct rec_run *rec, struct pip
  * this scheduler may not commit yet. */
 static int write_failures(struct recovery *rv)
 {
-    struct sched *s = rv->sched;
-    if (!leader_may_act(s))
+    if (!leader_may_act(rv->leader))
         return TR_EAGAIN;
-    int rc = tr_state_begin(s->state);
+    int rc = tr_state_begin(rv->state);
     double now = tr_now();
     for (size_t i = 0; rc == 0 && i < rv->n_runs; i++) {
         const struct rec_run *r = &rv->runs[i];
@@ -304,20 +313,20 @@ static int write_failures(struct recovery *rv)
             .params_json = r->params_json, .state = "failed", .created_at = r->created_at,
             .started_at = r->started_at, .finished_at = now, .error = r->error,
         };
-        rc = tr_state_put_run(s->state, &rec);
+        rc = tr_state_put_run(rv->state, &rec);
     }
     struct tr_error err;
     tr_error_init(&err);
     if (rc == 0)
-        return tr_state_commit(s->state, &err);
-    tr_state_rollback(s->state);
+        return tr_state_commit(rv->state, &err);
+    tr_state_rollback(rv->state);
     return rc;
 }
 
 static void on_retry(uv_timer_t *t)
 {
     struct recovery *rv = t->data;
-    if (rv->sched->stopping || write_failures(rv) == 0)
+    if (*rv->stopping || write_failures(rv) == 0)
         recovery_end(rv);
 }
 
@@ -331,10 +340,9 @@ static bool fails_the_run(int code)
 /* Every load answered: resume what loaded, fail what cannot. */
 static void maybe_finish(struct recovery *rv)
 {
-    struct sched *s = rv->sched;
     if (rv->listing || rv->loading > 0)
         return;
-    if (s->stopping) {
+    if (*rv->stopping) {
         recovery_end(rv);
         return;
     }
@@ -371,14 +379,13 @@ static void maybe_finish(struct recovery *rv)
         recovery_end(rv);
         return;
     }
-    uv_timer_init(s->loop, &rv->retry);
+    uv_timer_init(rv->loop, &rv->retry);
     rv->retry.data = rv;
     rv->timer_open = true;
     uv_timer_start(&rv->retry, on_retry, 200, 200);
 }
 
-static void on_pipe_loaded(struct sched *s, struct pipeline_entry *pe, struct tr_error *err,
-                           void *arg)
+static void on_pipe_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg)
 {
     struct rec_pipe *rp = arg;
     struct recovery *rv = rp->rv;
@@ -396,7 +403,6 @@ static void on_pipe_loaded(struct sched *s, struct pipeline_entry *pe, struct tr
 /* Starts reading one distinct pipeline; its answer may come at once. */
 static int load_pipe(struct recovery *rv, const struct rec_run *r)
 {
-    struct sched *s = rv->sched;
     if (tr_hmap_get(&rv->pipes, r->digest, strlen(r->digest)) != NULL)
         return 0;
     struct rec_pipe *rp = tr_calloc(1, sizeof(*rp));
@@ -408,7 +414,7 @@ static int load_pipe(struct recovery *rv, const struct rec_run *r)
         tr_free(rp);
         return TR_ENOMEM;
     }
-    struct pipeline_entry *pe = pipe_lookup(s, r->digest);
+    struct pipeline_entry *pe = pipe_lookup(rv->p, r->digest);
     if (pe != NULL) {
         pipe_ref(pe);
         rp->pe = pe;
@@ -416,7 +422,7 @@ static int load_pipe(struct recovery *rv, const struct rec_run *r)
     }
     char *src = NULL;
     size_t len = 0;
-    int rc = tr_state_get_source(s->state, r->digest, &src, &len);
+    int rc = tr_state_get_source(rv->state, r->digest, &src, &len);
     if (rc < 0) {
         rp->code = rc == TR_ENOENT ? TR_ENOENT : TR_ESTATE;
         rp->error = tr_strdup(rc == TR_ENOENT ? "its source is missing from the state"
@@ -424,7 +430,7 @@ static int load_pipe(struct recovery *rv, const struct rec_run *r)
         return 0;
     }
     rv->loading++;
-    rc = pipe_load_async(s, src, len, r->pipeline, on_pipe_loaded, rp);
+    rc = pipe_load_async(rv->p, src, len, r->pipeline, on_pipe_loaded, rp);
     tr_free(src);
     if (rc < 0) {
         rv->loading--;
@@ -434,16 +440,23 @@ static int load_pipe(struct recovery *rv, const struct rec_run *r)
     return 0;
 }
 
-int sched_recover(struct sched *s, struct tr_error *err)
+int recover_start(struct recovery **slot, const struct recover_parts *parts,
+                  struct tr_error *err)
 {
     struct recovery *rv = tr_calloc(1, sizeof(*rv));
     if (rv == NULL)
         return tr_error_set(err, TR_ENOMEM, "out of memory");
-    rv->sched = s;
+    rv->slot = slot;
+    rv->core = parts->core;
+    rv->p = parts->pipes;
+    rv->state = parts->state;
+    rv->loop = parts->loop;
+    rv->leader = parts->leader;
+    rv->stopping = parts->stopping;
     rv->listing = true;
     tr_hmap_init(&rv->pipes);
-    s->recovery = rv;
-    int rc = tr_state_list_runs(s->state, NULL, true, 0, collect_run, rv);
+    *slot = rv;
+    int rc = tr_state_list_runs(rv->state, NULL, true, 0, collect_run, rv);
     if (rc < 0) {
         recovery_free(rv);
         return tr_error_set(err, rc, "cannot list unfinished runs: %s", tr_strerror(rc));
@@ -460,11 +473,11 @@ int sched_recover(struct sched *s, struct tr_error *err)
     return 0;
 }
 
-void recover_close(struct sched *s)
+void recover_close(struct recovery *rv)
 {
     /* Called after sandbox_close, which answered every load (cancelled), so
      * what is left is at most a pending write of failed runs; before the
      * pipeline cache is freed, since recovery holds references into it. */
-    if (s->recovery != NULL)
-        recovery_end(s->recovery);
+    if (rv != NULL)
+        recovery_end(rv);
 }

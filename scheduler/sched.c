@@ -1,804 +1,318 @@
 /*
- * sched.c - runs and task instances: readiness by countdown, results,
- * retries, failure propagation, cancel, and the end of each loop turn.
- *
- * Everything here runs on the scheduler's loop thread. A task's countdown is
- * the number of distinct upstream tasks not finished yet; when it reaches 0
- * the task's instances are made (one per element for a mapped task) and
- * become ready. Results change memory at once, but nothing they enable is
- * sent before the end-of-turn commit has made them durable (see
- * end_of_turn): a crash can lose a dispatch, never a result a dependant
- * already saw.
+ * sched.c - the scheduler put together (sched.h): the parts wired to each
+ * other, the loop turn, taking over as leader, and the life cycle.
  */
 #include "scheduler/sched.h"
 
-#include <math.h>
-#include <zmq.h>
+#include <signal.h>
+#include <stdlib.h>
 
 #include "lib/base/alloc.h"
-#include "lib/wire/mp_json.h"
-#include "lib/base/retry.h"
-#include "lib/wire/zmq_uv.h"
+#include "lib/base/log.h"
+#include "scheduler/feedback.h"
 
-const char *const inst_state_names[ST_COUNT] = {
-    "pending", "ready", "dispatched", "running", "retry_wait",
-    "succeeded", "failed", "skipped", "cancelled"};
+/* ====================================================================== */
+/* The loop turn                                                           */
+/* ====================================================================== */
 
-const char *const run_state_names[5] = {"queued", "running", "succeeded", "failed",
-                                        "cancelled"};
+/*
+ * The order of one turn, after the I/O callbacks have applied what arrived
+ * (frames drained from the ROUTER, HTTP requests, due timers): schedule
+ * everything that became ready, make the turn's changes durable in one
+ * transaction, and only then send (TASK, CANCEL) and answer HTTP calls.
+ * Sending first would let a dependant start on a result a crash could still
+ * lose, or tell a client about a run that a restart would not know. The
+ * whole order lives here, in one function, so that no part can reorder it.
+ */
+static void on_commit_retry(uv_timer_t *h);
 
-double mono_s(struct sched *s)
+static void end_of_turn(struct sched *s)
 {
-    return (double)tr_mono_ns() / 1e9;
+    /* A leader whose lease is in doubt, or a standby, neither commits nor
+     * sends: another scheduler may be leading (leader.c). */
+    if (!leader_may_act(s->leader))
+        return;
+    /* A turn stopped at its byte bound goes on at once, after this turn's
+     * commit and sends, through the commit retry timer (nothing to retry:
+     * the commit is not failing). */
+    if (!s->batch.failing && dispatch_all(&s->dispatch))
+        uv_timer_start(&s->commit_retry, on_commit_retry, 0, 0);
+    if (batch_dirty(&s->batch) && batch_commit(&s->batch, s->state) < 0) {
+        if (!uv_is_active((uv_handle_t *)&s->commit_retry))
+            uv_timer_start(&s->commit_retry, on_commit_retry, 200, 0);
+        return;
+    }
+    batch_send(&s->batch, zmq_router_transport(s->router));
+    batch_reply(&s->batch);
+    if (s->core.n_finished_in_memory > s->cfg.keep_runs)
+        runs_evict(&s->core);
+    /* Pools nothing refers to are freed about once a second. */
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_sweep_ms >= 1000) {
+        s->last_sweep_ms = now;
+        dispatch_sweep(&s->dispatch);
+    }
 }
 
-void oom_fatal(const char *what)
+static void on_prepare(uv_prepare_t *h)
 {
-    /* Memory for bookkeeping of work already accepted: nothing sane is left
-     * to do but stop; the state on disk lets a restart resume the runs. */
-    tr_err("out of memory while %s; exiting so that a restart resumes from the state", what);
-    exit(70);
+    end_of_turn(h->data);
+}
+
+static void on_check(uv_check_t *h)
+{
+    end_of_turn(h->data);
+}
+
+static void on_commit_retry(uv_timer_t *h)
+{
+    struct sched *s = h->data;
+    if (!leader_may_act(s->leader))
+        return;
+    if (batch_dirty(&s->batch) && batch_commit(&s->batch, s->state) < 0) {
+        uv_timer_start(&s->commit_retry, on_commit_retry, 200, 0);
+        return;
+    }
+    end_of_turn(s);
 }
 
 /* ====================================================================== */
-/* Instances                                                               */
+/* Hooks: how lower parts reach higher ones                                */
 /* ====================================================================== */
 
-struct inst *task_inst(struct task_rt *trt, uint32_t i)
+static void on_worker_up(void *arg, struct worker *w)
 {
-    return trt->mapped ? &trt->mapped[i] : &trt->single;
+    struct sched *s = arg;
+    leader_worker_up(s->leader, w);
 }
 
-void inst_set_state(struct inst *in, uint8_t st)
+static void on_worker_down(void *arg, struct worker *w)
 {
-    struct run *r = in->run;
-    r->counts[in->state]--;
-    r->counts[st]++;
-    in->state = st;
+    struct sched *s = arg;
+    leader_worker_down(s->leader, w);
+    core_worker_down(&s->core, w);
 }
 
-void inst_mark_dirty(struct inst *in)
+/* Takes an epoch, recovers unfinished runs and binds the worker port: what a
+ * scheduler does once it leads (leader.c calls it). */
+static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
 {
-    if (in->dirty)
-        return;
-    struct sched *s = in->run->sched;
-    if (VEC_PUSH(s->dirty_insts, s->n_dirty_insts, s->cap_dirty_insts, in) < 0)
-        oom_fatal("queueing a task result");
-    in->dirty = true;
-}
-
-void run_mark_dirty(struct run *r)
-{
-    if (r->dirty)
-        return;
-    struct sched *s = r->sched;
-    if (VEC_PUSH(s->dirty_runs, s->n_dirty_runs, s->cap_dirty_runs, r) < 0)
-        oom_fatal("queueing a run");
-    r->dirty = true;
-}
-
-void inst_logs_add(struct inst *in, const struct tr_str *lines, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        if (in->logs == NULL) {
-            in->logs = tr_malloc(sizeof(*in->logs));
-            if (in->logs == NULL) {
-                in->logs_dropped++;
-                continue;
-            }
-            tr_buf_init(in->logs, 256 * 1024);
-        }
-        size_t len = TR_MIN(lines[i].len, (size_t)1024);
-        if ((in->logs->len && tr_buf_addch(in->logs, '\n') < 0) ||
-            tr_buf_add(in->logs, lines[i].p, len) < 0)
-            in->logs_dropped++;
-    }
-}
-
-bool run_is_final(const struct run *r)
-{
-    return r->state >= RUN_SUCCEEDED;
-}
-
-static void run_finish(struct run *r);
-static void task_finish(struct run *r, uint32_t t);
-
-/* The output of task t as its dependants see it: a mapped task's is the array. */
-static struct tr_str task_output(struct run *r, uint32_t t)
-{
-    struct task_rt *trt = &r->tasks[t];
-    if (trt->mapped || r->pipe->def->tasks[t].map >= 0)
-        return (struct tr_str){trt->agg ? trt->agg : "\x90", trt->agg ? trt->agg_len : 1};
-    if (trt->single.output == NULL || trt->single.output_len == 0)
-        return (struct tr_str){"\xc0", 1};
-    return (struct tr_str){trt->single.output, trt->single.output_len};
-}
-
-int inst_build_args(struct inst *in, struct tr_buf *out)
-{
-    struct run *r = in->run;
-    const struct tr_task_def *td = &r->pipe->def->tasks[in->task];
-    uint32_t n = td->n_after + (td->map >= 0 ? 1 : 0);
-    uint32_t skip_map = UINT32_MAX;
-    for (uint32_t i = 0; i < td->n_after; i++) {
-        if (td->map >= 0 && td->after[i] == (uint32_t)td->map) {
-            skip_map = i; /* its whole output is not passed, only the element */
-            n--;
-        }
-    }
-    unsigned char hdr[5];
-    size_t hl;
-    if (n < 16) {
-        hdr[0] = (unsigned char)(0x90 | n);
-        hl = 1;
-    } else if (n < 65536) {
-        hdr[0] = 0xdc;
-        hdr[1] = (unsigned char)(n >> 8);
-        hdr[2] = (unsigned char)n;
-        hl = 3;
-    } else {
-        hdr[0] = 0xdd;
-        for (int i = 0; i < 4; i++)
-            hdr[1 + i] = (unsigned char)(n >> (24 - 8 * i));
-        hl = 5;
-    }
-    int rc = tr_buf_add(out, hdr, hl);
+    struct sched *s = arg;
+    int rc = tr_state_next_epoch(s->state, epoch);
+    if (rc < 0)
+        return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
+    s->dispatch.epoch = *epoch;
+    fb_reset(&s->api);
+    struct recover_parts rp = {&s->core, &s->pipes, s->state, s->loop, s->leader, &s->stopping};
+    rc = recover_start(&s->recovery, &rp, err);
     if (rc < 0)
         return rc;
-    if (td->map >= 0) {
-        struct tr_str src = task_output(r, (uint32_t)td->map);
-        rc = tr_buf_add(out, src.p + in->arg_off, in->arg_len);
-        if (rc < 0)
-            return rc;
-    }
-    for (uint32_t i = 0; i < td->n_after; i++) {
-        if (i == skip_map)
-            continue;
-        struct tr_str o = task_output(r, td->after[i]);
-        rc = tr_buf_add(out, o.p, o.len);
-        if (rc < 0)
-            return rc;
-    }
+    rc = zmq_router_open(&s->router, s->loop, &s->cfg, &s->cnt, core_on_message, &s->core, err);
+    if (rc < 0)
+        return rc;
+    struct transport *tp = zmq_router_transport(s->router);
+    s->core.tp = tp;
+    fleet_start(&s->fleet, s->loop, tp, *epoch);
+    tr_info("scheduler leads epoch=%llu workers=%s", (unsigned long long)*epoch, s->cfg.listen);
     return 0;
 }
 
-void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
+static void sched_stop(void *arg, int exit_code)
 {
-    struct run *r = in->run;
-    tr_free_null(&in->output);
-    if (len > 0) {
-        in->output = tr_memdup(output, len);
-        if (in->output == NULL)
-            oom_fatal("storing a task output");
-    }
-    in->output_len = (uint32_t)len;
-    in->cached = cached;
-    if (in->finished_at == 0)
-        in->finished_at = tr_now();
-    inst_set_state(in, ST_SUCCEEDED);
-    inst_mark_dirty(in);
-    r->sched->m.tasks_succeeded++;
-    if (cached)
-        r->sched->m.tasks_cached++;
-    struct task_rt *trt = &r->tasks[in->task];
-    trt->n_done++;
-    if (trt->n_done + trt->n_failed == trt->n_inst)
-        task_finish(r, in->task);
-}
-
-void inst_fail_final(struct inst *in, const char *error)
-{
-    struct run *r = in->run;
-    if (error != NULL && error != in->error) {
-        tr_free(in->error);
-        in->error = tr_strdup(error);
-    }
-    if (in->finished_at == 0)
-        in->finished_at = tr_now();
-    inst_set_state(in, ST_FAILED);
-    inst_mark_dirty(in);
-    r->sched->m.tasks_failed++;
-    struct task_rt *trt = &r->tasks[in->task];
-    trt->n_failed++;
-    if (trt->n_done + trt->n_failed == trt->n_inst)
-        task_finish(r, in->task);
+    struct sched *s = arg;
+    s->exit_code = exit_code;
+    s->stopping = true;
+    uv_stop(s->loop);
 }
 
 /* ====================================================================== */
-/* Readiness and fan-out                                                   */
+/* Life cycle                                                              */
 /* ====================================================================== */
 
-/* Reads the array header at p; returns element count or -1 when not an array. */
-static long mp_array_header(const unsigned char *p, size_t len, size_t *hdr)
+static void on_signal(uv_signal_t *h, int signum)
 {
-    if (len == 0)
-        return -1;
-    if ((p[0] & 0xf0) == 0x90) {
-        *hdr = 1;
-        return p[0] & 0x0f;
-    }
-    if (p[0] == 0xdc && len >= 3) {
-        *hdr = 3;
-        return (long)((uint32_t)p[1] << 8 | p[2]);
-    }
-    if (p[0] == 0xdd && len >= 5) {
-        *hdr = 5;
-        return (long)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
-    }
-    return -1;
+    struct sched *s = h->data;
+    tr_info("signal %d: stopping", signum);
+    s->stopping = true;
+    uv_stop(s->loop);
 }
 
-static const char *mp_type_name(unsigned char b)
+/* Every part's init, lowest first; none can fail, so sched_close may always run. */
+static void parts_init(struct sched *s)
 {
-    if (b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xd3))
-        return "an integer";
-    if ((b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb))
-        return "a string";
-    if ((b & 0xf0) == 0x80 || b == 0xde || b == 0xdf)
-        return "a table with non-array keys";
-    if (b == 0xc0)
-        return "nil";
-    if (b == 0xc2 || b == 0xc3)
-        return "a boolean";
-    if (b == 0xca || b == 0xcb)
-        return "a number";
-    return "a value that is not an array";
+    pipes_init(&s->pipes, s->loop);
+    batch_init(&s->batch, &s->cnt);
+    timers_init(&s->timers, s->loop, core_timer_fire, &s->core);
+    struct fleet_hooks fh = {.arg = s, .up = on_worker_up, .down = on_worker_down};
+    fleet_init(&s->fleet, s->cfg.heartbeat_ms, &fh);
+    s->fleet.cnt = &s->cnt;
+    s->fleet.max_slots = s->cfg.max_slots;
+    struct dispatch_hooks dh = core_dispatch_hooks;
+    dh.arg = &s->core;
+    dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
+    struct core_parts cp = {
+        .pipes = &s->pipes,
+        .batch = &s->batch,
+        .dispatch = &s->dispatch,
+        .fleet = &s->fleet,
+        .timers = &s->timers,
+        .cnt = &s->cnt,
+    };
+    struct core_hooks ch = {.arg = &s->api, .run_final = api_run_final};
+    core_init(&s->core, &cp, s->cfg.keep_runs, &ch);
 }
 
-/* Makes the instances of a mapped task from its map source's output. */
-static void task_expand_map(struct run *r, uint32_t t)
+/* The feedback loop's records go into the turn's transaction. */
+static bool fb_dirty_hook(void *arg)
 {
-    const struct tr_pipeline_def *def = r->pipe->def;
-    const struct tr_task_def *td = &def->tasks[t];
-    struct task_rt *trt = &r->tasks[t];
-    struct tr_str src = task_output(r, (uint32_t)td->map);
-    size_t hdr = 0;
-    long n = mp_array_header((const unsigned char *)src.p, src.len, &hdr);
-    if (n < 0) {
-        char msg[256];
-        snprintf(msg, sizeof(msg), "task '%s' maps over '%s', whose output is %s, not an array",
-                 td->name, def->tasks[td->map].name, mp_type_name((unsigned char)src.p[0]));
-        trt->expanded = true;
-        trt->n_inst = 1;
-        inst_fail_final(&trt->single, msg);
-        return;
-    }
-    trt->expanded = true;
-    if (n == 0) {
-        /* Nothing to map: the task is done, with an empty array as output. */
-        r->counts[ST_PENDING]--;
-        r->counts[ST_SUCCEEDED]++;
-        trt->single.state = ST_SUCCEEDED;
-        task_finish(r, t);
-        return;
-    }
-    trt->mapped = tr_calloc((size_t)n, sizeof(*trt->mapped));
-    if (trt->mapped == NULL)
-        oom_fatal("expanding a map");
-    trt->n_inst = (uint32_t)n;
-    r->counts[ST_PENDING] += (uint32_t)n - 1; /* the one pending entry becomes n instances */
-    size_t off = hdr;
-    for (long i = 0; i < n; i++) {
-        struct inst *in = &trt->mapped[i];
-        in->run = r;
-        in->task = t;
-        in->index = (uint32_t)i + 1;
-        in->heap_pos = -1;
-        in->state = ST_PENDING;
-        /* The output was checked when it arrived, so every element parses. */
-        long sz = tr_mp_check(src.p + off, src.len - off, &tr_mp_default_limits);
-        TR_ASSERT(sz > 0);
-        in->arg_off = (uint32_t)off;
-        in->arg_len = (uint32_t)sz;
-        off += (size_t)sz;
-    }
-    for (long i = 0; i < n && !run_is_final(r); i++)
-        inst_make_ready(&trt->mapped[i]);
+    return fb_have_dirty(arg);
 }
 
-static void task_ready(struct run *r, uint32_t t)
+static int fb_put_hook(void *arg, struct tr_state *st)
 {
-    struct task_rt *trt = &r->tasks[t];
-    if (trt->finished || trt->readied || run_is_final(r))
-        return;
-    trt->readied = true;
-    if (r->pipe->def->tasks[t].map >= 0)
-        task_expand_map(r, t);
-    else
-        inst_make_ready(&trt->single);
+    (void)st; /* the api's state */
+    return fb_put_dirty(arg);
 }
 
-/* Marks task t and everything downstream of it skipped (an upstream failed). */
-static void task_skip(struct run *r, uint32_t t)
+static void fb_committed_hook(void *arg)
 {
-    struct task_rt *trt = &r->tasks[t];
-    if (trt->finished)
-        return;
-    uint32_t n = trt->expanded ? trt->n_inst : 1;
-    for (uint32_t i = 0; i < n; i++) {
-        struct inst *in = task_inst(trt, i);
-        if (inst_state_final(in->state))
-            continue;
-        if (in->heap_pos >= 0)
-            pool_remove(inst_pool(in), in);
-        inst_set_state(in, ST_SKIPPED);
-        r->sched->m.tasks_skipped++;
-    }
-    trt->finished = true;
-    trt->n_failed = n - trt->n_done;
-    r->n_tasks_left--;
-    const struct tr_task_def *td = &r->pipe->def->tasks[t];
-    for (uint32_t i = 0; i < td->n_downstream; i++)
-        task_skip(r, td->downstream[i]);
+    fb_committed(arg);
 }
 
-/* Builds the array of a mapped task's outputs, which its dependants receive. */
-static void task_build_agg(struct run *r, struct task_rt *trt)
+/* The parts the API and the feedback loop work with (the state is open). */
+static void api_wire(struct sched *s)
 {
-    struct tr_buf b;
-    tr_buf_init(&b, 0);
-    uint32_t n = trt->n_inst;
-    unsigned char hdr[5] = {0xdd, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
-                            (unsigned char)(n >> 8), (unsigned char)n};
-    int rc = tr_buf_add(&b, hdr, 5);
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        struct inst *in = &trt->mapped[i];
-        if (in->output && in->output_len)
-            rc = tr_buf_add(&b, in->output, in->output_len);
-        else
-            rc = tr_buf_addch(&b, (char)0xc0);
-    }
-    if (rc < 0)
-        oom_fatal("collecting map outputs");
-    size_t len;
-    trt->agg = tr_buf_detach(&b, &len);
-    if (trt->agg == NULL)
-        oom_fatal("collecting map outputs");
-    trt->agg_len = (uint32_t)len;
+    struct api *a = &s->api;
+    a->loop = s->loop;
+    a->cfg = &s->cfg;
+    a->state = s->state;
+    a->pipes = &s->pipes;
+    a->batch = &s->batch;
+    a->fleet = &s->fleet;
+    a->dispatch = &s->dispatch;
+    a->core = &s->core;
+    a->metrics = (struct metrics_src){&s->cnt, &s->core, &s->fleet, &s->dispatch, NULL,
+                                      &s->router};
+    struct batch_extra x = {a, fb_dirty_hook, fb_put_hook, fb_committed_hook};
+    batch_set_extra(&s->batch, &x);
 }
 
-static void task_finish(struct run *r, uint32_t t)
+static int api_start(struct sched *s, struct tr_error *err)
 {
-    struct task_rt *trt = &r->tasks[t];
-    if (trt->finished)
-        return;
-    trt->finished = true;
-    r->n_tasks_left--;
-    const struct tr_task_def *td = &r->pipe->def->tasks[t];
-    if (trt->n_failed > 0) {
-        for (uint32_t i = 0; i < td->n_downstream; i++)
-            task_skip(r, td->downstream[i]);
-    } else {
-        if (trt->mapped)
-            task_build_agg(r, trt);
-        for (uint32_t i = 0; i < td->n_downstream; i++) {
-            uint32_t d = td->downstream[i];
-            struct task_rt *drt = &r->tasks[d];
-            if (drt->countdown > 0 && --drt->countdown == 0)
-                task_ready(r, d);
-        }
-    }
-    if (r->n_tasks_left == 0 && !run_is_final(r))
-        run_finish(r);
+    s->api.leader = s->api.metrics.leader = s->leader;
+    return api_open(&s->api, err);
 }
 
-/* ====================================================================== */
-/* Results                                                                 */
-/* ====================================================================== */
-
-void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
-{
-    struct sched *s = in->run->sched;
-    const struct tr_task_def *td = &in->run->pipe->def->tasks[in->task];
-    in->failures++;
-    in->timed_out = timed_out;
-    if (timed_out)
-        s->m.tasks_timed_out++;
-    tr_free(in->error);
-    in->error = error.len ? tr_strndup(error.p, error.len)
-                          : tr_strdup("task failed without a message");
-    if (in->failures <= td->retries) {
-        double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
-        inst_set_state(in, ST_RETRY_WAIT);
-        s->m.tasks_retried++;
-        tr_info("task retry run=%s task=%s index=%u failure=%u delay=%.3fs: %.200s",
-                in->run->id, td->name, in->index, in->failures, delay, in->error);
-        timers_push(s, mono_s(s) + delay, in, 0);
-        return;
-    }
-    in->finished_at = tr_now();
-    inst_fail_final(in, NULL);
-}
-
-/* Ends the current dispatch of in: forgets its id and frees the worker's credit. */
-void inst_end_dispatch(struct inst *in)
-{
-    struct sched *s = in->run->sched;
-    if (in->dispatch_id) {
-        tr_hmap_del(&s->dispatches, &in->dispatch_id, sizeof(in->dispatch_id));
-        in->run->outstanding--;
-    }
-    if (in->worker)
-        worker_inflight_del(in->worker, in);
-    in->dispatch_id = 0;
-    in->worker = NULL;
-}
-
-void sched_on_result(struct sched *s, struct worker *w, const struct tr_msg_result *m)
-{
-    struct inst *in = tr_hmap_get(&s->dispatches, &m->id, sizeof(m->id));
-    if (in == NULL || m->epoch != s->epoch || in->worker != w || in->attempts != m->attempt) {
-        metrics_drop(s, DROP_STALE_RESULT, NULL, 0);
-        tr_info("refused stale result id=%llu attempt=%u from worker '%s'",
-                (unsigned long long)m->id, m->attempt, w->id);
-        return;
-    }
-    metrics_observe_latency(&s->m, tr_now() - in->dispatched_at);
-    worker_window_grow(w);
-    double run_s = m->finished_at - m->started_at;
-    if (run_s >= 0 && run_s < 86400)
-        w->ewma_run_s = w->ewma_run_s > 0 ? 0.8 * w->ewma_run_s + 0.2 * run_s : run_s;
-    inst_end_dispatch(in);
-    inst_logs_add(in, m->logs, m->n_logs);
-    /* Calls cost money whatever became of the attempt: keep them all. */
-    inst_usage_add(in, m->usage.p, m->usage.len);
-    if (in->state == ST_CANCELLED || run_is_final(in->run)) {
-        if (m->usage.len > 0 && inst_state_final(in->state)) {
-            inst_mark_dirty(in);
-            run_mark_dirty(in->run);
-        }
-        return; /* the run was cancelled while this attempt ran */
-    }
-    tr_free(in->worker_id);
-    in->worker_id = tr_strdup(w->id);
-    in->started_at = m->started_at;
-    in->finished_at = m->finished_at;
-    if (m->ok) {
-        long sz = m->output.len ? tr_mp_check(m->output.p, m->output.len, &tr_mp_default_limits)
-                                : 0;
-        if (sz < 0 || (size_t)sz != m->output.len) {
-            inst_attempt_failed(in, TR_STR("the worker sent an output that is not valid msgpack"),
-                                false);
-            return;
-        }
-        const struct tr_task_def *td = &in->run->pipe->def->tasks[in->task];
-        if (td->cache) {
-            struct tr_buf args;
-            tr_buf_init(&args, 0);
-            struct cache_put cp = {.in = in};
-            if (inst_build_args(in, &args) == 0) {
-                struct tr_buf k;
-                tr_buf_init(&k, 0);
-                if (tr_buf_addstr(&k, in->run->pipe->digest) == 0 &&
-                    tr_buf_add(&k, td->name, strlen(td->name) + 1) == 0 &&
-                    tr_buf_add(&k, args.buf, args.len) == 0) {
-                    tr_sha256_hex(k.buf, k.len, cp.key);
-                    if (VEC_PUSH(s->dirty_cache, s->n_dirty_cache, s->cap_dirty_cache, cp) < 0)
-                        tr_warn("cannot queue cache entry for task '%s': out of memory", td->name);
-                }
-                tr_buf_release(&k);
-            }
-            tr_buf_release(&args);
-        }
-        inst_complete(in, m->output.p, m->output.len, false);
-    } else if (m->cancelled) {
-        inst_attempt_failed(in, TR_STR("the worker cancelled the task"), false);
-    } else {
-        inst_attempt_failed(in, m->error, m->timed_out);
-    }
-}
-
-void sched_on_log(struct sched *s, struct worker *w, const struct tr_msg_log *m)
-{
-    struct inst *in = tr_hmap_get(&s->dispatches, &m->id, sizeof(m->id));
-    if (in == NULL || in->worker != w)
-        return;
-    inst_logs_add(in, m->logs, m->n_logs);
-}
-
-void inst_requeue(struct inst *in)
-{
-    struct sched *s = in->run->sched;
-    inst_end_dispatch(in);
-    if (in->state == ST_CANCELLED || run_is_final(in->run))
-        return;
-    s->m.tasks_requeued++;
-    inst_set_state(in, ST_PENDING);
-    inst_make_ready(in);
-}
-
-/* ====================================================================== */
-/* Runs                                                                    */
-/* ====================================================================== */
-
-/* Merges the pipeline's default params with the request's, as JSON and msgpack. */
-static int run_set_params(struct run *r, json_t *overrides, struct tr_error *err)
-{
-    const struct tr_pipeline_def *def = r->pipe->def;
-    json_t *params = tr_mp_bytes_to_json(def->params, def->params_len, err);
-    if (params == NULL)
-        return err && err->code ? err->code : TR_ENOMEM;
-    if (!json_is_object(params)) {
-        json_decref(params);
-        params = json_object();
-    }
-    if (overrides != NULL && json_object_update(params, overrides) != 0) {
-        json_decref(params);
-        return TR_ENOMEM;
-    }
-    r->params_json = json_dumps(params, JSON_COMPACT);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int rc = tr_json_to_mp(params, &pk);
-    json_decref(params);
-    if (rc == 0 && r->params_json != NULL) {
-        r->params_mp = tr_memdup(sb.data, sb.size);
-        r->params_mp_len = sb.size;
-    }
-    msgpack_sbuffer_destroy(&sb);
-    if (rc < 0)
-        return tr_error_set(err, rc, "cannot encode params");
-    return r->params_json && r->params_mp ? 0 : TR_ENOMEM;
-}
-
-void run_free(struct run *r)
-{
-    if (r == NULL)
-        return;
-    if (r->tasks != NULL) {
-        for (uint32_t t = 0; t < r->pipe->def->n_tasks; t++) {
-            struct task_rt *trt = &r->tasks[t];
-            uint32_t n = trt->mapped ? trt->n_inst : 1;
-            for (uint32_t i = 0; i < n; i++) {
-                struct inst *in = task_inst(trt, i);
-                tr_free(in->output);
-                tr_free(in->error);
-                tr_free(in->worker_id);
-                tr_free(in->usage);
-                if (in->logs) {
-                    tr_buf_release(in->logs);
-                    tr_free(in->logs);
-                }
-            }
-            tr_free(trt->mapped);
-            tr_free(trt->agg);
-        }
-        tr_free(r->tasks);
-    }
-    if (r->pipe)
-        pipe_unref(r->sched, r->pipe);
-    tr_free(r->params_json);
-    tr_free(r->params_mp);
-    tr_free(r->output_json);
-    tr_free(r->error);
-    json_decref(r->usage_sum);
-    tr_free(r->usage_json);
-    tr_free(r);
-}
-
-int run_create(struct sched *s, struct pipeline_entry *pe, json_t *params, struct run **out,
+int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
                struct tr_error *err)
 {
-    const struct tr_pipeline_def *def = pe->def;
-    struct run *r = tr_calloc(1, sizeof(*r));
-    if (r == NULL)
-        return TR_ENOMEM;
-    r->sched = s;
-    r->pipe = pe;
-    pipe_ref(pe);
-    snprintf(r->id, sizeof(r->id), "r-%04llx%08llx", (unsigned long long)(s->epoch & 0xffff),
-             (unsigned long long)++s->next_run);
-    r->created_at = tr_now();
-    r->state = RUN_QUEUED;
-    int rc = run_set_params(r, params, err);
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->cfg = *cfg;
+    srand((unsigned)tr_mono_ns());
+    parts_init(s);
+
+    uv_timer_init(loop, &s->commit_retry);
+    s->commit_retry.data = s;
+    uv_prepare_init(loop, &s->turn);
+    s->turn.data = s;
+    uv_prepare_start(&s->turn, on_prepare);
+    uv_check_init(loop, &s->turn_check);
+    s->turn_check.data = s;
+    uv_check_start(&s->turn_check, on_check);
+    uv_signal_init(loop, &s->sigint);
+    uv_signal_init(loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    s->handles_open = true;
+
+    /* Before the election: a leader's recovery reads pipelines through it. */
+    struct sandbox_config sc = {
+        .exe = "/proc/self/exe", /* this very binary, even if its file was replaced */
+        .limits = cfg->limits,
+        .warm = 2,
+        .max = 16,
+        .grace_s = 0.5,
+    };
+    int rc = sandbox_open(loop, &sc, &s->sandbox, err);
     if (rc < 0)
-        goto out_free;
-    r->tasks = tr_calloc(def->n_tasks, sizeof(*r->tasks));
-    if (r->tasks == NULL) {
-        rc = TR_ENOMEM;
-        goto out_free;
-    }
-    for (uint32_t t = 0; t < def->n_tasks; t++) {
-        struct task_rt *trt = &r->tasks[t];
-        trt->countdown = def->tasks[t].n_upstream;
-        trt->n_inst = 1;
-        trt->single.run = r;
-        trt->single.task = t;
-        trt->single.heap_pos = -1;
-        trt->expanded = def->tasks[t].map < 0;
-    }
-    r->counts[ST_PENDING] = def->n_tasks;
-    r->n_tasks_left = def->n_tasks;
-    rc = tr_hmap_put(&s->runs, r->id, strlen(r->id), r);
+        return rc;
+    s->pipes.sandbox = s->sandbox;
+
+    rc = tr_state_open(cfg->state_url, &s->state, err);
     if (rc < 0)
-        goto out_free;
-    s->n_active++;
-    if (!pe->stored) {
-        if (VEC_PUSH(s->dirty_sources, s->n_dirty_sources, s->cap_dirty_sources, pe) < 0) {
-            tr_hmap_del(&s->runs, r->id, strlen(r->id));
-            s->n_active--;
-            rc = TR_ENOMEM;
-            goto out_free;
-        }
-        pe->stored = true;
-    }
-    r->in_memory_only = true;
-    run_mark_dirty(r);
-    pools_ref_run(r, +1);
-    *out = r;
-    return 0;
-out_free:
-    run_free(r);
-    if (err && !err->code)
-        tr_error_set(err, rc, "cannot create run: %s", tr_strerror(rc));
-    return rc;
-}
+        return rc;
+    s->core.state = s->state;
+    api_wire(s);
+    rc = fb_open(&s->api, err);
+    if (rc < 0)
+        return rc;
 
-void run_start(struct run *r)
-{
-    const struct tr_pipeline_def *def = r->pipe->def;
-    if (def->n_tasks == 0) {
-        run_finish(r);
-        return;
-    }
-    /* Roots by declaration, not by countdown: while recovering, completing a
-     * root from its record already readies its dependants. */
-    for (uint32_t i = 0; i < def->n_tasks && !run_is_final(r); i++) {
-        uint32_t t = def->topo[i];
-        if (def->tasks[t].n_upstream == 0)
-            task_ready(r, t);
-    }
-}
-
-struct run *run_find(struct sched *s, const char *id)
-{
-    return tr_hmap_gets(&s->runs, id);
-}
-
-static void lru_append(struct sched *s, struct run *r)
-{
-    r->lru_prev = s->lru_tail;
-    r->lru_next = NULL;
-    if (s->lru_tail)
-        s->lru_tail->lru_next = r;
-    else
-        s->lru_head = r;
-    s->lru_tail = r;
-    s->n_finished_in_memory++;
-}
-
-static void lru_unlink(struct sched *s, struct run *r)
-{
-    if (r->lru_prev)
-        r->lru_prev->lru_next = r->lru_next;
-    else
-        s->lru_head = r->lru_next;
-    if (r->lru_next)
-        r->lru_next->lru_prev = r->lru_prev;
-    else
-        s->lru_tail = r->lru_prev;
-    s->n_finished_in_memory--;
-}
-
-/* Drops finished runs beyond the in-memory bound; the API reads them from the state. */
-void runs_evict(struct sched *s)
-{
-    struct run *r = s->lru_head;
-    while (r != NULL && s->n_finished_in_memory > s->cfg.keep_runs) {
-        struct run *next = r->lru_next;
-        if (!r->dirty && r->waiters == NULL && r->outstanding == 0) {
-            lru_unlink(s, r);
-            tr_hmap_del(&s->runs, r->id, strlen(r->id));
-            timers_forget_run(s, r);
-            run_free(r);
-        }
-        r = next;
-    }
-}
-
-static int sink_output_json(struct run *r, json_t *out)
-{
-    const struct tr_pipeline_def *def = r->pipe->def;
-    for (uint32_t i = 0; i < def->n_sinks; i++) {
-        uint32_t t = def->sinks[i];
-        struct tr_str o = task_output(r, t);
-        struct tr_error err;
-        tr_error_init(&err);
-        /* Most sinks of wide runs return nothing: skip the decoder for nil. */
-        json_t *v = o.len == 1 && (unsigned char)o.p[0] == 0xc0 ? json_null()
-                                                                 : tr_mp_bytes_to_json(o.p, o.len, &err);
-        if (v == NULL || json_object_set_new(out, def->tasks[t].name, v) != 0)
-            return TR_ENOMEM;
-    }
+    /* The election's first outcome comes before the API listens (leader.c),
+     * unless the API port is picked at random: then it must be bound first to
+     * be advertised. */
+    struct leader_hooks lh = {.arg = s, .lead = sched_lead, .stop = sched_stop};
+    rc = leader_open(&s->leader, loop, &s->cfg, &lh, err);
+    if (rc == 0 && cfg->api_port == 0 && cfg->advertise_api == NULL)
+        rc = api_start(s, err);
+    if (rc == 0)
+        rc = leader_start(s->leader,
+                          s->api.http ? tr_http_server_port(s->api.http) : cfg->api_port,
+                          &s->stopping, err);
+    if (rc == 0 && s->api.http == NULL)
+        rc = api_start(s, err);
+    if (rc < 0)
+        return rc;
+    tr_info("scheduler ready role=%s api=%s:%d workers=%s state=%s",
+            leader_role_name(s->leader), cfg->api_host, tr_http_server_port(s->api.http),
+            cfg->listen, cfg->state_url);
     return 0;
 }
 
-static void run_finish(struct run *r)
+void sched_close(struct sched *s)
 {
-    struct sched *s = r->sched;
-    const struct tr_pipeline_def *def = r->pipe->def;
-    const struct inst *failed = NULL;
-    for (uint32_t i = 0; i < def->n_tasks && failed == NULL; i++) {
-        struct task_rt *trt = &r->tasks[def->topo[i]];
-        uint32_t n = trt->mapped ? trt->n_inst : 1;
-        for (uint32_t j = 0; j < n; j++) {
-            if (task_inst(trt, j)->state == ST_FAILED) {
-                failed = task_inst(trt, j);
-                break;
-            }
-        }
+    s->stopping = true;
+    s->pipes.stopping = true;
+    /* Whatever is still dirty gets one last chance to become durable. When
+     * it cannot (the commit fails, or leadership was lost), the answers that
+     * waited for that commit must not claim a change that was never kept. */
+    bool kept = !batch_dirty(&s->batch);
+    if (!kept && s->state && leader_may_act(s->leader) &&
+        batch_commit(&s->batch, s->state) == 0) {
+        batch_send(&s->batch, zmq_router_transport(s->router));
+        kept = true;
     }
-    r->state = failed ? RUN_FAILED : RUN_SUCCEEDED;
-    r->finished_at = tr_now();
-    if (r->started_at == 0)
-        r->started_at = r->finished_at;
-    if (failed) {
-        char msg[1200];
-        if (failed->index)
-            snprintf(msg, sizeof(msg), "task '%s' [%u] failed: %.1000s",
-                     def->tasks[failed->task].name, failed->index,
-                     failed->error ? failed->error : "");
-        else
-            snprintf(msg, sizeof(msg), "task '%s' failed: %.1000s", def->tasks[failed->task].name,
-                     failed->error ? failed->error : "");
-        r->error = tr_strdup(msg);
-    } else {
-        json_t *out = json_object();
-        if (out == NULL || sink_output_json(r, out) < 0)
-            oom_fatal("building a run's output");
-        r->output_json = json_dumps(out, JSON_COMPACT);
-        json_decref(out);
-        if (r->output_json == NULL)
-            oom_fatal("building a run's output");
+    if (!kept)
+        batch_refuse(&s->batch);
+    batch_reply(&s->batch);
+    api_waiters_close(&s->api);
+    api_close(&s->api);
+    /* Pending loads are answered (cancelled) while the runs and caches they
+     * would touch still exist; the children are killed and reaped later. */
+    sandbox_close(s->sandbox);
+    s->sandbox = s->pipes.sandbox = NULL;
+    recover_close(s->recovery);
+    dispatch_release(&s->dispatch);
+    fleet_release(&s->fleet);
+    s->core.tp = NULL;
+    zmq_router_close(s->router);
+    s->router = NULL;
+    leader_close(s->leader);
+    s->leader = NULL;
+    fb_close(&s->api);
+    core_release(&s->core);
+    pipes_release(&s->pipes);
+    batch_release(&s->batch);
+    if (s->handles_open) {
+        timers_release(&s->timers);
+        uv_close((uv_handle_t *)&s->commit_retry, NULL);
+        uv_close((uv_handle_t *)&s->turn, NULL);
+        uv_close((uv_handle_t *)&s->turn_check, NULL);
+        uv_close((uv_handle_t *)&s->sigint, NULL);
+        uv_close((uv_handle_t *)&s->sigterm, NULL);
+        s->handles_open = false;
     }
-    s->m.runs_total[r->state]++;
-    s->n_active--;
-    pools_ref_run(r, -1);
-    tr_info("run %s run=%s pipeline=%s", run_state_names[r->state], r->id, def->name);
-    run_mark_dirty(r);
-    lru_append(s, r);
-    waiters_wake(r);
+    tr_state_close(s->state);
+    s->state = NULL;
 }
-
-int run_cancel(struct run *r, const char *reason)
-{
-    struct sched *s = r->sched;
-    if (run_is_final(r))
-        return TR_ECONFLICT;
-    const struct tr_pipeline_def *def = r->pipe->def;
-    for (uint32_t t = 0; t < def->n_tasks; t++) {
-        struct task_rt *trt = &r->tasks[t];
-        uint32_t n = trt->mapped ? trt->n_inst : 1;
-        for (uint32_t i = 0; i < n; i++) {
-            struct inst *in = task_inst(trt, i);
-            if (inst_state_final(in->state))
-                continue;
-            if (in->heap_pos >= 0)
-                pool_remove(inst_pool(in), in);
-            if (in->dispatch_id && in->worker) {
-                struct tr_msg m = {.type = TR_MSG_CANCEL};
-                m.u.cancel.id = in->dispatch_id;
-                m.u.cancel.reason = tr_str_c(reason);
-                if (sched_queue_msg(s, in->worker, &m) < 0)
-                    tr_warn("cannot queue cancel run=%s: out of memory", r->id);
-            }
-            inst_set_state(in, ST_CANCELLED);
-            s->m.tasks_cancelled++;
-        }
-    }
-    r->state = RUN_CANCELLED;
-    r->finished_at = tr_now();
-    tr_free(r->error);
-    r->error = tr_strdup(reason);
-    s->m.runs_total[RUN_CANCELLED]++;
-    s->n_active--;
-    pools_ref_run(r, -1);
-    tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
-    run_mark_dirty(r);
-    lru_append(s, r);
-    waiters_wake(r);
-    return 0;
-}
-

@@ -1,45 +1,63 @@
 /*
- * timers.c - delayed actions: retries becoming ready after their backoff,
- * and dispatch deadlines (a task's timeout plus a grace period, after which
- * the scheduler stops waiting for a worker that may be wedged).
+ * timers.c - delayed actions on instances (timers.h): retries becoming ready
+ * after their backoff, and dispatch deadlines (a task's timeout plus a grace
+ * period, after which the scheduler stops waiting for a worker that may be
+ * wedged).
  *
  * One min-heap by monotonic time and one uv timer armed at its earliest
  * entry. Entries are not removed when what they wait for changes: each one
  * checks on firing that its instance is still in the state it was set for.
  */
-#include "scheduler/sched.h"
+#include "scheduler/timers.h"
 
 #include <math.h>
 
-/* ====================================================================== */
-/* Timers: retries and dispatch deadlines                                  */
-/* ====================================================================== */
+#include "lib/base/vec.h"
 
-static void timers_swap(struct sched *s, size_t a, size_t b)
+static void on_timer(uv_timer_t *h);
+
+void timers_init(struct timers *t, uv_loop_t *loop, timers_fire_fn fire, void *arg)
 {
-    struct timer_entry t = s->timers[a];
-    s->timers[a] = s->timers[b];
-    s->timers[b] = t;
+    memset(t, 0, sizeof(*t));
+    uv_timer_init(loop, &t->timer);
+    t->timer.data = t;
+    t->fire = fire;
+    t->arg = arg;
 }
 
-static void timers_arm(struct sched *s)
+void timers_release(struct timers *t)
 {
-    if (s->n_timers == 0) {
+    tr_free(t->heap);
+    t->heap = NULL;
+    t->n = t->cap = 0;
+    uv_close((uv_handle_t *)&t->timer, NULL);
+}
+
+static void timers_swap(struct timers *s, size_t a, size_t b)
+{
+    struct timer_entry t = s->heap[a];
+    s->heap[a] = s->heap[b];
+    s->heap[b] = t;
+}
+
+static void timers_arm(struct timers *s)
+{
+    if (s->n == 0) {
         uv_timer_stop(&s->timer);
         return;
     }
-    double delay = s->timers[0].when - mono_s(s);
+    double delay = s->heap[0].when - mono_s();
     uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000);
-    uv_timer_start(&s->timer, s->timer.timer_cb, ms, 0);
+    uv_timer_start(&s->timer, on_timer, ms, 0);
 }
 
-void timers_push(struct sched *s, double when, struct inst *in, uint64_t dispatch_id)
+void timers_push(struct timers *s, double when, struct inst *in, uint64_t dispatch_id)
 {
     struct timer_entry e = {when, in, dispatch_id};
-    if (VEC_PUSH(s->timers, s->n_timers, s->cap_timers, e) < 0)
+    if (TR_VEC_PUSH(s->heap, s->n, s->cap, e) < 0)
         oom_fatal("scheduling a timer");
-    size_t i = s->n_timers - 1;
-    while (i > 0 && s->timers[(i - 1) / 2].when > s->timers[i].when) {
+    size_t i = s->n - 1;
+    while (i > 0 && s->heap[(i - 1) / 2].when > s->heap[i].when) {
         timers_swap(s, i, (i - 1) / 2);
         i = (i - 1) / 2;
     }
@@ -47,16 +65,16 @@ void timers_push(struct sched *s, double when, struct inst *in, uint64_t dispatc
         timers_arm(s);
 }
 
-static struct timer_entry timers_pop(struct sched *s)
+static struct timer_entry timers_pop(struct timers *s)
 {
-    struct timer_entry top = s->timers[0];
-    s->timers[0] = s->timers[--s->n_timers];
+    struct timer_entry top = s->heap[0];
+    s->heap[0] = s->heap[--s->n];
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->n_timers && s->timers[l].when < s->timers[m].when)
+        if (l < s->n && s->heap[l].when < s->heap[m].when)
             m = l;
-        if (r < s->n_timers && s->timers[r].when < s->timers[m].when)
+        if (r < s->n && s->heap[r].when < s->heap[m].when)
             m = r;
         if (m == i)
             break;
@@ -66,63 +84,39 @@ static struct timer_entry timers_pop(struct sched *s)
     return top;
 }
 
-static void timer_fire(struct sched *s, struct timer_entry e)
+void timers_run(struct timers *s, double now)
 {
-    struct inst *in = e.inst;
-    if (e.dispatch_id == 0) {
-        if (in->state == ST_RETRY_WAIT && !run_is_final(in->run)) {
-            inst_set_state(in, ST_PENDING);
-            inst_make_ready(in);
-        }
-        return;
+    while (s->n > 0 && s->heap[0].when <= now) {
+        struct timer_entry e = timers_pop(s);
+        s->fire(s->arg, e.inst, e.dispatch_id);
     }
-    if (in->dispatch_id != e.dispatch_id ||
-        (in->state != ST_DISPATCHED && in->state != ST_RUNNING))
-        return;
-    /* The worker did not report within timeout plus grace: it may be wedged.
-     * Tell it to stop, and treat the attempt as timed out. */
-    const struct tr_task_def *td = &in->run->pipe->def->tasks[in->task];
-    struct tr_msg cancel = {.type = TR_MSG_CANCEL};
-    cancel.u.cancel.id = in->dispatch_id;
-    cancel.u.cancel.reason = tr_str_c("timeout");
-    if (in->worker && sched_queue_msg(s, in->worker, &cancel) < 0)
-        tr_warn("cannot queue cancel for task '%s': out of memory", td->name);
-    char msg[200];
-    snprintf(msg, sizeof(msg), "task '%s' timed out after %g s (no answer from worker)",
-             td->name, td->timeout);
-    inst_end_dispatch(in);
-    inst_attempt_failed(in, tr_str_c(msg), true);
-}
-
-void on_timer(uv_timer_t *h)
-{
-    struct sched *s = h->data;
-    double now = mono_s(s);
-    while (s->n_timers > 0 && s->timers[0].when <= now)
-        timer_fire(s, timers_pop(s));
     timers_arm(s);
 }
 
-/* Removes the timer entries of a run about to be freed. */
-void timers_forget_run(struct sched *s, struct run *r)
+static void on_timer(uv_timer_t *h)
 {
-    size_t n = s->n_timers;
-    s->n_timers = 0;
+    timers_run(h->data, mono_s());
+}
+
+void timers_forget_run(struct timers *s, const struct run *r)
+{
+    size_t n = s->n;
+    s->n = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s->timers[i].inst->run != r) {
-            struct timer_entry e = s->timers[i];
-            s->n_timers++;
-            s->timers[s->n_timers - 1] = e;
+        if (s->heap[i].inst->run != r) {
+            struct timer_entry e = s->heap[i];
+            s->n++;
+            s->heap[s->n - 1] = e;
         }
     }
     /* Re-heapify. */
-    for (size_t i = s->n_timers / 2; i-- > 0;) {
+    for (size_t i = s->n / 2; i-- > 0;) {
         size_t j = i;
         for (;;) {
             size_t l = 2 * j + 1, rr = l + 1, m = j;
-            if (l < s->n_timers && s->timers[l].when < s->timers[m].when)
+            if (l < s->n && s->heap[l].when < s->heap[m].when)
                 m = l;
-            if (rr < s->n_timers && s->timers[rr].when < s->timers[m].when)
+            if (rr < s->n && s->heap[rr].when < s->heap[m].when)
                 m = rr;
             if (m == j)
                 break;

@@ -17,11 +17,13 @@
  *
  * Loop thread only.
  */
-#include "scheduler/sched.h"
+#include "scheduler/usage.h"
 
 #include <math.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/log.h"
+#include "lib/wire/proto.h"
 #include "lib/wire/mp_json.h"
 
 #define USAGE_MAX_CALLS 4096

@@ -6,6 +6,8 @@
 #   lib/base <- lib/etcd <- lib/state
 # lib/ knows nothing of scheduler/, worker/ or cli/; the daemons never
 # include each other; the CLI includes only lib/base and lib/wire.
+# Within scheduler/, the parts are ordered (scheduler/sched.h): a file
+# includes the headers of its own part and of parts below it, never above.
 set -u
 root="${1:-.}"
 bad=0
@@ -29,6 +31,44 @@ check lib/state 'lib/(base|etcd|state)/'
 check scheduler 'lib/|scheduler/'
 check worker    'lib/(base|wire|lua)/|worker/'
 check cli       'lib/(base|wire)/|cli/'
+# The scheduler's parts, lowest first (scheduler/sched.h, docs/architecture.md).
+sched_order="config model counters usage sandbox loader transport batch timers fleet dispatch
+             core leader recover metrics api sched main"
+# part FILE: the part a file of scheduler/ belongs to.
+part() {
+  case "$1" in
+    workers.[ch]) echo fleet ;;
+    core_events.c) echo core ;;
+    sandbox_child.c) echo sandbox ;;
+    api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
+    *) echo "${1%.[ch]}" ;;
+  esac
+}
+rank() {
+  local i=0 p
+  for p in $sched_order; do
+    [ "$p" = "$1" ] && { echo "$i"; return; }
+    i=$((i + 1))
+  done
+  echo -1
+}
+for f in "$root"/scheduler/*.[ch]; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f")
+  fp=$(part "$name"); fr=$(rank "$fp")
+  if [ "$fr" -lt 0 ]; then
+    echo "scheduler/$name belongs to no part of the order in $0 (add it there)"
+    bad=1
+    continue
+  fi
+  for h in $(grep -oE '#include "scheduler/[^"]+"' "$f" | sed -E 's/.*scheduler\/([^"]+)"/\1/'); do
+    hp=$(part "$h"); hr=$(rank "$hp")
+    if [ "$hp" != "$fp" ] && { [ "$hr" -lt 0 ] || [ "$hr" -ge "$fr" ]; }; then
+      echo "include points up the scheduler's order: scheduler/$name ($fp) includes $h ($hp)"
+      bad=1
+    fi
+  done
+done
 # Files directly in lib/ (outside a layer) are not allowed.
 loose=$(find "$root/lib" -maxdepth 1 -name '*.[ch]' 2>/dev/null)
 if [ -n "$loose" ]; then echo "files outside a layer of lib/:"; echo "$loose"; bad=1; fi

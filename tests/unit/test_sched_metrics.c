@@ -1,34 +1,56 @@
 /*
  * test_sched_metrics.c - /metrics label values escaped as the Prometheus
- * text format says, and pools freed once nothing refers to them.
+ * text format says, pools freed once nothing refers to them, and the pool
+ * name rule.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "scheduler/sched.h"
+#include "lib/base/alloc.h"
+#include "scheduler/dispatch.h"
+#include "scheduler/metrics.h"
+
+static void no_down(void *arg, struct worker *w)
+{
+    (void)arg;
+    (void)w;
+}
 
 static void test_label_values_escaped(void **state)
 {
     (void)state;
-    struct sched s;
-    memset(&s, 0, sizeof(s));
-    tr_hmap_init(&s.pools);
-    tr_hmap_init(&s.runs);
+    struct sched_config cfg = {.heartbeat_ms = 1000, .prefetch = 16};
+    struct counters cnt;
+    memset(&cnt, 0, sizeof(cnt));
+    struct core core;
+    memset(&core, 0, sizeof(core));
+    tr_hmap_init(&core.runs);
+    struct fleet fleet;
+    struct fleet_hooks fh = {.down = no_down};
+    fleet_init(&fleet, cfg.heartbeat_ms, &fh);
+    struct dispatch d;
+    struct dispatch_hooks dh = {0};
+    dispatch_init(&d, &cfg, &fleet, NULL, NULL, &cnt, &dh);
+    struct zmq_router *router = NULL;
+    struct metrics_src src = {.cnt = &cnt, .core = &core, .fleet = &fleet, .dispatch = &d,
+                              .router = &router};
     /* Names are checked where they come in; the exposition must hold anyway. */
     const char *evil = "p\"} 7\napi_injected 1\n#\\";
-    assert_non_null(pool_get(&s, evil, strlen(evil)));
+    assert_non_null(fleet_pool(&fleet, evil, strlen(evil)));
     size_t len = 0;
-    char *text = metrics_render(&s, &len);
+    char *text = metrics_render(&src, &len);
     assert_non_null(text);
     assert_non_null(strstr(text, "trellis_ready_tasks{pool=\"p\\\"} 7\\napi_injected 1\\n#\\\\\"} 0\n"));
     assert_null(strstr(text, "\napi_injected"));
     tr_free(text);
-    pools_sweep(&s);
-    assert_int_equal(tr_hmap_count(&s.pools), 0);
-    tr_hmap_release(&s.pools);
-    tr_hmap_release(&s.runs);
+    /* No worker, no ready task, no run: the sweep frees it. */
+    dispatch_sweep(&d);
+    assert_int_equal(tr_hmap_count(&fleet.pools), 0);
+    dispatch_release(&d);
+    fleet_release(&fleet);
+    tr_hmap_release(&core.runs);
 }
 
 static void test_pool_names(void **state)

@@ -1,0 +1,84 @@
+/*
+ * dispatch.h - ready queues per pool, priority, credit, and the dispatch ids
+ * that fence results (dispatch.c).
+ *
+ * Part "dispatch", between the core and the fleet in the scheduler's order:
+ * it knows the fleet (whose workers have credit), the timers (deadlines),
+ * the batch (TASK messages wait for the commit) and the model. What only the
+ * core can do for an instance about to be sent (serve it from the cache,
+ * fail it) goes up through the hooks given at init.
+ */
+#ifndef TR_SCHED_DISPATCH_H
+#define TR_SCHED_DISPATCH_H
+
+#include "lib/base/hmap.h"
+#include "scheduler/batch.h"
+#include "scheduler/counters.h"
+#include "scheduler/model.h"
+#include "scheduler/timers.h"
+#include "scheduler/workers.h"
+
+/* The ready instances of one pool: a binary heap, highest priority first and
+ * FIFO among equals. */
+struct ready_queue
+{
+    struct pool *pool;       /* the fleet's pool of the same name */
+    uint32_t runs;           /* unfinished runs with a task in this pool */
+    struct inst **heap;
+    size_t n_heap;
+    size_t cap_heap;
+};
+
+struct dispatch_hooks
+{
+    void *arg;
+    /* A cache=true task about to be sent: true when the core served it from
+     * the cache (it is then complete and is not sent). */
+    bool (*cached)(void *arg, struct inst *in, struct tr_str args);
+    /* The instance cannot be sent (out of memory for its arguments). */
+    void (*fail)(void *arg, struct inst *in, const char *error);
+};
+
+struct dispatch
+{
+    struct tr_hmap queues;    /* pool name -> struct ready_queue */
+    struct tr_hmap ids;       /* dispatch id (8 bytes) -> struct inst: the fencing table */
+    uint64_t epoch;           /* of this leadership, in every TASK (fencing) */
+    uint64_t next_seq;        /* FIFO order of ready instances */
+    uint32_t prefetch;        /* --prefetch */
+    double timeout_grace_s;
+    struct fleet *fleet;
+    struct batch *batch;
+    struct timers *timers;
+    struct counters *cnt;
+    struct dispatch_hooks hooks;
+};
+
+void dispatch_init(struct dispatch *d, const struct sched_config *cfg, struct fleet *fleet,
+                   struct batch *batch, struct timers *timers, struct counters *cnt,
+                   const struct dispatch_hooks *hooks);
+void dispatch_release(struct dispatch *d);
+
+/* Queues a pending instance in its pool's ready queue. */
+void dispatch_ready(struct dispatch *d, struct inst *in);
+/* Takes an instance out of its ready queue, if it is in one. */
+void dispatch_unready(struct dispatch *d, struct inst *in);
+/* Sends ready instances to workers with credit, pool by pool (TASK messages
+ * go to the batch), at most DISPATCH_TURN_BYTES of them; true when it stopped
+ * there with work left (the caller makes another turn come at once). */
+bool dispatch_all(struct dispatch *d);
+/* Takes (+1) or drops (-1) a reference to each pool of a run's pipeline. */
+void dispatch_pools_ref(struct dispatch *d, const struct tr_pipeline_def *def, int delta);
+/* Frees the pools nothing refers to (no ready task, no worker, no unfinished
+ * run): their queues and the fleet's entries. Not while pools are iterated. */
+void dispatch_sweep(struct dispatch *d);
+/* The instance of a current dispatch, or NULL (an old or unknown id). */
+struct inst *dispatch_find(struct dispatch *d, uint64_t id);
+/* Ends the current dispatch of in: forgets its id and frees the worker's credit. */
+void dispatch_end(struct dispatch *d, struct inst *in);
+/* Tasks a worker may hold beyond its slots now (adaptive, at most --prefetch). */
+uint32_t worker_prefetch(const struct dispatch *d, const struct worker *w);
+/* Ready instances of the pool of this name. */
+size_t dispatch_ready_count(struct dispatch *d, const char *pool, size_t len);
+
+#endif
