@@ -239,7 +239,7 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
     const char *code = "invalid_argument";
     const char *run_id = json_string_value(json_object_get(b, "run_id"));
     json_t *index = json_object_get(b, "index");
-    const char *task, *label, *correction, *comment, *user;
+    const char *task = NULL, *label = NULL, *correction = NULL, *comment = NULL, *user = NULL;
     int score = 0;
     bool negative = false;
     if (run_id == NULL || run_id[0] == '\0' || strlen(run_id) > 64) {
@@ -393,7 +393,7 @@ void h_labels_post(struct tr_http_req *req, void *arg)
         return;
     char msg[300] = "";
     const char *code = "invalid_argument";
-    const char *pipe_in, *run_id, *task;
+    const char *pipe_in = NULL, *run_id = NULL, *task = NULL;
     json_t *item = json_object_get(b, "item");
     json_t *unc = json_object_get(b, "uncertainty");
     if (!opt_str(b, "pipeline", FB_NAME_MAX, &pipe_in, msg, sizeof(msg), &code) ||
