@@ -57,6 +57,7 @@ struct dev
     char api_url[300];        /* what clients call */
     int worker_port;          /* the scheduler's ZeroMQ port, picked free */
     long n_cpu, n_gpu, slots; /* how many workers of each pool, slots per worker */
+    const char *gpus_per_worker; /* --gpus of the gpu pool's workers: "auto" or a number */
     long ready_timeout;       /* seconds to wait for the cluster */
     struct child *children;   /* scheduler first */
     size_t n_children;
@@ -381,7 +382,7 @@ static int build_children(struct dev *d, const char *sched_bin, const char *work
         const char *cpu_args[] = {"--scheduler", listen, "--pool", "cpu", "--slots", slots,
                                   NULL};
         const char *gpu_args[] = {"--scheduler", listen, "--pool", "gpu", "--slots", slots,
-                                  "--gpus", "1", NULL};
+                                  "--gpus", d->gpus_per_worker, NULL};
         rc = child_init(d, &d->children[1 + i], name, worker_bin, gpu ? gpu_args : cpu_args);
         if (rc < 0)
             return rc;
@@ -503,6 +504,7 @@ struct dev_args
     char *data_dir;             /* --data */
     char *api;                  /* --api HOST:PORT */
     long n_cpu, n_gpu, slots;   /* --workers, --gpu-workers, --slots */
+    char *gpus_per_worker;      /* --gpus-per-worker */
     long ready_timeout;         /* --timeout */
     json_t *params;             /* the -p values as an object */
     bool json_out;              /* --json for --run */
@@ -513,13 +515,24 @@ static const char *check_nonempty(const char *v)
     return v[0] == '\0' ? "empty" : NULL;
 }
 
+static const char *check_gpus(const char *v)
+{
+    if (strcmp(v, "auto") == 0)
+        return NULL;
+    uint32_t n;
+    return tr_parse_u32(v, 0, 64, &n) < 0 ? "not 'auto' nor 0 to 64" : NULL;
+}
+
 #define ARG(field) .off = offsetof(struct dev_args, field)
 
 static const struct tr_flag dev_flags[] = {
     {"workers", 0, TR_FLAG_INT, ARG(n_cpu), .dflt = "2", .arg = "N", .min = 0, .max = 256,
      .help = "CPU workers to start"},
     {"gpu-workers", 0, TR_FLAG_INT, ARG(n_gpu), .dflt = "1", .arg = "M", .min = 0, .max = 256,
-     .help = "GPU workers to start"},
+     .help = "workers to start in pool gpu"},
+    {"gpus-per-worker", 0, TR_FLAG_STR, ARG(gpus_per_worker), .dflt = "auto", .arg = "auto|K",
+     .check = check_gpus,
+     .help = "GPUs each gpu-pool worker offers: auto asks NVML (0 without a driver), K says"},
     {"data", 0, TR_FLAG_STR, ARG(data_dir), .dflt = ".trellis", .arg = "DIR",
      .check = check_nonempty, .help = "state and logs directory"},
     /* The cluster's address; TRELLIS_API, when it names one, is where clients will look. */
@@ -552,6 +565,7 @@ static int parse_args(struct dev *d, struct dev_args *a, int argc, char **argv)
     d->data_dir = a->data_dir;
     d->n_cpu = a->n_cpu;
     d->n_gpu = a->n_gpu;
+    d->gpus_per_worker = a->gpus_per_worker;
     d->slots = a->slots;
     d->ready_timeout = a->ready_timeout;
     if (!check_api_address(d, a->api))

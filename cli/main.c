@@ -36,8 +36,8 @@ static const struct tr_cli_cmd commands[] = {
     {"pipelines", tr_cmd_pipelines, "[--json]", "list registered pipelines"},
     {"register", tr_cmd_register, "FILE [--json]", "register a pipeline file by name and version"},
     {"dev", tr_cmd_dev,
-     "[--workers N] [--gpu-workers M] [--data DIR] [--api HOST:PORT] [--slots N]\n"
-     "                   [--run FILE [-p KEY=VALUE]... [--json]]",
+     "[--workers N] [--gpu-workers M] [--gpus-per-worker auto|K] [--data DIR]\n"
+     "                   [--api HOST:PORT] [--slots N] [--run FILE [-p KEY=VALUE]... [--json]]",
      "start a local cluster (scheduler and workers) in the foreground"},
     {"keygen", tr_cmd_keygen, "NAME [--dir DIR]",
      "make a CURVE key pair for the worker port (NAME.key, NAME.pub)"},

@@ -68,7 +68,9 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
-    int rc = run_new(a->core, pe, params, &r, &err);
+    int rc = dispatch_gpu_check(a->dispatch, pe->def, &err);
+    if (rc == 0)
+        rc = run_new(a->core, pe, params, &r, &err);
     if (rc < 0) {
         respond_err(req, &err);
         return;
@@ -463,7 +465,7 @@ static json_t *output_json(const char *p, size_t len)
     return v ? v : json_null();
 }
 
-static json_t *inst_json(struct run *r, struct inst *in)
+static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
 {
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(r->pipe->def->tasks[in->task].name));
@@ -478,6 +480,9 @@ static json_t *inst_json(struct run *r, struct inst *in)
     json_object_set_new(o, "output", output_json(in->output, in->output_len));
     json_object_set_new(o, "cached", json_boolean(in->cached));
     json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
+    char why[320];
+    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)))
+        json_object_set_new(o, "waiting", json_string(why));
     return o;
 }
 
@@ -514,7 +519,7 @@ void h_run_tasks(struct tr_http_req *req, void *arg)
             struct task_rt *trt = &r->tasks[def->topo[i]];
             uint32_t n = trt->mapped ? trt->n_inst : 1;
             for (uint32_t j = 0; j < n; j++)
-                json_array_append_new(arr, inst_json(r, task_inst(trt, j)));
+                json_array_append_new(arr, inst_json(a, r, task_inst(trt, j)));
         }
     } else {
         struct rec_ctx c = {0};

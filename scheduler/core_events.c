@@ -74,6 +74,7 @@ void core_on_message(void *arg, const void *ident, size_t ident_len, const struc
     fleet_seen(w);
     switch (m->type) {
     case TR_MSG_HEARTBEAT:
+        worker_gpus_heartbeat(&w->g, &m->u.heartbeat);
         break;
     case TR_MSG_RESULT:
         core_on_result(c, w, &m->u.result);

@@ -9,6 +9,13 @@
  * --prefetch cap), tasks of seconds get one extra task, so long tasks never
  * pile up on one worker while another idles. TASK messages wait in the
  * batch for the turn's commit.
+ *
+ * GPU tasks (gpus = N) wait in a second heap of their pool (q->gpu), so one
+ * that cannot be placed now holds back no GPU-less task. They go only to a
+ * worker with a free slot (never into the prefetch window, where they would
+ * hold devices they do not use yet) and N free devices, the fewest free first
+ * (best fit), in priority order without backfill: a task waiting for two
+ * devices is not starved by one-device tasks queued after it. docs/gpus.md.
  */
 #include "scheduler/dispatch.h"
 
@@ -97,6 +104,11 @@ static void queue_remove(struct ready_queue *p, struct inst *in)
     heap_up(p, (size_t)p->heap[i]->heap_pos);
 }
 
+static uint32_t gpus_of(const struct inst *in)
+{
+    return in->run->pipe->def->tasks[in->task].gpus;
+}
+
 /* The ready queue of the pool of this name, made when new. */
 static struct ready_queue *queue_get(struct dispatch *d, const char *name)
 {
@@ -114,7 +126,7 @@ static struct ready_queue *queue_get(struct dispatch *d, const char *name)
 }
 
 /* The ready queue of in's pool, made when new. */
-static struct ready_queue *queue_of(struct dispatch *d, const struct inst *in)
+static struct ready_queue *pool_queue(struct dispatch *d, const struct inst *in)
 {
     const struct tr_pipeline_def *def = in->run->pipe->def;
     return queue_get(d, def->pools[def->tasks[in->task].pool]);
@@ -146,13 +158,40 @@ void dispatch_sweep(struct dispatch *d)
     size_t it = 0;
     struct ready_queue *q;
     while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
-        if (q->runs == 0 && q->n_heap == 0 && q->pool->n_workers == 0) {
+        if (q->runs == 0 && q->n_heap == 0 && (q->gpu == NULL || q->gpu->n_heap == 0) &&
+            q->pool->n_workers == 0) {
             tr_hmap_del(&d->queues, q->pool->name, strlen(q->pool->name));
+            if (q->gpu != NULL)
+                tr_free(q->gpu->heap);
+            tr_free(q->gpu);
             tr_free(q->heap);
             tr_free(q);
         }
     }
     fleet_sweep_pools(d->fleet, pool_has_queue, d);
+}
+
+/* The queue in waits in: its pool's, or that pool's GPU queue. */
+static struct ready_queue *queue_of(struct dispatch *d, const struct inst *in)
+{
+    struct ready_queue *q = pool_queue(d, in);
+    if (gpus_of(in) == 0)
+        return q;
+    if (q->gpu == NULL) {
+        q->gpu = tr_calloc(1, sizeof(*q->gpu));
+        if (q->gpu == NULL) {
+            tr_err("out of memory creating the GPU queue of pool '%s'", q->pool->name);
+            exit(70);
+        }
+        q->gpu->pool = q->pool;
+    }
+    return q->gpu;
+}
+
+size_t dispatch_gpu_ready_count(struct dispatch *d, const char *pool, size_t len)
+{
+    struct ready_queue *q = tr_hmap_get(&d->queues, pool, len);
+    return q && q->gpu ? q->gpu->n_heap : 0;
 }
 
 size_t dispatch_ready_count(struct dispatch *d, const char *pool, size_t len)
@@ -266,6 +305,8 @@ static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
     t->params = (struct tr_str){r->params_mp, r->params_mp_len};
     t->args = (struct tr_str){args->buf, args->len};
     t->timeout = td->timeout;
+    if (td->gpus > 0)
+        in->gpu_mask = worker_gpus_take(&w->g, td->gpus, t);
     if (batch_add_msg(s->batch, w->ident, w->ident_len, &m) < 0 ||
         tr_hmap_put(&s->ids, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
         tr_err("out of memory dispatching run=%s task=%s", r->id, td->name);
@@ -290,6 +331,87 @@ static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
                     in->dispatch_id);
 }
 
+/* ====================================================================== */
+/* GPU tasks                                                               */
+/* ====================================================================== */
+
+/* The worker of p with a free slot and n free devices, the fewest free first. */
+static struct worker *pick_gpu_worker(struct pool *p, uint32_t n)
+{
+    struct worker *best = NULL;
+    uint32_t best_free = UINT32_MAX;
+    for (size_t k = 0; k < p->n_workers; k++) {
+        struct worker *w = p->workers[k];
+        if (w->inflight >= w->slots)
+            continue;
+        uint32_t f = worker_gpus_free(&w->g);
+        if (f >= n && f < best_free) {
+            best = w;
+            best_free = f;
+        }
+    }
+    return best;
+}
+
+/* Places the pool's GPU tasks in order while the first one fits somewhere. */
+static void dispatch_gpu(struct dispatch *s, struct ready_queue *g, struct tr_buf *args)
+{
+    while (g->n_heap > 0) {
+        struct worker *w = pick_gpu_worker(g->pool, gpus_of(g->heap[0]));
+        if (w == NULL)
+            return;
+        dispatch_one(s, w, queue_pop(g), args);
+    }
+}
+
+static uint32_t pool_max_gpus(const struct pool *p)
+{
+    uint32_t m = 0;
+    for (size_t i = 0; i < p->n_workers; i++)
+        m = TR_MAX(m, p->workers[i]->g.n);
+    return m;
+}
+
+int dispatch_gpu_check(struct dispatch *d, const struct tr_pipeline_def *def,
+                       struct tr_error *err)
+{
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        const struct tr_task_def *td = &def->tasks[i];
+        if (td->gpus == 0)
+            continue;
+        const char *name = def->pools[td->pool];
+        const struct pool *p = tr_hmap_get(&d->fleet->pools, name, strlen(name));
+        if (p == NULL || p->n_workers == 0)
+            continue; /* nobody to ask: it waits, and the task list says for what */
+        uint32_t m = pool_max_gpus(p);
+        if (m < td->gpus)
+            return tr_error_set(err, TR_EINVAL,
+                                "task '%s' asks for %u GPUs, but no worker of pool '%s' has "
+                                "that many (the largest of its %zu workers has %u)",
+                                td->name, td->gpus, name, p->n_workers, m);
+    }
+    return 0;
+}
+
+bool dispatch_gpu_waiting(struct dispatch *d, struct inst *in, char *why, size_t size)
+{
+    if (in->state != TR_TASK_READY || gpus_of(in) == 0)
+        return false;
+    const struct pool *p = pool_queue(d, in)->pool;
+    uint32_t n = gpus_of(in), m = pool_max_gpus(p);
+    if (p->n_workers == 0)
+        snprintf(why, size, "for a worker of pool '%.200s' with %u GPUs (none connected)",
+                 p->name, n);
+    else if (m < n)
+        snprintf(why, size, "for a worker of pool '%.200s' with %u GPUs (the largest has %u)",
+                 p->name, n, m);
+    else
+        snprintf(why, size, "for %u free GPUs on a worker of pool '%.200s'", n, p->name);
+    return true;
+}
+
+/* ====================================================================== */
+
 /* TASK bytes queued in one turn at most: each TASK carries its run's params
  * (up to --max-params-bytes), so credit alone does not bound a turn's work. */
 #define DISPATCH_TURN_BYTES (64u << 20)
@@ -302,6 +424,8 @@ bool dispatch_all(struct dispatch *s)
     bool more = false;
     tr_buf_init(&args, 0);
     while (!more && (q = tr_hmap_next(&s->queues, &it)) != NULL) {
+        if (q->gpu != NULL) /* first: they need a free slot, not a prefetch place */
+            dispatch_gpu(s, q->gpu, &args);
         while (q->n_heap > 0) {
             if (s->batch->out_bytes.len >= DISPATCH_TURN_BYTES) {
                 more = true;
@@ -355,6 +479,9 @@ void dispatch_release(struct dispatch *d)
     size_t it = 0;
     struct ready_queue *q;
     while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
+        if (q->gpu != NULL)
+            tr_free(q->gpu->heap);
+        tr_free(q->gpu);
         tr_free(q->heap);
         tr_free(q);
     }

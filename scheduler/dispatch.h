@@ -27,6 +27,7 @@ struct ready_queue
     struct inst **heap;
     size_t n_heap;
     size_t cap_heap;
+    struct ready_queue *gpu; /* the pool's tasks that need GPUs (same order), NULL until one */
 };
 
 struct dispatch_hooks
@@ -78,7 +79,18 @@ struct inst *dispatch_find(struct dispatch *d, uint64_t id);
 void dispatch_end(struct dispatch *d, struct inst *in);
 /* Tasks a worker may hold beyond its slots now (adaptive, at most --prefetch). */
 uint32_t worker_prefetch(const struct dispatch *d, const struct worker *w);
-/* Ready instances of the pool of this name. */
+/* Ready instances of the pool of this name (without those waiting for GPUs). */
 size_t dispatch_ready_count(struct dispatch *d, const char *pool, size_t len);
+/* Ready instances of the pool of this name that wait for GPUs. */
+size_t dispatch_gpu_ready_count(struct dispatch *d, const char *pool, size_t len);
+/*
+ * Submit time: TR_EINVAL with a message when a task of def asks for more GPUs
+ * than every connected worker of its pool has; 0 when each fits, or when its
+ * pool has no worker connected (the task then waits, see dispatch_gpu_waiting).
+ */
+int dispatch_gpu_check(struct dispatch *d, const struct tr_pipeline_def *def,
+                       struct tr_error *err) TR_MUST_CHECK;
+/* For a ready task that needs GPUs: what it waits for into why; false otherwise. */
+bool dispatch_gpu_waiting(struct dispatch *d, struct inst *in, char *why, size_t size);
 
 #endif

@@ -121,6 +121,26 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
     ADD("# HELP trellis_runs_in_memory Runs held in memory (active and recent).\n"
         "# TYPE trellis_runs_in_memory gauge\ntrellis_runs_in_memory %zu\n",
         tr_hmap_count(&s->core->runs));
+    /* GPUs per device of each worker (label values escaped: names come from NVML). */
+    for (int k = 0; k < GPU_METRIC_COUNT; k++) {
+        ADD("# HELP %s %s\n# TYPE %s gauge\n", gpu_metric_names[k], gpu_metric_help[k],
+            gpu_metric_names[k]);
+        it = 0;
+        struct worker *w;
+        while ((w = tr_hmap_next(&s->fleet->workers, &it)) != NULL) {
+            if (worker_gpus_metric(&w->g, (enum gpu_metric)k, w->id, w->pool->name, &b) < 0)
+                goto out_oom;
+        }
+    }
+    ADD("# HELP trellis_gpu_ready_tasks Ready task instances waiting for GPUs, by pool.\n"
+        "# TYPE trellis_gpu_ready_tasks gauge\n");
+    it = 0;
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
+        ADD("trellis_gpu_ready_tasks{pool=\"");
+        if (prom_label(&b, p->name) < 0)
+            goto out_oom;
+        ADD("\"} %zu\n", dispatch_gpu_ready_count(s->dispatch, p->name, strlen(p->name)));
+    }
     tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:

@@ -67,6 +67,7 @@ struct inst
     bool on_slot;             /* counted in its worker's running slots (workers.c) */
     char *usage;              /* LLM calls of all attempts: msgpack array (owned), or NULL */
     uint32_t usage_len;
+    uint64_t gpu_mask;        /* devices of its worker the current dispatch holds (gpus.h) */
 };
 
 /* The run-time state of one task of the pipeline within a run (core.c). */

@@ -15,8 +15,10 @@
  *   leader     election, standby redirects               leader.c
  *   core       runs, instances, readiness, results,      core.c core_events.c
  *              retries, cancel, fencing
- *   dispatch   ready queues per pool, priority, credit   dispatch.c
+ *   dispatch   ready queues per pool, priority, credit,  dispatch.c
+ *              GPU tasks' queues and placement
  *   fleet      workers, pools, heartbeats                workers.c
+ *   gpus       a worker's devices and which are held     gpus.c
  *   timers     retry and deadline timers                 timers.c
  *   batch      what waits for the group commit           batch.c
  *   transport  the ZeroMQ ROUTER behind an interface     transport.c

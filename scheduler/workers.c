@@ -39,6 +39,8 @@ void worker_inflight_del(struct worker *w, struct inst *in)
         w->tail = in->wprev;
     in->wprev = in->wnext = NULL;
     w->inflight--;
+    worker_gpus_put(&w->g, in->gpu_mask);
+    in->gpu_mask = 0;
     if (in->on_slot) {
         in->on_slot = false;
         w->running--;
@@ -62,6 +64,7 @@ static void worker_free(struct worker *w)
     if (w == NULL)
         return;
     json_decref(w->labels);
+    worker_gpus_release(&w->g);
     tr_free(w->version);
     tr_free(w->ident);
     tr_free(w->id);
@@ -220,6 +223,8 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
     w->connected_at = w->last_seen = tr_now();
     w->last_seen_ns = tr_mono_ns();
     w->pool = fleet_pool(s, h->pool.p, h->pool.len);
+    worker_gpus_hello(&w->g, w->id ? w->id : "?", h);
+    w->gpus = w->g.n;
     for (uint32_t i = 0; w->labels && i < h->n_labels; i++) {
         char *k = tr_strndup(h->labels[i].key.p, h->labels[i].key.len);
         json_t *v = json_stringn(h->labels[i].value.p, h->labels[i].value.len);

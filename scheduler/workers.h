@@ -15,6 +15,7 @@
 
 #include "lib/base/hmap.h"
 #include "lib/wire/proto.h"
+#include "scheduler/gpus.h"
 #include "scheduler/model.h"
 #include "scheduler/transport.h"
 
@@ -52,6 +53,7 @@ struct worker
     double ewma_run_s;       /* moving average of its tasks' run time, 0 until known */
     struct inst *head;       /* in-flight list, oldest first */
     struct inst *tail;
+    struct worker_gpus g;    /* its GPUs, and which are held (gpus.h) */
 };
 
 struct fleet_hooks

@@ -67,6 +67,8 @@ struct tr_task
     uint32_t attempt;
     uint32_t index;
     double timeout;          /* seconds, 0 = none */
+    uint32_t n_gpus;         /* devices given to this attempt (ctx.gpus) */
+    uint32_t gpus[TR_PROTO_MAX_GPUS];
     struct tr_buf data;      /* run id NUL, task name NUL, params, args */
     struct tr_str run_id;    /* views into data, set once data is complete */
     struct tr_str name;

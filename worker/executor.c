@@ -258,6 +258,12 @@ static int setup_protected(lua_State *L)
     lua_setfield(L, -2, "attempt");
     tr_lua_worker_push_log(L);
     lua_setfield(L, -2, "log");
+    lua_createtable(L, (int)t->n_gpus, 0);
+    for (uint32_t i = 0; i < t->n_gpus; i++) {
+        lua_pushinteger(L, (lua_Integer)t->gpus[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "gpus");
 
     if (t->args.len > 0) {
         msgpack_object obj;
@@ -437,6 +443,8 @@ void tr_executor_on_task(struct tr_executor *e, const struct tr_msg_task *m)
     t->attempt = m->attempt;
     t->index = m->index;
     t->timeout = isfinite(m->timeout) && m->timeout > 0 ? m->timeout : 0;
+    t->n_gpus = m->n_gpus;
+    memcpy(t->gpus, m->gpus, sizeof(t->gpus[0]) * m->n_gpus);
     t->kill_reason[0] = '\0';
     t->start_ns = 0;
     if (copy_task(t, m) < 0 || tr_hmap_put(&e->tasks, &t->id, sizeof(t->id), t) < 0) {
@@ -617,6 +625,12 @@ struct tr_task *tr_task_of(lua_State *L)
 {
     struct tr_task *t = tr_task_running(L);
     return t != NULL && t->co == L ? t : NULL;
+}
+
+const uint32_t *tr_task_gpus(const struct tr_task *t, uint32_t *n)
+{
+    *n = t->n_gpus;
+    return t->gpus;
 }
 
 int tr_task_yield(lua_State *L, struct tr_task *t, void *op, tr_task_cancel_fn cancel,

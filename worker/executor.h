@@ -143,6 +143,9 @@ uv_timer_t *tr_task_timer(struct tr_task *t);
 /* Appends one ctx.log line (truncated to 1 KiB). Never raises; out of memory drops it. */
 void tr_task_log(struct tr_task *t, const char *line, size_t len);
 
+/* The device indices given to t (ctx.gpus): *n of them, valid while t runs. */
+const uint32_t *tr_task_gpus(const struct tr_task *t, uint32_t *n);
+
 /* The task's name, for error messages; NUL-terminated, valid while t runs. */
 const char *tr_task_name(const struct tr_task *t);
 

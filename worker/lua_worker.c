@@ -22,6 +22,7 @@
 
 #include "lib/lua/lua_rt.h"
 #include "worker/executor.h"
+#include "worker/lua_exec.h"
 
 /* Longest sleep: 30 days, so that the milliseconds fit any timer. */
 #define SLEEP_MAX_S (30.0 * 24 * 3600)
@@ -102,6 +103,8 @@ int tr_lua_worker_open(lua_State *L)
     lua_setfield(L, -2, "sleep");
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, tr_lua_exec);
+    lua_setfield(L, -2, "exec");
     lua_pop(L, 1);
     return 0;
 }

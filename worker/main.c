@@ -27,7 +27,7 @@
 #include "worker/worker.h"
 
 #define SLOTS_MAX 100000
-#define GPUS_MAX 4096
+#define GPUS_MAX 64 /* TR_PROTO_MAX_GPUS */
 #define LUA_MEM_MB_MAX (1u << 20)
 
 struct options
@@ -37,7 +37,7 @@ struct options
     char *id;
     struct tr_flag_list labels; /* "K=V" copies, split in place */
     uint32_t slots;
-    uint32_t gpus;
+    char *gpus;          /* "N" or "auto" */
     uint32_t lua_mem_mb;
     uint32_t heartbeat_ms;
     int log_level;
@@ -69,6 +69,14 @@ static const char *check_id(const char *v)
     return v[0] == '\0' || strlen(v) > TR_ID_MAX ? "empty or longer than 255 bytes" : NULL;
 }
 
+static const char *check_gpus(const char *v)
+{
+    if (strcmp(v, "auto") == 0)
+        return NULL;
+    uint32_t n;
+    return tr_parse_u32(v, 0, GPUS_MAX, &n) < 0 ? "not a number from 0 to 64 nor 'auto'" : NULL;
+}
+
 static const char *check_label(const char *v)
 {
     const char *eq = strchr(v, '=');
@@ -87,8 +95,8 @@ static const struct tr_flag worker_flags[] = {
      .help = "tasks run at once"},
     {"label", 0, TR_FLAG_LIST, OPT(labels), .arg = "K=V", .check = check_label,
      .max_items = TR_PROTO_MAX_LABELS, .help = "a label for placement"},
-    {"gpus", 0, TR_FLAG_UINT, OPT(gpus), .dflt = "0", .arg = "N", .max = GPUS_MAX,
-     .help = "GPUs offered"},
+    {"gpus", 0, TR_FLAG_STR, OPT(gpus), .dflt = "0", .arg = "N|auto", .check = check_gpus,
+     .help = "GPUs offered: a number, or auto (NVML; 0 without a driver)"},
     {"id", 0, TR_FLAG_STR, OPT(id), .arg = "ID", .check = check_id,
      .help = "worker id (default w-HOSTNAME-PID)"},
     {"lua-mem-mb", 0, TR_FLAG_UINT, OPT(lua_mem_mb), .dflt = "1024", .arg = "N",
@@ -153,7 +161,10 @@ static bool build_config(struct options *o, struct tr_worker_config *cfg)
     cfg->id = o->id;
     cfg->pool = o->pool;
     cfg->slots = o->slots;
-    cfg->gpus = o->gpus;
+    cfg->gpus_auto = strcmp(o->gpus, "auto") == 0;
+    cfg->gpus = 0;
+    if (!cfg->gpus_auto && tr_parse_u32(o->gpus, 0, GPUS_MAX, &cfg->gpus) < 0)
+        return false; /* check_gpus refused it already */
     cfg->lua_mem_max = (size_t)o->lua_mem_mb << 20;
     cfg->heartbeat_ms = o->heartbeat_ms;
     if ((o->curve_key == NULL) != (o->curve_server == NULL)) {

@@ -28,6 +28,7 @@
 #include "lib/base/log.h"
 #include "lib/wire/zmq_uv.h"
 #include "worker/executor.h"
+#include "worker/gpu_monitor.h"
 
 #define MISSED_BEATS 3         /* silent intervals before the scheduler is presumed dead */
 #define HWM 100000             /* messages queued per direction before sends fail */
@@ -64,6 +65,7 @@ struct tr_worker
     bool closing;
     uint32_t cpus;                 /* advertised in HELLO */
     uint64_t mem_mb;
+    struct tr_gpu_monitor *gpus;   /* devices offered, and their readings */
 };
 
 /* ====================================================================== */
@@ -107,7 +109,8 @@ static void send_hello(struct tr_worker *w)
     h->worker_id = tr_str_c(w->cfg.id);
     h->pool = tr_str_c(w->cfg.pool);
     h->slots = w->cfg.slots;
-    h->gpus = w->cfg.gpus;
+    h->n_gpu_info = tr_gpu_monitor_fill(w->gpus, h->gpu_info, TR_PROTO_MAX_GPUS);
+    h->gpus = h->n_gpu_info;
     h->cpus = w->cpus;
     h->mem_mb = w->mem_mb;
     h->n_labels = w->cfg.n_labels;
@@ -330,7 +333,9 @@ static void on_tick(uv_timer_t *h)
         return;
     }
     struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+    hb.u.heartbeat.n_gpus = tr_gpu_monitor_fill(w->gpus, hb.u.heartbeat.gpus, TR_PROTO_MAX_GPUS);
     send_msg(w, &hb);
+    tr_gpu_monitor_refresh(w->gpus); /* for the next heartbeat */
     tr_executor_tick(w->exec);
 }
 
@@ -365,10 +370,12 @@ struct tr_worker *tr_worker_new(uv_loop_t *loop, const struct tr_worker_config *
     };
     w->exec = tr_executor_new(loop, &ec);
     w->zctx = zmq_ctx_new();
-    if (w->exec == NULL || w->zctx == NULL) {
+    w->gpus = tr_gpu_monitor_open(loop, cfg->gpus_auto, cfg->gpus, cfg->nvml_lib);
+    if (w->exec == NULL || w->zctx == NULL || w->gpus == NULL) {
         tr_error_set(err, w->zctx ? TR_ENOMEM : TR_EIO, "cannot start: %s",
                      w->zctx ? "out of memory" : "no ZeroMQ context");
         tr_executor_free(w->exec);
+        tr_gpu_monitor_close(w->gpus);
         if (w->zctx)
             zmq_ctx_term(w->zctx);
         tr_proto_decoder_release(&w->dec);
@@ -387,7 +394,7 @@ int tr_worker_start(struct tr_worker *w, struct tr_error *err)
     if (rc < 0)
         return rc;
     tr_info("worker starting worker=%s pool=%s slots=%u gpus=%u scheduler=%s", w->cfg.id,
-            w->cfg.pool, w->cfg.slots, w->cfg.gpus, w->cfg.endpoints[w->ep]);
+            w->cfg.pool, w->cfg.slots, tr_gpu_monitor_count(w->gpus), w->cfg.endpoints[w->ep]);
     send_hello(w);
     w->last_tick_ns = tr_mono_ns();
     uv_timer_start(&w->tick, on_tick, w->hb_ms, w->hb_ms);
@@ -415,6 +422,8 @@ void tr_worker_close(struct tr_worker *w, const char *reason)
     }
     tr_executor_free(w->exec);
     w->exec = NULL;
+    tr_gpu_monitor_close(w->gpus);
+    w->gpus = NULL;
     close_socket(w);
     zmq_ctx_term(w->zctx);
     w->zctx = NULL;

@@ -38,7 +38,9 @@ struct tr_worker_config
     const char *id;                                 /* HELLO id */
     const char *pool;                               /* "cpu" */
     uint32_t slots;                                 /* tasks at once */
-    uint32_t gpus;
+    uint32_t gpus;                                  /* --gpus N (unless gpus_auto) */
+    bool gpus_auto;                                 /* --gpus auto: ask NVML */
+    const char *nvml_lib;                           /* NVML file, NULL: the default */
     struct tr_kv labels[TR_PROTO_MAX_LABELS];
     uint32_t n_labels;
     size_t lua_mem_max;                             /* bytes per pipeline state, 0 = none */

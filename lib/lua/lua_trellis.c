@@ -21,6 +21,8 @@
 #include <lauxlib.h>
 #include <math.h>
 
+#include "lib/lua/pipeline.h"
+
 /* Registry keys: their addresses are unique. */
 static const char task_mt_key = 't';
 static const char pipeline_mt_key = 'p';
@@ -38,11 +40,13 @@ enum task_field
     F_MAP,
     F_CACHE,
     F_PRIORITY,
+    F_GPUS,
     F_UNKNOWN
 };
 
 static const char *const task_field_names[] = {
     "name", "run", "after", "pool", "retries", "backoff", "timeout", "map", "cache", "priority",
+    "gpus",
 };
 
 static enum task_field task_field_of(const char *k, size_t len)
@@ -232,6 +236,19 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
         }
         break;
     }
+    case F_GPUS: {
+        int isint = 0;
+        lua_Integer v = t == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+        if (!isint)
+            goto wrong_type;
+        if (v < 0 || v > TR_TASK_GPUS_MAX) {
+            snprintf(why, why_len, WHO ": field 'gpus' must be an integer from 0 to %d "
+                     "(got %lld)", WHO_ARGS(who), TR_TASK_GPUS_MAX, (long long)v);
+            return -1;
+        }
+        f->gpus = (uint16_t)v;
+        break;
+    }
     case F_BACKOFF:
     case F_TIMEOUT: {
         if (t != LUA_TNUMBER)
@@ -262,7 +279,7 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
 wrong_type: {
     static const char *const expected[] = {
         [F_RUN] = "a function", [F_POOL] = "a string", [F_MAP] = "a task name",
-        [F_RETRIES] = "an integer", [F_PRIORITY] = "an integer", [F_BACKOFF] = "a number",
+        [F_RETRIES] = "an integer", [F_PRIORITY] = "an integer", [F_GPUS] = "an integer", [F_BACKOFF] = "a number",
         [F_TIMEOUT] = "a number", [F_CACHE] = "a boolean",
     };
     snprintf(why, why_len, WHO ": field '%s' must be %s (got %s)", WHO_ARGS(who), fname,
@@ -581,6 +598,8 @@ int tr_lua_open_trellis(lua_State *L)
     lua_setfield(L, -2, "cache");
     lua_pushinteger(L, 0);
     lua_setfield(L, -2, "priority");
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "gpus");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 

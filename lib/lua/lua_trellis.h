@@ -41,6 +41,7 @@ struct tr_task_fields
     double backoff;
     double timeout;
     bool cache;
+    uint16_t gpus;       /* GPUs the task needs on one worker, 0..TR_TASK_GPUS_MAX */
 };
 
 /*

@@ -338,6 +338,7 @@ static int walk_tasks(lua_State *L, struct walk *w, int tidx)
         t->backoff = f.backoff;
         t->timeout = f.timeout;
         t->cache = f.cache;
+        t->gpus = f.gpus;
         w->maps[i] = (struct tr_str){f.map, f.map_len};
         if (f.n_after > 0) {
             t->after = tr_calloc(f.n_after, sizeof(*t->after));

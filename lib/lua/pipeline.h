@@ -21,6 +21,9 @@
 
 #include "lib/base/error.h"
 
+/* Most GPUs one task may ask for (the devices one worker describes: TR_PROTO_MAX_GPUS). */
+#define TR_TASK_GPUS_MAX 64
+
 /* One task of a pipeline as declared. Read-only for callers. */
 struct tr_task_def
 {
@@ -34,6 +37,7 @@ struct tr_task_def
     double backoff;      /* seconds before the first retry, doubled each time */
     double timeout;      /* seconds per attempt, 0 = none */
     bool cache;          /* reuse an earlier output for the same version, task and inputs */
+    uint16_t gpus;       /* GPUs it needs on one worker (ctx.gpus), 0 = none */
     uint32_t *downstream;   /* indices of tasks that depend on it (after or map) */
     uint32_t n_downstream;
     uint32_t n_upstream;    /* distinct tasks it depends on (after plus map): its countdown */

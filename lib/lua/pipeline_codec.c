@@ -7,7 +7,7 @@
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_read.h"
 
-#define CODEC_VERSION 1
+#define CODEC_VERSION 2 /* 2: tasks carry gpus */
 
 static int pack_str(msgpack_packer *pk, const char *s)
 {
@@ -37,14 +37,14 @@ static int pack_u32s(msgpack_packer *pk, const uint32_t *a, uint32_t n)
 
 static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
 {
-    int rc = msgpack_pack_array(pk, 11) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 12) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, t->name);
     if (rc == 0 && (msgpack_pack_uint16(pk, t->pool) || msgpack_pack_uint16(pk, t->retries) ||
                     msgpack_pack_int32(pk, t->priority) || msgpack_pack_double(pk, t->backoff) ||
                     msgpack_pack_double(pk, t->timeout) ||
                     (t->cache ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-                    msgpack_pack_int32(pk, t->map)))
+                    msgpack_pack_int32(pk, t->map) || msgpack_pack_uint16(pk, t->gpus)))
         rc = TR_ENOMEM;
     if (rc == 0)
         rc = pack_u32s(pk, t->after, t->n_after);
@@ -152,8 +152,8 @@ static int read_u32s(struct dec *d, uint32_t **out, uint32_t *count, uint32_t n,
 static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_def *t)
 {
     int rc = 0;
-    if (tr_mp_rd_array(&d->r) != 11)
-        return malformed(d, "a task is not an array of 11");
+    if (tr_mp_rd_array(&d->r) != 12)
+        return malformed(d, "a task is not an array of 12");
     t->name = dup_str(d, "task name", &rc);
     if (t->name == NULL)
         return rc;
@@ -164,7 +164,8 @@ static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_
     t->timeout = tr_mp_rd_double(&d->r);
     t->cache = tr_mp_rd_bool(&d->r);
     int64_t map = tr_mp_rd_int(&d->r);
-    if (d->r.err != 0 || pool >= def->n_pools || retries > UINT16_MAX ||
+    uint64_t gpus = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || gpus > TR_TASK_GPUS_MAX || pool >= def->n_pools || retries > UINT16_MAX ||
         priority < INT32_MIN || priority > INT32_MAX || map < -1 || map >= d->n_tasks ||
         !(t->backoff >= 0) || !(t->timeout >= 0))
         return malformed(d, "a task's fields");
@@ -172,6 +173,7 @@ static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_
     t->retries = (uint16_t)retries;
     t->priority = (int32_t)priority;
     t->map = (int32_t)map;
+    t->gpus = (uint16_t)gpus;
     rc = read_u32s(d, &t->after, &t->n_after, UINT32_MAX, d->n_tasks, "after");
     if (rc != 0)
         return rc;

@@ -239,6 +239,50 @@ static bool get_str_array(const msgpack_object *map, const char *key, struct tr_
     return true;
 }
 
+static bool get_u32_array(const msgpack_object *map, const char *key, uint32_t *out,
+                          uint32_t max, uint32_t *n)
+{
+    const msgpack_object *v = map_get(map, key);
+    *n = 0;
+    if (v == NULL || v->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > max)
+        return false;
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > UINT32_MAX)
+            return false;
+        out[(*n)++] = (uint32_t)e->via.u64;
+    }
+    return true;
+}
+
+/* An array of GPU maps {index, name, mem_total_mb, mem_used_mb, util}; extra entries are
+ * ignored, as for labels. */
+static bool get_gpus(const msgpack_object *map, const char *key, struct tr_gpu_info *out,
+                     uint32_t *n)
+{
+    const msgpack_object *v = map_get(map, key);
+    *n = 0;
+    if (v == NULL || v->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (v->type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    for (uint32_t i = 0; i < v->via.array.size && *n < TR_PROTO_MAX_GPUS; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+        struct tr_gpu_info *g = &out[*n];
+        memset(g, 0, sizeof(*g));
+        double util = -1;
+        if (e->type != MSGPACK_OBJECT_MAP || !get_u32(e, "index", &g->index) ||
+            !get_str(e, "name", &g->name) || !get_u64(e, "mem_total_mb", &g->mem_total_mb) ||
+            !get_u64(e, "mem_used_mb", &g->mem_used_mb) || !get_num(e, "util", &util))
+            return false;
+        g->util = util >= 0 && util <= 100 ? (int32_t)util : -1;
+        (*n)++;
+    }
+    return true;
+}
+
 static bool decode_hello(const msgpack_object *b, struct tr_msg_hello *m)
 {
     memset(m, 0, sizeof(*m));
@@ -261,6 +305,8 @@ static bool decode_hello(const msgpack_object *b, struct tr_msg_hello *m)
     } else if (labels != NULL && labels->type != MSGPACK_OBJECT_NIL) {
         return false;
     }
+    if (!get_gpus(b, "gpu_info", m->gpu_info, &m->n_gpu_info))
+        return false;
     return m->worker_id.len > 0 && m->pool.len > 0 && m->slots > 0;
 }
 
@@ -275,7 +321,7 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
         return get_u32(b, "heartbeat_ms", &m->heartbeat_ms) && get_u64(b, "epoch", &m->epoch);
     }
     case TR_MSG_HEARTBEAT:
-        return true;
+        return get_gpus(b, "gpus", out->u.heartbeat.gpus, &out->u.heartbeat.n_gpus);
     case TR_MSG_TASK: {
         struct tr_msg_task *m = &out->u.task;
         memset(m, 0, sizeof(*m));
@@ -284,6 +330,7 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
                get_str(b, "task", &m->task) && get_u32(b, "index", &m->index) &&
                get_str(b, "digest", &m->digest) && get_str(b, "params", &m->params) &&
                get_str(b, "args", &m->args) && get_num(b, "timeout", &m->timeout) &&
+               get_u32_array(b, "gpus", m->gpus, TR_PROTO_MAX_GPUS, &m->n_gpus) &&
                m->id != 0 && m->task.len > 0 && m->digest.len > 0;
     }
     case TR_MSG_RESULT: {
@@ -432,9 +479,28 @@ static int pack_kstrs(msgpack_packer *pk, const char *k, const struct tr_str *v,
     return 0;
 }
 
+static int pack_gpus(msgpack_packer *pk, const char *k, const struct tr_gpu_info *g, uint32_t n)
+{
+    PK(pack_key(pk, k));
+    PK(msgpack_pack_array(pk, n));
+    for (uint32_t i = 0; i < n; i++) {
+        PK(msgpack_pack_map(pk, g[i].util >= 0 ? 5 : 4));
+        PK(pack_ku64(pk, "index", g[i].index));
+        PK(pack_kstr(pk, "name", g[i].name));
+        PK(pack_ku64(pk, "mem_total_mb", g[i].mem_total_mb));
+        PK(pack_ku64(pk, "mem_used_mb", g[i].mem_used_mb));
+        if (g[i].util >= 0)
+            PK(pack_ku64(pk, "util", (uint64_t)g[i].util));
+    }
+    return 0;
+}
+
 static int encode_hello(msgpack_packer *pk, const struct tr_msg_hello *m)
 {
-    PK(msgpack_pack_map(pk, 8));
+    /* gpu_info is absent when empty, so that older schedulers see the frame they know. */
+    PK(msgpack_pack_map(pk, m->n_gpu_info > 0 ? 9 : 8));
+    if (m->n_gpu_info > 0)
+        PK(pack_gpus(pk, "gpu_info", m->gpu_info, m->n_gpu_info));
     PK(pack_kstr(pk, "id", m->worker_id));
     PK(pack_kstr(pk, "pool", m->pool));
     PK(pack_ku64(pk, "slots", m->slots));
@@ -464,11 +530,13 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         PK(pack_ku64(pk, "epoch", msg->u.welcome.epoch));
         return 0;
     case TR_MSG_HEARTBEAT:
-        PK(msgpack_pack_map(pk, 0));
+        PK(msgpack_pack_map(pk, msg->u.heartbeat.n_gpus > 0 ? 1 : 0));
+        if (msg->u.heartbeat.n_gpus > 0)
+            PK(pack_gpus(pk, "gpus", msg->u.heartbeat.gpus, msg->u.heartbeat.n_gpus));
         return 0;
     case TR_MSG_TASK: {
         const struct tr_msg_task *m = &msg->u.task;
-        PK(msgpack_pack_map(pk, 10));
+        PK(msgpack_pack_map(pk, m->n_gpus > 0 ? 11 : 10));
         PK(pack_ku64(pk, "id", m->id));
         PK(pack_ku64(pk, "epoch", m->epoch));
         PK(pack_ku64(pk, "attempt", m->attempt));
@@ -479,6 +547,12 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         PK(pack_kbin(pk, "params", m->params));
         PK(pack_kbin(pk, "args", m->args));
         PK(pack_knum(pk, "timeout", m->timeout));
+        if (m->n_gpus > 0) { /* absent when none: the frame older workers know */
+            PK(pack_key(pk, "gpus"));
+            PK(msgpack_pack_array(pk, m->n_gpus));
+            for (uint32_t i = 0; i < m->n_gpus; i++)
+                PK(msgpack_pack_uint32(pk, m->gpus[i]));
+        }
         return 0;
     }
     case TR_MSG_RESULT: {

@@ -68,6 +68,17 @@ struct tr_kv
 
 #define TR_PROTO_MAX_LABELS 32
 #define TR_PROTO_MAX_LOGS 64
+#define TR_PROTO_MAX_GPUS 64 /* devices one worker describes, and one task may hold */
+
+/* One GPU as a worker describes it (HELLO, HEARTBEAT). */
+struct tr_gpu_info
+{
+    uint32_t index;        /* device index (what CUDA_VISIBLE_DEVICES names) */
+    struct tr_str name;    /* "NVIDIA A100-SXM4-40GB", or empty when unknown */
+    uint64_t mem_total_mb; /* 0 when unknown */
+    uint64_t mem_used_mb;
+    int32_t util;          /* percent busy, -1 when unknown */
+};
 
 struct tr_msg_hello
 {
@@ -80,6 +91,15 @@ struct tr_msg_hello
     uint32_t n_labels;
     struct tr_kv labels[TR_PROTO_MAX_LABELS];
     struct tr_str version;   /* worker software version */
+    uint32_t n_gpu_info;     /* optional "gpu_info": one entry per GPU (absent: none) */
+    struct tr_gpu_info gpu_info[TR_PROTO_MAX_GPUS];
+};
+
+/* HEARTBEAT: the worker's may carry its GPUs' current memory and load. */
+struct tr_msg_heartbeat
+{
+    uint32_t n_gpus;         /* optional "gpus" (absent: none, or not measured) */
+    struct tr_gpu_info gpus[TR_PROTO_MAX_GPUS];
 };
 
 struct tr_msg_welcome
@@ -100,6 +120,8 @@ struct tr_msg_task
     struct tr_str params;  /* msgpack map */
     struct tr_str args;    /* msgpack array: the task's arguments after ctx */
     double timeout;        /* seconds, 0 = none */
+    uint32_t n_gpus;       /* optional "gpus": device indices given to this attempt */
+    uint32_t gpus[TR_PROTO_MAX_GPUS];
 };
 
 struct tr_msg_result
@@ -160,6 +182,7 @@ struct tr_msg
     {
         struct tr_msg_hello hello;
         struct tr_msg_welcome welcome;
+        struct tr_msg_heartbeat heartbeat;
         struct tr_msg_task task;
         struct tr_msg_result result;
         struct tr_msg_cancel cancel;

@@ -32,7 +32,7 @@ check scheduler 'lib/|scheduler/'
 check worker    'lib/(base|wire|lua)/|worker/'
 check cli       'lib/(base|wire)/|cli/'
 # The scheduler's parts, lowest first (scheduler/sched.h, docs/architecture.md).
-sched_order="config model counters usage sandbox loader transport batch timers fleet dispatch
+sched_order="config model counters usage sandbox loader transport batch timers gpus fleet dispatch
              core leader recover metrics api sched main"
 # part FILE: the part a file of scheduler/ belongs to.
 part() {

@@ -172,6 +172,10 @@ static void test_wrong_field_types(void **state)
         {"name = 'a', cache = 'yes', " RUN, "field 'cache' must be a boolean (got string)"},
         {"name = 'a', priority = 1 << 40, " RUN, "field 'priority' must fit in 32 bits"},
         {"name = 'a', priority = 0.5, " RUN, "field 'priority' must be an integer"},
+        {"name = 'a', gpus = 65, " RUN, "field 'gpus' must be an integer from 0 to 64"},
+        {"name = 'a', gpus = -1, " RUN, "field 'gpus' must be an integer from 0 to 64"},
+        {"name = 'a', gpus = 1.5, " RUN, "field 'gpus' must be an integer"},
+        {"name = 'a', gpus = '1', " RUN, "field 'gpus' must be an integer"},
     };
     char src[512];
     for (size_t i = 0; i < TR_ARRAY_LEN(cases); i++) {
@@ -287,7 +291,7 @@ static const char *diamond =
     "    trellis.task { name = 'd', after = { 'b', 'c' }, pool = 'gpu', " RUN " },\n"
     "    trellis.task { name = 'b', after = 'a', retries = 3, backoff = 1.5, " RUN " },\n"
     "    trellis.task { name = 'c', after = { 'a' }, timeout = 20, cache = true,\n"
-    "                   priority = -4, " RUN " },\n"
+    "                   priority = -4, gpus = 3, " RUN " },\n"
     "    trellis.task { name = 'a', " RUN " },\n"
     "  },\n"
     "}\n";
@@ -326,6 +330,8 @@ static void test_diamond(void **state)
     assert_true(def->tasks[c].timeout == 20);
     assert_true(def->tasks[c].cache);
     assert_int_equal(def->tasks[c].priority, -4);
+    assert_int_equal(def->tasks[c].gpus, 3);
+    assert_int_equal(def->tasks[a].gpus, 0);
     assert_int_equal(def->tasks[a].retries, 0);
     assert_true(def->tasks[a].timeout == 0 && def->tasks[a].backoff == 0);
     assert_false(def->tasks[a].cache);

@@ -20,7 +20,7 @@ static const char *const SRC =
     "  tasks = {\n"
     "    trellis.task { name = 'split', run = function() end },\n"
     "    trellis.task { name = 'work', map = 'split', pool = 'gpu', retries = 2,\n"
-    "                   backoff = 0.5, timeout = 30, priority = -4, cache = true,\n"
+    "                   backoff = 0.5, timeout = 30, priority = -4, cache = true, gpus = 2,\n"
     "                   run = function() end },\n"
     "    trellis.task { name = 'cfg', run = function() end },\n"
     "    trellis.task { name = 'join', after = { 'work', 'cfg' }, priority = 9,\n"
@@ -69,6 +69,7 @@ static void assert_same(const struct tr_pipeline_def *a, const struct tr_pipelin
         assert_int_equal(x->pool, y->pool);
         assert_int_equal(x->retries, y->retries);
         assert_int_equal(x->priority, y->priority);
+        assert_int_equal(x->gpus, y->gpus);
         assert_true(x->backoff == y->backoff);
         assert_true(x->timeout == y->timeout);
         assert_int_equal(x->cache, y->cache);

@@ -78,6 +78,85 @@ static void test_hello_roundtrip(void **state)
     assert_str(h->labels[1].key, "gpu_model");
     assert_str(h->labels[1].value, "h100");
     assert_str(h->version, "0.1.0");
+    assert_int_equal(h->n_gpu_info, 0); /* absent without GPUs */
+}
+
+/* HELLO and HEARTBEAT describe devices; TASK names the ones it gives. */
+static void test_gpus_roundtrip(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_msg m = {.type = TR_MSG_HELLO};
+    m.u.hello.worker_id = TR_STR("w-g");
+    m.u.hello.pool = TR_STR("gpu");
+    m.u.hello.slots = 2;
+    m.u.hello.gpus = 2;
+    m.u.hello.version = TR_STR("0.1.0");
+    m.u.hello.n_gpu_info = 2;
+    m.u.hello.gpu_info[0] = (struct tr_gpu_info){0, TR_STR("A100"), 40960, 100, 17};
+    m.u.hello.gpu_info[1] = (struct tr_gpu_info){3, TR_STR("A100 \"b\""), 40960, 0, -1};
+    assert_int_equal(roundtrip(f, &m), 0);
+    const struct tr_msg_hello *h = &f->out.u.hello;
+    assert_int_equal(h->n_gpu_info, 2);
+    assert_int_equal(h->gpu_info[1].index, 3);
+    assert_str(h->gpu_info[1].name, "A100 \"b\"");
+    assert_true(h->gpu_info[0].mem_total_mb == 40960 && h->gpu_info[0].mem_used_mb == 100);
+    assert_int_equal(h->gpu_info[0].util, 17);
+    assert_int_equal(h->gpu_info[1].util, -1); /* unknown stays unknown */
+
+    struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+    assert_int_equal(roundtrip(f, &hb), 0);
+    assert_int_equal(f->out.u.heartbeat.n_gpus, 0);
+    hb.u.heartbeat.n_gpus = 1;
+    hb.u.heartbeat.gpus[0] = (struct tr_gpu_info){3, TR_STR("x"), 8, 7, 99};
+    assert_int_equal(roundtrip(f, &hb), 0);
+    assert_int_equal(f->out.u.heartbeat.n_gpus, 1);
+    assert_int_equal(f->out.u.heartbeat.gpus[0].mem_used_mb, 7);
+    assert_int_equal(f->out.u.heartbeat.gpus[0].util, 99);
+
+    struct tr_msg t = {.type = TR_MSG_TASK};
+    t.u.task.id = 5;
+    t.u.task.task = TR_STR("train");
+    t.u.task.digest = TR_STR("ab");
+    assert_int_equal(roundtrip(f, &t), 0);
+    assert_int_equal(f->out.u.task.n_gpus, 0); /* absent: none */
+    t.u.task.n_gpus = 2;
+    t.u.task.gpus[0] = 2;
+    t.u.task.gpus[1] = 3;
+    assert_int_equal(roundtrip(f, &t), 0);
+    assert_int_equal(f->out.u.task.n_gpus, 2);
+    assert_int_equal(f->out.u.task.gpus[1], 3);
+
+    /* More device indices than a task may hold, or a wrong type: refused. */
+    msgpack_sbuffer_clear(&f->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &f->sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint32(&pk, TR_PROTO_VERSION);
+    msgpack_pack_uint32(&pk, TR_MSG_TASK);
+    msgpack_pack_map(&pk, 4);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "task", 4);
+    msgpack_pack_str_with_body(&pk, "t", 1);
+    msgpack_pack_str_with_body(&pk, "digest", 6);
+    msgpack_pack_str_with_body(&pk, "ab", 2);
+    msgpack_pack_str_with_body(&pk, "gpus", 4);
+    size_t at = f->sb.size; /* the gpus value starts here */
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint32(&pk, 0);
+    assert_int_equal(tr_proto_decode(&f->dec, f->sb.data, f->sb.size, &f->out, &f->err), 0);
+    assert_int_equal(f->out.u.task.n_gpus, 1);
+    f->sb.size = at;
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "0", 1); /* a string, not an index */
+    assert_int_equal(tr_proto_decode(&f->dec, f->sb.data, f->sb.size, &f->out, &f->err),
+                     TR_EPROTO);
+    f->sb.size = at;
+    msgpack_pack_array(&pk, TR_PROTO_MAX_GPUS + 1); /* more than a task may hold */
+    for (int i = 0; i <= TR_PROTO_MAX_GPUS; i++)
+        msgpack_pack_uint32(&pk, (uint32_t)i);
+    assert_int_equal(tr_proto_decode(&f->dec, f->sb.data, f->sb.size, &f->out, &f->err),
+                     TR_EPROTO);
 }
 
 static void test_task_and_result_roundtrip(void **state)
@@ -294,6 +373,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_task_and_result_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpus_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_usage_optional, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_types_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_missing_and_mistyped_fields, setup, teardown),

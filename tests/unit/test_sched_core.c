@@ -438,6 +438,82 @@ static void test_pools_and_credit(void **state)
     assert_int_equal(h->cnt.dispatched, 4);
 }
 
+/* GPU tasks get free devices of one worker and a free slot; one that does not
+ * fit now waits in the scheduler (holding back later GPU tasks, not GPU-less
+ * ones); devices come back with results and with a lost worker; a task asking
+ * for more than any worker of its pool has is refused at submit. */
+static void test_gpu_placement(void **state)
+{
+    struct h *h = *state;
+    struct tr_msg_hello hello = {.pool = TR_STR("gpu"), .slots = 4, .gpus = 2,
+                                 .version = TR_STR("test")};
+    struct worker *w = fleet_hello(&h->fleet, "g1", 2, &hello);
+    assert_non_null(w);
+    assert_int_equal(w->g.n, 2);
+    struct run *r = start(
+        h, "local trellis = require 'trellis'\n"
+           "local f = function() end\n"
+           "return trellis.pipeline { name = 'gpus', version = '1', tasks = {\n"
+           "  trellis.task { name = 'big1', pool = 'gpu', gpus = 2, run = f },\n"
+           "  trellis.task { name = 'big2', pool = 'gpu', gpus = 2, run = f },\n"
+           "  trellis.task { name = 'one', pool = 'gpu', gpus = 1, run = f },\n"
+           "  trellis.task { name = 'light', pool = 'gpu', run = f },\n"
+           "} }\n");
+    turn(h);
+    assert_true(find_task(h, "big1", 0) >= 0);
+    assert_true(find_task(h, "light", 0) >= 0);   /* GPU-less: not held back */
+    assert_int_equal(find_task(h, "big2", 0), -1); /* waits for devices... */
+    assert_int_equal(find_task(h, "one", 0), -1);  /* ...and nothing passes it */
+    assert_int_equal(w->g.busy, 3);
+    assert_int_equal(inst_of(r, "big1", 0)->gpu_mask, 3);
+    assert_int_equal(inst_of(r, "big2", 0)->state, TR_TASK_READY);
+    assert_int_equal(dispatch_gpu_ready_count(&h->dispatch, "gpu", 3), 2);
+    assert_int_equal(w->inflight, 2); /* the waiting ones hold no slot */
+    char why[320];
+    assert_true(dispatch_gpu_waiting(&h->dispatch, inst_of(r, "big2", 0), why, sizeof(why)));
+    assert_string_equal(why, "for 2 free GPUs on a worker of pool 'gpu'");
+
+    answer(h, "big1", 0, "\xc0", 1, NULL);
+    assert_int_equal(w->g.busy, 0);
+    turn(h);
+    assert_true(find_task(h, "big2", 0) >= 0);
+    assert_int_equal(find_task(h, "one", 0), -1);
+    assert_int_equal(w->g.busy, 3);
+
+    /* The worker is lost: its task goes back and waits for devices elsewhere. */
+    for (size_t i = 0; i < h->n_sent; i++) /* TASKs to g1 are lost with it */
+        if (strcmp(h->sent[i].ident, "g1") == 0)
+            h->sent[i].answered = true;
+    fleet_remove(&h->fleet, w, "test");
+    assert_int_equal(inst_of(r, "big2", 0)->state, TR_TASK_READY);
+    assert_int_equal(inst_of(r, "big2", 0)->gpu_mask, 0);
+    assert_true(dispatch_gpu_waiting(&h->dispatch, inst_of(r, "big2", 0), why, sizeof(why)));
+    assert_string_equal(why, "for a worker of pool 'gpu' with 2 GPUs (none connected)");
+    /* Requeued, it queues again behind 'one' (as any requeued task). */
+    w = fleet_hello(&h->fleet, "g2", 2, &hello);
+    turn(h);
+    assert_true(find_task(h, "one", 0) >= 0);
+    assert_int_equal(w->g.busy, 1);
+    answer(h, "one", 0, "\xc0", 1, NULL);
+    turn(h);
+    assert_int_equal(w->g.busy, 3);
+    answer(h, "big2", 0, "\xc0", 1, NULL);
+    assert_int_equal(w->g.busy, 0);
+    answer(h, "light", 0, "\xc0", 1, NULL);
+    assert_int_equal(r->state, TR_RUN_SUCCEEDED);
+
+    /* Submit time: 3 GPUs on 2-GPU workers is refused, with the reason. */
+    struct tr_error err;
+    tr_error_init(&err);
+    struct pipeline_entry *pe =
+        load(h, "local trellis = require 'trellis'\n"
+                "return trellis.pipeline { name = 'three', version = '1', tasks = {\n"
+                "  trellis.task { name = 'x', pool = 'gpu', gpus = 3, run = function() end },\n"
+                "} }\n");
+    assert_int_equal(dispatch_gpu_check(&h->dispatch, pe->def, &err), TR_EINVAL);
+    assert_non_null(strstr(err.msg, "task 'x' asks for 3 GPUs, but no worker of pool 'gpu'"));
+}
+
 /* Among ready tasks of one pool, the highest priority is sent first. */
 static void test_priority_order(void **state)
 {
@@ -597,6 +673,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_diamond_countdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_fanout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pools_and_credit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpu_placement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priority_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
