@@ -445,8 +445,8 @@ static void test_pools_and_credit(void **state)
 static void test_gpu_placement(void **state)
 {
     struct h *h = *state;
-    struct tr_msg_hello hello = {.pool = TR_STR("gpu"), .slots = 4, .gpus = 2,
-                                 .version = TR_STR("test")};
+    struct tr_msg_hello hello = {.worker_id = TR_STR("g1"), .pool = TR_STR("gpu"), .slots = 4,
+                                 .gpus = 2, .version = TR_STR("test")};
     struct worker *w = fleet_hello(&h->fleet, "g1", 2, &hello);
     assert_non_null(w);
     assert_int_equal(w->g.n, 2);
@@ -490,6 +490,7 @@ static void test_gpu_placement(void **state)
     assert_true(dispatch_gpu_waiting(&h->dispatch, inst_of(r, "big2", 0), why, sizeof(why)));
     assert_string_equal(why, "for a worker of pool 'gpu' with 2 GPUs (none connected)");
     /* Requeued, it queues again behind 'one' (as any requeued task). */
+    hello.worker_id = TR_STR("g2");
     w = fleet_hello(&h->fleet, "g2", 2, &hello);
     turn(h);
     assert_true(find_task(h, "one", 0) >= 0);
