@@ -37,6 +37,7 @@
  */
 #include <limits.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "lib/base/alloc.h"
 #include "lib/base/vec.h"
@@ -710,6 +711,46 @@ static void evict_oldest_reading(struct tr_http_server *srv)
     }
 }
 
+/* A new connection in READING on srv with its handles initialised, or NULL. */
+static struct tr_http_conn *conn_new(struct tr_http_server *srv)
+{
+    struct tr_http_conn *c = tr_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        tr_err("refusing a connection: out of memory");
+        return NULL;
+    }
+    if (uv_tcp_init(srv->loop, &c->tcp) < 0) {
+        tr_free(c);
+        return NULL;
+    }
+    (void)uv_timer_init(srv->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->srv = srv;
+    c->next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    c->counted = true;
+    srv->n_active++;
+    llhttp_init(&c->parser, HTTP_REQUEST, &srv->settings);
+    c->parser.data = c;
+    tr_buf_init(&c->in, 0);
+    c->state = TR_HTTP_READING;
+    return c;
+}
+
+/* Starts serving c once its socket is attached. */
+static void conn_start(struct tr_http_conn *c)
+{
+    (void)uv_tcp_nodelay(&c->tcp, 1);
+    c->reading_since = uv_now(c->srv->loop);
+    arm_timer(c, TR_HTTP_REQUEST_MS);
+    update_reading(c);
+}
+
 void tr_http__on_connection(uv_stream_t *server, int status)
 {
     struct tr_http_server *srv = server->data;
@@ -730,39 +771,33 @@ void tr_http__on_connection(uv_stream_t *server, int status)
         refuse(srv);
         return;
     }
-    struct tr_http_conn *c = tr_calloc(1, sizeof(*c));
+    struct tr_http_conn *c = conn_new(srv);
     if (c == NULL) {
-        tr_err("refusing a connection: out of memory");
         refuse(srv);
         return;
     }
-    if (uv_tcp_init(srv->loop, &c->tcp) < 0) {
-        tr_free(c);
-        refuse(srv);
-        return;
-    }
-    (void)uv_timer_init(srv->loop, &c->timer);
-    c->tcp.data = c;
-    c->timer.data = c;
-    c->open_handles = 2;
-    c->srv = srv;
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->n_conns++;
-    c->counted = true;
-    srv->n_active++;
-    llhttp_init(&c->parser, HTTP_REQUEST, &srv->settings);
-    c->parser.data = c;
-    tr_buf_init(&c->in, 0);
-    c->state = TR_HTTP_READING;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         tr_http__conn_close(c);
         return;
     }
-    (void)uv_tcp_nodelay(&c->tcp, 1);
-    c->reading_since = uv_now(srv->loop);
-    arm_timer(c, TR_HTTP_REQUEST_MS);
-    update_reading(c);
+    conn_start(c);
 }
+
+#ifdef TR_TESTING
+int tr_http_server_adopt(struct tr_http_server *srv, uv_os_sock_t fd)
+{
+    struct tr_http_conn *c = srv->freeing ? NULL : conn_new(srv);
+    if (c == NULL) {
+        close(fd);
+        return srv->freeing ? TR_EINVAL : TR_ENOMEM;
+    }
+    int rc = uv_tcp_open(&c->tcp, fd);
+    if (rc < 0) {
+        close(fd);
+        tr_http__conn_close(c);
+        return rc;
+    }
+    conn_start(c);
+    return 0;
+}
+#endif

@@ -144,4 +144,14 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
 bool tr_http_route_match(const char *pattern, struct tr_str path, struct tr_str *names,
                          struct tr_str *values, int *n_params);
 
+#ifdef TR_TESTING
+/*
+ * Serves fd, a connected stream socket (one end of a socketpair), as if it
+ * had been accepted: the fuzzer drives the whole request path through it
+ * without a listening socket. The server owns fd from then on, even on
+ * failure (0, TR_ENOMEM, TR_EINVAL or a libuv error).
+ */
+int tr_http_server_adopt(struct tr_http_server *srv, uv_os_sock_t fd) TR_MUST_CHECK;
+#endif
+
 #endif

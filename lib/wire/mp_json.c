@@ -18,6 +18,7 @@
 #include "lib/wire/proto.h"
 
 #define JSON_MAX_DEPTH 32 /* as TR_LUA_MP_MAX_DEPTH: msgpack-c unpacks no deeper */
+#define KEY_TEXT_MAX 1024 /* bytes of an array or map key's JSON text */
 
 /* ====================================================================== */
 /* UTF-8                                                                  */
@@ -159,6 +160,15 @@ static int set_keyed(json_t *obj, const msgpack_object *k, json_t *val, int dept
         }
         kp = dumped;
         kn = strlen(dumped);
+        /* Each level of such keys escapes the text of the level inside it,
+         * doubling its backslashes: cut, or 32 levels in a few bytes of
+         * msgpack would print gigabytes. At a character boundary: the text
+         * is UTF-8. */
+        if (kn > KEY_TEXT_MAX) {
+            kn = KEY_TEXT_MAX;
+            while (kn > 0 && ((unsigned char)dumped[kn] & 0xc0) == 0x80)
+                kn--;
+        }
         break;
     }
     }

@@ -3,8 +3,9 @@
  *
  * Outputs travel and are stored as msgpack; the API shows them as JSON.
  * msgpack bin and non-UTF-8 str become JSON strings with invalid bytes
- * replaced; map keys that are not strings are printed as strings. 64-bit
- * integers are kept exactly (jansson's json_int_t is long long).
+ * replaced; map keys that are not strings are printed as strings (an array
+ * or map key as its JSON text, cut at 1 KiB). 64-bit integers are kept
+ * exactly (jansson's json_int_t is long long).
  */
 #ifndef TR_MP_JSON_H
 #define TR_MP_JSON_H

@@ -115,6 +115,11 @@ long tr_mp_check(const void *data, size_t len, const struct tr_mp_limits *lim)
         if (skip > len - pos)
             return TR_EPROTO;
         pos += (size_t)skip;
+        /* An empty container is a level too, as the packers (JSON, Lua) count
+         * levels: what passes here converts to JSON and back. */
+        bool container = (b & 0xe0) == 0x80 || (b >= 0xdc && b <= 0xdf);
+        if (container && depth + 1 > max_depth)
+            return TR_ELIMIT;
         if (children) {
             /* Each child needs at least one byte: a count beyond what is
              * left is a lie, whatever the caps say. */
@@ -122,8 +127,6 @@ long tr_mp_check(const void *data, size_t len, const struct tr_mp_limits *lim)
                 return TR_ELIMIT;
             if (children > len - pos)
                 return TR_EPROTO;
-            if (depth + 1 > max_depth)
-                return TR_ELIMIT;
             pending[++depth] = children;
         }
     }

@@ -142,6 +142,32 @@ static void test_non_string_keys(void **state)
                 "\"true\":3}");
 }
 
+/*
+ * Maps as keys of maps as keys...: each level escapes the one inside it, so
+ * their text doubles per level; it is cut at 1 KiB (found by
+ * tests/fuzz/fuzz_mp_json.c: 62 bytes of msgpack printed 16 GB).
+ */
+static void test_nested_container_keys(void **state)
+{
+    char b[64];
+    size_t n = 0;
+    for (int i = 0; i < 30; i++)
+        b[n++] = (char)0x81; /* a map of one pair, whose key follows */
+    b[n++] = (char)0xa1;
+    b[n++] = 'a';
+    for (int i = 0; i < 30; i++)
+        b[n++] = (char)0xc0; /* the values */
+    struct tr_error err;
+    tr_error_init(&err);
+    json_t *j = tr_mp_bytes_to_json(b, n, &err);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(j), 1);
+    void *it = json_object_iter(j);
+    assert_true(json_object_iter_key_len(it) <= 1024);
+    assert_true(json_object_iter_key_len(it) > 512);
+    json_decref(j);
+}
+
 static void test_round_trips(void **state)
 {
     static const char *const docs[] = {
@@ -221,6 +247,17 @@ static void test_hostile_bytes(void **state)
     deep[33] = (char)0xc0;
     assert_null(tr_mp_bytes_to_json(deep, 34, &err));
     assert_int_equal(err.code, TR_ELIMIT);
+    /* An empty container is a level too (found by tests/fuzz/fuzz_mp_json.c:
+     * it used to pass the check and fail the conversion as out of memory). */
+    memset(deep, 0x91, 32);
+    deep[32] = (char)0x90;
+    tr_error_init(&err);
+    assert_null(tr_mp_bytes_to_json(deep, 33, &err));
+    assert_int_equal(err.code, TR_ELIMIT);
+    deep[31] = (char)0x90;
+    json_t *ok = tr_mp_bytes_to_json(deep, 32, &err);
+    assert_non_null(ok);
+    json_decref(ok);
 }
 
 int main(void)
@@ -230,6 +267,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uint64_beyond_int64, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_utf8_and_bin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_non_string_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nested_container_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(test_integers_stay_integers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
