@@ -407,6 +407,7 @@ void tr_http__dispatch(struct tr_http_conn *c)
     struct tr_http_server *srv = c->srv;
     struct tr_http_req *req = c->req;
     c->state = TR_HTTP_HANDLING;
+    srv->n_held++;
     /* A handler may hold the request (long-poll): no idle timeout meanwhile. */
     (void)uv_timer_stop(&c->timer);
     tr_http__req_split_url(req);

@@ -19,6 +19,10 @@
  * nothing). Without a valid token the answer is 401 before any routing, so
  * an unauthenticated client cannot tell which paths exist.
  *
+ * Slow or idle clients cannot hold the connection cap: requests have a
+ * deadline, and at the cap a new connection closes the oldest idle or
+ * incomplete one (http_conn.c says how).
+ *
  * Listening on an address other than loopback is refused (TR_EADDR) unless
  * tokens are configured.
  *
@@ -99,6 +103,13 @@ struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name)
 bool tr_http_req_query(const struct tr_http_req *req, const char *name, char *out, size_t out_size);
 /* A request header (case-insensitive name); {NULL, 0} when absent. */
 struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name);
+
+/*
+ * Whether a handler may hold req unanswered (a long-poll): false once all
+ * but a reserve of the connection cap are held, so that new connections
+ * (health probes) always find room. A handler then answers at once.
+ */
+bool tr_http_req_may_hold(const struct tr_http_req *req);
 
 /* Registers the callback for a connection lost before the answer. */
 void tr_http_req_on_abort(struct tr_http_req *req, tr_http_abort_fn cb, void *arg);

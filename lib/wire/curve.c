@@ -263,7 +263,9 @@ static void *zap_main(void *arg)
         send_part(rep, parts[1], lens[1], true);
         send_part(rep, ok ? "200" : "400", 3, true);
         send_part(rep, ok ? "OK" : "worker key not allowed", ok ? 2 : 22, true);
-        send_part(rep, ok ? "worker" : "", ok ? 6 : 0, true);
+        /* The user id is the key itself: the scheduler reads it from each
+         * message's metadata and binds a worker id to the key that said HELLO. */
+        send_part(rep, ok ? key : "", ok ? TR_CURVE_KEY_LEN : 0, true);
         send_part(rep, "", 0, false);
         if (!ok) {
             atomic_fetch_add(&z->refused, 1);

@@ -54,6 +54,13 @@ void tr_zmq_uv_kick(struct tr_zmq_uv *z);
 /* Stops watching; frees z from the handles' close callbacks. NULL-safe. */
 void tr_zmq_uv_free(struct tr_zmq_uv *z);
 
+/*
+ * During the message callback of a ROUTER: the "User-Id" the ZAP handler
+ * set for the peer's connection (lib/wire/curve.c sets the peer's public
+ * key, Z85), or NULL without authentication. Valid during the callback only.
+ */
+const char *tr_zmq_uv_peer_user(struct tr_zmq_uv *z);
+
 /* Messages with more parts than expected, counted (they are dropped). */
 uint64_t tr_zmq_uv_bad_parts(const struct tr_zmq_uv *z);
 

@@ -1135,18 +1135,75 @@ static void test_max_connections(void **state)
     struct client *a;
     struct resp *r = exchange(f, "GET /path/a HTTP/1.1\r\n\r\n", &a);
     assert_int_equal(r->status, 200);
-    /* The second is accepted by the kernel, then closed without an answer. */
+    /* At the cap, a new connection closes the one idle the longest (a health
+     * probe must get in), and is served. */
     struct client *b = client_open(f);
-    wait_eof(b);
-    assert_int_equal(b->n_resps, 0);
-    client_close(b);
-    client_send(a, "GET /path/again HTTP/1.1\r\n\r\n");
-    wait_resps(a, 2);
-    assert_string_equal(a->resps[1].body, "again");
+    wait_eof(a);
+    client_send(b, "GET /path/b HTTP/1.1\r\n\r\n");
+    wait_resps(b, 1);
+    assert_string_equal(b->resps[0].body, "b");
     client_close(a);
+    client_close(b);
     RUN_UNTIL(f, f->srv->n_active == 0);
-    r = exchange(f, "GET /path/c HTTP/1.1\r\n\r\n", NULL);
+    /* A connection with an incomplete request goes the same way. */
+    struct client *slow = client_open(f);
+    client_send(slow, "GET /path/slow HTTP/1.1\r\nX-Slow: ");
+    struct client *c = client_open(f);
+    wait_eof(slow);
+    client_send(c, "GET /path/c HTTP/1.1\r\n\r\n");
+    wait_resps(c, 1);
+    client_close(slow);
+    client_close(c);
+    RUN_UNTIL(f, f->srv->n_active == 0);
+    /* A request with its handler is never closed that way: the newcomer is. */
+    struct client *h = client_open(f);
+    client_send(h, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    struct client *d = client_open(f);
+    wait_eof(d);
+    assert_int_equal(d->n_resps, 0);
+    assert_non_null(f->held);
+    client_close(d);
+    client_close(h);
+    RUN_UNTIL(f, f->aborts > 0);
+    RUN_UNTIL(f, f->srv->n_active == 0);
+    r = exchange(f, "GET /path/e HTTP/1.1\r\n\r\n", NULL);
     assert_int_equal(r->status, 200);
+}
+
+/* Handlers may hold requests only while a reserve of connections stays free. */
+static void test_may_hold(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.max_connections = 4; /* small caps keep half free */
+    start(f);
+    struct client *c1 = client_open(f);
+    client_send(c1, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_true(tr_http_req_may_hold(f->held)); /* 1 held of 2 allowed */
+    struct tr_http_req *first = f->held;
+    f->held = NULL;
+    struct client *c2 = client_open(f);
+    client_send(c2, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_true(tr_http_req_may_hold(f->held)); /* 2 of 2 */
+    struct tr_http_req *second = f->held;
+    f->held = NULL;
+    struct client *c3 = client_open(f);
+    client_send(c3, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_false(tr_http_req_may_hold(f->held)); /* a third would leave no reserve */
+    tr_http_respond(f->held, 200, "text/plain", "now", 3);
+    f->held = NULL;
+    tr_http_respond(first, 200, "text/plain", "1", 1);
+    tr_http_respond(second, 200, "text/plain", "2", 1);
+    wait_resps(c1, 1);
+    wait_resps(c2, 1);
+    wait_resps(c3, 1);
+    assert_string_equal(c3->resps[0].body, "now");
+    client_close(c1);
+    client_close(c2);
+    client_close(c3);
 }
 
 /* ===================================================================== */
@@ -1315,6 +1372,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_may_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fuzz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_request, setup, teardown),
