@@ -467,7 +467,7 @@ int api_open(struct api *a, struct tr_error *err)
         .handler_arg = a,
         .before = gate,
     };
-    a->http = tr_http_server_new(a->loop, &cfg);
+    a->http = tr_http_server_open(a->loop, &cfg);
     if (a->http == NULL)
         return tr_error_set(err, TR_ENOMEM, "cannot create the HTTP server");
     return tr_http_server_listen(a->http, a->cfg->api_host, a->cfg->api_port, err);
@@ -475,7 +475,7 @@ int api_open(struct api *a, struct tr_error *err)
 
 void api_close(struct api *a)
 {
-    tr_http_server_free(a->http);
+    tr_http_server_close(a->http);
     a->http = NULL;
     for (size_t i = 0; a->tokens && a->tokens[i]; i++) {
         /* Tokens are secrets: scrub before freeing. */

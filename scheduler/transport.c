@@ -173,7 +173,7 @@ static int setup_curve(struct zmq_router *s, const struct sched_config *cfg,
     int rc = tr_curve_load_pair(cfg->curve_key, pub, sec, err);
     if (rc < 0)
         return rc;
-    s->zap = tr_zap_start(s->zctx, cfg->curve_allow, err);
+    s->zap = tr_zap_open(s->zctx, cfg->curve_allow, err);
     if (s->zap == NULL) {
         explicit_bzero(sec, sizeof(sec));
         return err->code ? err->code : TR_EIO;
@@ -225,7 +225,7 @@ int zmq_router_open(struct zmq_router **out, uv_loop_t *loop, const struct sched
     if (zmq_bind(s->router, cfg->listen) != 0)
         return tr_error_set(err, TR_EIO, "cannot listen for workers on '%s': %s", cfg->listen,
                             zmq_strerror(errno));
-    s->zuv = tr_zmq_uv_new(loop, s->router, true, 4096, on_frame, s);
+    s->zuv = tr_zmq_uv_open(loop, s->router, true, 4096, on_frame, s);
     if (s->zuv == NULL)
         return tr_error_set(err, TR_ENOMEM, "cannot watch the worker socket");
     return 0;
@@ -245,13 +245,13 @@ void zmq_router_close(struct zmq_router *s)
 {
     if (s == NULL)
         return;
-    tr_zmq_uv_free(s->zuv);
+    tr_zmq_uv_close(s->zuv);
     if (s->router)
         zmq_close(s->router);
     if (s->zctx) {
         /* Shutdown unblocks the authentication thread before the join. */
         zmq_ctx_shutdown(s->zctx);
-        tr_zap_stop(s->zap);
+        tr_zap_close(s->zap);
         zmq_ctx_term(s->zctx);
     }
     tr_proto_decoder_release(&s->decoder);

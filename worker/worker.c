@@ -196,7 +196,7 @@ static void send_hello(struct tr_worker *w)
 
 static void close_socket(struct tr_worker *w)
 {
-    tr_zmq_uv_free(w->zuv);
+    tr_zmq_uv_close(w->zuv);
     w->zuv = NULL;
     if (w->sock != NULL)
         zmq_close(w->sock);
@@ -252,7 +252,7 @@ static int open_socket(struct tr_worker *w, struct tr_error *err)
         zmq_close(s);
         return rc;
     }
-    w->zuv = tr_zmq_uv_new(w->loop, s, false, 0, on_frame, w);
+    w->zuv = tr_zmq_uv_open(w->loop, s, false, 0, on_frame, w);
     if (w->zuv == NULL) {
         zmq_close(s);
         return tr_error_set(err, TR_ENOMEM, "cannot watch the socket of '%s'", ep);

@@ -135,7 +135,7 @@ void tr_http__conn_close(struct tr_http_conn *c)
     struct tr_http_req *req = c->req;
     c->req = NULL;
     /* The state is CLOSED before the callback runs, so that whatever it calls
-     * (even tr_http_server_free) cannot close or answer this connection again. */
+     * (even tr_http_server_close) cannot close or answer this connection again. */
     if (req != NULL && was == TR_HTTP_HANDLING && req->abort_cb != NULL)
         req->abort_cb(req, req->abort_arg);
     tr_http__req_free(req);

@@ -115,7 +115,7 @@ struct tr_http_server
     uint32_t n_active;               /* conns counted against max_connections */
     uint32_t n_held;                 /* requests with their handler (long-polls among them) */
     bool listening;                  /* uv_listen succeeded */
-    bool freeing;                    /* tr_http_server_free was called */
+    bool freeing;                    /* tr_http_server_close was called */
     bool tcp_closed;                 /* the close callback of tcp ran */
     uv_tcp_t refused;                /* accepts a connection only to close it */
     bool refusing;                   /* refused is closing */

@@ -67,7 +67,7 @@ struct tr_http_config
 };
 
 /* A server on loop; NULL when out of memory. cfg is copied (tokens too). */
-struct tr_http_server *tr_http_server_new(uv_loop_t *loop, const struct tr_http_config *cfg)
+struct tr_http_server *tr_http_server_open(uv_loop_t *loop, const struct tr_http_config *cfg)
     TR_MUST_CHECK;
 
 /*
@@ -85,7 +85,7 @@ int tr_http_server_port(const struct tr_http_server *srv);
  * Stops listening and closes every connection (pending requests get their
  * abort callback); frees srv once the handles are closed. NULL-safe.
  */
-void tr_http_server_free(struct tr_http_server *srv);
+void tr_http_server_close(struct tr_http_server *srv);
 
 /* Request accessors: views valid until the request is answered or aborted. */
 struct tr_str tr_http_req_method(const struct tr_http_req *req);

@@ -279,7 +279,7 @@ static void *zap_main(void *arg)
     return NULL;
 }
 
-struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error *err)
+struct tr_zap *tr_zap_open(void *zctx, const char *allow_path, struct tr_error *err)
 {
     struct tr_zap *z = tr_calloc(1, sizeof(*z));
     if (z == NULL) {
@@ -290,17 +290,17 @@ struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error 
     atomic_init(&z->refused, 0);
     sem_init(&z->bound, 0, 0);
     if (load_list(z, allow_path, err) < 0) {
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     if (z->n_keys == 0) {
         tr_error_set(err, TR_EINVAL, "no worker key in '%s'", allow_path);
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     if (pthread_create(&z->thread, NULL, zap_main, z) != 0) {
         tr_error_set(err, TR_EIO, "cannot start the authentication thread");
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     z->started = true;
@@ -310,7 +310,7 @@ struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error 
         ;
     if (!z->bind_ok) {
         tr_error_set(err, TR_EIO, "cannot start worker authentication");
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     return z;
@@ -326,7 +326,7 @@ uint64_t tr_zap_refused(const struct tr_zap *z)
     return z ? atomic_load(&((struct tr_zap *)z)->refused) : 0;
 }
 
-void tr_zap_stop(struct tr_zap *z)
+void tr_zap_close(struct tr_zap *z)
 {
     if (z == NULL)
         return;

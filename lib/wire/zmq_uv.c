@@ -121,7 +121,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     drain(z);
 }
 
-struct tr_zmq_uv *tr_zmq_uv_new(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
+struct tr_zmq_uv *tr_zmq_uv_open(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
                                 tr_zmq_msg_fn on_msg, void *arg)
 {
     int fd = -1;
@@ -174,7 +174,7 @@ static void on_close(uv_handle_t *h)
         tr_free(z);
 }
 
-void tr_zmq_uv_free(struct tr_zmq_uv *z)
+void tr_zmq_uv_close(struct tr_zmq_uv *z)
 {
     if (z == NULL)
         return;

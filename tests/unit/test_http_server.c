@@ -240,7 +240,7 @@ static int teardown(void **state)
             uv_close((uv_handle_t *)&c->tcp, on_client_closed);
         }
     }
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     uv_close((uv_handle_t *)&f->watchdog, NULL);
     uv_close((uv_handle_t *)&f->answer_timer, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -251,7 +251,7 @@ static int teardown(void **state)
 
 static void start(struct fixture *f)
 {
-    f->srv = tr_http_server_new(&f->loop, &f->cfg);
+    f->srv = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(f->srv);
     struct tr_error err;
     tr_error_init(&err);
@@ -976,7 +976,7 @@ static void test_abort(void **state)
     assert_int_equal(f->aborts, 1);
     assert_null(f->held);
     wait_server_idle(f);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(f->aborts, 1);
@@ -989,7 +989,7 @@ static void test_free_with_pending(void **state)
     struct client *c = client_open(f);
     client_send(c, "GET /defer HTTP/1.1\r\n\r\n");
     RUN_UNTIL(f, f->held != NULL);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     assert_int_equal(f->aborts, 1);
     assert_null(f->held);
@@ -1060,7 +1060,7 @@ static void test_local_requests(void **state)
     a = (struct local_answer){0};
     assert_int_equal(tr_http_local_request(f->srv, "GET", "/defer", NULL, 0, on_local, &a), 0);
     assert_non_null(f->held);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     assert_int_equal(f->aborts, 1);
     assert_int_equal(a.calls, 1);
@@ -1075,7 +1075,7 @@ static void test_listen_policy(void **state)
 {
     struct fixture *f = *state;
     struct tr_error err;
-    f->srv = tr_http_server_new(&f->loop, &f->cfg);
+    f->srv = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(f->srv);
     assert_int_equal(tr_http_server_listen(f->srv, "0.0.0.0", 0, &err), TR_EADDR);
     assert_int_equal(err.code, TR_EADDR);
@@ -1095,36 +1095,36 @@ static void test_listen_policy(void **state)
     assert_int_equal(tr_http_server_listen(f->srv, "127.0.0.1", 0, &err), TR_EINVAL);
 
     /* Any address of 127.0.0.0/8 is loopback. */
-    struct tr_http_server *s2 = tr_http_server_new(&f->loop, &f->cfg);
+    struct tr_http_server *s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "127.0.0.2", 0, &err), 0);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* ::1 is loopback too: the policy lets it through, whether or not IPv6 is up. */
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     tr_error_init(&err);
     int rc = tr_http_server_listen(s2, "[::1]", 0, &err);
     if (rc != 0)
         assert_null(strstr(err.msg, "token"));
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* With tokens, any address. */
     f->tokens[0] = "t0k3n";
     f->cfg.tokens = f->tokens;
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "0.0.0.0", 0, &err), 0);
     assert_true(tr_http_server_port(s2) > 0);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* Tokens that are all empty are no tokens. */
     const char *empty[] = {"", NULL};
     f->cfg.tokens = empty;
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "0.0.0.0", 0, &err), TR_EADDR);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 }
 
 static void test_max_connections(void **state)
@@ -1304,7 +1304,7 @@ static void test_oom_new(void **state)
     for (long n = 1;; n++) {
         assert_true(n < 100);
         tr_alloc_fail_at(n, false);
-        struct tr_http_server *srv = tr_http_server_new(&f->loop, &f->cfg);
+        struct tr_http_server *srv = tr_http_server_open(&f->loop, &f->cfg);
         tr_alloc_fail_at(0, false);
         if (srv != NULL) {
             f->srv = srv;
