@@ -38,7 +38,7 @@ struct tr_client
 /* ====================================================================== */
 /* {=== construction */
 
-struct tr_client *tr_client_new(const char *base_url, const char *token)
+struct tr_client *tr_client_open(const char *base_url, const char *token)
 {
     struct tr_client *c = tr_calloc(1, sizeof(*c));
     if (c == NULL)
@@ -84,11 +84,11 @@ struct tr_client *tr_client_new(const char *base_url, const char *token)
     return c;
 
 out_free:
-    tr_client_free(c);
+    tr_client_close(c);
     return NULL;
 }
 
-void tr_client_free(struct tr_client *c)
+void tr_client_close(struct tr_client *c)
 {
     if (c == NULL)
         return;

@@ -30,10 +30,10 @@ struct tr_client;
  * client keeps its own copy. Returns NULL when out of memory or when libcurl
  * cannot make a handle. curl_global_init must have been called.
  */
-struct tr_client *tr_client_new(const char *base_url, const char *token) TR_MUST_CHECK;
+struct tr_client *tr_client_open(const char *base_url, const char *token) TR_MUST_CHECK;
 
 /* Frees the client and its connection. NULL-safe. */
-void tr_client_free(struct tr_client *c);
+void tr_client_close(struct tr_client *c);
 
 /* The base URL without its trailing slash; borrowed, valid while c lives. */
 const char *tr_client_url(const struct tr_client *c);

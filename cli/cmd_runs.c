@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
+#include "lib/base/states.h"
 
 #define WAIT_POLL_S 2 /* seconds of long poll: one digit */
 #define UNREACHABLE_RETRY_S 15.0
@@ -361,15 +362,17 @@ out:
 /* {=== trellis status, tasks, logs, cancel */
 static void print_counts(const json_t *tasks)
 {
-    static const char *const states[] = {"succeeded", "failed",     "running", "dispatched",
-                                         "ready",     "retry_wait", "pending", "skipped",
-                                         "cancelled"};
+    /* The order a reader wants: outcomes first, then work in flight, then waiting. */
+    static const enum tr_task_state order[] = {
+        TR_TASK_SUCCEEDED, TR_TASK_FAILED,     TR_TASK_RUNNING, TR_TASK_DISPATCHED, TR_TASK_READY,
+        TR_TASK_RETRY_WAIT, TR_TASK_PENDING, TR_TASK_SKIPPED, TR_TASK_CANCELLED};
     printf("tasks:     %lld total", json_integer_value(json_object_get(tasks, "total")));
     const char *sep = ": ";
-    for (size_t i = 0; i < TR_ARRAY_LEN(states); i++) {
-        long long n = json_integer_value(json_object_get(tasks, states[i]));
+    for (size_t i = 0; i < TR_ARRAY_LEN(order); i++) {
+        const char *name = tr_task_state_names[order[i]];
+        long long n = json_integer_value(json_object_get(tasks, name));
         if (n > 0) {
-            printf("%s%lld %s", sep, n, states[i]);
+            printf("%s%lld %s", sep, n, name);
             sep = ", ";
         }
     }

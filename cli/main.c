@@ -301,7 +301,7 @@ struct tr_client *tr_cli_client(struct tr_cli *cli)
             return NULL;
         }
     }
-    cli->client = tr_client_new(cli->api, token);
+    cli->client = tr_client_open(cli->api, token);
     if (token != NULL) {
         memset(token, 0, strlen(token));
         tr_free(token);
@@ -385,7 +385,7 @@ int main(int argc, char **argv)
     }
     install_signals();
     code = cmd->fn(&cli, n_args, argv + 1);
-    tr_client_free(cli.client);
+    tr_client_close(cli.client);
     curl_global_cleanup();
     if (fflush(stdout) != 0 && code == TR_EXIT_OK) {
         tr_cli_error("cannot write the output: %s", strerror(errno));

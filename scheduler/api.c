@@ -399,34 +399,56 @@ static const struct tr_http_route routes[] = {
     {NULL, NULL, NULL},
 };
 
-/* Reads one token per line (blank lines and '#' comments skipped). */
+#define TOKEN_LINE_MAX 4096 /* longer lines are refused: a token is not a file */
+
+/*
+ * Reads one token per line (blank lines and '#' comments skipped). Lines are
+ * read whole: a line longer than TOKEN_LINE_MAX refuses the file, with its
+ * number, rather than being taken as several tokens.
+ */
 static int read_tokens(struct api *a, struct tr_error *err)
 {
-    FILE *f = fopen(a->cfg->token_file, "r");
+    const char *path = a->cfg->token_file;
+    FILE *f = fopen(path, "r");
     if (f == NULL)
-        return tr_error_set(err, -errno, "cannot read token file '%s': %s", a->cfg->token_file,
+        return tr_error_set(err, -errno, "cannot read token file '%s': %s", path,
                             strerror(errno));
-    size_t n = 0;
-    char line[1024];
-    while (fgets(line, sizeof(line), f) != NULL) {
+    size_t n = 0, lineno = 0, cap = 0;
+    char *line = NULL;
+    ssize_t got;
+    int rc = 0;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         size_t len = strcspn(line, "\r\n");
+        if (len > TOKEN_LINE_MAX || memchr(line, '\0', (size_t)got) != NULL) {
+            rc = tr_error_set(err, TR_EINVAL,
+                              "token file '%s' line %zu: longer than %d bytes or holds a NUL",
+                              path, lineno, TOKEN_LINE_MAX);
+            break;
+        }
         line[len] = '\0';
         char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
         if (*p == '\0' || *p == '#')
             continue;
-        if (TR_VEC_RESERVE(a->tokens, a->cap_tokens, n + 2) < 0) {
-            fclose(f);
-            return TR_ENOMEM;
+        char *tok = tr_strdup(p);
+        if (tok == NULL || TR_VEC_RESERVE(a->tokens, a->cap_tokens, n + 2) < 0) {
+            tr_free(tok);
+            rc = TR_ENOMEM;
+            break;
         }
-        a->tokens[n] = tr_strdup(p);
+        a->tokens[n] = tok;
         a->tokens[++n] = NULL;
     }
+    if (line != NULL) {
+        explicit_bzero(line, cap); /* a secret was there */
+        free(line);                /* from getline: the C library's allocator */
+    }
     fclose(f);
-    if (n == 0)
-        return tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", a->cfg->token_file);
-    return 0;
+    if (rc == 0 && n == 0)
+        rc = tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", path);
+    return rc;
 }
 
 int api_open(struct api *a, struct tr_error *err)
@@ -445,7 +467,7 @@ int api_open(struct api *a, struct tr_error *err)
         .handler_arg = a,
         .before = gate,
     };
-    a->http = tr_http_server_new(a->loop, &cfg);
+    a->http = tr_http_server_open(a->loop, &cfg);
     if (a->http == NULL)
         return tr_error_set(err, TR_ENOMEM, "cannot create the HTTP server");
     return tr_http_server_listen(a->http, a->cfg->api_host, a->cfg->api_port, err);
@@ -453,7 +475,7 @@ int api_open(struct api *a, struct tr_error *err)
 
 void api_close(struct api *a)
 {
-    tr_http_server_free(a->http);
+    tr_http_server_close(a->http);
     a->http = NULL;
     for (size_t i = 0; a->tokens && a->tokens[i]; i++) {
         /* Tokens are secrets: scrub before freeing. */

@@ -41,9 +41,17 @@ void fb_queue_reply(struct api *s, struct tr_http_req *req, int status, json_t *
     batch_add_reply_text(s->batch, req, status, dump(body));
 }
 
+/* Values a feedback or model body may hold: its texts are 64 KiB at most. */
+#define FB_BODY_VALUES_MAX 100000
+
 json_t *fb_body(struct tr_http_req *req)
 {
     struct tr_str body = tr_http_req_body(req);
+    /* Refused before jansson spends the loop's time building them all. */
+    if (json_count_values(body.p, body.len, FB_BODY_VALUES_MAX) > FB_BODY_VALUES_MAX) {
+        tr_http_respond_error(req, 400, "too_large", "the body holds more than 100000 values");
+        return NULL;
+    }
     json_error_t jerr;
     json_t *j = json_loadb(body.p, body.len, 0, &jerr);
     if (j == NULL) {
@@ -81,13 +89,13 @@ bool fb_limit(struct tr_http_req *req, uint32_t *limit)
     *limit = FB_LIST_DEFAULT;
     if (!tr_http_req_query(req, "limit", v, sizeof(v)))
         return true;
-    char *end = NULL;
-    long n = strtol(v, &end, 10);
-    if (*end != '\0' || n < 1) {
-        tr_http_respond_error(req, 400, "invalid_argument", "'limit' must be a number >= 1");
+    double n;
+    if (!query_decimal(v, false, &n) || n < 1) {
+        tr_http_respond_error(req, 400, "invalid_argument",
+                              "'limit' must be a decimal number >= 1");
         return false;
     }
-    *limit = (uint32_t)TR_MIN(n, (long)FB_LIST_MAX);
+    *limit = (uint32_t)TR_MIN(n, (double)FB_LIST_MAX);
     return true;
 }
 

@@ -29,6 +29,12 @@ struct rec_ctx
 };
 
 json_t *json_str_or_null(const char *s);
+/* api_runs.c: at least the values of a JSON text less one (',' '[' '{' outside
+ * strings), counted up to stop: a bound checked before parsing. */
+size_t json_count_values(const char *p, size_t n, size_t stop);
+/* api_runs.c: a query number, strictly decimal (digits, and with frac an
+ * optional '.' and 1-6 digits); no sign, space, exponent or hex. */
+bool query_decimal(const char *q, bool frac, double *out);
 json_t *run_to_json(struct run *r, bool with_output);
 /* The run's whole JSON as text (caller frees with tr_free); NULL when out of memory. */
 char *run_json_text(struct run *r, size_t *len);

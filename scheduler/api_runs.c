@@ -61,6 +61,16 @@ static void finish_register(struct api *a, struct pipeline_entry *pe, struct tr_
 static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *params,
                          struct tr_http_req *req)
 {
+    /* The pipeline's defaults are merged into every run's params on the loop. */
+    uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes : (1u << 20);
+    if (pe->def->params_len > max_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the pipeline's default params are %zu bytes, more than %u "
+                 "(--max-params-bytes)", (size_t)pe->def->params_len, max_bytes);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return;
+    }
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
@@ -101,10 +111,100 @@ static void on_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg
     start_ctx_free(c);
 }
 
+#define PARAMS_BYTES_DEFAULT (1u << 20)
+#define PARAMS_KEYS_DEFAULT 10000u
+#define BODY_VALUES_SLACK 1024u /* values a body may hold beyond its params' */
+
+static uint32_t params_keys_max(const struct api *a)
+{
+    return a->cfg->max_params_keys ? a->cfg->max_params_keys : PARAMS_KEYS_DEFAULT;
+}
+
+/*
+ * Counts the separators and openers outside strings (',' '[' '{'): at least
+ * the values of a JSON text less one. A linear byte scan, so that a body of
+ * millions of tiny values is refused before the parser spends the loop's
+ * seconds building them.
+ */
+size_t json_count_values(const char *p, size_t n, size_t stop)
+{
+    size_t count = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n && count <= stop; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
+/* Keys and elements in v at every depth; stops counting past stop. */
+static size_t json_count_elems(json_t *v, size_t stop)
+{
+    size_t n = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e)
+        {
+            n += 1 + json_count_elems(e, stop);
+            if (n > stop)
+                break;
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v) && n <= stop; i++)
+            n += 1 + json_count_elems(json_array_get(v, i), stop);
+    }
+    return n;
+}
+
+/* A run's params within --max-params-keys and --max-params-bytes; 400 otherwise. */
+static bool params_ok(struct api *a, struct tr_http_req *req, json_t *params)
+{
+    if (params == NULL || !json_is_object(params))
+        return true;
+    uint32_t max_keys = params_keys_max(a);
+    uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes
+                                                  : PARAMS_BYTES_DEFAULT;
+    char msg[200];
+    if (json_count_elems(params, max_keys) > max_keys) {
+        snprintf(msg, sizeof(msg),
+                 "'params' holds more than %u keys and elements (--max-params-keys)", max_keys);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return false;
+    }
+    size_t bytes = json_dumpb(params, NULL, 0, JSON_COMPACT);
+    if (bytes > max_bytes) {
+        snprintf(msg, sizeof(msg),
+                 "'params' is %zu bytes as JSON, more than %u (--max-params-bytes)", bytes,
+                 max_bytes);
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return false;
+    }
+    return true;
+}
+
 /* Parses the body as a JSON object; answers 400 and returns NULL otherwise. */
-static json_t *body_object(struct tr_http_req *req)
+static json_t *body_object(struct api *a, struct tr_http_req *req)
 {
     struct tr_str body = tr_http_req_body(req);
+    size_t max_values = (size_t)params_keys_max(a) + BODY_VALUES_SLACK;
+    if (json_count_values(body.p, body.len, max_values) > max_values) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the body holds more than %zu values ('params' may hold %u keys and "
+                 "elements: --max-params-keys)", max_values, params_keys_max(a));
+        tr_http_respond_error(req, 400, "invalid_params", msg);
+        return NULL;
+    }
     json_error_t jerr;
     json_t *j = json_loadb(body.p, body.len, 0, &jerr);
     if (j == NULL) {
@@ -146,7 +246,7 @@ static void start_or_register(struct api *a, struct tr_http_req *req, bool regis
                               "the state backend is not taking writes; try again");
         return;
     }
-    json_t *body = body_object(req);
+    json_t *body = body_object(a, req);
     if (body == NULL)
         return;
     json_t *source = json_object_get(body, "source");
@@ -166,6 +266,10 @@ static void start_or_register(struct api *a, struct tr_http_req *req, bool regis
         msg = "'name' must be a string";
     if (msg != NULL) {
         tr_http_respond_error(req, 400, "invalid_request", msg);
+        json_decref(body);
+        return;
+    }
+    if (!params_ok(a, req, params)) {
         json_decref(body);
         return;
     }
@@ -267,6 +371,28 @@ static int count_task_usage(const struct tr_task_rec *rec, void *arg)
     return count_task(rec, arg);
 }
 
+/*
+ * A query number, strictly decimal: 1 to 9 digits, then (when frac) an
+ * optional '.' and 1 to 6 digits. No sign, space, exponent, hex, inf or nan,
+ * which strtod and strtol would take.
+ */
+bool query_decimal(const char *q, bool frac, double *out)
+{
+    size_t n = strspn(q, "0123456789");
+    if (n == 0 || n > 9)
+        return false;
+    if (q[n] == '.' && frac) {
+        size_t f = strspn(q + n + 1, "0123456789");
+        if (f == 0 || f > 6)
+            return false;
+        n += 1 + f;
+    }
+    if (q[n] != '\0')
+        return false;
+    *out = strtod(q, NULL);
+    return true;
+}
+
 void h_run_get(struct tr_http_req *req, void *arg)
 {
     struct api *a = arg;
@@ -276,17 +402,18 @@ void h_run_get(struct tr_http_req *req, void *arg)
     char wait_s[32];
     double wait = 0;
     if (tr_http_req_query(req, "wait", wait_s, sizeof(wait_s))) {
-        char *end;
-        wait = strtod(wait_s, &end);
-        if (*end != '\0' || !(wait >= 0)) {
-            tr_http_respond_error(req, 400, "invalid_request", "'wait' must be seconds >= 0");
+        if (!query_decimal(wait_s, true, &wait)) {
+            tr_http_respond_error(req, 400, "invalid_request",
+                                  "'wait' must be decimal seconds >= 0 (e.g. 5 or 0.5)");
             return;
         }
         wait = fmin(wait, WAIT_MAX_S);
     }
     struct run *r = run_find(a->core, id);
     if (r != NULL) {
-        if (run_is_final(r) || wait <= 0) {
+        /* Long-polls leave the HTTP server a reserve of connections: past
+         * it, the answer is the current state at once. */
+        if (run_is_final(r) || wait <= 0 || !tr_http_req_may_hold(req)) {
             /* A change not committed yet is shown after the commit, like the
              * answer to the write that made it. */
             if (r->dirty)
@@ -584,13 +711,13 @@ void h_runs_list(struct tr_http_req *req, void *arg)
     bool by_state = tr_http_req_query(req, "state", state, sizeof(state));
     long limit = 50;
     if (tr_http_req_query(req, "limit", limit_s, sizeof(limit_s))) {
-        char *end;
-        limit = strtol(limit_s, &end, 10);
-        if (*end != '\0' || limit < 1) {
-            tr_http_respond_error(req, 400, "invalid_request", "'limit' must be a number >= 1");
+        double v;
+        if (!query_decimal(limit_s, false, &v) || v < 1) {
+            tr_http_respond_error(req, 400, "invalid_request",
+                                  "'limit' must be a decimal number >= 1");
             return;
         }
-        limit = TR_MIN(limit, 1000L);
+        limit = (long)TR_MIN(v, 1000.0);
     }
     if (by_state) {
         bool known = false;

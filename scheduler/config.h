@@ -26,6 +26,9 @@ struct sched_config
     uint32_t heartbeat_ms;    /* worker heartbeat interval */
     uint32_t prefetch;        /* cap on tasks sent to a worker beyond its slots (adaptive) */
     uint32_t keep_runs;       /* finished runs kept in memory for the API */
+    uint32_t max_slots;       /* --max-slots: slots a worker's HELLO may claim (0: 10,000) */
+    uint32_t max_params_bytes; /* --max-params-bytes: a run's params as JSON (0: 1 MiB) */
+    uint32_t max_params_keys; /* --max-params-keys: keys and elements in them (0: 10,000) */
     double timeout_grace_s;   /* after a task's timeout, before the scheduler gives up on it */
     struct tr_pipeline_limits limits; /* sandbox for reading pipelines */
     char *id;                 /* --id: this scheduler's name in the election */

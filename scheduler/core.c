@@ -310,6 +310,7 @@ void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result
         return;
     }
     counters_observe_latency(c->cnt, tr_now() - in->dispatched_at);
+    worker_window_grow(w);
     double run_s = m->finished_at - m->started_at;
     if (run_s >= 0 && run_s < 86400)
         w->ewma_run_s = w->ewma_run_s > 0 ? 0.8 * w->ewma_run_s + 0.2 * run_s : run_s;
@@ -499,6 +500,7 @@ int run_new(struct core *s, struct pipeline_entry *pe, json_t *params, struct ru
     }
     r->in_memory_only = true;
     run_mark_dirty(r);
+    dispatch_pools_ref(s->dispatch, def, +1);
     *out = r;
     return 0;
 out_free:
@@ -626,6 +628,7 @@ static void run_finish(struct run *r)
     }
     s->cnt->runs_total[r->state]++;
     s->n_active--;
+    dispatch_pools_ref(s->dispatch, def, -1);
     tr_info("run %s run=%s pipeline=%s", tr_run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
@@ -651,7 +654,7 @@ int run_cancel(struct run *r, const char *reason)
                 struct tr_msg m = {.type = TR_MSG_CANCEL};
                 m.u.cancel.id = in->dispatch_id;
                 m.u.cancel.reason = tr_str_c(reason);
-                if (batch_add_msg(s->batch, in->worker->id, in->worker->id_len, &m) < 0)
+                if (batch_add_msg(s->batch, in->worker->ident, in->worker->ident_len, &m) < 0)
                     tr_warn("cannot queue cancel run=%s: out of memory", r->id);
             }
             inst_set_state(in, TR_TASK_CANCELLED);
@@ -664,6 +667,7 @@ int run_cancel(struct run *r, const char *reason)
     r->error = tr_strdup(reason);
     s->cnt->runs_total[TR_RUN_CANCELLED]++;
     s->n_active--;
+    dispatch_pools_ref(s->dispatch, def, -1);
     tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);

@@ -21,7 +21,7 @@ static void answer_pipeline_get(struct core *c, struct worker *w, struct tr_str 
     m.u.pipeline.digest = digest;
     if (digest.len != 64) {
         m.u.pipeline.error = TR_STR("bad digest");
-        transport_send_msg(c->tp, w->id, w->id_len, &m);
+        transport_send_msg(c->tp, w->ident, w->ident_len, &m);
         return;
     }
     memcpy(d, digest.p, 64);
@@ -37,7 +37,7 @@ static void answer_pipeline_get(struct core *c, struct worker *w, struct tr_str 
     } else {
         m.u.pipeline.error = TR_STR("unknown pipeline digest");
     }
-    transport_send_msg(c->tp, w->id, w->id_len, &m);
+    transport_send_msg(c->tp, w->ident, w->ident_len, &m);
     tr_free(src);
 }
 
@@ -61,6 +61,15 @@ void core_on_message(void *arg, const void *ident, size_t ident_len, const struc
             transport_send_msg(c->tp, ident, ident_len, &bye);
         }
         return;
+    }
+    if (w->key[0] != '\0') {
+        /* Under CURVE a connection carries one key; a routing id reused by
+         * another connection after the worker's went away is not the worker. */
+        const char *key = transport_peer_key(c->tp);
+        if (key == NULL || strcmp(key, w->key) != 0) {
+            counters_drop(c->cnt, DROP_IMPERSONATION, NULL, 0);
+            return;
+        }
     }
     fleet_seen(w);
     switch (m->type) {
@@ -121,7 +130,8 @@ void core_timer_fire(void *arg, struct inst *in, uint64_t dispatch_id)
     struct tr_msg cancel = {.type = TR_MSG_CANCEL};
     cancel.u.cancel.id = in->dispatch_id;
     cancel.u.cancel.reason = tr_str_c("timeout");
-    if (in->worker && batch_add_msg(c->batch, in->worker->id, in->worker->id_len, &cancel) < 0)
+    if (in->worker &&
+        batch_add_msg(c->batch, in->worker->ident, in->worker->ident_len, &cancel) < 0)
         tr_warn("cannot queue cancel for task '%s': out of memory", td->name);
     char msg[200];
     snprintf(msg, sizeof(msg), "task '%s' timed out after %g s (no answer from worker)",

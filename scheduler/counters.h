@@ -29,6 +29,7 @@ enum drop_reason
     DROP_UNKNOWN_WORKER,
     DROP_STALE_RESULT,
     DROP_BAD_FRAMES,
+    DROP_IMPERSONATION,      /* a HELLO for a live worker id from another connection or key */
     DROP_COUNT
 };
 

@@ -19,6 +19,10 @@
  */
 #include "scheduler/dispatch.h"
 
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "lib/base/vec.h"
@@ -105,11 +109,9 @@ static uint32_t gpus_of(const struct inst *in)
     return in->run->pipe->def->tasks[in->task].gpus;
 }
 
-/* The ready queue of in's pool, made when new. */
-static struct ready_queue *pool_queue(struct dispatch *d, const struct inst *in)
+/* The ready queue of the pool of this name, made when new. */
+static struct ready_queue *queue_get(struct dispatch *d, const char *name)
 {
-    const struct tr_pipeline_def *def = in->run->pipe->def;
-    const char *name = def->pools[def->tasks[in->task].pool];
     size_t len = strlen(name);
     struct ready_queue *q = tr_hmap_get(&d->queues, name, len);
     if (q != NULL)
@@ -121,6 +123,52 @@ static struct ready_queue *pool_queue(struct dispatch *d, const struct inst *in)
         exit(70);
     }
     return q;
+}
+
+/* The ready queue of in's pool, made when new. */
+static struct ready_queue *pool_queue(struct dispatch *d, const struct inst *in)
+{
+    const struct tr_pipeline_def *def = in->run->pipe->def;
+    return queue_get(d, def->pools[def->tasks[in->task].pool]);
+}
+
+void dispatch_pools_ref(struct dispatch *d, const struct tr_pipeline_def *def, int delta)
+{
+    for (uint32_t i = 0; i < def->n_pools; i++) {
+        struct ready_queue *q = queue_get(d, def->pools[i]);
+        if (delta > 0)
+            q->runs++;
+        else if (q->runs > 0)
+            q->runs--;
+    }
+}
+
+static bool pool_has_queue(void *arg, const struct pool *p)
+{
+    struct dispatch *d = arg;
+    return tr_hmap_get(&d->queues, p->name, strlen(p->name)) != NULL;
+}
+
+/*
+ * Pool names come from pipelines and HELLOs: without this, every name ever
+ * seen would stay in memory and in /metrics for good.
+ */
+void dispatch_sweep(struct dispatch *d)
+{
+    size_t it = 0;
+    struct ready_queue *q;
+    while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
+        if (q->runs == 0 && q->n_heap == 0 && (q->gpu == NULL || q->gpu->n_heap == 0) &&
+            q->pool->n_workers == 0) {
+            tr_hmap_del(&d->queues, q->pool->name, strlen(q->pool->name));
+            if (q->gpu != NULL)
+                tr_free(q->gpu->heap);
+            tr_free(q->gpu);
+            tr_free(q->heap);
+            tr_free(q);
+        }
+    }
+    fleet_sweep_pools(d->fleet, pool_has_queue, d);
 }
 
 /* The queue in waits in: its pool's, or that pool's GPU queue. */
@@ -193,12 +241,41 @@ static struct worker *pick_worker(struct dispatch *s, struct pool *p)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
-        if (w->inflight < w->slots + worker_prefetch(s, w)) {
+        uint32_t credit = w->slots + worker_prefetch(s, w);
+        if (w->inflight < TR_MIN(credit, w->window)) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
         }
     }
     return NULL;
+}
+
+/*
+ * Dispatch ids are fencing tokens a result must quote: random, so a peer
+ * cannot guess the next one, and unique among the dispatches in flight. Read
+ * from the kernel in batches: one getrandom per 64 dispatches.
+ */
+static uint64_t new_dispatch_id(struct dispatch *s)
+{
+    static uint64_t pool[64];
+    static size_t left;
+    for (;;) {
+        if (left == 0) {
+            size_t got = 0;
+            while (got < sizeof(pool)) {
+                ssize_t n = getrandom((char *)pool + got, sizeof(pool) - got, 0);
+                if (n < 0 && errno != EINTR) {
+                    tr_err("getrandom failed: %s", strerror(errno));
+                    exit(70);
+                }
+                got += n > 0 ? (size_t)n : 0;
+            }
+            left = TR_ARRAY_LEN(pool);
+        }
+        uint64_t id = pool[--left];
+        if (id != 0 && tr_hmap_get(&s->ids, &id, sizeof(id)) == NULL)
+            return id;
+    }
 }
 
 static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
@@ -214,7 +291,7 @@ static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
     if (td->cache && s->hooks.cached(s->hooks.arg, in, (struct tr_str){args->buf, args->len}))
         return;
     in->attempts++;
-    in->dispatch_id = ++s->next_id;
+    in->dispatch_id = new_dispatch_id(s);
     in->dispatched_at = tr_now();
     struct tr_msg m = {.type = TR_MSG_TASK};
     struct tr_msg_task *t = &m.u.task;
@@ -230,7 +307,7 @@ static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
     t->timeout = td->timeout;
     if (td->gpus > 0)
         in->gpu_mask = worker_gpus_take(&w->g, td->gpus, t);
-    if (batch_add_msg(s->batch, w->id, w->id_len, &m) < 0 ||
+    if (batch_add_msg(s->batch, w->ident, w->ident_len, &m) < 0 ||
         tr_hmap_put(&s->ids, &in->dispatch_id, sizeof(in->dispatch_id), in) < 0) {
         tr_err("out of memory dispatching run=%s task=%s", r->id, td->name);
         exit(70);
@@ -335,16 +412,25 @@ bool dispatch_gpu_waiting(struct dispatch *d, struct inst *in, char *why, size_t
 
 /* ====================================================================== */
 
-void dispatch_all(struct dispatch *s)
+/* TASK bytes queued in one turn at most: each TASK carries its run's params
+ * (up to --max-params-bytes), so credit alone does not bound a turn's work. */
+#define DISPATCH_TURN_BYTES (64u << 20)
+
+bool dispatch_all(struct dispatch *s)
 {
     size_t it = 0;
     struct ready_queue *q;
     struct tr_buf args;
+    bool more = false;
     tr_buf_init(&args, 0);
-    while ((q = tr_hmap_next(&s->queues, &it)) != NULL) {
+    while (!more && (q = tr_hmap_next(&s->queues, &it)) != NULL) {
         if (q->gpu != NULL) /* first: they need a free slot, not a prefetch place */
             dispatch_gpu(s, q->gpu, &args);
         while (q->n_heap > 0) {
+            if (s->batch->out_bytes.len >= DISPATCH_TURN_BYTES) {
+                more = true;
+                break;
+            }
             struct worker *w = pick_worker(s, q->pool);
             if (w == NULL)
                 break;
@@ -352,6 +438,7 @@ void dispatch_all(struct dispatch *s)
         }
     }
     tr_buf_release(&args);
+    return more;
 }
 
 struct inst *dispatch_find(struct dispatch *d, uint64_t id)

@@ -23,6 +23,7 @@
 struct ready_queue
 {
     struct pool *pool;       /* the fleet's pool of the same name */
+    uint32_t runs;           /* unfinished runs with a task in this pool */
     struct inst **heap;
     size_t n_heap;
     size_t cap_heap;
@@ -44,7 +45,6 @@ struct dispatch
     struct tr_hmap queues;    /* pool name -> struct ready_queue */
     struct tr_hmap ids;       /* dispatch id (8 bytes) -> struct inst: the fencing table */
     uint64_t epoch;           /* of this leadership, in every TASK (fencing) */
-    uint64_t next_id;         /* counter for dispatch ids */
     uint64_t next_seq;        /* FIFO order of ready instances */
     uint32_t prefetch;        /* --prefetch */
     double timeout_grace_s;
@@ -65,8 +65,14 @@ void dispatch_ready(struct dispatch *d, struct inst *in);
 /* Takes an instance out of its ready queue, if it is in one. */
 void dispatch_unready(struct dispatch *d, struct inst *in);
 /* Sends ready instances to workers with credit, pool by pool (TASK messages
- * go to the batch). */
-void dispatch_all(struct dispatch *d);
+ * go to the batch), at most DISPATCH_TURN_BYTES of them; true when it stopped
+ * there with work left (the caller makes another turn come at once). */
+bool dispatch_all(struct dispatch *d);
+/* Takes (+1) or drops (-1) a reference to each pool of a run's pipeline. */
+void dispatch_pools_ref(struct dispatch *d, const struct tr_pipeline_def *def, int delta);
+/* Frees the pools nothing refers to (no ready task, no worker, no unfinished
+ * run): their queues and the fleet's entries. Not while pools are iterated. */
+void dispatch_sweep(struct dispatch *d);
 /* The instance of a current dispatch, or NULL (an old or unknown id). */
 struct inst *dispatch_find(struct dispatch *d, uint64_t id);
 /* Ends the current dispatch of in: forgets its id and frees the worker's credit. */

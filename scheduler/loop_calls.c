@@ -41,16 +41,17 @@
 struct call
 {
     struct api *a;
-    char *worker_id; /* owned: the worker is looked up again when the answer comes */
+    char *ident;     /* owned: the worker's connection, looked up again when the answer comes */
+    size_t ident_len;
     uint64_t id;
     uint64_t dispatch;
 };
 
 /* Sends CALL_REPLY with the API's JSON answer (or status 0 when the server went away). */
-static void reply_json(struct api *a, const char *worker_id, uint64_t id, uint64_t dispatch,
-                       int status, const char *body, size_t len)
+static void reply_json(struct api *a, const char *ident, size_t ident_len, uint64_t id,
+                       uint64_t dispatch, int status, const char *body, size_t len)
 {
-    struct worker *w = fleet_find(a->fleet, worker_id, strlen(worker_id));
+    struct worker *w = fleet_find(a->fleet, ident, ident_len);
     if (w == NULL || status == 0)
         return;
     msgpack_sbuffer sb;
@@ -75,10 +76,10 @@ static void reply_json(struct api *a, const char *worker_id, uint64_t id, uint64
     m.u.call_reply.status = (uint32_t)status;
     m.u.call_reply.body = (struct tr_str){sb.data, sb.size};
     if (rc == 0)
-        rc = batch_add_msg(a->batch, w->id, w->id_len, &m);
+        rc = batch_add_msg(a->batch, w->ident, w->ident_len, &m);
     if (rc < 0)
         tr_warn("cannot answer call %llu of worker '%s': %s", (unsigned long long)id,
-                worker_id, tr_strerror(rc));
+                w->id, tr_strerror(rc));
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -88,15 +89,15 @@ static void reply_error(struct api *a, struct worker *w, const struct tr_msg_cal
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    reply_json(a, w->id, m->id, m->dispatch, status, text, text ? strlen(text) : 0);
+    reply_json(a, w->ident, w->ident_len, m->id, m->dispatch, status, text, text ? strlen(text) : 0);
     free(text);
 }
 
 static void on_answer(void *arg, int status, const char *body, size_t len)
 {
     struct call *c = arg;
-    reply_json(c->a, c->worker_id, c->id, c->dispatch, status, body, len);
-    tr_free(c->worker_id);
+    reply_json(c->a, c->ident, c->ident_len, c->id, c->dispatch, status, body, len);
+    tr_free(c->ident);
     tr_free(c);
 }
 
@@ -276,11 +277,13 @@ void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(body);
     struct call *c = tr_calloc(1, sizeof(*c));
-    if (c != NULL)
-        c->worker_id = tr_strdup(w->id);
-    if (c == NULL || c->worker_id == NULL || (body != NULL && text == NULL)) {
+    if (c != NULL) {
+        c->ident = tr_memdup(w->ident, w->ident_len);
+        c->ident_len = w->ident_len;
+    }
+    if (c == NULL || c->ident == NULL || (body != NULL && text == NULL)) {
         if (c != NULL)
-            tr_free(c->worker_id);
+            tr_free(c->ident);
         tr_free(c);
         free(text);
         reply_error(a, w, m, 500, "out_of_memory", "out of memory");
@@ -293,7 +296,7 @@ void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
                                    on_answer, c);
     free(text);
     if (rc < 0) {
-        tr_free(c->worker_id);
+        tr_free(c->ident);
         tr_free(c);
         reply_error(a, w, m, 500, "internal", tr_strerror(rc));
     }

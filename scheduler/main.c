@@ -92,6 +92,13 @@ static const struct tr_flag sched_flags[] = {
      .help = "cap on the adaptive prefetch window per worker"},
     {"keep-runs", 0, TR_FLAG_UINT, CFG(keep_runs), .dflt = "1000", .arg = "N",
      .help = "finished runs kept in memory"},
+    {"max-slots", 0, TR_FLAG_UINT, CFG(max_slots), .dflt = "10000", .arg = "N", .min = 1,
+     .max = 1000000, .help = "slots a worker's HELLO may claim; more count as N"},
+    {"max-params-bytes", 0, TR_FLAG_UINT, CFG(max_params_bytes), .dflt = "1048576", .arg = "N",
+     .min = 2, .max = 32L << 20, .help = "a run's params as compact JSON, at most"},
+    /* A worker's decoder takes at most 1,000,000 elements per container. */
+    {"max-params-keys", 0, TR_FLAG_UINT, CFG(max_params_keys), .dflt = "10000", .arg = "N",
+     .min = 1, .max = 1000000, .help = "keys and elements in a run's params, at most"},
     {"log-level", 0, TR_FLAG_ENUM, .var = &opt_log_level, .dflt = "info",
      .choices = log_levels, .arg = "LEVEL", .help = "debug, info, warn or error"},
     {"id", 0, TR_FLAG_STR, CFG(id), .arg = "NAME", .check = check_id,

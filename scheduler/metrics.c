@@ -15,10 +15,28 @@
             goto out_oom;                         \
     } while (0)
 
+/*
+ * A label value as the Prometheus text format wants it: backslash, double
+ * quote and newline escaped. Pool names are checked where they come in
+ * (pipelines, HELLO), but the exposition must hold whatever a name is.
+ */
+static const char *label_value(struct tr_buf *esc, const char *v)
+{
+    tr_buf_reset(esc);
+    for (const char *p = v; *p != '\0'; p++) {
+        const char *e = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+        if ((e != NULL ? tr_buf_add(esc, e, 2) : tr_buf_add(esc, p, 1)) < 0)
+            return NULL;
+    }
+    return tr_buf_add(esc, "", 1) < 0 ? NULL : esc->buf;
+}
+
 char *metrics_render(const struct metrics_src *s, size_t *len)
 {
-    struct tr_buf b;
+    struct tr_buf b, esc;
     tr_buf_init(&b, 0);
+    tr_buf_init(&esc, 0);
+    const char *pn;
     const struct counters *m = s->cnt;
     ADD("# HELP trellis_runs_total Runs finished, by outcome.\n# TYPE trellis_runs_total counter\n");
     for (int i = TR_RUN_SUCCEEDED; i <= TR_RUN_CANCELLED; i++)
@@ -49,13 +67,19 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
         "# TYPE trellis_ready_tasks gauge\n");
     size_t it = 0;
     struct pool *p;
-    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL)
-        ADD("trellis_ready_tasks{pool=\"%s\"} %zu\n", p->name,
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
+        if ((pn = label_value(&esc, p->name)) == NULL)
+            goto out_oom;
+        ADD("trellis_ready_tasks{pool=\"%s\"} %zu\n", pn,
             dispatch_ready_count(s->dispatch, p->name, strlen(p->name)));
+    }
     ADD("# HELP trellis_workers Connected workers, by pool.\n# TYPE trellis_workers gauge\n");
     it = 0;
-    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL)
-        ADD("trellis_workers{pool=\"%s\"} %zu\n", p->name, p->n_workers);
+    while ((p = tr_hmap_next(&s->fleet->pools, &it)) != NULL) {
+        if ((pn = label_value(&esc, p->name)) == NULL)
+            goto out_oom;
+        ADD("trellis_workers{pool=\"%s\"} %zu\n", pn, p->n_workers);
+    }
     ADD("# HELP trellis_worker_slots Task slots of connected workers, by pool.\n"
         "# TYPE trellis_worker_slots gauge\n");
     it = 0;
@@ -63,7 +87,9 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
         uint64_t slots = 0;
         for (size_t i = 0; i < p->n_workers; i++)
             slots += p->workers[i]->slots;
-        ADD("trellis_worker_slots{pool=\"%s\"} %llu\n", p->name, (unsigned long long)slots);
+        if ((pn = label_value(&esc, p->name)) == NULL)
+            goto out_oom;
+        ADD("trellis_worker_slots{pool=\"%s\"} %llu\n", pn, (unsigned long long)slots);
     }
     ADD("# HELP trellis_task_latency_seconds Time from dispatch to result.\n"
         "# TYPE trellis_task_latency_seconds histogram\n");
@@ -115,8 +141,10 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
             goto out_oom;
         ADD("\"} %zu\n", dispatch_gpu_ready_count(s->dispatch, p->name, strlen(p->name)));
     }
+    tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:
+    tr_buf_release(&esc);
     tr_buf_release(&b);
     return NULL;
 }

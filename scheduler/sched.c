@@ -34,8 +34,11 @@ static void end_of_turn(struct sched *s)
      * sends: another scheduler may be leading (leader.c). */
     if (!leader_may_act(s->leader))
         return;
-    if (!s->batch.failing)
-        dispatch_all(&s->dispatch);
+    /* A turn stopped at its byte bound goes on at once, after this turn's
+     * commit and sends, through the commit retry timer (nothing to retry:
+     * the commit is not failing). */
+    if (!s->batch.failing && dispatch_all(&s->dispatch))
+        uv_timer_start(&s->commit_retry, on_commit_retry, 0, 0);
     if (batch_dirty(&s->batch) && batch_commit(&s->batch, s->state) < 0) {
         if (!uv_is_active((uv_handle_t *)&s->commit_retry))
             uv_timer_start(&s->commit_retry, on_commit_retry, 200, 0);
@@ -45,6 +48,12 @@ static void end_of_turn(struct sched *s)
     batch_reply(&s->batch);
     if (s->core.n_finished_in_memory > s->cfg.keep_runs)
         runs_evict(&s->core);
+    /* Pools nothing refers to are freed about once a second. */
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_sweep_ms >= 1000) {
+        s->last_sweep_ms = now;
+        dispatch_sweep(&s->dispatch);
+    }
 }
 
 static void on_prepare(uv_prepare_t *h)
@@ -146,6 +155,8 @@ static void parts_init(struct sched *s)
     timers_init(&s->timers, s->loop, core_timer_fire, &s->core);
     struct fleet_hooks fh = {.arg = s, .up = on_worker_up, .down = on_worker_down};
     fleet_init(&s->fleet, s->cfg.heartbeat_ms, &fh);
+    s->fleet.cnt = &s->cnt;
+    s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);

@@ -84,7 +84,8 @@ struct sched
     /* The loop turn. */
     uv_prepare_t turn;        /* end of turn: schedule, commit, send, reply */
     uv_check_t turn_check;    /* same, after I/O, so work done in poll is flushed at once */
-    uv_timer_t commit_retry;  /* retries a failed commit */
+    uv_timer_t commit_retry;  /* retries a failed commit; also the next turn at once */
+    uint64_t last_sweep_ms;   /* loop time of the last sweep of unused pools */
     uv_signal_t sigint, sigterm;
     bool handles_open;
 };

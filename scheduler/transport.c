@@ -34,6 +34,11 @@ void transport_release(struct transport *t)
     msgpack_sbuffer_destroy(&t->sbuf);
 }
 
+const char *transport_peer_key(struct transport *t)
+{
+    return t != NULL && t->ops->peer_key != NULL ? t->ops->peer_key(t->impl) : NULL;
+}
+
 int transport_send(struct transport *t, const void *ident, size_t ident_len, const void *data,
                    size_t len)
 {
@@ -86,7 +91,13 @@ static void zr_flush(void *impl)
     tr_zmq_uv_kick(z->zuv);
 }
 
-static const struct transport_ops zr_ops = {zr_send, zr_flush};
+static const char *zr_peer_key(void *impl)
+{
+    struct zmq_router *z = impl;
+    return z->zap != NULL ? tr_zmq_uv_peer_user(z->zuv) : NULL;
+}
+
+static const struct transport_ops zr_ops = {zr_send, zr_flush, zr_peer_key};
 
 static enum drop_reason drop_reason_of(const char *label)
 {
@@ -162,7 +173,7 @@ static int setup_curve(struct zmq_router *s, const struct sched_config *cfg,
     int rc = tr_curve_load_pair(cfg->curve_key, pub, sec, err);
     if (rc < 0)
         return rc;
-    s->zap = tr_zap_start(s->zctx, cfg->curve_allow, err);
+    s->zap = tr_zap_open(s->zctx, cfg->curve_allow, err);
     if (s->zap == NULL) {
         explicit_bzero(sec, sizeof(sec));
         return err->code ? err->code : TR_EIO;
@@ -202,7 +213,8 @@ int zmq_router_open(struct zmq_router **out, uv_loop_t *loop, const struct sched
     int one = 1, zero = 0, hwm = 1000000;
     int64_t maxmsg = (int64_t)tr_mp_default_limits.max_frame;
     zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
-    zmq_setsockopt(s->router, ZMQ_ROUTER_HANDOVER, &one, sizeof(one));
+    /* No ZMQ_ROUTER_HANDOVER: a connection claiming the routing id of a live
+     * one must not take its place (and its results). */
     zmq_setsockopt(s->router, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(s->router, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(s->router, ZMQ_RCVHWM, &hwm, sizeof(hwm));
@@ -213,7 +225,7 @@ int zmq_router_open(struct zmq_router **out, uv_loop_t *loop, const struct sched
     if (zmq_bind(s->router, cfg->listen) != 0)
         return tr_error_set(err, TR_EIO, "cannot listen for workers on '%s': %s", cfg->listen,
                             zmq_strerror(errno));
-    s->zuv = tr_zmq_uv_new(loop, s->router, true, 4096, on_frame, s);
+    s->zuv = tr_zmq_uv_open(loop, s->router, true, 4096, on_frame, s);
     if (s->zuv == NULL)
         return tr_error_set(err, TR_ENOMEM, "cannot watch the worker socket");
     return 0;
@@ -233,13 +245,13 @@ void zmq_router_close(struct zmq_router *s)
 {
     if (s == NULL)
         return;
-    tr_zmq_uv_free(s->zuv);
+    tr_zmq_uv_close(s->zuv);
     if (s->router)
         zmq_close(s->router);
     if (s->zctx) {
         /* Shutdown unblocks the authentication thread before the join. */
         zmq_ctx_shutdown(s->zctx);
-        tr_zap_stop(s->zap);
+        tr_zap_close(s->zap);
         zmq_ctx_term(s->zctx);
     }
     tr_proto_decoder_release(&s->decoder);

@@ -26,6 +26,9 @@ struct transport_ops
     int (*send)(void *impl, const void *ident, size_t ident_len, const void *data, size_t len);
     /* After a burst of sends: lets the implementation flush. May be NULL. */
     void (*flush)(void *impl);
+    /* During the message callback: the authenticated key of the peer's
+     * connection (CURVE, Z85), or NULL without authentication. May be NULL. */
+    const char *(*peer_key)(void *impl);
 };
 
 struct transport
@@ -45,6 +48,8 @@ int transport_send(struct transport *t, const void *ident, size_t ident_len, con
 void transport_send_msg(struct transport *t, const void *ident, size_t ident_len,
                         const struct tr_msg *m);
 void transport_flush(struct transport *t);
+/* See transport_ops.peer_key; NULL when the transport has none. */
+const char *transport_peer_key(struct transport *t);
 
 /* A decoded frame from a worker (identity, message, and its raw bytes). */
 typedef void (*transport_msg_fn)(void *arg, const void *ident, size_t ident_len,

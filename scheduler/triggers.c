@@ -388,18 +388,11 @@ static void start_run(struct api *s, struct trg *t, struct pipeline_entry *pe, d
     struct run *r = NULL;
     int rc = params && stats_copy ? run_new(s->core, pe, params, &r, &err) : TR_ENOMEM;
     json_decref(params);
-    if (rc == 0 && l->n_firings == l->cap_firings) {
-        size_t cap = l->cap_firings ? l->cap_firings * 2 : 8;
-        struct firing *a = tr_reallocarray(l->firings, cap, sizeof(*a));
-        if (a == NULL) {
-            /* The run exists in memory only; it is cancelled before any commit. */
-            if (run_cancel(r, "out of memory while recording its trigger's firing") < 0)
-                tr_warn("cannot cancel run=%s", r->id);
-            rc = TR_ENOMEM;
-        } else {
-            l->firings = a;
-            l->cap_firings = cap;
-        }
+    if (rc == 0 && TR_VEC_RESERVE(l->firings, l->cap_firings, l->n_firings + 1) != 0) {
+        /* The run exists in memory only; it is cancelled before any commit. */
+        if (run_cancel(r, "out of memory while recording its trigger's firing") < 0)
+            tr_warn("cannot cancel run=%s", r->id);
+        rc = TR_ENOMEM;
     }
     if (rc < 0) {
         tr_free(stats_copy);

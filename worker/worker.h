@@ -1,7 +1,8 @@
 /*
  * worker.h - one worker's connection to the scheduler.
  *
- * A ZeroMQ DEALER (routing id = the worker id) on the caller's libuv loop.
+ * A ZeroMQ DEALER (a random routing id per connection; the worker id goes in
+ * HELLO) on the caller's libuv loop.
  * It says HELLO every heartbeat interval until WELCOME comes, then
  * HEARTBEAT every interval (the one WELCOME gives). Liveness follows the
  * Paranoid Pirate pattern: when nothing at all came from the scheduler for
@@ -42,7 +43,7 @@ struct tr_worker_config
 {
     const char *endpoints[TR_WORKER_MAX_ENDPOINTS]; /* tcp://HOST:PORT, tried in turn */
     uint32_t n_endpoints;
-    const char *id;                                 /* routing id and HELLO id */
+    const char *id;                                 /* HELLO id */
     const char *pool;                               /* "cpu" */
     uint32_t slots;                                 /* tasks at once */
     uint32_t gpus;                                  /* --gpus N (unless gpus_auto) */

@@ -13,7 +13,7 @@
  *
  * Shutdown, in the order gRPC's C core requires (calls finished and
  * unreferenced, channels, queue shut down and drained, queue destroyed,
- * grpc_shutdown): tr_etcd_free cancels every object; each one
+ * grpc_shutdown): tr_etcd_close cancels every object; each one
  * unregisters once all its batches are back and its callback has run. When
  * the last one goes, teardown() destroys the channels, shuts the queue down,
  * joins the thread (which exits on GRPC_QUEUE_SHUTDOWN), destroys the queue,
@@ -340,7 +340,7 @@ static void teardown(struct tr_etcd *e)
     uv_close((uv_handle_t *)&e->rotate, on_handle_closed);
 }
 
-void tr_etcd_free(struct tr_etcd *e)
+void tr_etcd_close(struct tr_etcd *e)
 {
     if (!e || e->closing)
         return;
@@ -466,7 +466,7 @@ static int make_creds(struct tr_etcd *e, const struct tr_etcd_config *cfg, bool 
     return rc;
 }
 
-struct tr_etcd *tr_etcd_new(uv_loop_t *loop, const struct tr_etcd_config *cfg,
+struct tr_etcd *tr_etcd_open(uv_loop_t *loop, const struct tr_etcd_config *cfg,
                             struct tr_error *err)
 {
     tr_error_init(err);

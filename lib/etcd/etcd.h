@@ -17,7 +17,7 @@
  * callback (tr_etcd_fn) is called exactly once, from the loop, never from
  * inside the call that started it. A streaming callback (watch, keep-alive)
  * may be called many times and is called one last time with a final status,
- * after which its handle is gone. tr_etcd_free and the cancel/stop functions
+ * after which its handle is gone. tr_etcd_close and the cancel/stop functions
  * complete what they stop with TR_ECANCELED.
  *
  * Errors of a call (status of a callback):
@@ -26,7 +26,7 @@
  *   TR_ETIMEDOUT  the deadline passed. The outcome is UNKNOWN: a write may
  *                 or may not have been applied. Make writes idempotent or
  *                 guard them with a txn compare.
- *   TR_ECANCELED  the call was cancelled (tr_etcd_free); outcome unknown too.
+ *   TR_ECANCELED  the call was cancelled (tr_etcd_close); outcome unknown too.
  *   TR_ESTATE     etcd refused the request (any other gRPC status: a
  *                 compacted revision, too many txn ops, request too large,
  *                 lease not found...). res->message carries etcd's words and
@@ -82,7 +82,7 @@ struct tr_etcd_config
  * endpoint list or a key without a certificate, TR_EIO for an unreadable
  * TLS file, TR_ENOMEM. Loop thread.
  */
-struct tr_etcd *tr_etcd_new(uv_loop_t *loop, const struct tr_etcd_config *cfg,
+struct tr_etcd *tr_etcd_open(uv_loop_t *loop, const struct tr_etcd_config *cfg,
                             struct tr_error *err) TR_MUST_CHECK;
 
 /*
@@ -95,7 +95,7 @@ struct tr_etcd *tr_etcd_new(uv_loop_t *loop, const struct tr_etcd_config *cfg,
  * completing callback, e may still be passed to the functions below, which
  * then fail with TR_ECANCELED. Loop thread.
  */
-void tr_etcd_free(struct tr_etcd *e);
+void tr_etcd_close(struct tr_etcd *e);
 
 /* The endpoint ("host:port") calls currently go to; borrowed until the next
  * loop turn. */

@@ -10,7 +10,7 @@
  *     most one batch in flight, so the link lives in the tag), and the loop
  *     calls tag->done(tag, ok).
  *   - struct etcd_obj: every call, watch and keep-alive is registered on
- *     the client until it is finished, so that tr_etcd_free can cancel it
+ *     the client until it is finished, so that tr_etcd_close can cancel it
  *     and the shutdown waits for it.
  *   - struct etcd_chan: a refcounted gRPC channel to one endpoint. Calls
  *     hold a reference, so a channel replaced after UNAVAILABLE is destroyed
@@ -60,7 +60,7 @@ struct etcd_obj
 {
     struct etcd_obj *prev; /* registration list links */
     struct etcd_obj *next;
-    void (*cancel)(struct etcd_obj *o); /* called once by tr_etcd_free */
+    void (*cancel)(struct etcd_obj *o); /* called once by tr_etcd_close */
 };
 
 struct etcd_chan
@@ -97,7 +97,7 @@ struct tr_etcd
     uint64_t rng;                  /* xorshift state for backoff jitter */
     struct etcd_obj objs;          /* list head of live calls and streams */
     uint32_t n_objs;
-    bool closing;                  /* tr_etcd_free was called */
+    bool closing;                  /* tr_etcd_close was called */
     bool torn_down;                /* gRPC side destroyed */
     struct tr_etcd_stats stats;    /* tr_etcd_get_stats */
 };

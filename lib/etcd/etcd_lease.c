@@ -28,7 +28,7 @@ struct tr_etcd_keepalive
     uint32_t interval_ms;    /* between renewals */
     uint64_t sent_ns;        /* send time of the unanswered renewal; 0 none */
     uint64_t expiry_ns;      /* the lease is alive at least until then */
-    bool cancelled;          /* stop or tr_etcd_free asked */
+    bool cancelled;          /* stop or tr_etcd_close asked */
     bool finished;           /* the final callback ran */
     uint32_t failures;       /* stream failures since the last answer */
     tr_etcd_keepalive_fn cb;

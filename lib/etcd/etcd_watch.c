@@ -37,7 +37,7 @@ struct tr_etcd_watch
     bool from_now;             /* start_revision 0 and not created yet */
     bool created_reported;     /* the creation notice went out */
     bool progress_wanted;      /* a progress request waits for the send slot */
-    bool cancelled;            /* cancel or tr_etcd_free asked */
+    bool cancelled;            /* cancel or tr_etcd_close asked */
     bool finished;             /* the final callback ran */
     uint32_t failures;         /* stream failures since the last creation */
     tr_etcd_watch_fn cb;

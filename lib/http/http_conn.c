@@ -18,6 +18,17 @@
  * buffered in `in`, and reading stops past TR_HTTP_PIPELINE_MAX
  * (back-pressure).
  *
+ * Deadlines (the connection's one timer): a new connection must start a
+ * request within TR_HTTP_REQUEST_MS; a request's head must be whole within
+ * TR_HTTP_REQUEST_MS of its first byte, whatever trickles in meanwhile; its
+ * body must bring TR_HTTP_PROGRESS bytes in each TR_HTTP_REQUEST_MS; a
+ * keep-alive connection may wait TR_HTTP_IDLE_MS for its next request. At the
+ * connection cap, a new connection closes the connection that has been
+ * READING (idle, or with an incomplete request) the longest, so that a
+ * health probe always gets in; requests with their handler are never closed
+ * that way, and handlers keep TR_HTTP_RESERVE connections free of long-polls
+ * (tr_http_req_may_hold).
+ *
  * Invariants: c->req is non-NULL in HANDLING. A request leaves the connection
  * either through tr_http__send (answered: no abort callback) or through
  * tr_http__conn_close (its abort callback runs if it was with its handler).
@@ -115,6 +126,8 @@ void tr_http__conn_close(struct tr_http_conn *c)
         return;
     enum tr_http_conn_state was = c->state;
     c->state = TR_HTTP_CLOSED;
+    if (was == TR_HTTP_HANDLING)
+        c->srv->n_held--;
     if (c->counted) {
         c->srv->n_active--;
         c->counted = false;
@@ -122,7 +135,7 @@ void tr_http__conn_close(struct tr_http_conn *c)
     struct tr_http_req *req = c->req;
     c->req = NULL;
     /* The state is CLOSED before the callback runs, so that whatever it calls
-     * (even tr_http_server_free) cannot close or answer this connection again. */
+     * (even tr_http_server_close) cannot close or answer this connection again. */
     if (req != NULL && was == TR_HTTP_HANDLING && req->abort_cb != NULL)
         req->abort_cb(req, req->abort_arg);
     tr_http__req_free(req);
@@ -244,6 +257,7 @@ static void on_write(uv_write_t *wreq, int status)
         return;
     }
     c->state = TR_HTTP_READING;
+    c->reading_since = uv_now(c->srv->loop);
     llhttp_resume(&c->parser);
     arm_timer(c, TR_HTTP_IDLE_MS);
     process(c);
@@ -293,6 +307,8 @@ void tr_http__send(struct tr_http_conn *c, int status, const char *content_type,
                    const char *body, size_t len, const char *extra, bool close)
 {
     TR_ASSERT(c->state == TR_HTTP_READING || c->state == TR_HTTP_HANDLING);
+    if (c->state == TR_HTTP_HANDLING)
+        c->srv->n_held--;
     /* body may point into the request: it is freed only once body is copied. */
     struct tr_http_req *req = c->req;
     c->req = NULL;
@@ -395,6 +411,10 @@ static int add_head(struct tr_http_conn *c, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     struct tr_http_conn *c = p->data;
+    /* The request's deadline: trickled bytes do not move it. */
+    arm_timer(c, TR_HTTP_REQUEST_MS);
+    c->in_body = false;
+    c->progress = 0;
     tr_http__req_free(c->req);
     c->req = tr_http__req_new(c);
     if (c->req == NULL)
@@ -469,6 +489,8 @@ static int on_headers_complete(llhttp_t *p)
         return fail(c, 413, "body_too_large", "the body is larger than %zu bytes",
                     c->srv->max_body_bytes);
     bool has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    c->in_body = true;
+    arm_timer(c, TR_HTTP_REQUEST_MS);
     if (has_body && p->http_major == 1 && p->http_minor >= 1 &&
         str_ieq(tr_http_req_header(req, "expect"), "100-continue"))
         send_continue(c);
@@ -484,6 +506,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
                     c->srv->max_body_bytes);
     if (rc < 0)
         return fail_oom(c);
+    c->progress += len;
+    if (c->progress >= TR_HTTP_PROGRESS) {
+        c->progress = 0;
+        arm_timer(c, TR_HTTP_REQUEST_MS);
+    }
     return 0;
 }
 
@@ -605,7 +632,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     size_t len = (size_t)nread;
     if (c->state == TR_HTTP_READING && c->in.len == 0) {
         /* The common case: parse straight from the read buffer, keep only the rest. */
-        arm_timer(c, TR_HTTP_IDLE_MS);
         size_t used = 0;
         if (parse(c, data, len, &used)) {
             if (used < len && tr_buf_add(&c->in, data + used, len - used) < 0) {
@@ -619,10 +645,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             tr_http__conn_close(c);
             return;
         }
-        if (c->state == TR_HTTP_READING) {
-            arm_timer(c, TR_HTTP_IDLE_MS);
+        if (c->state == TR_HTTP_READING)
             process(c);
-        }
     }
     update_reading(c);
 }
@@ -667,6 +691,26 @@ static void refuse(struct tr_http_server *srv)
     uv_close((uv_handle_t *)&srv->refused, on_refused_closed);
 }
 
+/*
+ * At the cap: closes the connection READING the longest (idle between
+ * requests, or slow with one), so that a new one, a health probe perhaps,
+ * gets in. Connections whose request is with its handler stay.
+ */
+static void evict_oldest_reading(struct tr_http_server *srv)
+{
+    struct tr_http_conn *oldest = NULL;
+    for (struct tr_http_conn *c = srv->conns; c != NULL; c = c->next) {
+        if (c->state == TR_HTTP_READING && c->counted &&
+            (oldest == NULL || c->reading_since <= oldest->reading_since))
+            oldest = c;
+    }
+    if (oldest != NULL) {
+        tr_log_limited(&srv->conn_log, "closing the oldest idle or incomplete connection",
+                       "at the connection cap", 21);
+        tr_http__conn_close(oldest);
+    }
+}
+
 /* A new connection in READING on srv with its handles initialised, or NULL. */
 static struct tr_http_conn *conn_new(struct tr_http_server *srv)
 {
@@ -702,7 +746,8 @@ static struct tr_http_conn *conn_new(struct tr_http_server *srv)
 static void conn_start(struct tr_http_conn *c)
 {
     (void)uv_tcp_nodelay(&c->tcp, 1);
-    arm_timer(c, TR_HTTP_IDLE_MS);
+    c->reading_since = uv_now(c->srv->loop);
+    arm_timer(c, TR_HTTP_REQUEST_MS);
     update_reading(c);
 }
 
@@ -716,6 +761,8 @@ void tr_http__on_connection(uv_stream_t *server, int status)
     }
     if (srv->freeing)
         return;
+    if (srv->n_active >= srv->max_connections)
+        evict_oldest_reading(srv);
     if (srv->n_active >= srv->max_connections) {
         char limit[32];
         int n = snprintf(limit, sizeof(limit), "%u open", srv->max_connections);

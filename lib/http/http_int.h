@@ -15,7 +15,11 @@
 #include "lib/base/log.h"
 
 #define TR_HTTP_MAX_HEADERS 100         /* header fields per request; more is a 431 */
-#define TR_HTTP_IDLE_MS 60000           /* no bytes for this long while reading or writing */
+#define TR_HTTP_IDLE_MS 60000           /* keep-alive wait for the next request; answer writes */
+#define TR_HTTP_REQUEST_MS 10000        /* a request's head must be whole within this, and its
+                                         * body must bring TR_HTTP_PROGRESS bytes within it */
+#define TR_HTTP_PROGRESS (16 * 1024)    /* body bytes that restart the request deadline */
+#define TR_HTTP_RESERVE 64              /* connections never held by long-polls */
 #define TR_HTTP_LINGER_MS 2000          /* how long to drain a client after our FIN */
 #define TR_HTTP_PIPELINE_MAX (64 * 1024) /* bytes buffered while a request is handled */
 #define TR_HTTP_READ_SIZE (64 * 1024)   /* the one read buffer the server lends to libuv */
@@ -84,6 +88,9 @@ struct tr_http_conn
     bool counted;                    /* counts against max_connections */
     bool close_after;                /* close once the answer being written is out */
     bool peer_eof;                   /* the client has sent its FIN */
+    bool in_body;                    /* the head of the request being read is whole */
+    size_t progress;                 /* body bytes since the request deadline was set */
+    uint64_t reading_since;          /* uv_now when READING began: the oldest goes first */
     int fail_status;                 /* set by a parser callback: answer this, then close */
     const char *fail_code;           /* static error code for fail_status */
     char fail_msg[128];              /* message for fail_status */
@@ -106,8 +113,9 @@ struct tr_http_server
     struct tr_http_conn *conns;      /* every connection not yet freed */
     uint32_t n_conns;                /* length of conns */
     uint32_t n_active;               /* conns counted against max_connections */
+    uint32_t n_held;                 /* requests with their handler (long-polls among them) */
     bool listening;                  /* uv_listen succeeded */
-    bool freeing;                    /* tr_http_server_free was called */
+    bool freeing;                    /* tr_http_server_close was called */
     bool tcp_closed;                 /* the close callback of tcp ran */
     uv_tcp_t refused;                /* accepts a connection only to close it */
     bool refusing;                   /* refused is closing */

@@ -126,6 +126,15 @@ struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name
     return (struct tr_str){NULL, 0};
 }
 
+bool tr_http_req_may_hold(const struct tr_http_req *req)
+{
+    const struct tr_http_server *srv = req->conn->srv;
+    uint32_t cap = srv->max_connections > 2 * TR_HTTP_RESERVE
+                       ? srv->max_connections - TR_HTTP_RESERVE
+                       : srv->max_connections / 2;
+    return srv->n_held <= cap;
+}
+
 void tr_http_req_on_abort(struct tr_http_req *req, tr_http_abort_fn cb, void *arg)
 {
     req->abort_cb = cb;

@@ -91,7 +91,7 @@ static int copy_config(struct tr_http_server *srv, const struct tr_http_config *
     return 0;
 }
 
-struct tr_http_server *tr_http_server_new(uv_loop_t *loop, const struct tr_http_config *cfg)
+struct tr_http_server *tr_http_server_open(uv_loop_t *loop, const struct tr_http_config *cfg)
 {
     struct tr_http_server *srv = tr_calloc(1, sizeof(*srv));
     if (srv == NULL)
@@ -127,7 +127,7 @@ static void on_server_closed(uv_handle_t *h)
     tr_http__server_maybe_free(srv);
 }
 
-void tr_http_server_free(struct tr_http_server *srv)
+void tr_http_server_close(struct tr_http_server *srv)
 {
     if (srv == NULL || srv->freeing)
         return;
@@ -407,6 +407,7 @@ void tr_http__dispatch(struct tr_http_conn *c)
     struct tr_http_server *srv = c->srv;
     struct tr_http_req *req = c->req;
     c->state = TR_HTTP_HANDLING;
+    srv->n_held++;
     /* A handler may hold the request (long-poll): no idle timeout meanwhile. */
     (void)uv_timer_stop(&c->timer);
     tr_http__req_split_url(req);

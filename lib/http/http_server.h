@@ -19,6 +19,10 @@
  * nothing). Without a valid token the answer is 401 before any routing, so
  * an unauthenticated client cannot tell which paths exist.
  *
+ * Slow or idle clients cannot hold the connection cap: requests have a
+ * deadline, and at the cap a new connection closes the oldest idle or
+ * incomplete one (http_conn.c says how).
+ *
  * Listening on an address other than loopback is refused (TR_EADDR) unless
  * tokens are configured.
  *
@@ -63,7 +67,7 @@ struct tr_http_config
 };
 
 /* A server on loop; NULL when out of memory. cfg is copied (tokens too). */
-struct tr_http_server *tr_http_server_new(uv_loop_t *loop, const struct tr_http_config *cfg)
+struct tr_http_server *tr_http_server_open(uv_loop_t *loop, const struct tr_http_config *cfg)
     TR_MUST_CHECK;
 
 /*
@@ -81,7 +85,7 @@ int tr_http_server_port(const struct tr_http_server *srv);
  * Stops listening and closes every connection (pending requests get their
  * abort callback); frees srv once the handles are closed. NULL-safe.
  */
-void tr_http_server_free(struct tr_http_server *srv);
+void tr_http_server_close(struct tr_http_server *srv);
 
 /* Request accessors: views valid until the request is answered or aborted. */
 struct tr_str tr_http_req_method(const struct tr_http_req *req);
@@ -99,6 +103,13 @@ struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name)
 bool tr_http_req_query(const struct tr_http_req *req, const char *name, char *out, size_t out_size);
 /* A request header (case-insensitive name); {NULL, 0} when absent. */
 struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name);
+
+/*
+ * Whether a handler may hold req unanswered (a long-poll): false once all
+ * but a reserve of the connection cap are held, so that new connections
+ * (health probes) always find room. A handler then answers at once.
+ */
+bool tr_http_req_may_hold(const struct tr_http_req *req);
 
 /* Registers the callback for a connection lost before the answer. */
 void tr_http_req_on_abort(struct tr_http_req *req, tr_http_abort_fn cb, void *arg);

@@ -75,6 +75,22 @@ static const char *name_problem(const char *s, size_t len)
     return NULL;
 }
 
+/* Pool names become metric labels and log fields: 1 to 63 of [A-Za-z0-9_.-]. */
+static const char *pool_problem(const char *s, size_t len)
+{
+    if (len == 0)
+        return "must not be empty";
+    if (len > 63)
+        return "is longer than 63 bytes";
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return "may hold only A-Z a-z 0-9 _ . -";
+    }
+    return NULL;
+}
+
 /* Prints the key at idx for a message; never converts the stack value. */
 static void key_text(lua_State *L, int idx, char *out, size_t n)
 {
@@ -184,7 +200,7 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
             goto wrong_type;
         size_t len;
         const char *s = lua_tolstring(L, -1, &len);
-        const char *bad = name_problem(s, len);
+        const char *bad = fld == F_POOL ? pool_problem(s, len) : name_problem(s, len);
         if (bad != NULL) {
             snprintf(why, why_len, WHO ": field '%s' %s", WHO_ARGS(who), fname, bad);
             return -1;

@@ -663,7 +663,7 @@ int tr_coord_open(uv_loop_t *loop, const char *state_url, struct tr_coord **out,
                                      .deadline_ms = o.timeout_ms ? o.timeout_ms : 2000,
                                      .backoff_min_ms = 50,
                                      .backoff_max_ms = 1000};
-        c->e = tr_etcd_new(loop, &cfg, err);
+        c->e = tr_etcd_open(loop, &cfg, err);
         if (c->e == NULL)
             rc = err && err->code ? err->code : TR_ENOMEM;
     }
@@ -692,7 +692,7 @@ static void finish_close(uv_timer_t *t)
     if (c->freed_client)
         return;
     c->freed_client = true;
-    tr_etcd_free(c->e);
+    tr_etcd_close(c->e);
     c->e = NULL;
     uv_close((uv_handle_t *)&c->retry, on_handle_closed);
     uv_close((uv_handle_t *)&c->close_timer, on_handle_closed);

@@ -299,7 +299,7 @@ static int etcd_open(const char *location, struct tr_state **out, struct tr_erro
                                  .backoff_max_ms = 1000};
     struct tr_error cerr;
     tr_error_init(&cerr);
-    st->e = tr_etcd_new(&st->loop, &cfg, &cerr);
+    st->e = tr_etcd_open(&st->loop, &cfg, &cerr);
     tr_free(copy);
     if (st->e == NULL) {
         rc = cerr.code == TR_ENOMEM || cerr.code == TR_EINVAL ? cerr.code : TR_ESTATE;
@@ -319,7 +319,7 @@ static void etcd_close(struct tr_state *base)
     /* Whatever is still in flight completes with TR_ECANCELED and is dropped. */
     st->gen++;
     st->pending = 0;
-    tr_etcd_free(st->e);
+    tr_etcd_close(st->e);
     uv_close((uv_handle_t *)&st->watchdog, NULL);
     uv_run(&st->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&st->loop);

@@ -263,7 +263,9 @@ static void *zap_main(void *arg)
         send_part(rep, parts[1], lens[1], true);
         send_part(rep, ok ? "200" : "400", 3, true);
         send_part(rep, ok ? "OK" : "worker key not allowed", ok ? 2 : 22, true);
-        send_part(rep, ok ? "worker" : "", ok ? 6 : 0, true);
+        /* The user id is the key itself: the scheduler reads it from each
+         * message's metadata and binds a worker id to the key that said HELLO. */
+        send_part(rep, ok ? key : "", ok ? TR_CURVE_KEY_LEN : 0, true);
         send_part(rep, "", 0, false);
         if (!ok) {
             atomic_fetch_add(&z->refused, 1);
@@ -277,7 +279,7 @@ static void *zap_main(void *arg)
     return NULL;
 }
 
-struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error *err)
+struct tr_zap *tr_zap_open(void *zctx, const char *allow_path, struct tr_error *err)
 {
     struct tr_zap *z = tr_calloc(1, sizeof(*z));
     if (z == NULL) {
@@ -288,17 +290,17 @@ struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error 
     atomic_init(&z->refused, 0);
     sem_init(&z->bound, 0, 0);
     if (load_list(z, allow_path, err) < 0) {
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     if (z->n_keys == 0) {
         tr_error_set(err, TR_EINVAL, "no worker key in '%s'", allow_path);
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     if (pthread_create(&z->thread, NULL, zap_main, z) != 0) {
         tr_error_set(err, TR_EIO, "cannot start the authentication thread");
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     z->started = true;
@@ -308,7 +310,7 @@ struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error 
         ;
     if (!z->bind_ok) {
         tr_error_set(err, TR_EIO, "cannot start worker authentication");
-        tr_zap_stop(z);
+        tr_zap_close(z);
         return NULL;
     }
     return z;
@@ -324,7 +326,7 @@ uint64_t tr_zap_refused(const struct tr_zap *z)
     return z ? atomic_load(&((struct tr_zap *)z)->refused) : 0;
 }
 
-void tr_zap_stop(struct tr_zap *z)
+void tr_zap_close(struct tr_zap *z)
 {
     if (z == NULL)
         return;

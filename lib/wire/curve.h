@@ -40,7 +40,7 @@ int tr_curve_load_public(const char *path, char *pub, struct tr_error *err) TR_M
  * NULL with err set when the list cannot be read, holds no key, or the
  * thread cannot start.
  */
-struct tr_zap *tr_zap_start(void *zctx, const char *allow_path, struct tr_error *err) TR_MUST_CHECK;
+struct tr_zap *tr_zap_open(void *zctx, const char *allow_path, struct tr_error *err) TR_MUST_CHECK;
 
 /* Number of keys admitted by the list. */
 size_t tr_zap_allowed(const struct tr_zap *z);
@@ -53,6 +53,6 @@ uint64_t tr_zap_refused(const struct tr_zap *z);
  * thread), then this, then zmq_ctx_term. Joins the thread and frees z.
  * NULL-safe.
  */
-void tr_zap_stop(struct tr_zap *z);
+void tr_zap_close(struct tr_zap *z);
 
 #endif

@@ -25,6 +25,7 @@ struct tr_zmq_uv
     int closing;          /* handles whose close callback is still due */
     bool in_drain;        /* re-entrancy guard: sends from on_msg call kick */
     uint64_t bad_parts;   /* messages with too many frames, dropped */
+    zmq_msg_t *cur;       /* the data frame during the callback, for its metadata */
 };
 
 static bool has_pollin(struct tr_zmq_uv *z)
@@ -70,8 +71,10 @@ static bool recv_one(struct tr_zmq_uv *z)
             z->on_msg(z->arg, z->is_router ? zmq_msg_data(&parts[0]) : NULL,
                       z->is_router ? zmq_msg_size(&parts[0]) : 0, NULL, 0, n);
     } else if (z->is_router) {
+        z->cur = &parts[1];
         z->on_msg(z->arg, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]),
                   zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), n);
+        z->cur = NULL;
     } else {
         z->on_msg(z->arg, NULL, 0, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), n);
     }
@@ -81,6 +84,11 @@ static bool recv_one(struct tr_zmq_uv *z)
 }
 
 static void on_idle(uv_idle_t *h);
+
+const char *tr_zmq_uv_peer_user(struct tr_zmq_uv *z)
+{
+    return z->cur != NULL ? zmq_msg_gets(z->cur, "User-Id") : NULL;
+}
 
 static void drain(struct tr_zmq_uv *z)
 {
@@ -113,7 +121,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     drain(z);
 }
 
-struct tr_zmq_uv *tr_zmq_uv_new(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
+struct tr_zmq_uv *tr_zmq_uv_open(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
                                 tr_zmq_msg_fn on_msg, void *arg)
 {
     int fd = -1;
@@ -166,7 +174,7 @@ static void on_close(uv_handle_t *h)
         tr_free(z);
 }
 
-void tr_zmq_uv_free(struct tr_zmq_uv *z)
+void tr_zmq_uv_close(struct tr_zmq_uv *z)
 {
     if (z == NULL)
         return;

@@ -9,9 +9,9 @@
  * starved), and the owner calls tr_zmq_uv_kick after every batch of sends
  * made outside the message callback.
  *
- * The socket stays the caller's: tr_zmq_uv_free does not close it, and the
+ * The socket stays the caller's: tr_zmq_uv_close does not close it, and the
  * caller must not close it from inside the message callback (the drain goes
- * on reading it after the callback returns): call tr_zmq_uv_free, then close
+ * on reading it after the callback returns): call tr_zmq_uv_close, then close
  * the socket from a later callback, as the worker's reconnect timer does.
  * Loop thread only.
  */
@@ -36,7 +36,7 @@ typedef void (*tr_zmq_msg_fn)(void *arg, const void *ident, size_t ident_len, co
  * batch: messages handled per turn at most (0 = 4096). NULL when out of memory
  * or when ZMQ_FD cannot be read.
  */
-struct tr_zmq_uv *tr_zmq_uv_new(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
+struct tr_zmq_uv *tr_zmq_uv_open(uv_loop_t *loop, void *zsock, bool is_router, uint32_t batch,
                                 tr_zmq_msg_fn on_msg, void *arg) TR_MUST_CHECK;
 
 /*
@@ -52,7 +52,14 @@ int tr_zmq_uv_send(struct tr_zmq_uv *z, const void *ident, size_t ident_len, con
 void tr_zmq_uv_kick(struct tr_zmq_uv *z);
 
 /* Stops watching; frees z from the handles' close callbacks. NULL-safe. */
-void tr_zmq_uv_free(struct tr_zmq_uv *z);
+void tr_zmq_uv_close(struct tr_zmq_uv *z);
+
+/*
+ * During the message callback of a ROUTER: the "User-Id" the ZAP handler
+ * set for the peer's connection (lib/wire/curve.c sets the peer's public
+ * key, Z85), or NULL without authentication. Valid during the callback only.
+ */
+const char *tr_zmq_uv_peer_user(struct tr_zmq_uv *z);
 
 /* Messages with more parts than expected, counted (they are dropped). */
 uint64_t tr_zmq_uv_bad_parts(const struct tr_zmq_uv *z);

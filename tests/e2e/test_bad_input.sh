@@ -77,5 +77,13 @@ at_least 'trellis_dropped_frames_total{reason="bad_frames"}' 1 "a message with t
 
 id=$(submit "$P/diamond.lua" '{"x": 1}')
 assert_eq "$(wait_run "$id" | json_get 'j["output"]["d"]')" 6 "the scheduler still runs pipelines after all that"
+# Query numbers are strictly decimal.
+for q in "wait=0x10" "wait=1e3" "wait=%2B1" "wait=%201" "wait=inf" "wait=-1" "wait=" \
+         "limit=0x10" "limit=1e2" "limit=%2B5" "limit=0" "limit=99999999999"; do
+  case "$q" in wait*) url="$API/v1/runs/$id?$q" ;; *) url="$API/v1/runs?$q" ;; esac
+  assert_eq "$(api_status "$url")" 400 "$q is refused"
+done
+assert_eq "$(api_status "$API/v1/runs/$id?wait=0.5")" 200 "wait=0.5 is taken"
+assert_eq "$(api_status "$API/v1/runs?limit=5000")" 200 "limit=5000 is taken (as 1000)"
 kill -0 "$SCHED_PID" || fail "scheduler died"
 echo "1 passed, 0 failed"

@@ -9,9 +9,10 @@ K="$TMP/keys"
 "$CLI" keygen scheduler --dir "$K" >/dev/null
 "$CLI" keygen good --dir "$K" >/dev/null
 "$CLI" keygen bad --dir "$K" >/dev/null
+"$CLI" keygen other --dir "$K" >/dev/null
 [ "$(stat -c %a "$K/good.key")" = 600 ] || fail "key pair file is not private"
 ok "keygen writes a private key pair and a public key"
-mkdir "$K/allowed" && cp "$K/good.pub" "$K/allowed/"
+mkdir "$K/allowed" && cp "$K/good.pub" "$K/other.pub" "$K/allowed/"
 if "$CLI" keygen good --dir "$K" >/dev/null 2>&1; then fail "keygen overwrote a key"; fi
 ok "keygen refuses to overwrite"
 
@@ -33,4 +34,15 @@ ok "the refusal is logged"
 if grep -q "secret" "$TMP/scheduler.log"; then fail "a secret key reached the log"; fi
 id=$(submit "$P/diamond.lua" '{"x": 2}')
 assert_eq "$(wait_run "$id" | json_get 'j["output"]["d"]')" 9 "the authenticated worker runs tasks"
+# Another allowed key cannot speak as w-good: its HELLO is refused.
+connected=$(api_get /v1/workers | json_get 'j["workers"][0]["connected_at"]')
+out=$("$BUILD/tests/zmq_impostor" "tcp://127.0.0.1:$WPORT" hello w-good cpu "$K/other.key" "$K/scheduler.pub")
+assert_eq "$out" "bye: worker id in use by another key" "key A cannot claim key B's worker id"
+assert_eq "$(api_get /metrics | awk '$1 == "trellis_dropped_frames_total{reason=\"impersonation\"}" { print $2 }')" 1 "the impersonation is counted"
+out=$("$BUILD/tests/zmq_impostor" "tcp://127.0.0.1:$WPORT" hello w-other cpu "$K/other.key" "$K/scheduler.pub")
+assert_eq "$out" "welcome" "the other key is welcome under its own worker id"
+id=$(submit "$P/diamond.lua" '{"x": 3}')
+assert_eq "$(wait_run "$id" | json_get 'j["output"]["d"]')" 12 "w-good still runs tasks"
+assert_eq "$(api_get /v1/workers | json_get '[w["connected_at"] for w in j["workers"] if w["id"] == "w-good"]')" \
+  "[\"$connected\"]" "w-good kept its connection"
 echo "1 passed, 0 failed"

@@ -173,4 +173,9 @@ assert_eq "$(api_get /v1/pipelines/e2e-answer/stats | json_get 'j["feedback"]["c
   "feedback on runs known only to the state"
 v5=$(reg '{"artifact": "file:///models/rr-5.json"}')
 assert_eq "$v5" 5 "versions go on counting after the restart"
+for q in "limit=0x10" "limit=%2B5" "limit=1e2" "limit=0"; do
+  assert_eq "$(api_status "$API/v1/feedback?$q")" 400 "feedback $q is refused"
+done
+big=$("$PY" -c 'import json; print(json.dumps({"run_id": "x", "score": 1, "correction": [0] * 100001}))')
+assert_eq "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @- "$API/v1/feedback" <<<"$big")" 400 "a body of 100,001 values is refused"
 echo "1 passed, 0 failed"

@@ -248,7 +248,8 @@ finish basic
 
 check basic '
 h = kind("HELLO")[0]
-assert h["id"] == "w-basic" and h["ident"] == "w-basic", h
+# The routing id names the connection, not the worker: random, never the worker id.
+assert h["id"] == "w-basic" and h["ident"] != "w-basic" and len(h["ident"]) == 33, h
 assert h["pool"] == "cpu-e2e" and h["slots"] == 2 and h["gpus"] == 1, h
 assert h["labels"] == {"zone": "a", "tier": "gold"}, h["labels"]
 assert h["cpus"] >= 1 and h["mem_mb"] > 0 and h["version"], h

@@ -338,7 +338,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .routes = routes,
         .before = before,
     };
-    struct tr_http_server *srv = tr_http_server_new(&loop, &cfg);
+    struct tr_http_server *srv = tr_http_server_open(&loop, &cfg);
     if (srv == NULL)
         abort();
     int fds[2];
@@ -358,7 +358,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)uv_run(&loop, UV_RUN_DEFAULT);
     if (answered > 0 && !answer_ok)
         abort(); /* the server wrote something that is not an answer */
-    tr_http_server_free(srv);
+    tr_http_server_close(srv);
     (void)uv_run(&loop, UV_RUN_DEFAULT);
     for (int i = 0; i < MAX_PENDING; i++) {
         if (pending[i] != NULL)

@@ -23,7 +23,7 @@ struct tr_etcd *client(struct fx *f, const char *endpoints, uint32_t deadline_ms
         .endpoints = endpoints, .deadline_ms = deadline_ms, .backoff_min_ms = 20,
         .backoff_max_ms = 500};
     struct tr_error err;
-    struct tr_etcd *e = tr_etcd_new(&f->loop, &cfg, &err);
+    struct tr_etcd *e = tr_etcd_open(&f->loop, &cfg, &err);
     if (!e)
         fail_msg("cannot create the client: %s", err.msg);
     return e;
@@ -69,7 +69,7 @@ int teardown(void **state)
     struct fx *f = *state;
     if (f->own[0])
         stop_own_member(f);
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     uv_close((uv_handle_t *)&f->watchdog, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);

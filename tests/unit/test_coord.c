@@ -275,7 +275,7 @@ static void test_etcd_down_then_back(void **state)
     }
     assert_true(found);
     tr_coord_close(c);
-    tr_etcd_free(e);
+    tr_etcd_close(e);
     nap(f, 200);
     stop_own_member(f);
 }

@@ -111,7 +111,7 @@ static void test_zap_admits_listed_keys_only(void **state)
     path_of(f, "good.pub", from, sizeof(from));
     snprintf(to, sizeof(to), "%s/good.pub", allow);
     assert_int_equal(link(from, to), 0);
-    struct tr_zap *zap = tr_zap_start(ctx, allow, &err);
+    struct tr_zap *zap = tr_zap_open(ctx, allow, &err);
     assert_non_null(zap);
     assert_int_equal(tr_zap_allowed(zap), 1);
 
@@ -149,7 +149,7 @@ static void test_zap_admits_listed_keys_only(void **state)
     zmq_close(good);
     zmq_close(srv);
     zmq_ctx_shutdown(ctx);
-    tr_zap_stop(zap);
+    tr_zap_close(zap);
     zmq_ctx_term(ctx);
 }
 
@@ -164,10 +164,10 @@ static void test_zap_refuses_bad_lists(void **state)
     FILE *e = fopen(path, "w");
     fputs("# no keys here\n\n", e);
     fclose(e);
-    assert_null(tr_zap_start(ctx, path, &err));
+    assert_null(tr_zap_open(ctx, path, &err));
     assert_non_null(strstr(err.msg, "no worker key"));
     path_of(f, "nope", path, sizeof(path));
-    assert_null(tr_zap_start(ctx, path, &err));
+    assert_null(tr_zap_open(ctx, path, &err));
     assert_non_null(strstr(err.msg, "nope"));
     zmq_ctx_term(ctx);
 }

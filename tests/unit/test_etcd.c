@@ -340,20 +340,20 @@ static void test_bad_arguments(void **state)
     struct fx *f = *state;
     struct tr_error err;
     struct tr_etcd_config cfg = {.endpoints = ""};
-    assert_null(tr_etcd_new(&f->loop, &cfg, &err));
+    assert_null(tr_etcd_open(&f->loop, &cfg, &err));
     assert_int_equal(err.code, TR_EINVAL);
     cfg.endpoints = "127.0.0.1";
-    assert_null(tr_etcd_new(&f->loop, &cfg, &err));
+    assert_null(tr_etcd_open(&f->loop, &cfg, &err));
     assert_int_equal(err.code, TR_EINVAL);
     cfg.endpoints = "127.0.0.1:1,,127.0.0.1:2";
-    assert_null(tr_etcd_new(&f->loop, &cfg, &err));
+    assert_null(tr_etcd_open(&f->loop, &cfg, &err));
     assert_int_equal(err.code, TR_EINVAL);
     cfg.endpoints = "127.0.0.1:1";
     cfg.cert_file = "/nonexistent/cert.pem";
-    assert_null(tr_etcd_new(&f->loop, &cfg, &err));
+    assert_null(tr_etcd_open(&f->loop, &cfg, &err));
     assert_int_equal(err.code, TR_EINVAL); /* a certificate without its key */
     cfg.key_file = "/nonexistent/key.pem";
-    assert_null(tr_etcd_new(&f->loop, &cfg, &err));
+    assert_null(tr_etcd_open(&f->loop, &cfg, &err));
     assert_int_equal(err.code, TR_EIO);
     assert_non_null(strstr(err.msg, "/nonexistent/cert.pem"));
 
@@ -447,7 +447,7 @@ static void on_count(void *arg, int status, const struct tr_etcd_result *r)
     if (status == TR_ECANCELED)
         c->cancelled++;
     if (c->free_me) {
-        tr_etcd_free(c->free_me);
+        tr_etcd_close(c->free_me);
         /* Calls made from a completing callback are refused. */
         struct tr_etcd_op op = {.key = "x", .key_len = 1};
         if (tr_etcd_range(c->free_me, &op, on_count, c) != TR_ECANCELED)
@@ -473,9 +473,9 @@ static void test_free_in_flight(void **state)
     struct karec ka = {0};
     assert_int_equal(tr_etcd_lease_keepalive_start(f->e, lease, 1000, on_keepalive, &ka, &ka.k),
                      0);
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = NULL;
-    assert_int_equal(c.calls, 0); /* nothing from inside tr_etcd_free */
+    assert_int_equal(c.calls, 0); /* nothing from inside tr_etcd_close */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(c.calls, 32);
     assert_int_equal(c.cancelled, 32);
@@ -507,14 +507,14 @@ static void test_alloc_failures(void **state)
     K(f, pfx, "oom/");
     put_ok(f, K(f, k, "oom/a"), "1");
     put_ok(f, K(f, k, "oom/b"), "2");
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = NULL;
     bool passed = false;
     for (long n = 1; n < 200 && !passed; n++) {
         struct tr_etcd_config cfg = {.endpoints = g_endpoint};
         struct tr_error err;
         tr_alloc_fail_at(n, false);
-        struct tr_etcd *e = tr_etcd_new(&f->loop, &cfg, &err);
+        struct tr_etcd *e = tr_etcd_open(&f->loop, &cfg, &err);
         if (!e) {
             tr_alloc_fail_at(0, false);
             assert_int_equal(err.code, TR_ENOMEM);
@@ -536,7 +536,7 @@ static void test_alloc_failures(void **state)
         }
         tr_alloc_fail_at(0, false);
         res_release(&r);
-        tr_etcd_free(e);
+        tr_etcd_close(e);
         uv_run(&f->loop, UV_RUN_DEFAULT);
     }
     assert_true(passed);

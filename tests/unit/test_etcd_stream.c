@@ -188,7 +188,7 @@ static void test_watch_resumes_after_restart(void **state)
     scratch_dir(dir, sizeof(dir), "restart");
     char ep[128];
     start_own_member(f, dir, NULL, ep, sizeof(ep));
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, ep, 2000);
 
     char k[256], pfx[256];
@@ -272,7 +272,7 @@ static void test_unreachable(void **state)
     struct fx *f = *state;
     char ep[64];
     snprintf(ep, sizeof(ep), "127.0.0.1:%d", dead_port());
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, ep, 1000);
     struct ticker tk = {0};
     uv_timer_init(&f->loop, &tk.t);
@@ -306,7 +306,7 @@ static void test_deadline(void **state)
     assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
     char ep[64];
     snprintf(ep, sizeof(ep), "127.0.0.1:%d", ntohs(a.sin_port));
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, ep, 500);
     struct ticker tk = {0};
     uv_timer_init(&f->loop, &tk.t);
@@ -327,7 +327,7 @@ static void test_deadline(void **state)
      * moves on, as it would from a member cut off by a partition. */
     char eps[256];
     snprintf(eps, sizeof(eps), "%s,%s", ep, g_endpoint);
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, eps, 500);
     int timeouts = 0;
     for (int i = 0; i < 5; i++) {
@@ -351,7 +351,7 @@ static void test_endpoint_switch(void **state)
     struct fx *f = *state;
     char eps[256];
     snprintf(eps, sizeof(eps), "http://127.0.0.1:%d, %s", dead_port(), g_endpoint);
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, eps, 2000);
     char k[256];
     K(f, k, "sw");
@@ -402,11 +402,11 @@ static void test_tls(void **state)
     snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
     snprintf(cert, sizeof(cert), "%s/client.pem", certs);
     snprintf(keyf, sizeof(keyf), "%s/client-key.pem", certs);
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     struct tr_etcd_config cfg = {.endpoints = ep, .ca_file = ca, .cert_file = cert,
                                  .key_file = keyf, .deadline_ms = 5000};
     struct tr_error err;
-    f->e = tr_etcd_new(&f->loop, &cfg, &err);
+    f->e = tr_etcd_open(&f->loop, &cfg, &err);
     assert_non_null(f->e);
     char k[256];
     K(f, k, "tls");
@@ -418,14 +418,14 @@ static void test_tls(void **state)
     assert_string_equal((char *)g->kvs[0].value, "secret");
 
     /* Without a client certificate the member refuses the connection. */
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     cfg.cert_file = cfg.key_file = NULL;
-    f->e = tr_etcd_new(&f->loop, &cfg, &err);
+    f->e = tr_etcd_open(&f->loop, &cfg, &err);
     assert_non_null(f->e);
     struct res *r = get(f, k);
     assert_true(r->status == TR_EUNAVAIL || r->status == TR_ETIMEDOUT);
     /* Nor does plaintext get through. */
-    tr_etcd_free(f->e);
+    tr_etcd_close(f->e);
     f->e = client(f, ep, 2000);
     struct res *r2 = get(f, k);
     assert_int_not_equal(r2->status, 0);

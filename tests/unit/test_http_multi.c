@@ -87,7 +87,7 @@ static int setup(void **state)
     assert_non_null(f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     struct tr_http_config cfg = {.routes = routes, .handler_arg = f};
-    f->srv = tr_http_server_new(&f->loop, &cfg);
+    f->srv = tr_http_server_open(&f->loop, &cfg);
     assert_non_null(f->srv);
     struct tr_error err;
     tr_error_init(&err);
@@ -103,7 +103,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     tr_http_multi_unref(f->m);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     tr_free(f);

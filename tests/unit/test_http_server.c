@@ -240,7 +240,7 @@ static int teardown(void **state)
             uv_close((uv_handle_t *)&c->tcp, on_client_closed);
         }
     }
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     uv_close((uv_handle_t *)&f->watchdog, NULL);
     uv_close((uv_handle_t *)&f->answer_timer, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -251,7 +251,7 @@ static int teardown(void **state)
 
 static void start(struct fixture *f)
 {
-    f->srv = tr_http_server_new(&f->loop, &f->cfg);
+    f->srv = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(f->srv);
     struct tr_error err;
     tr_error_init(&err);
@@ -976,7 +976,7 @@ static void test_abort(void **state)
     assert_int_equal(f->aborts, 1);
     assert_null(f->held);
     wait_server_idle(f);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(f->aborts, 1);
@@ -989,7 +989,7 @@ static void test_free_with_pending(void **state)
     struct client *c = client_open(f);
     client_send(c, "GET /defer HTTP/1.1\r\n\r\n");
     RUN_UNTIL(f, f->held != NULL);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     assert_int_equal(f->aborts, 1);
     assert_null(f->held);
@@ -1060,7 +1060,7 @@ static void test_local_requests(void **state)
     a = (struct local_answer){0};
     assert_int_equal(tr_http_local_request(f->srv, "GET", "/defer", NULL, 0, on_local, &a), 0);
     assert_non_null(f->held);
-    tr_http_server_free(f->srv);
+    tr_http_server_close(f->srv);
     f->srv = NULL;
     assert_int_equal(f->aborts, 1);
     assert_int_equal(a.calls, 1);
@@ -1075,7 +1075,7 @@ static void test_listen_policy(void **state)
 {
     struct fixture *f = *state;
     struct tr_error err;
-    f->srv = tr_http_server_new(&f->loop, &f->cfg);
+    f->srv = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(f->srv);
     assert_int_equal(tr_http_server_listen(f->srv, "0.0.0.0", 0, &err), TR_EADDR);
     assert_int_equal(err.code, TR_EADDR);
@@ -1095,36 +1095,36 @@ static void test_listen_policy(void **state)
     assert_int_equal(tr_http_server_listen(f->srv, "127.0.0.1", 0, &err), TR_EINVAL);
 
     /* Any address of 127.0.0.0/8 is loopback. */
-    struct tr_http_server *s2 = tr_http_server_new(&f->loop, &f->cfg);
+    struct tr_http_server *s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "127.0.0.2", 0, &err), 0);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* ::1 is loopback too: the policy lets it through, whether or not IPv6 is up. */
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     tr_error_init(&err);
     int rc = tr_http_server_listen(s2, "[::1]", 0, &err);
     if (rc != 0)
         assert_null(strstr(err.msg, "token"));
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* With tokens, any address. */
     f->tokens[0] = "t0k3n";
     f->cfg.tokens = f->tokens;
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "0.0.0.0", 0, &err), 0);
     assert_true(tr_http_server_port(s2) > 0);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 
     /* Tokens that are all empty are no tokens. */
     const char *empty[] = {"", NULL};
     f->cfg.tokens = empty;
-    s2 = tr_http_server_new(&f->loop, &f->cfg);
+    s2 = tr_http_server_open(&f->loop, &f->cfg);
     assert_non_null(s2);
     assert_int_equal(tr_http_server_listen(s2, "0.0.0.0", 0, &err), TR_EADDR);
-    tr_http_server_free(s2);
+    tr_http_server_close(s2);
 }
 
 static void test_max_connections(void **state)
@@ -1135,18 +1135,75 @@ static void test_max_connections(void **state)
     struct client *a;
     struct resp *r = exchange(f, "GET /path/a HTTP/1.1\r\n\r\n", &a);
     assert_int_equal(r->status, 200);
-    /* The second is accepted by the kernel, then closed without an answer. */
+    /* At the cap, a new connection closes the one idle the longest (a health
+     * probe must get in), and is served. */
     struct client *b = client_open(f);
-    wait_eof(b);
-    assert_int_equal(b->n_resps, 0);
-    client_close(b);
-    client_send(a, "GET /path/again HTTP/1.1\r\n\r\n");
-    wait_resps(a, 2);
-    assert_string_equal(a->resps[1].body, "again");
+    wait_eof(a);
+    client_send(b, "GET /path/b HTTP/1.1\r\n\r\n");
+    wait_resps(b, 1);
+    assert_string_equal(b->resps[0].body, "b");
     client_close(a);
+    client_close(b);
     RUN_UNTIL(f, f->srv->n_active == 0);
-    r = exchange(f, "GET /path/c HTTP/1.1\r\n\r\n", NULL);
+    /* A connection with an incomplete request goes the same way. */
+    struct client *slow = client_open(f);
+    client_send(slow, "GET /path/slow HTTP/1.1\r\nX-Slow: ");
+    struct client *c = client_open(f);
+    wait_eof(slow);
+    client_send(c, "GET /path/c HTTP/1.1\r\n\r\n");
+    wait_resps(c, 1);
+    client_close(slow);
+    client_close(c);
+    RUN_UNTIL(f, f->srv->n_active == 0);
+    /* A request with its handler is never closed that way: the newcomer is. */
+    struct client *h = client_open(f);
+    client_send(h, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    struct client *d = client_open(f);
+    wait_eof(d);
+    assert_int_equal(d->n_resps, 0);
+    assert_non_null(f->held);
+    client_close(d);
+    client_close(h);
+    RUN_UNTIL(f, f->aborts > 0);
+    RUN_UNTIL(f, f->srv->n_active == 0);
+    r = exchange(f, "GET /path/e HTTP/1.1\r\n\r\n", NULL);
     assert_int_equal(r->status, 200);
+}
+
+/* Handlers may hold requests only while a reserve of connections stays free. */
+static void test_may_hold(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.max_connections = 4; /* small caps keep half free */
+    start(f);
+    struct client *c1 = client_open(f);
+    client_send(c1, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_true(tr_http_req_may_hold(f->held)); /* 1 held of 2 allowed */
+    struct tr_http_req *first = f->held;
+    f->held = NULL;
+    struct client *c2 = client_open(f);
+    client_send(c2, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_true(tr_http_req_may_hold(f->held)); /* 2 of 2 */
+    struct tr_http_req *second = f->held;
+    f->held = NULL;
+    struct client *c3 = client_open(f);
+    client_send(c3, "GET /defer HTTP/1.1\r\n\r\n");
+    RUN_UNTIL(f, f->held != NULL);
+    assert_false(tr_http_req_may_hold(f->held)); /* a third would leave no reserve */
+    tr_http_respond(f->held, 200, "text/plain", "now", 3);
+    f->held = NULL;
+    tr_http_respond(first, 200, "text/plain", "1", 1);
+    tr_http_respond(second, 200, "text/plain", "2", 1);
+    wait_resps(c1, 1);
+    wait_resps(c2, 1);
+    wait_resps(c3, 1);
+    assert_string_equal(c3->resps[0].body, "now");
+    client_close(c1);
+    client_close(c2);
+    client_close(c3);
 }
 
 /* ===================================================================== */
@@ -1247,7 +1304,7 @@ static void test_oom_new(void **state)
     for (long n = 1;; n++) {
         assert_true(n < 100);
         tr_alloc_fail_at(n, false);
-        struct tr_http_server *srv = tr_http_server_new(&f->loop, &f->cfg);
+        struct tr_http_server *srv = tr_http_server_open(&f->loop, &f->cfg);
         tr_alloc_fail_at(0, false);
         if (srv != NULL) {
             f->srv = srv;
@@ -1315,6 +1372,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_may_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fuzz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_request, setup, teardown),

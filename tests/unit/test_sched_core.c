@@ -94,7 +94,7 @@ static int cap_send(void *impl, const void *ident, size_t ident_len, const void 
     return 0;
 }
 
-static const struct transport_ops cap_ops = {cap_send, NULL};
+static const struct transport_ops cap_ops = {cap_send, NULL, NULL};
 
 static void on_final(void *arg, struct run *r)
 {
@@ -224,6 +224,7 @@ static struct run *start(struct h *h, const char *src)
 static struct worker *worker(struct h *h, const char *id, const char *pool, uint32_t slots)
 {
     struct tr_msg_hello hello = {
+        .worker_id = tr_str_c(id),
         .pool = tr_str_c(pool),
         .slots = slots,
         .version = TR_STR("test"),
@@ -444,8 +445,8 @@ static void test_pools_and_credit(void **state)
 static void test_gpu_placement(void **state)
 {
     struct h *h = *state;
-    struct tr_msg_hello hello = {.pool = TR_STR("gpu"), .slots = 4, .gpus = 2,
-                                 .version = TR_STR("test")};
+    struct tr_msg_hello hello = {.worker_id = TR_STR("g1"), .pool = TR_STR("gpu"), .slots = 4,
+                                 .gpus = 2, .version = TR_STR("test")};
     struct worker *w = fleet_hello(&h->fleet, "g1", 2, &hello);
     assert_non_null(w);
     assert_int_equal(w->g.n, 2);
@@ -489,6 +490,7 @@ static void test_gpu_placement(void **state)
     assert_true(dispatch_gpu_waiting(&h->dispatch, inst_of(r, "big2", 0), why, sizeof(why)));
     assert_string_equal(why, "for a worker of pool 'gpu' with 2 GPUs (none connected)");
     /* Requeued, it queues again behind 'one' (as any requeued task). */
+    hello.worker_id = TR_STR("g2");
     w = fleet_hello(&h->fleet, "g2", 2, &hello);
     turn(h);
     assert_true(find_task(h, "one", 0) >= 0);
