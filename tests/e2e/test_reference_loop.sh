@@ -14,8 +14,8 @@
 #
 # The held-out figures are asserted above a margin the run really gives:
 # measured when this test was written (173 held-out questions, k = 5, file
-# level): MRR 0.840 before, 0.926 after (+0.086); recall@5 0.960 before,
-# 1.000 after (docs/reference-pipelines.md). The test asks for MRR +0.03 and recall@5 not lower: the
+# level, the trigger firing at 200 ratings): MRR 0.821 before, 0.905 after (+0.084); recall@5 0.936 before,
+# 0.994 after (docs/reference-pipelines.md). The test asks for MRR +0.03 and recall@5 not lower: the
 # ranking is deterministic for a given docs/, and the margin absorbs edits of
 # docs/ that move a passage or two.
 HB_MS="${HB_MS:-1000}"
