@@ -11,6 +11,7 @@
  *              loop (feedback, statistics, labels,     api_feedback.c api_models.c
  *              models, triggers)                       feedback.c triggers.c
  *                                                      triggers_row.c api_triggers.c
+ *                                                      loop_calls.c (tasks' CALLs)
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
