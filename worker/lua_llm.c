@@ -549,6 +549,17 @@ static void push_cache_ref(lua_State *L)
     luaL_setmetatable(L, CACHE_MT);
 }
 
+int tr_lua_json_open(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"encode", l_json_encode},
+        {"decode", l_json_decode},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, fns);
+    return 1;
+}
+
 int tr_lua_llm_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {

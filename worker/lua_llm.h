@@ -39,4 +39,7 @@ void tr_llm_providers_free(void);
 /* lua_CFunction that require runs: returns the module table. May raise. */
 int tr_lua_llm_open(lua_State *L);
 
+/* trellis.json: {encode, decode} on jansson (the functions trellis.llm uses). May raise. */
+int tr_lua_json_open(lua_State *L);
+
 #endif

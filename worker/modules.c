@@ -25,6 +25,7 @@ static const struct
 } modules[] = {
     {"trellis.http", tr_lua_http_open},
     {"trellis.llm", tr_lua_llm_open},
+    {"trellis.json", tr_lua_json_open},
     {"trellis.index", tr_lua_index_open},
     {"trellis.ingest", tr_lua_ingest_open},
     {"trellis.prompt", tr_lua_prompt_open},

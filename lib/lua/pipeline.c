@@ -595,9 +595,10 @@ static int walk_protected(lua_State *L)
  * the scheduler never does since it does not run tasks.
  */
 static const char *const worker_modules[] = {"trellis.http",   "trellis.llm",
-                                             "trellis.ingest", "trellis.index",
-                                             "trellis.prompt", "trellis.eval",
-                                             "trellis.al",     "trellis.rerank"};
+                                             "trellis.json",   "trellis.ingest",
+                                             "trellis.index",  "trellis.prompt",
+                                             "trellis.eval",   "trellis.al",
+                                             "trellis.rerank"};
 
 static int worker_only(lua_State *L)
 {

@@ -147,9 +147,9 @@ SANITIZERS = re.compile(r"^lib(asan|ubsan|tsan|lsan)[0-9]*$")
 
 
 def depends_closure(pkgs):
-    seen, todo = set(), list(pkgs)
-    while todo:
-        p = todo.pop()
+    seen, pending = set(), list(pkgs)
+    while pending:
+        p = pending.pop()
         if p in seen:
             continue
         seen.add(p)
@@ -158,7 +158,7 @@ def depends_closure(pkgs):
         for alt in r.stdout.split(","):
             name = alt.split("|")[0].strip().split(" ")[0].split(":")[0]
             if name:
-                todo.append(name)
+                pending.append(name)
     return seen
 
 

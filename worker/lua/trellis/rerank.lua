@@ -223,99 +223,10 @@ function M.production(ref)
   return nil
 end
 
--- A JSON decoder (pipelines have no json module); null decodes to nil.
+-- JSON text to a Lua value (null is nil), on the worker's jansson (trellis.json).
 function M.json_decode(s)
-  local pos = 1
-  local function fail(what) error(("json: %s at byte %d"):format(what, pos), 0) end
-  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-  local value
-  local ESC = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n",
-                r = "\r", t = "\t" }
-  local function str()
-    pos = pos + 1
-    local out = {}
-    while true do
-      local a, e = s:find('^[^"\\]+', pos)
-      if a then out[#out + 1] = s:sub(a, e); pos = e + 1 end
-      local c = s:sub(pos, pos)
-      if c == '"' then pos = pos + 1 return table.concat(out) end
-      if c ~= "\\" then fail("unterminated string") end
-      local x = s:sub(pos + 1, pos + 1)
-      if x == "u" then
-        local hex = s:match("^%x%x%x%x", pos + 2) or fail("bad \\u escape")
-        local cp = tonumber(hex, 16)
-        pos = pos + 6
-        if cp >= 0xD800 and cp <= 0xDBFF then
-          local lo = s:match("^\\u(%x%x%x%x)", pos)
-          if not lo then fail("lone surrogate") end
-          cp = 0x10000 + (cp - 0xD800) * 0x400 + (tonumber(lo, 16) - 0xDC00)
-          pos = pos + 6
-        end
-        out[#out + 1] = utf8.char(cp)
-      elseif ESC[x] then
-        out[#out + 1] = ESC[x]
-        pos = pos + 2
-      else
-        fail("bad escape")
-      end
-    end
-  end
-  function value()
-    ws()
-    local c = s:sub(pos, pos)
-    if c == "{" then
-      local t = {}
-      pos = pos + 1
-      ws()
-      if s:sub(pos, pos) == "}" then pos = pos + 1 return t end
-      while true do
-        ws()
-        if s:sub(pos, pos) ~= '"' then fail("object key expected") end
-        local key = str()
-        ws()
-        if s:sub(pos, pos) ~= ":" then fail("':' expected") end
-        pos = pos + 1
-        t[key] = value()
-        ws()
-        c = s:sub(pos, pos)
-        pos = pos + 1
-        if c == "}" then return t end
-        if c ~= "," then fail("',' or '}' expected") end
-      end
-    elseif c == "[" then
-      local t = {}
-      pos = pos + 1
-      ws()
-      if s:sub(pos, pos) == "]" then pos = pos + 1 return t end
-      while true do
-        t[#t + 1] = value()
-        ws()
-        c = s:sub(pos, pos)
-        pos = pos + 1
-        if c == "]" then return t end
-        if c ~= "," then fail("',' or ']' expected") end
-      end
-    elseif c == '"' then
-      return str()
-    else
-      local lit = s:match("^%-?%d+%.?%d*[eE]?[%+%-]?%d*", pos)
-      if lit and #lit > 0 then
-        pos = pos + #lit
-        return tonumber(lit) or fail("bad number")
-      end
-      for word, v in pairs { ["true"] = true, ["false"] = false, ["null"] = false } do
-        if s:sub(pos, pos + #word - 1) == word then
-          pos = pos + #word
-          if word == "null" then return nil end
-          return v
-        end
-      end
-      fail("value expected")
-    end
-  end
-  local v = value()
-  ws()
-  if pos <= #s then fail("trailing characters") end
+  local v, why = require("trellis.json").decode(s)
+  if v == nil and why then error("json: " .. why, 0) end
   return v
 end
 
