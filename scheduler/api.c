@@ -60,6 +60,26 @@ void respond_json(struct tr_http_req *req, int status, json_t *body)
     free(text);
 }
 
+json_t *api_json_object(struct tr_http_req *req)
+{
+    struct tr_str body = tr_http_req_body(req);
+    json_error_t jerr;
+    json_t *j = json_loadb(body.p, body.len, 0, &jerr);
+    if (j == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        tr_http_respond_error(req, 400, "malformed_json", msg);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        tr_http_respond_error(req, 400, "malformed_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
 int status_of(int code)
 {
     switch (code) {

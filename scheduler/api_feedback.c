@@ -52,21 +52,7 @@ json_t *fb_body(struct tr_http_req *req)
         tr_http_respond_error(req, 400, "too_large", "the body holds more than 100000 values");
         return NULL;
     }
-    json_error_t jerr;
-    json_t *j = json_loadb(body.p, body.len, 0, &jerr);
-    if (j == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        tr_http_respond_error(req, 400, "malformed_json", msg);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        tr_http_respond_error(req, 400, "malformed_json", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
+    return api_json_object(req);
 }
 
 bool fb_param(struct tr_http_req *req, const char *name, char *out, size_t size, const char *what)

@@ -42,6 +42,9 @@ char *run_json_text(struct run *r, size_t *len);
 void respond_run(struct tr_http_req *req, struct run *r);
 /* Answers at once with body (taken). */
 void respond_json(struct tr_http_req *req, int status, json_t *body);
+/* The request's body as a JSON object (a new reference), or NULL after answering
+ * 400 malformed_json. Callers bound the body's number of values first. */
+json_t *api_json_object(struct tr_http_req *req);
 /* The HTTP status for a TR_E* code. */
 int status_of(int code);
 void respond_err(struct tr_http_req *req, const struct tr_error *err);

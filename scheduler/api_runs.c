@@ -205,21 +205,7 @@ static json_t *body_object(struct api *a, struct tr_http_req *req)
         tr_http_respond_error(req, 400, "invalid_params", msg);
         return NULL;
     }
-    json_error_t jerr;
-    json_t *j = json_loadb(body.p, body.len, 0, &jerr);
-    if (j == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        tr_http_respond_error(req, 400, "malformed_json", msg);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        tr_http_respond_error(req, 400, "malformed_json", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
+    return api_json_object(req);
 }
 
 /* The source a registered "name[@version]" points at: its digest, loaded or stored. */
