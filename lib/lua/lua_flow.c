@@ -66,10 +66,16 @@ int tr_flow_check_field(lua_State *L, int which, struct tr_task_fields *f, char 
                 return 0;
             }
         }
-        snprintf(why, why_len, "task '%.*s': field 'trigger_rule' must be one of all_success, "
-                 "all_done, one_success, none_failed (got %s%.*s%s)", (int)f->name_len, f->name,
-                 s ? "'" : "", s ? (int)(len > 64 ? 64 : len) : 0, s ? s : luaL_typename(L, -1),
-                 s ? "'" : "");
+        {
+            char got[80];
+            if (s != NULL)
+                snprintf(got, sizeof(got), "'%.*s'", (int)(len > 64 ? 64 : len), s);
+            else
+                snprintf(got, sizeof(got), "%s", luaL_typename(L, -1));
+            snprintf(why, why_len, "task '%.*s': field 'trigger_rule' must be one of "
+                     "all_success, all_done, one_success, none_failed (got %s)",
+                     (int)f->name_len, f->name, got);
+        }
         return -1;
     case 2:
         if (s == NULL || !pipeline_ref_ok(s, len)) {
@@ -172,8 +178,12 @@ static int l_subrun(lua_State *L)
         return luaL_error(L, "trellis.subrun: give 'params' (a function), not 'run'");
     lua_pop(L, 1);
     lua_getfield(L, 1, "pipeline");
-    if (lua_isnil(L, -1))
-        lua_pushliteral(L, ""); /* refused by the check below, with the task's name */
+    if (lua_isnil(L, -1)) {
+        lua_getfield(L, 1, "name");
+        return luaL_error(L, "subrun '%s': field 'pipeline' is required (\"name\" or "
+                          "\"name@version\")", lua_type(L, -1) == LUA_TSTRING
+                          ? lua_tostring(L, -1) : "?");
+    }
     lua_setfield(L, 1, "subrun");
     lua_pushnil(L);
     lua_setfield(L, 1, "pipeline");

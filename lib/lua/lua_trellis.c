@@ -357,6 +357,11 @@ int tr_task_check(lua_State *L, int idx, struct tr_task_fields *f, char *why, si
         snprintf(why, why_len, WHO ": field 'run' must be a function (got nil)", WHO_ARGS(f));
         return -1;
     }
+    if (f->kind != TR_KIND_RUN && f->map != NULL) {
+        snprintf(why, why_len, WHO ": %s cannot have 'map'", WHO_ARGS(f),
+                 f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+        return -1;
+    }
     return 0;
 }
 

@@ -314,8 +314,8 @@ static int walk_flow(struct tr_task_def *t, const struct tr_task_fields *f, stru
     t->kind = f->kind;
     t->approve_default = f->approve_default;
     if (f->kind != TR_KIND_RUN && f->map != NULL)
-        return tr_error_set(w->err, TR_EINVAL, "task '%s': a %s cannot have 'map'", t->name,
-                            f->kind == TR_KIND_SUBRUN ? "subrun" : "approval");
+        return tr_error_set(w->err, TR_EINVAL, "task '%s': %s cannot have 'map'", t->name,
+                            f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
     if (f->subrun != NULL) {
         t->subrun = tr_strndup(f->subrun, f->subrun_len);
         if (t->subrun == NULL)
