@@ -49,6 +49,8 @@ wait_workers 1
 wait_for 30 bash -c "curl -s $API/v1/runs/$id/tasks | $PY -c 'import json,sys; sys.exit(0 if any(t.get(\"waiting\")==\"approval\" for t in json.load(sys.stdin)[\"tasks\"]) else 1)'" \
   || fail "the approval does not wait after the restart"
 ok "the approval waits again after the restart"
+"$TRELLIS" --api "$API" tasks "$id" >"$TMP/tasks.out" 2>&1 || fail "trellis tasks: $(cat "$TMP/tasks.out")"
+assert_contains "$(cat "$TMP/tasks.out")" "running (waiting for approval)" "trellis tasks shows the wait"
 "$TRELLIS" --api "$API" approve "$id" gate --comment "ship it" >"$TMP/approve.out" 2>&1 || fail "trellis approve: $(cat "$TMP/approve.out")"
 assert_contains "$(cat "$TMP/approve.out")" "approved task gate of run $id" "trellis approve says so"
 out=$(wait_run "$id")
