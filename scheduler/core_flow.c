@@ -513,3 +513,13 @@ void flow_cancel_wait(struct inst *in, const char *reason)
             tr_warn("cannot cancel child run=%s", child->id);
     }
 }
+
+void flow_child_lost(struct core *c, const char *id, const char *why)
+{
+    struct inst *in = tr_hmap_get(&c->flow_pending, id, strlen(id));
+    if (in == NULL)
+        return;
+    tr_hmap_del(&c->flow_pending, id, strlen(id));
+    if (in->state == TR_TASK_RUNNING && in->waiting && !run_is_final(in->run))
+        subrun_end(in, id, TR_RUN_FAILED, NULL, why);
+}

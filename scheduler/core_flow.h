@@ -48,6 +48,9 @@ void flow_cancel_wait(struct inst *in, const char *reason);
 void flow_timer_fire(struct core *c, struct inst *in);
 /* A run is being resumed (recover.c): links it to a parent that already waits for it. */
 void flow_run_resumed(struct run *r);
+/* Recovery stores run id as failed (its pipeline cannot be read): a parent that
+ * waits for it fails its subrun with why. */
+void flow_child_lost(struct core *c, const char *id, const char *why);
 
 /*
  * Decides the approval task of run_id: approve or reject, with comment (may

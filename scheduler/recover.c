@@ -391,6 +391,11 @@ static void maybe_finish(struct recovery *rv)
         rv->failed++;
         to_write++;
     }
+    /* After every resume: a resumed parent may wait for one of these (a subrun). */
+    for (size_t i = 0; to_write > 0 && i < rv->n_runs; i++) {
+        if (rv->runs[i].error != NULL)
+            flow_child_lost(rv->core, rv->runs[i].id, rv->runs[i].error);
+    }
     if (rv->n_runs > 0)
         tr_info("recovery: %u runs resumed, %u failed (their pipeline cannot be read), %u left",
                 rv->resumed, rv->failed, rv->left);
