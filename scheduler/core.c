@@ -61,6 +61,7 @@ void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
     }
     in->output_len = (uint32_t)len;
     in->cached = cached;
+    dispatch_conc_release(r->core->dispatch, in);
     if (in->finished_at == 0)
         in->finished_at = tr_now();
     inst_set_state(in, TR_TASK_SUCCEEDED);
@@ -83,6 +84,7 @@ void inst_fail_final(struct inst *in, const char *error)
     }
     if (in->finished_at == 0)
         in->finished_at = tr_now();
+    dispatch_conc_release(r->core->dispatch, in);
     inst_set_state(in, TR_TASK_FAILED);
     inst_mark_dirty(in);
     r->core->cnt->tasks_failed++;
@@ -284,6 +286,7 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
     tr_free(in->error);
     in->error = error.len ? tr_strndup(error.p, error.len)
                           : tr_strdup("task failed without a message");
+    dispatch_conc_release(c->dispatch, in);
     if (in->failures <= td->retries) {
         double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
         inst_set_state(in, TR_TASK_RETRY_WAIT);
@@ -513,6 +516,10 @@ out_free:
 void run_start(struct run *r)
 {
     const struct tr_pipeline_def *def = r->pipe->def;
+    if (def->max_active_runs > 0 && !core_gate_admit(r))
+        return; /* queued behind max_active_runs: started by core_gate_leave */
+    if (r->ctl_since == 0)
+        r->ctl_since = tr_now();
     if (def->n_tasks == 0) {
         run_finish(r);
         return;
@@ -634,9 +641,15 @@ static void run_finish(struct run *r)
     lru_append(s, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
+    core_gate_leave(r);
 }
 
 int run_cancel(struct run *r, const char *reason)
+{
+    return run_stop(r, reason, TR_RUN_CANCELLED);
+}
+
+int run_stop(struct run *r, const char *reason, uint8_t st)
 {
     struct core *s = r->core;
     if (run_is_final(r))
@@ -661,18 +674,20 @@ int run_cancel(struct run *r, const char *reason)
             s->cnt->tasks_cancelled++;
         }
     }
-    r->state = TR_RUN_CANCELLED;
+    r->state = st;
     r->finished_at = tr_now();
     tr_free(r->error);
     r->error = tr_strdup(reason);
-    s->cnt->runs_total[TR_RUN_CANCELLED]++;
+    s->cnt->runs_total[st]++;
     s->n_active--;
     dispatch_pools_ref(s->dispatch, def, -1);
-    tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
+    tr_info("run %s run=%s pipeline=%s: %.200s", tr_run_state_names[st], r->id, def->name,
+            reason);
     run_mark_dirty(r);
     lru_append(s, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
+    core_gate_leave(r);
     return 0;
 }
 
@@ -703,6 +718,7 @@ void core_init(struct core *c, const struct core_parts *parts, uint32_t keep_run
     c->timers = parts->timers;
     c->cnt = parts->cnt;
     c->hooks = *hooks;
+    tr_hmap_init(&c->gates);
 }
 
 void core_release(struct core *c)
@@ -712,4 +728,5 @@ void core_release(struct core *c)
     while ((r = tr_hmap_next(&c->runs, &it)) != NULL)
         run_free(r);
     tr_hmap_release(&c->runs);
+    core_controls_release(c);
 }

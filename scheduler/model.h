@@ -68,6 +68,8 @@ struct inst
     char *usage;              /* LLM calls of all attempts: msgpack array (owned), or NULL */
     uint32_t usage_len;
     uint64_t gpu_mask;        /* devices of its worker the current dispatch holds (gpus.h) */
+    bool conc_held;           /* holds a place of its concurrency key (dispatch_place.c) */
+    bool conc_wait;           /* waits in its concurrency key's heap (dispatch_place.c) */
 };
 
 /* The run-time state of one task of the pipeline within a run (core.c). */
@@ -120,6 +122,11 @@ struct run
     uint32_t outstanding;     /* dispatches still registered (results awaited) */
     json_t *usage_sum;        /* LLM calls summed (usage.c), NULL before the first */
     char *usage_json;         /* usage_sum as JSON text, for the API to splice */
+    /* Run controls (core_controls.c). */
+    double ctl_since;         /* wall clock it was let start (run_start), 0 before */
+    struct run *gate_next;    /* in its pipeline's max_active_runs queue */
+    bool gate_counted;        /* counted among its pipeline name's active runs */
+    bool gate_waiting;        /* queued behind max_active_runs */
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)
