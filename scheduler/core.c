@@ -61,7 +61,8 @@ void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
     }
     in->output_len = (uint32_t)len;
     in->cached = cached;
-    dispatch_conc_release(r->core->dispatch, in);
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     if (in->finished_at == 0)
         in->finished_at = tr_now();
     inst_set_state(in, TR_TASK_SUCCEEDED);
@@ -84,7 +85,8 @@ void inst_fail_final(struct inst *in, const char *error)
     }
     if (in->finished_at == 0)
         in->finished_at = tr_now();
-    dispatch_conc_release(r->core->dispatch, in);
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     inst_set_state(in, TR_TASK_FAILED);
     inst_mark_dirty(in);
     r->core->cnt->tasks_failed++;
@@ -286,7 +288,8 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
     tr_free(in->error);
     in->error = error.len ? tr_strndup(error.p, error.len)
                           : tr_strdup("task failed without a message");
-    dispatch_conc_release(c->dispatch, in);
+    if (in->conc_held)
+        dispatch_conc_release(c->dispatch, in);
     if (in->failures <= td->retries) {
         double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
         inst_set_state(in, TR_TASK_RETRY_WAIT);
