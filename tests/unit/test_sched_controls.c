@@ -478,6 +478,52 @@ static void test_concurrency(void **state)
     answer_all(h, NULL);
 }
 
+/* Places are not stored: after a restart, recovery readies the unfinished
+ * instances again and they take places anew, within the limit. */
+static void test_concurrency_recovery(void **state)
+{
+    struct h *h = *state;
+    worker(h, "w1", "cpu", 10);
+    const char *src =
+        HEAD "local t = {}\n"
+             "for i = 1, 5 do t[#t + 1] = trellis.task { name = 'k' .. i,\n"
+             "  concurrency = { key = 'k', limit = 2 }, run = f } end\n"
+             "return trellis.pipeline { name = 'cr', version = '1', tasks = t }\n";
+    struct run *r = start(h, src);
+    char id[40];
+    snprintf(id, sizeof(id), "%s", r->id);
+    turn(h);
+    assert_int_equal(unanswered(h, "k"), 2);
+    answer(h, h->sent[0].task, 0, "\xc0", 1, NULL);
+    turn(h); /* one result durable; two more dispatched, not stored */
+    h_close(h);
+
+    h_open(h);
+    load(h, src);
+    struct tr_error err;
+    tr_error_init(&err);
+    struct recovery *rv = NULL;
+    bool stopping = false;
+    struct recover_parts rp = {&h->core, &h->pipes, h->st, &h->loop, NULL, &stopping};
+    assert_int_equal(recover_start(&rv, &rp, &err), 0);
+    r = run_find(&h->core, id);
+    assert_non_null(r);
+    worker(h, "w2", "cpu", 10);
+    turn(h);
+    assert_int_equal(unanswered(h, "k"), 2);
+    for (int i = 0; i < 4; i++) {
+        assert_true(unanswered(h, "k") <= 2);
+        for (size_t k = 0; k < h->n_sent; k++) {
+            if (h->sent[k].type == TR_MSG_TASK && !h->sent[k].answered) {
+                answer(h, h->sent[k].task, 0, "\xc0", 1, NULL);
+                break;
+            }
+        }
+        turn(h);
+    }
+    assert_int_equal(r->state, TR_RUN_SUCCEEDED);
+}
+
 /* max_active_runs: further runs of the name stay queued and start in
  * submission order; a queued run can be cancelled; after a restart the
  * running one is counted first and the queued one still waits. */
@@ -652,6 +698,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_labels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrency_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_active_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_timeout, setup, teardown),
         cmocka_unit_test(test_fields),
