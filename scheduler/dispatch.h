@@ -111,6 +111,9 @@ void dispatch_conc_release(struct dispatch *d, struct inst *in);
 /* For a ready instance held back by placement or concurrency: what it waits
  * for into why; false otherwise. */
 bool dispatch_place_waiting(struct dispatch *d, struct inst *in, char *why, size_t size);
+/* For an unfinished run with a ready task whose labels no connected worker
+ * carries: which, into why; false otherwise. O(tasks of its pipeline). */
+bool dispatch_run_waiting(struct dispatch *d, struct run *r, char *why, size_t size);
 /* Once a second: reports label queues that no connected worker can serve
  * (log line, gauge), and fails their tasks `unschedulable` once they waited
  * longer than unschedulable_s (0: never). */

@@ -339,3 +339,31 @@ bool dispatch_place_waiting(struct dispatch *d, struct inst *in, char *why, size
         snprintf(why, size, "no worker with labels %s in pool %.64s", labels, lq->pool->name);
     return true;
 }
+
+bool dispatch_run_waiting(struct dispatch *d, struct run *r, char *why, size_t size)
+{
+    if (run_is_final(r) || r->counts[TR_TASK_READY] == 0)
+        return false;
+    const struct tr_pipeline_def *def = r->pipe->def;
+    for (uint32_t t = 0; t < def->n_tasks; t++) {
+        const struct tr_task_def *td = &def->tasks[t];
+        if (td->n_labels == 0 || td->gpus > 0 || !r->tasks[t].expanded)
+            continue;
+        struct task_rt *trt = &r->tasks[t];
+        uint32_t n = trt->mapped ? trt->n_inst : 1;
+        for (uint32_t i = 0; i < n; i++) {
+            struct inst *in = task_inst(trt, i);
+            if (in->state != TR_TASK_READY || in->conc_wait)
+                continue;
+            struct ready_queue *lq = rq_of(d, in);
+            if (pool_has_match(lq))
+                break; /* the task's other instances wait for the same workers */
+            char labels[256];
+            labels_text(lq, labels, sizeof(labels));
+            snprintf(why, size, "task '%.100s' waits: no worker with labels %s in pool %.64s",
+                     td->name, labels, lq->pool->name);
+            return true;
+        }
+    }
+    return false;
+}

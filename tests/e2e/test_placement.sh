@@ -26,6 +26,7 @@ id=$(submit "$P/placement_none.lua")
 wait_for 10 bash -c "curl -s $API/v1/runs/$id/tasks | grep -q 'no worker with labels zone=c in pool cpu'" \
   || fail "the waiting task does not say why: $(api_get "/v1/runs/$id/tasks")"
 ok "the task says it waits for a worker with zone=c"
+assert_contains "$(api_get "/v1/runs/$id" | json_get 'j.get("waiting")')" "task 'nowhere' waits: no worker with labels zone=c in pool cpu" "so does the run"
 assert_eq "$(api_get /metrics | awk '$1 == "trellis_tasks_unschedulable" { print $2 }')" 1 "the unschedulable gauge counts it"
 out=$(wait_run "$id" 30)
 assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "the run fails once no worker joined in time"
