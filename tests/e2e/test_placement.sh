@@ -81,6 +81,20 @@ a, b, c = (json.loads(x) for x in sys.argv[1:])
 assert a[1] <= b[0] and b[1] <= c[0], (a, b, c)' "$ia" "$ib" "$ic" || fail "runs overlapped: $ia $ib $ic"
 ok "the runs ran one after another, in order"
 
+# max_active_runs across a scheduler killed and restarted on the same state:
+# the running run is resumed first, the queued one still waits, then starts.
+a=$(submit "$P/max_active.lua" '{"s": 2}'); b=$(submit "$P/max_active.lua")
+wait_for 10 bash -c "curl -s $API/v1/runs/$a | grep -q '\"state\":\"running\"'" || fail "run $a did not start"
+kill -9 "$SCHED_PID"
+start_scheduler --unschedulable-timeout 3
+assert_eq "$(api_get "/v1/runs/$b" | json_get 'j["state"]')" queued "after a restart the second run is still queued"
+ia=$(wait_run "$a" 30 | json_get 'j["output"]["work"]')
+ib=$(wait_run "$b" 30 | json_get 'j["output"]["work"]')
+"$PY" -c 'import json,sys
+a, b = (json.loads(x) for x in sys.argv[1:])
+assert a[1] <= b[0], (a, b)' "$ia" "$ib" || fail "runs overlapped after the restart: $ia $ib"
+ok "after the restart they still ran one after the other"
+
 # The pipeline's timeout.
 id=$(submit "$P/run_timeout.lua")
 out=$(wait_run "$id" 30)
@@ -88,6 +102,7 @@ assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "the run fails at its 
 assert_contains "$(echo "$out" | json_get 'j["error"]')" "run_timeout" "with run_timeout"
 tasks=$(api_get "/v1/runs/$id/tasks")
 assert_eq "$(echo "$tasks" | json_get '[t["state"] for t in j["tasks"]]')" '["cancelled", "cancelled"]' "its tasks are cancelled"
-wait_for 10 grep -q "cancel" "$TMP/worker-za.log" "$TMP/worker-zb.log" || fail "no worker was told to stop"
-ok "the running task was told to stop"
+wait_for 10 grep -q "task done run=$id task=long .*reason=cancelled" "$TMP/worker-za.log" "$TMP/worker-zb.log" \
+  || fail "the running task was not stopped"
+ok "the running task was stopped (it would have slept 60 s)"
 echo "1 passed, 0 failed"
