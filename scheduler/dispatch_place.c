@@ -31,6 +31,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 #include "scheduler/dispatch_int.h"
 
 struct conc_key
@@ -164,11 +165,28 @@ static void labels_text(const struct ready_queue *lq, char *out, size_t size)
                               lq->labels[2 * i], lq->labels[2 * i + 1]);
 }
 
+/* Fails in `unschedulable` (its label queue has had no matching worker too long). */
+static void fail_unschedulable(struct dispatch *d, struct inst *in)
+{
+    char labels[256], msg[512];
+    if (in->state != TR_TASK_READY || in->heap_pos >= 0)
+        return; /* an earlier failure of the batch changed it */
+    struct ready_queue *lq = rq_of(d, in);
+    labels_text(lq, labels, sizeof(labels));
+    snprintf(msg, sizeof(msg), "unschedulable: no worker with labels %s in pool %s joined "
+             "within %g s (--unschedulable-timeout)", labels, lq->pool->name,
+             d->unschedulable_s);
+    d->cnt->tasks_unschedulable++;
+    d->hooks.fail(d->hooks.arg, in, msg);
+}
+
 void dispatch_place_check(struct dispatch *d, double now)
 {
     size_t it = 0;
     struct ready_queue *q;
-    char labels[256], msg[512];
+    char labels[256];
+    struct inst **doomed = NULL;
+    size_t n_doomed = 0, cap_doomed = 0;
     while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
         for (struct ready_queue *lq = q->labeled; lq != NULL; lq = lq->labeled) {
             if (lq->n_heap == 0 || pool_has_match(lq)) {
@@ -185,17 +203,20 @@ void dispatch_place_check(struct dispatch *d, double now)
             }
             if (d->unschedulable_s <= 0 || now - lq->unmatched_since < d->unschedulable_s)
                 continue;
-            snprintf(msg, sizeof(msg), "unschedulable: no worker with labels %s in pool %s "
-                     "joined within %g s (--unschedulable-timeout)", labels, q->pool->name,
-                     d->unschedulable_s);
-            tr_warn("failing %zu task(s): %s", lq->n_heap, msg);
+            tr_warn("failing %zu task(s) unschedulable: no worker with labels %s in pool %s",
+                    lq->n_heap, labels, q->pool->name);
             while (lq->n_heap > 0) {
-                d->cnt->tasks_unschedulable++;
-                d->hooks.fail(d->hooks.arg, rq_pop(lq), msg);
+                if (TR_VEC_PUSH(doomed, n_doomed, cap_doomed, rq_pop(lq)) < 0)
+                    oom_fatal("failing unschedulable tasks");
             }
             lq->unmatched_since = 0;
         }
     }
+    /* Failed after the walk: a failure can end a run and start another
+     * (max_active_runs), whose tasks may need new queues. */
+    for (size_t i = 0; i < n_doomed; i++)
+        fail_unschedulable(d, doomed[i]);
+    tr_free(doomed);
 }
 
 size_t dispatch_unschedulable_count(struct dispatch *d)
