@@ -21,6 +21,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "lib/base/vec.h"
 #include "scheduler/core.h"
 
 struct run_gate
@@ -144,20 +145,29 @@ void core_controls_tick(struct core *c, double now)
 {
     size_t it = 0;
     struct run *r;
-    char msg[256];
+    struct run **late = NULL;
+    size_t n_late = 0, cap_late = 0;
     while ((r = tr_hmap_next(&c->runs, &it)) != NULL) {
         double t = r->pipe->def->timeout;
         if (t <= 0 || run_is_final(r) || r->gate_waiting)
             continue;
         double since = r->started_at > 0 ? r->started_at : r->ctl_since;
-        if (since <= 0 || now < since + t)
+        if (since > 0 && now >= since + t && TR_VEC_PUSH(late, n_late, cap_late, r) < 0)
+            oom_fatal("stopping runs at their timeout");
+    }
+    /* Stopped after the walk: a stop may start other runs (max_active_runs). */
+    char msg[256];
+    for (size_t i = 0; i < n_late; i++) {
+        r = late[i];
+        if (run_is_final(r))
             continue;
         snprintf(msg, sizeof(msg), "run_timeout: the run took longer than its pipeline's "
-                 "timeout of %g s", t);
+                 "timeout of %g s", r->pipe->def->timeout);
         c->cnt->runs_timed_out++;
         if (run_stop(r, msg, TR_RUN_FAILED) < 0)
             tr_warn("cannot stop run=%s at its timeout", r->id);
     }
+    tr_free(late);
     struct run_gate *g;
     it = 0;
     while ((g = tr_hmap_next(&c->gates, &it)) != NULL) {
