@@ -136,6 +136,10 @@ char *run_json_text(struct run *r, size_t *len)
 {
     json_t *o = run_to_json(r, false);
     json_object_set_new(o, "error", json_str_or_null(r->error));
+    char why[320];
+    if (core_run_waiting(r->core, r, why, sizeof(why)) ||
+        dispatch_run_waiting(r->core->dispatch, r, why, sizeof(why)))
+        json_object_set_new(o, "waiting", json_string(why));
     char *head = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (head == NULL)
