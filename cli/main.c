@@ -53,6 +53,8 @@ static const struct tr_cli_cmd commands[] = {
      "list the model registry, a model's versions, its alias history; move an alias"},
     {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
      "list declared triggers with their state; what a trigger fired"},
+    {"audit", tr_cmd_audit, "[--since T] [--limit N] [--tenant T] [--json]",
+     "list the audit log: who changed what, when (admin tokens)"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };
