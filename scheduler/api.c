@@ -366,6 +366,7 @@ static void h_workers(struct tr_http_req *req, void *arg)
         json_object_set_new(o, "resources", res);
         json_object_set_new(o, "gpus", worker_gpus_json(&w->g));
         json_object_set_new(o, "version", json_string(w->version));
+        json_object_set_new(o, "tenant", json_str_or_null(w->tenant));
         json_object_set_new(o, "last_seen", json_time(w->last_seen));
         json_object_set_new(o, "connected_at", json_time(w->connected_at));
         json_array_append_new(arr, o);

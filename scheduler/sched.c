@@ -162,6 +162,8 @@ static void parts_init(struct sched *s)
     s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
+    dh.tenant_arg = &s->api; /* workers whose key is restricted to a tenant */
+    dh.tenant = api_run_tenant;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,

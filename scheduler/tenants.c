@@ -111,6 +111,11 @@ const char *tenant_owner(struct api *a, const char *kind, const char *name)
     return t ? t : AUTH_DEFAULT_TENANT;
 }
 
+const char *api_run_tenant(void *arg, const struct run *r)
+{
+    return tenant_owner(arg, TENANT_PIPELINE, r->pipe->def->name);
+}
+
 bool tenant_sees(struct api *a, const struct tr_http_req *req, const char *kind,
                  const char *name)
 {

@@ -21,6 +21,7 @@
 #include "lib/http/http_server.h"
 
 struct api;
+struct run;
 
 #define TENANT_PIPELINE "pipeline"
 #define TENANT_MODEL "model"
@@ -35,6 +36,10 @@ bool tenant_sees(struct api *a, const struct tr_http_req *req, const char *kind,
  * tenant owns it, or when it is new (it is then claimed for that tenant, in
  * this turn's commit); false after answering 409 conflict. */
 bool tenant_claim(struct api *a, struct tr_http_req *req, const char *kind, const char *name);
+
+/* The tenant of run r (arg: the api): the dispatch hook for workers whose
+ * key is restricted to a tenant. */
+const char *api_run_tenant(void *arg, const struct run *r);
 
 /* The batch's hooks (sched.c), and the life cycle. */
 bool tenants_have_dirty(const struct api *a);
