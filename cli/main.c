@@ -266,7 +266,12 @@ static bool read_token_file(const char *path, char **out)
                          line[b - 1] == '\t'))
             b--;
         if (b > a && line[a] != '#') {
-            *out = tr_strndup(line + a, b - a);
+            /* The token is the line's first field: a line of the scheduler's
+             * file ("TOKEN ROLE TENANT") works as it is. */
+            size_t t = a;
+            while (t < b && line[t] != ' ' && line[t] != '\t')
+                t++;
+            *out = tr_strndup(line + a, t - a);
             found = true;
         }
     }
