@@ -53,6 +53,9 @@ static const struct tr_cli_cmd commands[] = {
      "list the model registry, a model's versions, its alias history; move an alias"},
     {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
      "list declared triggers with their state; what a trigger fired"},
+    {"retry", tr_cmd_retry, "RUN [--json]",
+     "start a new run of a finished run's pipeline and params, reusing what succeeded"},
+    {"delete", tr_cmd_delete, "RUN [--json]", "delete a finished run, its outputs and logs"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };

@@ -11,6 +11,7 @@
 #include "scheduler/api_int.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
+#include "scheduler/runctl.h"
 
 #include <math.h>
 
@@ -182,6 +183,8 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
     json_object_set_new(o, "tasks", counts_json(r->counts));
+    if (r->retry_of != NULL)
+        json_object_set_new(o, "retry_of", json_string(r->retry_of));
     if (with_output) {
         json_object_set_new(o, "params", parse_or_null(r->params_json));
         json_object_set_new(o, "output", parse_or_null(r->output_json));
@@ -274,6 +277,7 @@ void on_waiter_abort(struct tr_http_req *req, void *arg)
 void api_run_final(void *arg, struct run *r)
 {
     struct api *a = arg;
+    rc_run_final(a, r);
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
@@ -416,6 +420,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
     TRG_ROUTES,
+    RC_ROUTES,
     {NULL, NULL, NULL},
 };
 

@@ -39,6 +39,7 @@ struct api
     struct tr_http_server *http;
     char **tokens;            /* NULL-terminated, owned */
     size_t cap_tokens;
+    struct rc_loop *rc;       /* run control (runctl.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -113,6 +113,9 @@ static const struct tr_flag sched_flags[] = {
      .help = "client certificate for etcd, with --etcd-key"},
     {"etcd-key", 0, TR_FLAG_STR, CFG(etcd_key), .arg = "FILE", .check = check_etcd_file,
      .help = "client key for etcd, with --etcd-cert"},
+    {"retention", 0, TR_FLAG_DOUBLE, CFG(retention_days), .dflt = "0", .arg = "DAYS",
+     .dmin = 0, .dmax = 36500,
+     .help = "purge finished runs older than DAYS (decimals allowed); 0 = keep all"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)

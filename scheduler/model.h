@@ -120,6 +120,9 @@ struct run
     uint32_t outstanding;     /* dispatches still registered (results awaited) */
     json_t *usage_sum;        /* LLM calls summed (usage.c), NULL before the first */
     char *usage_json;         /* usage_sum as JSON text, for the API to splice */
+    char *retry_of;           /* the run this one retries (owned), NULL when none (api_runctl.c) */
+    void *retry_ctx;          /* what it reuses of that run, freed when it ends (api_runctl.c) */
+    void (*retry_ctx_free)(void *ctx);
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)

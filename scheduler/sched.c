@@ -11,6 +11,7 @@
 #include "lib/base/log.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -175,7 +176,7 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg) || trg_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg) || rc_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -184,13 +185,16 @@ static int fb_put_hook(void *arg, struct tr_state *st)
     int rc = fb_put_dirty(arg);
     /* After the feedback: triggers note which statistics this batch changes.
      * Firings go with the runs they start: one transaction. */
-    return rc == 0 ? trg_put_dirty(arg) : rc;
+    if (rc == 0)
+        rc = trg_put_dirty(arg);
+    return rc == 0 ? rc_put_dirty(arg) : rc; /* run control (runctl.h) */
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
+    rc_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -262,6 +266,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
+    if (rc == 0)
+        rc = rc_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -318,6 +324,7 @@ void sched_close(struct sched *s)
     leader_close(s->leader);
     s->leader = NULL;
     fb_close(&s->api);
+    rc_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

@@ -1,0 +1,55 @@
+/*
+ * runctl.h - run control (api_runctl.c; docs/api.md "Run control"):
+ * Idempotency-Key on POST /v1/runs, POST /v1/runs/{id}/retry, DELETE
+ * /v1/runs/{id}, --retention, the check of a run's params against the
+ * pipeline's declared defaults, and GET /v1/pipelines/{name}/versions/{v}/source.
+ *
+ * Part "api". Its records (keys, retry links, deletions) join the loop
+ * turn's transaction through the batch's extra hooks (sched.c). Loop thread.
+ */
+#ifndef TR_SCHED_RUNCTL_H
+#define TR_SCHED_RUNCTL_H
+
+#include "scheduler/api.h"
+
+/* Creates the run control of a (timers on a's loop). 0 or TR_ENOMEM. */
+int rc_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;
+/* Stops its timers and frees it. NULL-safe on a never opened. */
+void rc_close(struct api *a);
+
+/* The batch's extra hooks (sched.c chains them after the feedback loop's). */
+bool rc_have_dirty(struct api *a);
+int rc_put_dirty(struct api *a) TR_MUST_CHECK;
+void rc_committed(struct api *a);
+
+/* A run reached a final state (api_run_final): frees what a retry reused. */
+void rc_run_final(struct api *a, struct run *r);
+
+/*
+ * POST /v1/runs with an Idempotency-Key header. Returns true when the
+ * request was answered (a replay, a conflict, a bad key); otherwise *key is
+ * the key to hand to rc_idem_created or rc_idem_release (NULL without one;
+ * the caller owns it).
+ */
+bool rc_idem_begin(struct api *a, struct tr_http_req *req, char **key);
+/* The run made under key (owned by the caller still): its key is queued. */
+void rc_idem_created(struct api *a, const char *key, const struct run *r);
+/* The request under key ended without a run (frees key). NULL-safe. */
+void rc_idem_release(struct api *a, char *key);
+
+/* Checks params against def's declared defaults; false after answering 400 invalid_params. */
+bool rc_params_check(struct tr_http_req *req, const struct tr_pipeline_def *def,
+                     json_t *params);
+
+/* GET /v1/runs/{id} of a run read from the state: adds "retry_of" when it has one. */
+void rc_add_retry_of(struct api *a, json_t *run);
+
+void h_run_delete(struct tr_http_req *req, void *arg);
+void h_run_retry(struct tr_http_req *req, void *arg);
+void h_pipeline_source(struct tr_http_req *req, void *arg);
+
+#define RC_ROUTES                                                                                  \
+    {"DELETE", "/v1/runs/{id}", h_run_delete}, {"POST", "/v1/runs/{id}/retry", h_run_retry},       \
+        {"GET", "/v1/pipelines/{name}/versions/{v}/source", h_pipeline_source}
+
+#endif
