@@ -20,7 +20,7 @@ post() {
 }
 body() { # PARAMS_JSON
   "$PY" -c 'import json,sys
-print(json.dumps({"source": open(sys.argv[1]).read(), "name": "retry.lua", "params": json.loads(sys.argv[2])}))' "$P/retry.lua" "$1"
+print(json.dumps({"source": open(sys.argv[1]).read(), "name": "rerun.lua", "params": json.loads(sys.argv[2])}))' "$P/rerun.lua" "$1"
 }
 
 # ---- params checked at submit -------------------------------------------
@@ -87,10 +87,10 @@ out=$(post "$b" key-1)
 assert_eq "$(code_of "$out") $(echo "$out" | cut -d' ' -f2- | json_get 'j["run_id"]')" "200 $k1" "after a restart the key still names its run"
 
 # ---- source of a pipeline version ----------------------------------------
-register "$P/retry.lua"
-src=$(curl -s "$API/v1/pipelines/e2e-retry/versions/1/source")
-assert_eq "$src" "$(cat "$P/retry.lua")" "GET .../versions/1/source gives the file"
-assert_eq "$(api_status "$API/v1/pipelines/e2e-retry/versions/9/source")" 404 "an unknown version: 404"
+register "$P/rerun.lua"
+src=$(curl -s "$API/v1/pipelines/e2e-rerun/versions/1/source")
+assert_eq "$src" "$(cat "$P/rerun.lua")" "GET .../versions/1/source gives the file"
+assert_eq "$(api_status "$API/v1/pipelines/e2e-rerun/versions/9/source")" 404 "an unknown version: 404"
 assert_eq "$(api_status "$API/v1/pipelines/nope/versions/1/source")" 404 "an unknown pipeline: 404"
 
 # ---- DELETE ---------------------------------------------------------------
@@ -115,5 +115,5 @@ n_before=$(api_get "/v1/runs?limit=1000" | json_get 'len(j["runs"])')
 wait_for 30 bash -c "[ \"\$(curl -s '$API/v1/runs?limit=1000' | $PY -c 'import json,sys; print(len([r for r in json.load(sys.stdin)[\"runs\"] if r[\"state\"] != \"running\" and r[\"state\"] != \"queued\"]))')\" = 0 ]" \
   || fail "the finished runs were not purged"
 ok "--retention purged the $n_before old runs"
-fresh=$(submit "$P/retry.lua" '{"dir": "'"$D"'"}')
+fresh=$(submit "$P/rerun.lua" '{"dir": "'"$D"'"}')
 assert_eq "$(wait_run "$fresh" | json_get 'j["state"]')" succeeded "dispatch goes on while purging"
