@@ -58,6 +58,7 @@ end
 return trellis.pipeline {
   name = "rag_answer",
   version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = {
     question = "How are duplicate chunks detected when a folder is ingested?",
     index = "docs.db", k = 5, max_tokens = 400, temperature = 0, top_k = 3,

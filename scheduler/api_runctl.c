@@ -309,7 +309,8 @@ static const char *kind_of(const json_t *v)
 
 bool rc_params_check(struct tr_http_req *req, const struct tr_pipeline_def *def, json_t *params)
 {
-    if (params == NULL || !json_is_object(params) || json_object_size(params) == 0)
+    if (params == NULL || !json_is_object(params) || json_object_size(params) == 0 ||
+        def->extra_params)
         return true;
     struct tr_error err;
     tr_error_init(&err);

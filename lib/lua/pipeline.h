@@ -90,6 +90,9 @@ struct tr_pipeline_def
     /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
      * def built by hand, which is then searched linearly). */
     uint32_t *by_name;
+    /* Run control: a run may pass params the file does not declare (`extra_params = true`);
+     * otherwise an unknown or mistyped one is refused at submit (docs/api.md). */
+    bool extra_params;
 };
 
 /* Limits of the sandbox that reads a pipeline. */

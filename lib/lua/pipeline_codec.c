@@ -79,7 +79,7 @@ static int pack_trigger(msgpack_packer *pk, const struct tr_trigger_def *t)
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 13) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 14) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -116,6 +116,9 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
     for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
         rc = pack_trigger(pk, &def->triggers[i]);
+    /* 14th: extra_params (run control). */
+    if (rc == 0)
+        rc = (def->extra_params ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ? TR_ENOMEM : 0;
     return rc;
 }
 
@@ -129,6 +132,7 @@ struct dec
     struct tr_error *err;
     uint32_t n_tasks;
     bool with_triggers;     /* the graph has its 13th element */
+    bool with_extra_params; /* and its 14th (run control) */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -271,9 +275,10 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if ((fields != 12 && fields != 13) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if ((fields < 12 || fields > 14) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
-    d->with_triggers = fields == 13;
+    d->with_triggers = fields >= 13;
+    d->with_extra_params = fields >= 14;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -346,6 +351,11 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
     }
     if (rc == 0 && d->with_triggers)
         rc = read_triggers(d, def);
+    if (rc == 0 && d->with_extra_params) {
+        def->extra_params = tr_mp_rd_bool(&d->r);
+        if (d->r.err != 0)
+            rc = malformed(d, "extra_params");
+    }
     return rc;
 }
 
