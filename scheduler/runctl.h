@@ -44,6 +44,27 @@ bool rc_params_check(struct tr_http_req *req, const struct tr_pipeline_def *def,
 /* GET /v1/runs/{id} of a run read from the state: adds "retry_of" when it has one. */
 void rc_add_retry_of(struct api *a, json_t *run);
 
+/* Shared by api_runctl.c and api_retry.c. */
+/* A stored run's state, or TR_ENOENT. */
+struct run_brief
+{
+    bool found;
+    char state[16];
+    char digest[65];
+    char pipeline[128];
+    char *params_json;
+};
+
+/* tr_state_get_run's callback filling a struct run_brief (params_json copied: free it). */
+int rc_brief_cb(const struct tr_run_rec *rec, void *arg);
+/* The {id} route parameter into out; false after answering 404. */
+bool rc_route_id(struct tr_http_req *req, char *out, size_t size);
+void rc_no_run(struct tr_http_req *req, const char *id);
+/* False after answering 503 when writes are paused. */
+bool rc_writes_ok(struct api *a, struct tr_http_req *req);
+/* A retry link to put at the next commit. */
+void rc_queue_link(struct api *a, const char *run_id, const char *retry_of);
+
 void h_run_delete(struct tr_http_req *req, void *arg);
 void h_run_retry(struct tr_http_req *req, void *arg);
 void h_pipeline_source(struct tr_http_req *req, void *arg);

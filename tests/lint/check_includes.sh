@@ -43,7 +43,7 @@ part() {
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
     loop_calls.[ch]) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
-    api_runctl.c|runctl.h) echo api ;;
+    api_runctl.c|api_retry.c|runctl.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
 }
