@@ -118,7 +118,7 @@ static const struct tr_flag worker_flags[] = {
     {"providers", 0, TR_FLAG_STR, OPT(providers), .arg = "FILE", .check = check_nonempty,
      .help = "LLM providers for trellis.llm (docs/llm.md)"},
     {"secrets-dir", 0, TR_FLAG_STR, OPT(secrets_dir), .arg = "DIR", .check = check_nonempty,
-     .help = "files read by trellis.secret(NAME) (else TRELLIS_SECRET_NAME)"},
+     .help = "folder of files read by trellis.secret(NAME) (docs/pipelines.md)"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)
