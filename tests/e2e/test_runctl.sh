@@ -77,6 +77,10 @@ assert_eq "$(echo "$out" | cut -d' ' -f2- | json_get 'j["run_id"]')" "$k1" "with
 out=$(post "$(body '{"dir": "'"$D"'", "n": 2}')" key-1)
 assert_eq "$(code_of "$out")" 422 "the same key with another body: 422"
 assert_contains "$(err_of "$out")" "idempotency_conflict" "idempotency_conflict"
+out=$(post "$(body '{"dir": "'"$D"'", "n": "x"}')" key-2)
+assert_eq "$(code_of "$out")" 400 "a refused request with a key"
+out=$(post "$b" key-2)
+assert_eq "$(code_of "$out")" 201 "keeps no key: the same key then makes a run"
 out=$(post "$b" "$(printf 'bad\001key')")
 assert_eq "$(code_of "$out")" 400 "a key with a control character is refused"
 wait_run "$k1" >/dev/null
