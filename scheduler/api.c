@@ -9,6 +9,7 @@
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
 
@@ -274,6 +275,7 @@ void on_waiter_abort(struct tr_http_req *req, void *arg)
 void api_run_final(void *arg, struct run *r)
 {
     struct api *a = arg;
+    bud_run_final(a, r); /* its reservations are released */
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
@@ -416,6 +418,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
     TRG_ROUTES,
+    BUD_ROUTES,
     {NULL, NULL, NULL},
 };
 

@@ -9,6 +9,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
 #include "scheduler/triggers.h"
@@ -93,6 +94,7 @@ static void on_worker_down(void *arg, struct worker *w)
     struct sched *s = arg;
     leader_worker_down(s->leader, w);
     core_worker_down(&s->core, w);
+    bud_worker_down(&s->api, w); /* its LLM calls' reservations are released */
 }
 
 /* Takes an epoch, recovers unfinished runs and binds the worker port: what a
@@ -116,6 +118,8 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     s->core.tp = tp;
     fleet_start(&s->fleet, s->loop, tp, *epoch);
     rc = trg_lead(&s->api, err);
+    if (rc == 0)
+        rc = bud_lead(&s->api, err);
     if (rc < 0)
         return rc;
     /* With a shared state, statistics written by anyone drive the triggers. */
@@ -175,7 +179,7 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg) || trg_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg) || bud_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -184,13 +188,16 @@ static int fb_put_hook(void *arg, struct tr_state *st)
     int rc = fb_put_dirty(arg);
     /* After the feedback: triggers note which statistics this batch changes.
      * Firings go with the runs they start: one transaction. */
-    return rc == 0 ? trg_put_dirty(arg) : rc;
+    if (rc == 0)
+        rc = trg_put_dirty(arg);
+    return rc == 0 ? bud_put_dirty(arg) : rc;
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
+    bud_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -262,6 +269,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
+    if (rc == 0)
+        rc = bud_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -318,6 +327,7 @@ void sched_close(struct sched *s)
     leader_close(s->leader);
     s->leader = NULL;
     fb_close(&s->api);
+    bud_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

@@ -15,6 +15,7 @@
 
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
+#include "worker/budget_client.h"
 #include "worker/exec_int.h"
 
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */
@@ -65,6 +66,8 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
         h[4] = (unsigned char)n;
         r->usage = (struct tr_str){t->usage.buf, t->usage.len};
     }
+    /* The settlements of its LLM calls reach the scheduler before its end does. */
+    tr_budget_flush(e);
     exec_send(e, &m);
     task_logs_consume(t, taken);
 

@@ -489,7 +489,8 @@ static int l_pipeline(lua_State *L)
         size_t klen = 0;
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
-        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers"};
+        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
+                                             "budget", "on_budget"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -571,6 +572,14 @@ static int l_pipeline(lua_State *L)
         return raise_check(L, why);
     }
     lua_setfield(L, 2, "triggers");
+
+    /* budget and on_budget: checked by the loader (pipeline_budget.c). */
+    lua_pushliteral(L, "budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "budget");
+    lua_pushliteral(L, "on_budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "on_budget");
 
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
     lua_setmetatable(L, 2);

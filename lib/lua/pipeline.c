@@ -571,6 +571,8 @@ static int walk(lua_State *L, struct walk *w)
         cpu_pool_first(def);
     if (rc == 0)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_budget(L, 1, def, w->err);
     return rc;
 }
 

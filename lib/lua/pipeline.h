@@ -90,7 +90,27 @@ struct tr_pipeline_def
     /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
      * def built by hand, which is then searched linearly). */
     uint32_t *by_name;
+    /* budget = {cost = USD, tokens = N} for one run (0: no limit), and what an
+     * LLM call does when it does not fit (docs/budgets.md). */
+    double budget_cost;
+    double budget_tokens;
+    uint8_t on_budget;    /* enum tr_on_budget */
 };
+
+/* on_budget = "fail" (the default) | "fallback" | "approve" */
+enum tr_on_budget
+{
+    TR_ON_BUDGET_FAIL,
+    TR_ON_BUDGET_FALLBACK,
+    TR_ON_BUDGET_APPROVE,
+};
+extern const char *const tr_on_budget_names[3];
+
+/* Reads budget and on_budget of the pipeline table at idx into def
+ * (pipeline_budget.c). 0 or TR_EINVAL with err naming the field. */
+struct lua_State;
+int tr_pipeline_read_budget(struct lua_State *L, int idx, struct tr_pipeline_def *def,
+                            struct tr_error *err) TR_MUST_CHECK;
 
 /* Limits of the sandbox that reads a pipeline. */
 struct tr_pipeline_limits

@@ -79,7 +79,7 @@ static int pack_trigger(msgpack_packer *pk, const struct tr_trigger_def *t)
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 13) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 14) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -116,6 +116,11 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
     for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
         rc = pack_trigger(pk, &def->triggers[i]);
+    /* The 14th element: the run's budget and its policy. */
+    if (rc == 0 && (msgpack_pack_array(pk, 3) || msgpack_pack_double(pk, def->budget_cost) ||
+                    msgpack_pack_double(pk, def->budget_tokens) ||
+                    msgpack_pack_uint8(pk, def->on_budget)))
+        rc = TR_ENOMEM;
     return rc;
 }
 
@@ -129,6 +134,7 @@ struct dec
     struct tr_error *err;
     uint32_t n_tasks;
     bool with_triggers;     /* the graph has its 13th element */
+    bool with_budget;       /* and its 14th */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -267,13 +273,29 @@ static int read_triggers(struct dec *d, struct tr_pipeline_def *def)
     return rc;
 }
 
+/* The budget (the 14th element): [cost, tokens, on_budget]. */
+static int read_budget(struct dec *d, struct tr_pipeline_def *def)
+{
+    if (tr_mp_rd_array(&d->r) != 3 || d->r.err != 0)
+        return malformed(d, "budget");
+    def->budget_cost = tr_mp_rd_double(&d->r);
+    def->budget_tokens = tr_mp_rd_double(&d->r);
+    uint64_t p = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || !(def->budget_cost >= 0) || !(def->budget_tokens >= 0) || p > 2)
+        return malformed(d, "budget");
+    def->on_budget = (uint8_t)p;
+    return 0;
+}
+
 static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if ((fields != 12 && fields != 13) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if ((fields != 12 && fields != 13 && fields != 14) || tr_mp_rd_uint(&d->r) != CODEC_VERSION ||
+        d->r.err != 0)
         return malformed(d, "not a version 1 graph");
-    d->with_triggers = fields == 13;
+    d->with_triggers = fields >= 13;
+    d->with_budget = fields >= 14;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -346,6 +368,8 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
     }
     if (rc == 0 && d->with_triggers)
         rc = read_triggers(d, def);
+    if (rc == 0 && d->with_budget)
+        rc = read_budget(d, def);
     return rc;
 }
 

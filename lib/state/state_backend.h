@@ -40,6 +40,7 @@ enum tr_row_kind
     TR_ROW_ALIAS_MOVE,    /* key: name, seq;      grp name,                  ord seq */
     TR_ROW_FIRING,        /* key: pipeline, trigger, time; grp pipeline, sub trigger, ord fired_at */
     TR_ROW_TRIGGER,       /* key: pipeline, trigger;  grp pipeline, sub trigger */
+    TR_ROW_BUDGET,        /* key: tenant (scheduler/budgets.c) */
     TR_ROW_KIND_COUNT
 };
 

@@ -27,6 +27,7 @@ const struct tr_row_kind_info tr_row_kinds[TR_ROW_KIND_COUNT] = {
     [TR_ROW_FIRING] = {"firings/", true, true, true},
     /* Late like firings: a trigger's state goes with the firing and its run. */
     [TR_ROW_TRIGGER] = {"triggers/", true, false, true},
+    [TR_ROW_BUDGET] = {"budgets/", false, false, false},
 };
 
 /* ===================================================================== */
@@ -488,6 +489,11 @@ static int emit(const char *value, size_t len, void *arg)
         rc = r.pipeline && r.trigger ? ((tr_state_trigger_fn)c->cb)(&r, c->arg) : TR_EPROTO;
         break;
     }
+    case TR_ROW_BUDGET: {
+        struct tr_budget_rec r = {.tenant = dstr(&d, "tenant"), .json = value};
+        rc = r.tenant ? ((tr_state_budget_fn)c->cb)(&r, c->arg) : TR_EPROTO;
+        break;
+    }
     default:
         rc = TR_EINVAL;
     }
@@ -622,4 +628,28 @@ int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_t
                            void *arg)
 {
     return list(st, TR_ROW_TRIGGER, pipeline, NULL, 0, (any_fn)cb, arg);
+}
+
+/* ===================================================================== */
+/* Budgets (scheduler/budgets.c)                                         */
+/* ===================================================================== */
+
+int tr_state_put_budget(struct tr_state *st, const struct tr_budget_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->tenant) || r->json == NULL)
+        return TR_EINVAL;
+    json_t *o = json_loads(r->json, 0, NULL);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return TR_EINVAL;
+    }
+    int rc = 0;
+    ENC(enc_str(o, "tenant", r->tenant));
+    struct tr_state_row row = {.kind = TR_ROW_BUDGET, .comps = {r->tenant}, .n_comps = 1};
+    return put(st, &row, o, rc);
+}
+
+int tr_state_list_budgets(struct tr_state *st, tr_state_budget_fn cb, void *arg)
+{
+    return list(st, TR_ROW_BUDGET, NULL, NULL, 0, (any_fn)cb, arg);
 }
