@@ -25,6 +25,7 @@
 #include "lib/wire/proto.h"
 
 struct api;
+struct inst;
 struct run;
 struct worker;
 
@@ -51,6 +52,10 @@ void bud_on_call(struct api *a, struct worker *w, const struct tr_msg_call *m);
 /* Releases the reservations of a worker that went away / of a run that ended. */
 void bud_worker_down(struct api *a, struct worker *w);
 void bud_run_final(struct api *a, struct run *r);
+
+/* dispatch's gate hook (arg: the api): holds an instance of a task known to
+ * call a provider that is out of quota; readies it once the quota allows. */
+bool bud_gate(void *arg, struct inst *in);
 
 /* The tenant a run's spend counts against. */
 const char *bud_run_tenant(const struct run *r);

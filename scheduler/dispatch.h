@@ -38,6 +38,11 @@ struct dispatch_hooks
     bool (*cached)(void *arg, struct inst *in, struct tr_str args);
     /* The instance cannot be sent (out of memory for its arguments). */
     void (*fail)(void *arg, struct inst *in, const char *error);
+    /* Optional: true when the gate holds the instance instead of the ready
+     * queue (budgets.c: the provider it calls is out of quota); the gate
+     * readies it again later. */
+    bool (*gate)(void *gate_arg, struct inst *in);
+    void *gate_arg;
 };
 
 struct dispatch

@@ -163,6 +163,8 @@ static void parts_init(struct sched *s)
     s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
+    dh.gate = bud_gate; /* tasks of a provider out of quota wait here, not in a worker slot */
+    dh.gate_arg = &s->api;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,

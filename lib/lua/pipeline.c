@@ -86,6 +86,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
     tr_free(def->sinks);
     tr_free(def->by_name);
     tr_pipeline_free_triggers(def);
+    tr_pipeline_free_budget(def);
     tr_free(def->params);
     tr_free(def->source);
     tr_free(def->version);

@@ -95,6 +95,10 @@ struct tr_pipeline_def
     double budget_cost;
     double budget_tokens;
     uint8_t on_budget;    /* enum tr_on_budget */
+    /* Per task (n_tasks entries, or NULL when no task declares any): the
+     * providers its LLM calls use, comma-separated (task field `providers`),
+     * or NULL. The scheduler holds a task whose provider is out of quota. */
+    char **task_providers;
 };
 
 /* on_budget = "fail" (the default) | "fallback" | "approve" */
@@ -108,6 +112,7 @@ extern const char *const tr_on_budget_names[3];
 
 /* Reads budget and on_budget of the pipeline table at idx into def
  * (pipeline_budget.c). 0 or TR_EINVAL with err naming the field. */
+void tr_pipeline_free_budget(struct tr_pipeline_def *def);
 struct lua_State;
 int tr_pipeline_read_budget(struct lua_State *L, int idx, struct tr_pipeline_def *def,
                             struct tr_error *err) TR_MUST_CHECK;

@@ -116,11 +116,20 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
     for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
         rc = pack_trigger(pk, &def->triggers[i]);
-    /* The 14th element: the run's budget and its policy. */
-    if (rc == 0 && (msgpack_pack_array(pk, 3) || msgpack_pack_double(pk, def->budget_cost) ||
+    /* The 14th element: the run's budget, its policy, the tasks' providers. */
+    if (rc == 0 && (msgpack_pack_array(pk, 4) || msgpack_pack_double(pk, def->budget_cost) ||
                     msgpack_pack_double(pk, def->budget_tokens) ||
                     msgpack_pack_uint8(pk, def->on_budget)))
         rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers == NULL && msgpack_pack_nil(pk))
+        rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers != NULL) {
+        rc = msgpack_pack_array(pk, def->n_tasks) ? TR_ENOMEM : 0;
+        for (uint32_t i = 0; rc == 0 && i < def->n_tasks; i++) {
+            const char *s = def->task_providers[i];
+            rc = s ? pack_str(pk, s) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+        }
+    }
     return rc;
 }
 
@@ -273,10 +282,10 @@ static int read_triggers(struct dec *d, struct tr_pipeline_def *def)
     return rc;
 }
 
-/* The budget (the 14th element): [cost, tokens, on_budget]. */
+/* The budget (the 14th element): [cost, tokens, on_budget, providers or nil]. */
 static int read_budget(struct dec *d, struct tr_pipeline_def *def)
 {
-    if (tr_mp_rd_array(&d->r) != 3 || d->r.err != 0)
+    if (tr_mp_rd_array(&d->r) != 4 || d->r.err != 0)
         return malformed(d, "budget");
     def->budget_cost = tr_mp_rd_double(&d->r);
     def->budget_tokens = tr_mp_rd_double(&d->r);
@@ -284,6 +293,19 @@ static int read_budget(struct dec *d, struct tr_pipeline_def *def)
     if (d->r.err != 0 || !(def->budget_cost >= 0) || !(def->budget_tokens >= 0) || p > 2)
         return malformed(d, "budget");
     def->on_budget = (uint8_t)p;
+    if (tr_mp_rd_nil(&d->r))
+        return 0;
+    if (tr_mp_rd_array(&d->r) != def->n_tasks || d->r.err != 0)
+        return malformed(d, "task providers");
+    if ((def->task_providers = tr_calloc(def->n_tasks, sizeof(char *))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        if (tr_mp_rd_nil(&d->r))
+            continue;
+        if ((def->task_providers[i] = dup_str(d, "task providers", &rc)) == NULL)
+            return rc;
+    }
     return 0;
 }
 

@@ -104,36 +104,41 @@ PY
 ok "a pipeline's budget stops its run's calls exactly; on_budget = fallback uses the cheaper model"
 
 # --- a provider's quota shared by two workers ---------------------------------
-# 60 calls to "q" (600 rpm = 10/s, the model refuses more than 25 in a second)
-# spread over two workers, and 20 calls to another provider meanwhile.
-idq=$(submit "$P/llm_budget.lua" '{"n": 60, "model": "persec-25-q", "provider": "q"}')
-ido=$(submit "$P/llm_budget.lua" '{"n": 20, "model": "ok-other"}')
-runo=$(wait_run "$ido" 120)
-runq=$(wait_run "$idq" 180)
-assert_eq "$(echo "$runq" | json_get 'j["state"]')" succeeded "the quota run succeeds"
+# 60 calls to "q" (600 rpm = 10/s; its model refuses more than 25 in a second)
+# spread over two workers with 8 slots in all, and 20 calls to another
+# provider in the same run. The tasks declare their providers: q's wait in the
+# scheduler while its quota is used up, the others' take the slots meanwhile.
+start_worker s1 --slots 4 --pool small --providers "$TMP/providers.json"
+start_worker s2 --slots 4 --pool small --providers "$TMP/providers.json"
+wait_workers 4
+id=$(submit "$P/llm_quota.lua" '{"n": 60, "m": 20}')
+run=$(wait_run "$id" 180)
+assert_eq "$(echo "$run" | json_get 'j["state"]')" succeeded "the quota run succeeds"
 curl -s "http://127.0.0.1:$FPORT/stats" >"$TMP/stats3.json"
-api_get "/v1/runs/$idq/tasks" >"$TMP/tq.json"
+api_get "/v1/runs/$id/tasks" >"$TMP/tq.json"
 api_get /v1/budgets >"$TMP/b3.json"
-"$PY" - "$TMP/stats3.json" "$TMP/tq.json" "$TMP/b3.json" "$runo" "$runq" <<'PY' || fail "quota"
+"$PY" - "$TMP/stats3.json" "$TMP/tq.json" "$TMP/b3.json" <<'PY' || fail "quota"
 import json, sys
 stats = json.load(open(sys.argv[1]))
-tq = json.load(open(sys.argv[2]))["tasks"]
+tasks = json.load(open(sys.argv[2]))["tasks"]
 bud = json.load(open(sys.argv[3]))
-ro, rq = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 m = "persec-25-q"
-print("q calls", stats["calls"].get(m), "most in a second", stats["max_per_second"].get(m),
-      "429s", stats["rejected"].get(m, 0), "quotas", bud["quotas"])
-outs = [t["output"] for t in tq if t["name"] == "ask"]
-assert outs.count("ok:" + m) == 60, outs
-assert stats["rejected"].get(m, 0) == 0, stats["rejected"]      # no 429 at all
-assert stats["max_per_second"][m] <= 21, stats["max_per_second"] # bucket of 10 + 9.8/s
-assert stats["calls"].get(m) == 60
 q = [x for x in bud["quotas"] if x["provider"] == "q"][0]
-assert q["rpm"] == 600 and q["granted"] == 60 and q["waited"] > 0, q
-assert ro["state"] == "succeeded"
-assert ro["finished_at"] < rq["finished_at"], (ro["finished_at"], rq["finished_at"])
+print("q calls", stats["calls"].get(m), "most in a second", stats["max_per_second"].get(m),
+      "429s", stats["rejected"].get(m, 0), "quota", q)
+qt = [t for t in tasks if t["name"] == "q"]
+ot = [t for t in tasks if t["name"] == "other"]
+assert [t["output"] for t in qt] == [m] * 60, [t["output"] for t in qt]
+assert [t["output"] for t in ot] == ["ok-other"] * 20
+assert stats["calls"].get(m) == 60
+assert stats["rejected"].get(m, 0) == 0, stats["rejected"]       # no 429 at all
+assert stats["max_per_second"][m] <= 21, stats["max_per_second"]  # bucket of 10 + 9.8/s
+assert q["rpm"] == 600 and q["granted"] == 60, q
+assert q["tasks_held_total"] > 0, q                              # held in the scheduler
+# While q's tasks waited in the scheduler, the other provider's took the slots.
+assert max(t["finished_at"] for t in ot) < max(t["finished_at"] for t in qt)
 PY
-ok "two workers share a provider's quota: no 429, another provider's tasks finish meanwhile"
+ok "two workers share a provider's quota: no 429, tasks held in the scheduler, others run"
 
 # --- spent is durable ----------------------------------------------------------
 before=$(api_get /v1/budgets | json_get '[b for b in j["budgets"] if b["tenant"] == "default"][0]["spent"]["tokens"]')

@@ -652,8 +652,10 @@ function M.chat(call)
     if prov.kind == "extractive" then return extractive_chat(call) end
     local max_out = math.tointeger(call.max_tokens) or prov.max_output_tokens
                     or (prov.kind == "anthropic" and ANTHROPIC_MAX_TOKENS) or DEFAULT_MAX_OUTPUT
+    local t_res = C.mono_ms()
     local rid, rerr = reserve(target, call, worst_prompt, max_out, stop_at)
     if not rid then return nil, rerr end
+    local budget_ms = C.mono_ms() - t_res
     local f = prov.kind == "anthropic" and anthropic_chat or openai_chat
     local ok, r, err = pcall(f, prov, call, target.model, remaining)
     if not ok or not r then
@@ -670,6 +672,7 @@ function M.chat(call)
     local ct = r.usage.completion_tokens or estimate_tokens(r.text)
     local pin, pout = price_of(prov, target.model)
     C.budget_settle(rid, pt + ct, (pt * pin + ct * pout) / 1e6)
+    r.budget_ms = budget_ms  -- the reservation's round trip (and quota waits)
     return r
   end
   local r, target, t0 = with_retries(call, chain, try)
