@@ -12,7 +12,7 @@
  *              models, triggers)                       feedback.c triggers.c
  *                                                      triggers_row.c api_triggers.c
  *                                                      loop_calls.c (tasks' CALLs)
- *                                                      budgets.c (LLM budgets, quotas)
+ *                                                      budgets.c quotas.c (LLM budgets, quotas)
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
