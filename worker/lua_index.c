@@ -32,6 +32,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "worker/lua_rag.h"
 #include "worker/offload.h"
+#include "worker/pg_index.h"
 #include "worker/text_index.h"
 
 #define INDEX_MT "trellis.index.index"
@@ -43,7 +44,8 @@
 struct ixref
 {
     struct tr_offload_lane lane; /* first: the lane's on_idle finds the ixref */
-    struct tr_text_index *ix;
+    struct tr_text_index *ix;    /* SQLite, or */
+    struct tr_pg_index *pg;      /* PostgreSQL */
     bool closed;                 /* closed by Lua: freed once the lane is idle */
 };
 
@@ -55,6 +57,7 @@ struct lindex
 static void ixref_free(struct ixref *r)
 {
     tr_text_index_free(r->ix);
+    tr_pg_index_free(r->pg);
     tr_free(r);
 }
 
@@ -88,9 +91,11 @@ static bool has_dotdot(const char *p)
 
 /*
  * Resolves an index path into out: relative to the data folder, or absolute
- * inside it; creates the folders on the way. May raise.
+ * inside it; creates the folders on the way. Without file (a PostgreSQL
+ * index name), out is the path relative to the data folder and nothing is
+ * created. May raise.
  */
-static void index_path(lua_State *L, const char *path, char *out, size_t cap)
+static void index_path(lua_State *L, const char *path, char *out, size_t cap, bool file)
 {
     char dir[PATH_MAX];
     int rc = tr_lua_rag_data_dir(dir, sizeof(dir));
@@ -105,9 +110,11 @@ static void index_path(lua_State *L, const char *path, char *out, size_t cap)
             luaL_error(L, "index path '%s' is outside the data folder '%s'", path, dir);
         rel = path + dl + 1;
     }
-    int w = snprintf(out, cap, "%s/%s", dir, rel);
-    if (w < 0 || (size_t)w >= cap)
+    int w = file ? snprintf(out, cap, "%s/%s", dir, rel) : snprintf(out, cap, "%s", rel);
+    if (w < 0 || (size_t)w >= cap || (!file && (size_t)w > TR_PG_NAME_MAX))
         luaL_error(L, "index path '%s' is too long", path);
+    if (!file)
+        return;
     /* Create the folders between the data folder and the file. */
     for (char *s = out + dl + 1; (s = strchr(s, '/')) != NULL; s++) {
         *s = '\0';
@@ -225,7 +232,9 @@ static void upsert_release(void *job)
 static void upsert_work(void *job)
 {
     struct upsert_job *j = job;
-    j->rc = tr_text_index_upsert(j->ref->ix, j->docs, j->n, &j->err);
+    struct ixref *r = j->ref;
+    j->rc = r->pg ? tr_pg_index_upsert(r->pg, j->docs, j->n, &j->err)
+                  : tr_text_index_upsert(r->ix, j->docs, j->n, &j->err);
 }
 
 static int upsert_done(lua_State *L, int status, lua_KContext ctx)
@@ -372,27 +381,33 @@ static void key_work(void *job)
 {
     struct key_job *j = job;
     struct tr_text_index *ix = j->ref->ix;
+    struct tr_pg_index *pg = j->ref->pg;
     switch (j->op) {
     case K_DELETE:
-        j->rc = tr_text_index_delete(ix, j->key, j->key_len, &j->err);
+        j->rc = pg ? tr_pg_index_delete(pg, j->key, j->key_len, &j->err)
+                   : tr_text_index_delete(ix, j->key, j->key_len, &j->err);
         break;
     case K_DELETE_SOURCE:
-        j->rc = tr_text_index_delete_source(ix, j->key, j->key_len, &j->err);
+        j->rc = pg ? tr_pg_index_delete_source(pg, j->key, j->key_len, &j->err)
+                   : tr_text_index_delete_source(ix, j->key, j->key_len, &j->err);
         break;
     case K_COUNT:
-        j->rc = tr_text_index_count(ix, &j->count);
+        j->rc = pg ? tr_pg_index_count(pg, &j->count) : tr_text_index_count(ix, &j->count);
         break;
     case K_MANIFEST_GET:
-        j->rc = tr_text_index_manifest_get(ix, j->key, &j->m);
+        j->rc = pg ? tr_pg_index_manifest_get(pg, j->key, &j->m)
+                   : tr_text_index_manifest_get(ix, j->key, &j->m);
         break;
     case K_MANIFEST_PUT:
-        j->rc = tr_text_index_manifest_put(ix, j->key, &j->m);
+        j->rc = pg ? tr_pg_index_manifest_put(pg, j->key, &j->m)
+                   : tr_text_index_manifest_put(ix, j->key, &j->m);
         break;
     case K_MANIFEST_DEL:
-        j->rc = tr_text_index_manifest_del(ix, j->key);
+        j->rc = pg ? tr_pg_index_manifest_del(pg, j->key) : tr_text_index_manifest_del(ix, j->key);
         break;
     case K_MANIFEST_PATHS:
-        j->rc = tr_text_index_manifest_each(ix, each_path, &j->paths);
+        j->rc = pg ? tr_pg_index_manifest_each(pg, each_path, &j->paths)
+                   : tr_text_index_manifest_each(ix, each_path, &j->paths);
         break;
     }
 }
@@ -502,7 +517,8 @@ static int l_dim(lua_State *L)
     struct ixref *ref = check_open(L);
     if (tr_offload_lane_busy(&ref->lane))
         return luaL_error(L, "the index is in use by a call of another task");
-    lua_pushinteger(L, (lua_Integer)tr_text_index_dim(ref->ix));
+    lua_pushinteger(L, (lua_Integer)(ref->pg ? tr_pg_index_dim(ref->pg)
+                                             : tr_text_index_dim(ref->ix)));
     return 1;
 }
 
@@ -591,7 +607,9 @@ static void search_release(void *job)
 static void search_work(void *job)
 {
     struct search_job *j = job;
-    j->rc = tr_text_index_search(j->ref->ix, &j->q, &j->hits, &j->err);
+    struct ixref *r = j->ref;
+    j->rc = r->pg ? tr_pg_index_search(r->pg, &j->q, &j->hits, &j->err)
+                  : tr_text_index_search(r->ix, &j->q, &j->hits, &j->err);
 }
 
 static int search_done(lua_State *L, int status, lua_KContext ctx)
@@ -683,35 +701,47 @@ static int l_close(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     struct lindex *li = luaL_checkudata(L, 1, INDEX_MT);
-    lua_pushfstring(L, "trellis.index (%s)", li->ref ? "open" : "closed");
+    lua_pushfstring(L, "trellis.index (%s%s)", li->ref ? "open" : "closed",
+                    li->ref && li->ref->pg ? ", postgres" : "");
     return 1;
 }
 
 struct open_job
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX];      /* the SQLite file, or the PostgreSQL index name */
+    char *url;                /* PostgreSQL: the URL (owned), or NULL for SQLite */
     size_t dim;
     struct tr_text_index *ix; /* until done takes it */
+    struct tr_pg_index *pg;   /* likewise */
     int rc;
     struct tr_error err;
 };
 
 static void open_release(void *job)
 {
-    tr_text_index_free(((struct open_job *)job)->ix);
+    struct open_job *j = job;
+    tr_text_index_free(j->ix);
+    tr_pg_index_free(j->pg);
+    if (j->url != NULL)
+        explicit_bzero(j->url, strlen(j->url)); /* it may hold a password */
+    tr_free(j->url);
 }
 
 static void open_work(void *job)
 {
     struct open_job *j = job;
-    j->rc = tr_text_index_open(j->path, j->dim, &j->ix, &j->err);
+    if (j->url != NULL)
+        j->rc = tr_pg_index_open(j->url, j->path, j->dim, &j->pg, &j->err);
+    else
+        j->rc = tr_text_index_open(j->path, j->dim, &j->ix, &j->err);
 }
 
 static int open_done(lua_State *L, int status, lua_KContext ctx)
 {
     struct open_job *j = tr_offload_job(L, (int)ctx);
     if (j->rc < 0)
-        return luaL_error(L, "cannot open index '%s': %s", lua_tostring(L, 1), j->err.msg);
+        return luaL_error(L, "cannot open index '%s': %s", /* never the URL: its password */
+                          j->url != NULL ? j->path : lua_tostring(L, 1), j->err.msg);
     struct lindex *li = lua_newuserdatauv(L, sizeof(*li), 0);
     li->ref = NULL;
     luaL_setmetatable(L, INDEX_MT);
@@ -721,12 +751,57 @@ static int open_done(lua_State *L, int status, lua_KContext ctx)
     tr_offload_lane_init(&r->lane);
     r->lane.on_idle = ixref_idle;
     r->ix = j->ix;
+    r->pg = j->pg;
     j->ix = NULL;
+    j->pg = NULL;
     li->ref = r;
     return 1;
 }
 
-/* index.open(path, {dim = N}) -> index. May raise. */
+/*
+ * The PostgreSQL side of index.open: url is "postgres[ql]://...[#name]"
+ * (the name from the fragment, or opts.name, or "default"); path, when the
+ * worker has an index URL, names the index the way it would name a file
+ * under the data folder. Fills j->url and j->path. May raise.
+ */
+static void pg_target(lua_State *L, const char *url, const char *path, struct open_job *j)
+{
+    const char *hash = strchr(url, '#');
+    size_t ul = hash ? (size_t)(hash - url) : strlen(url);
+    const char *name = NULL;
+    if (path != NULL) {
+        index_path(L, path, j->path, sizeof(j->path), false);
+    } else {
+        if (hash != NULL && hash[1] != '\0')
+            name = hash + 1;
+        if (lua_istable(L, 2) && lua_getfield(L, 2, "name") != LUA_TNIL)
+            name = luaL_checkstring(L, -1); /* kept alive by the table */
+        if (lua_istable(L, 2))
+            lua_pop(L, 1);
+        if (name == NULL)
+            name = "default";
+        size_t nl = strlen(name);
+        if (nl == 0 || nl > TR_PG_NAME_MAX)
+            luaL_error(L, "an index name needs 1 to %d bytes", TR_PG_NAME_MAX);
+        memcpy(j->path, name, nl + 1);
+    }
+    j->url = tr_strndup(url, ul);
+    if (j->url == NULL)
+        luaL_error(L, "not enough memory");
+}
+
+/* The worker's index URL (--index-url), or NULL for SQLite files. */
+static char *default_url;
+
+void tr_lua_index_set_url(const char *url)
+{
+    if (default_url != NULL)
+        explicit_bzero(default_url, strlen(default_url));
+    tr_free(default_url);
+    default_url = url != NULL && url[0] != '\0' ? tr_strdup(url) : NULL;
+}
+
+/* index.open(path_or_url, {dim = N, name = S}) -> index. May raise. */
 static int l_open(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -740,7 +815,12 @@ static int l_open(lua_State *L)
     luaL_argcheck(L, dim >= 0 && dim <= TR_TEXT_INDEX_DIM_MAX, 2, "dim out of range");
     lua_settop(L, 2);
     struct open_job *j = tr_offload_job_new(L, sizeof(*j), open_release); /* 3 */
-    index_path(L, path, j->path, sizeof(j->path));
+    if (tr_pg_is_url(path))
+        pg_target(L, path, NULL, j);
+    else if (default_url != NULL)
+        pg_target(L, default_url, path, j);
+    else
+        index_path(L, path, j->path, sizeof(j->path), true);
     j->dim = (size_t)dim;
     return tr_offload_run(L, 3, NULL, open_work, open_done);
 }
