@@ -29,6 +29,22 @@ static const char registry_sql[] =
     " name text NOT NULL UNIQUE, dim integer NOT NULL DEFAULT 0,"
     " version bigint NOT NULL DEFAULT 0, vector_ext boolean NOT NULL DEFAULT false)";
 
+/*
+ * trellis_tsv: a text's lexemes, split as SQLite's unicode61 tokenizer
+ * splits (any character that is not a letter or a digit separates, so
+ * "rrf_k" and "docs/rag.md" are several words, as they are for FTS5), then
+ * PostgreSQL's 'simple' configuration (lower case, no stemming, no stop
+ * words). trellis_ntok: a document's length in tokens, BM25's |D| (what
+ * FTS5 counts): the positions of every lexeme.
+ */
+static const char funcs_sql[] =
+    "CREATE OR REPLACE FUNCTION trellis_tsv(text) RETURNS tsvector LANGUAGE sql IMMUTABLE"
+    " PARALLEL SAFE AS $$ SELECT to_tsvector('simple',"
+    " regexp_replace($1, '[^[:alnum:]]+', ' ', 'g')) $$;"
+    "CREATE OR REPLACE FUNCTION trellis_ntok(tsvector) RETURNS integer LANGUAGE sql IMMUTABLE"
+    " PARALLEL SAFE AS $$ SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)::integer"
+    " FROM unnest($1) $$";
+
 /* ====================================================================== */
 /* Opening                                                                */
 /* ====================================================================== */
@@ -89,6 +105,8 @@ static int create(struct tr_pg_index *ix, PGconn *c, struct tr_error *err)
                         "lock the index registry");
     if (rc == 0)
         rc = tr_pg_exec(c, registry_sql, err, "create the index registry");
+    if (rc == 0)
+        rc = tr_pg_exec(c, funcs_sql, err, "create the text functions");
     if (rc < 0)
         goto out_rollback;
     bool vec = try_vector(c);
@@ -105,11 +123,12 @@ static int create(struct tr_pg_index *ix, PGconn *c, struct tr_error *err)
         rc = tr_error_set(err, TR_EIO, "cannot register the index '%s'", ix->name);
     if (rc < 0)
         goto out_rollback;
-    char sql[1024];
+    char sql[1200];
     snprintf(sql, sizeof(sql),
              "CREATE TABLE IF NOT EXISTS %s(rid bigserial PRIMARY KEY, id text NOT NULL UNIQUE,"
              " source text, meta bytea, body text NOT NULL, vec bytea,"
-             " tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED);"
+             " tsv tsvector GENERATED ALWAYS AS (trellis_tsv(body)) STORED,"
+             " ntok integer GENERATED ALWAYS AS (trellis_ntok(trellis_tsv(body))) STORED);"
              "CREATE INDEX IF NOT EXISTS %s_tsv ON %s USING gin(tsv);"
              "CREATE INDEX IF NOT EXISTS %s_src ON %s(source);"
              "CREATE TABLE IF NOT EXISTS %s(path text PRIMARY KEY, digest text NOT NULL,"

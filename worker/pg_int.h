@@ -24,6 +24,10 @@ struct tr_pg_index
     float *vec_rows; /* vec_n unit vectors of dim floats */
     int64_t *vec_ids; /* their rids, ascending */
     size_t vec_n;
+    /* BM25's collection statistics, valid for stats_version. */
+    bool stats_valid;
+    long long stats_version;
+    double n_docs, avgdl;
 };
 
 /* A connection for url from the pool (or a new one); NULL with err set. */
