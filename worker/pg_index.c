@@ -60,7 +60,8 @@ static void set_tables(struct tr_pg_index *ix, long long num)
 static int lookup(struct tr_pg_index *ix, PGconn *c, struct tr_error *err)
 {
     const char *v[1] = {ix->name};
-    PGresult *r = PQexecParams(c, "SELECT num, dim, vector_ext FROM trellis_indexes WHERE name = $1",
+    PGresult *r = PQexecParams(c,
+                               "SELECT num, dim, vector_ext FROM trellis_indexes WHERE name = $1",
                                1, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -155,7 +156,8 @@ static int fix_dim(struct tr_pg_index *ix, PGconn *c, size_t dim, bool vector_ex
 {
     char sql[512];
     bool hnsw = vector_ext && dim <= HNSW_DIM_MAX;
-    snprintf(sql, sizeof(sql), "UPDATE trellis_indexes SET dim = %zu, vector_ext = %s WHERE num = %lld",
+    snprintf(sql, sizeof(sql),
+             "UPDATE trellis_indexes SET dim = %zu, vector_ext = %s WHERE num = %lld",
              dim, hnsw ? "true" : "false", ix->num);
     int rc = tr_pg_exec(c, sql, err, "store the index dimension");
     if (rc == 0 && hnsw) {
@@ -312,7 +314,8 @@ int tr_pg_index_count(struct tr_pg_index *ix, size_t *n)
     struct tr_error err;
     tr_error_init(&err);
     PGresult *r = NULL;
-    int rc = query(ix, SQLF("SELECT count(*) FROM %s", ix->docs), 0, NULL, NULL, &r, &err, "count documents");
+    int rc = query(ix, SQLF("SELECT count(*) FROM %s", ix->docs), 0, NULL, NULL, &r, &err,
+                   "count documents");
     if (rc < 0)
         return rc;
     *n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -369,7 +372,8 @@ int tr_pg_index_manifest_get(struct tr_pg_index *ix, const char *path, struct tr
     tr_error_init(&err);
     const char *v[1] = {path};
     PGresult *r = NULL;
-    int rc = query(ix, SQLF("SELECT digest, mtime, size FROM %s WHERE path = $1", ix->manifest), 1, v, NULL, &r,
+    int rc = query(ix, SQLF("SELECT digest, mtime, size FROM %s WHERE path = $1", ix->manifest),
+                   1, v, NULL, &r,
                    &err, "read the manifest");
     if (rc < 0)
         return rc;
@@ -422,7 +426,8 @@ int tr_pg_index_manifest_each(struct tr_pg_index *ix, int (*fn)(const char *path
     struct tr_error err;
     tr_error_init(&err);
     PGresult *r = NULL;
-    int rc = query(ix, SQLF("SELECT path FROM %s ORDER BY path COLLATE \"C\"", ix->manifest), 0, NULL, NULL, &r,
+    int rc = query(ix, SQLF("SELECT path FROM %s ORDER BY path COLLATE \"C\"", ix->manifest),
+                   0, NULL, NULL, &r,
                    &err, "read the manifest");
     if (rc < 0)
         return rc;

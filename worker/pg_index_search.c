@@ -21,23 +21,36 @@
 /*
  * The text ranking is BM25 as SQLite's FTS5 computes it (k1 = 1.2,
  * b = 0.75, idf = ln((N - df + 0.5) / (df + 0.5)) floored at 1e-6, |D| the
- * document's tokens), over the lexemes of trellis_tsv (pg_index.c): candidates come from the
- * GIN index (any query lexeme), df from one indexed count per query
- * lexeme, tf from the candidates' tsvector positions. N and the average
- * |D| are read once per version of the index. $1 the query words, $2 N,
- * $3 avgdl, $4 the limit; %s the docs table, twice. A lexeme becomes a
- * tsquery through its quoted literal ('' and \\ doubled), never parsed.
+ * document's tokens), over the lexemes of trellis_tsv (pg_index.c). df is
+ * one count per query lexeme on the GIN index; tf comes from the
+ * candidate's tsvector cut down to the query's lexemes (setweight then
+ * ts_filter, in C). Candidates: the documents holding a lexeme of fewer
+ * than half the documents (idf above its floor), or, when those are fewer
+ * than the limit, every document holding any query lexeme; a document that
+ * holds only lexemes at the floor scores at most 64 * 2.2e-6 and cannot
+ * pass one holding a rarer lexeme but in an index of several 100,000s. N
+ * and the average |D| are read once per version of the index. $1 the
+ * query words, $2 N, $3 avgdl, $4 the limit; %s the docs table, three
+ * times. A lexeme becomes a tsquery through its quoted literal ('' and \\
+ * doubled), never parsed.
  */
 static const char bm25_sql[] =
-    "WITH ql AS (SELECT DISTINCT lexeme AS lex, '''' || replace(replace(lexeme, '\\', '\\\\'),"
-    " '''', '''''') || '''' AS lit FROM unnest(trellis_tsv($1))),"
-    " qi AS (SELECT lex, greatest(ln(($2::float8 - df + 0.5) / (df + 0.5)), 1e-6) AS idf"
-    "  FROM (SELECT lex, (SELECT count(*) FROM %s WHERE tsv @@ lit::tsquery) AS df FROM ql) s),"
-    " cand AS (SELECT rid, tsv, ntok FROM %s"
-    "  WHERE tsv @@ (SELECT string_agg(lit, ' | ')::tsquery FROM ql))"
+    "WITH ql AS MATERIALIZED (SELECT DISTINCT lexeme AS lex, '''' ||"
+    " replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''' AS lit"
+    " FROM unnest(trellis_tsv($1))),"
+    " qi AS MATERIALIZED (SELECT lex, lit, greatest(ln(($2::float8 - df + 0.5) / (df + 0.5)),"
+    "  1e-6) AS idf"
+    "  FROM (SELECT lex, lit, (SELECT count(*) FROM %s WHERE tsv @@ lit::tsquery) AS df FROM ql) s),"
+    " rq AS MATERIALIZED (SELECT (SELECT string_agg(lit, ' | ')::tsquery FROM qi"
+    "  WHERE idf > 1e-6) AS rare, (SELECT string_agg(lit, ' | ')::tsquery FROM qi) AS anyq,"
+    "  (SELECT array_agg(lex) FROM qi) AS lexes),"
+    " cand AS (SELECT rid, tsv, ntok FROM %s WHERE tsv @@ (SELECT CASE WHEN"
+    "  (SELECT count(*) FROM (SELECT 1 FROM %s WHERE tsv @@ rq.rare LIMIT $4) x) >= $4"
+    "  THEN rq.rare ELSE rq.anyq END FROM rq))"
     " SELECT c.rid, sum(qi.idf * u.tf * 2.2 / (u.tf + 1.2 * (0.25 + 0.75 * c.ntok / $3::float8)))"
     "  AS s FROM cand c CROSS JOIN LATERAL (SELECT lexeme,"
-    "  coalesce(array_length(positions, 1), 1) AS tf FROM unnest(c.tsv)) u"
+    "  coalesce(array_length(positions, 1), 1) AS tf FROM unnest(ts_filter(setweight(c.tsv, 'A',"
+    "  (SELECT lexes FROM rq)), '{a}'))) u"
     "  JOIN qi ON qi.lex = u.lexeme GROUP BY c.rid ORDER BY s DESC, c.rid LIMIT $4";
 
 struct ranked
@@ -133,8 +146,8 @@ static int rank_text(struct tr_pg_index *ix, PGconn *c, long long version,
         tr_buf_release(&tq);
         return rc2;
     }
-    char sql[sizeof(bm25_sql) + 2 * sizeof(ix->docs)], n[32], avg[32], lim[24];
-    snprintf(sql, sizeof(sql), bm25_sql, ix->docs, ix->docs);
+    char sql[sizeof(bm25_sql) + 3 * sizeof(ix->docs)], n[32], avg[32], lim[24];
+    snprintf(sql, sizeof(sql), bm25_sql, ix->docs, ix->docs, ix->docs);
     snprintf(n, sizeof(n), "%.17g", ix->n_docs);
     snprintf(avg, sizeof(avg), "%.17g", ix->avgdl > 0 ? ix->avgdl : 1.0);
     snprintf(lim, sizeof(lim), "%zu", depth);
