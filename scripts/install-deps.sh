@@ -10,6 +10,7 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev etcd-server etcd-client
   python3 curl procps
   python3-yaml unzip
+  libpq-dev postgresql-15
 )
 # The deploy and Helm tests run node scripts and fetch helm and the
 # Kubernetes schemas from npm. A node that brings its own npm (as NodeSource's
@@ -37,5 +38,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# PostgreSQL is installed for the tests, which start servers of their own
+# (tests/pg/pg_start.sh): Debian's package would create and start a system
+# cluster. A policy-rc.d that denies every service start keeps it stopped
+# while apt runs (only when none exists already, and removed afterwards).
+POLICY=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  own_policy=1
+  trap '[ "$own_policy" = 1 ] && $SUDO rm -f "$POLICY"' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

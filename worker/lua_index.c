@@ -30,6 +30,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
 #include "lib/lua/lua_msgpack.h"
+#include "worker/lua_index_int.h"
 #include "worker/lua_rag.h"
 #include "worker/offload.h"
 #include "worker/pg_index.h"
@@ -71,59 +72,6 @@ static void ixref_idle(struct tr_offload_lane *lane)
 static int buf_write(void *data, const char *p, size_t n)
 {
     return tr_buf_add(data, p, n) == 0 ? 0 : -1;
-}
-
-/* ====================================================================== */
-/* Paths                                                                  */
-/* ====================================================================== */
-
-static bool has_dotdot(const char *p)
-{
-    for (const char *s = p; *s != '\0';) {
-        const char *e = strchr(s, '/');
-        size_t l = e ? (size_t)(e - s) : strlen(s);
-        if (l == 2 && s[0] == '.' && s[1] == '.')
-            return true;
-        s += l + (e != NULL);
-    }
-    return false;
-}
-
-/*
- * Resolves an index path into out: relative to the data folder, or absolute
- * inside it; creates the folders on the way. Without file (a PostgreSQL
- * index name), out is the path relative to the data folder and nothing is
- * created. May raise.
- */
-static void index_path(lua_State *L, const char *path, char *out, size_t cap, bool file)
-{
-    char dir[PATH_MAX];
-    int rc = tr_lua_rag_data_dir(dir, sizeof(dir));
-    if (rc < 0)
-        luaL_error(L, "cannot use the data folder: %s", tr_strerror(rc));
-    size_t dl = strlen(dir);
-    if (path[0] == '\0' || has_dotdot(path))
-        luaL_error(L, "index path '%s' must not be empty nor hold '..'", path);
-    const char *rel = path;
-    if (path[0] == '/') {
-        if (strncmp(path, dir, dl) != 0 || path[dl] != '/')
-            luaL_error(L, "index path '%s' is outside the data folder '%s'", path, dir);
-        rel = path + dl + 1;
-    }
-    int w = file ? snprintf(out, cap, "%s/%s", dir, rel) : snprintf(out, cap, "%s", rel);
-    if (w < 0 || (size_t)w >= cap || (!file && (size_t)w > TR_PG_NAME_MAX))
-        luaL_error(L, "index path '%s' is too long", path);
-    if (!file)
-        return;
-    /* Create the folders between the data folder and the file. */
-    for (char *s = out + dl + 1; (s = strchr(s, '/')) != NULL; s++) {
-        *s = '\0';
-        if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-            *s = '/';
-            luaL_error(L, "cannot create the folder of index '%s': %s", path, strerror(errno));
-        }
-        *s = '/';
-    }
 }
 
 /* ====================================================================== */
@@ -758,49 +706,6 @@ static int open_done(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-/*
- * The PostgreSQL side of index.open: url is "postgres[ql]://...[#name]"
- * (the name from the fragment, or opts.name, or "default"); path, when the
- * worker has an index URL, names the index the way it would name a file
- * under the data folder. Fills j->url and j->path. May raise.
- */
-static void pg_target(lua_State *L, const char *url, const char *path, struct open_job *j)
-{
-    const char *hash = strchr(url, '#');
-    size_t ul = hash ? (size_t)(hash - url) : strlen(url);
-    const char *name = NULL;
-    if (path != NULL) {
-        index_path(L, path, j->path, sizeof(j->path), false);
-    } else {
-        if (hash != NULL && hash[1] != '\0')
-            name = hash + 1;
-        if (lua_istable(L, 2) && lua_getfield(L, 2, "name") != LUA_TNIL)
-            name = luaL_checkstring(L, -1); /* kept alive by the table */
-        if (lua_istable(L, 2))
-            lua_pop(L, 1);
-        if (name == NULL)
-            name = "default";
-        size_t nl = strlen(name);
-        if (nl == 0 || nl > TR_PG_NAME_MAX)
-            luaL_error(L, "an index name needs 1 to %d bytes", TR_PG_NAME_MAX);
-        memcpy(j->path, name, nl + 1);
-    }
-    j->url = tr_strndup(url, ul);
-    if (j->url == NULL)
-        luaL_error(L, "not enough memory");
-}
-
-/* The worker's index URL (--index-url), or NULL for SQLite files. */
-static char *default_url;
-
-void tr_lua_index_set_url(const char *url)
-{
-    if (default_url != NULL)
-        explicit_bzero(default_url, strlen(default_url));
-    tr_free(default_url);
-    default_url = url != NULL && url[0] != '\0' ? tr_strdup(url) : NULL;
-}
-
 /* index.open(path_or_url, {dim = N, name = S}) -> index. May raise. */
 static int l_open(lua_State *L)
 {
@@ -815,12 +720,7 @@ static int l_open(lua_State *L)
     luaL_argcheck(L, dim >= 0 && dim <= TR_TEXT_INDEX_DIM_MAX, 2, "dim out of range");
     lua_settop(L, 2);
     struct open_job *j = tr_offload_job_new(L, sizeof(*j), open_release); /* 3 */
-    if (tr_pg_is_url(path))
-        pg_target(L, path, NULL, j);
-    else if (default_url != NULL)
-        pg_target(L, default_url, path, j);
-    else
-        index_path(L, path, j->path, sizeof(j->path), true);
+    tr_lua_index_target(L, path, j->path, sizeof(j->path), &j->url);
     j->dim = (size_t)dim;
     return tr_offload_run(L, 3, NULL, open_work, open_done);
 }
