@@ -35,12 +35,13 @@
  * doubled), never parsed.
  */
 static const char bm25_sql[] =
-    "WITH ql AS MATERIALIZED (SELECT DISTINCT lexeme AS lex, '''' ||"
-    " replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''' AS lit"
-    " FROM unnest(trellis_tsv($1))),"
+    "WITH ql AS MATERIALIZED (SELECT lex, lit, lit::tsquery AS tq FROM (SELECT DISTINCT"
+    " lexeme AS lex, '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || ''''"
+    " AS lit FROM unnest(trellis_tsv($1))) w),"
+    " qd AS MATERIALIZED (SELECT lex, lit, (SELECT count(*) FROM %s WHERE tsv @@ tq) AS df"
+    "  FROM ql),"
     " qi AS MATERIALIZED (SELECT lex, lit, greatest(ln(($2::float8 - df + 0.5) / (df + 0.5)),"
-    "  1e-6) AS idf"
-    "  FROM (SELECT lex, lit, (SELECT count(*) FROM %s WHERE tsv @@ lit::tsquery) AS df FROM ql) s),"
+    "  1e-6) AS idf FROM qd),"
     " rq AS MATERIALIZED (SELECT (SELECT string_agg(lit, ' | ')::tsquery FROM qi"
     "  WHERE idf > 1e-6) AS rare, (SELECT string_agg(lit, ' | ')::tsquery FROM qi) AS anyq,"
     "  (SELECT array_agg(lex) FROM qi) AS lexes),"
@@ -106,6 +107,29 @@ static int ts_query(const char *p, size_t len, struct tr_buf *q)
     return tr_buf_addch(q, '\0');
 }
 
+/*
+ * Runs sql as the connection's prepared statement of this index (planning
+ * the BM25 statement costs more than running it on a small index),
+ * preparing it on the first use on this connection: a pooled connection
+ * may or may not have it, and "no such statement" (26000) says which.
+ */
+static PGresult *exec_prepared(PGconn *c, const struct tr_pg_index *ix, const char *sql,
+                               int n, const char *const *v)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "trellis_bm25_%lld", ix->num);
+    PGresult *r = PQexecPrepared(c, name, n, v, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK || state == NULL || strcmp(state, "26000") != 0)
+        return r;
+    PQclear(r);
+    r = PQprepare(c, name, sql, n, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return r;
+    PQclear(r);
+    return PQexecPrepared(c, name, n, v, NULL, NULL, 0);
+}
+
 /* N and the average |D|, read again when the index's version moved. */
 static int stats(struct tr_pg_index *ix, PGconn *c, long long version, struct tr_error *err)
 {
@@ -152,7 +176,7 @@ static int rank_text(struct tr_pg_index *ix, PGconn *c, long long version,
     snprintf(avg, sizeof(avg), "%.17g", ix->avgdl > 0 ? ix->avgdl : 1.0);
     snprintf(lim, sizeof(lim), "%zu", depth);
     const char *v[4] = {tq.buf, n, avg, lim};
-    PGresult *r = PQexecParams(c, sql, 4, NULL, v, NULL, NULL, 0);
+    PGresult *r = exec_prepared(c, ix, sql, 4, v);
     tr_buf_release(&tq);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return tr_pg_fail(c, r, err, TR_EIO, "run a text query");
