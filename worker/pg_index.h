@@ -10,9 +10,10 @@
  * Layout in the database: a registry table trellis_indexes (one row per
  * index name: its number, dimension, a version bumped by every write, and
  * whether the server has pgvector), and per index trellis_ix_<num>_docs and
- * trellis_ix_<num>_manifest. The text is ranked by PostgreSQL's text search
- * (a stored tsvector with the 'simple' configuration, a GIN index,
- * ts_rank); vectors by pgvector's HNSW index (cosine) when
+ * trellis_ix_<num>_manifest. The text is ranked by BM25 as FTS5 computes
+ * it, in SQL over PostgreSQL's text search (a stored tsvector of words split
+ * as unicode61 splits them, the 'simple' configuration, a GIN index; see
+ * pg_index_search.c); vectors by pgvector's HNSW index (cosine) when
  * `CREATE EXTENSION IF NOT EXISTS vector` succeeds, otherwise exactly: the
  * float32 vectors are loaded once into this process (and again only when
  * the index's version moved) and scored by tr_cosine_topk. Hybrid is the
