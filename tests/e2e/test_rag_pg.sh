@@ -7,7 +7,8 @@
 # the URL in the call. Then the same pipelines on the embedded SQLite index:
 # the evaluation's recall@5 and MRR on both backends are within 0.02 of each
 # other, with BM25 alone and with vectors (hybrid, exact vector path: Debian
-# 12 has no pgvector).
+# 12 has no pgvector). Worker B's URL holds a password: no log line and no
+# task error may show it.
 HB_MS="${HB_MS:-1000}"
 source "$(dirname "$0")/cluster.sh"
 LP="$SRC/lua-pipelines"
@@ -54,7 +55,11 @@ assert_eq "$(psql "$PG_URL" -Atc "SELECT count(*) FROM trellis_indexes WHERE nam
 stop_worker "$WA"
 
 # ---- worker B retrieves from the same index ------------------------------------
-TRELLIS_DATA_DIR="$TMP/data-b" start_worker b --slots 4 --index-url "$PG_URL"
+# Its URL carries a password (the test server trusts loopback and ignores
+# it): it must appear in no log line and no error.
+SECRET=pw-never-logged-7f3a
+PG_URL_PW=${PG_URL/trellis@/trellis:$SECRET@}
+TRELLIS_DATA_DIR="$TMP/data-b" start_worker b --slots 4 --index-url "$PG_URL_PW"
 WB=$WPID
 wait_workers 1
 out=$(wait_run "$(submit "$LP/ingest_docs.lua" "{\"folder\": \"$DOCS\"}")" 180)
@@ -79,7 +84,16 @@ eval_run() { # INDEX OUTFILE
 }
 eval_run docs.db "$TMP/pg_bm25.json"
 eval_run emb/docs.db "$TMP/pg_hybrid.json"
+# A URL whose database does not exist: a clear error, without the password.
+out=$(wait_run "$(submit "$LP/rag_answer.lua" "{\"index\": \"${PG_URL_PW%/*}/nosuchdb#docs.db\", \"question\": \"x\"}")" 120)
+assert_eq "$(echo "$out" | json_get 'j["state"]')" failed "an unreachable database fails the run"
+errs=$(api_get "/v1/runs/$(echo "$out" | json_get 'j["run_id"]')/tasks" | json_get '[t["error"] for t in j["tasks"] if t["error"]]')
+assert_contains "$errs" 'cannot open index' "the error says what failed"
+assert_contains "$errs" 'nosuchdb' "the error names the database"
+case "$errs" in *"$SECRET"*) fail "the password is in a task error: $errs" ;; esac
 stop_worker "$WB"
+if grep -q "$SECRET" "$TMP"/*.log; then fail "the password is in a log: $(grep -l "$SECRET" "$TMP"/*.log)"; fi
+ok "the password is in no log line and no error"
 
 # ---- a worker without --index-url: SQLite by default, PostgreSQL by URL ----------
 TRELLIS_DATA_DIR="$TMP/data-c" start_worker c --slots 4
