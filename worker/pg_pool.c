@@ -4,8 +4,10 @@
  *
  * Jobs run on libuv's pool threads, so the pool has a mutex; a connection
  * is used by one job at a time and goes back idle (no open transaction).
- * A connection that failed is closed rather than kept.
+ * A connection that failed is closed rather than kept, and one the server
+ * closed while it was idle is noticed before it is handed out.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +50,20 @@ static int connect_new(const char *url, PGconn **out, struct tr_error *err)
     return 0;
 }
 
-PGconn *tr_pg_pool_get(const char *url, struct tr_error *err)
+/*
+ * False when an idle connection is known dead or suspect: nothing arrives
+ * on an idle connection of ours (no LISTEN, no SET after connecting) but
+ * the server's goodbye (an administrator's shutdown, idle_session_timeout)
+ * and the end of the stream, so any byte to read means "connect again".
+ */
+static bool alive(PGconn *c)
+{
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+    return p.fd >= 0 && PQstatus(c) == CONNECTION_OK && poll(&p, 1, 0) == 0;
+}
+
+/* Takes an idle connection of url from the pool, or NULL. */
+static PGconn *take_idle(const char *url)
 {
     pthread_mutex_lock(&pool_mu);
     for (struct idle **pp = &pool_head; *pp != NULL; pp = &(*pp)->next) {
@@ -63,7 +78,17 @@ PGconn *tr_pg_pool_get(const char *url, struct tr_error *err)
         return c;
     }
     pthread_mutex_unlock(&pool_mu);
-    PGconn *c = NULL;
+    return NULL;
+}
+
+PGconn *tr_pg_pool_get(const char *url, struct tr_error *err)
+{
+    PGconn *c;
+    while ((c = take_idle(url)) != NULL) {
+        if (alive(c))
+            return c;
+        PQfinish(c);
+    }
     if (connect_new(url, &c, err) < 0)
         return NULL;
     return c;

@@ -91,6 +91,13 @@ errs=$(api_get "/v1/runs/$(echo "$out" | json_get 'j["run_id"]')/tasks" | json_g
 assert_contains "$errs" 'cannot open index' "the error says what failed"
 assert_contains "$errs" 'nosuchdb' "the error names the database"
 case "$errs" in *"$SECRET"*) fail "the password is in a task error: $errs" ;; esac
+# PostgreSQL restarts under worker B: its pooled connections are dead, and
+# the next calls notice it and connect again instead of failing.
+bash "$SRC/tests/pg/pg_stop.sh" "$TMP/pg"
+bash "$SRC/tests/pg/pg_start.sh" "$TMP/pg" >/dev/null || fail "PostgreSQL did not restart"
+assert_eq "$(cat "$TMP/pg/url")" "$PG_URL" "PostgreSQL restarted on the same port"
+out=$(wait_run "$(submit "$LP/rag_answer.lua" "$Q")" 120)
+succeeded "$out" "rag_answer after a PostgreSQL restart (stale pooled connections replaced)"
 stop_worker "$WB"
 if grep -q "$SECRET" "$TMP"/*.log; then fail "the password is in a log: $(grep -l "$SECRET" "$TMP"/*.log)"; fi
 ok "the password is in no log line and no error"

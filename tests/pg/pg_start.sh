@@ -6,7 +6,9 @@
 #
 # DIR holds everything: data/ (initdb's cluster, trust authentication for
 # local connections only), sock/ (the unix socket), pg.log, port and url
-# (postgresql://trellis@127.0.0.1:PORT/trellis, what clients read). The
+# (postgresql://trellis@127.0.0.1:PORT/trellis, what clients read); run on
+# a DIR that pg_stop.sh stopped, it restarts the same cluster on the same
+# port when it is still free. The
 # server listens on 127.0.0.1 only. Stop it with pg_stop.sh DIR (callers put
 # that in their EXIT trap, so a failing test stops it too).
 # PG_BIN overrides the folder of initdb/pg_ctl (default: Debian's 15).
@@ -17,6 +19,8 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PG_BIN/initdb" ] || { echo "pg_start: $PG_BIN/initdb not found (apt-get install postgresql-15)" >&2; exit 1; }
 mkdir -p "$dir/sock"
 dir=$(cd "$dir" && pwd)
+# A restart (DIR was started before) takes the same port again.
+want=$(cat "$dir/port" 2>/dev/null || true)
 rm -f "$dir/port" "$dir/url"
 # PostgreSQL refuses to run as root: as root (CI containers), the server
 # runs as the postgres user (or nobody), owning DIR.
@@ -36,7 +40,9 @@ fi
 
 # A port picked free can be taken before the server binds it: try a few.
 for attempt in 1 2 3 4 5; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$want
+  want=""
+  [ -n "$port" ] || port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   # Small settings: tests run many at once on a small machine.
   if "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 -s \
       -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir/sock -c shared_buffers=32MB -c max_connections=60 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start; then
