@@ -475,8 +475,11 @@ static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
     json_object_set_new(o, "cached", json_boolean(in->cached));
     json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
     char why[320];
-    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)))
+    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)) ||
+        dispatch_place_waiting(a->dispatch, in, why, sizeof(why)))
         json_object_set_new(o, "waiting", json_string(why));
+    else if (api_flow_waiting(in) != NULL)
+        json_object_set_new(o, "waiting", json_string(api_flow_waiting(in)));
     return o;
 }
 
