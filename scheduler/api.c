@@ -416,6 +416,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
     TRG_ROUTES,
+    EV_ROUTES,
     {NULL, NULL, NULL},
 };
 
@@ -481,7 +482,8 @@ int api_open(struct api *a, struct tr_error *err)
     struct tr_http_config cfg = {
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 32u << 20,
-        .max_connections = 1024,
+        /* Event streams are held: they come on top of the usual connections. */
+        .max_connections = 1024 + a->cfg->max_sse,
         .tokens = (const char *const *)a->tokens,
         .routes = routes,
         .handler_arg = a,

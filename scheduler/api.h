@@ -16,6 +16,7 @@
 #include "scheduler/batch.h"
 #include "scheduler/config.h"
 #include "scheduler/core.h"
+#include "scheduler/events.h"
 #include "scheduler/leader.h"
 #include "scheduler/loader.h"
 #include "scheduler/metrics.h"
@@ -39,6 +40,7 @@ struct api
     struct tr_http_server *http;
     char **tokens;            /* NULL-terminated, owned */
     size_t cap_tokens;
+    struct events ev;         /* live events over SSE (events.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -34,6 +34,8 @@ struct sched_config
     char *id;                 /* --id: this scheduler's name in the election */
     char *advertise_api;      /* --advertise-api: API URL standbys redirect to (NULL: --api) */
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
+    uint32_t max_sse;         /* --max-sse: open event streams at most */
+    uint32_t sse_queue_bytes; /* --sse-queue-bytes: unread bytes per event stream client */
 };
 
 #endif

@@ -48,6 +48,7 @@ struct core
     struct counters *cnt;
     struct transport *tp;     /* answers sent at once (PIPELINE, BYE); NULL until leading */
     struct core_hooks hooks;
+    const struct run_observer *obs; /* given to every new run (events.c), or NULL */
 };
 
 /* The parts the core works with, all initialized by the caller. */

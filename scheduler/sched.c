@@ -46,6 +46,7 @@ static void end_of_turn(struct sched *s)
     }
     batch_send(&s->batch, zmq_router_transport(s->router));
     batch_reply(&s->batch);
+    events_flush(&s->api.ev);
     if (s->core.n_finished_in_memory > s->cfg.keep_runs)
         runs_evict(&s->core);
     /* Pools nothing refers to are freed about once a second. */
@@ -207,6 +208,8 @@ static void api_wire(struct sched *s)
     a->core = &s->core;
     a->metrics = (struct metrics_src){&s->cnt, &s->core, &s->fleet, &s->dispatch, NULL,
                                       &s->router};
+    events_init(&a->ev, s->loop, &s->core, s->state, &s->dispatch.epoch, s->cfg.max_sse,
+                s->cfg.sse_queue_bytes);
     struct batch_extra x = {a, fb_dirty_hook, fb_put_hook, fb_committed_hook};
     batch_set_extra(&s->batch, &x);
 }
@@ -304,6 +307,7 @@ void sched_close(struct sched *s)
     batch_reply(&s->batch);
     api_waiters_close(&s->api);
     api_close(&s->api);
+    events_release(&s->api.ev);
     /* Pending loads are answered (cancelled) while the runs and caches they
      * would touch still exist; the children are killed and reaped later. */
     sandbox_close(s->sandbox);

@@ -68,6 +68,8 @@ enum tr_http_conn_state
     TR_HTTP_HANDLING,  /* a request is with its handler; the parser is paused */
     TR_HTTP_WRITING,   /* the answer is being written; the parser is paused */
     TR_HTTP_LINGERING, /* FIN sent; input is drained until EOF or the linger timer */
+    TR_HTTP_STREAMING, /* a streamed answer (http_stream.c): written piece by piece until
+                        * its end or the client goes; input is read and dropped */
     TR_HTTP_CLOSED     /* uv_close called on both handles */
 };
 
@@ -94,6 +96,8 @@ struct tr_http_conn
     int fail_status;                 /* set by a parser callback: answer this, then close */
     const char *fail_code;           /* static error code for fail_status */
     char fail_msg[128];              /* message for fail_status */
+    struct tr_http_stream *stream;   /* STREAMING: the stream (http_stream.c), else NULL */
+    size_t queued;                   /* bytes handed to uv_write and not yet written */
 };
 
 struct tr_http_server
@@ -139,6 +143,15 @@ void tr_http__send(struct tr_http_conn *c, int status, const char *content_type,
                    const char *body, size_t len, const char *extra, bool close);
 /* Closes c; a request with its handler gets its abort callback first. */
 void tr_http__conn_close(struct tr_http_conn *c);
+/* Queues a copy of len bytes on c, counted in c->queued (not an answer's end): 0, TR_ENOMEM
+ * or TR_EIO. */
+int tr_http__write_part(struct tr_http_conn *c, const void *p, size_t len);
+/* STREAMING -> the end of c: FIN once the queued bytes are out (then linger). */
+void tr_http__stream_finish(struct tr_http_conn *c);
+
+/* http_stream.c */
+/* c is closing while STREAMING: tells the stream's owner and frees the stream. */
+void tr_http__stream_gone(struct tr_http_conn *c);
 
 /* http_server.c */
 /* c->req is complete and the parser paused: authenticate, route, call the handler. */
