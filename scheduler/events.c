@@ -41,6 +41,7 @@ struct ev_ring
     uint32_t max_items;
     size_t max_bytes;
     uint64_t have_from;     /* every event numbered above it is in the log */
+    size_t *total;          /* bytes of every run's log (events.logs_bytes), or NULL */
 };
 
 struct ev_run
@@ -195,6 +196,8 @@ static void ring_pop(struct ev_ring *g)
     struct ev_item *it = ring_at(g, 0);
     g->have_from = it->seq;
     g->bytes -= it->len;
+    if (g->total != NULL)
+        *g->total -= it->len;
     tr_free(it->frame);
     g->head = (g->head + 1) % g->cap;
     g->n--;
@@ -235,6 +238,8 @@ static void ring_push(struct ev_ring *g, uint64_t seq, char *frame, uint32_t len
     *ring_at(g, g->n) = (struct ev_item){seq, frame, len, state};
     g->n++;
     g->bytes += len;
+    if (g->total != NULL)
+        *g->total += len;
 }
 
 /* A frame that does not fit leaves a gap: the log is complete only after it. */
@@ -609,8 +614,10 @@ void events_flush(struct events *ev)
             next = c->wnext;
             (void)serve_run_conn(c);
         }
-        /* A final run nobody watches needs no log: a late client gets its state. */
-        if (er->n_watchers == 0 && run_is_final(er->run))
+        /* The log of a final run nobody watches is kept for clients that come back
+         * (until the run leaves memory) within EV_LOGS_BUDGET; past it, a late
+         * client gets the run's state. */
+        if (er->n_watchers == 0 && run_is_final(er->run) && ev->logs_bytes > EV_LOGS_BUDGET)
             er_free(ev, er);
     }
     if (ev->all_dirty) {
@@ -814,6 +821,7 @@ void h_run_events(struct tr_http_req *req, void *arg)
         }
         er->run = r;
         ring_init(&er->ring, EV_RUN_EVENTS, EV_RUN_BYTES, r->ev_seq);
+        er->ring.total = &ev->logs_bytes;
         r->ev = er;
     }
     struct ev_conn *c = conn_open(ev, req);

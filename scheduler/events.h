@@ -12,8 +12,9 @@
  * What is kept: every run counts its events (run->ev_seq), which costs one
  * increment when nobody watches. Once a client watches a run, the run keeps
  * a log of its formatted events (at most EV_RUN_EVENTS events and
- * EV_RUN_BYTES bytes; older ones go first) while it is active or watched;
- * a resuming client (Last-Event-ID) is replayed from it. One log of at most
+ * EV_RUN_BYTES bytes; older ones go first) until it leaves memory
+ * (--keep-runs), or, once finished and unwatched, until the logs of all runs
+ * pass EV_LOGS_BUDGET; a resuming client (Last-Event-ID) is replayed from it. One log of at most
  * EV_ALL_EVENTS events serves GET /v1/events once a client has asked for it.
  * Anything older is summed up by the current state (a new client's opening
  * snapshot).
@@ -30,6 +31,7 @@
 #define EV_RUN_EVENTS 8192          /* events kept per watched run */
 #define EV_RUN_BYTES (2u << 20)     /* bytes of them */
 #define EV_ALL_EVENTS 8192          /* events kept for GET /v1/events */
+#define EV_LOGS_BUDGET (64u << 20)  /* bytes of the logs of finished runs nobody watches */
 #define EV_HEARTBEAT_MS 15000       /* a comment line to every client this often */
 
 struct ev_conn;
@@ -50,6 +52,7 @@ struct events
     bool all_dirty;               /* GET /v1/events has something to send */
     struct ev_ring *all;          /* the log of GET /v1/events, once asked for */
     uint64_t all_seq;             /* events of GET /v1/events so far */
+    size_t logs_bytes;            /* bytes in the runs' logs */
     uv_timer_t heartbeat;
     bool open;
     /* Counters for /metrics. */
