@@ -376,6 +376,8 @@ static void h_metrics(struct tr_http_req *req, void *arg)
     size_t len = 0;
     struct api *a = arg;
     char *text = metrics_render(&a->metrics, &len);
+    if (text != NULL && events_metrics(&a->ev, &text, &len) < 0)
+        tr_free_null(&text);
     if (text == NULL) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;

@@ -41,6 +41,7 @@ struct api
     char **tokens;            /* NULL-terminated, owned */
     size_t cap_tokens;
     struct events ev;         /* live events over SSE (events.h) */
+    struct webhooks wh;       /* webhooks on run completion (webhooks.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -10,10 +10,17 @@
  * only registers it; everything it receives is written by events_flush,
  * after the turn's commit: first its start (a snapshot of the run's current
  * state, or a replay of the run's log after its Last-Event-ID), then the
- * events of its run's log past its cursor. Before each write the bytes the
- * client has not read yet are checked against --sse-queue-bytes: a client
- * over it gets an `error` event (code slow_client) and is disconnected; it
- * may resume with the id of the last event it read.
+ * events of its run's log past its cursor. A client is written to only
+ * while the bytes it has not read are within --sse-queue-bytes (that is all
+ * the scheduler buffers for it); when it has read them (the stream's
+ * drained callback) it is served again. A client that does not keep up
+ * (its unread bytes at that bound while its log grows, and more than half
+ * the log behind: EV_RUN_EVENTS / 2 events or EV_RUN_BYTES / 2 bytes) gets
+ * an `error` event (code slow_client, with the id of the last event written
+ * to it) and is disconnected: its missing events are still in the log, so
+ * it resumes without loss if it comes back soon. Catching up on a log that
+ * does not grow, and a snapshot, go at the client's pace, never dropped;
+ * a resumed client, which starts behind, has EV_GRACE_MS to catch up.
  */
 #include "scheduler/events.h"
 
@@ -30,6 +37,8 @@ struct ev_item
     char *frame;            /* owned; for GET /v1/events followed by the pipeline's name */
     uint32_t len;           /* bytes of the frame */
     const char *state;      /* static state name, or NULL (log, llm): the ?state= filter */
+    uint64_t end_off;       /* bytes of every event pushed so far, this one included */
+    bool is_run;            /* a run event (the ?state= filter keeps only those) */
 };
 
 /* A bounded log of events with consecutive numbers, oldest first. */
@@ -41,6 +50,7 @@ struct ev_ring
     uint32_t max_items;
     size_t max_bytes;
     uint64_t have_from;     /* every event numbered above it is in the log */
+    uint64_t pushed;        /* bytes of every event ever pushed */
     size_t *total;          /* bytes of every run's log (events.logs_bytes), or NULL */
 };
 
@@ -52,6 +62,15 @@ struct ev_run
     uint32_t n_watchers;
     struct ev_run *dirty_next;
     bool in_dirty;
+    bool grew;                   /* events were added since the last flush */
+};
+
+enum ev_snap
+{
+    SNAP_DONE = 0, /* no snapshot, or written whole */
+    SNAP_RUN,      /* the run's event is next */
+    SNAP_TASKS,    /* instance snap_i of task topo[snap_t], its log from snap_log */
+    SNAP_END       /* the run's final event, if it had ended */
 };
 
 struct ev_conn
@@ -63,6 +82,13 @@ struct ev_conn
     uint64_t resume;             /* until started: the Last-Event-ID's number */
     bool fresh;                  /* start with a snapshot rather than a replay */
     bool started;
+    uint8_t snap;                /* enum ev_snap: where its snapshot is */
+    bool snap_final;             /* the run had ended when the snapshot began */
+    bool snap_told;              /* the task event of instance snap_i is written */
+    uint32_t snap_t, snap_i;
+    size_t snap_log;             /* offset of the next log line of that instance */
+    uint64_t snap_seq;           /* the run's last event when the snapshot began */
+    uint64_t since_ms;           /* loop time it connected */
     char pipeline[128];          /* GET /v1/events filters; "" for any */
     char state[16];
     struct ev_conn *prev, *next;    /* ev->conns */
@@ -235,11 +261,34 @@ static void ring_push(struct ev_ring *g, uint64_t seq, char *frame, uint32_t len
         g->cap = cap;
         g->head = 0;
     }
-    *ring_at(g, g->n) = (struct ev_item){seq, frame, len, state};
+    g->pushed += len;
+    *ring_at(g, g->n) = (struct ev_item){seq, frame, len, state, g->pushed,
+                                         strncmp(frame + strcspn(frame, "\n"), "\nevent: run\n",
+                                                 12) == 0};
     g->n++;
     g->bytes += len;
     if (g->total != NULL)
         *g->total += len;
+}
+
+/*
+ * Whether a client whose last event is cursor is more than half the log
+ * behind: it is then dropped while the events it lacks are still there, so
+ * that it can resume without loss.
+ */
+static bool ring_behind(const struct ev_ring *g, uint64_t cursor)
+{
+    if (g->n == 0)
+        return false;
+    uint64_t first = ring_at(g, 0)->seq;
+    const struct ev_item *last = ring_at(g, g->n - 1);
+    if (cursor >= last->seq)
+        return false;
+    if (last->seq - cursor > g->max_items / 2)
+        return true;
+    uint64_t done = cursor >= first ? ring_at(g, (uint32_t)(cursor - first))->end_off
+                                    : ring_at(g, 0)->end_off - ring_at(g, 0)->len;
+    return last->end_off - done > g->max_bytes / 2;
 }
 
 /* A frame that does not fit leaves a gap: the log is complete only after it. */
@@ -277,6 +326,7 @@ static void record(struct events *ev, struct run *r, const char *type, const str
             ring_gap(&r->ev->ring, r->ev_seq);
         }
         tr_buf_release(&f);
+        r->ev->grew = true;
         if (r->ev->n_watchers > 0)
             mark_dirty(ev, r->ev);
     }
@@ -294,6 +344,7 @@ static void record(struct events *ev, struct run *r, const char *type, const str
     }
     tr_buf_release(&f);
     ev->all_dirty = true;
+    ev->all_grew = true;
 }
 
 static bool wanted(const struct events *ev, const struct run *r)
@@ -325,6 +376,8 @@ static void obs_run(void *arg, struct run *r)
 {
     struct events *ev = arg;
     r->ev_seq++;
+    if (ev->wh != NULL && run_is_final(r))
+        webhooks_run_final(ev->wh, r);
     if (!wanted(ev, r))
         return;
     struct tr_buf d;
@@ -439,23 +492,42 @@ static void conn_kick(struct ev_conn *c)
 {
     struct events *ev = c->ev;
     ev->n_slow++;
-    char msg[320];
+    /* Mid-snapshot there is nothing to resume from: the client starts again. */
+    uint64_t id = ev_id(ev, c->cursor);
+    char resume[96] = "";
+    if (c->snap == SNAP_DONE)
+        snprintf(resume, sizeof(resume), ",\"last_event_id\":\"%llu\"", (unsigned long long)id);
+    char msg[400];
     int n = snprintf(msg, sizeof(msg),
-                     ": too slow: more than %zu bytes unread\nevent: error\ndata: "
-                     "{\"code\":\"slow_client\",\"message\":\"the client fell behind its "
-                     "events; reconnect with Last-Event-ID %llu\",\"last_event_id\":\"%llu\"}\n\n",
-                     ev->queue_max, (unsigned long long)ev_id(ev, c->cursor),
-                     (unsigned long long)ev_id(ev, c->cursor));
+                     ": too slow: the client fell more than %u events or %zu bytes behind\n"
+                     "event: error\ndata: {\"code\":\"slow_client\",\"message\":\"the client "
+                     "fell behind its events; reconnect with Last-Event-ID\"%s}\n\n",
+                     (c->er ? EV_RUN_EVENTS : EV_ALL_EVENTS) / 2,
+                     (c->er ? (size_t)EV_RUN_BYTES : (size_t)EV_ALL_BYTES) / 2, resume);
     if (tr_http_stream_write(c->st, msg, (size_t)n) < 0)
         tr_debug("cannot tell a slow client why it is dropped");
     tr_log_limited(&ev->slow_log, "disconnecting a slow event stream client", "", 0);
     conn_end(c);
 }
 
-/* Writes p to c unless c is over its queue bound: false when c was kicked. */
+/*
+ * Whether c is too slow: its unread bytes are at the bound while the log it
+ * reads grew and it is more than half that log behind. A client catching up
+ * on a log that does not grow (a finished run) is never dropped, nor one in
+ * its first EV_GRACE_MS (a resumed client starts behind).
+ */
+static bool too_slow(const struct ev_conn *c, const struct ev_ring *g, bool grew);
+
+/* Whether c may take more now: its unread bytes are within --sse-queue-bytes. */
+static bool room(const struct ev_conn *c)
+{
+    return tr_http_stream_queued(c->st) <= c->ev->queue_max;
+}
+
+/* Writes p to c (which has room): false when c is gone. */
 static bool conn_write(struct ev_conn *c, const char *p, size_t len)
 {
-    if (tr_http_stream_queued(c->st) > c->ev->queue_max || tr_http_stream_write(c->st, p, len) < 0) {
+    if (tr_http_stream_write(c->st, p, len) < 0) {
         conn_kick(c);
         return false;
     }
@@ -463,13 +535,13 @@ static bool conn_write(struct ev_conn *c, const char *p, size_t len)
     return true;
 }
 
-/* Writes one snapshot event with id; false when c was kicked. */
-static bool snap(struct ev_conn *c, uint64_t id, const char *type, const struct tr_buf *data)
+/* Writes one snapshot event built by jrc == 0 into data; false when c is gone. */
+static bool snap(struct ev_conn *c, const char *type, const struct tr_buf *data, int jrc)
 {
     struct tr_buf f;
     tr_buf_init(&f, 0);
     bool ok;
-    if (frame(&f, id, type, data) == 0) {
+    if (jrc == 0 && frame(&f, ev_id(c->ev, c->snap_seq), type, data) == 0) {
         ok = conn_write(c, f.buf, f.len);
     } else {
         conn_kick(c); /* out of memory: it may come back */
@@ -479,63 +551,77 @@ static bool snap(struct ev_conn *c, uint64_t id, const char *type, const struct 
     return ok;
 }
 
-/* snap() when the data was built (jrc 0), else c is dropped (out of memory). */
-static bool emit(struct ev_conn *c, uint64_t id, const char *type, const struct tr_buf *data,
-                 int jrc)
-{
-    if (jrc != 0) {
-        conn_kick(c);
-        return false;
-    }
-    return snap(c, id, type, data);
-}
-
 /*
- * The current state of c's run as events, all with the id of the run's last
- * event: the run, then each instance that left pending, with its log lines.
+ * Writes the current state of c's run as events, as long as c has room
+ * (it goes on when c has drained): the run, then each instance that left
+ * pending with its log lines, then the run's end if it had ended when the
+ * snapshot began. All carry the id of the run's last event at that moment;
+ * the run's log follows from there, so a change made meanwhile may be seen
+ * twice (its new state in the snapshot, then its event), never missed.
+ * Returns false when c is gone; c->snap is SNAP_DONE once it is whole.
  */
 static bool write_snapshot(struct ev_conn *c)
 {
     struct run *r = c->er->run;
-    uint64_t id = ev_id(c->ev, r->ev_seq);
+    const struct tr_pipeline_def *def = r->pipe->def;
     struct tr_buf d;
     tr_buf_init(&d, 0);
-    bool final = run_is_final(r);
-    /* A final run's own event goes last: it ends the stream. */
-    const char *st = final ? tr_run_state_names[TR_RUN_RUNNING] : tr_run_state_names[r->state];
-    bool ok = emit(c, id, "run", &d, run_json(&d, r->id, r->pipe->def->name, st, NULL));
-    const struct tr_pipeline_def *def = r->pipe->def;
-    for (uint32_t i = 0; ok && i < def->n_tasks; i++) {
-        struct task_rt *trt = &r->tasks[def->topo[i]];
+    bool ok = true;
+    if (c->snap == SNAP_RUN && room(c)) {
+        /* A final run's own event goes last: it ends the stream. */
+        const char *st = c->snap_final ? tr_run_state_names[TR_RUN_RUNNING]
+                                       : tr_run_state_names[r->state];
+        ok = snap(c, "run", &d, run_json(&d, r->id, def->name, st, NULL));
+        c->snap = SNAP_TASKS;
+    }
+    while (ok && c->snap == SNAP_TASKS && room(c)) {
+        if (c->snap_t >= def->n_tasks) {
+            c->snap = SNAP_END;
+            break;
+        }
+        struct task_rt *trt = &r->tasks[def->topo[c->snap_t]];
         uint32_t n = trt->mapped ? trt->n_inst : (trt->expanded ? 1 : 0);
-        for (uint32_t j = 0; ok && j < n; j++) {
-            struct inst *in = task_inst(trt, j);
-            if (in->state == TR_TASK_PENDING && in->logs == NULL)
-                continue;
-            tr_buf_reset(&d);
-            ok = emit(c, id, "task", &d, task_json(&d, in));
-            const char *p = in->logs ? in->logs->buf : NULL;
-            const char *end = p ? p + in->logs->len : NULL;
-            while (ok && p != NULL && p < end) {
-                const char *nl = memchr(p, '\n', (size_t)(end - p));
-                const char *e = nl ? nl : end;
+        if (c->snap_i >= n) {
+            c->snap_t++;
+            c->snap_i = 0;
+            continue;
+        }
+        struct inst *in = task_inst(trt, c->snap_i);
+        if (c->snap_log == 0 && !c->snap_told) {
+            c->snap_told = true;
+            if (in->state != TR_TASK_PENDING || in->logs != NULL) {
                 tr_buf_reset(&d);
-                ok = emit(c, id, "log", &d,
-                          text_json(&d, in, "line", (struct tr_str){p, (size_t)(e - p)}));
-                p = e + 1;
+                ok = snap(c, "task", &d, task_json(&d, in));
+                continue;
             }
         }
+        if (in->logs != NULL && c->snap_log < in->logs->len) {
+            const char *p = in->logs->buf + c->snap_log;
+            const char *end = in->logs->buf + in->logs->len;
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *e = nl ? nl : end;
+            tr_buf_reset(&d);
+            ok = snap(c, "log", &d, text_json(&d, in, "line", (struct tr_str){p, (size_t)(e - p)}));
+            c->snap_log = (size_t)(e - in->logs->buf) + 1;
+            continue;
+        }
+        c->snap_i++;
+        c->snap_log = 0;
+        c->snap_told = false;
     }
-    if (ok && final) {
-        tr_buf_reset(&d);
-        ok = emit(c, id, "run", &d,
-                  run_json(&d, r->id, def->name, tr_run_state_names[r->state], r->error));
+    if (ok && c->snap == SNAP_END && room(c)) {
+        if (c->snap_final) {
+            tr_buf_reset(&d);
+            ok = snap(c, "run", &d,
+                      run_json(&d, r->id, def->name, tr_run_state_names[r->state], r->error));
+        }
+        c->snap = SNAP_DONE;
     }
     tr_buf_release(&d);
     return ok;
 }
 
-/* Sends c what it has not had; false when c is gone (kicked or ended). */
+/* Sends c what it has not had, as far as it has room; false when c is gone. */
 static bool serve_run_conn(struct ev_conn *c)
 {
     struct ev_run *er = c->er;
@@ -544,20 +630,22 @@ static bool serve_run_conn(struct ev_conn *c)
     if (!c->started) {
         c->started = true;
         if (c->fresh || c->resume < g->have_from) {
-            if (!write_snapshot(c))
-                return false;
-            c->cursor = r->ev_seq;
+            c->snap = SNAP_RUN;
+            c->snap_seq = c->cursor = r->ev_seq;
+            c->snap_final = run_is_final(r);
         } else {
             c->cursor = c->resume;
         }
     }
+    if (c->snap != SNAP_DONE && (!write_snapshot(c) || c->snap != SNAP_DONE))
+        return true;
     if (c->cursor < g->have_from) {
-        conn_kick(c); /* its events left the log before it read them */
+        conn_kick(c); /* its events left the log before it could take them */
         return false;
     }
     if (g->n > 0) {
         uint64_t first = ring_at(g, 0)->seq;
-        for (uint64_t s = TR_MAX(c->cursor + 1, first); s < first + g->n; s++) {
+        for (uint64_t s = TR_MAX(c->cursor + 1, first); s < first + g->n && room(c); s++) {
             struct ev_item *it = ring_at(g, (uint32_t)(s - first));
             if (!conn_write(c, it->frame, it->len))
                 return false;
@@ -568,14 +656,18 @@ static bool serve_run_conn(struct ev_conn *c)
         conn_end(c);
         return false;
     }
+    if (too_slow(c, g, er->grew)) {
+        conn_kick(c);
+        return false;
+    }
     return true;
 }
 
 static bool all_match(const struct ev_conn *c, const struct ev_item *it)
 {
-    if (c->state[0] != '\0' && (it->state == NULL || strcmp(it->state, c->state) != 0))
+    if (c->state[0] != '\0' && (!it->is_run || strcmp(it->state, c->state) != 0))
         return false;
-    return c->pipeline[0] == '\0' || strcmp(it->frame + it->len + 1, c->pipeline) == 0;
+    return c->pipeline[0] == '\0' || strcmp(it->frame + it->len, c->pipeline) == 0;
 }
 
 static void serve_all_conn(struct ev_conn *c)
@@ -595,16 +687,36 @@ static void serve_all_conn(struct ev_conn *c)
     if (g->n == 0)
         return;
     uint64_t first = ring_at(g, 0)->seq;
-    for (uint64_t s = TR_MAX(c->cursor + 1, first); s < first + g->n; s++) {
+    for (uint64_t s = TR_MAX(c->cursor + 1, first); s < first + g->n && room(c); s++) {
         struct ev_item *it = ring_at(g, (uint32_t)(s - first));
         if (all_match(c, it) && !conn_write(c, it->frame, it->len))
             return;
         c->cursor = s;
     }
+    if (too_slow(c, g, c->ev->all_grew))
+        conn_kick(c);
+}
+
+static bool too_slow(const struct ev_conn *c, const struct ev_ring *g, bool grew)
+{
+    return grew && !room(c) && (c->fresh || uv_now(c->ev->loop) - c->since_ms >= EV_GRACE_MS) &&
+           ring_behind(g, c->cursor);
+}
+
+/* The client read everything written: serve it again at the next flush. */
+static void on_drained(void *arg)
+{
+    struct ev_conn *c = arg;
+    if (c->er != NULL)
+        mark_dirty(c->ev, c->er);
+    else
+        c->ev->all_dirty = true;
 }
 
 void events_flush(struct events *ev)
 {
+    if (ev->wh != NULL)
+        webhooks_committed(ev->wh);
     while (ev->dirty != NULL) {
         struct ev_run *er = ev->dirty;
         ev->dirty = er->dirty_next;
@@ -614,6 +726,7 @@ void events_flush(struct events *ev)
             next = c->wnext;
             (void)serve_run_conn(c);
         }
+        er->grew = false;
         /* The log of a final run nobody watches is kept for clients that come back
          * (until the run leaves memory) within EV_LOGS_BUDGET; past it, a late
          * client gets the run's state. */
@@ -628,6 +741,7 @@ void events_flush(struct events *ev)
             if (c->er == NULL)
                 serve_all_conn(c);
         }
+        ev->all_grew = false;
     }
 }
 
@@ -637,7 +751,7 @@ static void on_heartbeat(uv_timer_t *t)
     struct ev_conn *next;
     for (struct ev_conn *c = ev->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->started)
+        if (c->started && room(c))
             (void)conn_write(c, ":\n\n", 3);
     }
 }
@@ -718,7 +832,9 @@ static struct ev_conn *conn_open(struct events *ev, struct tr_http_req *req)
         return NULL;
     }
     c->ev = ev;
-    c->st = tr_http_stream_start(req, "text/event-stream; charset=utf-8", NULL, on_gone, c);
+    c->since_ms = uv_now(ev->loop);
+    c->st = tr_http_stream_start(req, "text/event-stream; charset=utf-8", NULL, on_gone,
+                                 on_drained, c);
     if (c->st == NULL) {
         tr_free(c);
         tr_http_respond_error(req, 500, "out_of_memory", "cannot start the event stream");
@@ -859,11 +975,10 @@ void h_events(struct tr_http_req *req, void *arg)
                               "'pipeline' or 'state' is too long or not text");
         return;
     }
-    if (state[0] != '\0' && tr_run_state_parse(state) < 0 &&
-        tr_task_state_parse(state) < 0) {
+    if (state[0] != '\0' && tr_run_state_parse(state) < 0) {
         tr_http_respond_error(req, 400, "invalid_request",
-                              "'state' must be a run or task state (queued, running, "
-                              "succeeded, failed, cancelled, pending, ready, ...)");
+                              "'state' must be a run state (queued, running, succeeded, "
+                              "failed, cancelled)");
         return;
     }
     bool same_epoch = have && (last >> 32) == *ev->epoch;
@@ -878,7 +993,7 @@ void h_events(struct tr_http_req *req, void *arg)
             tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
             return;
         }
-        ring_init(ev->all, EV_ALL_EVENTS, 8u << 20, ev->all_seq);
+        ring_init(ev->all, EV_ALL_EVENTS, EV_ALL_BYTES, ev->all_seq);
     }
     struct ev_conn *c = conn_open(ev, req);
     if (c == NULL)
@@ -888,6 +1003,49 @@ void h_events(struct tr_http_req *req, void *arg)
     memcpy(c->pipeline, pipeline, sizeof(pipeline));
     memcpy(c->state, state, sizeof(state));
     ev->all_dirty = true;
+}
+
+int events_metrics(const struct events *ev, char **text, size_t *len)
+{
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    int rc = tr_buf_add(&b, *text, *len);
+    if (rc == 0)
+        rc = tr_buf_addf(
+            &b,
+            "# HELP trellis_event_streams Open event streams (SSE).\n"
+            "# TYPE trellis_event_streams gauge\ntrellis_event_streams %u\n"
+            "# HELP trellis_events_sent_total Events written to event stream clients.\n"
+            "# TYPE trellis_events_sent_total counter\ntrellis_events_sent_total %llu\n"
+            "# HELP trellis_event_clients_dropped_total Clients dropped for falling behind.\n"
+            "# TYPE trellis_event_clients_dropped_total counter\n"
+            "trellis_event_clients_dropped_total %llu\n"
+            "# HELP trellis_event_streams_refused_total Streams refused at --max-sse.\n"
+            "# TYPE trellis_event_streams_refused_total counter\n"
+            "trellis_event_streams_refused_total %llu\n",
+            ev->n_conns, (unsigned long long)ev->n_sent, (unsigned long long)ev->n_slow,
+            (unsigned long long)ev->n_refused);
+    const struct webhooks *wh = ev->wh;
+    if (rc == 0 && wh != NULL)
+        rc = tr_buf_addf(&b,
+                         "# HELP trellis_webhook_deliveries_total Webhook deliveries by outcome.\n"
+                         "# TYPE trellis_webhook_deliveries_total counter\n"
+                         "trellis_webhook_deliveries_total{outcome=\"delivered\"} %llu\n"
+                         "trellis_webhook_deliveries_total{outcome=\"failed\"} %llu\n"
+                         "trellis_webhook_deliveries_total{outcome=\"dropped\"} %llu\n"
+                         "# HELP trellis_webhook_retries_total Webhook tries after a failure.\n"
+                         "# TYPE trellis_webhook_retries_total counter\n"
+                         "trellis_webhook_retries_total %llu\n",
+                         (unsigned long long)wh->n_delivered, (unsigned long long)wh->n_failed,
+                         (unsigned long long)wh->n_dropped, (unsigned long long)wh->n_retried);
+    if (rc < 0) {
+        tr_buf_release(&b);
+        return rc;
+    }
+    tr_free(*text);
+    *text = tr_buf_detach(&b, len);
+    tr_buf_release(&b);
+    return *text != NULL ? 0 : TR_ENOMEM;
 }
 
 /* ====================================================================== */

@@ -27,12 +27,15 @@
 #include "lib/base/log.h"
 #include "lib/http/http_server.h"
 #include "scheduler/core.h"
+#include "scheduler/webhooks.h"
 
 #define EV_RUN_EVENTS 8192          /* events kept per watched run */
 #define EV_RUN_BYTES (2u << 20)     /* bytes of them */
 #define EV_ALL_EVENTS 8192          /* events kept for GET /v1/events */
+#define EV_ALL_BYTES (8u << 20)     /* bytes of them */
 #define EV_LOGS_BUDGET (64u << 20)  /* bytes of the logs of finished runs nobody watches */
 #define EV_HEARTBEAT_MS 15000       /* a comment line to every client this often */
+#define EV_GRACE_MS 2000            /* a resumed client is not dropped for slowness before this */
 
 struct ev_conn;
 struct ev_ring;
@@ -50,6 +53,7 @@ struct events
     uint32_t n_conns;
     struct ev_run *dirty;         /* runs with events or clients to serve at the flush */
     bool all_dirty;               /* GET /v1/events has something to send */
+    bool all_grew;                /* events were added to its log since the last flush */
     struct ev_ring *all;          /* the log of GET /v1/events, once asked for */
     uint64_t all_seq;             /* events of GET /v1/events so far */
     size_t logs_bytes;            /* bytes in the runs' logs */
@@ -60,9 +64,7 @@ struct events
     uint64_t n_slow;              /* clients dropped for falling behind */
     uint64_t n_refused;           /* streams refused at --max-sse */
     struct tr_log_limiter slow_log;
-    /* Told of every run that ends (webhooks.c), after the commit, or NULL. */
-    void (*run_final)(void *arg, struct run *r);
-    void *run_final_arg;
+    struct webhooks *wh;          /* told of every run that ends, or NULL (webhooks.h) */
 };
 
 void events_init(struct events *ev, uv_loop_t *loop, struct core *core, struct tr_state *state,
@@ -71,6 +73,10 @@ void events_init(struct events *ev, uv_loop_t *loop, struct core *core, struct t
 void events_release(struct events *ev);
 /* Writes what the turn made durable to the clients (sched.c, after the commit). */
 void events_flush(struct events *ev);
+
+/* Appends the event streams' and webhooks' lines of /metrics to *text (tr_malloc'd, *len
+ * bytes), reallocating it: 0 or TR_ENOMEM. */
+int events_metrics(const struct events *ev, char **text, size_t *len) TR_MUST_CHECK;
 
 /* Route handlers (arg: the struct api). */
 void h_run_events(struct tr_http_req *req, void *arg);

@@ -262,6 +262,11 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
         return rc;
     s->core.state = s->state;
     api_wire(s);
+    rc = webhooks_open(&s->api.wh, loop, s->cfg.webhooks.items, s->cfg.webhooks.n,
+                       s->cfg.webhook_secret_file, err);
+    if (rc < 0)
+        return rc;
+    s->api.ev.wh = &s->api.wh;
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
@@ -308,6 +313,7 @@ void sched_close(struct sched *s)
     api_waiters_close(&s->api);
     api_close(&s->api);
     events_release(&s->api.ev);
+    webhooks_close(&s->api.wh);
     /* Pending loads are answered (cancelled) while the runs and caches they
      * would touch still exist; the children are killed and reaped later. */
     sandbox_close(s->sandbox);

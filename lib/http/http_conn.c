@@ -251,8 +251,10 @@ static void on_write(uv_write_t *wreq, int status)
         return;
     }
     /* A streamed answer's stall timer runs only while bytes wait for the client. */
-    if (c->state == TR_HTTP_STREAMING && c->queued == 0)
+    if (c->state == TR_HTTP_STREAMING && c->queued == 0) {
         (void)uv_timer_stop(&c->timer);
+        tr_http__stream_drained(c);
+    }
     if (!final || c->state != TR_HTTP_WRITING)
         return;
     if (c->close_after) {

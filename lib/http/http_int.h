@@ -24,6 +24,7 @@
 #define TR_HTTP_PIPELINE_MAX (64 * 1024) /* bytes buffered while a request is handled */
 #define TR_HTTP_READ_SIZE (64 * 1024)   /* the one read buffer the server lends to libuv */
 #define TR_HTTP_TOKEN_DIGEST 32         /* SHA-256 of a bearer token */
+#define TR_HTTP_STREAM_SNDBUF (128 * 1024) /* SO_SNDBUF of a streamed answer (Linux doubles it) */
 
 /* Where one header field sits in req->head. */
 struct tr_http_hdr
@@ -150,6 +151,8 @@ int tr_http__write_part(struct tr_http_conn *c, const void *p, size_t len);
 void tr_http__stream_finish(struct tr_http_conn *c);
 
 /* http_stream.c */
+/* Everything written to c (STREAMING) is out: tells the stream's owner. */
+void tr_http__stream_drained(struct tr_http_conn *c);
 /* c is closing while STREAMING: tells the stream's owner and frees the stream. */
 void tr_http__stream_gone(struct tr_http_conn *c);
 

@@ -145,13 +145,16 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
  * freed, or the client read nothing for 60 s while bytes waited); the stream
  * must not be used after that call, nor after tr_http_stream_end. The server
  * buffers every byte written until the client reads it: the owner bounds
- * that with tr_http_stream_queued. Streams count like long-polls against
- * tr_http_req_may_hold. In-process requests cannot stream (NULL).
+ * that with tr_http_stream_queued, and drained(arg) (may be NULL) tells it
+ * when the client has read everything written, so it can write more.
+ * Streams count like long-polls against tr_http_req_may_hold. In-process
+ * requests cannot stream (NULL).
  */
 struct tr_http_stream;
 typedef void (*tr_http_stream_gone_fn)(void *arg);
 struct tr_http_stream *tr_http_stream_start(struct tr_http_req *req, const char *content_type,
                                             const char *extra, tr_http_stream_gone_fn gone,
+                                            tr_http_stream_gone_fn drained,
                                             void *arg) TR_MUST_CHECK;
 /* Queues a copy of len bytes: 0, or TR_ENOMEM / TR_EIO (the stream is then still open). */
 int tr_http_stream_write(struct tr_http_stream *s, const void *p, size_t len) TR_MUST_CHECK;

@@ -15,6 +15,7 @@ struct tr_http_stream
 {
     struct tr_http_conn *conn;
     tr_http_stream_gone_fn gone;
+    tr_http_stream_gone_fn drained;
     void *arg;
 };
 
@@ -26,7 +27,7 @@ static bool one_line(const char *v)
 
 struct tr_http_stream *tr_http_stream_start(struct tr_http_req *req, const char *content_type,
                                             const char *extra, tr_http_stream_gone_fn gone,
-                                            void *arg)
+                                            tr_http_stream_gone_fn drained, void *arg)
 {
     struct tr_http_conn *c = req->conn;
     if (c == NULL || c->state != TR_HTTP_HANDLING || !one_line(content_type))
@@ -48,8 +49,13 @@ struct tr_http_stream *tr_http_stream_start(struct tr_http_req *req, const char 
         tr_free(s);
         return NULL;
     }
+    /* The kernel's buffer is fixed rather than grown up to megabytes (tcp_wmem):
+     * what a slow client has not read then waits where the owner counts it. */
+    int sndbuf = TR_HTTP_STREAM_SNDBUF;
+    (void)uv_send_buffer_size((uv_handle_t *)&c->tcp, &sndbuf);
     s->conn = c;
     s->gone = gone;
+    s->drained = drained;
     s->arg = arg;
     /* The request is over; the connection stays held (n_held) as a stream. */
     tr_http__req_free(c->req);
@@ -75,6 +81,13 @@ void tr_http_stream_end(struct tr_http_stream *s)
     c->stream = NULL;
     tr_free(s);
     tr_http__stream_finish(c);
+}
+
+void tr_http__stream_drained(struct tr_http_conn *c)
+{
+    struct tr_http_stream *s = c->stream;
+    if (s != NULL && s->drained != NULL)
+        s->drained(s->arg);
 }
 
 void tr_http__stream_gone(struct tr_http_conn *c)
