@@ -136,6 +136,10 @@ char *run_json_text(struct run *r, size_t *len)
 {
     json_t *o = run_to_json(r, false);
     json_object_set_new(o, "error", json_str_or_null(r->error));
+    char why[320];
+    if (core_run_waiting(r->core, r, why, sizeof(why)) ||
+        dispatch_run_waiting(r->core->dispatch, r, why, sizeof(why)))
+        json_object_set_new(o, "waiting", json_string(why));
     char *head = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (head == NULL)
@@ -182,6 +186,7 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
     json_object_set_new(o, "tasks", counts_json(r->counts));
+    api_flow_run_json(r, o);
     if (with_output) {
         json_object_set_new(o, "params", parse_or_null(r->params_json));
         json_object_set_new(o, "output", parse_or_null(r->output_json));
@@ -410,6 +415,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/runs/{id}/tasks", h_run_tasks},
     {"GET", "/v1/runs/{id}/logs", h_run_logs},
     {"POST", "/v1/runs/{id}/cancel", h_run_cancel},
+    {"POST", "/v1/runs/{id}/approvals/{task}", h_run_approval},
     {"POST", "/v1/pipelines", h_pipelines_post},
     {"GET", "/v1/pipelines", h_pipelines_list},
     {"GET", "/v1/workers", h_workers},

@@ -475,8 +475,11 @@ static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
     json_object_set_new(o, "cached", json_boolean(in->cached));
     json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
     char why[320];
-    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)))
+    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)) ||
+        dispatch_place_waiting(a->dispatch, in, why, sizeof(why)))
         json_object_set_new(o, "waiting", json_string(why));
+    else if (api_flow_waiting(in) != NULL)
+        json_object_set_new(o, "waiting", json_string(api_flow_waiting(in)));
     return o;
 }
 
@@ -681,6 +684,10 @@ static int list_run(const struct tr_run_rec *rec, void *arg)
     }
     struct rec_ctx rc = {.with_output = false};
     run_rec_json(rec, &rc);
+    /* Its task counts from its task records, as GET /v1/runs/{id} gives them:
+     * a run read back after a restart is listed like one still in memory. */
+    if (rc.out != NULL && tr_state_list_tasks(c->api->state, rec->id, count_task, &rc) == 0)
+        json_object_set_new(rc.out, "tasks", counts_json(rc.counts));
     /* The sum its record kept when it finished; runs from before that have none. */
     json_t *sum = rec->usage_json ? json_loads(rec->usage_json, 0, NULL) : NULL;
     if (sum != NULL && rc.out != NULL)

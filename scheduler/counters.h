@@ -46,6 +46,8 @@ struct counters
     double lat_sum;
     uint64_t lat_count;
     uint64_t dispatched;
+    uint64_t tasks_unschedulable;  /* failed: no worker with their labels joined in time */
+    uint64_t runs_timed_out;       /* failed at their pipeline's timeout */
     struct tr_log_limiter garbage_log; /* bounds the log lines of dropped frames */
 };
 

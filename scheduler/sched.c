@@ -28,12 +28,28 @@
  */
 static void on_commit_retry(uv_timer_t *h);
 
+/* About once a second, before the turn's commit so that what they change is
+ * in it: run timeouts, runs waiting for max_active_runs, labelled tasks no
+ * worker can take (core_controls.c, dispatch_place.c). */
+static void run_controls_tick(struct sched *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_controls_ms < 1000)
+        return;
+    s->last_controls_ms = now;
+    double wall = tr_now();
+    dispatch_place_check(&s->dispatch, wall);
+    if (s->recovery == NULL)
+        core_controls_tick(&s->core, wall);
+}
+
 static void end_of_turn(struct sched *s)
 {
     /* A leader whose lease is in doubt, or a standby, neither commits nor
      * sends: another scheduler may be leading (leader.c). */
     if (!leader_may_act(s->leader))
         return;
+    run_controls_tick(s);
     /* A turn stopped at its byte bound goes on at once, after this turn's
      * commit and sends, through the commit retry timer (nothing to retry:
      * the commit is not failing). */

@@ -28,6 +28,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/lua/pipeline_trigger.h"
 #include "lib/wire/proto.h"
 
@@ -73,10 +74,12 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
 {
     if (def == NULL)
         return;
+    tr_pipeline_free_controls(def);
     for (uint32_t i = 0; def->tasks != NULL && i < def->n_tasks; i++) {
         tr_free(def->tasks[i].name);
         tr_free(def->tasks[i].after);
         tr_free(def->tasks[i].downstream);
+        tr_free(def->tasks[i].subrun);
     }
     for (uint32_t i = 0; def->pools != NULL && i < def->n_pools; i++)
         tr_free(def->pools[i]);
@@ -306,6 +309,23 @@ static int add_ref(lua_State *L, struct walk *w)
     return 0;
 }
 
+/* Control-flow fields (lib/lua/lua_flow.c). */
+static int walk_flow(struct tr_task_def *t, const struct tr_task_fields *f, struct walk *w)
+{
+    t->trigger_rule = f->trigger_rule;
+    t->kind = f->kind;
+    t->approve_default = f->approve_default;
+    if (f->kind != TR_KIND_RUN && f->map != NULL)
+        return tr_error_set(w->err, TR_EINVAL, "task '%s': %s cannot have 'map'", t->name,
+                            f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+    if (f->subrun != NULL) {
+        t->subrun = tr_strndup(f->subrun, f->subrun_len);
+        if (t->subrun == NULL)
+            return nomem(w);
+    }
+    return 0;
+}
+
 /*
  * First pass over tasks (array at tidx): checks, names, pools, scalar
  * fields, and the upstream names as written.
@@ -341,6 +361,9 @@ static int walk_tasks(lua_State *L, struct walk *w, int tidx)
         t->timeout = f.timeout;
         t->cache = f.cache;
         t->gpus = f.gpus;
+        rc = walk_flow(t, &f, w);
+        if (rc != 0)
+            return rc;
         w->maps[i] = (struct tr_str){f.map, f.map_len};
         if (f.n_after > 0) {
             t->after = tr_calloc(f.n_after, sizeof(*t->after));
@@ -571,6 +594,8 @@ static int walk(lua_State *L, struct walk *w)
         cpu_pool_first(def);
     if (rc == 0)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_controls(L, 1, def, w->err);
     return rc;
 }
 
