@@ -490,8 +490,9 @@ int api_open(struct api *a, struct tr_error *err)
     struct tr_http_config cfg = {
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 32u << 20,
-        /* Event streams are held: they come on top of the usual connections. */
-        .max_connections = 1024 + a->cfg->max_sse,
+        /* Event streams are held connections: past 896 of them, room is made for
+         * them on top of the usual cap. */
+        .max_connections = a->cfg->max_sse + 128 > 1024 ? a->cfg->max_sse + 128 : 1024,
         .tokens = (const char *const *)a->tokens,
         .routes = routes,
         .handler_arg = a,

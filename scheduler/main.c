@@ -115,7 +115,7 @@ static const struct tr_flag sched_flags[] = {
      .help = "API URL standbys redirect to (default http://API-HOST:PORT)"},
     {"leader-ttl", 0, TR_FLAG_UINT, CFG(leader_ttl_s), .dflt = "3", .arg = "N", .min = 1,
      .max = 3600, .help = "seconds of the leader lease with etcd state"},
-    {"max-sse", 0, TR_FLAG_UINT, CFG(max_sse), .dflt = "1000", .arg = "N", .min = 1,
+    {"max-sse", 0, TR_FLAG_UINT, CFG(max_sse), .dflt = "512", .arg = "N", .min = 1,
      .max = 100000, .help = "open event streams (SSE) at most; more are refused 503"},
     {"sse-queue-bytes", 0, TR_FLAG_UINT, CFG(sse_queue_bytes), .dflt = "1048576", .arg = "N",
      .min = 1024, .max = 1u << 30,
