@@ -38,8 +38,10 @@ struct api
     struct fb_loop *fb;       /* the feedback loop (feedback.h) */
     struct trg_loop *trg;     /* its triggers (triggers.h) */
     struct tr_http_server *http;
-    char **tokens;            /* NULL-terminated, owned */
-    size_t cap_tokens;
+    struct auth *auth;        /* the tokens and their roles (auth.h) */
+    struct audit_log *audit;  /* audit entries of the turn (audit.h) */
+    struct tenants *tenants;  /* owners of names (tenants.h) */
+    struct rc_loop *rc;       /* run control (runctl.h) */
     struct events ev;         /* live events over SSE (events.h) */
     struct webhooks wh;       /* webhooks on run completion (webhooks.h) */
 };

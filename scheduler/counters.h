@@ -30,6 +30,7 @@ enum drop_reason
     DROP_STALE_RESULT,
     DROP_BAD_FRAMES,
     DROP_IMPERSONATION,      /* a HELLO for a live worker id from another connection or key */
+    DROP_KEY_RESTRICTED,     /* a HELLO for a pool its CURVE key is not allowed for */
     DROP_COUNT
 };
 

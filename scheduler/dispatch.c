@@ -250,14 +250,55 @@ uint32_t worker_prefetch(const struct dispatch *s, const struct worker *w)
     return want > cap ? cap : (uint32_t)want;
 }
 
-static struct worker *pick_worker(struct dispatch *s, struct pool *p)
+/* Whether w may run in: a worker whose key is restricted to a tenant runs
+ * only that tenant's tasks (the one string compare costs only there). */
+bool tenant_fits(struct dispatch *s, const struct worker *w, const struct inst *in)
+{
+    if (w->tenant == NULL)
+        return true;
+    const char *t = s->hooks.tenant ? s->hooks.tenant(s->hooks.tenant_arg, in->run) : NULL;
+    return strcmp(w->tenant, t ? t : "default") == 0;
+}
+
+static struct worker *pick_worker(struct dispatch *s, struct pool *p, const struct inst *in)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
+        if (w->tenant != NULL && !tenant_fits(s, w, in))
+            continue;
         uint32_t credit = w->slots + worker_prefetch(s, w);
         if (w->inflight < TR_MIN(credit, w->window)) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
+        }
+    }
+    return NULL;
+}
+
+#define RESTRICTED_SCAN 256 /* ready tasks looked at for a tenant-restricted worker */
+
+/*
+ * When the first ready task fits no worker with credit, a worker restricted
+ * to a tenant may still take a later task of its tenant: the first of the
+ * heap's first RESTRICTED_SCAN entries that fits (heap order, not strict
+ * priority order: a restricted worker is a tenant's own capacity). Costs
+ * nothing in pools without restricted workers.
+ */
+static struct worker *pick_restricted(struct dispatch *s, struct ready_queue *q,
+                                      struct inst **out)
+{
+    struct pool *p = q->pool;
+    for (size_t k = 0; k < p->n_workers; k++) {
+        struct worker *w = p->workers[k];
+        uint32_t credit = w->slots + worker_prefetch(s, w);
+        if (w->tenant == NULL || w->inflight >= TR_MIN(credit, w->window))
+            continue;
+        size_t n = TR_MIN(q->n_heap, (size_t)RESTRICTED_SCAN);
+        for (size_t i = 0; i < n; i++) {
+            if (tenant_fits(s, w, q->heap[i])) {
+                *out = q->heap[i];
+                return w;
+            }
         }
     }
     return NULL;
@@ -348,13 +389,16 @@ void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in, struct 
 /* ====================================================================== */
 
 /* The worker of p with a free slot and n free devices, the fewest free first. */
-static struct worker *pick_gpu_worker(struct pool *p, uint32_t n, const struct tr_task_def *td)
+static struct worker *pick_gpu_worker(struct dispatch *s, struct pool *p, uint32_t n,
+                                      const struct inst *in)
 {
+    const struct tr_task_def *td = inst_def(in);
     struct worker *best = NULL;
     uint32_t best_free = UINT32_MAX;
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[k];
-        if (w->inflight >= w->slots || (td->n_labels > 0 && !worker_matches(w, td)))
+        if (w->inflight >= w->slots || (td->n_labels > 0 && !worker_matches(w, td)) ||
+            (w->tenant != NULL && !tenant_fits(s, w, in)))
             continue;
         uint32_t f = worker_gpus_free(&w->g);
         if (f >= n && f < best_free) {
@@ -369,7 +413,7 @@ static struct worker *pick_gpu_worker(struct pool *p, uint32_t n, const struct t
 static void dispatch_gpu(struct dispatch *s, struct ready_queue *g, struct tr_buf *args)
 {
     while (g->n_heap > 0) {
-        struct worker *w = pick_gpu_worker(g->pool, gpus_of(g->heap[0]), inst_def(g->heap[0]));
+        struct worker *w = pick_gpu_worker(s, g->pool, gpus_of(g->heap[0]), g->heap[0]);
         if (w == NULL)
             return;
         dispatch_one(s, w, rq_pop(g), args);
@@ -440,10 +484,16 @@ bool dispatch_all(struct dispatch *s)
                 more = true;
                 break;
             }
-            struct worker *w = pick_worker(s, q->pool);
-            if (w == NULL)
+            struct worker *w = pick_worker(s, q->pool, q->heap[0]);
+            if (w != NULL) {
+                dispatch_one(s, w, rq_pop(q), &args);
+                continue;
+            }
+            struct inst *in = NULL;
+            if ((w = pick_restricted(s, q, &in)) == NULL)
                 break;
-            dispatch_one(s, w, rq_pop(q), &args);
+            rq_remove(q, in);
+            dispatch_one(s, w, in, &args);
         }
         if (!more && q->labeled != NULL)
             more = place_dispatch(s, q, &args);

@@ -44,6 +44,9 @@ struct dispatch_hooks
     bool (*cached)(void *arg, struct inst *in, struct tr_str args);
     /* The instance cannot be sent (out of memory for its arguments). */
     void (*fail)(void *arg, struct inst *in, const char *error);
+    /* The tenant of a run (asked only for workers restricted to a tenant). */
+    void *tenant_arg;
+    const char *(*tenant)(void *tenant_arg, const struct run *r);
 };
 
 struct dispatch

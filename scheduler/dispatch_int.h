@@ -21,6 +21,10 @@ struct ready_queue *rq_of(struct dispatch *d, const struct inst *in);
 /* Sends in to w (TASK into the batch); args is scratch. */
 void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in, struct tr_buf *args);
 
+/* Whether w may run in: a worker whose CURVE key is restricted to a tenant
+ * runs only that tenant's tasks (dispatch.c). */
+bool tenant_fits(struct dispatch *s, const struct worker *w, const struct inst *in);
+
 /* Placement (dispatch_place.c). */
 
 /* The label queue of pool queue q for td's labels, made when new. */

@@ -123,7 +123,8 @@ static struct worker *pick_labeled(struct dispatch *s, struct pool *p,
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
         uint32_t credit = w->slots + worker_prefetch(s, w);
-        if (w->inflight < TR_MIN(credit, w->window) && matches(w, lq->labels, lq->n_labels)) {
+        if (w->inflight < TR_MIN(credit, w->window) && matches(w, lq->labels, lq->n_labels) &&
+            (w->tenant == NULL || tenant_fits(s, w, lq->heap[0]))) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
         }

@@ -29,6 +29,8 @@
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "scheduler/api.h"
+#include "scheduler/auth.h"
+#include "scheduler/tenants.h"
 
 /* One formatted event: "id: ...\nevent: ...\ndata: {...}\n\n". */
 struct ev_item
@@ -91,6 +93,7 @@ struct ev_conn
     uint64_t since_ms;           /* loop time it connected */
     char pipeline[128];          /* GET /v1/events filters; "" for any */
     char state[16];
+    char tenant[AUTH_TENANT_MAX];   /* GET /v1/events under tenants: only its runs; "" all */
     struct ev_conn *prev, *next;    /* ev->conns */
     struct ev_conn *wprev, *wnext;  /* er->watchers */
 };
@@ -667,7 +670,11 @@ static bool all_match(const struct ev_conn *c, const struct ev_item *it)
 {
     if (c->state[0] != '\0' && (!it->is_run || strcmp(it->state, c->state) != 0))
         return false;
-    return c->pipeline[0] == '\0' || strcmp(it->frame + it->len, c->pipeline) == 0;
+    const char *pipe = it->frame + it->len;
+    if (c->pipeline[0] != '\0' && strcmp(pipe, c->pipeline) != 0)
+        return false;
+    return c->tenant[0] == '\0' ||
+           strcmp(tenant_owner(c->ev->api, TENANT_PIPELINE, pipe), c->tenant) == 0;
 }
 
 static void serve_all_conn(struct ev_conn *c)
@@ -869,7 +876,8 @@ static void stored_run_events(struct events *ev, struct tr_http_req *req, const 
                               bool have_last)
 {
     struct stored_run s = {{0}, {0}, NULL};
-    if (tr_state_get_run(ev->state, id, stored_run_cb, &s) != 0 || s.state[0] == '\0') {
+    if (tr_state_get_run(ev->state, id, stored_run_cb, &s) != 0 || s.state[0] == '\0' ||
+        !tenant_sees(ev->api, req, TENANT_PIPELINE, s.pipeline)) {
         char msg[200];
         snprintf(msg, sizeof(msg), "no run '%.100s'", id);
         tr_http_respond_error(req, 404, "not_found", msg);
@@ -900,6 +908,7 @@ void h_run_events(struct tr_http_req *req, void *arg)
 {
     struct api *a = arg;
     struct events *ev = &a->ev;
+    ev->api = a;
     struct tr_str idp = tr_http_req_param(req, "id");
     char id[64];
     if (idp.len == 0 || idp.len >= sizeof(id)) {
@@ -913,7 +922,8 @@ void h_run_events(struct tr_http_req *req, void *arg)
     if (last_event_id(req, &have, &last) < 0)
         return;
     struct run *r = run_find(ev->core, id);
-    if (r == NULL) {
+    /* Another tenant's run is answered as the state would answer an unknown id. */
+    if (r == NULL || !tenant_sees(a, req, TENANT_PIPELINE, r->pipe->def->name)) {
         stored_run_events(ev, req, id, have);
         return;
     }
@@ -961,6 +971,7 @@ void h_events(struct tr_http_req *req, void *arg)
 {
     struct api *a = arg;
     struct events *ev = &a->ev;
+    ev->api = a;
     bool have = false;
     uint64_t last = 0;
     if (last_event_id(req, &have, &last) < 0)
@@ -1002,6 +1013,8 @@ void h_events(struct tr_http_req *req, void *arg)
     c->resume = last & 0xffffffffu;
     memcpy(c->pipeline, pipeline, sizeof(pipeline));
     memcpy(c->state, state, sizeof(state));
+    if (auth_enabled(a->auth))
+        snprintf(c->tenant, sizeof(c->tenant), "%s", auth_tenant(req));
     ev->all_dirty = true;
 }
 

@@ -37,6 +37,7 @@
 #define EV_HEARTBEAT_MS 15000       /* a comment line to every client this often */
 #define EV_GRACE_MS 2000            /* a resumed client is not dropped for slowness before this */
 
+struct api;
 struct ev_conn;
 struct ev_ring;
 
@@ -65,6 +66,7 @@ struct events
     uint64_t n_refused;           /* streams refused at --max-sse */
     struct tr_log_limiter slow_log;
     struct webhooks *wh;          /* told of every run that ends, or NULL (webhooks.h) */
+    struct api *api;              /* for tenants (set by the handlers) */
 };
 
 void events_init(struct events *ev, uv_loop_t *loop, struct core *core, struct tr_state *state,
@@ -81,7 +83,5 @@ int events_metrics(const struct events *ev, char **text, size_t *len) TR_MUST_CH
 /* Route handlers (arg: the struct api). */
 void h_run_events(struct tr_http_req *req, void *arg);
 void h_events(struct tr_http_req *req, void *arg);
-#define EV_ROUTES                                                                                  \
-    {"GET", "/v1/runs/{id}/events", h_run_events}, { "GET", "/v1/events", h_events }
 
 #endif

@@ -158,6 +158,9 @@ struct run
     struct run *gate_next;    /* in its pipeline's max_active_runs queue */
     bool gate_counted;        /* counted among its pipeline name's active runs */
     bool gate_waiting;        /* queued behind max_active_runs */
+    char *retry_of;           /* the run this one retries (owned), NULL when none (api_runctl.c) */
+    void *retry_ctx;          /* what it reuses of that run, freed when it ends (api_runctl.c) */
+    void (*retry_ctx_free)(void *ctx);
     const struct run_observer *obs; /* events.c, or NULL (core.c sets it) */
     uint64_t ev_seq;          /* events of this run so far: the last event's number */
     struct ev_run *ev;        /* its event log and watchers (events.c), or NULL */

@@ -9,8 +9,11 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "scheduler/audit.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
+#include "scheduler/tenants.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -122,6 +125,7 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     s->dispatch.epoch = *epoch;
     fb_reset(&s->api);
+    tenants_reset(&s->api);
     struct recover_parts rp = {&s->core, &s->pipes, s->state, s->loop, s->leader, &s->stopping};
     rc = recover_start(&s->recovery, &rp, err);
     if (rc < 0)
@@ -176,6 +180,8 @@ static void parts_init(struct sched *s)
     s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
+    dh.tenant_arg = &s->api; /* workers whose key is restricted to a tenant */
+    dh.tenant = api_run_tenant;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,
@@ -192,7 +198,8 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg) || trg_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg) || audit_have_dirty(arg) ||
+           tenants_have_dirty(arg) || rc_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -201,13 +208,22 @@ static int fb_put_hook(void *arg, struct tr_state *st)
     int rc = fb_put_dirty(arg);
     /* After the feedback: triggers note which statistics this batch changes.
      * Firings go with the runs they start: one transaction. */
-    return rc == 0 ? trg_put_dirty(arg) : rc;
+    if (rc == 0)
+        rc = trg_put_dirty(arg);
+    if (rc == 0)
+        rc = tenants_put_dirty(arg);
+    if (rc == 0)
+        rc = rc_put_dirty(arg); /* run control (runctl.h) */
+    return rc == 0 ? audit_put_dirty(arg) : rc; /* the entries go with their changes */
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
+    audit_committed(arg);
+    tenants_committed(arg);
+    rc_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -286,6 +302,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
+    if (rc == 0)
+        rc = rc_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -344,6 +362,7 @@ void sched_close(struct sched *s)
     leader_close(s->leader);
     s->leader = NULL;
     fb_close(&s->api);
+    rc_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

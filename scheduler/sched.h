@@ -12,6 +12,9 @@
  *              models, triggers); live events (SSE)   feedback.c triggers.c
  *              and webhooks                            triggers_row.c api_triggers.c
  *                                                      loop_calls.c (tasks' CALLs)
+ *                                                      api_runctl.c api_retry.c (run
+ *                                                      control: idempotency, retry, delete,
+ *                                                      retention, params checks)
  *                                                      events.c webhooks.c
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c

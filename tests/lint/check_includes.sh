@@ -42,9 +42,11 @@ part() {
     dispatch_place.c|dispatch_int.h) echo dispatch ;;
     sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
+    auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
     events.[ch]|webhooks.[ch]) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
+    api_runctl.c|api_retry.c|runctl.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
 }
