@@ -429,3 +429,180 @@ int tr_client_post(struct tr_client *c, const char *path, const json_t *body, js
 {
     return tr_client_call(c, "POST", path, body, DEFAULT_TIMEOUT_S, out, err);
 }
+
+/* ====================================================================== */
+/* {=== event streams */
+
+#define SSE_LINE_MAX (4u << 20) /* a line or an event longer than this breaks the stream */
+#define SSE_SILENCE_S 45L       /* three of the scheduler's 15 s heartbeats */
+
+struct sse_read
+{
+    struct tr_client *c;
+    tr_client_event_fn fn;
+    void *arg;
+    struct tr_buf line;         /* the unfinished line */
+    struct tr_buf type;         /* the event's type */
+    struct tr_buf data;         /* its data lines joined with \n */
+    char id[64];                /* the last event id */
+    bool has_data;
+    bool skip_lf;               /* the last byte was CR */
+    bool stopped;               /* fn returned non-zero */
+    bool too_big;
+};
+
+/* One whole line (without its end): a field, a comment or the blank line that dispatches. */
+static int sse_line(struct sse_read *s)
+{
+    const char *p = s->line.buf ? s->line.buf : "";
+    size_t n = s->line.len;
+    if (n == 0) {
+        int rc = 0;
+        if (s->has_data)
+            rc = s->fn(s->arg, s->type.len ? s->type.buf : "message",
+                       s->data.buf ? s->data.buf : "", s->id);
+        tr_buf_reset(&s->type);
+        tr_buf_reset(&s->data);
+        s->has_data = false;
+        return rc;
+    }
+    if (p[0] == ':')
+        return 0;
+    const char *colon = memchr(p, ':', n);
+    size_t fl = colon ? (size_t)(colon - p) : n;
+    const char *v = colon ? colon + 1 : p + n;
+    if (v < p + n && *v == ' ')
+        v++;
+    size_t vl = (size_t)(p + n - v);
+    if (fl == 5 && memcmp(p, "event", 5) == 0) {
+        tr_buf_reset(&s->type);
+        return tr_buf_add(&s->type, v, vl) < 0 ? -1 : 0;
+    }
+    if (fl == 4 && memcmp(p, "data", 4) == 0) {
+        if ((s->has_data && tr_buf_addch(&s->data, '\n') < 0) || tr_buf_add(&s->data, v, vl) < 0)
+            return -1;
+        s->has_data = true;
+        return 0;
+    }
+    if (fl == 2 && memcmp(p, "id", 2) == 0 && vl < sizeof(s->id)) {
+        memcpy(s->id, v, vl);
+        s->id[vl] = '\0';
+    }
+    return 0;
+}
+
+static size_t on_stream_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct sse_read *s = ud;
+    size_t n = size * nmemb;
+    long status = 0;
+    curl_easy_getinfo(s->c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300)
+        return tr_buf_add(&s->c->answer, ptr, n) < 0 ? 0 : n;
+    for (size_t i = 0; i < n; i++) {
+        char ch = ptr[i];
+        if (s->skip_lf) {
+            s->skip_lf = false;
+            if (ch == '\n')
+                continue;
+        }
+        if (ch == '\r' || ch == '\n') {
+            s->skip_lf = ch == '\r';
+            int rc = sse_line(s);
+            tr_buf_reset(&s->line);
+            if (rc != 0) {
+                s->stopped = rc > 0;
+                s->too_big = rc < 0;
+                return 0;
+            }
+            continue;
+        }
+        if (tr_buf_addch(&s->line, ch) < 0) {
+            s->too_big = true;
+            return 0;
+        }
+    }
+    return n;
+}
+
+int tr_client_stream(struct tr_client *c, const char *path, const char *last_event_id,
+                     tr_client_event_fn fn, void *arg, struct tr_error *err)
+{
+    c->error_code[0] = '\0';
+    c->status = 0;
+    tr_buf_reset(&c->answer);
+    struct sse_read s = {.c = c, .fn = fn, .arg = arg};
+    tr_buf_init(&s.line, SSE_LINE_MAX);
+    tr_buf_init(&s.type, 256);
+    tr_buf_init(&s.data, SSE_LINE_MAX);
+    int rc = TR_ENOMEM;
+    char *url = NULL;
+    struct curl_slist *headers = NULL;
+    struct tr_buf u;
+    tr_buf_init(&u, 0);
+    char lid[96];
+    if (tr_buf_addf(&u, "%s%s", c->base, path) < 0 || (url = tr_buf_detach(&u, NULL)) == NULL)
+        goto out;
+    snprintf(lid, sizeof(lid), "Last-Event-ID: %.64s", last_event_id ? last_event_id : "");
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: text/event-stream");
+    if (h == NULL)
+        goto out;
+    headers = h;
+    if ((c->auth_header != NULL && curl_slist_append(headers, c->auth_header) == NULL) ||
+        (last_event_id != NULL && curl_slist_append(headers, lid) == NULL))
+        goto out;
+    CURL *k = c->curl;
+    char curl_msg[CURL_ERROR_SIZE] = "";
+    curl_easy_reset(k);
+    curl_easy_setopt(k, CURLOPT_URL, url);
+    curl_easy_setopt(k, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(k, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(k, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(k, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(k, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(k, CURLOPT_LOW_SPEED_TIME, SSE_SILENCE_S);
+    curl_easy_setopt(k, CURLOPT_NOPROXY, c->noproxy);
+    curl_easy_setopt(k, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(k, CURLOPT_ERRORBUFFER, curl_msg);
+    curl_easy_setopt(k, CURLOPT_WRITEFUNCTION, on_stream_write);
+    curl_easy_setopt(k, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(k, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(k, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(k, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(k, CURLOPT_USERAGENT, "trellis-cli");
+    CURLcode cc = curl_easy_perform(k);
+    curl_easy_setopt(k, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_getinfo(k, CURLINFO_RESPONSE_CODE, &c->status);
+    if (s.stopped) {
+        rc = 1;
+        goto out;
+    }
+    if (s.too_big) {
+        rc = tr_error_set(err, TR_EPROTO, "malformed event stream from %s (a line over %u MiB)",
+                          c->base, SSE_LINE_MAX >> 20);
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        lower_first(curl_msg);
+        rc = transport_error(c, cc, SSE_SILENCE_S, curl_msg, err);
+        goto out;
+    }
+    if (c->status >= 200 && c->status < 300) {
+        rc = 0;
+        goto out;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(c->answer.buf ? c->answer.buf : "", c->answer.len, 0, &jerr);
+    rc = refusal(c, j, err);
+    json_decref(j);
+out:
+    if (rc == TR_ENOMEM)
+        tr_error_set(err, rc, "out of memory");
+    curl_slist_free_all(headers);
+    tr_free(url);
+    tr_buf_release(&u);
+    tr_buf_release(&s.line);
+    tr_buf_release(&s.type);
+    tr_buf_release(&s.data);
+    return rc;
+}

@@ -80,4 +80,24 @@ long tr_client_status(const struct tr_client *c);
  */
 char *tr_client_escape(const char *s) TR_MUST_CHECK;
 
+/*
+ * One server-sent event: its type ("message" when it named none), its data
+ * (data lines joined with "\n") and the stream's last event id ("" when
+ * none). Borrowed for the call. Returning non-zero stops the stream.
+ */
+typedef int (*tr_client_event_fn)(void *arg, const char *type, const char *data,
+                                  const char *id);
+
+/*
+ * GETs path (an event stream, docs/api.md "Events") and calls fn for each
+ * event as it arrives, with "Last-Event-ID: last_event_id" when that is not
+ * NULL. No overall timeout: the scheduler writes a comment line every 15 s,
+ * and 45 s of silence count as a lost connection. Returns 0 when the
+ * scheduler ended the stream (or answered 204: nothing more to send), 1 when
+ * fn stopped it, or a negative code as tr_client_call does (TR_EUNAVAIL:
+ * no answer, or the connection broke mid-stream; the caller may resume).
+ */
+int tr_client_stream(struct tr_client *c, const char *path, const char *last_event_id,
+                     tr_client_event_fn fn, void *arg, struct tr_error *err) TR_MUST_CHECK;
+
 #endif

@@ -155,14 +155,105 @@ int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv)
     return print_list(ans, json_out, "tasks", hdr, TR_ARRAY_LEN(hdr), task_row, NULL);
 }
 
+/* `trellis logs -f`: the run's log lines as its events bring them. */
+struct follow_logs
+{
+    const char *task;   /* only this task's lines, or NULL */
+    bool json_out;      /* each log event's data as one JSON line */
+    bool ended;         /* the run's final event came */
+    char state[16];
+    char last_id[64];
+};
+
+static int on_log_event(void *arg, const char *type, const char *data, const char *id)
+{
+    struct follow_logs *f = arg;
+    snprintf(f->last_id, sizeof(f->last_id), "%s", id);
+    json_error_t jerr;
+    json_t *j = json_loads(data, 0, &jerr);
+    if (strcmp(type, "run") == 0) {
+        const char *st = tr_cli_str(json_object_get(j, "state"), "");
+        snprintf(f->state, sizeof(f->state), "%s", st);
+        f->ended = strcmp(st, "succeeded") == 0 || strcmp(st, "failed") == 0 ||
+                   strcmp(st, "cancelled") == 0;
+    } else if (strcmp(type, "log") == 0) {
+        const char *name = tr_cli_str(json_object_get(j, "task"), "?");
+        long long idx = json_integer_value(json_object_get(j, "index"));
+        if (f->task == NULL || strcmp(f->task, name) == 0) {
+            if (f->json_out)
+                printf("%s\n", data);
+            else if (idx > 0)
+                printf("%s[%lld]: %s\n", name, idx, tr_cli_str(json_object_get(j, "line"), ""));
+            else
+                printf("%s: %s\n", name, tr_cli_str(json_object_get(j, "line"), ""));
+            fflush(stdout);
+        }
+    }
+    json_decref(j);
+    return f->ended ? 1 : 0;
+}
+
+/* Prints the run's log lines, then the new ones, until the run ends. */
+static int follow_logs(struct tr_cli *cli, const char *run_id, const char *task, bool json_out)
+{
+    struct tr_client *c = tr_cli_client(cli);
+    char *path = tr_cli_path("/v1/runs/", run_id, "/events");
+    if (c == NULL || path == NULL) {
+        tr_free(path);
+        return c == NULL ? TR_EXIT_USAGE : TR_EXIT_FAILED;
+    }
+    struct follow_logs f = {.task = task, .json_out = json_out};
+    int code = TR_EXIT_OK;
+    int lost = 0;
+    while (!f.ended) {
+        struct tr_error err;
+        tr_error_init(&err);
+        int rc = tr_client_stream(c, path, f.last_id[0] ? f.last_id : NULL, on_log_event, &f,
+                                  &err);
+        if (f.ended)
+            break;
+        if (rc == TR_ECANCELED || tr_cli_interrupted) {
+            code = TR_EXIT_INTERRUPTED;
+            break;
+        }
+        /* A stream cut short (a restart, a slow reader) resumes after its last event. */
+        if ((rc == 0 || rc == TR_EUNAVAIL || (rc == TR_EIO && tr_client_status(c) == 503)) &&
+            lost++ < 30) {
+            tr_cli_nap(500);
+            continue;
+        }
+        code = tr_cli_fail(rc < 0 ? rc : TR_EPROTO, &err);
+        break;
+    }
+    tr_free(path);
+    if (code == TR_EXIT_OK && !json_out)
+        fprintf(stderr, "run %s %s\n", run_id, f.state);
+    return code;
+}
+
+struct logs_opts
+{
+    bool follow; /* -f */
+};
+
+static const struct tr_flag logs_flags[] = {
+    {"follow", 'f', TR_FLAG_BOOL, .off = offsetof(struct logs_opts, follow),
+     .help = "print new lines as tasks write them, until the run ends"},
+};
+
 int tr_cmd_logs(struct tr_cli *cli, int argc, char **argv)
 {
     bool json_out;
-    int code = tr_cli_parse_simple(cli, argc, argv, 1, 2, "RUN", &json_out);
+    struct logs_opts o = {0};
+    int code = tr_cli_parse(cli, argc, argv, logs_flags, TR_ARRAY_LEN(logs_flags), &o, 1, 2,
+                            "RUN", &json_out);
+    tr_cli_flags_release(logs_flags, TR_ARRAY_LEN(logs_flags), &o);
     if (code >= 0)
         return code;
     const char *run_id = argv[1];
     const char *task = cli->n_args > 1 ? argv[2] : NULL;
+    if (o.follow)
+        return follow_logs(cli, run_id, task, json_out);
     char *base = tr_cli_path("/v1/runs/", run_id, "/logs");
     char *q = task ? tr_client_escape(task) : NULL;
     struct tr_buf path;

@@ -2,8 +2,11 @@
  * cmd_runs.c - the commands that start and follow one run: run, status and
  * cancel, and the wait loop that `trellis dev --run` shares.
  *
- * Waiting uses the API's long poll (GET /v1/runs/{id}?wait=2), so progress
- * costs one request every two seconds and the end of a run is seen at once.
+ * Waiting follows the run's event stream (GET /v1/runs/{id}/events): progress
+ * moves as tasks finish, the end is seen at once, and a broken connection is
+ * resumed with the id of the last event read. A scheduler without the
+ * stream, and `trellis dev --run` (which checks its cluster between polls),
+ * use the long poll (GET /v1/runs/{id}?wait=2) instead.
  */
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 #include "cli/cli.h"
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
+#include "lib/base/hmap.h"
 #include "lib/base/states.h"
 
 #define WAIT_POLL_S 2 /* seconds of long poll: one digit */
@@ -219,8 +223,158 @@ static int finish(struct tr_cli *cli, const char *run_id, const json_t *run, boo
     return code;
 }
 
+struct seen_inst
+{
+    bool final;
+    char key[];
+};
+
+/* What following a run's events has seen. */
+struct follow
+{
+    struct progress *prog;
+    const char *run_id;
+    struct tr_hmap insts;      /* "name[index]" -> struct seen_inst (the map borrows its key) */
+    long long done, seen, total;
+    char state[16];            /* the run's last state */
+    char last_id[64];          /* the id of the last event read */
+    bool ended;                /* the run's final event came */
+};
+
+static int on_follow_event(void *arg, const char *type, const char *data, const char *id)
+{
+    struct follow *f = arg;
+    snprintf(f->last_id, sizeof(f->last_id), "%s", id);
+    json_error_t jerr;
+    json_t *j = json_loads(data, 0, &jerr);
+    const char *state = json_string_value(json_object_get(j, "state"));
+    if (state != NULL && strcmp(type, "task") == 0) {
+        char key[300];
+        snprintf(key, sizeof(key), "%s[%lld]", tr_cli_str(json_object_get(j, "name"), "?"),
+                 json_integer_value(json_object_get(j, "index")));
+        int st = tr_task_state_parse(state);
+        bool final = st >= 0 && tr_task_state_final(st);
+        struct seen_inst *si = tr_hmap_gets(&f->insts, key);
+        if (si == NULL) {
+            size_t n = strlen(key);
+            si = tr_malloc(sizeof(*si) + n + 1);
+            if (si != NULL) {
+                memcpy(si->key, key, n + 1);
+                si->final = false;
+                if (tr_hmap_put(&f->insts, si->key, n, si) == 0)
+                    f->seen++;
+                else
+                    tr_free_null(&si);
+            }
+        }
+        if (si != NULL && si->final != final) {
+            f->done += final ? 1 : -1;
+            si->final = final;
+        }
+    } else if (state != NULL && strcmp(type, "run") == 0) {
+        snprintf(f->state, sizeof(f->state), "%s", state);
+        f->ended = is_final(state);
+    }
+    json_decref(j);
+    char text[256];
+    snprintf(text, sizeof(text), "run %s: %s, %lld/%lld tasks done", f->run_id,
+             f->state[0] ? f->state : "?", f->done, f->total > f->seen ? f->total : f->seen);
+    progress_show(f->prog, text);
+    return f->ended ? 1 : 0;
+}
+
+/*
+ * Follows the run's events until its final one. Returns 0 once it came, a
+ * negative code when the scheduler has no event stream (the caller polls),
+ * or an exit code (> 0) after printing why it stopped.
+ */
+static int follow_run(struct tr_cli *cli, struct tr_client *c, const char *path,
+                      struct follow *f)
+{
+    double lost_since = 0;
+    for (;;) {
+        struct tr_error err;
+        tr_error_init(&err);
+        int rc = tr_client_stream(c, path, f->last_id[0] ? f->last_id : NULL, on_follow_event,
+                                  f, &err);
+        if (f->ended)
+            return 0;
+        if (rc == TR_ECANCELED || tr_cli_interrupted)
+            return TR_EXIT_INTERRUPTED;
+        long status = tr_client_status(c);
+        if (rc < 0 && (status == 404 || status == 405) && f->last_id[0] == '\0')
+            return -1; /* an older scheduler, or a run it does not know: let the poll say */
+        if (rc == 0 || rc == TR_EUNAVAIL || (rc == TR_EIO && status == 503)) {
+            /* The stream ended early (restart, slow client): resume after the last event. */
+            double now = tr_now();
+            if (rc != 0 && lost_since == 0) {
+                lost_since = now;
+                progress_end(f->prog);
+                fprintf(stderr, "lost contact with the scheduler (%s); retrying for %.0f s\n",
+                        err.msg[0] ? err.msg : "stream ended", UNREACHABLE_RETRY_S);
+                f->prog->last[0] = '\0';
+            } else if (rc != 0 && now - lost_since > UNREACHABLE_RETRY_S) {
+                progress_end(f->prog);
+                return tr_cli_fail(rc, &err);
+            } else if (rc == 0) {
+                lost_since = 0;
+            }
+            tr_cli_nap(rc == 0 ? 100 : 500);
+            continue;
+        }
+        progress_end(f->prog);
+        (void)cli;
+        return tr_cli_fail(rc < 0 ? rc : TR_EPROTO, &err);
+    }
+}
+
+/* Waits through the event stream: 0 with *code set, or -1 to fall back to polling. */
+static int wait_by_events(struct tr_cli *cli, const char *run_id,
+                          const struct tr_cli_wait_opts *o, int *code)
+{
+    struct tr_client *c = tr_cli_client(cli);
+    json_t *run = NULL;
+    *code = tr_cli_get_one(cli, "/v1/runs/", run_id, "?wait=0", &run);
+    if (*code != 0)
+        return 0;
+    struct progress prog = {.tty = isatty(STDERR_FILENO) == 1};
+    struct follow f = {.prog = &prog, .run_id = run_id};
+    tr_hmap_init(&f.insts);
+    long long done = 0;
+    tr_cli_task_counts(json_object_get(run, "tasks"), &done, &f.total);
+    const char *state = json_string_value(json_object_get(run, "state"));
+    int rc = 0;
+    if (!is_final(state)) {
+        json_decref(run);
+        run = NULL;
+        char *path = tr_cli_path("/v1/runs/", run_id, "/events");
+        rc = path ? follow_run(cli, c, path, &f) : TR_EXIT_FAILED;
+        tr_free(path);
+        if (rc == 0)
+            rc = tr_cli_get_one(cli, "/v1/runs/", run_id, "?wait=0", &run);
+    }
+    size_t it = 0;
+    struct seen_inst *si;
+    while ((si = tr_hmap_next(&f.insts, &it)) != NULL)
+        tr_free(si);
+    tr_hmap_release(&f.insts);
+    progress_end(&prog);
+    if (rc < 0) {
+        json_decref(run);
+        return -1;
+    }
+    if (rc == TR_EXIT_INTERRUPTED && !o->no_cancel_hint)
+        cancel_hint(cli, run_id);
+    *code = rc != 0 ? rc : finish(cli, run_id, run, o->json_out);
+    json_decref(run);
+    return 0;
+}
+
 int tr_cli_wait_run(struct tr_cli *cli, const char *run_id, const struct tr_cli_wait_opts *o)
 {
+    int evcode = 0;
+    if (o->tick == NULL && tr_cli_client(cli) != NULL && wait_by_events(cli, run_id, o, &evcode) == 0)
+        return evcode;
     struct tr_client *c = tr_cli_client(cli);
     if (c == NULL)
         return TR_EXIT_USAGE;

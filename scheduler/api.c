@@ -402,6 +402,8 @@ static void h_metrics(struct tr_http_req *req, void *arg)
     size_t len = 0;
     struct api *a = arg;
     char *text = metrics_render(&a->metrics, &len);
+    if (text != NULL && events_metrics(&a->ev, &text, &len) < 0)
+        tr_free_null(&text);
     if (text == NULL) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
@@ -481,6 +483,8 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/audit", h_audit_list, ADMIN},
     {"PUT", "/v1/budgets/{tenant}", h_budget_put, ADMIN},
     {"GET", "/v1/budgets", h_budgets_list, VIEWER},
+    {"GET", "/v1/runs/{id}/events", h_run_events, VIEWER},
+    {"GET", "/v1/events", h_events, VIEWER},
     {NULL, NULL, NULL, 0},
 };
 
@@ -492,7 +496,9 @@ int api_open(struct api *a, struct tr_error *err)
     struct tr_http_config cfg = {
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 32u << 20,
-        .max_connections = 1024,
+        /* Event streams are held connections: past 896 of them, room is made for
+         * them on top of the usual cap. */
+        .max_connections = a->cfg->max_sse + 128 > 1024 ? a->cfg->max_sse + 128 : 1024,
         .routes = routes,
         .handler_arg = a,
         .before = gate,

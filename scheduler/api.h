@@ -16,6 +16,7 @@
 #include "scheduler/batch.h"
 #include "scheduler/config.h"
 #include "scheduler/core.h"
+#include "scheduler/events.h"
 #include "scheduler/leader.h"
 #include "scheduler/loader.h"
 #include "scheduler/metrics.h"
@@ -42,6 +43,8 @@ struct api
     struct audit_log *audit;  /* audit entries of the turn (audit.h) */
     struct tenants *tenants;  /* owners of names (tenants.h) */
     struct rc_loop *rc;       /* run control (runctl.h) */
+    struct events ev;         /* live events over SSE (events.h) */
+    struct webhooks wh;       /* webhooks on run completion (webhooks.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "lib/base/flags.h"
+
 #include "lib/lua/pipeline.h"
 
 struct sched_config
@@ -36,6 +38,10 @@ struct sched_config
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
     uint32_t unschedulable_s; /* --unschedulable-timeout: labelled tasks nobody can take fail */
     double retention_days;    /* --retention: finished runs older are purged (0: kept) */
+    uint32_t max_sse;         /* --max-sse: open event streams at most */
+    uint32_t sse_queue_bytes; /* --sse-queue-bytes: unread bytes per event stream client */
+    struct tr_flag_list webhooks; /* --webhook URL, repeatable */
+    char *webhook_secret_file; /* --webhook-secret-file */
 };
 
 #endif

@@ -495,6 +495,8 @@ void run_free(struct run *r)
 {
     if (r == NULL)
         return;
+    if (r->obs != NULL)
+        r->obs->freed(r->obs->arg, r);
     if (r->tasks != NULL) {
         for (uint32_t t = 0; t < r->pipe->def->n_tasks; t++) {
             struct task_rt *trt = &r->tasks[t];
@@ -546,6 +548,7 @@ int run_new(struct core *s, struct pipeline_entry *pe, json_t *params, struct ru
              (unsigned long long)++s->next_run);
     r->created_at = tr_now();
     r->state = TR_RUN_QUEUED;
+    r->obs = s->obs;
     int rc = run_set_params(r, params, err);
     if (rc < 0)
         goto out_free;
@@ -690,7 +693,6 @@ static void run_finish(struct run *r)
             }
         }
     }
-    r->state = failed ? TR_RUN_FAILED : TR_RUN_SUCCEEDED;
     r->finished_at = tr_now();
     if (r->started_at == 0)
         r->started_at = r->finished_at;
@@ -713,9 +715,10 @@ static void run_finish(struct run *r)
         if (r->output_json == NULL)
             oom_fatal("building a run's output");
     }
-    s->cnt->runs_total[r->state]++;
+    s->cnt->runs_total[failed ? TR_RUN_FAILED : TR_RUN_SUCCEEDED]++;
     s->n_active--;
     dispatch_pools_ref(s->dispatch, def, -1);
+    run_set_state(r, failed ? TR_RUN_FAILED : TR_RUN_SUCCEEDED);
     tr_info("run %s run=%s pipeline=%s", tr_run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
@@ -757,10 +760,10 @@ int run_stop(struct run *r, const char *reason, uint8_t st)
             s->cnt->tasks_cancelled++;
         }
     }
-    r->state = st;
     r->finished_at = tr_now();
     tr_free(r->error);
     r->error = tr_strdup(reason);
+    run_set_state(r, st);
     s->cnt->runs_total[st]++;
     s->n_active--;
     dispatch_pools_ref(s->dispatch, def, -1);

@@ -55,6 +55,7 @@ struct core
     struct tr_hmap flow_pending; /* child run id -> waiting subrun instance, while recovering
                                   * (core_flow.c) */
     struct tr_hmap gates;     /* pipeline name -> struct run_gate (max_active_runs) */
+    const struct run_observer *obs; /* given to every new run (events.c), or NULL */
 };
 
 /* The parts the core works with, all initialized by the caller. */

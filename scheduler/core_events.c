@@ -83,6 +83,13 @@ void core_on_message(void *arg, const void *ident, size_t ident_len, const struc
     case TR_MSG_LOG:
         core_on_log(c, w, &m->u.log);
         break;
+    case TR_MSG_LLM_DELTA: {
+        /* Tokens are not kept: they go to whoever watches the run (events.c). */
+        struct inst *in = dispatch_find(c->dispatch, m->u.llm_delta.id);
+        if (in != NULL && in->worker == w && in->run->obs != NULL)
+            in->run->obs->delta(in->run->obs->arg, in, m->u.llm_delta.text);
+        break;
+    }
     case TR_MSG_PIPELINE_GET:
         answer_pipeline_get(c, w, m->u.pipeline_get.digest);
         break;

@@ -113,8 +113,8 @@ static void wait_start(struct inst *in)
     if (in->started_at == 0)
         in->started_at = tr_now();
     if (r->state == TR_RUN_QUEUED) {
-        r->state = TR_RUN_RUNNING;
         r->started_at = in->started_at;
+        run_set_state(r, TR_RUN_RUNNING);
         batch_add_run(r->core->batch, r);
     }
 }

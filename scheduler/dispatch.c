@@ -377,8 +377,8 @@ void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in, struct 
     }
     s->cnt->dispatched++;
     if (r->state == TR_RUN_QUEUED) {
-        r->state = TR_RUN_RUNNING;
         r->started_at = in->dispatched_at;
+        run_set_state(r, TR_RUN_RUNNING);
         batch_add_run(s->batch, r);
     }
     if (td->timeout > 0)

@@ -71,6 +71,14 @@ static const char *check_etcd_file(const char *v)
     return v[0] == '\0' || strpbrk(v, "&?#") != NULL ? "empty, or holds & ? or #" : NULL;
 }
 
+static const char *check_webhook(const char *v)
+{
+    if (strpbrk(v, "\r\n ") != NULL ||
+        (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+        return "not an http:// or https:// URL";
+    return NULL;
+}
+
 #define CFG(field) .off = offsetof(struct sched_config, field)
 
 static const struct tr_flag sched_flags[] = {
@@ -107,6 +115,15 @@ static const struct tr_flag sched_flags[] = {
      .help = "API URL standbys redirect to (default http://API-HOST:PORT)"},
     {"leader-ttl", 0, TR_FLAG_UINT, CFG(leader_ttl_s), .dflt = "3", .arg = "N", .min = 1,
      .max = 3600, .help = "seconds of the leader lease with etcd state"},
+    {"max-sse", 0, TR_FLAG_UINT, CFG(max_sse), .dflt = "512", .arg = "N", .min = 1,
+     .max = 100000, .help = "open event streams (SSE) at most; more are refused 503"},
+    {"sse-queue-bytes", 0, TR_FLAG_UINT, CFG(sse_queue_bytes), .dflt = "1048576", .arg = "N",
+     .min = 1024, .max = 1u << 30,
+     .help = "unread bytes an event stream client may fall behind by before it is dropped"},
+    {"webhook", 0, TR_FLAG_LIST, CFG(webhooks), .arg = "URL", .max_items = 16,
+     .check = check_webhook, .help = "POST a signed JSON body here when a run ends (repeatable)"},
+    {"webhook-secret-file", 0, TR_FLAG_STR, CFG(webhook_secret_file), .arg = "FILE",
+     .help = "HMAC-SHA256 key of the webhooks' X-Trellis-Signature-256"},
     {"etcd-cacert", 0, TR_FLAG_STR, CFG(etcd_cacert), .arg = "FILE", .check = check_etcd_file,
      .help = "CA of the etcd members (etcd over TLS)"},
     {"etcd-cert", 0, TR_FLAG_STR, CFG(etcd_cert), .arg = "FILE", .check = check_etcd_file,

@@ -37,6 +37,8 @@ void inst_logs_add(struct inst *in, const struct tr_str *lines, uint32_t n)
             tr_buf_add(in->logs, lines[i].p, len) < 0)
             in->logs_dropped++;
     }
+    if (in->run->obs != NULL && n > 0)
+        in->run->obs->logs(in->run->obs->arg, in, lines, n);
 }
 
 struct tr_str task_output(struct run *r, uint32_t t)

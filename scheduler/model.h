@@ -19,6 +19,7 @@
 #include "lib/lua/pipeline.h"
 
 struct core;
+struct ev_run;
 struct run;
 struct waiter;
 struct worker;
@@ -100,6 +101,21 @@ struct task_rt
 };
 
 /*
+ * Who is told of what happens to a run (the events part, events.c): set on
+ * each run by the core (run_new copies core->obs), NULL when nobody listens.
+ * Each call is made right after the change, on the loop thread.
+ */
+struct run_observer
+{
+    void *arg;
+    void (*task)(void *arg, struct inst *in);   /* in->state changed */
+    void (*run)(void *arg, struct run *r);      /* r->state changed */
+    void (*logs)(void *arg, struct inst *in, const struct tr_str *lines, uint32_t n);
+    void (*freed)(void *arg, struct run *r);    /* r is being freed */
+    void (*delta)(void *arg, struct inst *in, struct tr_str text); /* LLM tokens (LLM_DELTA) */
+};
+
+/*
  * Replays a durable record instead of dispatching (recover.c): called when an
  * instance of a run being recovered would become ready; the instance stays
  * pending when there is no record for it.
@@ -145,6 +161,9 @@ struct run
     char *retry_of;           /* the run this one retries (owned), NULL when none (api_runctl.c) */
     void *retry_ctx;          /* what it reuses of that run, freed when it ends (api_runctl.c) */
     void (*retry_ctx_free)(void *ctx);
+    const struct run_observer *obs; /* events.c, or NULL (core.c sets it) */
+    uint64_t ev_seq;          /* events of this run so far: the last event's number */
+    struct ev_run *ev;        /* its event log and watchers (events.c), or NULL */
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)
@@ -164,6 +183,16 @@ static inline void inst_set_state(struct inst *in, uint8_t st)
     r->counts[in->state]--;
     r->counts[st]++;
     in->state = st;
+    if (r->obs != NULL)
+        r->obs->task(r->obs->arg, in);
+}
+
+/* Moves a run to state st (enum tr_run_state), telling its observer. */
+static inline void run_set_state(struct run *r, uint8_t st)
+{
+    r->state = st;
+    if (r->obs != NULL)
+        r->obs->run(r->obs->arg, r);
 }
 
 static inline bool run_is_final(const struct run *r)

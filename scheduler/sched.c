@@ -66,6 +66,7 @@ static void end_of_turn(struct sched *s)
     }
     batch_send(&s->batch, zmq_router_transport(s->router));
     batch_reply(&s->batch);
+    events_flush(&s->api.ev);
     if (s->core.n_finished_in_memory > s->cfg.keep_runs)
         runs_evict(&s->core);
     /* Pools nothing refers to are freed about once a second. */
@@ -248,6 +249,8 @@ static void api_wire(struct sched *s)
     a->core = &s->core;
     a->metrics = (struct metrics_src){&s->cnt, &s->core, &s->fleet, &s->dispatch, NULL,
                                       &s->router};
+    events_init(&a->ev, s->loop, &s->core, s->state, &s->dispatch.epoch, s->cfg.max_sse,
+                s->cfg.sse_queue_bytes);
     struct batch_extra x = {a, fb_dirty_hook, fb_put_hook, fb_committed_hook};
     batch_set_extra(&s->batch, &x);
 }
@@ -300,6 +303,11 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
         return rc;
     s->core.state = s->state;
     api_wire(s);
+    rc = webhooks_open(&s->api.wh, loop, s->cfg.webhooks.items, s->cfg.webhooks.n,
+                       s->cfg.webhook_secret_file, err);
+    if (rc < 0)
+        return rc;
+    s->api.ev.wh = &s->api.wh;
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
@@ -349,6 +357,8 @@ void sched_close(struct sched *s)
     batch_reply(&s->batch);
     api_waiters_close(&s->api);
     api_close(&s->api);
+    events_release(&s->api.ev);
+    webhooks_close(&s->api.wh);
     /* Pending loads are answered (cancelled) while the runs and caches they
      * would touch still exist; the children are killed and reaped later. */
     sandbox_close(s->sandbox);

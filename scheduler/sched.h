@@ -9,13 +9,14 @@
  *   sched      life cycle, the loop turn                 sched.c
  *   api        HTTP routes, long-polls; the feedback     api.c api_runs.c
  *              loop (feedback, statistics, labels,     api_feedback.c api_models.c
- *              models, triggers)                       feedback.c triggers.c
- *                                                      triggers_row.c api_triggers.c
+ *              models, triggers); live events (SSE)   feedback.c triggers.c
+ *              and webhooks                            triggers_row.c api_triggers.c
  *                                                      loop_calls.c (tasks' CALLs)
  *                                                      api_runctl.c api_retry.c (run
  *                                                      control: idempotency, retry, delete,
  *                                                      retention, params checks)
  *                                                      budgets.c quotas.c (LLM budgets, quotas)
+ *                                                      events.c webhooks.c
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
@@ -43,7 +44,7 @@
  * dispatch's `cached`/`fail`, the timers' `fire`, the core's `run_final`
  * (wake long-polls), the transport's message callback, leadership's `lead`,
  * the batch's `extra` (the feedback loop's records, and the triggers'
- * firings, join the transaction).
+ * firings, join the transaction), the model's run observer (events.c).
  *
  * One libuv loop thread owns all of it: no locks.
  */

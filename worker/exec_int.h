@@ -105,6 +105,10 @@ struct tr_task
     struct tr_buf usage;
     uint32_t n_usage;
     uint64_t usage_dropped;  /* calls past TR_TASK_USAGE_MAX */
+
+    /* Tokens of streamed LLM calls not sent yet (task_delta.c). */
+    struct tr_buf delta;     /* at most TR_PROTO_DELTA_MAX bytes */
+    uint64_t delta_dropped;  /* bytes dropped since the last LLM_DELTA */
 };
 
 enum pipe_state
@@ -184,6 +188,7 @@ struct tr_executor
     msgpack_zone zone;          /* params and args decoding; reused */
     struct tr_buf msg;          /* error messages being built; reused */
     struct tr_log_limiter refused; /* TASKs answered without being stored */
+    uv_timer_t delta_timer;     /* sends the tokens tasks gathered (task_delta.c) */
 };
 
 /* Lists (executor.c). */
@@ -195,6 +200,11 @@ void task_list_remove(struct tr_task *t);
  * (result.c). The message is formatted like printf.
  */
 void exec_fail_task(struct tr_task *t, const char *fmt, ...) TR_PRINTF(2, 3);
+
+/* Sends t's gathered LLM tokens as one LLM_DELTA (task_delta.c); none: nothing. */
+void task_delta_flush(struct tr_executor *e, struct tr_task *t);
+/* The delta timer's callback (task_delta.c). */
+void task_delta_on_timer(uv_timer_t *h);
 
 /* Frees every unsent log line of t (task_log.c). */
 void task_logs_clear(struct tr_task *t);

@@ -97,6 +97,7 @@ static struct tr_task *task_get(struct tr_executor *e)
     t->co_ref = LUA_NOREF;
     tr_buf_init(&t->data, 0);
     tr_buf_init(&t->usage, 4u << 20);
+    tr_buf_init(&t->delta, TR_PROTO_DELTA_MAX);
     uv_timer_init(e->loop, &t->timeout_timer);
     uv_timer_init(e->loop, &t->op_timer);
     t->timeout_timer.data = t;
@@ -147,6 +148,8 @@ static void ready_remove(struct tr_executor *e, struct tr_task *t)
 
 void exec_release(struct tr_executor *e, struct tr_task *t)
 {
+    tr_buf_reset(&t->delta);
+    t->delta_dropped = 0;
     uv_timer_stop(&t->timeout_timer);
     uv_timer_stop(&t->op_timer);
     if (t->preempted)
@@ -673,6 +676,8 @@ struct tr_executor *tr_executor_new(uv_loop_t *loop, const struct tr_executor_co
     }
     uv_idle_init(loop, &e->ready_idle);
     e->ready_idle.data = e;
+    uv_timer_init(loop, &e->delta_timer);
+    e->delta_timer.data = e;
     return e;
 }
 
@@ -690,6 +695,7 @@ static void on_task_closed(uv_handle_t *h)
     if (--t->closing == 0) {
         tr_buf_release(&t->data);
         tr_buf_release(&t->usage);
+        tr_buf_release(&t->delta);
         tr_free(t->logs);
         tr_free(t);
     }
@@ -721,8 +727,9 @@ void tr_executor_free(struct tr_executor *e)
     msgpack_zone_destroy(&e->zone);
     /* Every task is in the pool now; each is freed when both its timers
      * closed, and the executor with its last handle. */
-    e->closing = 1 + 2 * e->n_alloc + e->n_jobs;
+    e->closing = 2 + 2 * e->n_alloc + e->n_jobs;
     uv_close((uv_handle_t *)&e->ready_idle, on_idle_closed);
+    uv_close((uv_handle_t *)&e->delta_timer, on_idle_closed);
     for (struct tr_task *t = e->pool; t != NULL; t = t->next) {
         t->closing = 2;
         uv_close((uv_handle_t *)&t->timeout_timer, on_task_closed);

@@ -148,6 +148,15 @@ uv_timer_t *tr_task_timer(struct tr_task *t);
 /* Appends one ctx.log line (truncated to 1 KiB). Never raises; out of memory drops it. */
 void tr_task_log(struct tr_task *t, const char *line, size_t len);
 
+/*
+ * Tokens of a streamed LLM call of t as they arrive: gathered and sent to the
+ * scheduler in one LLM_DELTA per task every TR_TASK_DELTA_MS (and before the
+ * task's RESULT), at most TR_PROTO_DELTA_MAX bytes per message; more is
+ * dropped and a note says how much. Loop thread only.
+ */
+#define TR_TASK_DELTA_MS 25
+void tr_task_llm_delta(struct tr_task *t, const char *text, size_t len);
+
 /* The device indices given to t (ctx.gpus): *n of them, valid while t runs. */
 const uint32_t *tr_task_gpus(const struct tr_task *t, uint32_t *n);
 

@@ -260,6 +260,8 @@ uint32_t tr_http_multi_in_flight(const struct tr_http_multi *m)
 static int on_event(void *arg, struct tr_str event, struct tr_str data)
 {
     struct tr_http_call *r = arg;
+    if (r->on_event != NULL)
+        r->on_event(r->on_event_arg, event, data);
     uint32_t el = (uint32_t)event.len, dl = (uint32_t)data.len;
     int rc = tr_buf_add(&r->events, &el, sizeof(el));
     if (rc == 0)

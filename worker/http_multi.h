@@ -49,6 +49,10 @@ struct tr_http_call
     char errbuf[CURL_ERROR_SIZE]; /* curl's detailed message */
     tr_http_done_fn done;
     void *done_arg;
+    /* Optional: told of each event of a 2xx event stream as it arrives (views valid
+     * for the call only), before it is kept in events. Set between new and start. */
+    void (*on_event)(void *arg, struct tr_str event, struct tr_str data);
+    void *on_event_arg;
     struct tr_http_call *next;     /* the pool's link */
 };
 

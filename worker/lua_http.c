@@ -16,6 +16,7 @@
 #include "worker/lua_http.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct box
 {
     struct tr_http_call *r; /* NULL once freed */
     struct tr_task *t;     /* the waiting task */
+    int deltas;            /* DELTAS_*: relay the tokens of an LLM stream */
     char origin[160];      /* scheme://host[:port] for messages */
 };
 
@@ -50,7 +52,15 @@ struct opts
     bool follow;
     bool verify;
     bool sse;
+    int deltas;            /* relay tokens of an LLM stream: DELTAS_* */
     bool has_headers;
+};
+
+enum
+{
+    DELTAS_NONE = 0,
+    DELTAS_OPENAI,         /* chat.completion.chunk: choices[1].delta.content */
+    DELTAS_ANTHROPIC       /* content_block_delta: delta.text */
 };
 
 static int box_gc(lua_State *L)
@@ -188,6 +198,16 @@ static void read_opts(lua_State *L, struct opts *o)
     o->follow = opt_bool(L, "follow_redirects", false);
     o->verify = opt_bool(L, "verify_tls", true);
     o->sse = opt_bool(L, "sse", false);
+    /* Set by trellis.llm for `stream = true` calls: their tokens go to the run's
+     * watchers as they arrive (docs/api.md, "Events"). */
+    size_t dl = 0;
+    const char *d = opt_string(L, "llm_deltas", NULL, &dl);
+    o->deltas = d == NULL                   ? DELTAS_NONE
+                : strcmp(d, "openai") == 0    ? DELTAS_OPENAI
+                : strcmp(d, "anthropic") == 0 ? DELTAS_ANTHROPIC
+                                              : -1;
+    if (o->deltas < 0)
+        luaL_error(L, "http_error: field 'llm_deltas' must be \"openai\" or \"anthropic\"");
     lua_getfield(L, 1, "headers");
     o->has_headers = lua_type(L, -1) == LUA_TTABLE;
     if (o->has_headers)
@@ -305,6 +325,34 @@ static void push_events(lua_State *L, const struct tr_buf *ev)
     }
 }
 
+/* The text of one streamed event of an LLM provider, or NULL. */
+static const char *delta_text(json_t *j, int kind)
+{
+    if (kind == DELTAS_OPENAI) {
+        json_t *delta = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
+        return json_string_value(json_object_get(delta, "content"));
+    }
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (type == NULL || strcmp(type, "content_block_delta") != 0)
+        return NULL;
+    return json_string_value(json_object_get(json_object_get(j, "delta"), "text"));
+}
+
+/* An event of a streamed LLM answer: its tokens go to the scheduler at once. */
+static void on_llm_event(void *arg, struct tr_str event, struct tr_str data)
+{
+    struct box *b = arg;
+    (void)event;
+    if (data.len == 0 || data.len > TR_PROTO_DELTA_MAX || data.p[0] != '{')
+        return; /* "[DONE]", or larger than any token chunk */
+    json_error_t jerr;
+    json_t *j = json_loadb(data.p, data.len, 0, &jerr);
+    const char *text = j != NULL ? delta_text(j, b->deltas) : NULL;
+    if (text != NULL)
+        tr_task_llm_delta(b->t, text, strlen(text));
+    json_decref(j);
+}
+
 /* The continuation: runs in the task's coroutine once the request ended. */
 static int request_done(lua_State *L, int status, lua_KContext kctx)
 {
@@ -406,6 +454,11 @@ static int l_request(lua_State *L)
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     r->sse = o.sse;
+    if (o.sse && o.deltas != DELTAS_NONE) {
+        b->deltas = o.deltas;
+        r->on_event = on_llm_event;
+        r->on_event_arg = b;
+    }
     if (tr_http_call_start(r, on_done, b) < 0)
         return luaL_error(L, "http_error: cannot start a request to '%s'", b->origin);
     return tr_task_yield(L, t, b, http_cancel, (lua_KContext)b, request_done);

@@ -77,6 +77,7 @@ static void complete_redacted(struct tr_executor *e, struct tr_task *t, const st
     double now = tr_now();
     /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */
     task_logs_flush(e, t, t->log_dropped ? TR_PROTO_MAX_LOGS - 1 : TR_PROTO_MAX_LOGS);
+    task_delta_flush(e, t); /* a call's last tokens before the task's end */
 
     struct tr_msg m = {.type = TR_MSG_RESULT};
     struct tr_msg_result *r = &m.u.result;

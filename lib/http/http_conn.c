@@ -48,6 +48,7 @@ struct http_write
 {
     uv_write_t req; /* req.handle->data is the connection */
     bool final;     /* the answer to a request, not an interim 100 Continue */
+    size_t part;    /* bytes of a streamed answer counted in c->queued, else 0 */
     char data[];    /* the bytes written */
 };
 
@@ -82,7 +83,7 @@ static void update_reading(struct tr_http_conn *c)
         return;
     bool want = !c->peer_eof &&
                 (c->state == TR_HTTP_READING || c->state == TR_HTTP_LINGERING ||
-                 c->in.len < TR_HTTP_PIPELINE_MAX);
+                 c->state == TR_HTTP_STREAMING || c->in.len < TR_HTTP_PIPELINE_MAX);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
             tr_http__conn_close(c);
@@ -126,8 +127,10 @@ void tr_http__conn_close(struct tr_http_conn *c)
         return;
     enum tr_http_conn_state was = c->state;
     c->state = TR_HTTP_CLOSED;
-    if (was == TR_HTTP_HANDLING)
+    if (was == TR_HTTP_HANDLING || was == TR_HTTP_STREAMING)
         c->srv->n_held--;
+    if (was == TR_HTTP_STREAMING)
+        tr_http__stream_gone(c);
     if (c->counted) {
         c->srv->n_active--;
         c->counted = false;
@@ -239,12 +242,18 @@ static void on_write(uv_write_t *wreq, int status)
     struct http_write *w = (struct http_write *)wreq;
     struct tr_http_conn *c = wreq->handle->data;
     bool final = w->final;
+    c->queued -= w->part;
     tr_free(w);
     if (c->state == TR_HTTP_CLOSED)
         return;
     if (status < 0) {
         tr_http__conn_close(c);
         return;
+    }
+    /* A streamed answer's stall timer runs only while bytes wait for the client. */
+    if (c->state == TR_HTTP_STREAMING && c->queued == 0) {
+        (void)uv_timer_stop(&c->timer);
+        tr_http__stream_drained(c);
     }
     if (!final || c->state != TR_HTTP_WRITING)
         return;
@@ -284,6 +293,27 @@ static bool write_bytes(struct tr_http_conn *c, struct http_write *w, size_t len
     return true;
 }
 
+int tr_http__write_part(struct tr_http_conn *c, const void *p, size_t len)
+{
+    if (c->state == TR_HTTP_CLOSED)
+        return TR_EIO;
+    if (len == 0)
+        return 0;
+    struct http_write *w = len <= SIZE_MAX - sizeof(*w) ? tr_malloc(sizeof(*w) + len) : NULL;
+    if (w == NULL)
+        return TR_ENOMEM;
+    w->final = false;
+    w->part = len;
+    memcpy(w->data, p, len);
+    if (!write_bytes(c, w, len))
+        return TR_EIO;
+    c->queued += len;
+    /* A client that reads nothing for TR_HTTP_IDLE_MS while bytes wait is gone. */
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        arm_timer(c, TR_HTTP_IDLE_MS);
+    return 0;
+}
+
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 /* Tells a client waiting on "Expect: 100-continue" to send its body. */
@@ -293,6 +323,7 @@ static void send_continue(struct tr_http_conn *c)
     if (w == NULL)
         return; /* Harmless: the client sends the body after its own timeout. */
     w->final = false;
+    w->part = 0;
     memcpy(w->data, continue_line, sizeof(continue_line));
     (void)write_bytes(c, w, sizeof(continue_line) - 1);
 }
@@ -355,6 +386,7 @@ void tr_http__send(struct tr_http_conn *c, int status, const char *content_type,
         return;
     }
     w->final = true;
+    w->part = 0;
     memcpy(w->data, h.buf, h.len);
     if (copy > 0)
         memcpy(w->data + h.len, body, copy);
@@ -368,6 +400,41 @@ void tr_http__send(struct tr_http_conn *c, int status, const char *content_type,
     arm_timer(c, TR_HTTP_IDLE_MS);
     if (!write_bytes(c, w, total))
         tr_http__conn_close(c);
+}
+
+static void on_stream_finished(uv_write_t *wreq, int status)
+{
+    struct http_write *w = (struct http_write *)wreq;
+    struct tr_http_conn *c = wreq->handle->data;
+    tr_free(w);
+    if (c->state == TR_HTTP_CLOSED)
+        return;
+    if (status < 0 || c->peer_eof)
+        tr_http__conn_close(c);
+    else
+        linger(c);
+}
+
+void tr_http__stream_finish(struct tr_http_conn *c)
+{
+    TR_ASSERT(c->state == TR_HTTP_STREAMING);
+    c->srv->n_held--;
+    c->state = TR_HTTP_WRITING;
+    c->close_after = true;
+    arm_timer(c, TR_HTTP_IDLE_MS);
+    /* An empty write completes after every write queued before it. */
+    struct http_write *w = tr_malloc(sizeof(*w));
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    if (w == NULL) {
+        tr_http__conn_close(c);
+        return;
+    }
+    w->final = false;
+    w->part = 0;
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_stream_finished) < 0) {
+        tr_free(w);
+        tr_http__conn_close(c);
+    }
 }
 
 /* ===================================================================== */
@@ -626,8 +693,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         tr_http__conn_close(c);
         return;
     }
-    if (c->state == TR_HTTP_LINGERING)
-        return;
+    if (c->state == TR_HTTP_LINGERING || c->state == TR_HTTP_STREAMING)
+        return; /* drained: a streamed answer takes no more requests */
     const char *data = buf->base;
     size_t len = (size_t)nread;
     if (c->state == TR_HTTP_READING && c->in.len == 0) {

@@ -24,6 +24,7 @@
 #define TR_HTTP_PIPELINE_MAX (64 * 1024) /* bytes buffered while a request is handled */
 #define TR_HTTP_READ_SIZE (64 * 1024)   /* the one read buffer the server lends to libuv */
 #define TR_HTTP_TOKEN_DIGEST 32         /* SHA-256 of a bearer token */
+#define TR_HTTP_STREAM_SNDBUF (128 * 1024) /* SO_SNDBUF of a streamed answer (Linux doubles it) */
 
 /* Where one header field sits in req->head. */
 struct tr_http_hdr
@@ -69,6 +70,8 @@ enum tr_http_conn_state
     TR_HTTP_HANDLING,  /* a request is with its handler; the parser is paused */
     TR_HTTP_WRITING,   /* the answer is being written; the parser is paused */
     TR_HTTP_LINGERING, /* FIN sent; input is drained until EOF or the linger timer */
+    TR_HTTP_STREAMING, /* a streamed answer (http_stream.c): written piece by piece until
+                        * its end or the client goes; input is read and dropped */
     TR_HTTP_CLOSED     /* uv_close called on both handles */
 };
 
@@ -95,6 +98,8 @@ struct tr_http_conn
     int fail_status;                 /* set by a parser callback: answer this, then close */
     const char *fail_code;           /* static error code for fail_status */
     char fail_msg[128];              /* message for fail_status */
+    struct tr_http_stream *stream;   /* STREAMING: the stream (http_stream.c), else NULL */
+    size_t queued;                   /* bytes handed to uv_write and not yet written */
 };
 
 struct tr_http_server
@@ -142,6 +147,17 @@ void tr_http__send(struct tr_http_conn *c, int status, const char *content_type,
                    const char *body, size_t len, const char *extra, bool close);
 /* Closes c; a request with its handler gets its abort callback first. */
 void tr_http__conn_close(struct tr_http_conn *c);
+/* Queues a copy of len bytes on c, counted in c->queued (not an answer's end): 0, TR_ENOMEM
+ * or TR_EIO. */
+int tr_http__write_part(struct tr_http_conn *c, const void *p, size_t len);
+/* STREAMING -> the end of c: FIN once the queued bytes are out (then linger). */
+void tr_http__stream_finish(struct tr_http_conn *c);
+
+/* http_stream.c */
+/* Everything written to c (STREAMING) is out: tells the stream's owner. */
+void tr_http__stream_drained(struct tr_http_conn *c);
+/* c is closing while STREAMING: tells the stream's owner and frees the stream. */
+void tr_http__stream_gone(struct tr_http_conn *c);
 
 /* http_server.c */
 /* c->req is complete and the parser paused: authenticate, route, call the handler. */

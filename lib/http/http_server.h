@@ -156,6 +156,35 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
                            const char *message);
 
 /*
+ * Streamed answers (server-sent events): tr_http_stream_start answers req with
+ * status 200, content_type and extra header lines, but no length: the body is
+ * what tr_http_stream_write sends, piece by piece, until tr_http_stream_end,
+ * and the connection ends with it ("Connection: close"; the body is
+ * close-delimited, which every HTTP/1.x client and EventSource read). The
+ * request is over once the stream starts. gone(arg) is called once if the
+ * connection goes away first (client closed, a write failed, the server is
+ * freed, or the client read nothing for 60 s while bytes waited); the stream
+ * must not be used after that call, nor after tr_http_stream_end. The server
+ * buffers every byte written until the client reads it: the owner bounds
+ * that with tr_http_stream_queued, and drained(arg) (may be NULL) tells it
+ * when the client has read everything written, so it can write more.
+ * Streams count like long-polls against tr_http_req_may_hold. In-process
+ * requests cannot stream (NULL).
+ */
+struct tr_http_stream;
+typedef void (*tr_http_stream_gone_fn)(void *arg);
+struct tr_http_stream *tr_http_stream_start(struct tr_http_req *req, const char *content_type,
+                                            const char *extra, tr_http_stream_gone_fn gone,
+                                            tr_http_stream_gone_fn drained,
+                                            void *arg) TR_MUST_CHECK;
+/* Queues a copy of len bytes: 0, or TR_ENOMEM / TR_EIO (the stream is then still open). */
+int tr_http_stream_write(struct tr_http_stream *s, const void *p, size_t len) TR_MUST_CHECK;
+/* Bytes written to the stream that the client has not taken yet. */
+size_t tr_http_stream_queued(const struct tr_http_stream *s);
+/* Ends the stream once the queued bytes are out; gone is not called. */
+void tr_http_stream_end(struct tr_http_stream *s);
+
+/*
  * In-process requests: another part of the same program (the scheduler
  * serving calls from tasks) runs a request through srv's before hook and
  * route table, so that it is served by exactly the handlers HTTP clients

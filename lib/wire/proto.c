@@ -395,6 +395,12 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
                get_u32(b, "status", &m->status) && get_str(b, "body", &m->body) &&
                m->id != 0 && m->body.len <= TR_PROTO_CALL_BODY_MAX;
     }
+    case TR_MSG_LLM_DELTA: {
+        struct tr_msg_llm_delta *m = &out->u.llm_delta;
+        memset(m, 0, sizeof(*m));
+        return get_u64(b, "id", &m->id) && get_str(b, "text", &m->text) && m->id != 0 &&
+               m->text.len <= TR_PROTO_DELTA_MAX;
+    }
     }
     return false;
 }
@@ -636,6 +642,11 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         PK(pack_ku64(pk, "status", msg->u.call_reply.status));
         PK(pack_kbin(pk, "body", msg->u.call_reply.body));
         return 0;
+    case TR_MSG_LLM_DELTA:
+        PK(msgpack_pack_map(pk, 2));
+        PK(pack_ku64(pk, "id", msg->u.llm_delta.id));
+        PK(pack_kstr(pk, "text", msg->u.llm_delta.text));
+        return 0;
     }
     return TR_EINVAL;
 }
@@ -654,7 +665,8 @@ const char *tr_msg_type_name(int type)
 {
     static const char *const names[] = {"?",    "HELLO",  "WELCOME",      "HEARTBEAT",
                                         "TASK", "RESULT", "CANCEL",       "PIPELINE_GET",
-                                        "PIPELINE", "BYE", "LOG", "CALL", "CALL_REPLY"};
+                                        "PIPELINE", "BYE", "LOG", "CALL", "CALL_REPLY",
+                                        "LLM_DELTA"};
     if (type < 1 || type > TR_MSG_TYPE_MAX)
         return "?";
     return names[type];

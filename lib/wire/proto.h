@@ -38,7 +38,8 @@ enum tr_msg_type
     TR_MSG_LOG = 10,         /* worker -> scheduler: log lines of a running task */
     TR_MSG_CALL = 11,        /* worker -> scheduler: a task asks the scheduler (registry, labels) */
     TR_MSG_CALL_REPLY = 12,  /* scheduler -> worker: the answer to one CALL */
-    TR_MSG_TYPE_MAX = 12
+    TR_MSG_LLM_DELTA = 13,   /* worker -> scheduler: tokens of a running task's streamed LLM call */
+    TR_MSG_TYPE_MAX = 13
 };
 
 /* Caps applied to every frame before msgpack-c sees it. */
@@ -199,6 +200,15 @@ struct tr_msg_call_reply
     struct tr_str body;   /* msgpack: the API's JSON answer (an error: {error = {code, message}}) */
 };
 
+/* Largest text of one LLM_DELTA: a worker coalesces a task's tokens up to it. */
+#define TR_PROTO_DELTA_MAX (64u << 10)
+
+struct tr_msg_llm_delta
+{
+    uint64_t id;          /* the dispatch id of the task */
+    struct tr_str text;   /* the tokens that arrived since the last LLM_DELTA, in order */
+};
+
 struct tr_msg
 {
     enum tr_msg_type type;
@@ -216,6 +226,7 @@ struct tr_msg
         struct tr_msg_log log;
         struct tr_msg_call call;
         struct tr_msg_call_reply call_reply;
+        struct tr_msg_llm_delta llm_delta;
     } u;
 };
 

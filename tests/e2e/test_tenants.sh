@@ -52,7 +52,8 @@ call() { # token method path [body] -> status
     curl -s -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t" \
       -H 'Content-Type: application/json' --data-binary "$b" "$API$p"
   else
-    curl -s -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t" "$API$p"
+    # --max-time: GET /v1/events answers with a stream that stays open.
+    curl -s --max-time 3 -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t" "$API$p" || true
   fi
 }
 
@@ -67,6 +68,8 @@ POST /v1/runs submitter
 GET /v1/runs/{id} viewer
 GET /v1/runs/{id}/tasks viewer
 GET /v1/runs/{id}/logs viewer
+GET /v1/runs/{id}/events viewer
+GET /v1/events viewer
 POST /v1/runs/{id}/cancel operator
 POST /v1/runs/{id}/approvals/{task} operator
 POST /v1/runs/{id}/retry operator

@@ -164,10 +164,13 @@ report_limits = function(prov, h)
 end
 
 -- Sends one request; returns the response or nil and an attempt error.
+-- With sse, the answer is an event stream, and its tokens go to the run's
+-- watchers as they arrive (llm_deltas: how to read them, by provider kind).
 local function send(prov, url, headers, body, remaining, sse)
   local timeout = math.min(remaining, prov.timeout or remaining)
   local ok, res = pcall(http.request, {
     method = "POST", url = url, headers = headers, body = body, timeout = timeout, sse = sse,
+    llm_deltas = sse and (prov.kind == "anthropic" and "anthropic" or "openai") or nil,
   })
   if not ok then
     local msg = tostring(res)
