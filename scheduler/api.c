@@ -9,6 +9,7 @@
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/api_ui.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
 
@@ -416,6 +417,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/metrics", h_metrics},
     FB_ROUTES,
     TRG_ROUTES,
+    UI_ROUTES,
     {NULL, NULL, NULL},
 };
 
@@ -486,6 +488,7 @@ int api_open(struct api *a, struct tr_error *err)
         .routes = routes,
         .handler_arg = a,
         .before = gate,
+        .public_prefix = UI_PUBLIC_PREFIX,
     };
     a->http = tr_http_server_open(a->loop, &cfg);
     if (a->http == NULL)

@@ -10,6 +10,7 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev etcd-server etcd-client
   python3 curl procps
   python3-yaml unzip
+  chromium
 )
 # The deploy and Helm tests run node scripts and fetch helm and the
 # Kubernetes schemas from npm. A node that brings its own npm (as NodeSource's

@@ -109,6 +109,7 @@ struct tr_http_server
     size_t n_tokens;                 /* 0: no authentication */
     void *handler_arg;               /* for every handler */
     bool (*before)(struct tr_http_req *req, void *arg); /* answers before routing, or NULL */
+    char *public_prefix;             /* GET below it needs no token (owned), or NULL */
     llhttp_settings_t settings;      /* shared by every connection's parser */
     struct tr_http_conn *conns;      /* every connection not yet freed */
     uint32_t n_conns;                /* length of conns */

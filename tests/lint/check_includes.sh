@@ -41,6 +41,7 @@ part() {
     core_events.c) echo core ;;
     sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
+    api_ui.[ch]) echo api ;;
     loop_calls.[ch]) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
     *) echo "${1%.[ch]}" ;;
