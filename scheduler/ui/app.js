@@ -268,6 +268,7 @@ async function runView(id, q) {
     }
   };
   live.textContent = '● live';
+  live.dataset.mode = 'events';
   const how = await streamEvents(base + '/events', onEvent, sig).catch(e => {
     if (e.name !== 'AbortError') throw e;
     return 'aborted';
@@ -276,6 +277,7 @@ async function runView(id, q) {
   if (how === 'end') { await refresh(); live.textContent = ''; return; }
   // No events route (an older scheduler): poll the tasks every second.
   live.textContent = '● polling';
+  live.dataset.mode = 'polling';
   every(1000, () => {
     if (FINAL.includes(run.state)) { live.textContent = ''; return; }
     refresh().catch(showError);
@@ -409,8 +411,10 @@ async function modelsView(name) {
       h('p', {}, link('/ui/models', '← all models')),
       h('h2', {}, 'Aliases'), h('pre', {}, json(m.aliases || {})),
       h('h2', {}, 'Versions'),
-      table(['Version', 'Metrics', 'Lineage', 'Tags', 'User', 'Created'],
-        (m.versions || []).map(v => [String(v.version), h('pre', {}, json(v.metrics || {})),
+      table(['Version', 'Artifact', 'Metrics', 'Lineage', 'Tags', 'User', 'Created'],
+        (m.versions || []).map(v => [String(v.version),
+          h('span', { class: 'mono' }, v.artifact === undefined ? '' : json(v.artifact).slice(0, 80)),
+          h('pre', {}, json(v.metrics || {})),
           v.lineage && v.lineage.run_id ? link('/ui/runs/' + enc(v.lineage.run_id),
             v.lineage.pipeline || v.lineage.run_id) : json(v.lineage || ''),
           json(v.tags || ''), v.user || '', when(v.created_at)])),

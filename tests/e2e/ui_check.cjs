@@ -15,7 +15,8 @@ let page = null;
 let watching = false;
 const isEvents = u => /\/v1\/runs\/[^/]+\/events/.test(u);
 
-function step(what) { console.log('ok - ' + what); }
+const t0 = Date.now();
+function step(what) { console.log(`ok - ${what} (${((Date.now() - t0) / 1000).toFixed(1)} s)`); }
 
 (async () => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
@@ -64,6 +65,12 @@ function step(what) { console.log('ok - ' + what); }
   const slow = '#dag .node[data-task="slow"]';
   await page.waitForSelector(`${slow}[data-state="running"]`);
   step('the slow task is drawn running');
+  // Live by the run's events when the scheduler has them, else by polling.
+  const mode = await page.waitForSelector('#live[data-mode]')
+    .then(e => e.getAttribute('data-mode'));
+  if (mode !== (EVENTS === '404' ? 'polling' : 'events'))
+    throw new Error(`live updates by ${mode} while the events route answered ${EVENTS}`);
+  step('live updates by ' + mode);
   await page.waitForSelector(`${slow}[data-state="succeeded"]`, { timeout: 90000 });
   step('the slow task is then drawn succeeded, without a reload');
   const mapLabel = await page.textContent('#dag .node[data-task="work"] text.sub');
@@ -121,8 +128,7 @@ function step(what) { console.log('ok - ' + what); }
 
   await page.goto(`${API}/ui/models`);
   await page.click('main a[href="/ui/models/ui-ranker"]');
-  await page.waitForSelector('main >> text=s3://models/r1', { state: 'attached' })
-    .catch(() => page.waitForSelector('main >> text=ndcg'));
+  await page.waitForFunction(() => document.querySelector('main').textContent.includes('0.81'));
   step('the model registry');
   await shot('models');
 
