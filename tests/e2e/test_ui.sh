@@ -65,4 +65,18 @@ NODE_PATH="$TOOLS/node_modules" timeout 150 node "$SRC/tests/e2e/ui_check.cjs" \
 # The label given on the page is stored.
 labelled=$(api_get "/v1/labels?state=labelled" | json_get '[i["label"] for i in j["items"]]')
 assert_contains "$labelled" "yes" "the item labelled from the page"
+
+# The graph of a run no longer held in memory (after a restart) is read again
+# from its stored source; a pipeline version answers its source.
+kill -TERM "$SCHED_PID"
+wait_for 20 bash -c "! kill -0 $SCHED_PID" || fail "the scheduler did not stop"
+start_scheduler --token-file "$TMP/tokens"
+graph=$(api_get "/v1/runs/$first/graph")
+assert_eq "$(echo "$graph" | json_get '[(t["name"], t["after"], t["map"]) for t in j["tasks"]]')" \
+  '[["prepare", [], null], ["work", [], "prepare"], ["slow", ["prepare"], null], ["answer", ["work", "slow"], null]]' \
+  "the graph of a run read back after a restart"
+assert_eq "$(api_status "${AUTH[@]}" "$API/v1/runs/r-nope/graph")" 404 "no graph for an unknown run"
+assert_contains "$(api_get /v1/pipelines/e2e-ui/versions/latest | json_get 'j["source"]')" \
+  'name = "e2e-ui"' "a pipeline version's source"
+assert_eq "$(api_status "${AUTH[@]}" "$API/v1/pipelines/e2e-ui/versions/9")" 404 "no such version"
 ok "web view"
