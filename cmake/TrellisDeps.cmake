@@ -2,6 +2,14 @@
 # (scripts/install-deps.sh installs them).
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
+# Debian's libzmq.pc puts `-isystem /usr/include/mit-krb5` in its Cflags,
+# which CMake files under include directories on the first configure and
+# under compile options on every later one: the flags change, and a second
+# `make demo` rebuilt everything. zmq.h needs none of Kerberos' headers, so
+# the target gets fixed properties whatever the cache holds.
+list(FILTER ZMQ_INCLUDE_DIRS EXCLUDE REGEX "mit-krb5")
+set_target_properties(PkgConfig::ZMQ PROPERTIES INTERFACE_COMPILE_OPTIONS ""
+                                                INTERFACE_INCLUDE_DIRECTORIES "${ZMQ_INCLUDE_DIRS}")
 pkg_check_modules(LUA REQUIRED IMPORTED_TARGET lua5.4)
 pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
 pkg_check_modules(UV REQUIRED IMPORTED_TARGET libuv)

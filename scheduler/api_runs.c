@@ -681,6 +681,10 @@ static int list_run(const struct tr_run_rec *rec, void *arg)
     }
     struct rec_ctx rc = {.with_output = false};
     run_rec_json(rec, &rc);
+    /* Its task counts from its task records, as GET /v1/runs/{id} gives them:
+     * a run read back after a restart is listed like one still in memory. */
+    if (rc.out != NULL && tr_state_list_tasks(c->api->state, rec->id, count_task, &rc) == 0)
+        json_object_set_new(rc.out, "tasks", counts_json(rc.counts));
     /* The sum its record kept when it finished; runs from before that have none. */
     json_t *sum = rec->usage_json ? json_loads(rec->usage_json, 0, NULL) : NULL;
     if (sum != NULL && rc.out != NULL)

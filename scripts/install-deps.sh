@@ -10,6 +10,7 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev etcd-server etcd-client
   python3 curl procps
   python3-yaml unzip
+  prometheus
   chromium
 )
 # The deploy and Helm tests run node scripts and fetch helm and the
@@ -38,5 +39,36 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Some of these packages ship system services (etcd-server, postgresql,
+# redis-server, prometheus). The tests start their own copies on loopback, on
+# free ports, so nothing of the system's may start or stay enabled: a
+# policy-rc.d that refuses every start for the time of the install (unless
+# the machine has one, as container images do), and the units the new
+# packages enabled disabled again after it.
+POLICY=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\n# trellis install-deps: no service starts during the install\nexit 101\n' |
+    $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  own_policy=1
+fi
+remove_policy() { if [ "$own_policy" = 1 ]; then $SUDO rm -f "$POLICY"; fi; }
+trap remove_policy EXIT
+installed() { dpkg-query -W -f='${Package} ${Status}\n' | awk '/install ok installed/ { print $1 }' | sort; }
+before=$(installed)
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# The packages this install added, dependencies included (postgresql-common
+# brings postgresql.service, not postgresql-15).
+for p in $(comm -13 <(echo "$before") <(installed)); do
+  for unit in $(dpkg -L "$p" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.(service|timer)$' || true); do
+    u=$(basename "$unit")
+    if [ -n "$(find /etc/systemd/system -path "*.wants/$u" 2>/dev/null | head -1)" ]; then
+      if [ -d /run/systemd/system ]; then $SUDO systemctl disable --now "$u" >/dev/null 2>&1 || true; fi
+      # Without a running systemd (a container, a chroot) the links are the state.
+      $SUDO find /etc/systemd/system -path "*.wants/$u" -delete 2>/dev/null || true
+      echo "install-deps: $u (from $p) is left disabled: the tests start their own" >&2
+    fi
+  done
+done

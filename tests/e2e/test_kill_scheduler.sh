@@ -48,4 +48,16 @@ assert_eq "$again" 0 "no task with a durable result ran again"
 started_after=$(grep -c "task start run=$id" "$TMP/after-kill.txt" || true)
 [ "$started_after" -ge 1 ] || fail "nothing was re-dispatched after the restart"
 ok "$started_after task instances were (re)dispatched after the restart"
+
+# Once more, after the run finished: it is read back from the state, and the
+# listing still counts its tasks (it once showed TASKS 0/0).
+kill -9 "$SCHED_PID"
+start_scheduler
+# With etcd it stands by until the killed one's lease runs out.
+wait_for 60 bash -c "curl -s '$API/v1/runs?limit=5' | grep -q '\"$id\"'" \
+  || fail "the restarted scheduler did not list the run"
+listed=$(curl -s "$API/v1/runs?limit=5" | json_get '[r for r in j["runs"] if r["run_id"] == "'"$id"'"][0]["tasks"]')
+one=$(curl -s "$API/v1/runs/$id" | json_get 'j["tasks"]')
+assert_eq "$listed" "$one" "GET /v1/runs counts the tasks of a run read back from the state as GET /v1/runs/{id} does"
+assert_contains "$listed" '"succeeded": ' "with its succeeded tasks"
 echo "1 passed, 0 failed"
