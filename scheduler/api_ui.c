@@ -55,12 +55,13 @@ void h_ui(struct tr_http_req *req, void *arg)
     struct tr_str path = tr_http_req_path(req);
     const struct ui_asset *f = ui_asset_find(path.p, path.len);
     if (f == NULL) {
-        /* A name with a dot in its last segment is a file that is not there;
-         * anything else is a view of the app, answered by its shell. */
-        size_t last = path.len;
-        while (last > 0 && path.p[last - 1] != '/')
-            last--;
-        if (memchr(path.p + last, '.', path.len - last) != NULL) {
+        /* The files all sit directly under /ui/: a name there with a dot is
+         * a file that is not there; any other path is a view of the app
+         * (a pipeline named "rag.v2" included), answered by its shell. */
+        size_t skip = strlen("/ui/");
+        size_t n = path.len > skip ? path.len - skip : 0;
+        const char *rest = n > 0 ? path.p + skip : path.p;
+        if (n > 0 && memchr(rest, '/', n) == NULL && memchr(rest, '.', n) != NULL) {
             tr_http_respond_error(req, 404, "not_found", "no such file in the web view");
             return;
         }

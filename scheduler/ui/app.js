@@ -274,7 +274,12 @@ async function runView(id, q) {
     return 'aborted';
   });
   if (how === 'aborted') return;
-  if (how === 'end') { await refresh(); live.textContent = ''; return; }
+  if (how === 'end') {
+    live.textContent = '';
+    delete live.dataset.mode;
+    await refresh();
+    return;
+  }
   // No events route (an older scheduler): poll the tasks every second.
   live.textContent = '● polling';
   live.dataset.mode = 'polling';

@@ -38,6 +38,7 @@ wait_for 20 bash -c "curl -sf -H 'Authorization: Bearer $TOKEN' $API/v1/workers 
 assert_eq "$(api_status "$API/ui/runs/x")" 200 "the app shell needs no token"
 assert_eq "$(api_status "$API/v1/runs")" 401 "the API still needs the token"
 assert_eq "$(api_status "$API/ui/missing.js")" 404 "an unknown file is 404"
+assert_eq "$(api_status "$API/ui/pipelines/rag.v2/1.0")" 200 "a view whose address has dots"
 hdrs=$(curl -s -D - -o /dev/null "$API/ui/")
 assert_contains "$hdrs" "Content-Security-Policy: default-src 'none'; script-src 'self'" "a strict CSP"
 etag=$(echo "$hdrs" | tr -d '\r' | sed -n 's/^ETag: //p')

@@ -53,14 +53,17 @@ function step(what) { console.log(`ok - ${what} (${((Date.now() - t0) / 1000).to
   watching = true;
 
   // 2. A run started now, watched live on its page.
-  const started = await page.evaluate(async tok => {
-    const r = await fetch('/v1/runs', { method: 'POST', headers: {
-      Authorization: 'Bearer ' + tok, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ pipeline: 'e2e-ui', params: { slow: 6 } }) });
-    return r.json();
-  }, TOKEN);
-  const id = started.run_id;
-  if (!id) throw new Error('cannot start a run: ' + JSON.stringify(started));
+  const startRun = async () => {
+    const started = await page.evaluate(async tok => {
+      const r = await fetch('/v1/runs', { method: 'POST', headers: {
+        Authorization: 'Bearer ' + tok, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ pipeline: 'e2e-ui', params: { slow: 6 } }) });
+      return r.json();
+    }, TOKEN);
+    if (!started.run_id) throw new Error('cannot start a run: ' + JSON.stringify(started));
+    return started.run_id;
+  };
+  const id = await startRun();
   await page.goto(`${API}/ui/runs/${id}`);
   const slow = '#dag .node[data-task="slow"]';
   await page.waitForSelector(`${slow}[data-state="running"]`);
@@ -139,6 +142,31 @@ function step(what) { console.log(`ok - ${what} (${((Date.now() - t0) / 1000).to
     ?.includes('slow task reached the end'));
   await shot('run-dark');
   step('dark mode');
+
+  // 4. The event stream client against the contract (DESIGN.md), served by a
+  // stand-in: events parsed (comments skipped), the token sent, and a dropped
+  // stream resumed with Last-Event-ID until the run's final event.
+  const other = await startRun();
+  const seen = [];
+  await page.route('**/v1/runs/*/events', route => {
+    const hd = route.request().headers();
+    seen.push({ last: hd['last-event-id'] || '', auth: hd.authorization || '' });
+    const body = seen.length === 1 ?
+      ': hello\n\nid: 1\nevent: task\ndata: {"name": "slow", "index": 0, "state": "running",' +
+      ' "attempt": 1, "worker": "w-ui"}\n\nid: 2\nevent: log\ndata: {"task": "slow", "index": 0,' +
+      ' "line": "from the stream"}\n\n' :
+      'id: 3\nevent: run\ndata: {"state": "succeeded"}\n\n';
+    return route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body });
+  });
+  await page.goto(`${API}/ui/runs/${other}?task=slow`);
+  await page.waitForSelector('#live[data-mode="events"]');
+  for (let i = 0; i < 300 && seen.length < 2; i++) await page.waitForTimeout(100);
+  if (seen.length < 2 || seen[0].last !== '' || seen[1].last !== '2' ||
+      seen.some(x => x.auth !== 'Bearer ' + TOKEN))
+    throw new Error('event stream requests: ' + JSON.stringify(seen));
+  await page.waitForSelector('#live:not([data-mode])', { state: 'attached' });
+  await page.unroute('**/v1/runs/*/events');
+  step('the event stream: parsed, with the token, resumed with Last-Event-ID');
 
   await browser.close();
   if (problems.length) {
