@@ -13,8 +13,14 @@ build: deps
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build -j$(JOBS)
 
-demo: build
-	./scripts/demo.sh
+# The demo's screen shows its steps and results; apt's, dpkg's and the
+# compiler's output goes to $(DEMO_LOG).
+DEMO_LOG ?= build/make-demo.log
+demo:
+	@./scripts/step.sh $(DEMO_LOG) "1/3 Debian packages" ./scripts/install-deps.sh
+	@./scripts/step.sh $(DEMO_LOG) "2/3 configure" cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	@./scripts/step.sh $(DEMO_LOG) "3/3 build" cmake --build build -j$(JOBS)
+	@./scripts/demo.sh
 
 test: deps
 	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DTR_SANITIZE=ON >/dev/null

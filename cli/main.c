@@ -31,6 +31,8 @@ static const struct tr_cli_cmd commands[] = {
     {"tasks", tr_cmd_tasks, "RUN [--json]", "list a run's task instances"},
     {"logs", tr_cmd_logs, "RUN [TASK] [--json]", "print the lines tasks wrote with ctx.log"},
     {"cancel", tr_cmd_cancel, "RUN [--json]", "cancel a queued or running run"},
+    {"approve", tr_cmd_approve, "RUN TASK [--reject] [--comment TEXT] [--json]",
+     "decide an approval task that waits (approve, or reject with --reject)"},
     {"runs", tr_cmd_runs, "[--state STATE] [--limit N] [--json]", "list runs, newest first"},
     {"workers", tr_cmd_workers, "[--json]", "list connected workers"},
     {"pipelines", tr_cmd_pipelines, "[--json]", "list registered pipelines"},

@@ -48,13 +48,6 @@ as in [rag.md]. If the passages do not hold the answer, say that you do not know
 
 {{passages}}]]
 
--- Markdown lines joined into paragraphs, for the extractive provider, which
--- ends a sentence at a line break: a sentence wrapped over two lines of the
--- source stays one sentence. Models get the passage as written.
-local function reflow(text)
-  return (text:gsub("\n%s*\n", "\1"):gsub("\n", " "):gsub("\1", "\n\n"))
-end
-
 return trellis.pipeline {
   name = "rag_answer",
   version = "1",
@@ -148,7 +141,7 @@ return trellis.pipeline {
         for i, h in ipairs(r.passages) do
           local where = h.heading and (h.source .. " — " .. h.heading) or h.source
           blocks[i] = ("[%s] (%s)\n%s"):format(h.source, where, h.text)
-          context[i] = { text = reflow(h.text), source = h.source }
+          context[i] = { text = h.text, source = h.source }
           sources[i] = { source = h.source, heading = h.heading, score = h.score }
         end
         if #blocks == 0 then blocks[1] = "(no passage matched the question)" end

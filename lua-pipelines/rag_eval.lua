@@ -89,13 +89,6 @@ local function answer_text(res)
   return (res.text:gsub("%s*%[[^%]\n]*%]", ""))
 end
 
--- Markdown lines joined into paragraphs, for the extractive provider, which
--- ends a sentence at a line break: a sentence wrapped over two lines of the
--- source stays one sentence. Models get the passage as written.
-local function reflow(text)
-  return (text:gsub("\n%s*\n", "\1"):gsub("\n", " "):gsub("\1", "\n\n"))
-end
-
 local METRICS = { "recall_at_k", "mrr", "ndcg_at_k", "section_recall_at_k", "exact_match", "f1",
                   "rouge_l" }
 
@@ -165,7 +158,7 @@ return trellis.pipeline {
           sections[i] = src .. "#" .. (h.meta.heading or "")
           local where = h.meta.heading and (src .. " — " .. h.meta.heading) or src
           blocks[i] = ("[%s] (%s)\n%s"):format(src, where, h.text)
-          context[i] = { text = reflow(h.text), source = src }
+          context[i] = { text = h.text, source = src }
         end
         if #blocks == 0 then blocks[1] = "(no passage matched the question)" end
 
@@ -190,7 +183,8 @@ return trellis.pipeline {
           rouge_l = (eval.rouge_l(pred, q.answer)),
         }
         return {
-          id = q.id, question = q.question, reference = q.answer, answer = pred,
+          id = q.id, question = q.question, sources = q.sources, reference = q.answer,
+          answer = pred,
           retrieved = files, retrieval = mode, provider = res.provider, model = res.model,
           prompt_digest = tpl.digest, metrics = m,
         }

@@ -183,6 +183,7 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
     json_object_set_new(o, "tasks", counts_json(r->counts));
+    api_flow_run_json(r, o);
     if (with_output) {
         json_object_set_new(o, "params", parse_or_null(r->params_json));
         json_object_set_new(o, "output", parse_or_null(r->output_json));
@@ -409,6 +410,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/runs/{id}/tasks", h_run_tasks},
     {"GET", "/v1/runs/{id}/logs", h_run_logs},
     {"POST", "/v1/runs/{id}/cancel", h_run_cancel},
+    {"POST", "/v1/runs/{id}/approvals/{task}", h_run_approval},
     {"POST", "/v1/pipelines", h_pipelines_post},
     {"GET", "/v1/pipelines", h_pipelines_list},
     {"GET", "/v1/workers", h_workers},

@@ -477,6 +477,8 @@ static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
     char why[320];
     if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)))
         json_object_set_new(o, "waiting", json_string(why));
+    else if (api_flow_waiting(in) != NULL)
+        json_object_set_new(o, "waiting", json_string(api_flow_waiting(in)));
     return o;
 }
 

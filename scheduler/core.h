@@ -28,6 +28,10 @@ struct core_hooks
     void (*run_final)(void *arg, struct run *r);
     /* A task's CALL (registry, labels: loop_calls.h), from a known worker. May be NULL. */
     void (*call)(void *arg, struct worker *w, const struct tr_msg_call *m);
+    /* An approval was decided (core_flow.c): the audit log's point of entry.
+     * user is the token's name or "anonymous", "timeout" for the default. May be NULL. */
+    void (*approval)(void *arg, const struct run *r, const char *task, const char *decision,
+                     const char *user, const char *comment);
 };
 
 struct core
@@ -48,6 +52,8 @@ struct core
     struct counters *cnt;
     struct transport *tp;     /* answers sent at once (PIPELINE, BYE); NULL until leading */
     struct core_hooks hooks;
+    struct tr_hmap flow_pending; /* child run id -> waiting subrun instance, while recovering
+                                  * (core_flow.c) */
 };
 
 /* The parts the core works with, all initialized by the caller. */
@@ -87,6 +93,9 @@ int run_rename(struct run *r, const char *id) TR_MUST_CHECK;
 /* Instances. */
 void inst_complete(struct inst *in, const char *output, size_t len, bool cached);
 void inst_fail_final(struct inst *in, const char *error);
+/* Ends an instance skipped (trellis.skip, or upstream_failed: its trigger rule
+ * after an upstream failure) with reason as its error text. */
+void inst_skip_final(struct inst *in, const char *reason, bool upstream_failed);
 void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out);
 /* The current dispatch is lost (its worker is gone): ready again. */
 void inst_requeue(struct inst *in);

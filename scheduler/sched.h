@@ -16,7 +16,8 @@
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
  *   core       runs, instances, readiness, results,      core.c core_events.c
- *              retries, cancel, fencing
+ *              retries, cancel, fencing; trigger rules,  core_flow.c
+ *              approvals, subruns
  *   dispatch   ready queues per pool, priority, credit,  dispatch.c
  *              GPU tasks' queues and placement
  *   fleet      workers, pools, heartbeats                workers.c

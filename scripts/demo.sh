@@ -91,8 +91,13 @@ for i, a in enumerate(json.load(open(sys.argv[1]))["output"]["answer"], 1):
             srcs.append(where)
     print("      sources: " + "; ".join("docs/" + s for s in srcs[:3]))
     u = a.get("usage") or {}
-    print(f"      model {a['provider']}/{a['model']}, retrieval {a['retrieval']}, "
-          f"prompt '{a['prompt']['name']}' sha256 {a['prompt']['digest'][:12]}, "
+    if a["provider"] == "extractive":
+        by = "the extractive provider (sentences quoted from the passages, no model)"
+    else:
+        by = f"model {a['model']} of provider {a['provider']}"
+    print(f"      answered by {by}")
+    print(f"      retrieval {a['retrieval']}; prompt '{a['prompt']['name']}' "
+          f"sha256 {a['prompt']['digest'][:12]}; "
           f"tokens {u.get('prompt_tokens', 0)} in / {u.get('completion_tokens', 0)} out")
 PYEOF
 
@@ -103,10 +108,14 @@ run lua-pipelines/rag_eval.lua
 import json, sys
 r = json.load(open(sys.argv[1]))["output"]["report"]
 m, k = r["mean"], r["k"]
-print(f"  {r['n']} questions, top {k} passages each, {r['retrieval']} retrieval, "
-      f"answers by {r['provider']}/{r['model']}")
+by = ("the extractive provider" if r["provider"] == "extractive"
+      else f"model {r['model']} of {r['provider']}")
+print(f"  {r['n']} questions, top {k} passages each, {r['retrieval']} retrieval, answers by {by}")
 print(f"  retrieval (file level)   recall@{k} {m['recall_at_k']:.3f}   MRR {m['mrr']:.3f}   "
       f"nDCG@{k} {m['ndcg_at_k']:.3f}")
+print(f"    recall@{k}: the share of a question's source files found in its top {k} passages;")
+print(f"    MRR: 1 / the rank of the first passage from a right file (1 = first, 0.5 = second);")
+print(f"    nDCG@{k}: the top {k}'s order against the best possible, 1 = ideal. Means over the questions.")
 if "section_recall_at_k" in m:
     print(f"  retrieval (section)      recall@{k} {m['section_recall_at_k']:.3f}")
 print(f"  answers                  exact match {m['exact_match']:.3f}   token F1 {m['f1']:.3f}   "
@@ -114,9 +123,13 @@ print(f"  answers                  exact match {m['exact_match']:.3f}   token F1
 if r["provider"] == "extractive":
     print("  (extractive answers quote whole sentences, so exact match and F1 against the")
     print("   short reference answers stay low; configure a model to compare.)")
-missed = [q["id"] for q in r["questions"] if q["metrics"]["recall_at_k"] < 1]
+missed = [q for q in r["questions"] if q["metrics"]["recall_at_k"] < 1]
 if missed:
-    print(f"  questions whose source was not fully retrieved: {', '.join(missed)}")
+    print(f"  questions whose source was not fully retrieved in the top {k}:")
+    for q in missed:
+        text = q.get("question") or q["id"]
+        want = ", ".join(q.get("sources") or [])
+        print(f"    - {text}" + (f" (expected from {want})" if want else ""))
 PYEOF
 
 echo

@@ -15,6 +15,7 @@
 
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
+#include "lib/lua/lua_trellis.h"
 #include "worker/exec_int.h"
 
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */
@@ -27,6 +28,7 @@
 struct outcome
 {
     bool ok;
+    bool skipped;     /* trellis.skip(reason): error is the reason */
     struct tr_str output;
     struct tr_str error;
     bool timed_out;
@@ -52,6 +54,7 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     r->error = o->error;
     r->timed_out = o->timed_out;
     r->cancelled = o->cancelled;
+    r->skipped = o->skipped;
     r->started_at = t->started_at > 0 ? t->started_at : now;
     r->finished_at = now;
     r->n_logs = task_logs_take(t, r->logs, note, sizeof(note), &taken);
@@ -72,7 +75,7 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
     tr_log_escape(name, sizeof(name), t->name.p, TR_MIN(t->name.len, (size_t)64));
     uint64_t ms = t->start_ns ? (tr_mono_ns() - t->start_ns) / 1000000u : 0;
-    const char *why = o->ok ? "" : o->timed_out ? " reason=timed_out"
+    const char *why = o->ok ? "" : o->skipped ? " reason=skipped" : o->timed_out ? " reason=timed_out"
                                  : o->cancelled ? " reason=cancelled" : " reason=error";
     tr_info("task done run=%s task=%s index=%u attempt=%u id=%llu ok=%d ms=%llu%s", run, name,
             t->index, t->attempt, (unsigned long long)t->id, o->ok ? 1 : 0,
@@ -201,6 +204,14 @@ void exec_finish_ok(struct tr_executor *e, struct tr_task *t, int nres)
     struct tr_error err;
     tr_error_init(&err);
     int rc = 0;
+    const char *reason;
+    size_t reason_len;
+    if (nres > 0 && tr_lua_skip_reason(t->co, lua_gettop(t->co) - nres + 1, &reason,
+                                       &reason_len)) {
+        struct outcome o = {.skipped = true, .error = {reason, reason_len}};
+        complete(e, t, &o);
+        return;
+    }
     if (nres == 0) {
         rc = msgpack_sbuffer_write(&e->out, "\xc0", 1) == 0 ? 0 : TR_ENOMEM;
     } else {

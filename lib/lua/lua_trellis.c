@@ -42,6 +42,7 @@ enum task_field
     F_CACHE,
     F_PRIORITY,
     F_GPUS,
+    F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c */
     F_UNKNOWN
 };
 
@@ -52,6 +53,8 @@ static const char *const task_field_names[] = {
 
 static enum task_field task_field_of(const char *k, size_t len)
 {
+    if (tr_flow_field_of(k, len) != 0)
+        return F_FLOW;
     for (size_t i = 0; i < TR_ARRAY_LEN(task_field_names); i++) {
         if (strlen(task_field_names[i]) == len && memcmp(task_field_names[i], k, len) == 0)
             return (enum task_field)i;
@@ -165,7 +168,7 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
 {
     const struct tr_task_fields *who = f;
     int t = lua_type(L, -1);
-    const char *fname = task_field_names[fld];
+    const char *fname = fld < F_FLOW ? task_field_names[fld] : "";
     switch (fld) {
     case F_NAME:
         break; /* checked first, by the caller */
@@ -271,6 +274,11 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
             goto wrong_type;
         f->cache = lua_toboolean(L, -1);
         break;
+    case F_FLOW: {
+        size_t klen;
+        const char *k = lua_tolstring(L, -2, &klen);
+        return tr_flow_check_field(L, tr_flow_field_of(k, klen), f, why, why_len);
+    }
     case F_UNKNOWN:
         TR_ASSERT(!"unreachable");
         break;
@@ -349,6 +357,11 @@ int tr_task_check(lua_State *L, int idx, struct tr_task_fields *f, char *why, si
         snprintf(why, why_len, WHO ": field 'run' must be a function (got nil)", WHO_ARGS(f));
         return -1;
     }
+    if (f->kind != TR_KIND_RUN && f->map != NULL) {
+        snprintf(why, why_len, WHO ": %s cannot have 'map'", WHO_ARGS(f),
+                 f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+        return -1;
+    }
     return 0;
 }
 
@@ -403,7 +416,7 @@ static int raise_check(lua_State *L, const char *why)
     return lua_error(L);
 }
 
-static int l_task(lua_State *L)
+int tr_lua_task(lua_State *L)
 {
     char why[TR_TASK_WHY_MAX];
     struct tr_task_fields f;
@@ -648,6 +661,8 @@ int tr_lua_open_trellis(lua_State *L)
     lua_setfield(L, -2, "priority");
     lua_pushinteger(L, 0);
     lua_setfield(L, -2, "gpus");
+    lua_pushliteral(L, "all_success");
+    lua_setfield(L, -2, "trigger_rule");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
@@ -657,11 +672,12 @@ int tr_lua_open_trellis(lua_State *L)
     lua_pop(L, 1);
 
     lua_createtable(L, 0, 4);
-    lua_pushcfunction(L, l_task);
+    lua_pushcfunction(L, tr_lua_task);
     lua_setfield(L, -2, "task");
     lua_pushcfunction(L, l_pipeline);
     lua_setfield(L, -2, "pipeline");
     lua_pushcfunction(L, l_trigger);
     lua_setfield(L, -2, "trigger");
+    tr_flow_open(L);
     return 1;
 }

@@ -77,6 +77,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
         tr_free(def->tasks[i].name);
         tr_free(def->tasks[i].after);
         tr_free(def->tasks[i].downstream);
+        tr_free(def->tasks[i].subrun);
     }
     for (uint32_t i = 0; def->pools != NULL && i < def->n_pools; i++)
         tr_free(def->pools[i]);
@@ -306,6 +307,23 @@ static int add_ref(lua_State *L, struct walk *w)
     return 0;
 }
 
+/* Control-flow fields (lib/lua/lua_flow.c). */
+static int walk_flow(struct tr_task_def *t, const struct tr_task_fields *f, struct walk *w)
+{
+    t->trigger_rule = f->trigger_rule;
+    t->kind = f->kind;
+    t->approve_default = f->approve_default;
+    if (f->kind != TR_KIND_RUN && f->map != NULL)
+        return tr_error_set(w->err, TR_EINVAL, "task '%s': %s cannot have 'map'", t->name,
+                            f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+    if (f->subrun != NULL) {
+        t->subrun = tr_strndup(f->subrun, f->subrun_len);
+        if (t->subrun == NULL)
+            return nomem(w);
+    }
+    return 0;
+}
+
 /*
  * First pass over tasks (array at tidx): checks, names, pools, scalar
  * fields, and the upstream names as written.
@@ -341,6 +359,9 @@ static int walk_tasks(lua_State *L, struct walk *w, int tidx)
         t->timeout = f.timeout;
         t->cache = f.cache;
         t->gpus = f.gpus;
+        rc = walk_flow(t, &f, w);
+        if (rc != 0)
+            return rc;
         w->maps[i] = (struct tr_str){f.map, f.map_len};
         if (f.n_after > 0) {
             t->after = tr_calloc(f.n_after, sizeof(*t->after));

@@ -26,6 +26,28 @@
 /* Most GPUs one task may ask for (the devices one worker describes: TR_PROTO_MAX_GPUS). */
 #define TR_TASK_GPUS_MAX 64
 
+/* When a task runs after its upstream tasks ended (docs/pipelines.md "Trigger rules"). */
+enum tr_trigger_rule
+{
+    TR_RULE_ALL_SUCCESS = 0, /* every upstream succeeded (the default) */
+    TR_RULE_ALL_DONE,        /* every upstream ended, whatever its state */
+    TR_RULE_ONE_SUCCESS,     /* at least one upstream succeeded */
+    TR_RULE_NONE_FAILED,     /* no upstream failed (skipped ones are fine) */
+    TR_RULE_COUNT
+};
+
+extern const char *const tr_trigger_rule_names[TR_RULE_COUNT];
+
+/* What runs a task: a worker (its `run`), or the scheduler waiting for a child
+ * run (trellis.subrun, whose `run` computes the child's params) or for an
+ * operator's decision (trellis.approval, never sent to a worker). */
+enum tr_task_kind
+{
+    TR_KIND_RUN = 0,
+    TR_KIND_SUBRUN,
+    TR_KIND_APPROVAL,
+};
+
 /* One task of a pipeline as declared. Read-only for callers. */
 struct tr_task_def
 {
@@ -43,6 +65,11 @@ struct tr_task_def
     uint32_t *downstream;   /* indices of tasks that depend on it (after or map) */
     uint32_t n_downstream;
     uint32_t n_upstream;    /* distinct tasks it depends on (after plus map): its countdown */
+    /* Control flow (lib/lua/lua_flow.c). */
+    uint8_t trigger_rule;   /* enum tr_trigger_rule */
+    uint8_t kind;           /* enum tr_task_kind */
+    bool approve_default;   /* approval: the decision when its timeout passes */
+    char *subrun;           /* subrun: "pipeline[@version]" (owned), else NULL */
 };
 
 /* What a trigger watches (trellis.trigger's `on`). */

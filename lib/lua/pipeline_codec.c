@@ -7,7 +7,7 @@
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_read.h"
 
-#define CODEC_VERSION 2 /* 2: tasks carry gpus */
+#define CODEC_VERSION 3 /* 2: tasks carry gpus; 3: control flow */
 
 static int pack_str(msgpack_packer *pk, const char *s)
 {
@@ -35,9 +35,19 @@ static int pack_u32s(msgpack_packer *pk, const uint32_t *a, uint32_t n)
     return 0;
 }
 
+/* Control flow: [trigger_rule, kind, approve_default, subrun or nil] */
+static int pack_flow(msgpack_packer *pk, const struct tr_task_def *t)
+{
+    if (msgpack_pack_array(pk, 4) || msgpack_pack_uint8(pk, t->trigger_rule) ||
+        msgpack_pack_uint8(pk, t->kind) ||
+        (t->approve_default ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
+        return TR_ENOMEM;
+    return t->subrun ? pack_str(pk, t->subrun) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+}
+
 static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
 {
-    int rc = msgpack_pack_array(pk, 12) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 13) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, t->name);
     if (rc == 0 && (msgpack_pack_uint16(pk, t->pool) || msgpack_pack_uint16(pk, t->retries) ||
@@ -52,6 +62,8 @@ static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
         rc = TR_ENOMEM;
     if (rc == 0)
         rc = pack_u32s(pk, t->downstream, t->n_downstream);
+    if (rc == 0)
+        rc = pack_flow(pk, t);
     return rc;
 }
 
@@ -175,11 +187,32 @@ static int read_u32s(struct dec *d, uint32_t **out, uint32_t *count, uint32_t n,
     return 0;
 }
 
+static int read_flow(struct dec *d, struct tr_task_def *t)
+{
+    if (tr_mp_rd_array(&d->r) != 4)
+        return malformed(d, "a task's control flow is not an array of 4");
+    uint64_t rule = tr_mp_rd_uint(&d->r);
+    uint64_t kind = tr_mp_rd_uint(&d->r);
+    t->approve_default = tr_mp_rd_bool(&d->r);
+    if (d->r.err != 0 || rule >= TR_RULE_COUNT || kind > TR_KIND_APPROVAL)
+        return malformed(d, "a task's control flow");
+    t->trigger_rule = (uint8_t)rule;
+    t->kind = (uint8_t)kind;
+    int rc = 0;
+    if (!tr_mp_rd_nil(&d->r))
+        t->subrun = dup_str(d, "subrun", &rc);
+    if (rc != 0)
+        return rc;
+    if ((t->kind == TR_KIND_SUBRUN) != (t->subrun != NULL))
+        return malformed(d, "a subrun without its pipeline");
+    return 0;
+}
+
 static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_def *t)
 {
     int rc = 0;
-    if (tr_mp_rd_array(&d->r) != 12)
-        return malformed(d, "a task is not an array of 12");
+    if (tr_mp_rd_array(&d->r) != 13)
+        return malformed(d, "a task is not an array of 13");
     t->name = dup_str(d, "task name", &rc);
     if (t->name == NULL)
         return rc;
@@ -207,7 +240,8 @@ static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_
     if (d->r.err != 0 || up > (uint64_t)t->n_after + (t->map >= 0))
         return malformed(d, "a task's upstream count");
     t->n_upstream = (uint32_t)up;
-    return read_u32s(d, &t->downstream, &t->n_downstream, UINT32_MAX, d->n_tasks, "downstream");
+    rc = read_u32s(d, &t->downstream, &t->n_downstream, UINT32_MAX, d->n_tasks, "downstream");
+    return rc != 0 ? rc : read_flow(d, t);
 }
 
 /* a holds n indices below n, each once. */

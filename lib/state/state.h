@@ -63,13 +63,14 @@ struct tr_run_rec
                                 when it finishes, for listings); NULL when unknown */
 };
 
-/* The durable record of one task instance: written when it reaches a final state. */
+/* The durable record of one task instance: written when it reaches a final state, and
+ * as `running` while an approval or a subrun waits in the scheduler (core_flow.h). */
 struct tr_task_rec
 {
     const char *run_id;
     const char *name;        /* task name */
     uint32_t index;          /* map element from 1, 0 when not mapped */
-    const char *state;       /* succeeded | failed | skipped | cancelled */
+    const char *state;       /* succeeded | failed | skipped | cancelled (| running) */
     uint32_t attempts;
     const char *worker;      /* NULL when it never ran */
     double started_at;

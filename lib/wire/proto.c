@@ -347,7 +347,8 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
                get_num(b, "started_at", &m->started_at) &&
                get_num(b, "finished_at", &m->finished_at) &&
                get_str_array(b, "logs", m->logs, TR_PROTO_MAX_LOGS, &m->n_logs) &&
-               get_str(b, "usage", &m->usage) && m->id != 0;
+               get_str(b, "usage", &m->usage) && get_bool(b, "skipped", &m->skipped) &&
+               m->id != 0;
     }
     case TR_MSG_CANCEL: {
         struct tr_msg_cancel *m = &out->u.cancel;
@@ -575,7 +576,7 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
     }
     case TR_MSG_RESULT: {
         const struct tr_msg_result *m = &msg->u.result;
-        PK(msgpack_pack_map(pk, m->usage.len > 0 ? 12 : 11));
+        PK(msgpack_pack_map(pk, 11 + (m->usage.len > 0) + m->skipped));
         PK(pack_ku64(pk, "id", m->id));
         PK(pack_ku64(pk, "epoch", m->epoch));
         PK(pack_ku64(pk, "attempt", m->attempt));
@@ -590,6 +591,8 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         /* Absent when empty, so that older schedulers see the frame they know. */
         if (m->usage.len > 0)
             PK(pack_kbin(pk, "usage", m->usage));
+        if (m->skipped)
+            PK(pack_kbool(pk, "skipped", true));
         return 0;
     }
     case TR_MSG_CANCEL:

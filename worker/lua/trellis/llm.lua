@@ -336,6 +336,82 @@ local function last_user_text(messages)
   return ""
 end
 
+-- The prose of a Markdown passage as paragraphs: wrapped lines joined, a
+-- list item or a heading its own paragraph, fenced and indented code and
+-- table rows left out (they are examples, not answers).
+local function prose_paragraphs(text)
+  local out, para, fence = {}, {}, false
+  local function flush()
+    if #para > 0 then out[#out + 1] = table.concat(para, " ") end
+    para = {}
+  end
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    if line:match("^%s*```") or line:match("^%s*~~~") then
+      fence = not fence
+      flush()
+    elseif fence or line:match("^%s*|") or line:match("^\t") or
+           (line:match("^    ") and #para == 0) then
+      flush()
+    elseif not line:find("%S") then
+      flush()
+    elseif line:match("^%s*[-*+]%s") or line:match("^%s*%d+[.)]%s") or line:match("^%s*#") or
+           line:match("^%s*>") then
+      flush()
+      para[1] = line
+    else
+      para[#para + 1] = line
+    end
+  end
+  flush()
+  return out
+end
+
+-- Markdown marks taken off a sentence: list markers, headings, quotes,
+-- emphasis, code spans and links keep their words only.
+local function plain(s)
+  s = s:gsub("^%s*[-*+]%s+", ""):gsub("^%s*%d+[.)]%s+", ""):gsub("^%s*#+%s*", "")
+  s = s:gsub("^%s*>%s*", "")
+  s = s:gsub("%*%*(.-)%*%*", "%1"):gsub("__(.-)__", "%1"):gsub("`([^`]*)`", "%1")
+  s = s:gsub("%[([^%]]+)%]%([^%)]*%)", "%1")
+  return (s:gsub("%s+", " "):match("^%s*(.-)%s*$"))
+end
+
+-- The sentences of a paragraph: one ends at . ! or ? followed by a space and
+-- a capital, a digit or a mark that opens one; so file names (rag.md),
+-- versions (5.4) and code (a.b) do not end sentences. A passage is a chunk
+-- of a document and may start or end mid-sentence: such a piece (starting in
+-- lower case where the passage starts, or with no final stop) is kept with
+-- "…" where it was cut and marked cut, so it ranks below a whole sentence of
+-- the same score. Pieces of fewer than four words are left out.
+local function whole_sentences(para, first_of_passage, out)
+  local start, i = 1, 1
+  local parts = {}
+  while true do
+    local a, b = para:find("[%.!?][\"')%]*]*%s+", i)
+    if not a then break end
+    if para:sub(b + 1, b + 1):match("[%u%d`\"'(%[*]") then
+      parts[#parts + 1] = para:sub(start, b)
+      start = b + 1
+    end
+    i = b + 1
+  end
+  parts[#parts + 1] = para:sub(start)
+  for j, raw in ipairs(parts) do
+    local s = plain(raw)
+    local _, words = s:gsub("%S+", "")
+    if words >= 4 then
+      local cut = false
+      if j == 1 and first_of_passage and raw:match("^%s*%l") then
+        s, cut = "…" .. s, true
+      end
+      if not s:match("[%.!?:;][\"')%]]*$") then
+        s, cut = s .. "…", true
+      end
+      out[#out + 1] = { text = s, cut = cut }
+    end
+  end
+end
+
 local function extractive_chat(call)
   local question = last_user_text(call.messages)
   local q = {}
@@ -345,19 +421,18 @@ local function extractive_chat(call)
     local text = type(passage) == "table" and passage.text or passage
     local source = type(passage) == "table" and passage.source or nil
     if type(text) == "string" then
-      for s in text:gmatch("[^%.!?\n]+[%.!?]*") do
-        s = s:match("^%s*(.-)%s*$")
-        if #s > 0 then
-          local seen = {}
-          for _, t in ipairs(terms(s)) do
-            if not seen[t] then
-              seen[t] = true
-              df[t] = (df[t] or 0) + 1
-            end
+      local found = {}
+      for j, para in ipairs(prose_paragraphs(text)) do whole_sentences(para, j == 1, found) end
+      for _, f in ipairs(found) do
+        local seen = {}
+        for _, t in ipairs(terms(f.text)) do
+          if not seen[t] then
+            seen[t] = true
+            df[t] = (df[t] or 0) + 1
           end
-          sentences[#sentences + 1] = { text = s, source = source or ("context " .. i),
-                                        terms = seen, n = #sentences + 1 }
         end
+        sentences[#sentences + 1] = { text = f.text, source = source or ("context " .. i),
+                                      terms = seen, n = #sentences + 1, cut = f.cut }
       end
     end
   end
@@ -368,7 +443,7 @@ local function extractive_chat(call)
       len = len + 1
       if q[t] then score = score + math.log(1 + total / df[t]) end
     end
-    s.score = score / (1 + math.log(1 + len))
+    s.score = score / (1 + math.log(1 + len)) * (s.cut and 0.8 or 1)
   end
   table.sort(sentences, function(a, b)
     if a.score ~= b.score then return a.score > b.score end
