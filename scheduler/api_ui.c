@@ -1,6 +1,6 @@
 /*
- * api_ui.c - the web view's files, and the reads it needs beyond the rest of
- * the API: a run's graph and a registered pipeline version with its source.
+ * api_ui.c - the web view's files, and the read it needs beyond the rest of
+ * the API: a run's graph.
  *
  * The files are served with an ETag (a digest computed at build time) and
  * "Cache-Control: no-cache", so that a browser revalidates and gets 304 until
@@ -203,55 +203,4 @@ void h_run_graph(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 500, "internal_error", tr_strerror(rc));
         tr_free(c);
     }
-}
-
-/* ===================================================================== */
-/* GET /v1/pipelines/{name}/versions/{v}                                 */
-/* ===================================================================== */
-
-static int version_found(const struct tr_pipeline_rec *rec, void *arg)
-{
-    json_t **out = arg;
-    json_t *o = json_object();
-    json_object_set_new(o, "name", json_string(rec->name));
-    json_object_set_new(o, "version", json_string(rec->version));
-    json_object_set_new(o, "digest", json_string(rec->digest));
-    json_object_set_new(o, "tasks", json_integer(rec->n_tasks));
-    json_object_set_new(o, "registered_at", json_time(rec->registered_at));
-    json_object_set_new(o, "source", json_stringn(rec->source, rec->source_len));
-    json_decref(*out);
-    *out = o;
-    return 0;
-}
-
-void h_pipeline_version(struct tr_http_req *req, void *arg)
-{
-    struct api *a = arg;
-    struct tr_str name = tr_http_req_param(req, "name");
-    struct tr_str v = tr_http_req_param(req, "v");
-    char n[256], ver[256];
-    if (name.len >= sizeof(n) || v.len >= sizeof(ver)) {
-        tr_http_respond_error(req, 404, "not_found", "no such pipeline version");
-        return;
-    }
-    memcpy(n, name.p, name.len);
-    n[name.len] = '\0';
-    memcpy(ver, v.p, v.len);
-    ver[v.len] = '\0';
-    json_t *out = NULL;
-    /* "latest" is the most recently registered version. */
-    int rc = tr_state_get_pipeline(a->state, n, strcmp(ver, "latest") == 0 ? NULL : ver,
-                                   version_found, &out);
-    if (rc == TR_ENOENT || (rc == 0 && out == NULL)) {
-        char msg[600];
-        snprintf(msg, sizeof(msg), "no registered pipeline '%s' version '%s'", n, ver);
-        tr_http_respond_error(req, 404, "not_found", msg);
-        return;
-    }
-    if (rc < 0 || json_string_value(json_object_get(out, "source")) == NULL) {
-        json_decref(out);
-        tr_http_respond_error(req, 500, "state_error", tr_strerror(rc < 0 ? rc : TR_EINVAL));
-        return;
-    }
-    respond_json(req, 200, out);
 }

@@ -34,14 +34,14 @@ const struct ui_asset *ui_asset_find(const char *path, size_t len);
 
 void h_ui(struct tr_http_req *req, void *arg);
 void h_run_graph(struct tr_http_req *req, void *arg);
-void h_pipeline_version(struct tr_http_req *req, void *arg);
 
-/* Its lines of the route table (api.c). The shell's client-side routes are up
+/* Its lines of the route table (api.c), with their roles (auth.h): the page's
+ * files are open, the graph is a read. The shell's client-side routes are up
  * to three segments deep below /ui/. */
 #define UI_ROUTES                                                                                  \
-    {"GET", "/ui", h_ui}, {"GET", "/ui/{a}", h_ui}, {"GET", "/ui/{a}/{b}", h_ui},                  \
-        {"GET", "/ui/{a}/{b}/{c}", h_ui}, {"GET", "/v1/runs/{id}/graph", h_run_graph},             \
-        {"GET", "/v1/pipelines/{name}/versions/{v}", h_pipeline_version}
+    {"GET", "/ui", h_ui, AUTH_OPEN}, {"GET", "/ui/{a}", h_ui, AUTH_OPEN},                          \
+        {"GET", "/ui/{a}/{b}", h_ui, AUTH_OPEN}, {"GET", "/ui/{a}/{b}/{c}", h_ui, AUTH_OPEN},      \
+        {"GET", "/v1/runs/{id}/graph", h_run_graph, AUTH_VIEWER}
 
 /* The prefix served without a token (static files holding no data): api.c
  * gives it to the HTTP server. */

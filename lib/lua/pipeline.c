@@ -28,6 +28,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/lua/pipeline_trigger.h"
 #include "lib/wire/proto.h"
 
@@ -73,6 +74,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
 {
     if (def == NULL)
         return;
+    tr_pipeline_free_controls(def);
     for (uint32_t i = 0; def->tasks != NULL && i < def->n_tasks; i++) {
         tr_free(def->tasks[i].name);
         tr_free(def->tasks[i].after);
@@ -87,6 +89,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
     tr_free(def->sinks);
     tr_free(def->by_name);
     tr_pipeline_free_triggers(def);
+    tr_pipeline_free_budget(def);
     tr_free(def->params);
     tr_free(def->source);
     tr_free(def->version);
@@ -555,6 +558,20 @@ static int build_order(struct walk *w)
     return 0;
 }
 
+/* `extra_params`: absent (false) or a boolean. Table at index 1. */
+static int walk_extra_params(lua_State *L, struct walk *w)
+{
+    lua_pushliteral(L, "extra_params");
+    lua_rawget(L, 1);
+    int t = lua_type(L, -1);
+    w->def->extra_params = t == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        return tr_error_set(w->err, TR_EINVAL, "pipeline '%s': extra_params must be a boolean",
+                            w->def->name);
+    return 0;
+}
+
 static int walk(lua_State *L, struct walk *w)
 {
     struct tr_pipeline_def *def = w->def;
@@ -562,6 +579,8 @@ static int walk(lua_State *L, struct walk *w)
         return tr_error_set(w->err, TR_ELUA, "%s: the file must return trellis.pipeline{...} "
                             "(it returned %s)", w->chunk, luaL_typename(L, 1));
     int rc = walk_header(L, w);
+    if (rc == 0)
+        rc = walk_extra_params(L, w);
     if (rc != 0)
         return rc;
     lua_pushliteral(L, "tasks");
@@ -592,6 +611,10 @@ static int walk(lua_State *L, struct walk *w)
         cpu_pool_first(def);
     if (rc == 0)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_controls(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_budget(L, 1, def, w->err);
     return rc;
 }
 

@@ -41,6 +41,17 @@ async function call(method, path, body, signal) {
 }
 
 export const get = (path, signal) => call('GET', path, undefined, signal);
+// A text answer (a pipeline's source).
+export async function getText(path, signal) {
+  const res = await fetch(path, { headers: headers({ Accept: 'text/plain' }), signal });
+  const text = await res.text();
+  if (!res.ok) {
+    let e = { code: 'http_' + res.status, message: text };
+    try { e = JSON.parse(text).error || e; } catch { /* not JSON */ }
+    throw new ApiError(res.status, e.code, e.message);
+  }
+  return text;
+}
 export const post = (path, body) => call('POST', path, body);
 
 // Reads GET path as server-sent events, calling onEvent(type, data, id) for

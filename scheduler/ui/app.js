@@ -1,7 +1,7 @@
 // The Trellis web view: a router on the address (every view can be
 // bookmarked) and one function per view. No framework: the DOM is built with
 // h(), which sets text, never HTML, so nothing from the API is parsed as markup.
-import { ApiError, get, post, setToken, streamEvents, token } from '/ui/api.js';
+import { ApiError, get, getText, post, setToken, streamEvents, token } from '/ui/api.js';
 import { drawDag } from '/ui/dag.js';
 
 const FINAL = ['succeeded', 'failed', 'cancelled'];
@@ -322,13 +322,16 @@ async function workersView() {
 async function pipelinesView(name, version) {
   const sig = view.abort.signal;
   if (name && version) {
-    const p = await get(`/v1/pipelines/${enc(name)}/versions/${enc(version)}`, sig);
+    const [list, source] = await Promise.all([get('/v1/pipelines', sig),
+      getText(`/v1/pipelines/${enc(name)}/versions/${enc(version)}/source`, sig)]);
+    const p = list.pipelines.find(x => x.name === name && x.version === version);
+    if (!p) throw new ApiError(404, 'not_found', `no pipeline ${name}@${version}`);
     put(main, h('h1', {}, `${p.name}@${p.version}`),
       h('p', {}, link('/ui/pipelines/' + enc(name), '← all versions')),
       h('dl', { class: 'facts' }, h('dt', {}, 'Digest'), h('dd', { class: 'mono' }, p.digest),
         h('dt', {}, 'Tasks'), h('dd', {}, String(p.tasks)),
         h('dt', {}, 'Registered'), h('dd', {}, when(p.registered_at))),
-      h('h2', {}, 'Source'), h('pre', { id: 'source' }, p.source));
+      h('h2', {}, 'Source'), h('pre', { id: 'source' }, source));
     return;
   }
   const d = await get('/v1/pipelines', sig);

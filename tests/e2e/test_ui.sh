@@ -68,7 +68,7 @@ labelled=$(api_get "/v1/labels?state=labelled" | json_get '[i["label"] for i in 
 assert_contains "$labelled" "yes" "the item labelled from the page"
 
 # The graph of a run no longer held in memory (after a restart) is read again
-# from its stored source; a pipeline version answers its source.
+# from its stored source.
 kill -TERM "$SCHED_PID"
 wait_for 20 bash -c "! kill -0 $SCHED_PID" || fail "the scheduler did not stop"
 start_scheduler --token-file "$TMP/tokens"
@@ -77,7 +77,4 @@ assert_eq "$(echo "$graph" | json_get '[(t["name"], t["after"], t["map"]) for t 
   '[["prepare", [], null], ["work", [], "prepare"], ["slow", ["prepare"], null], ["answer", ["work", "slow"], null]]' \
   "the graph of a run read back after a restart"
 assert_eq "$(api_status "${AUTH[@]}" "$API/v1/runs/r-nope/graph")" 404 "no graph for an unknown run"
-assert_contains "$(api_get /v1/pipelines/e2e-ui/versions/latest | json_get 'j["source"]')" \
-  'name = "e2e-ui"' "a pipeline version's source"
-assert_eq "$(api_status "${AUTH[@]}" "$API/v1/pipelines/e2e-ui/versions/9")" 404 "no such version"
 ok "web view"
