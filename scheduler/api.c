@@ -9,6 +9,7 @@
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/api_ui.h"
 #include "scheduler/audit.h"
 #include "scheduler/auth.h"
 #include "scheduler/tenants.h"
@@ -485,6 +486,7 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/budgets", h_budgets_list, VIEWER},
     {"GET", "/v1/runs/{id}/events", h_run_events, VIEWER},
     {"GET", "/v1/events", h_events, VIEWER},
+    UI_ROUTES,
     {NULL, NULL, NULL, 0},
 };
 
@@ -504,6 +506,7 @@ int api_open(struct api *a, struct tr_error *err)
         .before = gate,
         .authenticate = auth_enabled(a->auth) ? authenticate : NULL,
         .authorize = auth_authorize,
+        .public_prefix = UI_PUBLIC_PREFIX,
     };
     a->http = tr_http_server_open(a->loop, &cfg);
     if (a->http == NULL)

@@ -12,6 +12,7 @@ PKGS=(
   python3-yaml unzip
   prometheus
   libpq-dev postgresql-15
+  chromium
 )
 # The deploy and Helm tests run node scripts and fetch helm and the
 # Kubernetes schemas from npm. A node that brings its own npm (as NodeSource's

@@ -117,6 +117,7 @@ struct tr_http_server
     bool (*before)(struct tr_http_req *req, void *arg); /* answers before routing, or NULL */
     const void *(*authenticate)(const char *token, size_t len, void *arg); /* or NULL */
     bool (*authorize)(struct tr_http_req *req, int level, void *arg);    /* or NULL */
+    char *public_prefix;             /* GET below it needs no token (owned), or NULL */
     llhttp_settings_t settings;      /* shared by every connection's parser */
     struct tr_http_conn *conns;      /* every connection not yet freed */
     uint32_t n_conns;                /* length of conns */

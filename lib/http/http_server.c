@@ -46,6 +46,7 @@ static void free_config(struct tr_http_server *srv)
     if (srv->tokens != NULL)
         OPENSSL_cleanse(srv->tokens, srv->n_tokens * sizeof(*srv->tokens));
     tr_free_null(&srv->tokens);
+    tr_free_null(&srv->public_prefix);
 }
 
 static int copy_config(struct tr_http_server *srv, const struct tr_http_config *cfg)
@@ -59,6 +60,9 @@ static int copy_config(struct tr_http_server *srv, const struct tr_http_config *
     srv->before = cfg->before;
     srv->authenticate = cfg->authenticate;
     srv->authorize = cfg->authorize;
+    if (cfg->public_prefix != NULL &&
+        (srv->public_prefix = tr_strdup(cfg->public_prefix)) == NULL)
+        return TR_ENOMEM;
 
     size_t n = 0;
     while (cfg->routes != NULL && cfg->routes[n].method != NULL)
@@ -368,6 +372,17 @@ static bool is_healthz(const struct tr_http_req *req)
             tr_http_route_match("/readyz", req->path, NULL, NULL, NULL));
 }
 
+/* A GET of the public prefix itself or of a path below it (not "/uix"). */
+static bool is_public(const struct tr_http_server *srv, const struct tr_http_req *req)
+{
+    const char *pp = srv->public_prefix;
+    if (pp == NULL || strcmp(req->method, "GET") != 0)
+        return false;
+    size_t n = strlen(pp);
+    return req->path.len >= n && memcmp(req->path.p, pp, n) == 0 &&
+           (req->path.len == n || req->path.p[n] == '/');
+}
+
 /* Answers 405 with the methods the path does accept. */
 static void method_not_allowed(struct tr_http_conn *c, const struct tr_http_server *srv)
 {
@@ -433,7 +448,7 @@ void tr_http__dispatch(struct tr_http_conn *c)
     tr_http__req_split_url(req);
 
     if ((srv->n_tokens > 0 || srv->authenticate != NULL) && !is_healthz(req) &&
-        !token_ok(srv, req)) {
+        !is_public(srv, req) && !token_ok(srv, req)) {
         tr_http__send_error(c, 401, "unauthorized",
                             "a valid 'Authorization: Bearer <token>' header is required",
                             "WWW-Authenticate: Bearer\r\n", false);

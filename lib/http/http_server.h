@@ -16,7 +16,7 @@
  * Authentication: when tokens are configured, every request needs
  * "Authorization: Bearer <token>" matching one of them, except GET /healthz,
  * which stays open because liveness probes carry no token (it must reveal
- * nothing). Without a valid token the answer is 401 before any routing, so
+ * nothing), and GET below the configured public_prefix (static files). Without a valid token the answer is 401 before any routing, so
  * an unauthenticated client cannot tell which paths exist.
  *
  * Slow or idle clients cannot hold the connection cap: requests have a
@@ -82,6 +82,10 @@ struct tr_http_config
     /* Optional: called with handler_arg and the matched route's level before
      * its handler; returning false means it answered the request (403). */
     bool (*authorize)(struct tr_http_req *req, int level, void *arg);
+    /* Optional: GET requests for this path or below it ("/ui": "/ui",
+     * "/ui/x") need no token, for static files that hold no data (the web
+     * view's page, which then asks for a token and sends it on its API calls). */
+    const char *public_prefix;
 };
 
 /* A server on loop; NULL when out of memory. cfg is copied (tokens too). */

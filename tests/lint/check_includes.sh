@@ -43,6 +43,7 @@ part() {
     sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
     auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
+    api_ui.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
     budgets.[ch]|budgets_int.h|quotas.c) echo api ;;
     events.[ch]|webhooks.[ch]) echo api ;;

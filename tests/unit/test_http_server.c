@@ -896,6 +896,33 @@ static void test_auth(void **state)
     assert_int_equal(f->handled, 4);
 }
 
+/* GET below the public prefix needs no token (the web view's static files);
+ * other methods, other paths and a path that merely starts alike still do. */
+static void test_public_prefix(void **state)
+{
+    struct fixture *f = *state;
+    f->tokens[0] = "s3cret";
+    f->tokens[1] = NULL;
+    f->cfg.tokens = f->tokens;
+    f->cfg.public_prefix = "/path";
+    start(f);
+    struct client *c = client_open(f);
+    client_send(c, "GET /path/ok HTTP/1.1\r\n\r\n");
+    client_send(c, "DELETE /path/ok HTTP/1.1\r\n\r\n");
+    client_send(c, "GET /pathology HTTP/1.1\r\n\r\n");
+    client_send(c, "GET /echo/a/b HTTP/1.1\r\n\r\n");
+    wait_resps(c, 4);
+    assert_int_equal(c->resps[0].status, 200);
+    assert_string_equal(c->resps[0].body, "ok");
+    assert_int_equal(c->resps[1].status, 401);
+    assert_int_equal(c->resps[2].status, 401);
+    assert_int_equal(c->resps[3].status, 401);
+    client_close(c);
+    struct resp *r = exchange(f, "GET /path HTTP/1.1\r\n\r\n", &c);
+    assert_int_equal(r->status, 404); /* public, and no route */
+    client_close(c);
+}
+
 /* A standby scheduler's gate: answers /gate/... itself with a redirect that
  * keeps the path and the raw query, and lets everything else through. */
 static bool before_gate(struct tr_http_req *req, void *arg)
@@ -1359,6 +1386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_params_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_body_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_public_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
