@@ -370,6 +370,16 @@ static int l_usage_add(lua_State *L)
     return 1;
 }
 
+/* guards() -> the pipeline's guards, the running task's guards (tables or nil) */
+static int l_guards(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t == NULL)
+        return 0;
+    tr_task_push_guards(L, t);
+    return 2;
+}
+
 /* ====================================================================== */
 /* The response cache                                                     */
 /* ====================================================================== */
@@ -568,6 +578,7 @@ int tr_lua_llm_open(lua_State *L)
         {"env_config", l_env_config},   {"api_key", l_api_key},
         {"retry_after", l_retry_after}, {"backoff", l_backoff},
         {"mono_ms", l_mono_ms},         {"usage_add", l_usage_add},
+        {"guards", l_guards},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -43,6 +43,7 @@ enum task_field
     F_PRIORITY,
     F_GPUS,
     F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c */
+    F_GUARDS,    /* guardrails around its model calls: pipeline_guards.c */
     F_UNKNOWN
 };
 
@@ -55,6 +56,8 @@ static enum task_field task_field_of(const char *k, size_t len)
 {
     if (tr_flow_field_of(k, len) != 0)
         return F_FLOW;
+    if (len == 6 && memcmp(k, "guards", 6) == 0)
+        return F_GUARDS;
     for (size_t i = 0; i < TR_ARRAY_LEN(task_field_names); i++) {
         if (strlen(task_field_names[i]) == len && memcmp(task_field_names[i], k, len) == 0)
             return (enum task_field)i;
@@ -279,6 +282,13 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
         const char *k = lua_tolstring(L, -2, &klen);
         return tr_flow_check_field(L, tr_flow_field_of(k, klen), f, why, why_len);
     }
+    case F_GUARDS: {
+        char g[TR_TASK_WHY_MAX];
+        if (tr_guards_check(L, lua_gettop(L), g, sizeof(g)) == 0)
+            return 0;
+        snprintf(why, why_len, WHO ": %.250s", WHO_ARGS(who), g);
+        return -1;
+    }
     case F_UNKNOWN:
         TR_ASSERT(!"unreachable");
         break;
@@ -502,7 +512,8 @@ static int l_pipeline(lua_State *L)
         size_t klen = 0;
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
-        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers"};
+        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
+                                             "guards"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -584,6 +595,19 @@ static int l_pipeline(lua_State *L)
         return raise_check(L, why);
     }
     lua_setfield(L, 2, "triggers");
+
+    /* Guardrails around every model call of the pipeline's tasks (the worker
+     * reads them from this table): checked here, with the file's line. */
+    lua_pushliteral(L, "guards");
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1)) {
+        char g[TR_TASK_WHY_MAX];
+        if (tr_guards_check(L, lua_gettop(L), g, sizeof(g)) != 0) {
+            snprintf(why, sizeof(why), "trellis.pipeline: %.280s", g);
+            return raise_check(L, why);
+        }
+    }
+    lua_setfield(L, 2, "guards");
 
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
     lua_setmetatable(L, 2);
