@@ -55,6 +55,8 @@ static const struct tr_cli_cmd commands[] = {
      "list the model registry, a model's versions, its alias history; move an alias"},
     {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
      "list declared triggers with their state; what a trigger fired"},
+    {"audit", tr_cmd_audit, "[--since T] [--limit N] [--tenant T] [--json]",
+     "list the audit log: who changed what, when (admin tokens)"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };
@@ -266,7 +268,12 @@ static bool read_token_file(const char *path, char **out)
                          line[b - 1] == '\t'))
             b--;
         if (b > a && line[a] != '#') {
-            *out = tr_strndup(line + a, b - a);
+            /* The token is the line's first field: a line of the scheduler's
+             * file ("TOKEN ROLE TENANT") works as it is. */
+            size_t t = a;
+            while (t < b && line[t] != ' ' && line[t] != '\t')
+                t++;
+            *out = tr_strndup(line + a, t - a);
             found = true;
         }
     }

@@ -6,6 +6,9 @@
  */
 #include "lib/base/alloc.h"
 #include "scheduler/api_int.h"
+#include "scheduler/audit.h"
+#include "scheduler/auth.h"
+#include "scheduler/tenants.h"
 #include "scheduler/core_flow.h"
 
 #define APPROVAL_BODY_MAX (64u << 10) /* bytes of a decision's body */
@@ -85,8 +88,16 @@ void h_run_approval(struct tr_http_req *req, void *arg)
     }
     bool approve = strcmp(json_string_value(d), "approve") == 0;
     const char *comment = json_is_string(cm) ? json_string_value(cm) : NULL;
-    /* The API has no token names yet: the audit work (issue #11) fills this in. */
-    const char *user = "anonymous";
+    /* Another tenant's run answers as an unknown one does. */
+    struct run *r = run_find(a->core, run_id);
+    if (r != NULL && !tenant_sees(a, req, TENANT_PIPELINE, r->pipe->def->name)) {
+        json_decref(body);
+        tr_http_respond_error(req, 404, "not_found", "no such run or task");
+        return;
+    }
+    /* Who decided: the token's name (auth.h); without tokens, "anonymous". */
+    const struct auth_principal *who = auth_of(req);
+    const char *user = who != NULL && who->name[0] != '\0' ? who->name : "anonymous";
     struct tr_error err;
     tr_error_init(&err);
     int rc = flow_approval_decide(a->core, run_id, name, approve, comment, user, &err);
@@ -103,6 +114,15 @@ void h_run_approval(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 409, "conflict", err.msg);
         return;
     }
+    char object[400];
+    snprintf(object, sizeof(object), "%s/%s", run_id, name);
+    json_t *detail = json_object();
+    if (comment != NULL)
+        json_object_set_new(detail, "comment", json_string(comment));
+    char *detail_text = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
+    tr_audit_record_detail(a, req, approve ? "run.approve" : "run.reject", object, detail_text);
+    free(detail_text); /* jansson's allocator */
+    json_decref(detail);
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(run_id));
     json_object_set_new(o, "task", json_string(name));

@@ -64,6 +64,8 @@ void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
     }
     in->output_len = (uint32_t)len;
     in->cached = cached;
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     if (in->finished_at == 0)
         in->finished_at = tr_now();
     inst_set_state(in, TR_TASK_SUCCEEDED);
@@ -86,6 +88,8 @@ void inst_fail_final(struct inst *in, const char *error)
     }
     if (in->finished_at == 0)
         in->finished_at = tr_now();
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     inst_set_state(in, TR_TASK_FAILED);
     inst_mark_dirty(in);
     r->core->cnt->tasks_failed++;
@@ -339,6 +343,8 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
     tr_free(in->error);
     in->error = error.len ? tr_strndup(error.p, error.len)
                           : tr_strdup("task failed without a message");
+    if (in->conc_held)
+        dispatch_conc_release(c->dispatch, in);
     if (in->failures <= td->retries) {
         double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
         inst_set_state(in, TR_TASK_RETRY_WAIT);
@@ -581,6 +587,10 @@ out_free:
 void run_start(struct run *r)
 {
     const struct tr_pipeline_def *def = r->pipe->def;
+    if (def->max_active_runs > 0 && !core_gate_admit(r))
+        return; /* queued behind max_active_runs: started by core_gate_leave */
+    if (r->ctl_since == 0)
+        r->ctl_since = tr_now();
     if (def->n_tasks == 0) {
         run_finish(r);
         return;
@@ -709,9 +719,15 @@ static void run_finish(struct run *r)
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
     flow_run_final(r);
+    core_gate_leave(r);
 }
 
 int run_cancel(struct run *r, const char *reason)
+{
+    return run_stop(r, reason, TR_RUN_CANCELLED);
+}
+
+int run_stop(struct run *r, const char *reason, uint8_t st)
 {
     struct core *s = r->core;
     if (run_is_final(r))
@@ -738,19 +754,21 @@ int run_cancel(struct run *r, const char *reason)
             s->cnt->tasks_cancelled++;
         }
     }
-    r->state = TR_RUN_CANCELLED;
+    r->state = st;
     r->finished_at = tr_now();
     tr_free(r->error);
     r->error = tr_strdup(reason);
-    s->cnt->runs_total[TR_RUN_CANCELLED]++;
+    s->cnt->runs_total[st]++;
     s->n_active--;
     dispatch_pools_ref(s->dispatch, def, -1);
-    tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
+    tr_info("run %s run=%s pipeline=%s: %.200s", tr_run_state_names[st], r->id, def->name,
+            reason);
     run_mark_dirty(r);
     lru_append(s, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
     flow_run_final(r);
+    core_gate_leave(r);
     return 0;
 }
 
@@ -782,6 +800,7 @@ void core_init(struct core *c, const struct core_parts *parts, uint32_t keep_run
     c->timers = parts->timers;
     c->cnt = parts->cnt;
     c->hooks = *hooks;
+    tr_hmap_init(&c->gates);
 }
 
 void core_release(struct core *c)
@@ -792,4 +811,5 @@ void core_release(struct core *c)
         run_free(r);
     tr_hmap_release(&c->runs);
     tr_hmap_release(&c->flow_pending);
+    core_controls_release(c);
 }

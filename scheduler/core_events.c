@@ -182,4 +182,4 @@ static void fail_unsent(void *arg, struct inst *in, const char *error)
     inst_fail_final(in, error);
 }
 
-const struct dispatch_hooks core_dispatch_hooks = {NULL, try_cache, fail_unsent};
+const struct dispatch_hooks core_dispatch_hooks = {NULL, try_cache, fail_unsent, NULL, NULL};

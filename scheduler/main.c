@@ -113,6 +113,8 @@ static const struct tr_flag sched_flags[] = {
      .help = "client certificate for etcd, with --etcd-key"},
     {"etcd-key", 0, TR_FLAG_STR, CFG(etcd_key), .arg = "FILE", .check = check_etcd_file,
      .help = "client key for etcd, with --etcd-cert"},
+    {"unschedulable-timeout", 0, TR_FLAG_UINT, CFG(unschedulable_s), .dflt = "300", .arg = "N",
+     .max = 86400 * 7, .help = "seconds a task waits for a worker with its labels (0: forever)"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)

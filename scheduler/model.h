@@ -73,6 +73,8 @@ struct inst
     bool waiting;             /* held by the scheduler: an approval, or a subrun's child
                                * (worker_id is the child's run id); its record is written */
     bool has_child;           /* a subrun whose child started: worker_id is its run id */
+    bool conc_held;           /* holds a place of its concurrency key (dispatch_place.c) */
+    bool conc_wait;           /* waits in its concurrency key's heap (dispatch_place.c) */
 };
 
 /* The run-time state of one task of the pipeline within a run (core.c). */
@@ -135,6 +137,11 @@ struct run
     struct inst *parent_inst; /* the parent's waiting instance, while linked */
     char *parent_run;         /* the parent's run id and task (owned), NULL when none */
     char *parent_task;
+    /* Run controls (core_controls.c). */
+    double ctl_since;         /* wall clock it was let start (run_start), 0 before */
+    struct run *gate_next;    /* in its pipeline's max_active_runs queue */
+    bool gate_counted;        /* counted among its pipeline name's active runs */
+    bool gate_waiting;        /* queued behind max_active_runs */
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)

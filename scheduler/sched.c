@@ -9,8 +9,10 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "scheduler/audit.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
+#include "scheduler/tenants.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -28,12 +30,28 @@
  */
 static void on_commit_retry(uv_timer_t *h);
 
+/* About once a second, before the turn's commit so that what they change is
+ * in it: run timeouts, runs waiting for max_active_runs, labelled tasks no
+ * worker can take (core_controls.c, dispatch_place.c). */
+static void run_controls_tick(struct sched *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_controls_ms < 1000)
+        return;
+    s->last_controls_ms = now;
+    double wall = tr_now();
+    dispatch_place_check(&s->dispatch, wall);
+    if (s->recovery == NULL)
+        core_controls_tick(&s->core, wall);
+}
+
 static void end_of_turn(struct sched *s)
 {
     /* A leader whose lease is in doubt, or a standby, neither commits nor
      * sends: another scheduler may be leading (leader.c). */
     if (!leader_may_act(s->leader))
         return;
+    run_controls_tick(s);
     /* A turn stopped at its byte bound goes on at once, after this turn's
      * commit and sends, through the commit retry timer (nothing to retry:
      * the commit is not failing). */
@@ -105,6 +123,7 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     s->dispatch.epoch = *epoch;
     fb_reset(&s->api);
+    tenants_reset(&s->api);
     struct recover_parts rp = {&s->core, &s->pipes, s->state, s->loop, s->leader, &s->stopping};
     rc = recover_start(&s->recovery, &rp, err);
     if (rc < 0)
@@ -159,6 +178,8 @@ static void parts_init(struct sched *s)
     s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
+    dh.tenant_arg = &s->api; /* workers whose key is restricted to a tenant */
+    dh.tenant = api_run_tenant;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,
@@ -175,7 +196,8 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg) || trg_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg) || audit_have_dirty(arg) ||
+           tenants_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -184,13 +206,19 @@ static int fb_put_hook(void *arg, struct tr_state *st)
     int rc = fb_put_dirty(arg);
     /* After the feedback: triggers note which statistics this batch changes.
      * Firings go with the runs they start: one transaction. */
-    return rc == 0 ? trg_put_dirty(arg) : rc;
+    if (rc == 0)
+        rc = trg_put_dirty(arg);
+    if (rc == 0)
+        rc = tenants_put_dirty(arg);
+    return rc == 0 ? audit_put_dirty(arg) : rc; /* the entries go with their changes */
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
+    audit_committed(arg);
+    tenants_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */

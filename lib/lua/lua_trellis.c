@@ -22,6 +22,7 @@
 #include <math.h>
 
 #include "lib/lua/pipeline.h"
+#include "lib/lua/pipeline_controls.h"
 
 /* Registry keys: their addresses are unique. */
 static const char task_mt_key = 't';
@@ -42,14 +43,16 @@ enum task_field
     F_CACHE,
     F_PRIORITY,
     F_GPUS,
-    F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c */
+    F_LABELS,
+    F_CONCURRENCY,
+    F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c; not in task_field_names */
     F_GUARDS,    /* guardrails around its model calls: pipeline_guards.c */
     F_UNKNOWN
 };
 
 static const char *const task_field_names[] = {
     "name", "run", "after", "pool", "retries", "backoff", "timeout", "map", "cache", "priority",
-    "gpus",
+    "gpus", "labels", "concurrency",
 };
 
 static enum task_field task_field_of(const char *k, size_t len)
@@ -282,6 +285,10 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
         const char *k = lua_tolstring(L, -2, &klen);
         return tr_flow_check_field(L, tr_flow_field_of(k, klen), f, why, why_len);
     }
+    case F_LABELS:
+        return tr_check_task_labels(L, who->name, who->name_len, why, why_len);
+    case F_CONCURRENCY:
+        return tr_check_task_concurrency(L, who->name, who->name_len, why, why_len);
     case F_GUARDS: {
         char g[TR_TASK_WHY_MAX];
         if (tr_guards_check(L, lua_gettop(L), g, sizeof(g)) == 0)
@@ -497,6 +504,20 @@ static int check_params(lua_State *L, int idx, char *why, size_t why_len)
     return 0;
 }
 
+/* Checks the run controls of the pipeline table (1) and copies them into the result (2). */
+static int pipeline_controls(lua_State *L, char *why, size_t why_len)
+{
+    static const char *const fields[] = {"timeout", "max_active_runs"};
+    for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++) {
+        lua_pushstring(L, fields[i]);
+        lua_rawget(L, 1);
+        if (tr_check_pipeline_control(L, fields[i], why, why_len) != 0)
+            return -1;
+        lua_setfield(L, 2, fields[i]);
+    }
+    return 0;
+}
+
 static int l_pipeline(lua_State *L)
 {
     char why[TR_TASK_WHY_MAX];
@@ -513,7 +534,7 @@ static int l_pipeline(lua_State *L)
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
         static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
-                                             "guards"};
+                                             "timeout", "max_active_runs", "guards"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -595,6 +616,9 @@ static int l_pipeline(lua_State *L)
         return raise_check(L, why);
     }
     lua_setfield(L, 2, "triggers");
+
+    if (pipeline_controls(L, why, sizeof(why)) != 0)
+        return raise_check(L, why);
 
     /* Guardrails around every model call of the pipeline's tasks (the worker
      * reads them from this table): checked here, with the file's line. */

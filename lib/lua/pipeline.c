@@ -28,6 +28,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/lua/pipeline_trigger.h"
 #include "lib/wire/proto.h"
 
@@ -73,6 +74,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
 {
     if (def == NULL)
         return;
+    tr_pipeline_free_controls(def);
     for (uint32_t i = 0; def->tasks != NULL && i < def->n_tasks; i++) {
         tr_free(def->tasks[i].name);
         tr_free(def->tasks[i].after);
@@ -592,6 +594,8 @@ static int walk(lua_State *L, struct walk *w)
         cpu_pool_first(def);
     if (rc == 0)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_controls(L, 1, def, w->err);
     return rc;
 }
 

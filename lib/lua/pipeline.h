@@ -70,6 +70,11 @@ struct tr_task_def
     uint8_t kind;           /* enum tr_task_kind */
     bool approve_default;   /* approval: the decision when its timeout passes */
     char *subrun;           /* subrun: "pipeline[@version]" (owned), else NULL */
+    /* Placement and concurrency (pipeline_controls.c; docs/pipelines.md). */
+    char **labels;          /* key, value, key, value...: n_labels pairs sorted by key; or NULL */
+    uint16_t n_labels;      /* a worker must carry every one (--label K=V) */
+    char *conc_key;         /* concurrency key, NULL when none */
+    uint32_t conc_limit;    /* at most this many instances of the key dispatched at once */
 };
 
 /* What a trigger watches (trellis.trigger's `on`). */
@@ -117,6 +122,9 @@ struct tr_pipeline_def
     /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
      * def built by hand, which is then searched linearly). */
     uint32_t *by_name;
+    /* Run controls (pipeline_controls.c; docs/pipelines.md). */
+    double timeout;            /* seconds for the whole run from its start, 0 = none */
+    uint32_t max_active_runs;  /* runs of this name active at once, 0 = no limit */
 };
 
 /* Limits of the sandbox that reads a pipeline. */

@@ -4,7 +4,10 @@
  */
 #include "lib/lua/pipeline_codec.h"
 
+#include <math.h>
+
 #include "lib/base/alloc.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/wire/mp_read.h"
 
 #define CODEC_VERSION 3 /* 2: tasks carry gpus; 3: control flow */
@@ -88,10 +91,38 @@ static int pack_trigger(msgpack_packer *pk, const struct tr_trigger_def *t)
     return rc;
 }
 
+/* The run controls (the 14th element): [timeout, max_active_runs, [[task, [k, v, ...],
+ * conc_key or nil, conc_limit]...]], listing only the tasks that have any. */
+static int pack_controls(msgpack_packer *pk, const struct tr_pipeline_def *def)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < def->n_tasks; i++)
+        n += tr_task_has_controls(&def->tasks[i]);
+    if (msgpack_pack_array(pk, 3) || msgpack_pack_double(pk, def->timeout) ||
+        msgpack_pack_uint32(pk, def->max_active_runs) || msgpack_pack_array(pk, n))
+        return TR_ENOMEM;
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        const struct tr_task_def *t = &def->tasks[i];
+        if (!tr_task_has_controls(t))
+            continue;
+        if (msgpack_pack_array(pk, 4) || msgpack_pack_uint32(pk, i) ||
+            msgpack_pack_array(pk, 2u * t->n_labels))
+            return TR_ENOMEM;
+        for (uint32_t k = 0; k < 2u * t->n_labels; k++) {
+            if (pack_str(pk, t->labels[k]) != 0)
+                return TR_ENOMEM;
+        }
+        if ((t->conc_key ? pack_str(pk, t->conc_key) : msgpack_pack_nil(pk)) != 0 ||
+            msgpack_pack_uint32(pk, t->conc_limit) != 0)
+            return TR_ENOMEM;
+    }
+    return 0;
+}
+
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 13) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 14) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -128,6 +159,8 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
     for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
         rc = pack_trigger(pk, &def->triggers[i]);
+    if (rc == 0)
+        rc = pack_controls(pk, def);
     return rc;
 }
 
@@ -141,6 +174,7 @@ struct dec
     struct tr_error *err;
     uint32_t n_tasks;
     bool with_triggers;     /* the graph has its 13th element */
+    bool with_controls;     /* and its 14th (run controls) */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -301,13 +335,62 @@ static int read_triggers(struct dec *d, struct tr_pipeline_def *def)
     return rc;
 }
 
+static int read_task_controls(struct dec *d, struct tr_task_def *t)
+{
+    int rc = 0;
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || n % 2 != 0 || n / 2 > TR_TASK_LABELS_MAX || t->labels != NULL)
+        return malformed(d, "a task's labels");
+    if (n > 0 && (t->labels = tr_calloc(n, sizeof(char *))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < n; k += 2) {
+        t->n_labels++;
+        if ((t->labels[k] = dup_str(d, "label", &rc)) == NULL ||
+            (t->labels[k + 1] = dup_str(d, "label", &rc)) == NULL)
+            return rc;
+        if (k > 0 && strcmp(t->labels[k - 2], t->labels[k]) >= 0)
+            return malformed(d, "a task's labels are not sorted");
+    }
+    if (!tr_mp_rd_nil(&d->r) && (t->conc_key = dup_str(d, "concurrency key", &rc)) == NULL)
+        return rc;
+    uint64_t limit = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || limit > TR_CONC_LIMIT_MAX || (t->conc_key != NULL && limit < 1))
+        return malformed(d, "a task's concurrency limit");
+    t->conc_limit = (uint32_t)limit;
+    return 0;
+}
+
+/* The run controls (the 14th element, pack_controls). */
+static int read_controls(struct dec *d, struct tr_pipeline_def *def)
+{
+    if (tr_mp_rd_array(&d->r) != 3)
+        return malformed(d, "run controls");
+    def->timeout = tr_mp_rd_double(&d->r);
+    uint64_t mar = tr_mp_rd_uint(&d->r);
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || !(def->timeout >= 0) || !isfinite(def->timeout) ||
+        mar > TR_CONC_LIMIT_MAX || n > def->n_tasks)
+        return malformed(d, "run controls");
+    def->max_active_runs = (uint32_t)mar;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t = (tr_mp_rd_array(&d->r) == 4) ? tr_mp_rd_uint(&d->r) : UINT64_MAX;
+        if (d->r.err != 0 || t >= def->n_tasks)
+            return malformed(d, "a task's run controls");
+        int rc = read_task_controls(d, &def->tasks[t]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if ((fields != 12 && fields != 13) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if (fields < 12 || fields > 14 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
-    d->with_triggers = fields == 13;
+    d->with_triggers = fields >= 13;
+    d->with_controls = fields >= 14;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -380,6 +463,8 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
     }
     if (rc == 0 && d->with_triggers)
         rc = read_triggers(d, def);
+    if (rc == 0 && d->with_controls)
+        rc = read_controls(d, def);
     return rc;
 }
 

@@ -226,6 +226,33 @@ struct tr_trigger_rec
 };
 
 typedef int (*tr_state_trigger_fn)(const struct tr_trigger_rec *rec, void *arg);
+
+/* One entry of the audit log (scheduler/audit.c): a change, who made it, when. */
+struct tr_audit_rec
+{
+    const char *id;          /* required: unique, sorts by time */
+    const char *tenant;      /* required */
+    const char *token;       /* required: the token's name ("anonymous" without tokens) */
+    const char *role;
+    const char *action;      /* required: "run.start", "pipeline.register", ... */
+    const char *object;      /* what it changed: a run id, a pipeline name, ... */
+    const char *detail_json; /* NULL or a JSON object */
+    double at;               /* wall-clock seconds */
+};
+
+typedef int (*tr_state_audit_fn)(const struct tr_audit_rec *rec, void *arg);
+
+/* The tenant a name belongs to (scheduler/tenants.c): a name of kind
+ * "pipeline" or "model" without such a record belongs to tenant `default`. */
+struct tr_owner_rec
+{
+    const char *kind;        /* required */
+    const char *name;        /* required */
+    const char *tenant;      /* required */
+    double at;
+};
+
+typedef int (*tr_state_owner_fn)(const struct tr_owner_rec *rec, void *arg);
 typedef int (*tr_state_pipeline_fn)(const struct tr_pipeline_rec *rec, void *arg);
 typedef int (*tr_state_run_fn)(const struct tr_run_rec *rec, void *arg);
 typedef int (*tr_state_task_fn)(const struct tr_task_rec *rec, void *arg);
@@ -398,5 +425,17 @@ int tr_state_list_firings(struct tr_state *st, const char *pipeline, const char 
 /* Triggers by pipeline then name; pipeline NULL: all. */
 int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_trigger_fn cb,
                            void *arg) TR_MUST_CHECK;
+
+/* An audit entry (inserted in the batch in progress). */
+int tr_state_put_audit(struct tr_state *st, const struct tr_audit_rec *rec) TR_MUST_CHECK;
+/* Audit entries oldest first; tenant NULL: every tenant's. The callback may
+ * return a positive value to stop early (the listing then returns it). */
+int tr_state_list_audit(struct tr_state *st, const char *tenant, tr_state_audit_fn cb,
+                        void *arg) TR_MUST_CHECK;
+
+/* The owner record of (kind, name); TR_ENOENT when there is none. */
+int tr_state_put_owner(struct tr_state *st, const struct tr_owner_rec *rec) TR_MUST_CHECK;
+int tr_state_get_owner(struct tr_state *st, const char *kind, const char *name,
+                       tr_state_owner_fn cb, void *arg) TR_MUST_CHECK;
 
 #endif

@@ -40,6 +40,8 @@ enum tr_row_kind
     TR_ROW_ALIAS_MOVE,    /* key: name, seq;      grp name,                  ord seq */
     TR_ROW_FIRING,        /* key: pipeline, trigger, time; grp pipeline, sub trigger, ord fired_at */
     TR_ROW_TRIGGER,       /* key: pipeline, trigger;  grp pipeline, sub trigger */
+    TR_ROW_AUDIT,         /* key: tenant, id;     grp tenant,                ord at */
+    TR_ROW_OWNER,         /* key: kind, name;     grp kind */
     TR_ROW_KIND_COUNT
 };
 

@@ -38,9 +38,11 @@ sched_order="config model counters usage sandbox loader transport batch timers g
 part() {
   case "$1" in
     workers.[ch]) echo fleet ;;
-    core_events.c|core_flow.[ch]) echo core ;;
+    core_events.c|core_flow.[ch]|core_controls.c) echo core ;;
+    dispatch_place.c|dispatch_int.h) echo dispatch ;;
     sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
+    auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
     *) echo "${1%.[ch]}" ;;
