@@ -153,12 +153,29 @@ print(string.format("injection @0.5: detected %d/%d (%.1f%%), false positives %d
 print(string.format("pii: exact findings %d/%d (%.1f%%), false positives %d/%d (%.1f%%)",
                     pii.found, pii.pos, 100 * pii.found / pii.pos, pii.fp, pii.neg,
                     100 * pii.fp / pii.neg))
+-- The held-out cases, written after the tuning and never used for it.
+local ho = { tp = 0, pos = 0, fp = 0, neg = 0 }
+for line in HOLDOUT:gmatch("[^\n]+") do
+  local c = json.decode(line)
+  local s = guard.injection(c.text).score
+  if c.label then
+    ho.pos = ho.pos + 1
+    if s >= 0.7 then ho.tp = ho.tp + 1 else missed[#missed + 1] = "holdout: " .. c.text end
+  else
+    ho.neg = ho.neg + 1
+    if s >= 0.7 then ho.fp = ho.fp + 1; false_pos[#false_pos + 1] = "holdout: " .. c.text end
+  end
+end
+print(string.format("injection held out @0.7: detected %d/%d (%.1f%%), false positives %d/%d (%.1f%%)",
+                    ho.tp, ho.pos, 100 * ho.tp / ho.pos, ho.fp, ho.neg, 100 * ho.fp / ho.neg))
 for _, t in ipairs(missed) do print("  missed: " .. t) end
 for _, t in ipairs(false_pos) do print("  false positive: " .. t) end
 eq(pos >= 60 and neg >= 60, true, "at least 60 attempts and 60 benign prompts")
 -- The thresholds docs/guardrails.md states.
 eq(inj.tp / pos >= 0.90, true, "injection detection rate >= 90% at 0.7")
 eq(inj.fp / neg <= 0.05, true, "injection false-positive rate <= 5% at 0.7")
+eq(ho.tp / ho.pos >= 0.80, true, "held-out injection detection rate >= 80% at 0.7")
+eq(ho.fp / ho.neg <= 0.05, true, "held-out injection false-positive rate <= 5% at 0.7")
 eq(pii.found / pii.pos >= 0.95, true, "PII detection rate >= 95%")
 eq(pii.fp / pii.neg <= 0.05, true, "PII false-positive rate <= 5%")
 return n

@@ -147,14 +147,17 @@ static void test_throughput(void **state)
 static void run_lua_test(const char *name)
 {
     const char *srcdir = getenv("TR_SOURCE_DIR");
-    char path[512], cases_path[512];
+    char path[512], cases_path[512], holdout_path[512];
     snprintf(path, sizeof(path), "%s/tests/lua/%s_test.lua", srcdir ? srcdir : ".", name);
     snprintf(cases_path, sizeof(cases_path), "%s/tests/guard/cases.jsonl",
              srcdir ? srcdir : ".");
-    size_t len, clen;
+    snprintf(holdout_path, sizeof(holdout_path), "%s/tests/guard/holdout.jsonl",
+             srcdir ? srcdir : ".");
+    size_t len, clen, hlen;
     char *src = read_all(path, &len);
     char *cases = read_all(cases_path, &clen);
-    if (src == NULL || cases == NULL)
+    char *holdout = read_all(holdout_path, &hlen);
+    if (src == NULL || cases == NULL || holdout == NULL)
         fail_msg("cannot read %s or %s (is TR_SOURCE_DIR set?)", path, cases_path);
     struct tr_lua_limits lim = {.mem_max = 256u << 20};
     lua_State *L = tr_lua_new(&lim);
@@ -164,6 +167,9 @@ static void run_lua_test(const char *name)
     lua_pushlstring(L, cases, clen);
     lua_setglobal(L, "CASES");
     tr_free(cases);
+    lua_pushlstring(L, holdout, hlen);
+    lua_setglobal(L, "HOLDOUT");
+    tr_free(holdout);
     struct tr_error err;
     tr_error_init(&err);
     int rc = tr_lua_eval(L, src, len, path, &err);
