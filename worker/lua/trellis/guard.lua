@@ -587,6 +587,27 @@ local function redact_if(spec, text)
   return M.redact(text, opts)
 end
 
+-- A message content redacted: a string, or an array of parts whose text
+-- parts are redacted one by one (other parts kept as they are).
+local function redact_content(spec, content)
+  if type(content) ~= "table" then return redact_if(spec, text_of(content)) end
+  local parts, total = {}, 0
+  for i, part in ipairs(content) do
+    if type(part) == "table" and type(part.text) == "string" then
+      local new, n = redact_if(spec, part.text)
+      if n > 0 then
+        local copy = {}
+        for k, v in pairs(part) do copy[k] = v end
+        copy.text = new
+        part = copy
+        total = total + n
+      end
+    end
+    parts[i] = part
+  end
+  return parts, total
+end
+
 -- A blocked call: counted, then the fallback answer or an error.
 local function blocked(g, stage, check_name, why, r)
   C.blocked_record(check_name, stage)
@@ -610,7 +631,7 @@ function M.around(g, call, chat)
       -- The pipeline's own system prompt is trusted; every other message is checked.
       local name, why = run_checks(spec, "input", text, m.role ~= "system")
       if name then return blocked(g, "input", name, string.format("message %d: %s", i, why)) end
-      local new, n = redact_if(spec, text)
+      local new, n = redact_content(spec, m.content)
       if n > 0 then
         local copy = {}
         for k, v in pairs(m) do copy[k] = v end
