@@ -57,6 +57,9 @@ static const struct tr_cli_cmd commands[] = {
      "list declared triggers with their state; what a trigger fired"},
     {"audit", tr_cmd_audit, "[--since T] [--limit N] [--tenant T] [--json]",
      "list the audit log: who changed what, when (admin tokens)"},
+    {"retry", tr_cmd_retry, "RUN [--json]",
+     "start a new run of a finished run's pipeline and params, reusing what succeeded"},
+    {"delete", tr_cmd_delete, "RUN [--json]", "delete a finished run, its outputs and logs"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };

@@ -14,6 +14,7 @@
 #include "scheduler/tenants.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
+#include "scheduler/runctl.h"
 
 #include <math.h>
 
@@ -190,6 +191,8 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
     json_object_set_new(o, "tasks", counts_json(r->counts));
     api_flow_run_json(r, o);
+    if (r->retry_of != NULL)
+        json_object_set_new(o, "retry_of", json_string(r->retry_of));
     if (with_output) {
         json_object_set_new(o, "params", parse_or_null(r->params_json));
         json_object_set_new(o, "output", parse_or_null(r->output_json));
@@ -282,6 +285,7 @@ void on_waiter_abort(struct tr_http_req *req, void *arg)
 void api_run_final(void *arg, struct run *r)
 {
     struct api *a = arg;
+    rc_run_final(a, r);
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
@@ -448,8 +452,11 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/runs/{id}/logs", h_run_logs, VIEWER},
     {"POST", "/v1/runs/{id}/cancel", h_run_cancel, OPERATOR},
     {"POST", "/v1/runs/{id}/approvals/{task}", h_run_approval, OPERATOR},
+    {"POST", "/v1/runs/{id}/retry", h_run_retry, OPERATOR},
+    {"DELETE", "/v1/runs/{id}", h_run_delete, OPERATOR},
     {"POST", "/v1/pipelines", h_pipelines_post, OPERATOR},
     {"GET", "/v1/pipelines", h_pipelines_list, VIEWER},
+    {"GET", "/v1/pipelines/{name}/versions/{v}/source", h_pipeline_source, VIEWER},
     {"GET", "/v1/workers", h_workers, VIEWER},
     {"GET", "/healthz", h_healthz, OPEN},
     {"GET", "/readyz", h_readyz, OPEN},

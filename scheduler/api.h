@@ -40,6 +40,7 @@ struct api
     struct auth *auth;        /* the tokens and their roles (auth.h) */
     struct audit_log *audit;  /* audit entries of the turn (audit.h) */
     struct tenants *tenants;  /* owners of names (tenants.h) */
+    struct rc_loop *rc;       /* run control (runctl.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -14,6 +14,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -26,6 +27,7 @@ struct start_ctx
     struct tr_http_req *req; /* NULL once the client went away */
     json_t *params;          /* owned */
     bool register_only;      /* POST /v1/pipelines */
+    char *idem_key;          /* its Idempotency-Key (runctl.h), NULL when none */
 };
 
 static void start_ctx_abort(struct tr_http_req *req, void *arg)
@@ -36,6 +38,7 @@ static void start_ctx_abort(struct tr_http_req *req, void *arg)
 
 static void start_ctx_free(struct start_ctx *c)
 {
+    rc_idem_release(c->api, c->idem_key);
     json_decref(c->params);
     tr_free(c);
 }
@@ -68,7 +71,7 @@ static void finish_register(struct api *a, struct pipeline_entry *pe, struct tr_
 }
 
 static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *params,
-                         struct tr_http_req *req)
+                         struct tr_http_req *req, const char *idem_key)
 {
     /* The pipeline's defaults are merged into every run's params on the loop. */
     uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes : (1u << 20);
@@ -80,6 +83,8 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
         tr_http_respond_error(req, 400, "invalid_params", msg);
         return;
     }
+    if (!rc_params_check(req, pe->def, params))
+        return;
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
@@ -90,6 +95,7 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
         respond_err(req, &err);
         return;
     }
+    rc_idem_created(a, idem_key, r);
     run_start(r);
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
@@ -117,7 +123,7 @@ static void on_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg
         } else if (c->register_only) {
             finish_register(a, pe, c->req);
         } else {
-            finish_start(a, pe, c->params, c->req);
+            finish_start(a, pe, c->params, c->req, c->idem_key);
         }
     }
     start_ctx_free(c);
@@ -271,12 +277,19 @@ static void start_or_register(struct api *a, struct tr_http_req *req, bool regis
         json_decref(body);
         return;
     }
+    char *idem_key = NULL;
+    if (!register_only && rc_idem_begin(a, req, &idem_key)) {
+        json_decref(body); /* answered: a replay, a conflict or a bad key */
+        return;
+    }
     struct start_ctx *c = tr_calloc(1, sizeof(*c));
     if (c == NULL) {
+        rc_idem_release(a, idem_key);
         json_decref(body);
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
+    c->idem_key = idem_key;
     c->api = a;
     c->req = req;
     c->register_only = register_only;
@@ -474,6 +487,7 @@ void h_run_get(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
         return;
     }
+    rc_add_retry_of(a, c.out);
     c.usage = usage_sum_new();
     if (tr_state_list_tasks(a->state, id, count_task_usage, &c) == 0) {
         json_object_set_new(c.out, "tasks", counts_json(c.counts));

@@ -546,6 +546,9 @@ void run_free(struct run *r)
     tr_free(r->error);
     json_decref(r->usage_sum);
     tr_free(r->usage_json);
+    tr_free(r->retry_of);
+    if (r->retry_ctx != NULL && r->retry_ctx_free != NULL)
+        r->retry_ctx_free(r->retry_ctx); /* a retry stopped before it ended */
     tr_free(r);
 }
 
@@ -833,4 +836,20 @@ void core_release(struct core *c)
     tr_hmap_release(&c->runs);
     tr_hmap_release(&c->flow_pending);
     core_controls_release(c);
+}
+
+/* Drops a finished run from memory before its eviction (DELETE /v1/runs/{id},
+ * --retention): TR_EAGAIN while its record is being written, a long-poll
+ * waits on it or a dispatch is still registered; TR_ECONFLICT when unfinished. */
+int run_forget(struct core *s, struct run *r)
+{
+    if (!run_is_final(r))
+        return TR_ECONFLICT;
+    if (r->dirty || r->waiters != NULL || r->outstanding != 0)
+        return TR_EAGAIN;
+    lru_unlink(s, r);
+    tr_hmap_del(&s->runs, r->id, strlen(r->id));
+    timers_forget_run(s->timers, r);
+    run_free(r);
+    return 0;
 }

@@ -94,6 +94,9 @@ void runs_evict(struct core *c);
 void run_free(struct run *r);
 /* Gives a run a new id (recovery keeps the stored one): 0 or TR_ENOMEM. */
 int run_rename(struct run *r, const char *id) TR_MUST_CHECK;
+/* Frees a finished run now (it is being deleted): 0, TR_EAGAIN (its record is
+ * not written yet, or a result is awaited: try later), TR_ECONFLICT (unfinished). */
+int run_forget(struct core *c, struct run *r) TR_MUST_CHECK;
 
 /* Instances. */
 void inst_complete(struct inst *in, const char *output, size_t len, bool cached);

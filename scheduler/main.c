@@ -115,6 +115,9 @@ static const struct tr_flag sched_flags[] = {
      .help = "client key for etcd, with --etcd-cert"},
     {"unschedulable-timeout", 0, TR_FLAG_UINT, CFG(unschedulable_s), .dflt = "300", .arg = "N",
      .max = 86400 * 7, .help = "seconds a task waits for a worker with its labels (0: forever)"},
+    {"retention", 0, TR_FLAG_DOUBLE, CFG(retention_days), .dflt = "0", .arg = "DAYS",
+     .dmin = 0, .dmax = 36500,
+     .help = "purge finished runs older than DAYS (decimals allowed); 0 = keep all"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)

@@ -142,6 +142,9 @@ struct run
     struct run *gate_next;    /* in its pipeline's max_active_runs queue */
     bool gate_counted;        /* counted among its pipeline name's active runs */
     bool gate_waiting;        /* queued behind max_active_runs */
+    char *retry_of;           /* the run this one retries (owned), NULL when none (api_runctl.c) */
+    void *retry_ctx;          /* what it reuses of that run, freed when it ends (api_runctl.c) */
+    void (*retry_ctx_free)(void *ctx);
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)

@@ -13,6 +13,7 @@
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
 #include "scheduler/tenants.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -198,7 +199,7 @@ static void parts_init(struct sched *s)
 static bool fb_dirty_hook(void *arg)
 {
     return fb_have_dirty(arg) || trg_have_dirty(arg) || audit_have_dirty(arg) ||
-           tenants_have_dirty(arg);
+           tenants_have_dirty(arg) || rc_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -211,6 +212,8 @@ static int fb_put_hook(void *arg, struct tr_state *st)
         rc = trg_put_dirty(arg);
     if (rc == 0)
         rc = tenants_put_dirty(arg);
+    if (rc == 0)
+        rc = rc_put_dirty(arg); /* run control (runctl.h) */
     return rc == 0 ? audit_put_dirty(arg) : rc; /* the entries go with their changes */
 }
 
@@ -220,6 +223,7 @@ static void fb_committed_hook(void *arg)
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
     audit_committed(arg);
     tenants_committed(arg);
+    rc_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -291,6 +295,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
+    if (rc == 0)
+        rc = rc_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -347,6 +353,7 @@ void sched_close(struct sched *s)
     leader_close(s->leader);
     s->leader = NULL;
     fb_close(&s->api);
+    rc_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

@@ -12,6 +12,9 @@
  *              models, triggers)                       feedback.c triggers.c
  *                                                      triggers_row.c api_triggers.c
  *                                                      loop_calls.c (tasks' CALLs)
+ *                                                      api_runctl.c api_retry.c (run
+ *                                                      control: idempotency, retry, delete,
+ *                                                      retention, params checks)
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c

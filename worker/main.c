@@ -24,6 +24,7 @@
 #include "lib/base/log.h"
 #include "lib/wire/curve.h"
 #include "worker/lua_llm.h"
+#include "worker/secrets.h"
 #include "worker/worker.h"
 
 #define SLOTS_MAX 100000
@@ -43,6 +44,7 @@ struct options
     double max_block;    /* seconds, 0 = no watchdog */
     int log_level;
     char *providers;     /* trellis.llm providers file, or NULL */
+    char *secrets_dir;   /* trellis.secret's folder, or NULL */
     char *curve_key;     /* this worker's key pair file */
     char *curve_server;  /* the scheduler's public key file */
     char curve_pub[TR_CURVE_KEY_LEN + 1];
@@ -115,6 +117,8 @@ static const struct tr_flag worker_flags[] = {
      .arg = "LEVEL", .help = "debug, info, warn or error"},
     {"providers", 0, TR_FLAG_STR, OPT(providers), .arg = "FILE", .check = check_nonempty,
      .help = "LLM providers for trellis.llm (docs/llm.md)"},
+    {"secrets-dir", 0, TR_FLAG_STR, OPT(secrets_dir), .arg = "DIR", .check = check_nonempty,
+     .help = "folder of files read by trellis.secret(NAME) (docs/pipelines.md)"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)
@@ -316,12 +320,17 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (tr_secrets_init(o.secrets_dir) < 0) {
+        fprintf(stderr, "trellis-worker: out of memory\n");
+        goto out;
+    }
     tr_log_init("worker", (enum tr_log_level)o.log_level);
     buffer_logs();
     signal(SIGPIPE, SIG_IGN);
     rc = run(&cfg);
 out:
     tr_llm_providers_free();
+    tr_secrets_free();
     options_free(&flags, &o);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
 #include "worker/exec_int.h"
+#include "worker/secrets.h"
 
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */
 #define TRACEBACK_HEADROOM (1u << 20) /* heap a traceback may use past the cap */
@@ -35,8 +36,42 @@ struct outcome
     bool cancelled;
 };
 
-/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
+static void complete_redacted(struct tr_executor *e, struct tr_task *t, const struct outcome *o);
+
+/*
+ * A value trellis.secret gave out never leaves in clear (secrets.h): the
+ * output's strings and the error are redacted first. When that cannot be
+ * done (out of memory, an output that does not decode), the task fails
+ * with a message of its own rather than send the bytes.
+ */
 static void complete(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
+{
+    if (!tr_secrets_any()) {
+        complete_redacted(e, t, o);
+        return;
+    }
+    struct outcome r = *o;
+    struct tr_buf out, err;
+    tr_buf_init(&out, 0);
+    tr_buf_init(&err, 0);
+    int rc = o->output.len ? tr_secrets_redact_mp(o->output.p, o->output.len, &out) : 0;
+    if (rc > 0)
+        r.output = (struct tr_str){out.buf, out.len};
+    int erc = o->error.len ? tr_secrets_redact(o->error.p, o->error.len, &err) : 0;
+    if (erc > 0)
+        r.error = (struct tr_str){err.buf, err.len};
+    if (rc < 0 || erc < 0) {
+        r.ok = false;
+        r.output = (struct tr_str){NULL, 0};
+        r.error = TR_STR("task failed: its output or error could not be checked for secrets");
+    }
+    complete_redacted(e, t, &r);
+    tr_buf_release(&out);
+    tr_buf_release(&err);
+}
+
+/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
+static void complete_redacted(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
 {
     double now = tr_now();
     /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */

@@ -534,7 +534,8 @@ static int l_pipeline(lua_State *L)
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
         static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
-                                             "timeout", "max_active_runs", "guards"};
+                                             "timeout", "max_active_runs", "extra_params",
+                                             "guards"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -619,6 +620,15 @@ static int l_pipeline(lua_State *L)
 
     if (pipeline_controls(L, why, sizeof(why)) != 0)
         return raise_check(L, why);
+    /* Run control: params it does not declare are taken (docs/pipelines.md). */
+    lua_pushliteral(L, "extra_params");
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+        snprintf(why, sizeof(why), "trellis.pipeline: field 'extra_params' must be a boolean "
+                 "(got %s)", luaL_typename(L, -1));
+        return raise_check(L, why);
+    }
+    lua_setfield(L, 2, "extra_params");
 
     /* Guardrails around every model call of the pipeline's tasks (the worker
      * reads them from this table): checked here, with the file's line. */

@@ -557,6 +557,20 @@ static int build_order(struct walk *w)
     return 0;
 }
 
+/* `extra_params`: absent (false) or a boolean. Table at index 1. */
+static int walk_extra_params(lua_State *L, struct walk *w)
+{
+    lua_pushliteral(L, "extra_params");
+    lua_rawget(L, 1);
+    int t = lua_type(L, -1);
+    w->def->extra_params = t == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        return tr_error_set(w->err, TR_EINVAL, "pipeline '%s': extra_params must be a boolean",
+                            w->def->name);
+    return 0;
+}
+
 static int walk(lua_State *L, struct walk *w)
 {
     struct tr_pipeline_def *def = w->def;
@@ -564,6 +578,8 @@ static int walk(lua_State *L, struct walk *w)
         return tr_error_set(w->err, TR_ELUA, "%s: the file must return trellis.pipeline{...} "
                             "(it returned %s)", w->chunk, luaL_typename(L, 1));
     int rc = walk_header(L, w);
+    if (rc == 0)
+        rc = walk_extra_params(L, w);
     if (rc != 0)
         return rc;
     lua_pushliteral(L, "tasks");

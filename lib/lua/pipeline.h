@@ -125,6 +125,9 @@ struct tr_pipeline_def
     /* Run controls (pipeline_controls.c; docs/pipelines.md). */
     double timeout;            /* seconds for the whole run from its start, 0 = none */
     uint32_t max_active_runs;  /* runs of this name active at once, 0 = no limit */
+    /* Run control: a run may pass params the file does not declare (`extra_params = true`);
+     * otherwise an unknown or mistyped one is refused at submit (docs/api.md). */
+    bool extra_params;
 };
 
 /* Limits of the sandbox that reads a pipeline. */

@@ -122,7 +122,7 @@ static int pack_controls(msgpack_packer *pk, const struct tr_pipeline_def *def)
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 14) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 15) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -161,6 +161,9 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = pack_trigger(pk, &def->triggers[i]);
     if (rc == 0)
         rc = pack_controls(pk, def);
+    /* 15th: extra_params (run control). */
+    if (rc == 0)
+        rc = (def->extra_params ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ? TR_ENOMEM : 0;
     return rc;
 }
 
@@ -175,6 +178,7 @@ struct dec
     uint32_t n_tasks;
     bool with_triggers;     /* the graph has its 13th element */
     bool with_controls;     /* and its 14th (run controls) */
+    bool with_extra_params; /* and its 15th (run control) */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -387,10 +391,11 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if (fields < 12 || fields > 14 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if (fields < 12 || fields > 15 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
     d->with_triggers = fields >= 13;
     d->with_controls = fields >= 14;
+    d->with_extra_params = fields >= 15;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -465,6 +470,11 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
         rc = read_triggers(d, def);
     if (rc == 0 && d->with_controls)
         rc = read_controls(d, def);
+    if (rc == 0 && d->with_extra_params) {
+        def->extra_params = tr_mp_rd_bool(&d->r);
+        if (d->r.err != 0)
+            rc = malformed(d, "extra_params");
+    }
     return rc;
 }
 

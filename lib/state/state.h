@@ -225,6 +225,28 @@ struct tr_trigger_rec
     const char *json;        /* required: a JSON object (pipeline and trigger are added) */
 };
 
+/*
+ * Run control (docs/api.md "Run control"). An idempotency key of POST
+ * /v1/runs: the run it created and a digest of the request, kept 24 h.
+ */
+struct tr_idem_rec
+{
+    const char *key;         /* required: the Idempotency-Key header */
+    const char *run_id;      /* required */
+    const char *digest;      /* required: sha256 hex of the request's canonical JSON */
+    double created_at;       /* required, > 0 */
+};
+
+/* A run started by POST /v1/runs/{id}/retry: which run it retries. */
+struct tr_run_link_rec
+{
+    const char *run_id;      /* required */
+    const char *retry_of;    /* required */
+    double created_at;
+};
+
+typedef int (*tr_state_idem_fn)(const struct tr_idem_rec *rec, void *arg);
+typedef int (*tr_state_run_link_fn)(const struct tr_run_link_rec *rec, void *arg);
 typedef int (*tr_state_trigger_fn)(const struct tr_trigger_rec *rec, void *arg);
 
 /* One entry of the audit log (scheduler/audit.c): a change, who made it, when. */
@@ -299,6 +321,11 @@ struct tr_state_ops
                    char **value, size_t *len);
     int (*list_rows)(struct tr_state *st, int kind, const char *grp, const char *sub,
                      uint32_t limit, tr_state_row_fn cb, void *arg);
+    /* Run control: deletes join the batch in progress. */
+    int (*delete_row)(struct tr_state *st, int kind, const char *const *comps, size_t n);
+    int (*delete_run)(struct tr_state *st, const char *run_id);
+    int (*list_finished)(struct tr_state *st, double before, uint32_t limit, tr_state_run_fn cb,
+                         void *arg);
 };
 
 /*
@@ -437,5 +464,30 @@ int tr_state_list_audit(struct tr_state *st, const char *tenant, tr_state_audit_
 int tr_state_put_owner(struct tr_state *st, const struct tr_owner_rec *rec) TR_MUST_CHECK;
 int tr_state_get_owner(struct tr_state *st, const char *kind, const char *name,
                        tr_state_owner_fn cb, void *arg) TR_MUST_CHECK;
+/*
+ * Run control (docs/api.md "Run control"). Puts and deletes join the batch
+ * in progress; reads see committed data only.
+ */
+/* Deletes the run with run_id and every task record of it (outputs, errors,
+ * logs); a run that does not exist is no error. */
+int tr_state_delete_run(struct tr_state *st, const char *run_id) TR_MUST_CHECK;
+/* Finished runs (succeeded, failed, cancelled) created and finished before
+ * `before` (wall-clock seconds), oldest first, at most limit (0: no limit). */
+int tr_state_list_finished_runs(struct tr_state *st, double before, uint32_t limit,
+                                tr_state_run_fn cb, void *arg) TR_MUST_CHECK;
+/* Inserts or replaces the key rec->key; with etcd it is written with the runs. */
+int tr_state_put_idem(struct tr_state *st, const struct tr_idem_rec *rec) TR_MUST_CHECK;
+/* TR_ENOENT when the key was never stored (or was deleted). */
+int tr_state_get_idem(struct tr_state *st, const char *key, tr_state_idem_fn cb,
+                      void *arg) TR_MUST_CHECK;
+/* Keys oldest first, at most limit (0: no limit). */
+int tr_state_list_idem(struct tr_state *st, uint32_t limit, tr_state_idem_fn cb,
+                       void *arg) TR_MUST_CHECK;
+int tr_state_delete_idem(struct tr_state *st, const char *key) TR_MUST_CHECK;
+int tr_state_put_run_link(struct tr_state *st, const struct tr_run_link_rec *rec) TR_MUST_CHECK;
+/* TR_ENOENT for a run that retries none. */
+int tr_state_get_run_link(struct tr_state *st, const char *run_id, tr_state_run_link_fn cb,
+                          void *arg) TR_MUST_CHECK;
+int tr_state_delete_run_link(struct tr_state *st, const char *run_id) TR_MUST_CHECK;
 
 #endif

@@ -29,6 +29,9 @@ const struct tr_row_kind_info tr_row_kinds[TR_ROW_KIND_COUNT] = {
     [TR_ROW_TRIGGER] = {"triggers/", true, false, true},
     [TR_ROW_AUDIT] = {"audit/", true, false, false},
     [TR_ROW_OWNER] = {"owners/", true, false, false},
+    /* Run control (state_runctl.c): late, so a key is never durable before its run. */
+    [TR_ROW_IDEM] = {"idempotency/", false, false, true},
+    [TR_ROW_RUN_LINK] = {"run_links/", false, false, true},
 };
 
 /* ===================================================================== */

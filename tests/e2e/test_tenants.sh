@@ -69,6 +69,9 @@ GET /v1/runs/{id}/tasks viewer
 GET /v1/runs/{id}/logs viewer
 POST /v1/runs/{id}/cancel operator
 POST /v1/runs/{id}/approvals/{task} operator
+POST /v1/runs/{id}/retry operator
+DELETE /v1/runs/{id} operator
+GET /v1/pipelines/{name}/versions/{v}/source viewer
 POST /v1/pipelines operator
 GET /v1/pipelines viewer
 POST /v1/feedback submitter

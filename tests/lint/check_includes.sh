@@ -45,6 +45,7 @@ part() {
     auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
+    api_runctl.c|api_retry.c|runctl.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
 }
