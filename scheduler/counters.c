@@ -48,12 +48,12 @@ void counters_guard_blocked(struct counters *c, const char *pipeline, const char
     if (g == NULL) {
         if (tr_hmap_count(&c->guard_blocked) >= GUARD_SERIES_MAX)
             return;
-        g = tr_malloc(sizeof(*g) + (size_t)kl);
+        g = tr_malloc(sizeof(*g) + (size_t)kl + 1);
         if (g == NULL)
             return;
         g->n = 0;
         g->len = (uint32_t)kl;
-        memcpy(g->key, key, (size_t)kl);
+        memcpy(g->key, key, (size_t)kl + 1); /* the stage's NUL too: metrics read it */
         if (tr_hmap_put(&c->guard_blocked, g->key, g->len, g) < 0) {
             tr_free(g);
             return;

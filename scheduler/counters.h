@@ -62,7 +62,7 @@ struct guard_count
 {
     uint64_t n;
     uint32_t len;  /* bytes of key */
-    char key[];    /* pipeline NUL check NUL stage */
+    char key[];    /* pipeline NUL check NUL stage NUL */
 };
 
 void counters_observe_latency(struct counters *c, double seconds);
