@@ -144,6 +144,36 @@ static void test_throughput(void **state)
     tr_buf_release(&in);
 }
 
+/* The cost of guard.injection on a 20 KB prompt (printed, not asserted). */
+static void test_injection_cost(void **state)
+{
+    (void)state;
+    lua_State *L = tr_lua_new(NULL);
+    assert_non_null(L);
+    assert_int_equal(tr_lua_register_module(L, "trellis.guard", tr_lua_guard_open), 0);
+    assert_int_equal(tr_lua_register_module(L, "trellis.json", tr_lua_json_open), 0);
+    static const char src[] =
+        "local g = require 'trellis.guard'\n"
+        "local t = ('Please summarise the invoices of March; totals are in column D. '):rep(300)\n"
+        "local s = 0\n"
+        "for i = 1, 20 do s = s + g.injection(t).score end\n"
+        "return {len = #t, score = s}\n";
+    struct tr_error err;
+    tr_error_init(&err);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = tr_lua_eval(L, src, sizeof(src) - 1, "cost", &err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc != 0)
+        fail_msg("%s", err.msg);
+    double ms = ((double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6) / 20;
+    lua_getfield(L, -1, "len");
+    lua_getfield(L, -2, "score");
+    printf("guard.injection: %.2f ms per call on %lld bytes\n", ms, (long long)lua_tointeger(L, -2));
+    assert_true(lua_tonumber(L, -1) == 0); /* an ordinary prompt scores 0 */
+    tr_lua_free(L);
+}
+
 static void run_lua_test(const char *name)
 {
     const char *srcdir = getenv("TR_SOURCE_DIR");
@@ -256,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_scan),
         cmocka_unit_test(test_redact),
         cmocka_unit_test(test_throughput),
+        cmocka_unit_test(test_injection_cost),
         cmocka_unit_test(test_module),
         cmocka_unit_test(test_pipeline_field),
     };

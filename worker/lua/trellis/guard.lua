@@ -61,9 +61,11 @@ local INVISIBLE = { "\226\128\139", "\226\128\140", "\226\128\141", "\226\129\16
 local function normalize(text)
   local invisible = 0
   for _, z in ipairs(INVISIBLE) do
-    local n
-    text, n = text:gsub(z, "")
-    invisible = invisible + n
+    if text:find(z, 1, true) then
+      local n
+      text, n = text:gsub(z, "")
+      invisible = invisible + n
+    end
   end
   local t = text:lower():gsub("%s+", " ")
   -- A squashed form (letters only, leetspeak undone) catches "i g n o r e",
@@ -74,23 +76,63 @@ local function normalize(text)
   return t, sq, invisible
 end
 
+-- Patterns with magic characters cannot use Lua's fast literal search: each
+-- is first looked for by its longest literal piece (its anchor), found once
+-- per pattern and kept, and tried as a pattern only where that piece occurs.
+local anchors = {}
+local function anchor_of(p)
+  local a = anchors[p]
+  if a == nil then
+    if not p:find("[%^%$%*%+%?%.%(%)%[%]%%%-]") then
+      a = false -- no magic: a plain search
+    else
+      local lit = p:gsub("%%.", "\0"):gsub("%b[]", "\0"):gsub(".[%?%*%-]", "\0")
+      a = ""
+      for run in lit:gmatch("[^%z%^%$%*%+%?%.%(%)%[%]]+") do
+        if #run > #a then a = run end
+      end
+    end
+    anchors[p] = a
+  end
+  return a
+end
+
+local function has(s, p)
+  local a = anchor_of(p)
+  if a == false then return s:find(p, 1, true) ~= nil end
+  if #a >= 3 and not s:find(a, 1, true) then return false end
+  return s:find(p) ~= nil
+end
+
 local function any_of(s, list)
   for _, w in ipairs(list) do
-    if s:find(w) then return w end
+    if has(s, w) then return w end
   end
   return nil
 end
 
--- A verb from verbs followed within `window` bytes by a word from nouns.
+local function alpha_at(s, i)
+  local c = s:byte(i)
+  return c ~= nil and ((c >= 97 and c <= 122) or (c >= 65 and c <= 90))
+end
+
+local function alnum_at(s, i)
+  local c = s:byte(i)
+  return c ~= nil and ((c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57))
+end
+
+-- A verb from verbs (a whole word) followed within `window` bytes by a word from nouns.
 local function near(t, verbs, nouns, window)
   for _, v in ipairs(verbs) do
     local init = 1
     while true do
-      local a, b = t:find("%f[%a]" .. v .. "%f[%A]", init)
+      local a, b = t:find(v, init, true)
       if not a then break end
-      local after = t:sub(b + 1, b + window)
-      for _, n in ipairs(nouns) do
-        if after:find("%f[%a]" .. n) then return true end
+      if not alpha_at(t, a - 1) and not alpha_at(t, b + 1) then
+        local after = t:sub(b + 1, b + window)
+        for _, n in ipairs(nouns) do
+          if after:find("%f[%a]" .. n) then return true end
+        end
       end
       init = b + 1
     end
@@ -194,7 +236,7 @@ local RULES = {
                          "the instructions" })
     end },
   { "markdown_exfiltration", 0.7, function(t)
-      return t:find("!%[[^%]]*%]%(https?://[^%)]*[%?&][%w_]+=") ~= nil
+      return has(t, "!%[[^%]]*%]%(https?://[^%)]*[%?&][%w_]+=")
     end },
   { "delimiter_injection", 0.75, function(t)
       -- Chat-template tokens and fake message boundaries. A lone [INST] is
@@ -206,7 +248,7 @@ local RULES = {
                          "%[system%]", "</user>", "<|assistant|>", "human: .* assistant:" })
     end },
   { "fake_turn", 0.3, function(t)
-      return t:find("^system: ") or t:find(" system: ") or t:find("^assistant: ")
+      return t:find("^system: ") or t:find(" system: ", 1, true) or t:find("^assistant: ")
     end },
   { "encoded_payload", 0.75, function(t, _, _, raw)
       local decode = any_of(t, { "decode", "base64", "rot13", "%f[%a]hex%f[%A]", "reverse the",
@@ -468,6 +510,17 @@ local function escape(w)
 end
 
 local function word_hit(t, w)
+  w = w:lower()
+  if not w:find("%s") then
+    local init = 1
+    while true do
+      local a, b = t:find(w, init, true)
+      if not a then return false end
+      if not alnum_at(t, a - 1) and not alnum_at(t, b + 1) then return true end
+      init = a + 1
+    end
+  end
+  if not t:find(w:match("^%S+"), 1, true) then return false end
   local pat = escape(w):gsub("%s+", "%%s+")
   return t:find("%f[%w]" .. pat .. "%f[%W]") ~= nil
 end
