@@ -169,7 +169,8 @@ static void test_injection_cost(void **state)
     double ms = ((double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6) / 20;
     lua_getfield(L, -1, "len");
     lua_getfield(L, -2, "score");
-    printf("guard.injection: %.2f ms per call on %lld bytes\n", ms, (long long)lua_tointeger(L, -2));
+    printf("guard.injection: %.2f ms per call on %lld bytes\n", ms,
+           (long long)lua_tointeger(L, -2));
     assert_true(lua_tonumber(L, -1) == 0); /* an ordinary prompt scores 0 */
     tr_lua_free(L);
 }

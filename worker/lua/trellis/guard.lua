@@ -200,7 +200,8 @@ local RULES = {
                          "you are free from" })
     end },
   { "jailbreak", 0.75, function(t)
-      return any_of(t, { "you are dan", "as dan%f[%A]", "dan mode", "dan prompt", "do anything now", "jailbreak mode", "jailbreak prompt",
+      return any_of(t, { "you are dan", "as dan%f[%A]", "dan mode", "dan prompt",
+                         "do anything now", "jailbreak mode", "jailbreak prompt",
                          "you are jailbroken", "jailbroken ai", "jailbroken mode",
                          "developer mode", "dev mode", "god mode", "unrestricted mode",
                          "no restrictions", "without restrictions", "without any restrictions",
