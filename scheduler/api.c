@@ -12,6 +12,7 @@
 #include "scheduler/audit.h"
 #include "scheduler/auth.h"
 #include "scheduler/tenants.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
 #include "scheduler/runctl.h"
@@ -286,6 +287,7 @@ void api_run_final(void *arg, struct run *r)
 {
     struct api *a = arg;
     rc_run_final(a, r);
+    bud_run_final(a, r); /* its reservations are released */
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
@@ -477,6 +479,8 @@ static const struct tr_http_route routes[] = {
     {"GET", "/v1/triggers", h_triggers_list, VIEWER},
     {"GET", "/v1/triggers/{pipeline}/{trigger}/firings", h_trigger_firings, VIEWER},
     {"GET", "/v1/audit", h_audit_list, ADMIN},
+    {"PUT", "/v1/budgets/{tenant}", h_budget_put, ADMIN},
+    {"GET", "/v1/budgets", h_budgets_list, VIEWER},
     {NULL, NULL, NULL, 0},
 };
 

@@ -36,6 +36,7 @@ struct api
     /* Its own. */
     struct fb_loop *fb;       /* the feedback loop (feedback.h) */
     struct trg_loop *trg;     /* its triggers (triggers.h) */
+    struct budgets *bud;      /* budgets and provider quotas (budgets.h) */
     struct tr_http_server *http;
     struct auth *auth;        /* the tokens and their roles (auth.h) */
     struct audit_log *audit;  /* audit entries of the turn (audit.h) */

@@ -182,4 +182,5 @@ static void fail_unsent(void *arg, struct inst *in, const char *error)
     inst_fail_final(in, error);
 }
 
-const struct dispatch_hooks core_dispatch_hooks = {NULL, try_cache, fail_unsent, NULL, NULL};
+const struct dispatch_hooks core_dispatch_hooks = {
+    .cached = try_cache, .fail = fail_unsent};

@@ -219,6 +219,8 @@ void dispatch_unready(struct dispatch *d, struct inst *in)
 
 void dispatch_ready(struct dispatch *d, struct inst *in)
 {
+    if (d->hooks.gate != NULL && d->hooks.gate(d->hooks.gate_arg, in))
+        return; /* held, still pending, outside any worker slot */
     struct run *r = in->run;
     inst_set_state(in, TR_TASK_READY);
     in->seq = ++d->next_seq;

@@ -47,6 +47,11 @@ struct dispatch_hooks
     /* The tenant of a run (asked only for workers restricted to a tenant). */
     void *tenant_arg;
     const char *(*tenant)(void *tenant_arg, const struct run *r);
+    /* Optional: true when the gate holds the instance instead of the ready
+     * queue (budgets.c: the provider it calls is out of quota); the gate
+     * readies it again later. */
+    bool (*gate)(void *gate_arg, struct inst *in);
+    void *gate_arg;
 };
 
 struct dispatch

@@ -37,6 +37,7 @@
 #include "lib/wire/mp_json.h"
 #include "scheduler/api.h"
 #include "scheduler/auth.h"
+#include "scheduler/budgets.h"
 #include "scheduler/dispatch.h"
 #include "scheduler/tenants.h"
 
@@ -246,6 +247,10 @@ static const char *build(struct inst *in, const char *op, json_t *args, const ch
 void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
 {
     struct api *a = arg;
+    if (m->dispatch == 0 && tr_str_eq(m->op, BUD_CALL_OP)) {
+        bud_on_call(a, w, m); /* the batched reservations of budgets.c */
+        return;
+    }
     struct inst *in = dispatch_find(a->dispatch, m->dispatch);
     if (in == NULL || in->worker != w) {
         /* Not a task this worker runs now: its result would be refused too. */

@@ -10,6 +10,7 @@
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
 #include "scheduler/audit.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
 #include "scheduler/tenants.h"
@@ -112,6 +113,7 @@ static void on_worker_down(void *arg, struct worker *w)
     struct sched *s = arg;
     leader_worker_down(s->leader, w);
     core_worker_down(&s->core, w);
+    bud_worker_down(&s->api, w); /* its LLM calls' reservations are released */
 }
 
 /* Takes an epoch, recovers unfinished runs and binds the worker port: what a
@@ -136,6 +138,8 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     s->core.tp = tp;
     fleet_start(&s->fleet, s->loop, tp, *epoch);
     rc = trg_lead(&s->api, err);
+    if (rc == 0)
+        rc = bud_lead(&s->api, err);
     if (rc < 0)
         return rc;
     /* With a shared state, statistics written by anyone drive the triggers. */
@@ -181,6 +185,8 @@ static void parts_init(struct sched *s)
     dh.arg = &s->core;
     dh.tenant_arg = &s->api; /* workers whose key is restricted to a tenant */
     dh.tenant = api_run_tenant;
+    dh.gate = bud_gate; /* tasks of a provider out of quota wait here, not in a worker slot */
+    dh.gate_arg = &s->api;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,
@@ -199,7 +205,7 @@ static void parts_init(struct sched *s)
 static bool fb_dirty_hook(void *arg)
 {
     return fb_have_dirty(arg) || trg_have_dirty(arg) || audit_have_dirty(arg) ||
-           tenants_have_dirty(arg) || rc_have_dirty(arg);
+           tenants_have_dirty(arg) || rc_have_dirty(arg) || bud_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -214,6 +220,8 @@ static int fb_put_hook(void *arg, struct tr_state *st)
         rc = tenants_put_dirty(arg);
     if (rc == 0)
         rc = rc_put_dirty(arg); /* run control (runctl.h) */
+    if (rc == 0)
+        rc = bud_put_dirty(arg); /* budgets (budgets.h) */
     return rc == 0 ? audit_put_dirty(arg) : rc; /* the entries go with their changes */
 }
 
@@ -224,6 +232,7 @@ static void fb_committed_hook(void *arg)
     audit_committed(arg);
     tenants_committed(arg);
     rc_committed(arg);
+    bud_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -297,6 +306,8 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
         rc = trg_open(&s->api, err);
     if (rc == 0)
         rc = rc_open(&s->api, err);
+    if (rc == 0)
+        rc = bud_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -354,6 +365,7 @@ void sched_close(struct sched *s)
     s->leader = NULL;
     fb_close(&s->api);
     rc_close(&s->api);
+    bud_close(&s->api);
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);

@@ -15,6 +15,7 @@
  *                                                      api_runctl.c api_retry.c (run
  *                                                      control: idempotency, retry, delete,
  *                                                      retention, params checks)
+ *                                                      budgets.c quotas.c (LLM budgets, quotas)
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c

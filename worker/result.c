@@ -16,6 +16,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "worker/budget_client.h"
 #include "worker/exec_int.h"
 #include "worker/secrets.h"
 
@@ -103,6 +104,8 @@ static void complete_redacted(struct tr_executor *e, struct tr_task *t, const st
         h[4] = (unsigned char)n;
         r->usage = (struct tr_str){t->usage.buf, t->usage.len};
     }
+    /* The settlements of its LLM calls reach the scheduler before its end does. */
+    tr_budget_flush(e);
     exec_send(e, &m);
     task_logs_consume(t, taken);
 

@@ -45,6 +45,7 @@ enum task_field
     F_GPUS,
     F_LABELS,
     F_CONCURRENCY,
+    F_PROVIDERS,
     F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c; not in task_field_names */
     F_GUARDS,    /* guardrails around its model calls: pipeline_guards.c */
     F_UNKNOWN
@@ -52,7 +53,7 @@ enum task_field
 
 static const char *const task_field_names[] = {
     "name", "run", "after", "pool", "retries", "backoff", "timeout", "map", "cache", "priority",
-    "gpus", "labels", "concurrency",
+    "gpus", "labels", "concurrency", "providers",
 };
 
 static enum task_field task_field_of(const char *k, size_t len)
@@ -280,6 +281,25 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
             goto wrong_type;
         f->cache = lua_toboolean(L, -1);
         break;
+    case F_PROVIDERS: {
+        /* The LLM providers (quota keys) its calls use: budgets and quotas. */
+        size_t n = t == LUA_TTABLE ? lua_rawlen(L, -1) : 0;
+        bool good = t == LUA_TTABLE && n > 0 && n <= 16;
+        for (size_t i = 1; good && i <= n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i);
+            size_t len = 0;
+            const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            good = s != NULL && len > 0 && len <= 120 && memchr(s, ',', len) == NULL &&
+                   memchr(s, '\0', len) == NULL;
+            lua_pop(L, 1);
+        }
+        if (!good) {
+            snprintf(why, why_len, WHO ": field 'providers' must be an array of 1 to 16 provider "
+                     "names", WHO_ARGS(who));
+            return -1;
+        }
+        break;
+    }
     case F_FLOW: {
         size_t klen;
         const char *k = lua_tolstring(L, -2, &klen);
@@ -306,7 +326,7 @@ wrong_type: {
     static const char *const expected[] = {
         [F_RUN] = "a function", [F_POOL] = "a string", [F_MAP] = "a task name",
         [F_RETRIES] = "an integer", [F_PRIORITY] = "an integer", [F_GPUS] = "an integer", [F_BACKOFF] = "a number",
-        [F_TIMEOUT] = "a number", [F_CACHE] = "a boolean",
+        [F_TIMEOUT] = "a number", [F_CACHE] = "a boolean", [F_PROVIDERS] = "an array",
     };
     snprintf(why, why_len, WHO ": field '%s' must be %s (got %s)", WHO_ARGS(who), fname,
              expected[fld], luaL_typename(L, -1));
@@ -535,7 +555,7 @@ static int l_pipeline(lua_State *L)
         bool known = false;
         static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
                                              "timeout", "max_active_runs", "extra_params",
-                                             "guards"};
+                                             "budget", "on_budget", "guards"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -629,6 +649,13 @@ static int l_pipeline(lua_State *L)
         return raise_check(L, why);
     }
     lua_setfield(L, 2, "extra_params");
+    /* budget and on_budget: checked by the loader (pipeline_budget.c). */
+    lua_pushliteral(L, "budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "budget");
+    lua_pushliteral(L, "on_budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "on_budget");
 
     /* Guardrails around every model call of the pipeline's tasks (the worker
      * reads them from this table): checked here, with the file's line. */

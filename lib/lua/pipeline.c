@@ -89,6 +89,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
     tr_free(def->sinks);
     tr_free(def->by_name);
     tr_pipeline_free_triggers(def);
+    tr_pipeline_free_budget(def);
     tr_free(def->params);
     tr_free(def->source);
     tr_free(def->version);
@@ -612,6 +613,8 @@ static int walk(lua_State *L, struct walk *w)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
     if (rc == 0)
         rc = tr_pipeline_read_controls(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_budget(L, 1, def, w->err);
     return rc;
 }
 

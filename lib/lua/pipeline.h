@@ -128,7 +128,32 @@ struct tr_pipeline_def
     /* Run control: a run may pass params the file does not declare (`extra_params = true`);
      * otherwise an unknown or mistyped one is refused at submit (docs/api.md). */
     bool extra_params;
+    /* budget = {cost = USD, tokens = N} for one run (0: no limit), and what an
+     * LLM call does when it does not fit (docs/budgets.md). */
+    double budget_cost;
+    double budget_tokens;
+    uint8_t on_budget;    /* enum tr_on_budget */
+    /* Per task (n_tasks entries, or NULL when no task declares any): the
+     * providers its LLM calls use, comma-separated (task field `providers`),
+     * or NULL. The scheduler holds a task whose provider is out of quota. */
+    char **task_providers;
 };
+
+/* on_budget = "fail" (the default) | "fallback" | "approve" */
+enum tr_on_budget
+{
+    TR_ON_BUDGET_FAIL,
+    TR_ON_BUDGET_FALLBACK,
+    TR_ON_BUDGET_APPROVE,
+};
+extern const char *const tr_on_budget_names[3];
+
+/* Reads budget and on_budget of the pipeline table at idx into def
+ * (pipeline_budget.c). 0 or TR_EINVAL with err naming the field. */
+void tr_pipeline_free_budget(struct tr_pipeline_def *def);
+struct lua_State;
+int tr_pipeline_read_budget(struct lua_State *L, int idx, struct tr_pipeline_def *def,
+                            struct tr_error *err) TR_MUST_CHECK;
 
 /* Limits of the sandbox that reads a pipeline. */
 struct tr_pipeline_limits

@@ -122,7 +122,7 @@ static int pack_controls(msgpack_packer *pk, const struct tr_pipeline_def *def)
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 15) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 16) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -164,6 +164,20 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
     /* 15th: extra_params (run control). */
     if (rc == 0)
         rc = (def->extra_params ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ? TR_ENOMEM : 0;
+    /* The 16th element: the run's budget, its policy, the tasks' providers. */
+    if (rc == 0 && (msgpack_pack_array(pk, 4) || msgpack_pack_double(pk, def->budget_cost) ||
+                    msgpack_pack_double(pk, def->budget_tokens) ||
+                    msgpack_pack_uint8(pk, def->on_budget)))
+        rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers == NULL && msgpack_pack_nil(pk))
+        rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers != NULL) {
+        rc = msgpack_pack_array(pk, def->n_tasks) ? TR_ENOMEM : 0;
+        for (uint32_t i = 0; rc == 0 && i < def->n_tasks; i++) {
+            const char *s = def->task_providers[i];
+            rc = s ? pack_str(pk, s) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+        }
+    }
     return rc;
 }
 
@@ -179,6 +193,7 @@ struct dec
     bool with_triggers;     /* the graph has its 13th element */
     bool with_controls;     /* and its 14th (run controls) */
     bool with_extra_params; /* and its 15th (run control) */
+    bool with_budget;       /* and its 16th (budget) */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -387,15 +402,43 @@ static int read_controls(struct dec *d, struct tr_pipeline_def *def)
     return 0;
 }
 
+/* The budget (the 16th element): [cost, tokens, on_budget, providers or nil]. */
+static int read_budget(struct dec *d, struct tr_pipeline_def *def)
+{
+    if (tr_mp_rd_array(&d->r) != 4 || d->r.err != 0)
+        return malformed(d, "budget");
+    def->budget_cost = tr_mp_rd_double(&d->r);
+    def->budget_tokens = tr_mp_rd_double(&d->r);
+    uint64_t p = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || !(def->budget_cost >= 0) || !(def->budget_tokens >= 0) || p > 2)
+        return malformed(d, "budget");
+    def->on_budget = (uint8_t)p;
+    if (tr_mp_rd_nil(&d->r))
+        return 0;
+    if (tr_mp_rd_array(&d->r) != def->n_tasks || d->r.err != 0)
+        return malformed(d, "task providers");
+    if ((def->task_providers = tr_calloc(def->n_tasks, sizeof(char *))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        if (tr_mp_rd_nil(&d->r))
+            continue;
+        if ((def->task_providers[i] = dup_str(d, "task providers", &rc)) == NULL)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if (fields < 12 || fields > 15 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if (fields < 12 || fields > 16 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
     d->with_triggers = fields >= 13;
     d->with_controls = fields >= 14;
     d->with_extra_params = fields >= 15;
+    d->with_budget = fields >= 16;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -475,6 +518,8 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
         if (d->r.err != 0)
             rc = malformed(d, "extra_params");
     }
+    if (rc == 0 && d->with_budget)
+        rc = read_budget(d, def);
     return rc;
 }
 

@@ -489,5 +489,22 @@ int tr_state_put_run_link(struct tr_state *st, const struct tr_run_link_rec *rec
 int tr_state_get_run_link(struct tr_state *st, const char *run_id, tr_state_run_link_fn cb,
                           void *arg) TR_MUST_CHECK;
 int tr_state_delete_run_link(struct tr_state *st, const char *run_id) TR_MUST_CHECK;
+/*
+ * A tenant's budget: its limits and what it spent in the current period, as
+ * the scheduler encodes them (a JSON object; scheduler/budgets.c). Put in
+ * the batch of the reservations that changed it.
+ */
+struct tr_budget_rec
+{
+    const char *tenant;      /* required */
+    const char *json;        /* required: a JSON object (tenant is added) */
+};
+
+typedef int (*tr_state_budget_fn)(const struct tr_budget_rec *rec, void *arg);
+
+/* Inserts or replaces the budget of rec->tenant. */
+int tr_state_put_budget(struct tr_state *st, const struct tr_budget_rec *rec) TR_MUST_CHECK;
+/* Every budget, by tenant. */
+int tr_state_list_budgets(struct tr_state *st, tr_state_budget_fn cb, void *arg) TR_MUST_CHECK;
 
 #endif

@@ -44,6 +44,7 @@ enum tr_row_kind
     TR_ROW_OWNER,         /* key: kind, name;     grp kind */
     TR_ROW_IDEM,          /* key: idempotency key;    ord created_at */
     TR_ROW_RUN_LINK,      /* key: run_id;             ord created_at */
+    TR_ROW_BUDGET,        /* key: tenant (scheduler/budgets.c) */
     TR_ROW_KIND_COUNT
 };
 

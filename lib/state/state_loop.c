@@ -32,6 +32,7 @@ const struct tr_row_kind_info tr_row_kinds[TR_ROW_KIND_COUNT] = {
     /* Run control (state_runctl.c): late, so a key is never durable before its run. */
     [TR_ROW_IDEM] = {"idempotency/", false, false, true},
     [TR_ROW_RUN_LINK] = {"run_links/", false, false, true},
+    [TR_ROW_BUDGET] = {"budgets/", false, false, false},
 };
 
 /* ===================================================================== */
@@ -544,6 +545,11 @@ static int emit(const char *value, size_t len, void *arg)
         rc = r.kind && r.name && r.tenant ? ((tr_state_owner_fn)c->cb)(&r, c->arg) : TR_EPROTO;
         break;
     }
+    case TR_ROW_BUDGET: {
+        struct tr_budget_rec r = {.tenant = dstr(&d, "tenant"), .json = value};
+        rc = r.tenant ? ((tr_state_budget_fn)c->cb)(&r, c->arg) : TR_EPROTO;
+        break;
+    }
     default:
         rc = TR_EINVAL;
     }
@@ -690,4 +696,28 @@ int tr_state_get_owner(struct tr_state *st, const char *kind, const char *name,
 {
     const char *comps[2] = {kind, name};
     return get(st, TR_ROW_OWNER, comps, 2, (any_fn)cb, arg);
+}
+
+/* ===================================================================== */
+/* Budgets (scheduler/budgets.c)                                         */
+/* ===================================================================== */
+
+int tr_state_put_budget(struct tr_state *st, const struct tr_budget_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->tenant) || r->json == NULL)
+        return TR_EINVAL;
+    json_t *o = json_loads(r->json, 0, NULL);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return TR_EINVAL;
+    }
+    int rc = 0;
+    ENC(enc_str(o, "tenant", r->tenant));
+    struct tr_state_row row = {.kind = TR_ROW_BUDGET, .comps = {r->tenant}, .n_comps = 1};
+    return put(st, &row, o, rc);
+}
+
+int tr_state_list_budgets(struct tr_state *st, tr_state_budget_fn cb, void *arg)
+{
+    return list(st, TR_ROW_BUDGET, NULL, NULL, 0, (any_fn)cb, arg);
 }

@@ -383,7 +383,9 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
         memset(m, 0, sizeof(*m));
         return get_u64(b, "id", &m->id) && get_u64(b, "dispatch", &m->dispatch) &&
                get_str(b, "op", &m->op) && get_str(b, "body", &m->body) && m->id != 0 &&
-               m->dispatch != 0 && m->op.len > 0 && m->op.len <= 64 &&
+               /* dispatch 0: the worker's batched LLM budget call (not one task's) */
+               (m->dispatch != 0 || tr_str_eq(m->op, "budget")) && m->op.len > 0 &&
+               m->op.len <= 64 &&
                m->body.len <= TR_PROTO_CALL_BODY_MAX;
     }
     case TR_MSG_CALL_REPLY: {

@@ -89,7 +89,9 @@ DELETE /v1/models/{name}/aliases/{alias} operator
 GET /v1/models/{name}/history viewer
 GET /v1/triggers viewer
 GET /v1/triggers/{pipeline}/{trigger}/firings viewer
-GET /v1/audit admin"
+GET /v1/audit admin
+PUT /v1/budgets/{tenant} admin
+GET /v1/budgets viewer"
 table=$(grep -oE '^\s*\{"[A-Z]+", "[^"]+", h_[a-z_]+' "$SRC/scheduler/api.c" |
         sed -E 's/^\s*\{"([A-Z]+)", "([^"]+)".*/\1 \2/' | sort)
 listed=$(echo "$matrix" | awk '{print $1, $2}' | sort)
@@ -98,7 +100,7 @@ rank() { case "$1" in viewer) echo 1 ;; submitter) echo 2 ;; operator) echo 3 ;;
 n=0
 while read -r method path need; do
   p=$(echo "$path" | sed -e 's/{id}/nope-1/; s/{name}/nope/; s/{v}/1/; s/{alias}/prod/;
-                              s/{pipeline}/nope/; s/{trigger}/t/; s/{task}/t/')
+                              s/{pipeline}/nope/; s/{trigger}/t/; s/{task}/t/; s/{tenant}/research/')
   body=""; [ "$method" != GET ] && body='{}'
   for role in viewer submitter operator admin; do
     case $role in viewer) t=$RV ;; submitter) t=$RS ;; operator) t=$RO ;; admin) t=$RA ;; esac
@@ -118,6 +120,16 @@ while read -r method path need; do
   fi
 done <<<"$matrix"
 ok "role matrix: $n route x role calls as expected"
+
+# Budgets are per tenant: research's admin sets research's only; its viewer
+# sees research's row, not other's; the cluster's admin sees both.
+assert_eq "$(call "$RA" PUT /v1/budgets/research '{"cost": 5, "period": "day"}')" 200 "research's admin sets its budget"
+assert_eq "$(call "$RA" PUT /v1/budgets/other '{"cost": 5, "period": "day"}')" 403 "research's admin cannot set other's"
+assert_eq "$(call "$ROOT" PUT /v1/budgets/other '{"cost": 7, "period": "day"}')" 200 "the cluster's admin sets other's"
+call "$RV" GET /v1/budgets >/dev/null
+assert_eq "$(json_get 'sorted(b["tenant"] for b in j["budgets"])' <"$TMP/body")" '["research"]' "research's viewer sees research's budget only"
+call "$ROOT" GET /v1/budgets >/dev/null
+assert_eq "$(json_get 'sorted(b["tenant"] for b in j["budgets"])' <"$TMP/body")" '["other", "research"]' "the cluster's admin sees every tenant's"
 
 # Two tenants. research registers and runs e2e-hello; other cannot see it.
 src_body=$("$PY" -c 'import json,sys; print(json.dumps({"source": open(sys.argv[1]).read()}))' \
