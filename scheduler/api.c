@@ -523,3 +523,17 @@ void api_close(struct api *a)
     audit_close(a);
     tenants_close(a);
 }
+
+void api_guard_blocked(void *arg, const struct run *r, const char *task, const char *check,
+                       const char *stage)
+{
+    struct api *a = arg;
+    const char *pipeline = r->pipe->def->name;
+    json_t *d = json_pack("{s:s, s:s, s:s, s:s}", "pipeline", pipeline, "task", task, "check",
+                          check, "stage", stage);
+    char *detail = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    tr_audit_record_as(a, tenant_owner(a, TENANT_PIPELINE, pipeline), "guard", NULL,
+                       "guard.blocked", r->id, detail);
+    free(detail);
+}

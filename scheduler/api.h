@@ -51,6 +51,9 @@ int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;
 void api_close(struct api *a);
 /* The core's run_final hook (arg: the api): answers the run's long-polls. */
 void api_run_final(void *arg, struct run *r);
+/* The core's guard_blocked hook: a "guard.blocked" audit entry (arg: the api). */
+void api_guard_blocked(void *arg, const struct run *r, const char *task, const char *check,
+                       const char *stage);
 /* Answers every long-poll 503 (stopping). */
 void api_waiters_close(struct api *a);
 /* Writes answer 503: the last commit failed, or the leader lease is in doubt. */

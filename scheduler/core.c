@@ -358,6 +358,25 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
     inst_fail_final(in, NULL);
 }
 
+struct guard_ctx
+{
+    struct core *c;
+    struct inst *in;
+};
+
+/* A guard record of a result: counted per pipeline, check and stage, and audited. */
+static void on_guard_blocked(void *arg, const char *check, const char *stage)
+{
+    struct guard_ctx *g = arg;
+    struct run *r = g->in->run;
+    const char *task = r->pipe->def->tasks[g->in->task].name;
+    counters_guard_blocked(g->c->cnt, r->pipe->def->name, check, stage);
+    tr_info("guard blocked a model call run=%s task=%s index=%u check=%s stage=%s", r->id, task,
+            g->in->index, check, stage);
+    if (g->c->hooks.guard_blocked != NULL)
+        g->c->hooks.guard_blocked(g->c->hooks.arg, r, task, check, stage);
+}
+
 void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result *m)
 {
     /* Fencing: only the current dispatch of this leadership, on the worker it
@@ -379,6 +398,8 @@ void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result
     inst_logs_add(in, m->logs, m->n_logs);
     /* Calls cost money whatever became of the attempt: keep them all. */
     inst_usage_add(in, m->usage.p, m->usage.len);
+    struct guard_ctx gc = {c, in};
+    usage_guards(m->usage.p, m->usage.len, on_guard_blocked, &gc);
     if (in->state == TR_TASK_CANCELLED || run_is_final(in->run)) {
         if (m->usage.len > 0 && tr_task_state_final(in->state)) {
             inst_mark_dirty(in);

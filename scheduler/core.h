@@ -32,6 +32,10 @@ struct core_hooks
      * user is the token's name or "anonymous", "timeout" for the default. May be NULL. */
     void (*approval)(void *arg, const struct run *r, const char *task, const char *decision,
                      const char *user, const char *comment);
+    /* A model call of task was blocked by a guard (counted already): the audit
+     * log's point of entry. May be NULL. */
+    void (*guard_blocked)(void *arg, const struct run *r, const char *task, const char *check,
+                          const char *stage);
 };
 
 struct core

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/base/hmap.h"
 #include "lib/base/log.h"
 #include "lib/base/states.h"
 
@@ -50,9 +51,26 @@ struct counters
     uint64_t tasks_unschedulable;  /* failed: no worker with their labels joined in time */
     uint64_t runs_timed_out;       /* failed at their pipeline's timeout */
     struct tr_log_limiter garbage_log; /* bounds the log lines of dropped frames */
+    /* Model calls blocked by guardrails: "pipeline\0check\0stage" -> struct guard_count. */
+    struct tr_hmap guard_blocked;
+};
+
+/* Most (pipeline, check, stage) series of trellis_guard_blocked_total. */
+#define GUARD_SERIES_MAX 4096
+
+struct guard_count
+{
+    uint64_t n;
+    uint32_t len;  /* bytes of key */
+    char key[];    /* pipeline NUL check NUL stage NUL */
 };
 
 void counters_observe_latency(struct counters *c, double seconds);
+/* Counts a model call that a guard blocked (trellis_guard_blocked_total). */
+void counters_guard_blocked(struct counters *c, const char *pipeline, const char *check,
+                            const char *stage);
+/* Frees what the counters hold (the guard series). */
+void counters_release(struct counters *c);
 /* Counts a dropped worker frame, and logs a sample of it (rate-limited). */
 void counters_drop(struct counters *c, enum drop_reason why, const void *sample, size_t len);
 

@@ -192,6 +192,24 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
     }
     if (render_controls(s, &b) < 0)
         goto out_oom;
+    ADD("# HELP trellis_guard_blocked_total Model calls blocked by guardrails, by pipeline, "
+        "check and stage.\n# TYPE trellis_guard_blocked_total counter\n");
+    it = 0;
+    const struct guard_count *g;
+    while ((g = tr_hmap_next(&m->guard_blocked, &it)) != NULL) {
+        const char *check = g->key + strlen(g->key) + 1;
+        const char *stage = check + strlen(check) + 1;
+        ADD("trellis_guard_blocked_total{pipeline=\"");
+        if (prom_label(&b, g->key) < 0)
+            goto out_oom;
+        ADD("\",check=\"");
+        if (prom_label(&b, check) < 0)
+            goto out_oom;
+        ADD("\",stage=\"");
+        if (prom_label(&b, stage) < 0)
+            goto out_oom;
+        ADD("\"} %llu\n", (unsigned long long)g->n);
+    }
     tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:

@@ -197,7 +197,8 @@ static void parts_init(struct sched *s)
         .timers = &s->timers,
         .cnt = &s->cnt,
     };
-    struct core_hooks ch = {.arg = &s->api, .run_final = api_run_final, .call = api_on_call};
+    struct core_hooks ch = {.arg = &s->api, .run_final = api_run_final, .call = api_on_call,
+                            .guard_blocked = api_guard_blocked};
     core_init(&s->core, &cp, s->cfg.keep_runs, &ch);
 }
 
@@ -378,6 +379,7 @@ void sched_close(struct sched *s)
     core_release(&s->core);
     pipes_release(&s->pipes);
     batch_release(&s->batch);
+    counters_release(&s->cnt);
     if (s->handles_open) {
         timers_release(&s->timers);
         uv_close((uv_handle_t *)&s->commit_retry, NULL);

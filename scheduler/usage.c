@@ -167,6 +167,14 @@ static const char *str_of(const json_t *call, const char *key)
 /* Adds one call record (a JSON object) to sum. */
 static int sum_call(json_t *sum, const json_t *call)
 {
+    /* A blocked call's guard record: counted apart, not as a call. */
+    if (json_object_get(call, "guard") != NULL) {
+        json_t *g = json_object_get(sum, "guard_blocked");
+        if (g == NULL)
+            return json_object_set_new(sum, "guard_blocked", json_integer(1)) == 0 ? 0
+                                                                                 : TR_ENOMEM;
+        return json_integer_set(g, json_integer_value(g) + 1) == 0 ? 0 : TR_ENOMEM;
+    }
     json_int_t pt = count_of(call, "prompt_tokens");
     json_int_t ct = count_of(call, "completion_tokens");
     double cost = real_of(call, "cost");
@@ -260,6 +268,31 @@ json_t *usage_records_json(const void *calls, size_t len)
     tr_error_init(&err);
     json_t *arr = tr_mp_bytes_to_json(calls, len, &err);
     return json_is_array(arr) ? arr : (json_decref(arr), json_array());
+}
+
+uint32_t usage_guards(const void *calls, size_t len,
+                      void (*fn)(void *arg, const char *check, const char *stage), void *arg)
+{
+    /* The key "guard" packs as fixstr 0xa5 "guard": no such bytes, no record. */
+    if (calls == NULL || len < 6 || memmem(calls, len, "\xa5guard", 6) == NULL)
+        return 0;
+    struct tr_error err;
+    tr_error_init(&err);
+    json_t *arr = tr_mp_bytes_to_json(calls, len, &err);
+    uint32_t n = 0;
+    size_t i;
+    json_t *call;
+    json_array_foreach(arr, i, call)
+    {
+        const char *check = json_string_value(json_object_get(call, "guard"));
+        const char *stage = json_string_value(json_object_get(call, "stage"));
+        if (check != NULL) {
+            fn(arg, check, stage ? stage : "");
+            n++;
+        }
+    }
+    json_decref(arr);
+    return n;
 }
 
 /* ====================================================================== */

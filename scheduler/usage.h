@@ -31,6 +31,13 @@ int usage_sum_add(json_t *sum, const void *calls, size_t len) TR_MUST_CHECK;
 json_t *usage_sum_brief(const json_t *sum);
 /* The call records of a msgpack array as a JSON array ([] when none or unreadable). */
 json_t *usage_records_json(const void *calls, size_t len);
+/*
+ * Calls fn(arg, check, stage) for each guard record of calls (a model call
+ * that trellis.guard blocked: {guard, stage}, docs/guardrails.md); returns
+ * how many. Cheap when there are none (a byte search).
+ */
+uint32_t usage_guards(const void *calls, size_t len,
+                      void (*fn)(void *arg, const char *check, const char *stage), void *arg);
 /* Keeps an attempt's calls with the instance and adds them to its run's sum. */
 void inst_usage_add(struct inst *in, const void *calls, size_t len);
 /* Adds calls to the run's sum and refreshes its text. */

@@ -121,6 +121,7 @@ struct run_fn
 {
     char *name; /* owned, NUL-terminated; the by_name key */
     int ref;    /* registry ref of the run function */
+    int guards_ref; /* registry ref of the task's `guards` table, or LUA_NOREF */
 };
 
 /* The globals of one run in one pipeline state: a table whose misses read the
@@ -160,6 +161,7 @@ struct pipe
     struct tr_hmap run_envs;    /* run id -> struct run_env */
     struct load_job *job;       /* the file's evaluation in the thread pool, or NULL */
     bool orphaned;              /* forgotten while loading: the job's end frees it */
+    int guards_ref;             /* the pipeline's `guards` table, or LUA_NOREF */
 };
 
 struct tr_executor

@@ -189,4 +189,19 @@ struct tr_task_usage
  */
 int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u) TR_MUST_CHECK;
 
+/*
+ * Appends a guard record {guard = check, stage = stage} to t's usage list:
+ * a model call that trellis.guard blocked (the scheduler counts them in
+ * trellis_guard_blocked_total and does not sum them as calls). Same results
+ * as tr_task_usage_add.
+ */
+int tr_task_guard_add(struct tr_task *t, const char *check, const char *stage) TR_MUST_CHECK;
+
+/*
+ * Pushes the guards the pipeline declares for the running task t (the
+ * pipeline's `guards` field) and the task's own (its `guards` field): two
+ * values, each a table or nil. Never raises.
+ */
+void tr_task_push_guards(lua_State *L, const struct tr_task *t);
+
 #endif

@@ -403,6 +403,16 @@ static int l_usage_add(lua_State *L)
     return 1;
 }
 
+/* guards() -> the pipeline's guards, the running task's guards (tables or nil) */
+static int l_guards(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t == NULL)
+        return 0;
+    tr_task_push_guards(L, t);
+    return 2;
+}
+
 /* ====================================================================== */
 /* The response cache                                                     */
 /* ====================================================================== */
@@ -603,6 +613,7 @@ int tr_lua_llm_open(lua_State *L)
         {"mono_ms", l_mono_ms},         {"usage_add", l_usage_add},
         {"budget_reserve", tr_budget_l_reserve}, {"budget_settle", tr_budget_l_settle},
         {"budget_report", tr_budget_l_report},
+        {"guards", l_guards},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -13,6 +13,7 @@
 
 #include "lib/lua/lua_rt.h"
 #include "worker/lua_embed.h"
+#include "worker/lua_guard.h"
 #include "worker/lua_http.h"
 #include "worker/lua_llm.h"
 #include "worker/lua_loop.h"
@@ -32,6 +33,7 @@ static const struct
     {"trellis.eval", tr_lua_eval_open},
     {"trellis.al", tr_lua_al_open},
     {"trellis.rerank", tr_lua_rerank_open},
+    {"trellis.guard", tr_lua_guard_open},
 };
 
 int tr_worker_open_modules(lua_State *L)

@@ -72,6 +72,7 @@ struct pipe *pipe_request(struct tr_executor *e, struct tr_str digest)
     memcpy(p->digest, digest.p, 64);
     p->digest[64] = '\0';
     p->chunk_ref = p->globals_ref = p->env_mt_ref = LUA_NOREF;
+    p->guards_ref = LUA_NOREF;
     tr_hmap_init(&p->by_name);
     tr_hmap_init(&p->run_envs);
     if (tr_hmap_put(&e->pipes, p->digest, 64, p) < 0) {
@@ -337,6 +338,31 @@ static const char *raw_string(lua_State *L, int idx, const char *k, size_t *len)
     return s;
 }
 
+/* A registry ref of the table field k of table idx (raw access), or LUA_NOREF. May raise. */
+static int raw_table_ref(lua_State *L, int idx, const char *k)
+{
+    lua_pushstring(L, k);
+    if (lua_rawget(L, idx) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void tr_task_push_guards(lua_State *L, const struct tr_task *t)
+{
+    struct pipe *p = t->pipe;
+    struct run_fn *r = p != NULL ? tr_hmap_get(&p->by_name, t->name.p, t->name.len) : NULL;
+    if (p != NULL && p->L != NULL && p->guards_ref != LUA_NOREF && p->guards_ref != 0)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->guards_ref);
+    else
+        lua_pushnil(L);
+    if (r != NULL && r->guards_ref != LUA_NOREF && r->guards_ref != 0)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->guards_ref);
+    else
+        lua_pushnil(L);
+}
+
 /*
  * Protected, with the pipe at 1 and the pipeline table at 2: pins each run
  * function and indexes it by task name. Everything it allocates hangs off the
@@ -364,6 +390,7 @@ static int index_protected(lua_State *L)
     p->runs = tr_calloc(n ? n : 1, sizeof(*p->runs));
     if (p->label == NULL || p->runs == NULL)
         return luaL_error(L, "not enough memory");
+    p->guards_ref = raw_table_ref(L, 2, "guards");
     for (lua_Unsigned i = 1; i <= n; i++) {
         if (lua_rawgeti(L, 3, (lua_Integer)i) != LUA_TTABLE)
             return luaL_error(L, "tasks[%I] is not a task", (lua_Integer)i);
@@ -377,7 +404,9 @@ static int index_protected(lua_State *L)
         if (r->name == NULL)
             return luaL_error(L, "not enough memory");
         r->ref = LUA_NOREF;
+        r->guards_ref = LUA_NOREF;
         p->n_runs++;
+        r->guards_ref = raw_table_ref(L, 4, "guards");
         r->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the function */
         if (tr_hmap_put(&p->by_name, r->name, tl, r) < 0)
             return luaL_error(L, "not enough memory");

@@ -348,3 +348,29 @@ int tr_task_usage_add(struct tr_task *t, const struct tr_task_usage *u)
     t->n_usage++;
     return 0;
 }
+
+int tr_task_guard_add(struct tr_task *t, const char *check, const char *stage)
+{
+    if (t->n_usage >= TR_TASK_USAGE_MAX) {
+        t->usage_dropped++;
+        return TR_E2BIG;
+    }
+    size_t mark = t->usage.len;
+    int rc = 0;
+    if (t->n_usage == 0 && mark == 0)
+        rc = tr_buf_add(&t->usage, "\xdd\0\0\0\0", 5);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t->usage, usage_write);
+    if (rc == 0 && (msgpack_pack_map(&pk, 2) || pack_kstr(&pk, "guard", check) ||
+                    pack_kstr(&pk, "stage", stage)))
+        rc = TR_ENOMEM;
+    if (rc < 0) {
+        t->usage.len = t->n_usage == 0 ? 0 : mark;
+        if (t->usage.alloc > 0)
+            t->usage.buf[t->usage.len] = '\0';
+        t->usage_dropped++;
+        return rc;
+    }
+    t->n_usage++;
+    return 0;
+}

@@ -47,6 +47,7 @@ enum task_field
     F_CONCURRENCY,
     F_PROVIDERS,
     F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c; not in task_field_names */
+    F_GUARDS,    /* guardrails around its model calls: pipeline_guards.c */
     F_UNKNOWN
 };
 
@@ -59,6 +60,8 @@ static enum task_field task_field_of(const char *k, size_t len)
 {
     if (tr_flow_field_of(k, len) != 0)
         return F_FLOW;
+    if (len == 6 && memcmp(k, "guards", 6) == 0)
+        return F_GUARDS;
     for (size_t i = 0; i < TR_ARRAY_LEN(task_field_names); i++) {
         if (strlen(task_field_names[i]) == len && memcmp(task_field_names[i], k, len) == 0)
             return (enum task_field)i;
@@ -306,6 +309,13 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
         return tr_check_task_labels(L, who->name, who->name_len, why, why_len);
     case F_CONCURRENCY:
         return tr_check_task_concurrency(L, who->name, who->name_len, why, why_len);
+    case F_GUARDS: {
+        char g[TR_TASK_WHY_MAX];
+        if (tr_guards_check(L, lua_gettop(L), g, sizeof(g)) == 0)
+            return 0;
+        snprintf(why, why_len, WHO ": %.250s", WHO_ARGS(who), g);
+        return -1;
+    }
     case F_UNKNOWN:
         TR_ASSERT(!"unreachable");
         break;
@@ -545,7 +555,7 @@ static int l_pipeline(lua_State *L)
         bool known = false;
         static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
                                              "timeout", "max_active_runs", "extra_params",
-                                             "budget", "on_budget"};
+                                             "budget", "on_budget", "guards"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -646,6 +656,19 @@ static int l_pipeline(lua_State *L)
     lua_pushliteral(L, "on_budget");
     lua_rawget(L, 1);
     lua_setfield(L, 2, "on_budget");
+
+    /* Guardrails around every model call of the pipeline's tasks (the worker
+     * reads them from this table): checked here, with the file's line. */
+    lua_pushliteral(L, "guards");
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1)) {
+        char g[TR_TASK_WHY_MAX];
+        if (tr_guards_check(L, lua_gettop(L), g, sizeof(g)) != 0) {
+            snprintf(why, sizeof(why), "trellis.pipeline: %.280s", g);
+            return raise_check(L, why);
+        }
+    }
+    lua_setfield(L, 2, "guards");
 
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
     lua_setmetatable(L, 2);

@@ -86,6 +86,13 @@ int tr_lua_task(lua_State *L);
 
 /* Which control-flow field a task key names: 1 trigger_rule, 2 subrun, 3 approval, 0 none. */
 int tr_flow_field_of(const char *k, size_t len);
+/*
+ * Checks a `guards` table (at idx) of a pipeline or a task: known stages
+ * and checks, valid values, a schema within the supported subset
+ * (lib/lua/pipeline_guards.c, docs/guardrails.md). 0, or -1 with why set.
+ * Raw access only; may raise only for memory.
+ */
+int tr_guards_check(lua_State *L, int idx, char *why, size_t why_len);
 /* Checks the value at the top of the stack for flow field which (1..3); fills f. Never raises. */
 int tr_flow_check_field(lua_State *L, int which, struct tr_task_fields *f, char *why,
                         size_t why_len);

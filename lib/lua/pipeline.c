@@ -642,7 +642,7 @@ static const char *const worker_modules[] = {"trellis.http",   "trellis.llm",
                                              "trellis.json",   "trellis.ingest",
                                              "trellis.index",  "trellis.prompt",
                                              "trellis.eval",   "trellis.al",
-                                             "trellis.rerank"};
+                                             "trellis.rerank", "trellis.guard"};
 
 static int worker_only(lua_State *L)
 {

@@ -775,6 +775,24 @@ function M.chat(call)
   return r
 end
 
+-- Guardrails (docs/guardrails.md): when the pipeline, the task or the call
+-- declares guards, the call runs between trellis.guard's input and output
+-- checks; the unguarded path costs one C call.
+local chat_unguarded = M.chat
+function M.chat(call)
+  local pg, tg = C.guards()
+  local cg = type(call) == "table" and call.guards or nil
+  if pg == nil and tg == nil and cg == nil then return chat_unguarded(call) end
+  check_messages(call)
+  if cg ~= nil and type(cg) ~= "table" then
+    fail("llm_bad_request", "guards must be a table { input = {...}, output = {...} }")
+  end
+  local guard = require "trellis.guard"
+  local g = guard.effective(pg, tg, cg)
+  if g == nil then return chat_unguarded(call) end
+  return guard.around(g, call, chat_unguarded)
+end
+
 -- Hashed bag of words: the extractive provider's embeddings (no model).
 local EXTRACTIVE_DIM = 256
 local function hash_embed(text)
