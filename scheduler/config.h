@@ -36,6 +36,7 @@ struct sched_config
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
     uint32_t unschedulable_s; /* --unschedulable-timeout: labelled tasks nobody can take fail */
     double retention_days;    /* --retention: finished runs older are purged (0: kept) */
+    uint32_t budget_approval_s; /* --budget-approval-timeout: a held LLM call is rejected */
 };
 
 #endif

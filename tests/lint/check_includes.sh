@@ -44,7 +44,7 @@ part() {
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
     auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
-    budgets.[ch]|budgets_int.h|quotas.c) echo api ;;
+    budgets.[ch]|budgets_int.h|quotas.c|budget_approvals.c) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
     api_runctl.c|api_retry.c|runctl.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
