@@ -23,6 +23,7 @@
 #include "scheduler/audit.h"
 #include "scheduler/budgets_int.h"
 #include "scheduler/dispatch.h"
+#include "scheduler/gpus.h"
 #include "scheduler/workers.h"
 
 #define HELD_MAX 10000u       /* calls held at once; more are refused as budget_exceeded */
@@ -279,4 +280,41 @@ int bud_approval_decide(struct api *a, struct tr_http_req *req, const char *run_
         return 0;
     }
     return TR_ENOENT;
+}
+
+/* Per tenant: spent and reserved cost, reservations refused; calls held. */
+int bud_metrics(struct api *a, struct tr_buf *out)
+{
+    struct budgets *b = bud_of(a);
+    if (b == NULL)
+        return 0;
+    static const char *const names[] = {"trellis_budget_spent_cost", "trellis_budget_reserved_cost",
+                                         "trellis_budget_refused_total"};
+    static const char *const help[] = {
+        "LLM spend (USD) of a tenant in its budget's period.",
+        "LLM calls' worst case (USD) reserved now by a tenant.",
+        "LLM call reservations refused by a tenant's or its runs' budget (held ones "
+        "included)."};
+    int rc = 0;
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        rc = tr_buf_addf(out, "# HELP %s %s\n# TYPE %s %s\n", names[k], help[k], names[k],
+                         k < 2 ? "gauge" : "counter");
+        size_t it = 0;
+        struct tenant *t;
+        while (rc == 0 && (t = tr_hmap_next(&b->tenants, &it)) != NULL) {
+            rc = tr_buf_addf(out, "%s{tenant=\"", names[k]);
+            if (rc == 0)
+                rc = prom_label(out, t->name);
+            if (rc == 0 && k < 2)
+                rc = tr_buf_addf(out, "\"} %.9g\n", k == 0 ? t->spent_cost : t->res_cost);
+            else if (rc == 0)
+                rc = tr_buf_addf(out, "\"} %llu\n", (unsigned long long)t->refused);
+        }
+    }
+    if (rc == 0)
+        rc = tr_buf_addf(out, "# HELP trellis_budget_approvals_pending LLM calls held for an "
+                         "operator's approval (on_budget = \"approve\").\n"
+                         "# TYPE trellis_budget_approvals_pending gauge\n"
+                         "trellis_budget_approvals_pending %zu\n", b->n_held);
+    return rc;
 }

@@ -70,6 +70,10 @@ int bud_approval_decide(struct api *a, struct tr_http_req *req, const char *run_
 /* Adds "waiting": "budget_approval" and what is asked to o when a call of in is held. */
 bool bud_inst_held_json(struct api *a, const struct inst *in, json_t *o);
 
+/* Appends the budgets' lines of GET /metrics to out (tr_buf; 0 or TR_ENOMEM). */
+struct tr_buf;
+int bud_metrics(struct api *a, struct tr_buf *out) TR_MUST_CHECK;
+
 void h_budget_put(struct tr_http_req *req, void *arg);
 void h_budgets_list(struct tr_http_req *req, void *arg);
 

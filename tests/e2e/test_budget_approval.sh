@@ -34,6 +34,10 @@ export CURL_HOME="$TMP/curlhome"
 start_scheduler --token-file "$TMP/tokens"
 start_worker a1 --slots 4 --providers "$TMP/providers.json"
 wait_workers 1
+# trellis budgets set: a tenant budget that all of this test's calls fit.
+TRELLIS_TOKEN="$ROOT" "$TRELLIS" --api "$API" budgets set default --cost 100 --tokens 100000 \
+  --period day >"$TMP/set.out" 2>&1 || fail "trellis budgets set: $(cat "$TMP/set.out")"
+assert_contains "$(cat "$TMP/set.out")" "budget of default: cost 100, tokens 100000, period day" "trellis budgets set"
 decide() { TRELLIS_TOKEN="$OPT" "$TRELLIS" --api "$API" approve "$@"; }
 served() { curl -s "http://127.0.0.1:$FPORT/stats" | json_get 'j["calls"].get("ok-appr", 0)'; }
 # wait_held RUN: until the run's task shows the held call
@@ -62,6 +66,8 @@ assert len(p) == 1 and p[0]["run_id"] == sys.argv[3] and p[0]["task"] == "ask", 
 PY
 ok "a call past its run's budget is held: waiting budget_approval, listed in /v1/budgets pending"
 assert_eq "$(served)" 0 "nothing is sent to the provider while held"
+TRELLIS_TOKEN="$ROOT" "$TRELLIS" --api "$API" budgets >"$TMP/budgets.out" 2>&1 || fail "trellis budgets: $(cat "$TMP/budgets.out")"
+assert_contains "$(cat "$TMP/budgets.out")" "$id  ask" "trellis budgets lists the held call"
 decide "$id" ask --comment "worth it" >"$TMP/approve.out" 2>&1 || fail "trellis approve: $(cat "$TMP/approve.out")"
 run=$(wait_run "$id" 60)
 assert_eq "$(echo "$run" | json_get 'j["state"]')" succeeded "approved, the run succeeds"
@@ -77,6 +83,11 @@ assert e["object"] == sys.argv[2] + "/ask", e
 assert "alice" in json.dumps(e), e
 PY
 ok "the decision is audited (budget.approve, alice)"
+api_get /metrics >"$TMP/metrics.txt"
+grep -q '^trellis_budget_refused_total{tenant="default"} 1$' "$TMP/metrics.txt" || fail "metrics: $(grep budget "$TMP/metrics.txt")"
+grep -q '^trellis_budget_spent_cost{tenant="default"} ' "$TMP/metrics.txt" || fail "no spent cost metric"
+grep -q '^trellis_budget_approvals_pending 0$' "$TMP/metrics.txt" || fail "no pending metric"
+ok "/metrics has the budget counters"
 
 # --- reject -----------------------------------------------------------------------
 id=$(submit "$P/llm_budget_approve.lua")
