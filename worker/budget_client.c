@@ -38,7 +38,7 @@ struct bwait
     char key[128];
     double rpm, tpm, tokens, cost;
     char call_policy[16], prov_policy[16]; /* on_budget of the call / of its provider, or "" */
-    bool sent, answered;
+    bool sent, answered, held;
     uint8_t code;
     uint64_t id;
     double wait;
@@ -139,6 +139,11 @@ static void abandon(struct budget_client *c, struct bwait *w)
         unqueue(c, w);
         tr_free(w);
     } else if (w->answered) {
+        tr_free(w);
+    } else if (w->held) {
+        /* The scheduler may never answer (a cancel drops what it holds): forget it now; a
+         * later grant finds no waiter and is given back (tr_budget_on_reply). */
+        tr_hmap_del(&c->sent, &w->seq, sizeof(w->seq));
         tr_free(w);
     } else {
         w->t = NULL; /* freed when its answer comes */
@@ -367,6 +372,7 @@ void tr_budget_on_reply(struct tr_executor *e, const struct tr_msg_call_reply *m
             /* Held for an operator: the coroutine stays suspended; only the timer changes,
              * to the scheduler's expiry (wait) plus slack. The final answer comes with the
              * same seq. */
+            w->held = true;
             uv_timer_t *timer = tr_task_timer(w->t);
             double s = (isfinite(wait) && wait > 0 ? wait : 0) + HELD_SLACK_S;
             uv_update_time(timer->loop);
