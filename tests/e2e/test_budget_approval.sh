@@ -9,7 +9,7 @@
 #     the operator's token name;
 #   - rejected, the run fails with budget_exceeded naming the operator;
 #   - undecided, it is rejected before the task's own timeout;
-#   - cancelling the run drops it.
+#   - cancelling the run, or its worker dying, drops it.
 source "$(dirname "$0")/cluster.sh"
 P="$SRC/tests/e2e/pipelines"
 TRELLIS="$BUILD/cli/trellis"
@@ -116,3 +116,13 @@ assert_eq "$(echo "$run" | json_get 'j["state"]')" cancelled "the run is cancell
 assert_eq "$(api_get /v1/budgets | json_get 'len(j["pending"])')" 0 "a cancel drops the held call"
 assert_eq "$(api_status -X POST -H 'Content-Type: application/json' --data '{"decision":"approve"}' "$API/v1/runs/$id/approvals/ask")" 400 "nothing left to decide in a cancelled run"
 assert_eq "$(served)" 1 "the provider saw only the approved call"
+
+# --- the worker dies ------------------------------------------------------------
+id=$(submit "$P/llm_budget_approve.lua")
+wait_held "$id"
+kill -9 "$WPID"
+wait "$WPID" 2>/dev/null || true
+wait_for 60 bash -c "[ \"\$(curl -s $API/v1/budgets | $PY -c 'import json,sys; print(len(json.load(sys.stdin)[\"pending\"]))')\" = 0 ]" \
+  || fail "a dead worker's held call is still pending: $(api_get /v1/budgets)"
+ok "a worker that dies drops its held call"
+api_post "/v1/runs/$id/cancel" '{}' >/dev/null
