@@ -268,5 +268,6 @@ int tr_cmd_label(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_models(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_triggers(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_audit(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_budgets(struct tr_cli *cli, int argc, char **argv);
 
 #endif

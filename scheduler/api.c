@@ -405,6 +405,18 @@ static void h_metrics(struct tr_http_req *req, void *arg)
     char *text = metrics_render(&a->metrics, &len);
     if (text != NULL && events_metrics(&a->ev, &text, &len) < 0)
         tr_free_null(&text);
+    if (text != NULL) { /* the budgets are the api's (budgets.h), above metrics */
+        struct tr_buf buf;
+        tr_buf_init(&buf, 0);
+        if (tr_buf_add(&buf, text, len) < 0 || bud_metrics(a, &buf) < 0) {
+            tr_buf_release(&buf);
+            tr_free(text);
+            text = NULL;
+        } else {
+            tr_free(text);
+            text = tr_buf_detach(&buf, &len);
+        }
+    }
     if (text == NULL) {
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;

@@ -8,6 +8,7 @@
 #include "scheduler/api_int.h"
 #include "scheduler/audit.h"
 #include "scheduler/auth.h"
+#include "scheduler/budgets.h"
 #include "scheduler/tenants.h"
 #include "scheduler/core_flow.h"
 
@@ -98,6 +99,15 @@ void h_run_approval(struct tr_http_req *req, void *arg)
     /* Who decided: the token's name (auth.h); without tokens, "anonymous". */
     const struct auth_principal *who = auth_of(req);
     const char *user = who != NULL && who->name[0] != '\0' ? who->name : "anonymous";
+    /* A task's LLM call held for an operator (on_budget = "approve") is decided here too. */
+    if (r != NULL && bud_approval_decide(a, req, run_id, name, approve, comment, user) == 0) {
+        json_decref(body);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "run_id", run_id, "task", name,
+                              "decision", approve ? "approve" : "reject", "user", user, "kind",
+                              "budget");
+        batch_add_reply(a->batch, req, 200, o);
+        return;
+    }
     struct tr_error err;
     tr_error_init(&err);
     int rc = flow_approval_decide(a->core, run_id, name, approve, comment, user, &err);

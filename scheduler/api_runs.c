@@ -6,6 +6,7 @@
  * the state backend.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/budgets.h"
 #include "scheduler/audit.h"
 #include "scheduler/auth.h"
 #include "scheduler/tenants.h"
@@ -533,6 +534,8 @@ static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
         json_object_set_new(o, "waiting", json_string(why));
     else if (api_flow_waiting(in) != NULL)
         json_object_set_new(o, "waiting", json_string(api_flow_waiting(in)));
+    else if (in->state == TR_TASK_RUNNING)
+        bud_inst_held_json(a, in, o); /* an LLM call held for an operator's approval */
     return o;
 }
 

@@ -143,6 +143,7 @@ void bud_close(struct api *a)
     tr_hmap_release(&b->tenants);
     tr_hmap_release(&b->quotas);
     tr_hmap_release(&b->learned);
+    bheld_close(b);
     a->bud = NULL;
     uv_close((uv_handle_t *)&b->tick, on_tick_closed); /* frees b */
 }
@@ -270,6 +271,7 @@ int bud_lead(struct api *a, struct tr_error *err)
 {
     struct budgets *b = bud_of(a);
     free_all(b);
+    bheld_close(b); /* the calls held by an earlier leadership are asked again */
     b->dirty = false;
     int rc = tr_state_list_budgets(a->state, load_row, b);
     if (rc < 0)
@@ -335,7 +337,7 @@ static void release(struct budgets *b, struct resv *v, double cost, double token
     tr_free(v);
 }
 
-enum { BR_OK, BR_BUDGET, BR_RATE, BR_REFUSED };
+enum { BR_OK, BR_BUDGET, BR_RATE, BR_REFUSED, BR_HELD };
 
 struct answer
 {
@@ -346,9 +348,74 @@ struct answer
     char msg[200];
 };
 
-static void reserve(struct api *a, struct worker *w, uint64_t dispatch, struct tr_str qkey,
-                    double rpm, double tpm, double tokens, double cost, struct answer *ans)
+/* Records a reservation of t and r for w's call; its id, 0 when out of memory. */
+static uint64_t resv_add(struct budgets *b, struct tenant *t, struct brun *r, struct worker *w,
+                         double tokens, double cost, double now)
 {
+    struct resv *v = tr_calloc(1, sizeof(*v));
+    if (v == NULL)
+        return 0;
+    v->id = b->next_id++;
+    v->t = t;
+    v->r = r;
+    v->w = w;
+    v->cost = cost;
+    v->tokens = tokens;
+    if (tr_hmap_put(&b->resv, &v->id, sizeof(v->id), v) < 0) {
+        tr_free(v);
+        return 0;
+    }
+    v->next = r->head;
+    if (r->head)
+        r->head->prev = v;
+    r->head = v;
+    t->res_cost += cost;
+    t->res_tokens += tokens;
+    r->res_cost += cost;
+    r->res_tokens += tokens;
+    t->updated_at = now;
+    t->dirty = b->dirty = true;
+    return v->id;
+}
+
+uint64_t bud_grant(struct api *a, struct inst *in, struct worker *w, double tokens, double cost)
+{
+    struct budgets *b = bud_of(a);
+    struct tenant *t = tenant_get(b, bud_run_tenant(a, in->run), true);
+    struct brun *r = brun_get(b, in->run);
+    if (t == NULL || r == NULL || tr_hmap_count(&b->resv) >= BUD_RESERVATIONS_MAX)
+        return 0;
+    roll(t, tr_now());
+    return resv_add(b, t, r, w, tokens, cost, tr_now());
+}
+
+/* The policy of a call that does not fit: the call's own, else the pipeline's unless it is
+ * the default, else its provider's (as trellis.llm decides). */
+static uint8_t policy_of(const struct brun *r, struct tr_str call, struct tr_str prov)
+{
+    struct tr_str p = call.len > 0 ? call : r->on_budget != TR_ON_BUDGET_FAIL
+                                                ? tr_str_c(tr_on_budget_names[r->on_budget])
+                                                : prov;
+    for (uint8_t i = 0; i < 3; i++) {
+        if (tr_str_eq(p, tr_on_budget_names[i]))
+            return i;
+    }
+    return TR_ON_BUDGET_FAIL;
+}
+
+struct reserve_req
+{
+    uint64_t seq, call_id, dispatch;
+    struct tr_str qkey, call_policy, prov_policy;
+    double rpm, tpm, tokens, cost;
+};
+
+static void reserve(struct api *a, struct worker *w, const struct reserve_req *rq,
+                    struct answer *ans)
+{
+    uint64_t dispatch = rq->dispatch;
+    struct tr_str qkey = rq->qkey;
+    double rpm = rq->rpm, tpm = rq->tpm, tokens = rq->tokens, cost = rq->cost;
     struct budgets *b = bud_of(a);
     struct inst *in = dispatch_find(a->dispatch, dispatch);
     if (in == NULL || in->worker != w) {
@@ -389,6 +456,15 @@ static void reserve(struct api *a, struct worker *w, uint64_t dispatch, struct t
         snprintf(ans->msg, sizeof(ans->msg), "%s budget of %s: %.6g used or reserved, the call "
                  "needs up to %.6g more, the limit is %.6g", what,
                  what[0] == 't' ? t->name : r->id, used, want, lim);
+        if (policy_of(r, rq->call_policy, rq->prov_policy) == TR_ON_BUDGET_APPROVE) {
+            double wait = 0;
+            if (bheld_add(a, in, w, rq->seq, rq->call_id, tokens, cost, t->name, ans->msg,
+                          &wait) == 0) {
+                ans->code = BR_HELD; /* answered later, by budget_approvals.c */
+                ans->wait = wait;
+                ans->policy = "approve";
+            }
+        }
         return;
     }
     struct quota *q = quota_get(b, qkey, rpm, tpm);
@@ -413,36 +489,10 @@ static void reserve(struct api *a, struct worker *w, uint64_t dispatch, struct t
             q->tok -= tokens; /* may go below 0: the next calls wait for it */
         q->granted++;
     }
-    struct resv *v = tr_calloc(1, sizeof(*v));
-    if (v == NULL) {
-        ans->code = BR_REFUSED;
+    ans->id = resv_add(b, t, r, w, tokens, cost, now);
+    ans->code = ans->id != 0 ? BR_OK : BR_REFUSED;
+    if (ans->id == 0)
         snprintf(ans->msg, sizeof(ans->msg), "out of memory");
-        return;
-    }
-    v->id = b->next_id++;
-    v->t = t;
-    v->r = r;
-    v->w = w;
-    v->cost = cost;
-    v->tokens = tokens;
-    if (tr_hmap_put(&b->resv, &v->id, sizeof(v->id), v) < 0) {
-        tr_free(v);
-        ans->code = BR_REFUSED;
-        snprintf(ans->msg, sizeof(ans->msg), "out of memory");
-        return;
-    }
-    v->next = r->head;
-    if (r->head)
-        r->head->prev = v;
-    r->head = v;
-    t->res_cost += cost;
-    t->res_tokens += tokens;
-    r->res_cost += cost;
-    r->res_tokens += tokens;
-    t->updated_at = now;
-    t->dirty = b->dirty = true;
-    ans->code = BR_OK;
-    ans->id = v->id;
 }
 
 static void settle(struct api *a, struct worker *w, uint64_t id, double tokens, double cost)
@@ -527,13 +577,20 @@ void bud_on_call(struct api *a, struct worker *w, const struct tr_msg_call *m)
         struct tr_str key = tr_mp_rd_str(&r);
         double rpm = tr_mp_rd_double(&r), tpm = tr_mp_rd_double(&r);
         double tokens = tr_mp_rd_double(&r), cost = tr_mp_rd_double(&r);
-        for (uint32_t k = 7; k < f; k++)
+        struct reserve_req q = {.seq = seq, .call_id = m->id, .dispatch = dispatch,
+                                .qkey = key, .rpm = rpm, .tpm = tpm, .tokens = tokens,
+                                .cost = cost};
+        if (f >= 9) { /* the call's and its provider's on_budget ("" when not said) */
+            q.call_policy = tr_mp_rd_str(&r);
+            q.prov_policy = tr_mp_rd_str(&r);
+        }
+        for (uint32_t k = 9; k < f; k++)
             tr_mp_rd_skip(&r);
         struct answer ans = {.code = BR_REFUSED, .policy = "fail"};
         if (r.err != 0 || f < 7)
             snprintf(ans.msg, sizeof(ans.msg), "a malformed reservation");
         else
-            reserve(a, w, dispatch, key, rpm, tpm, tokens, cost, &ans);
+            reserve(a, w, &q, &ans);
         msgpack_pack_array(&pk, 6);
         msgpack_pack_uint64(&pk, seq);
         msgpack_pack_uint8(&pk, (uint8_t)ans.code);
@@ -550,9 +607,29 @@ void bud_on_call(struct api *a, struct worker *w, const struct tr_msg_call *m)
     msgpack_sbuffer_destroy(&sb);
 }
 
+void bud_send_answer(struct api *a, struct worker *w, uint64_t call_id, uint64_t seq, int code,
+                     uint64_t id, double wait, const char *policy, const char *msg)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_uint64(&pk, seq);
+    msgpack_pack_uint8(&pk, (uint8_t)code);
+    msgpack_pack_uint64(&pk, id);
+    msgpack_pack_double(&pk, wait);
+    msgpack_pack_str_with_body(&pk, policy, strlen(policy));
+    msgpack_pack_str_with_body(&pk, msg, strlen(msg));
+    send_reply(a, w, call_id, 200, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 void bud_worker_down(struct api *a, struct worker *w)
 {
     struct budgets *b = bud_of(a);
+    bheld_worker_down(a, w); /* nobody waits for their answers */
     if (b == NULL || tr_hmap_count(&b->resv) == 0)
         return;
     struct resv **gone = NULL;
@@ -571,6 +648,8 @@ void bud_worker_down(struct api *a, struct worker *w)
 void bud_run_final(struct api *a, struct run *run)
 {
     struct budgets *b = bud_of(a);
+    if (b != NULL && b->n_held > 0)
+        bheld_run_final(a, run->id); /* a cancel ends the wait (nobody is answered) */
     struct brun *r = b ? tr_hmap_get(&b->runs, run->id, strlen(run->id)) : NULL;
     if (r == NULL)
         return;
@@ -686,6 +765,36 @@ static json_t *pair(double cost, double tokens)
     return json_pack("{s:f,s:f}", "cost", cost, "tokens", tokens);
 }
 
+static bool sees_cb(void *req, const char *tenant)
+{
+    return caller_sees_tenant(req, tenant);
+}
+
+json_t *bud_state_json(struct api *a, const char *tenant, const char *run_id)
+{
+    struct budgets *b = bud_of(a);
+    struct tenant *t = tr_hmap_gets(&b->tenants, tenant);
+    struct brun *r = tr_hmap_get(&b->runs, run_id, strlen(run_id));
+    json_t *o = json_object();
+    if (t != NULL)
+        json_object_set_new(
+            o, "tenant", json_pack("{s:s,s:o,s:o,s:s,s:o,s:o}", "tenant", t->name, "cost",
+                                   t->lim_cost > 0 ? json_real(t->lim_cost) : json_null(),
+                                   "tokens",
+                                   t->lim_tokens > 0 ? json_real(t->lim_tokens) : json_null(),
+                                   "period", period_names[t->period], "spent",
+                                   pair(t->spent_cost, t->spent_tokens), "reserved",
+                                   pair(t->res_cost, t->res_tokens)));
+    if (r != NULL)
+        json_object_set_new(
+            o, "run", json_pack("{s:o,s:o,s:o,s:o}", "cost",
+                                r->lim_cost > 0 ? json_real(r->lim_cost) : json_null(), "tokens",
+                                r->lim_tokens > 0 ? json_real(r->lim_tokens) : json_null(),
+                                "spent", pair(r->spent_cost, r->spent_tokens), "reserved",
+                                pair(r->res_cost, r->res_tokens)));
+    return o;
+}
+
 void h_budgets_list(struct tr_http_req *req, void *arg)
 {
     struct api *a = arg;
@@ -722,7 +831,8 @@ void h_budgets_list(struct tr_http_req *req, void *arg)
                             pair(r->spent_cost, r->spent_tokens), "reserved",
                             pair(r->res_cost, r->res_tokens)));
     }
-    respond_json(req, 200, json_pack("{s:o,s:o,s:o,s:I}", "budgets", list, "runs", runs,
+    respond_json(req, 200, json_pack("{s:o,s:o,s:o,s:I,s:o}", "budgets", list, "runs", runs,
                                      "quotas", quotas, "reservations",
-                                     (json_int_t)tr_hmap_count(&b->resv)));
+                                     (json_int_t)tr_hmap_count(&b->resv), "pending",
+                                     bheld_list_json(a, sees_cb, req)));
 }

@@ -21,6 +21,8 @@
 #ifndef TR_SCHED_BUDGETS_H
 #define TR_SCHED_BUDGETS_H
 
+#include <jansson.h>
+
 #include "lib/http/http_server.h"
 #include "lib/wire/proto.h"
 
@@ -59,6 +61,18 @@ bool bud_gate(void *arg, struct inst *in);
 
 /* The tenant a run's spend counts against. */
 const char *bud_run_tenant(struct api *a, const struct run *r);
+
+/* The approvals route's decision of a call held for an operator (on_budget = "approve") in
+ * task of run_id: 0 decided (and audited as req's), TR_ENOENT none held there. */
+int bud_approval_decide(struct api *a, struct tr_http_req *req, const char *run_id,
+                        const char *task, bool approve, const char *comment,
+                        const char *user) TR_MUST_CHECK;
+/* Adds "waiting": "budget_approval" and what is asked to o when a call of in is held. */
+bool bud_inst_held_json(struct api *a, const struct inst *in, json_t *o);
+
+/* Appends the budgets' lines of GET /metrics to out (tr_buf; 0 or TR_ENOMEM). */
+struct tr_buf;
+int bud_metrics(struct api *a, struct tr_buf *out) TR_MUST_CHECK;
 
 void h_budget_put(struct tr_http_req *req, void *arg);
 void h_budgets_list(struct tr_http_req *req, void *arg);

@@ -99,6 +99,9 @@ struct budgets
     struct tr_hmap quotas;         /* key -> struct quota */
     uint64_t next_id;
     bool dirty;
+    struct bheld *held;            /* calls held for an operator (budget_approvals.c) */
+    size_t n_held;
+    uv_timer_t *held_timer;        /* runs while any are held; freed on close */
 };
 
 static inline struct budgets *bud_of(struct api *a)
@@ -110,6 +113,30 @@ static inline double bud_mono_s(void)
 {
     return (double)tr_mono_ns() / 1e9;
 }
+
+/* budgets.c */
+/* A reservation for in's call granted whatever the budgets say (an operator approved it):
+ * its id, 0 when it cannot be made. */
+uint64_t bud_grant(struct api *a, struct inst *in, struct worker *w, double tokens, double cost);
+/* Sends worker w one reservation's answer (a CALL_REPLY of one item, in the turn's batch). */
+void bud_send_answer(struct api *a, struct worker *w, uint64_t call_id, uint64_t seq, int code,
+                     uint64_t id, double wait, const char *policy, const char *msg);
+/* The budgets of tenant and of run run_id now (limits, spent, reserved), or NULL. */
+json_t *bud_state_json(struct api *a, const char *tenant, const char *run_id);
+
+/* budget_approvals.c */
+struct bheld;
+/* Holds in's call (reservation seq of the CALL call_id) for an operator; *expires_in: how
+ * long it may stay held. TR_ELIMIT: too many held; TR_ENOMEM. */
+int bheld_add(struct api *a, struct inst *in, struct worker *w, uint64_t seq, uint64_t call_id,
+              double tokens, double cost, const char *tenant, const char *msg,
+              double *expires_in) TR_MUST_CHECK;
+/* Drops the held calls of a run that ended / of a worker that went away (no answer). */
+void bheld_run_final(struct api *a, const char *run_id);
+void bheld_worker_down(struct api *a, struct worker *w);
+/* The held calls whose tenant sees(arg, tenant) says, for GET /v1/budgets. */
+json_t *bheld_list_json(struct api *a, bool (*sees)(void *, const char *), void *arg);
+void bheld_close(struct budgets *b);
 
 /* quotas.c */
 /* Refills q's token buckets up to now (monotonic seconds). */

@@ -42,6 +42,7 @@ struct sched_config
     uint32_t sse_queue_bytes; /* --sse-queue-bytes: unread bytes per event stream client */
     struct tr_flag_list webhooks; /* --webhook URL, repeatable */
     char *webhook_secret_file; /* --webhook-secret-file */
+    uint32_t budget_approval_s; /* --budget-approval-timeout: a held LLM call is rejected */
 };
 
 #endif

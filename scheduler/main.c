@@ -135,6 +135,9 @@ static const struct tr_flag sched_flags[] = {
     {"retention", 0, TR_FLAG_DOUBLE, CFG(retention_days), .dflt = "0", .arg = "DAYS",
      .dmin = 0, .dmax = 36500,
      .help = "purge finished runs older than DAYS (decimals allowed); 0 = keep all"},
+    {"budget-approval-timeout", 0, TR_FLAG_UINT, CFG(budget_approval_s), .dflt = "3600",
+     .arg = "N", .min = 1, .max = 86400 * 7,
+     .help = "seconds an LLM call held for an operator's approval waits before it is rejected"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)

@@ -22,9 +22,13 @@
 #include "lib/wire/mp_read.h"
 #include "worker/exec_int.h"
 
-enum { BW_OK, BW_BUDGET, BW_RATE, BW_REFUSED, BW_TIMEOUT };
+/* BW_HELD: the scheduler holds the reservation for an operator's decision (on_budget =
+ * "approve"); its final answer comes later. BW_TIMEOUT is the worker's own. */
+enum { BW_OK, BW_BUDGET, BW_RATE, BW_REFUSED, BW_HELD, BW_TIMEOUT };
 static const char *const code_names[] = {"ok", "budget_exceeded", "rate_limited", "refused",
-                                          "refused"};
+                                          "refused", "refused"};
+/* Beyond a held reservation's expiry in the scheduler, how long its answer may take. */
+#define HELD_SLACK_S 30.0
 
 struct bwait
 {
@@ -33,7 +37,8 @@ struct bwait
     struct bwait *next;      /* the queue of unsent ones */
     char key[128];
     double rpm, tpm, tokens, cost;
-    bool sent, answered;
+    char call_policy[16], prov_policy[16]; /* on_budget of the call / of its provider, or "" */
+    bool sent, answered, held;
     uint8_t code;
     uint64_t id;
     double wait;
@@ -135,6 +140,11 @@ static void abandon(struct budget_client *c, struct bwait *w)
         tr_free(w);
     } else if (w->answered) {
         tr_free(w);
+    } else if (w->held) {
+        /* The scheduler may never answer (a cancel drops what it holds): forget it now; a
+         * later grant finds no waiter and is given back (tr_budget_on_reply). */
+        tr_hmap_del(&c->sent, &w->seq, sizeof(w->seq));
+        tr_free(w);
     } else {
         w->t = NULL; /* freed when its answer comes */
     }
@@ -156,8 +166,7 @@ static void on_timeout(uv_timer_t *h)
     struct tr_task *t = h->data;
     struct bwait *w = t->op;
     w->code = BW_TIMEOUT;
-    snprintf(w->msg, sizeof(w->msg), "no answer from the scheduler within %g s",
-             TR_BUDGET_TIMEOUT_S);
+    snprintf(w->msg, sizeof(w->msg), "no answer from the scheduler in time");
     tr_task_resume(t);
 }
 
@@ -199,6 +208,8 @@ int tr_budget_l_reserve(lua_State *L)
     w->tpm = tpm > 0 && isfinite(tpm) ? tpm : 0;
     w->tokens = tokens;
     w->cost = cost;
+    snprintf(w->call_policy, sizeof(w->call_policy), "%s", luaL_optstring(L, 6, ""));
+    snprintf(w->prov_policy, sizeof(w->prov_policy), "%s", luaL_optstring(L, 7, ""));
     *c->tail = w;
     c->tail = &w->next;
     c->n_queued++;
@@ -299,7 +310,7 @@ static void flush(uv_prepare_t *h)
             w->code = BW_REFUSED;
             snprintf(w->msg, sizeof(w->msg), "out of memory");
         }
-        msgpack_pack_array(&pk, 7);
+        msgpack_pack_array(&pk, 9);
         msgpack_pack_uint64(&pk, w->seq);
         msgpack_pack_uint64(&pk, w->t ? w->t->id : 0);
         pack_str(&pk, w->key);
@@ -307,6 +318,8 @@ static void flush(uv_prepare_t *h)
         msgpack_pack_double(&pk, w->tpm);
         msgpack_pack_double(&pk, w->tokens);
         msgpack_pack_double(&pk, w->cost);
+        pack_str(&pk, w->call_policy);
+        pack_str(&pk, w->prov_policy);
     }
     struct tr_msg m = {.type = TR_MSG_CALL};
     m.u.call.id = c->next_call++;
@@ -353,6 +366,17 @@ void tr_budget_on_reply(struct tr_executor *e, const struct tr_msg_call_reply *m
         if (w == NULL) {
             if (r.err == 0 && code == BW_OK)
                 queue_settle(c, id, 0, 0); /* nobody waits for it */
+            continue;
+        }
+        if (code == BW_HELD && w->t != NULL) {
+            /* Held for an operator: the coroutine stays suspended; only the timer changes,
+             * to the scheduler's expiry (wait) plus slack. The final answer comes with the
+             * same seq. */
+            w->held = true;
+            uv_timer_t *timer = tr_task_timer(w->t);
+            double s = (isfinite(wait) && wait > 0 ? wait : 0) + HELD_SLACK_S;
+            uv_update_time(timer->loop);
+            uv_timer_start(timer, on_timeout, (uint64_t)(s * 1000.0), 0);
             continue;
         }
         w->code = code <= BW_REFUSED ? code : BW_REFUSED;

@@ -45,7 +45,7 @@ part() {
     auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
     api_ui.[ch]) echo api ;;
     loop_calls.[ch]|api_flow.c) echo api ;;
-    budgets.[ch]|budgets_int.h|quotas.c) echo api ;;
+    budgets.[ch]|budgets_int.h|quotas.c|budget_approvals.c) echo api ;;
     events.[ch]|webhooks.[ch]) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
     api_runctl.c|api_retry.c|runctl.h) echo api ;;

@@ -600,7 +600,8 @@ local function reserve(target, call, prompt_tokens, max_out, stop_at)
   local cost = (prompt_tokens * pin + max_out * pout) / 1e6
   while true do
     local code, id, wait, policy, msg = C.budget_reserve(prov.quota_key, prov.rpm, prov.tpm,
-                                                         tokens, cost)
+                                                         tokens, cost, call.on_budget or "",
+                                                         prov.on_budget or "")
     if code == nil or code == "ok" then return id or 0 end
     if code == "rate_limited" then
       if C.mono_ms() + wait * 1000 >= stop_at then
@@ -655,9 +656,7 @@ local function with_retries(call, chain, try)
       if err.budget then
         local fb = err.policy == "fallback" and not target.budget_fb and budget_fallback(target)
         if not fb then
-          local why = err.policy == "approve" and
-            " (on_budget = \"approve\": holding for an operator is not available yet)" or ""
-          fail("budget_exceeded", "%s%s", err.msg, why)
+          fail("budget_exceeded", "%s", err.msg)
         end
         fb.budget_fb = true  -- one step down, not a loop
         table.insert(chain, i + 1, fb)
