@@ -284,6 +284,7 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
         return;
     }
     fb_stats_add(st, score, negative, now);
+    obs_feedback(s->core->obs, st->pipeline, st->count, st->negative);
     json_t *o = json_object();
     json_object_set_new(o, "feedback_id", json_string(id));
     fb_queue_reply(s, req, 201, o);

@@ -34,6 +34,7 @@ struct sched_config
     char *id;                 /* --id: this scheduler's name in the election */
     char *advertise_api;      /* --advertise-api: API URL standbys redirect to (NULL: --api) */
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
+    char *otlp_endpoint;      /* --otlp-endpoint: OTLP/HTTP collector, or NULL */
 };
 
 #endif

@@ -318,6 +318,7 @@ void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result
     inst_logs_add(in, m->logs, m->n_logs);
     /* Calls cost money whatever became of the attempt: keep them all. */
     inst_usage_add(in, m->usage.p, m->usage.len);
+    obs_attempt(c->obs, in, w->id, m);
     if (in->state == TR_TASK_CANCELLED || run_is_final(in->run)) {
         if (m->usage.len > 0 && tr_task_state_final(in->state)) {
             inst_mark_dirty(in);
@@ -632,6 +633,7 @@ static void run_finish(struct run *r)
     tr_info("run %s run=%s pipeline=%s", tr_run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
+    obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
 }
@@ -671,6 +673,7 @@ int run_cancel(struct run *r, const char *reason)
     tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
+    obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
     return 0;

@@ -18,6 +18,7 @@
 #include "scheduler/dispatch.h"
 #include "scheduler/loader.h"
 #include "scheduler/model.h"
+#include "scheduler/obs.h"
 #include "scheduler/timers.h"
 #include "scheduler/workers.h"
 
@@ -48,6 +49,7 @@ struct core
     struct counters *cnt;
     struct transport *tp;     /* answers sent at once (PIPELINE, BYE); NULL until leading */
     struct core_hooks hooks;
+    struct obs *obs;          /* spans and per-pipeline metrics (obs.h), or NULL */
 };
 
 /* The parts the core works with, all initialized by the caller. */

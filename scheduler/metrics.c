@@ -141,6 +141,8 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
             goto out_oom;
         ADD("\"} %zu\n", dispatch_gpu_ready_count(s->dispatch, p->name, strlen(p->name)));
     }
+    if (obs_metrics_render(s->core->obs, &b) != 0) /* per pipeline (metrics_pipeline.c) */
+        goto out_oom;
     tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:

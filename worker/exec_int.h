@@ -105,6 +105,10 @@ struct tr_task
     struct tr_buf usage;
     uint32_t n_usage;
     uint64_t usage_dropped;  /* calls past TR_TASK_USAGE_MAX */
+
+    /* The LLM call in progress, for its span and traceparent (traces.c). */
+    char llm_span[17];       /* hex span id, "" when none */
+    double llm_span_start;   /* wall clock */
 };
 
 enum pipe_state

@@ -36,6 +36,7 @@
 #include "lib/base/retry_after.h"
 #include "worker/executor.h"
 #include "worker/lua_embed.h"
+#include "worker/traces.h"
 
 #define CACHE_MT "trellis.llm.cache"
 
@@ -366,8 +367,21 @@ static int l_usage_add(lua_State *L)
     u.latency_ms = luaL_optnumber(L, -1, 0);
     lua_getfield(L, 1, "cached");
     u.cached = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "request_model");
+    lua_getfield(L, 1, "operation");
+    lua_getfield(L, 1, "finish_reason");
+    tr_traces_llm_end(t, &u, lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
     lua_pushboolean(L, tr_task_usage_add(t, &u) == 0);
     return 1;
+}
+
+/* span_begin(): an LLM call of the running task starts (its span, its traceparent) */
+static int l_span_begin(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t != NULL)
+        tr_traces_llm_begin(t);
+    return 0;
 }
 
 /* ====================================================================== */
@@ -568,6 +582,7 @@ int tr_lua_llm_open(lua_State *L)
         {"env_config", l_env_config},   {"api_key", l_api_key},
         {"retry_after", l_retry_after}, {"backoff", l_backoff},
         {"mono_ms", l_mono_ms},         {"usage_add", l_usage_add},
+        {"span_begin", l_span_begin},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
