@@ -59,8 +59,9 @@ struct obs_pipe
     uint64_t runs[TR_RUN_STATE_COUNT];
     bool have_fb;
     uint64_t fb_count, fb_negative;
-    struct obs_task **tasks;
+    struct obs_task **tasks;  /* in order of appearance, for the page */
     uint32_t n_tasks;
+    struct tr_hmap task_map;  /* name -> struct obs_task (a result looks its task up) */
     struct obs_model *models;
     uint32_t n_models;
 };
@@ -86,6 +87,7 @@ void obs_release(struct obs *o)
         for (uint32_t i = 0; i < p->n_models; i++)
             tr_free(p->models[i].name);
         tr_free(p->tasks);
+        tr_hmap_release(&p->task_map);
         tr_free(p->models);
         tr_free(p->name);
         tr_free(p);
@@ -108,6 +110,8 @@ static struct obs_pipe *pipe_get(struct obs *o, const char *name)
             return p;
     }
     p = tr_calloc(1, sizeof(*p));
+    if (p != NULL)
+        tr_hmap_init(&p->task_map);
     if (p == NULL || (p->name = tr_strdup(name)) == NULL ||
         tr_hmap_put(&o->pipes, p->name, strlen(p->name), p) != 0) {
         if (p)
@@ -121,23 +125,23 @@ static struct obs_pipe *pipe_get(struct obs *o, const char *name)
 
 static struct obs_task *task_get(struct obs_pipe *p, const char *name)
 {
-    for (uint32_t i = 0; i < p->n_tasks; i++) {
-        if (strcmp(p->tasks[i]->name, name) == 0)
-            return p->tasks[i];
-    }
+    struct obs_task *t = tr_hmap_gets(&p->task_map, name);
+    if (t != NULL)
+        return t;
     if (p->n_tasks >= OBS_MAX_TASKS) {
         name = OTHER;
-        for (uint32_t i = 0; i < p->n_tasks; i++) {
-            if (strcmp(p->tasks[i]->name, name) == 0)
-                return p->tasks[i];
-        }
+        if ((t = tr_hmap_gets(&p->task_map, name)) != NULL)
+            return t;
     }
     struct obs_task **ts = tr_reallocarray(p->tasks, p->n_tasks + 1, sizeof(*ts));
     if (ts == NULL)
         return NULL;
     p->tasks = ts;
-    struct obs_task *t = tr_calloc(1, sizeof(*t));
-    if (t == NULL || (t->name = tr_strdup(name)) == NULL) {
+    t = tr_calloc(1, sizeof(*t));
+    if (t == NULL || (t->name = tr_strdup(name)) == NULL ||
+        tr_hmap_put(&p->task_map, t->name, strlen(t->name), t) != 0) {
+        if (t)
+            tr_free(t->name);
         tr_free(t);
         return NULL;
     }

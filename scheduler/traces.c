@@ -48,9 +48,8 @@ void obs_trace_attempt(struct obs *o, const struct inst *in, const char *worker_
         .error = !m->ok,
         .status_msg = msg,
     };
+    /* The pipeline is on the run's span, the task is the name. */
     tr_otlp_attr_str(&s, "trellis.run.id", r->id);
-    tr_otlp_attr_str(&s, "trellis.pipeline", r->pipe->def->name);
-    tr_otlp_attr_str(&s, "trellis.task", td->name);
     tr_otlp_attr_int(&s, "trellis.task.index", in->index);
     tr_otlp_attr_int(&s, "trellis.task.attempt", m->attempt);
     tr_otlp_attr_str(&s, "trellis.worker.id", worker_id);

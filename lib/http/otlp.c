@@ -10,6 +10,7 @@
 #include "lib/http/otlp.h"
 
 #include <curl/curl.h>
+#include <math.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,26 +74,63 @@ static void hex(const unsigned char *p, size_t n, char *out)
 void tr_otlp_run_ids(const char *run_id, size_t len, char trace[TR_OTLP_TRACE_HEX],
                      char run_span[TR_OTLP_SPAN_HEX])
 {
-    unsigned char h[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)run_id, len, h);
-    h[0] |= 1; /* an all-zero id is invalid in OTLP */
-    h[16] |= 1;
-    hex(h, 16, trace);
-    hex(h + 16, 8, run_span);
+    /* Results come in runs of the same run: one SHA-256 per run, not per call. */
+    static _Thread_local char last_id[64];
+    static _Thread_local size_t last_len = SIZE_MAX;
+    static _Thread_local char last_trace[TR_OTLP_TRACE_HEX], last_span[TR_OTLP_SPAN_HEX];
+    if (len != last_len || memcmp(run_id, last_id, len) != 0) {
+        unsigned char h[SHA256_DIGEST_LENGTH];
+        SHA256((const unsigned char *)run_id, len, h);
+        h[0] |= 1; /* an all-zero id is invalid in OTLP */
+        h[16] |= 1;
+        hex(h, 16, last_trace);
+        hex(h + 16, 8, last_span);
+        if (len <= sizeof(last_id)) {
+            memcpy(last_id, run_id, len);
+            last_len = len;
+        } else {
+            last_len = SIZE_MAX;
+        }
+    }
+    memcpy(trace, last_trace, TR_OTLP_TRACE_HEX);
+    memcpy(run_span, last_span, TR_OTLP_SPAN_HEX);
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ULL;
+    return h;
 }
 
 void tr_otlp_attempt_span(const char *run_id, size_t run_len, const char *task, size_t task_len,
                           uint32_t index, uint32_t attempt, char out[TR_OTLP_SPAN_HEX])
 {
-    /* run NUL task NUL index/attempt: names longer than the buffer are cut, not confused. */
-    char key[600];
-    int n = snprintf(key, sizeof(key), "%.*s%c%.*s%c%u/%u", (int)TR_MIN(run_len, (size_t)255),
-                     run_id, '\0', (int)TR_MIN(task_len, (size_t)255), task, '\0', index,
-                     attempt);
-    unsigned char h[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, (size_t)TR_MAX(n, 0), h);
-    h[0] |= 1;
-    hex(h, 8, out);
+    /* Cheap (per attempt, on the scheduler's hot path) and the same in both
+     * daemons: FNV-1a over run NUL task NUL index attempt (little-endian),
+     * then a splitmix64 finaliser to spread it. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv1a(h, run_id, run_len);
+    h = fnv1a(h, "", 1);
+    h = fnv1a(h, task, task_len);
+    h = fnv1a(h, "", 1);
+    unsigned char tail[8];
+    for (int i = 0; i < 4; i++) {
+        tail[i] = (unsigned char)(index >> (8 * i));
+        tail[4 + i] = (unsigned char)(attempt >> (8 * i));
+    }
+    h = fnv1a(h, tail, sizeof(tail));
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    h |= 1; /* never all zero */
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(h >> (56 - 8 * i));
+    hex(b, 8, out);
 }
 
 void tr_otlp_random_span(char out[TR_OTLP_SPAN_HEX])
@@ -122,66 +160,118 @@ void tr_otlp_traceparent(const char *trace, const char *span, char out[56])
 /* Rendering                                                              */
 /* ====================================================================== */
 
+/* s as a JSON string: runs of plain bytes are copied whole (this is per span). */
 static int add_json_str(struct tr_buf *b, const char *s)
 {
     int rc = tr_buf_addch(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; rc == 0 && *p; p++) {
-        if (*p == '"' || *p == '\\')
-            rc = tr_buf_addf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            rc = tr_buf_addf(b, "\\u%04x", *p);
-        else
-            rc = tr_buf_addch(b, (char)*p);
+    const unsigned char *p = (const unsigned char *)s;
+    while (rc == 0 && *p) {
+        const unsigned char *q = p;
+        while (*q >= 0x20 && *q != '"' && *q != '\\')
+            q++;
+        if (q > p)
+            rc = tr_buf_add(b, p, (size_t)(q - p));
+        if (rc == 0 && *q != '\0')
+            rc = *q < 0x20 ? tr_buf_addf(b, "\\u%04x", *q) : tr_buf_addf(b, "\\%c", *q);
+        p = *q ? q + 1 : q;
     }
     return rc == 0 ? tr_buf_addch(b, '"') : rc;
 }
 
+/* Literal text, its length known at compile time. */
+#define ADD_LIT(b, lit) tr_buf_add((b), (lit), sizeof(lit) - 1)
+
+/* Spans are rendered on the loop for every attempt: no printf here but for doubles. */
+static int add_u64(struct tr_buf *b, uint64_t v)
+{
+    char d[24];
+    size_t n = sizeof(d);
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return tr_buf_add(b, d + n, sizeof(d) - n);
+}
+
+static int add_i64(struct tr_buf *b, int64_t v)
+{
+    if (v >= 0)
+        return add_u64(b, (uint64_t)v);
+    int rc = tr_buf_addch(b, '-');
+    return rc == 0 ? add_u64(b, (uint64_t)0 - (uint64_t)v) : rc;
+}
+
 static int add_attr(struct tr_buf *b, const struct tr_otlp_attr *a)
 {
-    int rc = tr_buf_addstr(b, "{\"key\":");
+    /* Keys are the callers' constants (attribute names), never input: no escaping. */
+    int rc = ADD_LIT(b, "{\"key\":\"");
     if (rc == 0)
-        rc = add_json_str(b, a->key);
+        rc = tr_buf_addstr(b, a->key);
     if (rc != 0)
         return rc;
     switch (a->type) {
     case TR_OTLP_STR:
-        rc = tr_buf_addstr(b, ",\"value\":{\"stringValue\":");
+        rc = ADD_LIT(b, "\",\"value\":{\"stringValue\":");
         if (rc == 0)
             rc = add_json_str(b, a->s ? a->s : "");
-        return rc == 0 ? tr_buf_addstr(b, "}}") : rc;
+        return rc == 0 ? ADD_LIT(b, "}}") : rc;
     case TR_OTLP_STR_ARRAY1:
-        rc = tr_buf_addstr(b, ",\"value\":{\"arrayValue\":{\"values\":[{\"stringValue\":");
+        rc = ADD_LIT(b, "\",\"value\":{\"arrayValue\":{\"values\":[{\"stringValue\":");
         if (rc == 0)
             rc = add_json_str(b, a->s ? a->s : "");
-        return rc == 0 ? tr_buf_addstr(b, "}]}}}") : rc;
+        return rc == 0 ? ADD_LIT(b, "}]}}}") : rc;
     case TR_OTLP_INT:
         /* OTLP JSON carries 64-bit integers as strings. */
-        return tr_buf_addf(b, ",\"value\":{\"intValue\":\"%lld\"}}", (long long)a->i);
+        rc = ADD_LIT(b, "\",\"value\":{\"intValue\":\"");
+        if (rc == 0)
+            rc = add_i64(b, a->i);
+        return rc == 0 ? ADD_LIT(b, "\"}}") : rc;
     case TR_OTLP_DOUBLE:
-        return tr_buf_addf(b, ",\"value\":{\"doubleValue\":%.17g}}", a->d);
+        return tr_buf_addf(b, "\",\"value\":{\"doubleValue\":%.17g}}",
+                           isfinite(a->d) ? a->d : 0.0);
     case TR_OTLP_BOOL:
-        return tr_buf_addf(b, ",\"value\":{\"boolValue\":%s}}", a->i ? "true" : "false");
+        return a->i ? ADD_LIT(b, "\",\"value\":{\"boolValue\":true}}")
+                    : ADD_LIT(b, "\",\"value\":{\"boolValue\":false}}");
     }
     return 0;
 }
 
 static int render(struct tr_buf *b, const struct tr_otlp_span *s)
 {
-    unsigned long long t0 = (unsigned long long)(s->start * 1e9);
-    unsigned long long t1 = (unsigned long long)(s->end * 1e9);
+    uint64_t t0 = s->start > 0 ? (uint64_t)(s->start * 1e9) : 0;
+    uint64_t t1 = s->end > 0 ? (uint64_t)(s->end * 1e9) : 0;
     if (t1 < t0)
         t1 = t0;
-    int rc = tr_buf_addf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", s->trace_id, s->span_id);
-    if (rc == 0 && s->parent_id != NULL)
-        rc = tr_buf_addf(b, "\"parentSpanId\":\"%s\",", s->parent_id);
+    int rc = ADD_LIT(b, "{\"traceId\":\"");
     if (rc == 0)
-        rc = tr_buf_addstr(b, "\"name\":");
+        rc = tr_buf_add(b, s->trace_id, 32);
+    if (rc == 0)
+        rc = ADD_LIT(b, "\",\"spanId\":\"");
+    if (rc == 0)
+        rc = tr_buf_add(b, s->span_id, 16);
+    if (rc == 0 && s->parent_id != NULL) {
+        rc = ADD_LIT(b, "\",\"parentSpanId\":\"");
+        if (rc == 0)
+            rc = tr_buf_add(b, s->parent_id, 16);
+    }
+    if (rc == 0)
+        rc = ADD_LIT(b, "\",\"name\":");
     if (rc == 0)
         rc = add_json_str(b, s->name);
     if (rc == 0)
-        rc = tr_buf_addf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\","
-                         "\"endTimeUnixNano\":\"%llu\",\"attributes\":[",
-                         s->kind ? s->kind : 1, t0, t1);
+        rc = ADD_LIT(b, ",\"kind\":");
+    if (rc == 0)
+        rc = add_u64(b, (uint64_t)(s->kind ? s->kind : 1));
+    if (rc == 0)
+        rc = ADD_LIT(b, ",\"startTimeUnixNano\":\"");
+    if (rc == 0)
+        rc = add_u64(b, t0);
+    if (rc == 0)
+        rc = ADD_LIT(b, "\",\"endTimeUnixNano\":\"");
+    if (rc == 0)
+        rc = add_u64(b, t1);
+    if (rc == 0)
+        rc = ADD_LIT(b, "\",\"attributes\":[");
     for (uint32_t i = 0; rc == 0 && i < s->n_attrs; i++) {
         if (i > 0)
             rc = tr_buf_addch(b, ',');
@@ -189,15 +279,15 @@ static int render(struct tr_buf *b, const struct tr_otlp_span *s)
             rc = add_attr(b, &s->attrs[i]);
     }
     if (rc == 0)
-        rc = tr_buf_addf(b, "],\"status\":{\"code\":%d", s->error ? 2 : 1);
+        rc = s->error ? ADD_LIT(b, "],\"status\":{\"code\":2") : ADD_LIT(b, "],\"status\":{\"code\":1");
     if (rc == 0 && s->error && s->status_msg != NULL) {
-        rc = tr_buf_addstr(b, ",\"message\":");
+        rc = ADD_LIT(b, ",\"message\":");
         char msg[512];
         snprintf(msg, sizeof(msg), "%s", s->status_msg);
         if (rc == 0)
             rc = add_json_str(b, msg);
     }
-    return rc == 0 ? tr_buf_addstr(b, "}}") : rc;
+    return rc == 0 ? ADD_LIT(b, "}}") : rc;
 }
 
 static void attr_push(struct tr_otlp_span *s, struct tr_otlp_attr a)
@@ -235,34 +325,32 @@ void tr_otlp_attr_strs1(struct tr_otlp_span *s, const char *key, const char *v)
 /* Sending                                                                */
 /* ====================================================================== */
 
-/* Moves the queue into a POST body; returns false when the queue is empty. */
+/* The envelope around the spans; the queue starts with its head (no copy at send). */
+static int add_head(struct tr_otlp *o)
+{
+    int rc = ADD_LIT(&o->q, "{\"resourceSpans\":[{\"resource\":{\"attributes\":["
+                            "{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+    if (rc == 0)
+        rc = add_json_str(&o->q, o->service);
+    return rc == 0 ? ADD_LIT(&o->q, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"trellis\"},"
+                                    "\"spans\":[")
+                   : rc;
+}
+
+/* Makes the queue the POST body; returns false when the queue is empty. */
 static bool take_batch(struct tr_otlp *o)
 {
     if (o->n_q == 0)
         return false;
-    struct tr_buf b;
-    tr_buf_init(&b, 0);
-    int rc = tr_buf_addstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":["
-                               "{\"key\":\"service.name\",\"value\":{\"stringValue\":");
-    if (rc == 0)
-        rc = add_json_str(&b, o->service);
-    if (rc == 0)
-        rc = tr_buf_addstr(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"trellis\"},"
-                               "\"spans\":[");
-    if (rc == 0)
-        rc = tr_buf_add(&b, o->q.buf, o->q.len);
-    if (rc == 0)
-        rc = tr_buf_addstr(&b, "]}]}]}");
-    if (rc != 0) {
-        tr_buf_release(&b);
+    if (ADD_LIT(&o->q, "]}]}]}") != 0) {
         o->st.spans_dropped += o->n_q;
         tr_buf_reset(&o->q);
         o->n_q = 0;
         return false;
     }
-    o->body = tr_buf_detach(&b, &o->body_len);
+    o->body = tr_buf_detach(&o->q, &o->body_len);
     o->n_body = o->n_q;
-    tr_buf_reset(&o->q);
+    tr_buf_init(&o->q, QUEUE_MAX_BYTES);
     o->n_q = 0;
     return o->body != NULL;
 }
@@ -489,8 +577,8 @@ void tr_otlp_add(struct tr_otlp *o, const struct tr_otlp_span *s)
     if (o == NULL || o->closing)
         return;
     size_t mark = o->q.len;
-    if (o->n_q >= QUEUE_MAX_SPANS || (o->n_q > 0 && tr_buf_addch(&o->q, ',') != 0) ||
-        render(&o->q, s) != 0) {
+    if (o->n_q >= QUEUE_MAX_SPANS || (o->n_q == 0 && add_head(o) != 0) ||
+        (o->n_q > 0 && tr_buf_addch(&o->q, ',') != 0) || render(&o->q, s) != 0) {
         o->q.len = mark; /* undo a half-written span */
         o->st.spans_dropped++;
         return;
