@@ -251,6 +251,10 @@ int tr_cmd_status(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_tasks(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_logs(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_cancel(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_approve(struct tr_cli *cli, int argc, char **argv);
+/* cmd_runctl.c */
+int tr_cmd_retry(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_delete(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_runs(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_workers(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_pipelines(struct tr_cli *cli, int argc, char **argv);
@@ -263,5 +267,6 @@ int tr_cmd_labels(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_label(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_models(struct tr_cli *cli, int argc, char **argv);
 int tr_cmd_triggers(struct tr_cli *cli, int argc, char **argv);
+int tr_cmd_audit(struct tr_cli *cli, int argc, char **argv);
 
 #endif

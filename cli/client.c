@@ -253,8 +253,57 @@ static int refusal(struct tr_client *c, json_t *body, struct tr_error *err)
     return tr_error_set(err, rc, "%s", msg);
 }
 
+static int call_once(struct tr_client *c, const char *method, const char *path,
+                     const json_t *body, long timeout_s, json_t **out, struct tr_error *err);
+
+/* Redirects followed per call: a standby points at the leader, which answers. */
+#define REDIRECTS_MAX 3
+
+/*
+ * The leader a standby's 307 names (docs/ha.md): the JSON error's "leader",
+ * an http(s) base URL. NULL when the answer is no such redirect.
+ */
+static char *leader_of(const struct tr_client *c, const json_t *body)
+{
+    if (c->status != 307 && c->status != 308)
+        return NULL;
+    const char *l = json_string_value(json_object_get(json_object_get(body, "error"), "leader"));
+    if (l == NULL || (strncmp(l, "http://", 7) != 0 && strncmp(l, "https://", 8) != 0))
+        return NULL;
+    size_t n = strlen(l);
+    while (n > 0 && l[n - 1] == '/')
+        n--;
+    return tr_strndup(l, n);
+}
+
 int tr_client_call(struct tr_client *c, const char *method, const char *path,
                    const json_t *body, long timeout_s, json_t **out, struct tr_error *err)
+{
+    int rc = 0;
+    for (int hop = 0;; hop++) {
+        rc = call_once(c, method, path, body, timeout_s, out, err);
+        if (rc == 0 || c->status == 0 || hop == REDIRECTS_MAX)
+            break;
+        json_t *j = json_loadb(c->answer.buf, c->answer.len, 0, NULL);
+        char *leader = leader_of(c, j);
+        json_decref(j);
+        if (leader == NULL)
+            break;
+        if (strcmp(leader, c->base) == 0) {
+            tr_free(leader); /* pointed back at itself: no progress to make */
+            break;
+        }
+        /* The leader serves this client's later calls as well. */
+        tr_free(c->base);
+        c->base = leader;
+        if (err != NULL)
+            tr_error_init(err);
+    }
+    return rc;
+}
+
+static int call_once(struct tr_client *c, const char *method, const char *path,
+                     const json_t *body, long timeout_s, json_t **out, struct tr_error *err)
 {
     *out = NULL;
     c->error_code[0] = '\0';

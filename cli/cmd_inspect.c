@@ -106,8 +106,12 @@ static void task_row(const json_t *task, char (*cells)[CELL_MAX], const char **r
     else
         snprintf(index, CELL_MAX, "-");
     snprintf(attempts, CELL_MAX, "%lld", json_integer_value(json_object_get(task, "attempts")));
-    snprintf(state, CELL_MAX, "%s%s", tr_cli_str(json_object_get(task, "state"), "?"),
-             json_is_true(json_object_get(task, "cached")) ? " (cached)" : "");
+    /* An approval or a subrun waits in the scheduler: say for what. */
+    const char *w = json_string_value(json_object_get(task, "waiting"));
+    bool flow_wait = w != NULL && (strcmp(w, "approval") == 0 || strcmp(w, "child run") == 0);
+    snprintf(state, CELL_MAX, "%s%s%s%s%s", tr_cli_str(json_object_get(task, "state"), "?"),
+             json_is_true(json_object_get(task, "cached")) ? " (cached)" : "",
+             flow_wait ? " (waiting for " : "", flow_wait ? w : "", flow_wait ? ")" : "");
     run_time(task, dur, CELL_MAX);
     const char *e = json_string_value(json_object_get(task, "error"));
     err[0] = '\0';

@@ -31,6 +31,8 @@ static const struct tr_cli_cmd commands[] = {
     {"tasks", tr_cmd_tasks, "RUN [--json]", "list a run's task instances"},
     {"logs", tr_cmd_logs, "RUN [TASK] [--json]", "print the lines tasks wrote with ctx.log"},
     {"cancel", tr_cmd_cancel, "RUN [--json]", "cancel a queued or running run"},
+    {"approve", tr_cmd_approve, "RUN TASK [--reject] [--comment TEXT] [--json]",
+     "decide an approval task that waits (approve, or reject with --reject)"},
     {"runs", tr_cmd_runs, "[--state STATE] [--limit N] [--json]", "list runs, newest first"},
     {"workers", tr_cmd_workers, "[--json]", "list connected workers"},
     {"pipelines", tr_cmd_pipelines, "[--json]", "list registered pipelines"},
@@ -53,6 +55,11 @@ static const struct tr_cli_cmd commands[] = {
      "list the model registry, a model's versions, its alias history; move an alias"},
     {"triggers", tr_cmd_triggers, "[--pipeline P] | firings PIPELINE TRIGGER",
      "list declared triggers with their state; what a trigger fired"},
+    {"audit", tr_cmd_audit, "[--since T] [--limit N] [--tenant T] [--json]",
+     "list the audit log: who changed what, when (admin tokens)"},
+    {"retry", tr_cmd_retry, "RUN [--json]",
+     "start a new run of a finished run's pipeline and params, reusing what succeeded"},
+    {"delete", tr_cmd_delete, "RUN [--json]", "delete a finished run, its outputs and logs"},
     {"help", cmd_help, "[COMMAND]", "show help for trellis or a command"},
     {"version", cmd_version, "", "print the version"},
 };
@@ -264,7 +271,12 @@ static bool read_token_file(const char *path, char **out)
                          line[b - 1] == '\t'))
             b--;
         if (b > a && line[a] != '#') {
-            *out = tr_strndup(line + a, b - a);
+            /* The token is the line's first field: a line of the scheduler's
+             * file ("TOKEN ROLE TENANT") works as it is. */
+            size_t t = a;
+            while (t < b && line[t] != ' ' && line[t] != '\t')
+                t++;
+            *out = tr_strndup(line + a, t - a);
             found = true;
         }
     }

@@ -45,6 +45,7 @@ end
 return trellis.pipeline {
   name = "ingest_docs",
   version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = {
     folder = "docs", glob = "*.md", index = "docs.db", size = 800, overlap = 80,
     embed = false,

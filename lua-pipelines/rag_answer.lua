@@ -51,6 +51,7 @@ as in [rag.md]. If the passages do not hold the answer, say that you do not know
 return trellis.pipeline {
   name = "rag_answer",
   version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = {
     question = "How are duplicate chunks detected when a folder is ingested?",
     index = "docs.db", k = 5, max_tokens = 400, temperature = 0, top_k = 3,

@@ -95,6 +95,7 @@ local METRICS = { "recall_at_k", "mrr", "ndcg_at_k", "section_recall_at_k", "exa
 return trellis.pipeline {
   name = "rag_eval",
   version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = {
     questions = "lua-pipelines/data/questions.jsonl", index = "docs.db", k = 5,
     max_tokens = 400, temperature = 0, top_k = 3,

@@ -132,6 +132,7 @@ end
 return trellis.pipeline {
   name = "retrain_reranker",
   version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = {
     heldout = "lua-pipelines/data/loop_heldout.jsonl", index = "docs.db", model = "reranker",
     k = 5, candidates = 20, margin = 0.01, epochs = 300, rate = 0.5, l2 = 1e-4,

@@ -9,8 +9,13 @@
  * when it finishes or when their timer runs out.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/audit.h"
+#include "scheduler/auth.h"
+#include "scheduler/tenants.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/triggers.h"
+#include "scheduler/runctl.h"
 
 #include <math.h>
 
@@ -136,6 +141,10 @@ char *run_json_text(struct run *r, size_t *len)
 {
     json_t *o = run_to_json(r, false);
     json_object_set_new(o, "error", json_str_or_null(r->error));
+    char why[320];
+    if (core_run_waiting(r->core, r, why, sizeof(why)) ||
+        dispatch_run_waiting(r->core->dispatch, r, why, sizeof(why)))
+        json_object_set_new(o, "waiting", json_string(why));
     char *head = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (head == NULL)
@@ -182,6 +191,9 @@ json_t *run_to_json(struct run *r, bool with_output)
     json_object_set_new(o, "started_at", json_time(r->started_at));
     json_object_set_new(o, "finished_at", json_time(r->finished_at));
     json_object_set_new(o, "tasks", counts_json(r->counts));
+    api_flow_run_json(r, o);
+    if (r->retry_of != NULL)
+        json_object_set_new(o, "retry_of", json_string(r->retry_of));
     if (with_output) {
         json_object_set_new(o, "params", parse_or_null(r->params_json));
         json_object_set_new(o, "output", parse_or_null(r->output_json));
@@ -274,6 +286,8 @@ void on_waiter_abort(struct tr_http_req *req, void *arg)
 void api_run_final(void *arg, struct run *r)
 {
     struct api *a = arg;
+    rc_run_final(a, r);
+    bud_run_final(a, r); /* its reservations are released */
     while (r->waiters != NULL) {
         struct waiter *w = r->waiters;
         struct tr_http_req *req = w->req;
@@ -305,15 +319,25 @@ void api_waiters_close(struct api *a)
 /* Pipelines, workers, health                                              */
 /* ---------------------------------------------------------------------- */
 
+struct pipes_ctx
+{
+    struct api *a;
+    const struct tr_http_req *req;
+    json_t *arr;
+};
+
 static int list_pipe(const struct tr_pipeline_rec *rec, void *arg)
 {
+    struct pipes_ctx *c = arg;
+    if (!tenant_sees(c->a, c->req, TENANT_PIPELINE, rec->name))
+        return 0;
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(rec->name));
     json_object_set_new(o, "version", json_string(rec->version));
     json_object_set_new(o, "digest", json_string(rec->digest));
     json_object_set_new(o, "tasks", json_integer(rec->n_tasks));
     json_object_set_new(o, "registered_at", json_time(rec->registered_at));
-    json_array_append_new(arg, o);
+    json_array_append_new(c->arr, o);
     return 0;
 }
 
@@ -321,7 +345,8 @@ static void h_pipelines_list(struct tr_http_req *req, void *arg)
 {
     struct api *a = arg;
     json_t *arr = json_array();
-    int rc = tr_state_list_pipelines(a->state, list_pipe, arr);
+    struct pipes_ctx c = {a, req, arr};
+    int rc = tr_state_list_pipelines(a->state, list_pipe, &c);
     if (rc < 0) {
         json_decref(arr);
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
@@ -352,6 +377,7 @@ static void h_workers(struct tr_http_req *req, void *arg)
         json_object_set_new(o, "resources", res);
         json_object_set_new(o, "gpus", worker_gpus_json(&w->g));
         json_object_set_new(o, "version", json_string(w->version));
+        json_object_set_new(o, "tenant", json_str_or_null(w->tenant));
         json_object_set_new(o, "last_seen", json_time(w->last_seen));
         json_object_set_new(o, "connected_at", json_time(w->connected_at));
         json_array_append_new(arr, o);
@@ -401,91 +427,77 @@ bool api_writes_paused(const struct api *a)
     return a->batch->failing || leader_suspended(a->leader);
 }
 
-static const struct tr_http_route routes[] = {
-    {"POST", "/v1/runs", h_runs_post},
-    {"GET", "/v1/runs", h_runs_list},
-    {"GET", "/v1/runs/{id}", h_run_get},
-    {"GET", "/v1/runs/{id}/tasks", h_run_tasks},
-    {"GET", "/v1/runs/{id}/logs", h_run_logs},
-    {"POST", "/v1/runs/{id}/cancel", h_run_cancel},
-    {"POST", "/v1/pipelines", h_pipelines_post},
-    {"GET", "/v1/pipelines", h_pipelines_list},
-    {"GET", "/v1/workers", h_workers},
-    {"GET", "/healthz", h_healthz},
-    {"GET", "/readyz", h_readyz},
-    {"GET", "/metrics", h_metrics},
-    FB_ROUTES,
-    TRG_ROUTES,
-    {NULL, NULL, NULL},
-};
-
-#define TOKEN_LINE_MAX 4096 /* longer lines are refused: a token is not a file */
+/* A token's role gives it this route (auth.h); kept in one place. */
+static const void *authenticate(const char *token, size_t len, void *arg)
+{
+    struct api *a = arg;
+    return auth_lookup(a->auth, token, len);
+}
 
 /*
- * Reads one token per line (blank lines and '#' comments skipped). Lines are
- * read whole: a line longer than TOKEN_LINE_MAX refuses the file, with its
- * number, rather than being taken as several tokens.
+ * Every route with the least role it needs (auth.h): viewer reads;
+ * submitter also starts runs and gives feedback and labels; operator also
+ * cancels, registers pipelines and models and moves aliases; admin also
+ * sets budgets and reads the audit log. A route added without a role needs
+ * admin. docs/api.md lists the same table.
  */
-static int read_tokens(struct api *a, struct tr_error *err)
-{
-    const char *path = a->cfg->token_file;
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return tr_error_set(err, -errno, "cannot read token file '%s': %s", path,
-                            strerror(errno));
-    size_t n = 0, lineno = 0, cap = 0;
-    char *line = NULL;
-    ssize_t got;
-    int rc = 0;
-    while ((got = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        size_t len = strcspn(line, "\r\n");
-        if (len > TOKEN_LINE_MAX || memchr(line, '\0', (size_t)got) != NULL) {
-            rc = tr_error_set(err, TR_EINVAL,
-                              "token file '%s' line %zu: longer than %d bytes or holds a NUL",
-                              path, lineno, TOKEN_LINE_MAX);
-            break;
-        }
-        line[len] = '\0';
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p == '\0' || *p == '#')
-            continue;
-        char *tok = tr_strdup(p);
-        if (tok == NULL || TR_VEC_RESERVE(a->tokens, a->cap_tokens, n + 2) < 0) {
-            tr_free(tok);
-            rc = TR_ENOMEM;
-            break;
-        }
-        a->tokens[n] = tok;
-        a->tokens[++n] = NULL;
-    }
-    if (line != NULL) {
-        explicit_bzero(line, cap); /* a secret was there */
-        free(line);                /* from getline: the C library's allocator */
-    }
-    fclose(f);
-    if (rc == 0 && n == 0)
-        rc = tr_error_set(err, TR_EINVAL, "token file '%s' holds no token", path);
-    return rc;
-}
+#define VIEWER AUTH_VIEWER
+#define SUBMITTER AUTH_SUBMITTER
+#define OPERATOR AUTH_OPERATOR
+#define ADMIN AUTH_ADMIN
+#define OPEN AUTH_OPEN
+static const struct tr_http_route routes[] = {
+    {"POST", "/v1/runs", h_runs_post, SUBMITTER},
+    {"GET", "/v1/runs", h_runs_list, VIEWER},
+    {"GET", "/v1/runs/{id}", h_run_get, VIEWER},
+    {"GET", "/v1/runs/{id}/tasks", h_run_tasks, VIEWER},
+    {"GET", "/v1/runs/{id}/logs", h_run_logs, VIEWER},
+    {"POST", "/v1/runs/{id}/cancel", h_run_cancel, OPERATOR},
+    {"POST", "/v1/runs/{id}/approvals/{task}", h_run_approval, OPERATOR},
+    {"POST", "/v1/runs/{id}/retry", h_run_retry, OPERATOR},
+    {"DELETE", "/v1/runs/{id}", h_run_delete, OPERATOR},
+    {"POST", "/v1/pipelines", h_pipelines_post, OPERATOR},
+    {"GET", "/v1/pipelines", h_pipelines_list, VIEWER},
+    {"GET", "/v1/pipelines/{name}/versions/{v}/source", h_pipeline_source, VIEWER},
+    {"GET", "/v1/workers", h_workers, VIEWER},
+    {"GET", "/healthz", h_healthz, OPEN},
+    {"GET", "/readyz", h_readyz, OPEN},
+    {"GET", "/metrics", h_metrics, VIEWER},
+    {"POST", "/v1/feedback", h_feedback_post, SUBMITTER},
+    {"GET", "/v1/feedback", h_feedback_list, VIEWER},
+    {"GET", "/v1/pipelines/{name}/stats", h_pipeline_stats, VIEWER},
+    {"POST", "/v1/labels", h_labels_post, SUBMITTER},
+    {"GET", "/v1/labels", h_labels_list, VIEWER},
+    {"POST", "/v1/labels/{id}", h_label_post, SUBMITTER},
+    {"GET", "/v1/models", h_models_list, VIEWER},
+    {"GET", "/v1/models/{name}", h_model_get, VIEWER},
+    {"POST", "/v1/models/{name}/versions", h_model_version_post, OPERATOR},
+    {"GET", "/v1/models/{name}/versions/{v}", h_model_version_get, VIEWER},
+    {"PUT", "/v1/models/{name}/aliases/{alias}", h_model_alias_put, OPERATOR},
+    {"DELETE", "/v1/models/{name}/aliases/{alias}", h_model_alias_delete, OPERATOR},
+    {"GET", "/v1/models/{name}/history", h_model_history, VIEWER},
+    {"GET", "/v1/triggers", h_triggers_list, VIEWER},
+    {"GET", "/v1/triggers/{pipeline}/{trigger}/firings", h_trigger_firings, VIEWER},
+    {"GET", "/v1/audit", h_audit_list, ADMIN},
+    {"PUT", "/v1/budgets/{tenant}", h_budget_put, ADMIN},
+    {"GET", "/v1/budgets", h_budgets_list, VIEWER},
+    {NULL, NULL, NULL, 0},
+};
 
 int api_open(struct api *a, struct tr_error *err)
 {
-    if (a->cfg->token_file != NULL) {
-        int rc = read_tokens(a, err);
-        if (rc < 0)
-            return rc;
-    }
+    int rc = auth_open(a->loop, a->cfg->token_file, &a->auth, err);
+    if (rc < 0)
+        return rc;
     struct tr_http_config cfg = {
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 32u << 20,
         .max_connections = 1024,
-        .tokens = (const char *const *)a->tokens,
         .routes = routes,
         .handler_arg = a,
         .before = gate,
+        .authenticate = auth_enabled(a->auth) ? authenticate : NULL,
+        .authorize = auth_authorize,
     };
     a->http = tr_http_server_open(a->loop, &cfg);
     if (a->http == NULL)
@@ -497,11 +509,8 @@ void api_close(struct api *a)
 {
     tr_http_server_close(a->http);
     a->http = NULL;
-    for (size_t i = 0; a->tokens && a->tokens[i]; i++) {
-        /* Tokens are secrets: scrub before freeing. */
-        explicit_bzero(a->tokens[i], strlen(a->tokens[i]));
-        tr_free(a->tokens[i]);
-    }
-    tr_free(a->tokens);
-    a->tokens = NULL;
+    auth_close(a->auth);
+    a->auth = NULL;
+    audit_close(a);
+    tenants_close(a);
 }

@@ -36,9 +36,12 @@ struct api
     /* Its own. */
     struct fb_loop *fb;       /* the feedback loop (feedback.h) */
     struct trg_loop *trg;     /* its triggers (triggers.h) */
+    struct budgets *bud;      /* budgets and provider quotas (budgets.h) */
     struct tr_http_server *http;
-    char **tokens;            /* NULL-terminated, owned */
-    size_t cap_tokens;
+    struct auth *auth;        /* the tokens and their roles (auth.h) */
+    struct audit_log *audit;  /* audit entries of the turn (audit.h) */
+    struct tenants *tenants;  /* owners of names (tenants.h) */
+    struct rc_loop *rc;       /* run control (runctl.h) */
 };
 
 int api_open(struct api *a, struct tr_error *err) TR_MUST_CHECK;

@@ -7,6 +7,9 @@
  * and its answer waits for the commit that makes it durable.
  */
 #include "scheduler/feedback_int.h"
+#include "scheduler/audit.h"
+#include "scheduler/auth.h"
+#include "scheduler/tenants.h"
 
 #include <math.h>
 
@@ -249,6 +252,8 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
     }
     char pipeline[FB_NAME_MAX * 2];
     int rc = run_pipeline(s, run_id, pipeline);
+    if (rc == 0 && !tenant_sees(s, req, TENANT_PIPELINE, pipeline))
+        rc = TR_ENOENT; /* another tenant's run: as if there were none */
     struct fb_stats *st = rc == 0 ? fb_stats_get(s, pipeline, &rc) : NULL;
     if (rc < 0) {
         run_error(req, run_id, rc);
@@ -287,11 +292,42 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
     obs_feedback(s->core->obs, st->pipeline, st->count, st->negative);
     json_t *o = json_object();
     json_object_set_new(o, "feedback_id", json_string(id));
+    tr_audit_record(s, req, "feedback.create", id);
     fb_queue_reply(s, req, 201, o);
+}
+
+/* A listing filtered by tenant: what the callbacks see. */
+struct seen_ctx
+{
+    struct api *api;
+    const struct tr_http_req *req;
+    json_t *arr;
+    uint32_t limit; /* 0: all */
+};
+
+/* Whether a listed record of pipeline is shown; *stop when enough are. */
+static bool seen(struct seen_ctx *c, const char *pipeline, int *stop)
+{
+    if (c->limit && json_array_size(c->arr) >= c->limit) {
+        *stop = 1;
+        return false;
+    }
+    return tenant_sees(c->api, c->req, TENANT_PIPELINE, pipeline);
+}
+
+/* The limit to ask the state for: with tenants, others' records are skipped
+ * by the callback, which stops at the caller's limit. */
+static uint32_t state_limit(struct api *s, uint32_t limit)
+{
+    return auth_enabled(s->auth) ? 0 : limit;
 }
 
 static int feedback_json(const struct tr_feedback_rec *r, void *arg)
 {
+    struct seen_ctx *c = arg;
+    int stop = 0;
+    if (!seen(c, r->pipeline, &stop))
+        return stop;
     json_t *o = json_object();
     json_object_set_new(o, "feedback_id", json_string(r->id));
     json_object_set_new(o, "run_id", json_string(r->run_id));
@@ -304,7 +340,7 @@ static int feedback_json(const struct tr_feedback_rec *r, void *arg)
     json_object_set_new(o, "comment", json_str_or_null(r->comment));
     json_object_set_new(o, "user", json_str_or_null(r->user));
     json_object_set_new(o, "created_at", json_time(r->created_at));
-    json_array_append_new(arg, o);
+    json_array_append_new(c->arr, o);
     return 0;
 }
 
@@ -318,8 +354,11 @@ void h_feedback_list(struct tr_http_req *req, void *arg)
     bool by_pipe = tr_http_req_query(req, "pipeline", pipeline, sizeof(pipeline));
     bool by_run = tr_http_req_query(req, "run_id", run_id, sizeof(run_id));
     json_t *arr = json_array();
+    struct seen_ctx c = {s, req, arr, limit};
     int rc = tr_state_list_feedback(s->state, by_pipe ? pipeline : NULL, by_run ? run_id : NULL,
-                                    limit, feedback_json, arr);
+                                    state_limit(s, limit), feedback_json, &c);
+    if (rc > 0)
+        rc = 0;
     if (rc < 0) {
         json_decref(arr);
         fb_state_error(req, rc);
@@ -337,7 +376,10 @@ void h_pipeline_stats(struct tr_http_req *req, void *arg)
     if (!fb_param(req, "name", name, sizeof(name), "pipeline"))
         return;
     struct fb_stats st;
-    int rc = fb_stats_read(s, name, &st);
+    /* Another tenant's pipeline reads as one nobody has given feedback on. */
+    int rc = tenant_sees(s, req, TENANT_PIPELINE, name)
+                 ? fb_stats_read(s, name, &st)
+                 : (st = (struct fb_stats){.pipeline = name}, 0);
     if (rc < 0) {
         fb_state_error(req, rc);
         return;
@@ -396,6 +438,8 @@ void h_labels_post(struct tr_http_req *req, void *arg)
     char pipeline[FB_NAME_MAX * 2];
     if (msg[0] == '\0' && run_id != NULL) {
         int rc = run_pipeline(s, run_id, pipeline);
+        if (rc == 0 && !tenant_sees(s, req, TENANT_PIPELINE, pipeline))
+            rc = TR_ENOENT; /* another tenant's run: as if there were none */
         if (rc < 0) {
             run_error(req, run_id, rc);
             json_decref(b);
@@ -411,6 +455,10 @@ void h_labels_post(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 400, code, msg);
         json_decref(b);
         return;
+    }
+    if (!tenant_claim(s, req, TENANT_PIPELINE, pipeline)) {
+        json_decref(b);
+        return; /* answered: another tenant's pipeline */
     }
     int rc = 0;
     struct fb_stats *st = fb_stats_get(s, pipeline, &rc);
@@ -450,6 +498,7 @@ void h_labels_post(struct tr_http_req *req, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "item_id", json_string(id));
     json_object_set_new(o, "state", json_string("queued"));
+    tr_audit_record(s, req, "label.create", id);
     fb_queue_reply(s, req, 201, o);
 }
 
@@ -493,6 +542,8 @@ void h_label_post(struct tr_http_req *req, void *arg)
     int rc = w ? 0 : TR_ENOMEM;
     if (rc == 0 && !at)
         rc = tr_state_get_label(s->state, id, label_into_write, w);
+    if (rc == 0 && !tenant_sees(s, req, TENANT_PIPELINE, w->rec.label.pipeline))
+        rc = TR_ENOENT; /* another tenant's item: as if there were none */
     if (rc == 0 && strcmp(w->rec.label.state, "labelled") == 0)
         rc = TR_ECONFLICT;
     struct fb_stats *st = NULL;
@@ -536,11 +587,16 @@ void h_label_post(struct tr_http_req *req, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "item_id", json_string(id));
     json_object_set_new(o, "state", json_string("labelled"));
+    tr_audit_record(s, req, "label.set", id);
     fb_queue_reply(s, req, 200, o);
 }
 
 static int label_json(const struct tr_label_rec *r, void *arg)
 {
+    struct seen_ctx *c = arg;
+    int stop = 0;
+    if (!seen(c, r->pipeline, &stop))
+        return stop;
     json_t *o = json_object();
     json_object_set_new(o, "item_id", json_string(r->id));
     json_object_set_new(o, "pipeline", json_string(r->pipeline));
@@ -553,7 +609,7 @@ static int label_json(const struct tr_label_rec *r, void *arg)
     json_object_set_new(o, "user", json_str_or_null(r->user));
     json_object_set_new(o, "created_at", json_time(r->created_at));
     json_object_set_new(o, "labelled_at", json_time(r->labelled_at));
-    json_array_append_new(arg, o);
+    json_array_append_new(c->arr, o);
     return 0;
 }
 
@@ -572,8 +628,12 @@ void h_labels_list(struct tr_http_req *req, void *arg)
         return;
     }
     json_t *arr = json_array();
+    struct seen_ctx c = {s, req, arr, limit};
     int rc = tr_state_list_labels(s->state, by_pipe ? pipeline : NULL,
-                                  strcmp(state, "all") == 0 ? NULL : state, limit, label_json, arr);
+                                  strcmp(state, "all") == 0 ? NULL : state,
+                                  state_limit(s, limit), label_json, &c);
+    if (rc > 0)
+        rc = 0;
     if (rc < 0) {
         json_decref(arr);
         fb_state_error(req, rc);

@@ -64,4 +64,10 @@ void h_run_logs(struct tr_http_req *req, void *arg);
 void h_run_cancel(struct tr_http_req *req, void *arg);
 void h_runs_list(struct tr_http_req *req, void *arg);
 
+/* Control flow (api_flow.c): POST /v1/runs/{id}/approvals/{task}; a run's
+ * parent and children added to o; why an instance waits in the scheduler, or NULL. */
+void h_run_approval(struct tr_http_req *req, void *arg);
+void api_flow_run_json(struct run *r, json_t *o);
+const char *api_flow_waiting(const struct inst *in);
+
 #endif

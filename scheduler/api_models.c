@@ -9,19 +9,35 @@
  * the version or move that changed it.
  */
 #include "scheduler/feedback_int.h"
+#include "scheduler/audit.h"
+#include "scheduler/tenants.h"
 
 #include "lib/base/alloc.h"
 
-static bool model_param(struct tr_http_req *req, char *name, size_t size)
+static void not_found(struct tr_http_req *req, const char *what, const char *name);
+
+/* {name}, valid and seen by the caller: another tenant's model is answered as
+ * an unknown one (404). */
+static bool model_param_as(struct api *s, struct tr_http_req *req, char *name, size_t size,
+                           bool check)
 {
     if (!fb_param(req, "name", name, size, "model"))
         return false;
+    if (check && fb_name_ok(name) && !tenant_sees(s, req, TENANT_MODEL, name)) {
+        not_found(req, "model", name);
+        return false;
+    }
     if (!fb_name_ok(name)) {
         tr_http_respond_error(req, 400, "invalid_argument",
                               "a model name is 1..127 of A-Z a-z 0-9 . _ -, not only digits");
         return false;
     }
     return true;
+}
+
+static bool model_param(struct api *s, struct tr_http_req *req, char *name, size_t size)
+{
+    return model_param_as(s, req, name, size, true);
 }
 
 static void not_found(struct tr_http_req *req, const char *what, const char *name)
@@ -82,7 +98,9 @@ void h_model_version_post(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX];
-    if (!model_param(req, name, sizeof(name)) || !fb_writable(s, req))
+    /* A new name is the caller's; another tenant's is 409 (tenant_claim). */
+    if (!model_param_as(s, req, name, sizeof(name), false) || !fb_writable(s, req) ||
+        !tenant_claim(s, req, TENANT_MODEL, name))
         return;
     json_t *b = fb_body(req);
     if (b == NULL)
@@ -171,6 +189,9 @@ void h_model_version_post(struct tr_http_req *req, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(name));
     json_object_set_new(o, "version", json_integer(version));
+    char obj[FB_NAME_MAX + 16];
+    snprintf(obj, sizeof(obj), "%s/%u", name, (unsigned)version);
+    tr_audit_record(s, req, "model.register", obj);
     fb_queue_reply(s, req, 201, o);
 }
 
@@ -222,9 +243,18 @@ static json_t *model_json(const struct tr_model_rec *r)
     return o;
 }
 
+struct models_ctx
+{
+    struct api *s;
+    const struct tr_http_req *req;
+    json_t *arr;
+};
+
 static int model_into_array(const struct tr_model_rec *r, void *arg)
 {
-    json_array_append_new(arg, model_json(r));
+    struct models_ctx *c = arg;
+    if (tenant_sees(c->s, c->req, TENANT_MODEL, r->name))
+        json_array_append_new(c->arr, model_json(r));
     return 0;
 }
 
@@ -248,7 +278,8 @@ void h_models_list(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     json_t *arr = json_array();
-    int rc = tr_state_list_models(s->state, model_into_array, arr);
+    struct models_ctx c = {s, req, arr};
+    int rc = tr_state_list_models(s->state, model_into_array, &c);
     for (size_t i = 0; rc == 0 && i < json_array_size(arr); i++)
         rc = add_aliases(s, json_array_get(arr, i));
     if (rc < 0) {
@@ -265,7 +296,7 @@ void h_model_get(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX];
-    if (!model_param(req, name, sizeof(name)))
+    if (!model_param(s, req, name, sizeof(name)))
         return;
     json_t *o = NULL;
     int rc = tr_state_get_model(s->state, name, model_into, &o);
@@ -298,7 +329,7 @@ void h_model_version_get(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX], v[FB_NAME_MAX];
-    if (!model_param(req, name, sizeof(name)) || !fb_param(req, "v", v, sizeof(v), "version"))
+    if (!model_param(s, req, name, sizeof(name)) || !fb_param(req, "v", v, sizeof(v), "version"))
         return;
     char *end = NULL;
     unsigned long n = strtoul(v, &end, 10);
@@ -408,12 +439,16 @@ static void move_alias(struct api *s, struct tr_http_req *req, const char *name,
     json_object_set_new(o, "alias", json_string(alias));
     json_object_set_new(o, "version", version ? json_integer(version) : json_null());
     json_object_set_new(o, "from", from ? json_integer(from) : json_null());
+    char obj[2 * FB_NAME_MAX + 2], detail[64];
+    snprintf(obj, sizeof(obj), "%s@%s", name, alias);
+    snprintf(detail, sizeof(detail), "{\"from\":%u,\"to\":%u}", from, version);
+    tr_audit_record_detail(s, req, version ? "alias.move" : "alias.delete", obj, detail);
     fb_queue_reply(s, req, 200, o);
 }
 
-static bool alias_params(struct tr_http_req *req, char *name, char *alias)
+static bool alias_params(struct api *s, struct tr_http_req *req, char *name, char *alias)
 {
-    if (!model_param(req, name, FB_NAME_MAX) || !fb_param(req, "alias", alias, FB_NAME_MAX, "alias"))
+    if (!model_param(s, req, name, FB_NAME_MAX) || !fb_param(req, "alias", alias, FB_NAME_MAX, "alias"))
         return false;
     if (!fb_name_ok(alias)) {
         tr_http_respond_error(req, 400, "invalid_argument",
@@ -442,7 +477,7 @@ void h_model_alias_put(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX], alias[FB_NAME_MAX];
-    if (!alias_params(req, name, alias) || !fb_writable(s, req))
+    if (!alias_params(s, req, name, alias) || !fb_writable(s, req))
         return;
     json_t *b = fb_body(req);
     if (b == NULL)
@@ -461,7 +496,7 @@ void h_model_alias_delete(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX], alias[FB_NAME_MAX];
-    if (!alias_params(req, name, alias) || !fb_writable(s, req))
+    if (!alias_params(s, req, name, alias) || !fb_writable(s, req))
         return;
     /* A body is optional: who removed it, and why. */
     json_t *b = tr_http_req_body(req).len ? fb_body(req) : json_object();
@@ -490,7 +525,7 @@ void h_model_history(struct tr_http_req *req, void *arg)
 {
     struct api *s = arg;
     char name[FB_NAME_MAX];
-    if (!model_param(req, name, sizeof(name)))
+    if (!model_param(s, req, name, sizeof(name)))
         return;
     json_t *m = NULL;
     int rc = tr_state_get_model(s->state, name, model_into, &m);

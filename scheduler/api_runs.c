@@ -6,11 +6,15 @@
  * the state backend.
  */
 #include "scheduler/api_int.h"
+#include "scheduler/audit.h"
+#include "scheduler/auth.h"
+#include "scheduler/tenants.h"
 
 #include <math.h>
 
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -23,6 +27,7 @@ struct start_ctx
     struct tr_http_req *req; /* NULL once the client went away */
     json_t *params;          /* owned */
     bool register_only;      /* POST /v1/pipelines */
+    char *idem_key;          /* its Idempotency-Key (runctl.h), NULL when none */
 };
 
 static void start_ctx_abort(struct tr_http_req *req, void *arg)
@@ -33,6 +38,7 @@ static void start_ctx_abort(struct tr_http_req *req, void *arg)
 
 static void start_ctx_free(struct start_ctx *c)
 {
+    rc_idem_release(c->api, c->idem_key);
     json_decref(c->params);
     tr_free(c);
 }
@@ -55,11 +61,17 @@ static void finish_register(struct api *a, struct pipeline_entry *pe, struct tr_
     json_object_set_new(o, "version", json_string(def->version));
     json_object_set_new(o, "digest", json_string(def->digest));
     json_object_set_new(o, "tasks", json_integer(def->n_tasks));
+    char detail[200];
+    snprintf(detail, sizeof(detail), "{\"version\":\"%s\",\"digest\":\"%s\"}",
+             def->version, def->digest);
+    json_t *chk = json_loads(detail, 0, NULL); /* a version is any string: only if it is JSON */
+    tr_audit_record_detail(a, req, "pipeline.register", def->name, chk ? detail : NULL);
+    json_decref(chk);
     batch_add_reply(a->batch, req, 201, o);
 }
 
 static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *params,
-                         struct tr_http_req *req)
+                         struct tr_http_req *req, const char *idem_key)
 {
     /* The pipeline's defaults are merged into every run's params on the loop. */
     uint32_t max_bytes = a->cfg->max_params_bytes ? a->cfg->max_params_bytes : (1u << 20);
@@ -71,6 +83,8 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
         tr_http_respond_error(req, 400, "invalid_params", msg);
         return;
     }
+    if (!rc_params_check(req, pe->def, params))
+        return;
     struct tr_error err;
     tr_error_init(&err);
     struct run *r = NULL;
@@ -81,11 +95,13 @@ static void finish_start(struct api *a, struct pipeline_entry *pe, json_t *param
         respond_err(req, &err);
         return;
     }
+    rc_idem_created(a, idem_key, r);
     run_start(r);
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
     json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
     tr_info("run created run=%s pipeline=%s tasks=%u", r->id, pe->def->name, pe->def->n_tasks);
+    tr_audit_record(a, req, "run.start", r->id);
     batch_add_reply(a->batch, req, 201, o);
 }
 
@@ -100,12 +116,14 @@ static void on_loaded(struct pipeline_entry *pe, struct tr_error *err, void *arg
         } else if (api_writes_paused(a)) {
             tr_http_respond_error(c->req, 503, "unavailable",
                                   "the state backend is not taking writes; try again");
+        } else if (!tenant_claim(a, c->req, TENANT_PIPELINE, pe->def->name)) {
+            /* answered: the name is another tenant's */
         } else if (!trg_check(a, pe->def, c->req)) {
             /* answered: a trigger's run names no registered pipeline */
         } else if (c->register_only) {
             finish_register(a, pe, c->req);
         } else {
-            finish_start(a, pe, c->params, c->req);
+            finish_start(a, pe, c->params, c->req, c->idem_key);
         }
     }
     start_ctx_free(c);
@@ -259,12 +277,19 @@ static void start_or_register(struct api *a, struct tr_http_req *req, bool regis
         json_decref(body);
         return;
     }
+    char *idem_key = NULL;
+    if (!register_only && rc_idem_begin(a, req, &idem_key)) {
+        json_decref(body); /* answered: a replay, a conflict or a bad key */
+        return;
+    }
     struct start_ctx *c = tr_calloc(1, sizeof(*c));
     if (c == NULL) {
+        rc_idem_release(a, idem_key);
         json_decref(body);
         tr_http_respond_error(req, 500, "out_of_memory", "out of memory");
         return;
     }
+    c->idem_key = idem_key;
     c->api = a;
     c->req = req;
     c->register_only = register_only;
@@ -284,6 +309,8 @@ static void start_or_register(struct api *a, struct tr_http_req *req, bool regis
         snprintf(pname, sizeof(pname), "%.*s", at ? (int)(at - ref) : (int)strlen(ref), ref);
         struct reg_lookup l = {0};
         int rc = tr_state_get_pipeline(a->state, pname, at ? at + 1 : NULL, reg_found, &l);
+        if (rc == 0 && l.found && !tenant_sees(a, req, TENANT_PIPELINE, pname))
+            l.found = false; /* another tenant's: as if there were none */
         if (rc < 0 || !l.found) {
             char m[400];
             snprintf(m, sizeof(m), "no registered pipeline '%s'", ref);
@@ -348,6 +375,31 @@ static void not_found_run(struct tr_http_req *req, const char *id)
     tr_http_respond_error(req, 404, "not_found", msg);
 }
 
+/*
+ * The caller's view of run id: its run in memory (*r), or its state record
+ * in c->out (0); TR_ENOENT when there is none or when it is another
+ * tenant's. Another tenant's run in memory is read from the state like an
+ * unknown id, so a probe of another tenant's ids costs what a random id
+ * costs and gets the same answer.
+ */
+static int run_lookup(struct api *a, const struct tr_http_req *req, const char *id,
+                      struct run **r, struct rec_ctx *c)
+{
+    *r = run_find(a->core, id);
+    if (*r != NULL && tenant_sees(a, req, TENANT_PIPELINE, (*r)->pipe->def->name))
+        return 0;
+    *r = NULL;
+    int rc = tr_state_get_run(a->state, id, run_rec_json, c);
+    if (rc == 0 && (c->out == NULL ||
+                    !tenant_sees(a, req, TENANT_PIPELINE,
+                                 json_string_value(json_object_get(c->out, "pipeline"))))) {
+        json_decref(c->out);
+        c->out = NULL;
+        rc = TR_ENOENT;
+    }
+    return rc;
+}
+
 /* count_task, and the records' LLM calls summed into c->usage (when it is not NULL). */
 static int count_task_usage(const struct tr_task_rec *rec, void *arg)
 {
@@ -395,7 +447,9 @@ void h_run_get(struct tr_http_req *req, void *arg)
         }
         wait = fmin(wait, WAIT_MAX_S);
     }
-    struct run *r = run_find(a->core, id);
+    struct rec_ctx c = {.with_output = true};
+    struct run *r = NULL;
+    int rc = run_lookup(a, req, id, &r, &c);
     if (r != NULL) {
         /* Long-polls leave the HTTP server a reserve of connections: past
          * it, the answer is the current state at once. */
@@ -425,8 +479,6 @@ void h_run_get(struct tr_http_req *req, void *arg)
         tr_http_req_on_abort(req, on_waiter_abort, w);
         return;
     }
-    struct rec_ctx c = {.with_output = true};
-    int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
     if (rc == TR_ENOENT || (rc == 0 && c.out == NULL)) {
         not_found_run(req, id);
         return;
@@ -435,6 +487,7 @@ void h_run_get(struct tr_http_req *req, void *arg)
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
         return;
     }
+    rc_add_retry_of(a, c.out);
     c.usage = usage_sum_new();
     if (tr_state_list_tasks(a->state, id, count_task_usage, &c) == 0) {
         json_object_set_new(c.out, "tasks", counts_json(c.counts));
@@ -475,8 +528,11 @@ static json_t *inst_json(struct api *a, struct run *r, struct inst *in)
     json_object_set_new(o, "cached", json_boolean(in->cached));
     json_object_set_new(o, "usage", usage_records_json(in->usage, in->usage_len));
     char why[320];
-    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)))
+    if (dispatch_gpu_waiting(a->dispatch, in, why, sizeof(why)) ||
+        dispatch_place_waiting(a->dispatch, in, why, sizeof(why)))
         json_object_set_new(o, "waiting", json_string(why));
+    else if (api_flow_waiting(in) != NULL)
+        json_object_set_new(o, "waiting", json_string(api_flow_waiting(in)));
     return o;
 }
 
@@ -506,7 +562,10 @@ void h_run_tasks(struct tr_http_req *req, void *arg)
     if (!param_id(req, id, sizeof(id)))
         return;
     json_t *arr = json_array();
-    struct run *r = run_find(a->core, id);
+    struct rec_ctx c = {0};
+    struct run *r = NULL;
+    int rc = run_lookup(a, req, id, &r, &c);
+    json_decref(c.out);
     if (r != NULL) {
         const struct tr_pipeline_def *def = r->pipe->def;
         for (uint32_t i = 0; i < def->n_tasks; i++) {
@@ -516,9 +575,6 @@ void h_run_tasks(struct tr_http_req *req, void *arg)
                 json_array_append_new(arr, inst_json(a, r, task_inst(trt, j)));
         }
     } else {
-        struct rec_ctx c = {0};
-        int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
-        json_decref(c.out);
         if (rc < 0) {
             json_decref(arr);
             if (rc == TR_ENOENT)
@@ -591,7 +647,10 @@ void h_run_logs(struct tr_http_req *req, void *arg)
         return;
     bool filter = tr_http_req_query(req, "task", task, sizeof(task));
     struct logs_ctx c = {json_array(), filter ? task : NULL};
-    struct run *r = run_find(a->core, id);
+    struct rec_ctx rc0 = {0};
+    struct run *r = NULL;
+    int rc = run_lookup(a, req, id, &r, &rc0);
+    json_decref(rc0.out);
     if (r != NULL) {
         const struct tr_pipeline_def *def = r->pipe->def;
         for (uint32_t i = 0; i < def->n_tasks; i++) {
@@ -608,9 +667,6 @@ void h_run_logs(struct tr_http_req *req, void *arg)
             }
         }
     } else {
-        struct rec_ctx rc0 = {0};
-        int rc = tr_state_get_run(a->state, id, run_rec_json, &rc0);
-        json_decref(rc0.out);
         if (rc < 0 || tr_state_list_tasks(a->state, id, logs_rec, &c) < 0) {
             json_decref(c.arr);
             if (rc == TR_ENOENT)
@@ -632,11 +688,11 @@ void h_run_cancel(struct tr_http_req *req, void *arg)
     char id[64];
     if (!param_id(req, id, sizeof(id)))
         return;
-    struct run *r = run_find(a->core, id);
+    struct rec_ctx c = {0};
+    struct run *r = NULL;
+    int rc = run_lookup(a, req, id, &r, &c);
+    json_decref(c.out);
     if (r == NULL) {
-        struct rec_ctx c = {0};
-        int rc = tr_state_get_run(a->state, id, run_rec_json, &c);
-        json_decref(c.out);
         if (rc == 0)
             tr_http_respond_error(req, 409, "conflict", "the run has already finished");
         else
@@ -658,6 +714,7 @@ void h_run_cancel(struct tr_http_req *req, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "run_id", json_string(r->id));
     json_object_set_new(o, "state", json_string(tr_run_state_names[r->state]));
+    tr_audit_record(a, req, "run.cancel", r->id);
     batch_add_reply(a->batch, req, 200, o);
 }
 
@@ -665,11 +722,17 @@ struct list_ctx
 {
     struct api *api;
     json_t *arr;
+    const struct tr_http_req *req;
+    size_t limit; /* runs to list (others' runs are skipped, not counted) */
 };
 
 static int list_run(const struct tr_run_rec *rec, void *arg)
 {
     struct list_ctx *c = arg;
+    if (!tenant_sees(c->api, c->req, TENANT_PIPELINE, rec->pipeline))
+        return 0;
+    if (json_array_size(c->arr) >= c->limit)
+        return 1; /* enough: stops the listing */
     struct run *r = run_find(c->api->core, rec->id);
     if (r != NULL) {
         json_t *o = run_to_json(r, false);
@@ -720,9 +783,13 @@ void h_runs_list(struct tr_http_req *req, void *arg)
             return;
         }
     }
-    struct list_ctx c = {a, json_array()};
-    int rc = tr_state_list_runs(a->state, by_state ? state : NULL, false, (uint32_t)limit,
-                                list_run, &c);
+    struct list_ctx c = {a, json_array(), req, (size_t)limit};
+    /* With tenants, others' runs are skipped: the listing goes on until it
+     * has limit of the caller's (stopped by list_run). */
+    uint32_t want = auth_enabled(a->auth) ? 0 : (uint32_t)limit;
+    int rc = tr_state_list_runs(a->state, by_state ? state : NULL, false, want, list_run, &c);
+    if (rc > 0)
+        rc = 0;
     if (rc < 0) {
         json_decref(c.arr);
         tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));

@@ -4,6 +4,7 @@
  * leader's memory, their firings from the state.
  */
 #include "scheduler/triggers_int.h"
+#include "scheduler/tenants.h"
 
 /* ====================================================================== */
 /* API                                                                     */
@@ -67,7 +68,8 @@ void h_triggers_list(struct tr_http_req *req, void *arg)
     }
     size_t n = 0;
     for (size_t i = 0; i < l->n_all; i++) {
-        if (!l->all[i]->removed && (!one || strcmp(l->all[i]->pipeline, pipeline) == 0))
+        if (!l->all[i]->removed && (!one || strcmp(l->all[i]->pipeline, pipeline) == 0) &&
+            tenant_sees(s, req, TENANT_PIPELINE, l->all[i]->pipeline))
             v[n++] = l->all[i];
     }
     qsort(v, n, sizeof(*v), cmp_trg);
@@ -103,6 +105,10 @@ void h_trigger_firings(struct tr_http_req *req, void *arg)
     if (!fb_param(req, "pipeline", pipeline, sizeof(pipeline), "pipeline") ||
         !fb_param(req, "trigger", name, sizeof(name), "trigger") || !fb_limit(req, &limit))
         return;
+    if (!tenant_sees(s, req, TENANT_PIPELINE, pipeline)) {
+        tr_http_respond_error(req, 404, "not_found", "no such trigger");
+        return;
+    }
     struct trg *t = trg_find(loop_of(s), pipeline, name);
     json_t *arr = json_array();
     int rc = tr_state_list_firings(s->state, pipeline, name, limit, firing_json, arr);

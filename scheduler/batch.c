@@ -246,8 +246,8 @@ int batch_commit(struct batch *s, struct tr_state *st)
     }
     for (size_t i = 0; rc == 0 && i < s->n_insts; i++) {
         struct inst *in = s->insts[i];
-        if (!tr_task_state_final(in->state))
-            continue;
+        if (!tr_task_state_final(in->state) && !in->waiting)
+            continue; /* a waiting approval or subrun is written too (core_flow.h) */
         struct tr_task_rec rec;
         fill_task_rec(in, &rec);
         rc = tr_state_put_task(st, &rec);

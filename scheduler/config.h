@@ -35,6 +35,8 @@ struct sched_config
     char *advertise_api;      /* --advertise-api: API URL standbys redirect to (NULL: --api) */
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
     char *otlp_endpoint;      /* --otlp-endpoint: OTLP/HTTP collector, or NULL */
+    uint32_t unschedulable_s; /* --unschedulable-timeout: labelled tasks nobody can take fail */
+    double retention_days;    /* --retention: finished runs older are purged (0: kept) */
 };
 
 #endif

@@ -18,6 +18,7 @@
 #include "lib/base/log.h"
 #include "lib/base/retry.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/core_flow.h"
 #include "scheduler/usage.h"
 
 /* ====================================================================== */
@@ -44,6 +45,8 @@ static void inst_make_ready(struct inst *in)
         if (in->state != TR_TASK_PENDING)
             return;
     }
+    if (inst_def(in)->kind != TR_KIND_RUN && flow_make_ready(in))
+        return; /* waits in the scheduler: an approval, or a subrun's known child */
     dispatch_ready(r->core->dispatch, in);
 }
 
@@ -61,6 +64,8 @@ void inst_complete(struct inst *in, const char *output, size_t len, bool cached)
     }
     in->output_len = (uint32_t)len;
     in->cached = cached;
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     if (in->finished_at == 0)
         in->finished_at = tr_now();
     inst_set_state(in, TR_TASK_SUCCEEDED);
@@ -83,11 +88,37 @@ void inst_fail_final(struct inst *in, const char *error)
     }
     if (in->finished_at == 0)
         in->finished_at = tr_now();
+    if (in->conc_held) /* a concurrency key's place (dispatch_place.c) */
+        dispatch_conc_release(r->core->dispatch, in);
     inst_set_state(in, TR_TASK_FAILED);
     inst_mark_dirty(in);
     r->core->cnt->tasks_failed++;
     struct task_rt *trt = &r->tasks[in->task];
     trt->n_failed++;
+    if (trt->n_done + trt->n_failed == trt->n_inst)
+        task_finish(r, in->task);
+}
+
+void inst_skip_final(struct inst *in, const char *reason, bool upstream_failed)
+{
+    struct run *r = in->run;
+    dispatch_unready(r->core->dispatch, in);
+    if (reason != NULL && reason != in->error) {
+        tr_free(in->error);
+        in->error = tr_strdup(reason);
+    }
+    in->upstream_failed = upstream_failed;
+    in->waiting = false;
+    if (in->finished_at == 0)
+        in->finished_at = tr_now();
+    inst_set_state(in, TR_TASK_SKIPPED);
+    r->core->cnt->tasks_skipped++;
+    struct task_rt *trt = &r->tasks[in->task];
+    trt->n_failed++;
+    if (!upstream_failed) {
+        trt->n_skipped++;
+        inst_mark_dirty(in); /* not derived from upstream records: keep it */
+    }
     if (trt->n_done + trt->n_failed == trt->n_inst)
         task_finish(r, in->task);
 }
@@ -196,12 +227,14 @@ static void task_ready(struct run *r, uint32_t t)
         inst_make_ready(&trt->single);
 }
 
-/* Marks task t and everything downstream of it skipped (an upstream failed). */
-static void task_skip(struct run *r, uint32_t t)
+/* Marks every instance of task t skipped (its trigger rule said no), then
+ * finishes it, which tells its dependants in turn. */
+static void task_skip(struct run *r, uint32_t t, bool upstream_failed, const char *why)
 {
     struct task_rt *trt = &r->tasks[t];
     if (trt->finished)
         return;
+    trt->readied = true;
     uint32_t n = trt->expanded ? trt->n_inst : 1;
     for (uint32_t i = 0; i < n; i++) {
         struct inst *in = task_inst(trt, i);
@@ -209,14 +242,37 @@ static void task_skip(struct run *r, uint32_t t)
             continue;
         dispatch_unready(r->core->dispatch, in);
         inst_set_state(in, TR_TASK_SKIPPED);
+        in->upstream_failed = upstream_failed;
+        if (in->error == NULL)
+            in->error = tr_strdup(why);
         r->core->cnt->tasks_skipped++;
+        if (!upstream_failed)
+            trt->n_skipped++;
     }
-    trt->finished = true;
     trt->n_failed = n - trt->n_done;
-    r->n_tasks_left--;
-    const struct tr_task_def *td = &r->pipe->def->tasks[t];
-    for (uint32_t i = 0; i < td->n_downstream; i++)
-        task_skip(r, td->downstream[i]);
+    task_finish(r, t);
+}
+
+/* The trigger rule of task d, after an upstream task ended (core_flow.h). */
+static void task_decide(struct run *r, uint32_t d)
+{
+    struct task_rt *drt = &r->tasks[d];
+    if (drt->finished || drt->readied || run_is_final(r))
+        return;
+    char why[300];
+    switch (flow_rule_decide(r, d, why, sizeof(why))) {
+    case FLOW_RUN:
+        task_ready(r, d);
+        break;
+    case FLOW_SKIP:
+        task_skip(r, d, false, why);
+        break;
+    case FLOW_UPSTREAM_FAILED:
+        task_skip(r, d, true, why);
+        break;
+    case FLOW_WAIT:
+        break;
+    }
 }
 
 /* Builds the array of a mapped task's outputs, which its dependants receive. */
@@ -230,7 +286,7 @@ static void task_build_agg(struct run *r, struct task_rt *trt)
     int rc = tr_buf_add(&b, hdr, 5);
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         struct inst *in = &trt->mapped[i];
-        if (in->output && in->output_len)
+        if (in->state == TR_TASK_SUCCEEDED && in->output && in->output_len)
             rc = tr_buf_add(&b, in->output, in->output_len);
         else
             rc = tr_buf_addch(&b, (char)0xc0);
@@ -252,18 +308,21 @@ static void task_finish(struct run *r, uint32_t t)
     trt->finished = true;
     r->n_tasks_left--;
     const struct tr_task_def *td = &r->pipe->def->tasks[t];
-    if (trt->n_failed > 0) {
-        for (uint32_t i = 0; i < td->n_downstream; i++)
-            task_skip(r, td->downstream[i]);
-    } else {
-        if (trt->mapped)
-            task_build_agg(r, trt);
-        for (uint32_t i = 0; i < td->n_downstream; i++) {
-            uint32_t d = td->downstream[i];
-            struct task_rt *drt = &r->tasks[d];
-            if (drt->countdown > 0 && --drt->countdown == 0)
-                task_ready(r, d);
-        }
+    trt->outcome = flow_task_outcome(trt);
+    if (trt->mapped)
+        task_build_agg(r, trt); /* nil in place of what did not succeed */
+    for (uint32_t i = 0; i < td->n_downstream; i++) {
+        uint32_t d = td->downstream[i];
+        struct task_rt *drt = &r->tasks[d];
+        if (trt->outcome == TR_TASK_SUCCEEDED)
+            drt->up_ok++;
+        else if (trt->outcome == TR_TASK_FAILED)
+            drt->up_failed++;
+        else
+            drt->up_skipped++;
+        if (drt->countdown > 0)
+            drt->countdown--;
+        task_decide(r, d);
     }
     if (r->n_tasks_left == 0 && !run_is_final(r))
         run_finish(r);
@@ -284,6 +343,8 @@ void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out)
     tr_free(in->error);
     in->error = error.len ? tr_strndup(error.p, error.len)
                           : tr_strdup("task failed without a message");
+    if (in->conc_held)
+        dispatch_conc_release(c->dispatch, in);
     if (in->failures <= td->retries) {
         double delay = tr_retry_delay(td->backoff, in->failures, (double)rand() / RAND_MAX);
         inst_set_state(in, TR_TASK_RETRY_WAIT);
@@ -330,6 +391,17 @@ void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result
     in->worker_id = tr_strdup(w->id);
     in->started_at = m->started_at;
     in->finished_at = m->finished_at;
+    if (m->skipped) {
+        char why[1100];
+        snprintf(why, sizeof(why), "%.*s", (int)TR_MIN(m->error.len, (size_t)1024), m->error.p);
+        inst_skip_final(in, why, false);
+        return;
+    }
+    if (m->ok && inst_def(in)->kind == TR_KIND_SUBRUN) {
+        in->finished_at = 0;
+        flow_subrun_start(in, m->output); /* the params function's result */
+        return;
+    }
     if (m->ok) {
         long sz = m->output.len ? tr_mp_check(m->output.p, m->output.len, &tr_mp_default_limits)
                                 : 0;
@@ -446,12 +518,17 @@ void run_free(struct run *r)
     }
     if (r->pipe)
         pipe_unref(r->pipe);
+    tr_free(r->parent_run);
+    tr_free(r->parent_task);
     tr_free(r->params_json);
     tr_free(r->params_mp);
     tr_free(r->output_json);
     tr_free(r->error);
     json_decref(r->usage_sum);
     tr_free(r->usage_json);
+    tr_free(r->retry_of);
+    if (r->retry_ctx != NULL && r->retry_ctx_free != NULL)
+        r->retry_ctx_free(r->retry_ctx); /* a retry stopped before it ended */
     tr_free(r);
 }
 
@@ -514,6 +591,10 @@ out_free:
 void run_start(struct run *r)
 {
     const struct tr_pipeline_def *def = r->pipe->def;
+    if (def->max_active_runs > 0 && !core_gate_admit(r))
+        return; /* queued behind max_active_runs: started by core_gate_leave */
+    if (r->ctl_since == 0)
+        r->ctl_since = tr_now();
     if (def->n_tasks == 0) {
         run_finish(r);
         return;
@@ -593,14 +674,20 @@ static void run_finish(struct run *r)
 {
     struct core *s = r->core;
     const struct tr_pipeline_def *def = r->pipe->def;
+    /* As Airflow's: the run failed when one of its leaves failed or was
+     * skipped for an upstream failure; a failure that a downstream rule
+     * (all_done, ...) handled does not fail it. The message names the first
+     * failed instance, the cause. */
     const struct inst *failed = NULL;
-    for (uint32_t i = 0; i < def->n_tasks && failed == NULL; i++) {
-        struct task_rt *trt = &r->tasks[def->topo[i]];
-        uint32_t n = trt->mapped ? trt->n_inst : 1;
-        for (uint32_t j = 0; j < n; j++) {
-            if (task_inst(trt, j)->state == TR_TASK_FAILED) {
-                failed = task_inst(trt, j);
-                break;
+    if (flow_leaf_failed(r)) {
+        for (uint32_t i = 0; i < def->n_tasks && failed == NULL; i++) {
+            struct task_rt *trt = &r->tasks[def->topo[i]];
+            uint32_t n = trt->mapped ? trt->n_inst : 1;
+            for (uint32_t j = 0; j < n; j++) {
+                if (task_inst(trt, j)->state == TR_TASK_FAILED) {
+                    failed = task_inst(trt, j);
+                    break;
+                }
             }
         }
     }
@@ -636,9 +723,16 @@ static void run_finish(struct run *r)
     obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
+    flow_run_final(r);
+    core_gate_leave(r);
 }
 
 int run_cancel(struct run *r, const char *reason)
+{
+    return run_stop(r, reason, TR_RUN_CANCELLED);
+}
+
+int run_stop(struct run *r, const char *reason, uint8_t st)
 {
     struct core *s = r->core;
     if (run_is_final(r))
@@ -659,23 +753,28 @@ int run_cancel(struct run *r, const char *reason)
                 if (batch_add_msg(s->batch, in->worker->ident, in->worker->ident_len, &m) < 0)
                     tr_warn("cannot queue cancel run=%s: out of memory", r->id);
             }
+            if (in->waiting)
+                flow_cancel_wait(in, reason); /* a subrun's child is cancelled too */
             inst_set_state(in, TR_TASK_CANCELLED);
             s->cnt->tasks_cancelled++;
         }
     }
-    r->state = TR_RUN_CANCELLED;
+    r->state = st;
     r->finished_at = tr_now();
     tr_free(r->error);
     r->error = tr_strdup(reason);
-    s->cnt->runs_total[TR_RUN_CANCELLED]++;
+    s->cnt->runs_total[st]++;
     s->n_active--;
     dispatch_pools_ref(s->dispatch, def, -1);
-    tr_info("run cancelled run=%s pipeline=%s", r->id, def->name);
+    tr_info("run %s run=%s pipeline=%s: %.200s", tr_run_state_names[st], r->id, def->name,
+            reason);
     run_mark_dirty(r);
     lru_append(s, r);
     obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
+    flow_run_final(r);
+    core_gate_leave(r);
     return 0;
 }
 
@@ -697,6 +796,7 @@ void core_init(struct core *c, const struct core_parts *parts, uint32_t keep_run
 {
     memset(c, 0, sizeof(*c));
     tr_hmap_init(&c->runs);
+    tr_hmap_init(&c->flow_pending);
     c->keep_runs = keep_runs;
     c->state = parts->state;
     c->pipes = parts->pipes;
@@ -706,6 +806,7 @@ void core_init(struct core *c, const struct core_parts *parts, uint32_t keep_run
     c->timers = parts->timers;
     c->cnt = parts->cnt;
     c->hooks = *hooks;
+    tr_hmap_init(&c->gates);
 }
 
 void core_release(struct core *c)
@@ -715,4 +816,22 @@ void core_release(struct core *c)
     while ((r = tr_hmap_next(&c->runs, &it)) != NULL)
         run_free(r);
     tr_hmap_release(&c->runs);
+    tr_hmap_release(&c->flow_pending);
+    core_controls_release(c);
+}
+
+/* Drops a finished run from memory before its eviction (DELETE /v1/runs/{id},
+ * --retention): TR_EAGAIN while its record is being written, a long-poll
+ * waits on it or a dispatch is still registered; TR_ECONFLICT when unfinished. */
+int run_forget(struct core *s, struct run *r)
+{
+    if (!run_is_final(r))
+        return TR_ECONFLICT;
+    if (r->dirty || r->waiters != NULL || r->outstanding != 0)
+        return TR_EAGAIN;
+    lru_unlink(s, r);
+    tr_hmap_del(&s->runs, r->id, strlen(r->id));
+    timers_forget_run(s->timers, r);
+    run_free(r);
+    return 0;
 }

@@ -29,6 +29,10 @@ struct core_hooks
     void (*run_final)(void *arg, struct run *r);
     /* A task's CALL (registry, labels: loop_calls.h), from a known worker. May be NULL. */
     void (*call)(void *arg, struct worker *w, const struct tr_msg_call *m);
+    /* An approval was decided (core_flow.c): the audit log's point of entry.
+     * user is the token's name or "anonymous", "timeout" for the default. May be NULL. */
+    void (*approval)(void *arg, const struct run *r, const char *task, const char *decision,
+                     const char *user, const char *comment);
 };
 
 struct core
@@ -50,6 +54,9 @@ struct core
     struct transport *tp;     /* answers sent at once (PIPELINE, BYE); NULL until leading */
     struct core_hooks hooks;
     struct obs *obs;          /* spans and per-pipeline metrics (obs.h), or NULL */
+    struct tr_hmap flow_pending; /* child run id -> waiting subrun instance, while recovering
+                                  * (core_flow.c) */
+    struct tr_hmap gates;     /* pipeline name -> struct run_gate (max_active_runs) */
 };
 
 /* The parts the core works with, all initialized by the caller. */
@@ -85,13 +92,37 @@ void runs_evict(struct core *c);
 void run_free(struct run *r);
 /* Gives a run a new id (recovery keeps the stored one): 0 or TR_ENOMEM. */
 int run_rename(struct run *r, const char *id) TR_MUST_CHECK;
+/* Frees a finished run now (it is being deleted): 0, TR_EAGAIN (its record is
+ * not written yet, or a result is awaited: try later), TR_ECONFLICT (unfinished). */
+int run_forget(struct core *c, struct run *r) TR_MUST_CHECK;
 
 /* Instances. */
 void inst_complete(struct inst *in, const char *output, size_t len, bool cached);
 void inst_fail_final(struct inst *in, const char *error);
+/* Ends an instance skipped (trellis.skip, or upstream_failed: its trigger rule
+ * after an upstream failure) with reason as its error text. */
+void inst_skip_final(struct inst *in, const char *reason, bool upstream_failed);
 void inst_attempt_failed(struct inst *in, struct tr_str error, bool timed_out);
 /* The current dispatch is lost (its worker is gone): ready again. */
 void inst_requeue(struct inst *in);
+
+/* Run controls (core_controls.c): max_active_runs and the pipeline timeout. */
+
+/* run_start's gate: true when r may start now (it is counted among its
+ * pipeline's active runs), false when it waits for one to finish (it starts
+ * later, in submission order). Always true without max_active_runs. */
+bool core_gate_admit(struct run *r);
+/* r is final: it leaves its gate, and the next runs waiting there start. */
+void core_gate_leave(struct run *r);
+/* Once a second: fails runs past their pipeline's timeout (`run_timeout`),
+ * and starts gated runs that may start (after recovery). */
+void core_controls_tick(struct core *c, double now);
+/* For a run held back by max_active_runs: why into why; false otherwise. */
+bool core_run_waiting(struct core *c, const struct run *r, char *why, size_t size);
+/* Stops a run as run_cancel does (pending tasks cancelled, running ones told
+ * to stop) but final in state st with reason as its error. */
+int run_stop(struct run *r, const char *reason, uint8_t st) TR_MUST_CHECK;
+void core_controls_release(struct core *c);
 
 /* Events (core_events.c). A decoded frame from the transport: */
 void core_on_message(void *arg, const void *ident, size_t ident_len, const struct tr_msg *m,

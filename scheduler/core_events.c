@@ -4,6 +4,7 @@
  * dispatch cannot send.
  */
 #include "scheduler/core.h"
+#include "scheduler/core_flow.h"
 
 #include <stdio.h>
 
@@ -114,6 +115,10 @@ void core_worker_down(struct core *c, struct worker *w)
 void core_timer_fire(void *arg, struct inst *in, uint64_t dispatch_id)
 {
     struct core *c = arg;
+    if (dispatch_id == FLOW_TIMER_ID) {
+        flow_timer_fire(c, in); /* an approval's deadline */
+        return;
+    }
     if (dispatch_id == 0) {
         if (in->state == TR_TASK_RETRY_WAIT && !run_is_final(in->run)) {
             inst_set_state(in, TR_TASK_PENDING);
@@ -177,4 +182,5 @@ static void fail_unsent(void *arg, struct inst *in, const char *error)
     inst_fail_final(in, error);
 }
 
-const struct dispatch_hooks core_dispatch_hooks = {NULL, try_cache, fail_unsent};
+const struct dispatch_hooks core_dispatch_hooks = {
+    .cached = try_cache, .fail = fail_unsent};

@@ -8,7 +8,7 @@
 const char *const drop_reason_names[DROP_COUNT] = {
     "bad_msgpack", "too_large", "bad_version", "unknown_type",
     "bad_body",    "unknown_worker", "stale_result", "bad_frames",
-    "impersonation"};
+    "impersonation", "key_restricted"};
 
 const double counters_lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                  0.025,  0.05,  0.1,    0.25,  0.5,

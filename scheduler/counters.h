@@ -30,6 +30,7 @@ enum drop_reason
     DROP_STALE_RESULT,
     DROP_BAD_FRAMES,
     DROP_IMPERSONATION,      /* a HELLO for a live worker id from another connection or key */
+    DROP_KEY_RESTRICTED,     /* a HELLO for a pool its CURVE key is not allowed for */
     DROP_COUNT
 };
 
@@ -46,6 +47,8 @@ struct counters
     double lat_sum;
     uint64_t lat_count;
     uint64_t dispatched;
+    uint64_t tasks_unschedulable;  /* failed: no worker with their labels joined in time */
+    uint64_t runs_timed_out;       /* failed at their pipeline's timeout */
     struct tr_log_limiter garbage_log; /* bounds the log lines of dropped frames */
 };
 

@@ -18,6 +18,7 @@
  * devices is not starved by one-device tasks queued after it. docs/gpus.md.
  */
 #include "scheduler/dispatch.h"
+#include "scheduler/dispatch_int.h"
 
 #include <errno.h>
 #include <string.h>
@@ -74,7 +75,7 @@ static void heap_down(struct ready_queue *p, size_t i)
     heap_set(p, i, in);
 }
 
-static int queue_push(struct ready_queue *p, struct inst *in)
+int rq_push(struct ready_queue *p, struct inst *in)
 {
     if (TR_VEC_PUSH(p->heap, p->n_heap, p->cap_heap, in) < 0)
         return TR_ENOMEM;
@@ -82,7 +83,7 @@ static int queue_push(struct ready_queue *p, struct inst *in)
     return 0;
 }
 
-static struct inst *queue_pop(struct ready_queue *p)
+struct inst *rq_pop(struct ready_queue *p)
 {
     struct inst *top = p->heap[0];
     top->heap_pos = -1;
@@ -93,7 +94,7 @@ static struct inst *queue_pop(struct ready_queue *p)
     return top;
 }
 
-static void queue_remove(struct ready_queue *p, struct inst *in)
+void rq_remove(struct ready_queue *p, struct inst *in)
 {
     size_t i = (size_t)in->heap_pos;
     in->heap_pos = -1;
@@ -159,8 +160,9 @@ void dispatch_sweep(struct dispatch *d)
     struct ready_queue *q;
     while ((q = tr_hmap_next(&d->queues, &it)) != NULL) {
         if (q->runs == 0 && q->n_heap == 0 && (q->gpu == NULL || q->gpu->n_heap == 0) &&
-            q->pool->n_workers == 0) {
+            q->pool->n_workers == 0 && place_labeled_empty(q)) {
             tr_hmap_del(&d->queues, q->pool->name, strlen(q->pool->name));
+            place_labeled_free(q);
             if (q->gpu != NULL)
                 tr_free(q->gpu->heap);
             tr_free(q->gpu);
@@ -171,12 +173,15 @@ void dispatch_sweep(struct dispatch *d)
     fleet_sweep_pools(d->fleet, pool_has_queue, d);
 }
 
-/* The queue in waits in: its pool's, or that pool's GPU queue. */
-static struct ready_queue *queue_of(struct dispatch *d, const struct inst *in)
+/* The queue in waits in: its pool's, that pool's GPU queue, the queue of its
+ * labels, or its concurrency key's (dispatch_place.c). */
+struct ready_queue *rq_of(struct dispatch *d, const struct inst *in)
 {
+    if (in->conc_wait)
+        return place_conc_queue(d, in);
     struct ready_queue *q = pool_queue(d, in);
     if (gpus_of(in) == 0)
-        return q;
+        return inst_def(in)->n_labels == 0 ? q : place_label_queue(q, inst_def(in));
     if (q->gpu == NULL) {
         q->gpu = tr_calloc(1, sizeof(*q->gpu));
         if (q->gpu == NULL) {
@@ -202,17 +207,27 @@ size_t dispatch_ready_count(struct dispatch *d, const char *pool, size_t len)
 
 void dispatch_unready(struct dispatch *d, struct inst *in)
 {
+    if (in->conc_wait) {
+        place_conc_unwait(d, in); /* it holds no place */
+        return;
+    }
     if (in->heap_pos >= 0)
-        queue_remove(queue_of(d, in), in);
+        rq_remove(rq_of(d, in), in);
+    if (in->conc_held)
+        dispatch_conc_release(d, in);
 }
 
 void dispatch_ready(struct dispatch *d, struct inst *in)
 {
+    if (d->hooks.gate != NULL && d->hooks.gate(d->hooks.gate_arg, in))
+        return; /* held, still pending, outside any worker slot */
     struct run *r = in->run;
     inst_set_state(in, TR_TASK_READY);
     in->seq = ++d->next_seq;
     in->priority = r->pipe->def->tasks[in->task].priority;
-    if (queue_push(queue_of(d, in), in) < 0) {
+    if (inst_def(in)->conc_key != NULL && !place_admit(d, in))
+        return; /* waits for a place of its concurrency key */
+    if (rq_push(rq_of(d, in), in) < 0) {
         tr_err("out of memory queueing run=%s", r->id);
         exit(70);
     }
@@ -237,14 +252,55 @@ uint32_t worker_prefetch(const struct dispatch *s, const struct worker *w)
     return want > cap ? cap : (uint32_t)want;
 }
 
-static struct worker *pick_worker(struct dispatch *s, struct pool *p)
+/* Whether w may run in: a worker whose key is restricted to a tenant runs
+ * only that tenant's tasks (the one string compare costs only there). */
+bool tenant_fits(struct dispatch *s, const struct worker *w, const struct inst *in)
+{
+    if (w->tenant == NULL)
+        return true;
+    const char *t = s->hooks.tenant ? s->hooks.tenant(s->hooks.tenant_arg, in->run) : NULL;
+    return strcmp(w->tenant, t ? t : "default") == 0;
+}
+
+static struct worker *pick_worker(struct dispatch *s, struct pool *p, const struct inst *in)
 {
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[(p->rr + k) % p->n_workers];
+        if (w->tenant != NULL && !tenant_fits(s, w, in))
+            continue;
         uint32_t credit = w->slots + worker_prefetch(s, w);
         if (w->inflight < TR_MIN(credit, w->window)) {
             p->rr = (p->rr + k + 1) % p->n_workers;
             return w;
+        }
+    }
+    return NULL;
+}
+
+#define RESTRICTED_SCAN 256 /* ready tasks looked at for a tenant-restricted worker */
+
+/*
+ * When the first ready task fits no worker with credit, a worker restricted
+ * to a tenant may still take a later task of its tenant: the first of the
+ * heap's first RESTRICTED_SCAN entries that fits (heap order, not strict
+ * priority order: a restricted worker is a tenant's own capacity). Costs
+ * nothing in pools without restricted workers.
+ */
+static struct worker *pick_restricted(struct dispatch *s, struct ready_queue *q,
+                                      struct inst **out)
+{
+    struct pool *p = q->pool;
+    for (size_t k = 0; k < p->n_workers; k++) {
+        struct worker *w = p->workers[k];
+        uint32_t credit = w->slots + worker_prefetch(s, w);
+        if (w->tenant == NULL || w->inflight >= TR_MIN(credit, w->window))
+            continue;
+        size_t n = TR_MIN(q->n_heap, (size_t)RESTRICTED_SCAN);
+        for (size_t i = 0; i < n; i++) {
+            if (tenant_fits(s, w, q->heap[i])) {
+                *out = q->heap[i];
+                return w;
+            }
         }
     }
     return NULL;
@@ -278,8 +334,7 @@ static uint64_t new_dispatch_id(struct dispatch *s)
     }
 }
 
-static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
-                         struct tr_buf *args)
+void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in, struct tr_buf *args)
 {
     struct run *r = in->run;
     const struct tr_task_def *td = &r->pipe->def->tasks[in->task];
@@ -336,13 +391,16 @@ static void dispatch_one(struct dispatch *s, struct worker *w, struct inst *in,
 /* ====================================================================== */
 
 /* The worker of p with a free slot and n free devices, the fewest free first. */
-static struct worker *pick_gpu_worker(struct pool *p, uint32_t n)
+static struct worker *pick_gpu_worker(struct dispatch *s, struct pool *p, uint32_t n,
+                                      const struct inst *in)
 {
+    const struct tr_task_def *td = inst_def(in);
     struct worker *best = NULL;
     uint32_t best_free = UINT32_MAX;
     for (size_t k = 0; k < p->n_workers; k++) {
         struct worker *w = p->workers[k];
-        if (w->inflight >= w->slots)
+        if (w->inflight >= w->slots || (td->n_labels > 0 && !worker_matches(w, td)) ||
+            (w->tenant != NULL && !tenant_fits(s, w, in)))
             continue;
         uint32_t f = worker_gpus_free(&w->g);
         if (f >= n && f < best_free) {
@@ -357,10 +415,10 @@ static struct worker *pick_gpu_worker(struct pool *p, uint32_t n)
 static void dispatch_gpu(struct dispatch *s, struct ready_queue *g, struct tr_buf *args)
 {
     while (g->n_heap > 0) {
-        struct worker *w = pick_gpu_worker(g->pool, gpus_of(g->heap[0]));
+        struct worker *w = pick_gpu_worker(s, g->pool, gpus_of(g->heap[0]), g->heap[0]);
         if (w == NULL)
             return;
-        dispatch_one(s, w, queue_pop(g), args);
+        dispatch_one(s, w, rq_pop(g), args);
     }
 }
 
@@ -412,9 +470,6 @@ bool dispatch_gpu_waiting(struct dispatch *d, struct inst *in, char *why, size_t
 
 /* ====================================================================== */
 
-/* TASK bytes queued in one turn at most: each TASK carries its run's params
- * (up to --max-params-bytes), so credit alone does not bound a turn's work. */
-#define DISPATCH_TURN_BYTES (64u << 20)
 
 bool dispatch_all(struct dispatch *s)
 {
@@ -431,11 +486,19 @@ bool dispatch_all(struct dispatch *s)
                 more = true;
                 break;
             }
-            struct worker *w = pick_worker(s, q->pool);
-            if (w == NULL)
+            struct worker *w = pick_worker(s, q->pool, q->heap[0]);
+            if (w != NULL) {
+                dispatch_one(s, w, rq_pop(q), &args);
+                continue;
+            }
+            struct inst *in = NULL;
+            if ((w = pick_restricted(s, q, &in)) == NULL)
                 break;
-            dispatch_one(s, w, queue_pop(q), &args);
+            rq_remove(q, in);
+            dispatch_one(s, w, in, &args);
         }
+        if (!more && q->labeled != NULL)
+            more = place_dispatch(s, q, &args);
     }
     tr_buf_release(&args);
     return more;
@@ -472,6 +535,8 @@ void dispatch_init(struct dispatch *d, const struct sched_config *cfg, struct fl
     d->timers = timers;
     d->cnt = cnt;
     d->hooks = *hooks;
+    tr_hmap_init(&d->conc);
+    d->unschedulable_s = cfg->unschedulable_s;
 }
 
 void dispatch_release(struct dispatch *d)
@@ -482,9 +547,11 @@ void dispatch_release(struct dispatch *d)
         if (q->gpu != NULL)
             tr_free(q->gpu->heap);
         tr_free(q->gpu);
+        place_labeled_free(q);
         tr_free(q->heap);
         tr_free(q);
     }
     tr_hmap_release(&d->queues);
     tr_hmap_release(&d->ids);
+    place_release(d);
 }

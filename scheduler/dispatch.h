@@ -28,6 +28,12 @@ struct ready_queue
     size_t n_heap;
     size_t cap_heap;
     struct ready_queue *gpu; /* the pool's tasks that need GPUs (same order), NULL until one */
+    /* Placement (dispatch_place.c). In a pool's queue: its label queues, one
+     * per distinct label set. In a label queue: the labels and the next one. */
+    struct ready_queue *labeled;
+    char **labels;           /* key, value, ... (owned copies), n_labels pairs */
+    uint16_t n_labels;
+    double unmatched_since;  /* wall clock since no connected worker matches, 0 when one does */
 };
 
 struct dispatch_hooks
@@ -38,6 +44,14 @@ struct dispatch_hooks
     bool (*cached)(void *arg, struct inst *in, struct tr_str args);
     /* The instance cannot be sent (out of memory for its arguments). */
     void (*fail)(void *arg, struct inst *in, const char *error);
+    /* The tenant of a run (asked only for workers restricted to a tenant). */
+    void *tenant_arg;
+    const char *(*tenant)(void *tenant_arg, const struct run *r);
+    /* Optional: true when the gate holds the instance instead of the ready
+     * queue (budgets.c: the provider it calls is out of quota); the gate
+     * readies it again later. */
+    bool (*gate)(void *gate_arg, struct inst *in);
+    void *gate_arg;
 };
 
 struct dispatch
@@ -53,6 +67,9 @@ struct dispatch
     struct timers *timers;
     struct counters *cnt;
     struct dispatch_hooks hooks;
+    /* Run controls (dispatch_place.c). */
+    struct tr_hmap conc;      /* concurrency key -> struct conc_key */
+    double unschedulable_s;   /* --unschedulable-timeout: a labelled task nobody can take fails */
 };
 
 void dispatch_init(struct dispatch *d, const struct sched_config *cfg, struct fleet *fleet,
@@ -92,5 +109,30 @@ int dispatch_gpu_check(struct dispatch *d, const struct tr_pipeline_def *def,
                        struct tr_error *err) TR_MUST_CHECK;
 /* For a ready task that needs GPUs: what it waits for into why; false otherwise. */
 bool dispatch_gpu_waiting(struct dispatch *d, struct inst *in, char *why, size_t size);
+
+/* Placement and concurrency (dispatch_place.c). */
+
+/* A ready instance's concurrency place is given back: called when it ends,
+ * fails an attempt or is cancelled; the next waiter of its key becomes ready.
+ * No-op when it holds none. */
+void dispatch_conc_release(struct dispatch *d, struct inst *in);
+/* For a ready instance held back by placement or concurrency: what it waits
+ * for into why; false otherwise. */
+bool dispatch_place_waiting(struct dispatch *d, struct inst *in, char *why, size_t size);
+/* For an unfinished run with a ready task whose labels no connected worker
+ * carries: which, into why; false otherwise. O(tasks of its pipeline). */
+bool dispatch_run_waiting(struct dispatch *d, struct run *r, char *why, size_t size);
+/* Once a second: reports label queues that no connected worker can serve
+ * (log line, gauge), and fails their tasks `unschedulable` once they waited
+ * longer than unschedulable_s (0: never). */
+void dispatch_place_check(struct dispatch *d, double now);
+/* Ready instances that no connected worker's labels match (the gauge). */
+size_t dispatch_unschedulable_count(struct dispatch *d);
+/* Dispatched or ready places held per concurrency key, for /metrics: calls
+ * fn for each key in use. */
+void dispatch_conc_each(struct dispatch *d,
+                        void (*fn)(void *arg, const char *key, uint32_t held, uint32_t limit,
+                                   size_t waiting),
+                        void *arg);
 
 #endif

@@ -54,16 +54,6 @@ void h_model_alias_put(struct tr_http_req *req, void *arg);
 void h_model_alias_delete(struct tr_http_req *req, void *arg);
 void h_model_history(struct tr_http_req *req, void *arg);
 
-#define FB_ROUTES                                                                                  \
-    {"POST", "/v1/feedback", h_feedback_post}, {"GET", "/v1/feedback", h_feedback_list},           \
-        {"GET", "/v1/pipelines/{name}/stats", h_pipeline_stats},                                   \
-        {"POST", "/v1/labels", h_labels_post}, {"GET", "/v1/labels", h_labels_list},               \
-        {"POST", "/v1/labels/{id}", h_label_post}, {"GET", "/v1/models", h_models_list},           \
-        {"GET", "/v1/models/{name}", h_model_get},                                                 \
-        {"POST", "/v1/models/{name}/versions", h_model_version_post},                              \
-        {"GET", "/v1/models/{name}/versions/{v}", h_model_version_get},                            \
-        {"PUT", "/v1/models/{name}/aliases/{alias}", h_model_alias_put},                           \
-        {"DELETE", "/v1/models/{name}/aliases/{alias}", h_model_alias_delete},                     \
-        {"GET", "/v1/models/{name}/history", h_model_history}
+/* Their roles are in api.c's route table (auth.h). */
 
 #endif

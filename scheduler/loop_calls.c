@@ -36,7 +36,10 @@
 #include "lib/base/log.h"
 #include "lib/wire/mp_json.h"
 #include "scheduler/api.h"
+#include "scheduler/auth.h"
+#include "scheduler/budgets.h"
 #include "scheduler/dispatch.h"
+#include "scheduler/tenants.h"
 
 struct call
 {
@@ -244,6 +247,10 @@ static const char *build(struct inst *in, const char *op, json_t *args, const ch
 void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
 {
     struct api *a = arg;
+    if (m->dispatch == 0 && tr_str_eq(m->op, BUD_CALL_OP)) {
+        bud_on_call(a, w, m); /* the batched reservations of budgets.c */
+        return;
+    }
     struct inst *in = dispatch_find(a->dispatch, m->dispatch);
     if (in == NULL || in->worker != w) {
         /* Not a task this worker runs now: its result would be refused too. */
@@ -292,8 +299,11 @@ void api_on_call(void *arg, struct worker *w, const struct tr_msg_call *m)
     c->a = a;
     c->id = m->id;
     c->dispatch = m->dispatch;
-    int rc = tr_http_local_request(a->http, method, url, text, text ? strlen(text) : 0,
-                                   on_answer, c);
+    /* The call acts for the run's tenant, as an operator (auth.h). */
+    const struct auth_principal *as = auth_task_principal(
+        a->auth, tenant_owner(a, TENANT_PIPELINE, in->run->pipe->def->name));
+    int rc = tr_http_local_request_as(a->http, as, method, url, text, text ? strlen(text) : 0,
+                                      on_answer, c);
     free(text);
     if (rc < 0) {
         tr_free(c->ident);

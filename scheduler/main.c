@@ -130,6 +130,11 @@ static const struct tr_flag sched_flags[] = {
      .help = "send OpenTelemetry spans (OTLP/HTTP JSON) to URL/v1/traces"},
     {"log-format", 0, TR_FLAG_ENUM, .var = &opt_log_format, .dflt = "text",
      .choices = log_formats, .arg = "FORMAT", .help = "text, or json (one object per line)"},
+    {"unschedulable-timeout", 0, TR_FLAG_UINT, CFG(unschedulable_s), .dflt = "300", .arg = "N",
+     .max = 86400 * 7, .help = "seconds a task waits for a worker with its labels (0: forever)"},
+    {"retention", 0, TR_FLAG_DOUBLE, CFG(retention_days), .dflt = "0", .arg = "DAYS",
+     .dmin = 0, .dmax = 36500,
+     .help = "purge finished runs older than DAYS (decimals allowed); 0 = keep all"},
 };
 
 /* A JSON log line that names a run carries the run's trace id (docs/observability.md). */

@@ -31,6 +31,55 @@ static const char *label_value(struct tr_buf *esc, const char *v)
     return tr_buf_add(esc, "", 1) < 0 ? NULL : esc->buf;
 }
 
+struct conc_ctx
+{
+    struct tr_buf *b;
+    int rc;
+};
+
+static void conc_line(void *arg, const char *key, uint32_t held, uint32_t limit, size_t waiting)
+{
+    struct conc_ctx *c = arg;
+    const char *names[] = {"trellis_concurrency_held", "trellis_concurrency_limit",
+                           "trellis_concurrency_waiting"};
+    uint64_t v[] = {held, limit, waiting};
+    for (int i = 0; i < 3 && c->rc == 0; i++) {
+        c->rc = tr_buf_addf(c->b, "%s{key=\"", names[i]);
+        if (c->rc == 0)
+            c->rc = prom_label(c->b, key);
+        if (c->rc == 0)
+            c->rc = tr_buf_addf(c->b, "\"} %llu\n", (unsigned long long)v[i]);
+    }
+}
+
+/* Placement, concurrency keys and run controls (dispatch_place.c, core_controls.c). */
+static int render_controls(const struct metrics_src *s, struct tr_buf *b)
+{
+    const struct counters *m = s->cnt;
+    int rc = tr_buf_addf(
+        b,
+        "# HELP trellis_tasks_unschedulable Ready tasks whose labels no connected worker of "
+        "their pool carries.\n# TYPE trellis_tasks_unschedulable gauge\n"
+        "trellis_tasks_unschedulable %zu\n"
+        "# HELP trellis_tasks_unschedulable_total Tasks failed unschedulable "
+        "(--unschedulable-timeout).\n# TYPE trellis_tasks_unschedulable_total counter\n"
+        "trellis_tasks_unschedulable_total %llu\n"
+        "# HELP trellis_runs_timed_out_total Runs failed at their pipeline's timeout.\n"
+        "# TYPE trellis_runs_timed_out_total counter\ntrellis_runs_timed_out_total %llu\n"
+        "# HELP trellis_concurrency_held Places of a concurrency key held (ready, dispatched "
+        "or running).\n# TYPE trellis_concurrency_held gauge\n"
+        "# HELP trellis_concurrency_limit A concurrency key's limit.\n"
+        "# TYPE trellis_concurrency_limit gauge\n"
+        "# HELP trellis_concurrency_waiting Tasks waiting for a place of a concurrency key.\n"
+        "# TYPE trellis_concurrency_waiting gauge\n",
+        dispatch_unschedulable_count(s->dispatch), (unsigned long long)m->tasks_unschedulable,
+        (unsigned long long)m->runs_timed_out);
+    struct conc_ctx c = {b, rc};
+    if (rc == 0)
+        dispatch_conc_each(s->dispatch, conc_line, &c);
+    return c.rc;
+}
+
 char *metrics_render(const struct metrics_src *s, size_t *len)
 {
     struct tr_buf b, esc;
@@ -141,6 +190,8 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
             goto out_oom;
         ADD("\"} %zu\n", dispatch_gpu_ready_count(s->dispatch, p->name, strlen(p->name)));
     }
+    if (render_controls(s, &b) < 0)
+        goto out_oom;
     if (obs_metrics_render(s->core->obs, &b) != 0) /* per pipeline (metrics_pipeline.c) */
         goto out_oom;
     tr_buf_release(&esc);

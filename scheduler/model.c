@@ -42,8 +42,12 @@ void inst_logs_add(struct inst *in, const struct tr_str *lines, uint32_t n)
 struct tr_str task_output(struct run *r, uint32_t t)
 {
     struct task_rt *trt = &r->tasks[t];
-    if (trt->mapped || r->pipe->def->tasks[t].map >= 0)
+    if (trt->mapped || r->pipe->def->tasks[t].map >= 0) {
+        /* A mapped task that did not succeed as a whole passes nil (trigger rules). */
+        if (!trt->finished || trt->outcome != TR_TASK_SUCCEEDED)
+            return (struct tr_str){"\xc0", 1};
         return (struct tr_str){trt->agg ? trt->agg : "\x90", trt->agg ? trt->agg_len : 1};
+    }
     if (trt->single.output == NULL || trt->single.output_len == 0)
         return (struct tr_str){"\xc0", 1};
     return (struct tr_str){trt->single.output, trt->single.output_len};

@@ -68,6 +68,13 @@ struct inst
     char *usage;              /* LLM calls of all attempts: msgpack array (owned), or NULL */
     uint32_t usage_len;
     uint64_t gpu_mask;        /* devices of its worker the current dispatch holds (gpus.h) */
+    /* Control flow (core_flow.c). */
+    bool upstream_failed;     /* skipped because an upstream failed (counts as failed) */
+    bool waiting;             /* held by the scheduler: an approval, or a subrun's child
+                               * (worker_id is the child's run id); its record is written */
+    bool has_child;           /* a subrun whose child started: worker_id is its run id */
+    bool conc_held;           /* holds a place of its concurrency key (dispatch_place.c) */
+    bool conc_wait;           /* waits in its concurrency key's heap (dispatch_place.c) */
 };
 
 /* The run-time state of one task of the pipeline within a run (core.c). */
@@ -84,6 +91,12 @@ struct task_rt
     char *agg;               /* mapped: the msgpack array of outputs, built once */
     uint32_t agg_len;
     struct inst single;      /* the instance of an unmapped task */
+    /* Control flow (core_flow.c): trigger rules. */
+    uint32_t n_skipped;      /* instances skipped on their own (trellis.skip, a rule), in n_failed */
+    uint32_t up_ok;          /* upstream tasks that ended succeeded, */
+    uint32_t up_failed;      /* failed (or skipped for an upstream failure), */
+    uint32_t up_skipped;     /* or skipped */
+    uint8_t outcome;         /* once finished: TR_TASK_SUCCEEDED, _FAILED or _SKIPPED */
 };
 
 /*
@@ -120,6 +133,18 @@ struct run
     uint32_t outstanding;     /* dispatches still registered (results awaited) */
     json_t *usage_sum;        /* LLM calls summed (usage.c), NULL before the first */
     char *usage_json;         /* usage_sum as JSON text, for the API to splice */
+    /* Control flow (core_flow.c): a subrun's child knows its parent. */
+    struct inst *parent_inst; /* the parent's waiting instance, while linked */
+    char *parent_run;         /* the parent's run id and task (owned), NULL when none */
+    char *parent_task;
+    /* Run controls (core_controls.c). */
+    double ctl_since;         /* wall clock it was let start (run_start), 0 before */
+    struct run *gate_next;    /* in its pipeline's max_active_runs queue */
+    bool gate_counted;        /* counted among its pipeline name's active runs */
+    bool gate_waiting;        /* queued behind max_active_runs */
+    char *retry_of;           /* the run this one retries (owned), NULL when none (api_runctl.c) */
+    void *retry_ctx;          /* what it reuses of that run, freed when it ends (api_runctl.c) */
+    void (*retry_ctx_free)(void *ctx);
 };
 
 static inline struct inst *task_inst(struct task_rt *trt, uint32_t i)

@@ -27,6 +27,7 @@
 #include "lib/base/log.h"
 #include "lib/base/vec.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/core_flow.h"
 #include "scheduler/usage.h"
 
 struct rec_copy
@@ -70,6 +71,10 @@ static int collect_task(const struct tr_task_rec *rec, void *arg)
         st = TR_TASK_SUCCEEDED;
     else if (strcmp(rec->state, "failed") == 0)
         st = TR_TASK_FAILED;
+    else if (strcmp(rec->state, "skipped") == 0)
+        st = TR_TASK_SKIPPED;   /* trellis.skip: not derived from upstream records */
+    else if (strcmp(rec->state, "running") == 0)
+        st = TR_TASK_RUNNING;   /* a waiting approval or subrun (core_flow.h) */
     else
         return 0;
     struct rec_copy *rc = tr_calloc(1, sizeof(*rc));
@@ -110,6 +115,16 @@ static void replay(void *arg, struct inst *in)
         return;
     in->attempts = (uint16_t)TR_MIN(rc->attempts, 65535u);
     in->started_at = rc->started_at;
+    if (rc->state == TR_TASK_RUNNING) {
+        /* A wait in the scheduler: the instance stays pending, and
+         * flow_make_ready waits again from the same start, or for the same child. */
+        if (inst_def(in)->kind == TR_KIND_SUBRUN && rc->worker != NULL) {
+            in->worker_id = rc->worker;
+            rc->worker = NULL;
+            in->waiting = true;
+        }
+        return;
+    }
     in->finished_at = rc->finished_at;
     in->worker_id = rc->worker;
     rc->worker = NULL;
@@ -121,7 +136,10 @@ static void replay(void *arg, struct inst *in)
      * counts again in the run's sum, which recovery starts from nothing. */
     inst_usage_add(in, rc->usage, rc->usage_len);
     if (rc->state == TR_TASK_SUCCEEDED) {
+        in->has_child = inst_def(in)->kind == TR_KIND_SUBRUN;
         inst_complete(in, rc->output, rc->output_len, rc->cached);
+    } else if (rc->state == TR_TASK_SKIPPED) {
+        inst_skip_final(in, rc->error, false);
     } else {
         in->error = rc->error;
         rc->error = NULL;
@@ -271,6 +289,7 @@ static int resume_run(struct recovery *rv, const struct rec_run *rec, struct pip
         oom_fatal("resuming a run");
     r->created_at = rec->created_at;
     r->started_at = rec->started_at;
+    flow_run_resumed(r); /* a parent resumed before it may wait for it */
     if (strcmp(rec->state, "running") == 0)
         r->state = TR_RUN_RUNNING;
     struct tr_hmap recs;
@@ -371,6 +390,11 @@ static void maybe_finish(struct recovery *rv)
         tr_err("run=%s failed: %s", r->id, r->error);
         rv->failed++;
         to_write++;
+    }
+    /* After every resume: a resumed parent may wait for one of these (a subrun). */
+    for (size_t i = 0; to_write > 0 && i < rv->n_runs; i++) {
+        if (rv->runs[i].error != NULL)
+            flow_child_lost(rv->core, rv->runs[i].id, rv->runs[i].error);
     }
     if (rv->n_runs > 0)
         tr_info("recovery: %u runs resumed, %u failed (their pipeline cannot be read), %u left",

@@ -9,8 +9,12 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/log.h"
+#include "scheduler/audit.h"
+#include "scheduler/budgets.h"
 #include "scheduler/feedback.h"
 #include "scheduler/loop_calls.h"
+#include "scheduler/tenants.h"
+#include "scheduler/runctl.h"
 #include "scheduler/triggers.h"
 
 /* ====================================================================== */
@@ -28,12 +32,28 @@
  */
 static void on_commit_retry(uv_timer_t *h);
 
+/* About once a second, before the turn's commit so that what they change is
+ * in it: run timeouts, runs waiting for max_active_runs, labelled tasks no
+ * worker can take (core_controls.c, dispatch_place.c). */
+static void run_controls_tick(struct sched *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_controls_ms < 1000)
+        return;
+    s->last_controls_ms = now;
+    double wall = tr_now();
+    dispatch_place_check(&s->dispatch, wall);
+    if (s->recovery == NULL)
+        core_controls_tick(&s->core, wall);
+}
+
 static void end_of_turn(struct sched *s)
 {
     /* A leader whose lease is in doubt, or a standby, neither commits nor
      * sends: another scheduler may be leading (leader.c). */
     if (!leader_may_act(s->leader))
         return;
+    run_controls_tick(s);
     /* A turn stopped at its byte bound goes on at once, after this turn's
      * commit and sends, through the commit retry timer (nothing to retry:
      * the commit is not failing). */
@@ -93,6 +113,7 @@ static void on_worker_down(void *arg, struct worker *w)
     struct sched *s = arg;
     leader_worker_down(s->leader, w);
     core_worker_down(&s->core, w);
+    bud_worker_down(&s->api, w); /* its LLM calls' reservations are released */
 }
 
 /* Takes an epoch, recovers unfinished runs and binds the worker port: what a
@@ -105,6 +126,7 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
         return tr_error_set(err, rc, "cannot read the scheduler epoch from the state");
     s->dispatch.epoch = *epoch;
     fb_reset(&s->api);
+    tenants_reset(&s->api);
     struct recover_parts rp = {&s->core, &s->pipes, s->state, s->loop, s->leader, &s->stopping};
     rc = recover_start(&s->recovery, &rp, err);
     if (rc < 0)
@@ -116,6 +138,8 @@ static int sched_lead(void *arg, uint64_t *epoch, struct tr_error *err)
     s->core.tp = tp;
     fleet_start(&s->fleet, s->loop, tp, *epoch);
     rc = trg_lead(&s->api, err);
+    if (rc == 0)
+        rc = bud_lead(&s->api, err);
     if (rc < 0)
         return rc;
     /* With a shared state, statistics written by anyone drive the triggers. */
@@ -159,6 +183,10 @@ static void parts_init(struct sched *s)
     s->fleet.max_slots = s->cfg.max_slots;
     struct dispatch_hooks dh = core_dispatch_hooks;
     dh.arg = &s->core;
+    dh.tenant_arg = &s->api; /* workers whose key is restricted to a tenant */
+    dh.tenant = api_run_tenant;
+    dh.gate = bud_gate; /* tasks of a provider out of quota wait here, not in a worker slot */
+    dh.gate_arg = &s->api;
     dispatch_init(&s->dispatch, &s->cfg, &s->fleet, &s->batch, &s->timers, &s->cnt, &dh);
     struct core_parts cp = {
         .pipes = &s->pipes,
@@ -177,7 +205,8 @@ static void parts_init(struct sched *s)
 /* The feedback loop's records go into the turn's transaction. */
 static bool fb_dirty_hook(void *arg)
 {
-    return fb_have_dirty(arg) || trg_have_dirty(arg);
+    return fb_have_dirty(arg) || trg_have_dirty(arg) || audit_have_dirty(arg) ||
+           tenants_have_dirty(arg) || rc_have_dirty(arg) || bud_have_dirty(arg);
 }
 
 static int fb_put_hook(void *arg, struct tr_state *st)
@@ -186,13 +215,25 @@ static int fb_put_hook(void *arg, struct tr_state *st)
     int rc = fb_put_dirty(arg);
     /* After the feedback: triggers note which statistics this batch changes.
      * Firings go with the runs they start: one transaction. */
-    return rc == 0 ? trg_put_dirty(arg) : rc;
+    if (rc == 0)
+        rc = trg_put_dirty(arg);
+    if (rc == 0)
+        rc = tenants_put_dirty(arg);
+    if (rc == 0)
+        rc = rc_put_dirty(arg); /* run control (runctl.h) */
+    if (rc == 0)
+        rc = bud_put_dirty(arg); /* budgets (budgets.h) */
+    return rc == 0 ? audit_put_dirty(arg) : rc; /* the entries go with their changes */
 }
 
 static void fb_committed_hook(void *arg)
 {
     fb_committed(arg);
     trg_committed(arg); /* evaluates the triggers whose statistics are now durable */
+    audit_committed(arg);
+    tenants_committed(arg);
+    rc_committed(arg);
+    bud_committed(arg);
 }
 
 /* The parts the API and the feedback loop work with (the state is open). */
@@ -268,6 +309,10 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     rc = fb_open(&s->api, err);
     if (rc == 0)
         rc = trg_open(&s->api, err);
+    if (rc == 0)
+        rc = rc_open(&s->api, err);
+    if (rc == 0)
+        rc = bud_open(&s->api, err);
     if (rc < 0)
         return rc;
 
@@ -324,6 +369,8 @@ void sched_close(struct sched *s)
     leader_close(s->leader);
     s->leader = NULL;
     fb_close(&s->api);
+    rc_close(&s->api);
+    bud_close(&s->api);
     core_release(&s->core);
     obs_release(&s->obs); /* sends the spans still queued */
     pipes_release(&s->pipes);

@@ -12,13 +12,20 @@
  *              models, triggers)                       feedback.c triggers.c
  *                                                      triggers_row.c api_triggers.c
  *                                                      loop_calls.c (tasks' CALLs)
+ *                                                      api_runctl.c api_retry.c (run
+ *                                                      control: idempotency, retry, delete,
+ *                                                      retention, params checks)
+ *                                                      budgets.c quotas.c (LLM budgets, quotas)
  *   metrics    GET /metrics                              metrics.c
  *   recover    resume unfinished runs                    recover.c
  *   leader     election, standby redirects               leader.c
  *   core       runs, instances, readiness, results,      core.c core_events.c
- *              retries, cancel, fencing
+ *              retries, cancel, fencing; trigger rules,  core_flow.c
+ *              approvals, subruns; max_active_runs and   core_controls.c
+ *              run timeouts
  *   dispatch   ready queues per pool, priority, credit,  dispatch.c
- *              GPU tasks' queues and placement
+ *              GPU tasks' queues and placement;          dispatch_place.c
+ *              labels and concurrency keys
  *   fleet      workers, pools, heartbeats                workers.c
  *   gpus       a worker's devices and which are held     gpus.c
  *   timers     retry and deadline timers                 timers.c
@@ -89,6 +96,7 @@ struct sched
     uv_check_t turn_check;    /* same, after I/O, so work done in poll is flushed at once */
     uv_timer_t commit_retry;  /* retries a failed commit; also the next turn at once */
     uint64_t last_sweep_ms;   /* loop time of the last sweep of unused pools */
+    uint64_t last_controls_ms; /* loop time of the last run controls check */
     uv_signal_t sigint, sigterm;
     bool handles_open;
 };

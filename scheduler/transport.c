@@ -39,6 +39,13 @@ const char *transport_peer_key(struct transport *t)
     return t != NULL && t->ops->peer_key != NULL ? t->ops->peer_key(t->impl) : NULL;
 }
 
+void transport_peer_limits(struct transport *t, const char **pool, const char **tenant)
+{
+    *pool = *tenant = NULL;
+    if (t != NULL && t->ops->peer_limits != NULL)
+        t->ops->peer_limits(t->impl, pool, tenant);
+}
+
 int transport_send(struct transport *t, const void *ident, size_t ident_len, const void *data,
                    size_t len)
 {
@@ -97,7 +104,15 @@ static const char *zr_peer_key(void *impl)
     return z->zap != NULL ? tr_zmq_uv_peer_user(z->zuv) : NULL;
 }
 
-static const struct transport_ops zr_ops = {zr_send, zr_flush, zr_peer_key};
+static void zr_peer_limits(void *impl, const char **pool, const char **tenant)
+{
+    struct zmq_router *z = impl;
+    const struct tr_zap_limits *l = tr_zap_limits(z->zap, zr_peer_key(impl));
+    *pool = l && l->pool[0] ? l->pool : NULL;
+    *tenant = l && l->tenant[0] ? l->tenant : NULL;
+}
+
+static const struct transport_ops zr_ops = {zr_send, zr_flush, zr_peer_key, zr_peer_limits};
 
 static enum drop_reason drop_reason_of(const char *label)
 {

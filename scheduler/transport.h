@@ -29,6 +29,9 @@ struct transport_ops
     /* During the message callback: the authenticated key of the peer's
      * connection (CURVE, Z85), or NULL without authentication. May be NULL. */
     const char *(*peer_key)(void *impl);
+    /* During the message callback: the pool and tenant the peer's key is
+     * restricted to (NULL each when not restricted). May be NULL. */
+    void (*peer_limits)(void *impl, const char **pool, const char **tenant);
 };
 
 struct transport
@@ -50,6 +53,9 @@ void transport_send_msg(struct transport *t, const void *ident, size_t ident_len
 void transport_flush(struct transport *t);
 /* See transport_ops.peer_key; NULL when the transport has none. */
 const char *transport_peer_key(struct transport *t);
+
+/* See transport_ops.peer_limits; NULLs when the transport has none. */
+void transport_peer_limits(struct transport *t, const char **pool, const char **tenant);
 
 /* A decoded frame from a worker (identity, message, and its raw bytes). */
 typedef void (*transport_msg_fn)(void *arg, const void *ident, size_t ident_len,

@@ -34,7 +34,10 @@
 #include "lib/base/cron.h"
 #include "lib/base/vec.h"
 #include "lib/wire/mp_json.h"
+#include "scheduler/audit.h"
+#include "scheduler/auth.h"
 #include "scheduler/feedback_int.h"
+#include "scheduler/tenants.h"
 #include "scheduler/sandbox.h"
 
 #define TICK_MS 1000u       /* cron resolution is a minute; a second is ample */
@@ -253,7 +256,8 @@ bool trg_check(struct api *s, const struct tr_pipeline_def *def, struct tr_http_
             tr_http_respond_error(req, 500, "state_error", tr_strerror(rc));
             return false;
         }
-        if (!f.found) {
+        /* A trigger starts runs in its pipeline's tenant: only of its pipelines. */
+        if (!f.found || !tenant_sees(s, req, TENANT_PIPELINE, name)) {
             char msg[600];
             snprintf(msg, sizeof(msg), "pipeline '%s': trigger '%s': run names no registered "
                      "pipeline '%s'", def->name, t->name, t->run);
@@ -412,6 +416,10 @@ static void start_run(struct api *s, struct trg *t, struct pipeline_entry *pe, d
     run_start(r);
     tr_info("trigger fired pipeline=%s trigger=%s run=%s started=%s", t->pipeline, t->name,
             r->id, pe->def->name);
+    char who[AUTH_NAME_MAX];
+    snprintf(who, sizeof(who), "trigger:%.50s", t->name);
+    tr_audit_record_as(s, tenant_owner(s, TENANT_PIPELINE, pe->def->name), who, NULL,
+                       "run.start", r->id, NULL);
 }
 
 static void fire_ctx_free(struct fire_ctx *c)

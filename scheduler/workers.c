@@ -66,6 +66,7 @@ static void worker_free(struct worker *w)
     json_decref(w->labels);
     worker_gpus_release(&w->g);
     tr_free(w->version);
+    tr_free(w->tenant);
     tr_free(w->ident);
     tr_free(w->id);
     tr_free(w);
@@ -182,6 +183,19 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
                      "invalid pool name (1 to 63 of A-Z a-z 0-9 _ . -)");
         return NULL;
     }
+    /* A key allowed only for one pool (and tenant): curve.h. */
+    const char *lim_pool, *lim_tenant;
+    transport_peer_limits(s->tp, &lim_pool, &lim_tenant);
+    if (lim_pool != NULL &&
+        (h->pool.len != strlen(lim_pool) || memcmp(h->pool.p, lim_pool, h->pool.len) != 0)) {
+        char why[160];
+        snprintf(why, sizeof(why), "this worker's key is allowed only for pool '%s'", lim_pool);
+        tr_warn("worker %.*s refused: HELLO for pool '%.*s', its key is allowed only for pool "
+                "'%s'", (int)TR_MIN(h->worker_id.len, (size_t)64), h->worker_id.p,
+                (int)h->pool.len, h->pool.p, lim_pool);
+        refuse_hello(s, ident, ident_len, DROP_KEY_RESTRICTED, h->pool, why);
+        return NULL;
+    }
     struct worker *same_conn = tr_hmap_get(&s->workers, ident, ident_len);
     struct worker *same_id = tr_hmap_get(&s->worker_ids, h->worker_id.p, h->worker_id.len);
     if (same_id != NULL && same_id != same_conn) {
@@ -219,6 +233,7 @@ struct worker *fleet_hello(struct fleet *s, const void *ident, size_t ident_len,
     w->cpus = h->cpus;
     w->mem_mb = h->mem_mb;
     w->version = tr_strndup(h->version.p, h->version.len);
+    w->tenant = lim_tenant ? tr_strdup(lim_tenant) : NULL;
     w->labels = json_object();
     w->connected_at = w->last_seen = tr_now();
     w->last_seen_ns = tr_mono_ns();

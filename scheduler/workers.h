@@ -54,6 +54,7 @@ struct worker
     struct inst *head;       /* in-flight list, oldest first */
     struct inst *tail;
     struct worker_gpus g;    /* its GPUs, and which are held (gpus.h) */
+    char *tenant;            /* its key runs only this tenant's tasks; NULL: any (owned) */
 };
 
 struct fleet_hooks

@@ -11,6 +11,7 @@ PKGS=(
   python3 curl procps
   python3-yaml unzip
   prometheus
+  libpq-dev postgresql-15
 )
 # The deploy and Helm tests run node scripts and fetch helm and the
 # Kubernetes schemas from npm. A node that brings its own npm (as NodeSource's

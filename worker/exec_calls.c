@@ -17,6 +17,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/lua/lua_msgpack.h"
+#include "worker/budget_client.h"
 #include "worker/exec_int.h"
 
 struct pending_call
@@ -120,6 +121,10 @@ int tr_task_call(lua_State *L, struct tr_task *t, const char *op, int args, doub
 
 void tr_executor_on_call_reply(struct tr_executor *e, const struct tr_msg_call_reply *m)
 {
+    if (m->dispatch == 0) {
+        tr_budget_on_reply(e, m); /* a batch of LLM call reservations */
+        return;
+    }
     struct tr_task *t = tr_hmap_get(&e->tasks, &m->dispatch, sizeof(m->dispatch));
     if (t == NULL || t->where != T_RUNNING || t->op == NULL || t->op_cancel != call_cancel)
         return;

@@ -36,6 +36,7 @@
 #include "lib/base/log.h"
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
+#include "worker/budget_client.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
 
@@ -709,6 +710,7 @@ void tr_executor_free(struct tr_executor *e)
     uint32_t n = tr_executor_abort_all(e);
     if (n > 0)
         tr_info("dropped %u tasks on shutdown", n);
+    tr_budget_client_free(e);
     size_t it = 0;
     struct pipe *p;
     while ((p = tr_hmap_next(&e->pipes, &it)) != NULL)

@@ -30,8 +30,10 @@
 #include "lib/base/alloc.h"
 #include "lib/base/buf.h"
 #include "lib/lua/lua_msgpack.h"
+#include "worker/lua_index_int.h"
 #include "worker/lua_rag.h"
 #include "worker/offload.h"
+#include "worker/pg_index.h"
 #include "worker/text_index.h"
 
 #define INDEX_MT "trellis.index.index"
@@ -43,7 +45,8 @@
 struct ixref
 {
     struct tr_offload_lane lane; /* first: the lane's on_idle finds the ixref */
-    struct tr_text_index *ix;
+    struct tr_text_index *ix;    /* SQLite, or */
+    struct tr_pg_index *pg;      /* PostgreSQL */
     bool closed;                 /* closed by Lua: freed once the lane is idle */
 };
 
@@ -55,6 +58,7 @@ struct lindex
 static void ixref_free(struct ixref *r)
 {
     tr_text_index_free(r->ix);
+    tr_pg_index_free(r->pg);
     tr_free(r);
 }
 
@@ -68,55 +72,6 @@ static void ixref_idle(struct tr_offload_lane *lane)
 static int buf_write(void *data, const char *p, size_t n)
 {
     return tr_buf_add(data, p, n) == 0 ? 0 : -1;
-}
-
-/* ====================================================================== */
-/* Paths                                                                  */
-/* ====================================================================== */
-
-static bool has_dotdot(const char *p)
-{
-    for (const char *s = p; *s != '\0';) {
-        const char *e = strchr(s, '/');
-        size_t l = e ? (size_t)(e - s) : strlen(s);
-        if (l == 2 && s[0] == '.' && s[1] == '.')
-            return true;
-        s += l + (e != NULL);
-    }
-    return false;
-}
-
-/*
- * Resolves an index path into out: relative to the data folder, or absolute
- * inside it; creates the folders on the way. May raise.
- */
-static void index_path(lua_State *L, const char *path, char *out, size_t cap)
-{
-    char dir[PATH_MAX];
-    int rc = tr_lua_rag_data_dir(dir, sizeof(dir));
-    if (rc < 0)
-        luaL_error(L, "cannot use the data folder: %s", tr_strerror(rc));
-    size_t dl = strlen(dir);
-    if (path[0] == '\0' || has_dotdot(path))
-        luaL_error(L, "index path '%s' must not be empty nor hold '..'", path);
-    const char *rel = path;
-    if (path[0] == '/') {
-        if (strncmp(path, dir, dl) != 0 || path[dl] != '/')
-            luaL_error(L, "index path '%s' is outside the data folder '%s'", path, dir);
-        rel = path + dl + 1;
-    }
-    int w = snprintf(out, cap, "%s/%s", dir, rel);
-    if (w < 0 || (size_t)w >= cap)
-        luaL_error(L, "index path '%s' is too long", path);
-    /* Create the folders between the data folder and the file. */
-    for (char *s = out + dl + 1; (s = strchr(s, '/')) != NULL; s++) {
-        *s = '\0';
-        if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-            *s = '/';
-            luaL_error(L, "cannot create the folder of index '%s': %s", path, strerror(errno));
-        }
-        *s = '/';
-    }
 }
 
 /* ====================================================================== */
@@ -225,7 +180,9 @@ static void upsert_release(void *job)
 static void upsert_work(void *job)
 {
     struct upsert_job *j = job;
-    j->rc = tr_text_index_upsert(j->ref->ix, j->docs, j->n, &j->err);
+    struct ixref *r = j->ref;
+    j->rc = r->pg ? tr_pg_index_upsert(r->pg, j->docs, j->n, &j->err)
+                  : tr_text_index_upsert(r->ix, j->docs, j->n, &j->err);
 }
 
 static int upsert_done(lua_State *L, int status, lua_KContext ctx)
@@ -372,27 +329,33 @@ static void key_work(void *job)
 {
     struct key_job *j = job;
     struct tr_text_index *ix = j->ref->ix;
+    struct tr_pg_index *pg = j->ref->pg;
     switch (j->op) {
     case K_DELETE:
-        j->rc = tr_text_index_delete(ix, j->key, j->key_len, &j->err);
+        j->rc = pg ? tr_pg_index_delete(pg, j->key, j->key_len, &j->err)
+                   : tr_text_index_delete(ix, j->key, j->key_len, &j->err);
         break;
     case K_DELETE_SOURCE:
-        j->rc = tr_text_index_delete_source(ix, j->key, j->key_len, &j->err);
+        j->rc = pg ? tr_pg_index_delete_source(pg, j->key, j->key_len, &j->err)
+                   : tr_text_index_delete_source(ix, j->key, j->key_len, &j->err);
         break;
     case K_COUNT:
-        j->rc = tr_text_index_count(ix, &j->count);
+        j->rc = pg ? tr_pg_index_count(pg, &j->count) : tr_text_index_count(ix, &j->count);
         break;
     case K_MANIFEST_GET:
-        j->rc = tr_text_index_manifest_get(ix, j->key, &j->m);
+        j->rc = pg ? tr_pg_index_manifest_get(pg, j->key, &j->m)
+                   : tr_text_index_manifest_get(ix, j->key, &j->m);
         break;
     case K_MANIFEST_PUT:
-        j->rc = tr_text_index_manifest_put(ix, j->key, &j->m);
+        j->rc = pg ? tr_pg_index_manifest_put(pg, j->key, &j->m)
+                   : tr_text_index_manifest_put(ix, j->key, &j->m);
         break;
     case K_MANIFEST_DEL:
-        j->rc = tr_text_index_manifest_del(ix, j->key);
+        j->rc = pg ? tr_pg_index_manifest_del(pg, j->key) : tr_text_index_manifest_del(ix, j->key);
         break;
     case K_MANIFEST_PATHS:
-        j->rc = tr_text_index_manifest_each(ix, each_path, &j->paths);
+        j->rc = pg ? tr_pg_index_manifest_each(pg, each_path, &j->paths)
+                   : tr_text_index_manifest_each(ix, each_path, &j->paths);
         break;
     }
 }
@@ -502,7 +465,8 @@ static int l_dim(lua_State *L)
     struct ixref *ref = check_open(L);
     if (tr_offload_lane_busy(&ref->lane))
         return luaL_error(L, "the index is in use by a call of another task");
-    lua_pushinteger(L, (lua_Integer)tr_text_index_dim(ref->ix));
+    lua_pushinteger(L, (lua_Integer)(ref->pg ? tr_pg_index_dim(ref->pg)
+                                             : tr_text_index_dim(ref->ix)));
     return 1;
 }
 
@@ -591,7 +555,9 @@ static void search_release(void *job)
 static void search_work(void *job)
 {
     struct search_job *j = job;
-    j->rc = tr_text_index_search(j->ref->ix, &j->q, &j->hits, &j->err);
+    struct ixref *r = j->ref;
+    j->rc = r->pg ? tr_pg_index_search(r->pg, &j->q, &j->hits, &j->err)
+                  : tr_text_index_search(r->ix, &j->q, &j->hits, &j->err);
 }
 
 static int search_done(lua_State *L, int status, lua_KContext ctx)
@@ -683,35 +649,47 @@ static int l_close(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     struct lindex *li = luaL_checkudata(L, 1, INDEX_MT);
-    lua_pushfstring(L, "trellis.index (%s)", li->ref ? "open" : "closed");
+    lua_pushfstring(L, "trellis.index (%s%s)", li->ref ? "open" : "closed",
+                    li->ref && li->ref->pg ? ", postgres" : "");
     return 1;
 }
 
 struct open_job
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX];      /* the SQLite file, or the PostgreSQL index name */
+    char *url;                /* PostgreSQL: the URL (owned), or NULL for SQLite */
     size_t dim;
     struct tr_text_index *ix; /* until done takes it */
+    struct tr_pg_index *pg;   /* likewise */
     int rc;
     struct tr_error err;
 };
 
 static void open_release(void *job)
 {
-    tr_text_index_free(((struct open_job *)job)->ix);
+    struct open_job *j = job;
+    tr_text_index_free(j->ix);
+    tr_pg_index_free(j->pg);
+    if (j->url != NULL)
+        explicit_bzero(j->url, strlen(j->url)); /* it may hold a password */
+    tr_free(j->url);
 }
 
 static void open_work(void *job)
 {
     struct open_job *j = job;
-    j->rc = tr_text_index_open(j->path, j->dim, &j->ix, &j->err);
+    if (j->url != NULL)
+        j->rc = tr_pg_index_open(j->url, j->path, j->dim, &j->pg, &j->err);
+    else
+        j->rc = tr_text_index_open(j->path, j->dim, &j->ix, &j->err);
 }
 
 static int open_done(lua_State *L, int status, lua_KContext ctx)
 {
     struct open_job *j = tr_offload_job(L, (int)ctx);
     if (j->rc < 0)
-        return luaL_error(L, "cannot open index '%s': %s", lua_tostring(L, 1), j->err.msg);
+        return luaL_error(L, "cannot open index '%s': %s", /* never the URL: its password */
+                          j->url != NULL ? j->path : lua_tostring(L, 1), j->err.msg);
     struct lindex *li = lua_newuserdatauv(L, sizeof(*li), 0);
     li->ref = NULL;
     luaL_setmetatable(L, INDEX_MT);
@@ -721,12 +699,14 @@ static int open_done(lua_State *L, int status, lua_KContext ctx)
     tr_offload_lane_init(&r->lane);
     r->lane.on_idle = ixref_idle;
     r->ix = j->ix;
+    r->pg = j->pg;
     j->ix = NULL;
+    j->pg = NULL;
     li->ref = r;
     return 1;
 }
 
-/* index.open(path, {dim = N}) -> index. May raise. */
+/* index.open(path_or_url, {dim = N, name = S}) -> index. May raise. */
 static int l_open(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -740,7 +720,7 @@ static int l_open(lua_State *L)
     luaL_argcheck(L, dim >= 0 && dim <= TR_TEXT_INDEX_DIM_MAX, 2, "dim out of range");
     lua_settop(L, 2);
     struct open_job *j = tr_offload_job_new(L, sizeof(*j), open_release); /* 3 */
-    index_path(L, path, j->path, sizeof(j->path));
+    tr_lua_index_target(L, path, j->path, sizeof(j->path), &j->url);
     j->dim = (size_t)dim;
     return tr_offload_run(L, 3, NULL, open_work, open_done);
 }

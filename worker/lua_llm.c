@@ -34,6 +34,7 @@
 #include "lib/lua/pipeline.h"
 #include "lib/base/retry.h"
 #include "lib/base/retry_after.h"
+#include "worker/budget_client.h"
 #include "worker/executor.h"
 #include "worker/lua_embed.h"
 #include "worker/traces.h"
@@ -57,6 +58,36 @@ static int check_prices(json_t *p, const char *where, struct tr_error *err)
         (out && (!json_is_number(out) || json_number_value(out) < 0)))
         return tr_error_set(err, TR_EINVAL, "bad prices of %s: expected {\"input\": USD per "
                             "million tokens, \"output\": USD per million tokens}", where);
+    return 0;
+}
+
+/* rpm, tpm, quota_key, on_budget, budget_fallback, max_output_tokens (docs/budgets.md). */
+static int check_budget_fields(const char *name, json_t *p, struct tr_error *err)
+{
+    static const char *const nums[] = {"rpm", "tpm", "max_output_tokens"};
+    for (size_t i = 0; i < TR_ARRAY_LEN(nums); i++) {
+        json_t *v = json_object_get(p, nums[i]);
+        if (v != NULL && (!json_is_number(v) || !(json_number_value(v) > 0)))
+            return tr_error_set(err, TR_EINVAL, "provider '%s': %s must be a number > 0", name,
+                                nums[i]);
+    }
+    json_t *k = json_object_get(p, "quota_key");
+    if (k != NULL && (!json_is_string(k) || json_string_length(k) == 0 ||
+                      json_string_length(k) > 120))
+        return tr_error_set(err, TR_EINVAL, "provider '%s': quota_key must be a name of 1 to "
+                            "120 bytes", name);
+    json_t *ob = json_object_get(p, "on_budget");
+    const char *s = json_string_value(ob);
+    if (ob != NULL && (s == NULL || (strcmp(s, "fail") != 0 && strcmp(s, "fallback") != 0 &&
+                                     strcmp(s, "approve") != 0)))
+        return tr_error_set(err, TR_EINVAL, "provider '%s': on_budget must be \"fail\", "
+                            "\"fallback\" or \"approve\"", name);
+    json_t *fb = json_object_get(p, "budget_fallback");
+    if (fb != NULL && (!json_is_object(fb) || !json_is_string(json_object_get(fb, "model")) ||
+                       (json_object_get(fb, "provider") != NULL &&
+                        !json_is_string(json_object_get(fb, "provider")))))
+        return tr_error_set(err, TR_EINVAL, "provider '%s': budget_fallback must be {\"model\": "
+                            "NAME [, \"provider\": NAME]}", name);
     return 0;
 }
 
@@ -84,6 +115,8 @@ static int check_provider(const char *name, json_t *p, struct tr_error *err)
     char where[300];
     snprintf(where, sizeof(where), "provider '%s'", name);
     int rc = check_prices(json_object_get(p, "prices"), where, err);
+    if (rc == 0)
+        rc = check_budget_fields(name, p, err);
     json_t *models = json_object_get(p, "models");
     if (rc == 0 && models != NULL) {
         if (json_is_array(models)) {
@@ -583,6 +616,8 @@ int tr_lua_llm_open(lua_State *L)
         {"retry_after", l_retry_after}, {"backoff", l_backoff},
         {"mono_ms", l_mono_ms},         {"usage_add", l_usage_add},
         {"span_begin", l_span_begin},
+        {"budget_reserve", tr_budget_l_reserve}, {"budget_settle", tr_budget_l_settle},
+        {"budget_report", tr_budget_l_report},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -35,6 +35,13 @@ int tr_lua_eval_open(lua_State *L);
 int tr_lua_rag_push_native(lua_State *L);
 
 /*
+ * Sets the worker's index URL (--index-url, a postgres:// URL; NULL or ""
+ * for none): index.open(name) then opens the index name in that database
+ * instead of a SQLite file. Called once, before any pipeline state exists.
+ */
+void tr_lua_index_set_url(const char *url);
+
+/*
  * Writes the real path of the data folder to out (creating it when
  * missing). Returns 0, or a negative TR_E* code.
  */

@@ -23,6 +23,7 @@
 #include "lib/lua/lua_rt.h"
 #include "worker/executor.h"
 #include "worker/lua_exec.h"
+#include "worker/secrets.h"
 
 /* Longest sleep: 30 days, so that the milliseconds fit any timer. */
 #define SLEEP_MAX_S (30.0 * 24 * 3600)
@@ -105,6 +106,8 @@ int tr_lua_worker_open(lua_State *L)
     lua_setfield(L, -2, "now");
     lua_pushcfunction(L, tr_lua_exec);
     lua_setfield(L, -2, "exec");
+    lua_pushcfunction(L, tr_lua_secret);
+    lua_setfield(L, -2, "secret");
     lua_pop(L, 1);
     return 0;
 }

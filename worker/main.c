@@ -25,6 +25,9 @@
 #include "lib/wire/curve.h"
 #include "worker/lua_llm.h"
 #include "worker/traces.h"
+#include "worker/secrets.h"
+#include "worker/lua_rag.h"
+#include "worker/pg_index.h"
 #include "worker/worker.h"
 #include "lib/http/otlp.h"
 
@@ -47,6 +50,8 @@ struct options
     char *providers;     /* trellis.llm providers file, or NULL */
     char *otlp_endpoint; /* --otlp-endpoint, or NULL */
     int log_format;      /* 0 text, 1 json */
+    char *secrets_dir;   /* trellis.secret's folder, or NULL */
+    char *index_url;     /* trellis.index on PostgreSQL, or NULL (SQLite files) */
     char *curve_key;     /* this worker's key pair file */
     char *curve_server;  /* the scheduler's public key file */
     char curve_pub[TR_CURVE_KEY_LEN + 1];
@@ -106,6 +111,12 @@ static const char *check_label(const char *v)
     return eq == NULL || eq == v ? "not K=V" : NULL;
 }
 
+/* Never echoes the value: a URL may hold a password. */
+static const char *check_index_url(const char *v)
+{
+    return v[0] == '\0' || tr_pg_is_url(v) ? NULL : "not a postgres:// or postgresql:// URL";
+}
+
 #define OPT(field) .off = offsetof(struct options, field)
 
 static const struct tr_flag worker_flags[] = {
@@ -141,6 +152,10 @@ static const struct tr_flag worker_flags[] = {
      .help = "send OpenTelemetry spans (OTLP/HTTP JSON) to URL/v1/traces"},
     {"log-format", 0, TR_FLAG_ENUM, OPT(log_format), .dflt = "text", .choices = log_formats,
      .arg = "FORMAT", .help = "text, or json (one object per line)"},
+    {"secrets-dir", 0, TR_FLAG_STR, OPT(secrets_dir), .arg = "DIR", .check = check_nonempty,
+     .help = "folder of files read by trellis.secret(NAME) (docs/pipelines.md)"},
+    {"index-url", 0, TR_FLAG_STR, OPT(index_url), .arg = "postgres://...", .check = check_index_url,
+     .help = "trellis.index in this PostgreSQL database, shared by workers (docs/rag.md)"},
 };
 
 static void usage(const struct tr_flags *f, FILE *out)
@@ -349,6 +364,11 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (tr_secrets_init(o.secrets_dir) < 0) {
+        fprintf(stderr, "trellis-worker: out of memory\n");
+        goto out;
+    }
+    tr_lua_index_set_url(o.index_url);
     tr_log_init("worker", (enum tr_log_level)o.log_level);
     tr_log_set_json(o.log_format == 1);
     tr_log_set_field("worker", cfg.id);
@@ -358,6 +378,9 @@ int main(int argc, char **argv)
     rc = run(&cfg, o.otlp_endpoint);
 out:
     tr_llm_providers_free();
+    tr_secrets_free();
+    tr_lua_index_set_url(NULL);
+    tr_pg_pool_drain();
     options_free(&flags, &o);
     return rc;
 }

@@ -15,7 +15,10 @@
 
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
+#include "lib/lua/lua_trellis.h"
+#include "worker/budget_client.h"
 #include "worker/exec_int.h"
+#include "worker/secrets.h"
 
 #define BUF_KEEP (1u << 20)           /* the output buffer is kept up to this size */
 #define TRACEBACK_HEADROOM (1u << 20) /* heap a traceback may use past the cap */
@@ -27,14 +30,49 @@
 struct outcome
 {
     bool ok;
+    bool skipped;     /* trellis.skip(reason): error is the reason */
     struct tr_str output;
     struct tr_str error;
     bool timed_out;
     bool cancelled;
 };
 
-/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
+static void complete_redacted(struct tr_executor *e, struct tr_task *t, const struct outcome *o);
+
+/*
+ * A value trellis.secret gave out never leaves in clear (secrets.h): the
+ * output's strings and the error are redacted first. When that cannot be
+ * done (out of memory, an output that does not decode), the task fails
+ * with a message of its own rather than send the bytes.
+ */
 static void complete(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
+{
+    if (!tr_secrets_any()) {
+        complete_redacted(e, t, o);
+        return;
+    }
+    struct outcome r = *o;
+    struct tr_buf out, err;
+    tr_buf_init(&out, 0);
+    tr_buf_init(&err, 0);
+    int rc = o->output.len ? tr_secrets_redact_mp(o->output.p, o->output.len, &out) : 0;
+    if (rc > 0)
+        r.output = (struct tr_str){out.buf, out.len};
+    int erc = o->error.len ? tr_secrets_redact(o->error.p, o->error.len, &err) : 0;
+    if (erc > 0)
+        r.error = (struct tr_str){err.buf, err.len};
+    if (rc < 0 || erc < 0) {
+        r.ok = false;
+        r.output = (struct tr_str){NULL, 0};
+        r.error = TR_STR("task failed: its output or error could not be checked for secrets");
+    }
+    complete_redacted(e, t, &r);
+    tr_buf_release(&out);
+    tr_buf_release(&err);
+}
+
+/* Sends t's RESULT, logs the line the end-to-end tests grep, frees t and fills the slot. */
+static void complete_redacted(struct tr_executor *e, struct tr_task *t, const struct outcome *o)
 {
     double now = tr_now();
     /* RESULT carries at most TR_PROTO_MAX_LOGS lines: older ones go in LOG first. */
@@ -52,6 +90,7 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     r->error = o->error;
     r->timed_out = o->timed_out;
     r->cancelled = o->cancelled;
+    r->skipped = o->skipped;
     r->started_at = t->started_at > 0 ? t->started_at : now;
     r->finished_at = now;
     r->n_logs = task_logs_take(t, r->logs, note, sizeof(note), &taken);
@@ -65,6 +104,8 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
         h[4] = (unsigned char)n;
         r->usage = (struct tr_str){t->usage.buf, t->usage.len};
     }
+    /* The settlements of its LLM calls reach the scheduler before its end does. */
+    tr_budget_flush(e);
     exec_send(e, &m);
     task_logs_consume(t, taken);
 
@@ -72,7 +113,7 @@ static void complete(struct tr_executor *e, struct tr_task *t, const struct outc
     tr_log_escape(run, sizeof(run), t->run_id.p, TR_MIN(t->run_id.len, (size_t)64));
     tr_log_escape(name, sizeof(name), t->name.p, TR_MIN(t->name.len, (size_t)64));
     uint64_t ms = t->start_ns ? (tr_mono_ns() - t->start_ns) / 1000000u : 0;
-    const char *why = o->ok ? "" : o->timed_out ? " reason=timed_out"
+    const char *why = o->ok ? "" : o->skipped ? " reason=skipped" : o->timed_out ? " reason=timed_out"
                                  : o->cancelled ? " reason=cancelled" : " reason=error";
     tr_info("task done run=%s task=%s index=%u attempt=%u id=%llu ok=%d ms=%llu%s", run, name,
             t->index, t->attempt, (unsigned long long)t->id, o->ok ? 1 : 0,
@@ -201,6 +242,14 @@ void exec_finish_ok(struct tr_executor *e, struct tr_task *t, int nres)
     struct tr_error err;
     tr_error_init(&err);
     int rc = 0;
+    const char *reason;
+    size_t reason_len;
+    if (nres > 0 && tr_lua_skip_reason(t->co, lua_gettop(t->co) - nres + 1, &reason,
+                                       &reason_len)) {
+        struct outcome o = {.skipped = true, .error = {reason, reason_len}};
+        complete(e, t, &o);
+        return;
+    }
     if (nres == 0) {
         rc = msgpack_sbuffer_write(&e->out, "\xc0", 1) == 0 ? 0 : TR_ENOMEM;
     } else {

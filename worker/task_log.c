@@ -14,6 +14,7 @@
 #include "lib/base/alloc.h"
 #include "worker/exec_int.h"
 #include "worker/lua_worker.h"
+#include "worker/secrets.h"
 
 void task_logs_clear(struct tr_task *t)
 {
@@ -24,7 +25,28 @@ void task_logs_clear(struct tr_task *t)
     t->log_dropped = 0;
 }
 
+static void task_log_line(struct tr_task *t, const char *line, size_t len);
+
+/* A line holding a secret's value leaves with the value replaced (secrets.h). */
 void tr_task_log(struct tr_task *t, const char *line, size_t len)
+{
+    if (!tr_secrets_any()) {
+        task_log_line(t, line, len);
+        return;
+    }
+    struct tr_buf b;
+    tr_buf_init(&b, 0);
+    int rc = tr_secrets_redact(line, len, &b);
+    if (rc == 0)
+        task_log_line(t, line, len);
+    else if (rc > 0)
+        task_log_line(t, b.buf, b.len);
+    else
+        t->log_dropped++; /* never the line in clear */
+    tr_buf_release(&b);
+}
+
+static void task_log_line(struct tr_task *t, const char *line, size_t len)
 {
     if (len > TR_TASK_LOG_LINE_MAX)
         len = TR_TASK_LOG_LINE_MAX;

@@ -53,6 +53,7 @@ struct tr_http_req
     tr_http_abort_fn abort_cb; /* called when the connection goes away first */
     void *abort_arg;           /* passed to abort_cb */
     bool keep_alive;           /* the client lets the connection live after the answer */
+    const void *principal;     /* from the authenticate hook, or NULL */
     uint8_t http_minor;        /* 0 for HTTP/1.0 */
     /* In-process requests only (conn is NULL; http_local.c). */
     struct tr_http_server *local_srv; /* the server whose routes it runs through */
@@ -109,6 +110,8 @@ struct tr_http_server
     size_t n_tokens;                 /* 0: no authentication */
     void *handler_arg;               /* for every handler */
     bool (*before)(struct tr_http_req *req, void *arg); /* answers before routing, or NULL */
+    const void *(*authenticate)(const char *token, size_t len, void *arg); /* or NULL */
+    bool (*authorize)(struct tr_http_req *req, int level, void *arg);    /* or NULL */
     llhttp_settings_t settings;      /* shared by every connection's parser */
     struct tr_http_conn *conns;      /* every connection not yet freed */
     uint32_t n_conns;                /* length of conns */

@@ -69,6 +69,13 @@ void tr_http__local_abort_all(struct tr_http_server *srv)
 int tr_http_local_request(struct tr_http_server *srv, const char *method, const char *url,
                           const char *body, size_t len, tr_http_local_done_fn done, void *arg)
 {
+    return tr_http_local_request_as(srv, NULL, method, url, body, len, done, arg);
+}
+
+int tr_http_local_request_as(struct tr_http_server *srv, const void *principal,
+                             const char *method, const char *url, const char *body, size_t len,
+                             tr_http_local_done_fn done, void *arg)
+{
     const char *m = method_name(method);
     if (m == NULL || url == NULL || url[0] != '/' || done == NULL)
         return TR_EINVAL;
@@ -90,6 +97,7 @@ int tr_http_local_request(struct tr_http_server *srv, const char *method, const 
     req->url_len = url_len;
     req->keep_alive = true;
     req->http_minor = 1;
+    req->principal = principal;
     req->local_srv = srv;
     req->local_done = done;
     req->local_arg = arg;

@@ -110,6 +110,11 @@ struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name)
     return (struct tr_str){NULL, 0};
 }
 
+const void *tr_http_req_principal(const struct tr_http_req *req)
+{
+    return req->principal;
+}
+
 struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name)
 {
     size_t n = strlen(name);

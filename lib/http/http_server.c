@@ -57,6 +57,8 @@ static int copy_config(struct tr_http_server *srv, const struct tr_http_config *
                                                 : DEFAULT_MAX_CONNECTIONS;
     srv->handler_arg = cfg->handler_arg;
     srv->before = cfg->before;
+    srv->authenticate = cfg->authenticate;
+    srv->authorize = cfg->authorize;
 
     size_t n = 0;
     while (cfg->routes != NULL && cfg->routes[n].method != NULL)
@@ -67,6 +69,7 @@ static int copy_config(struct tr_http_server *srv, const struct tr_http_config *
     for (size_t i = 0; i < n; i++) {
         struct tr_http_route *r = &srv->routes[i];
         r->handler = cfg->routes[i].handler;
+        r->level = cfg->routes[i].level;
         r->method = tr_strdup(cfg->routes[i].method);
         r->pattern = tr_strdup(cfg->routes[i].pattern ? cfg->routes[i].pattern : "");
         srv->n_routes = i + 1;
@@ -194,7 +197,8 @@ int tr_http_server_listen(struct tr_http_server *srv, const char *host, int port
     if (parse_host(host, port, &ss) < 0)
         return tr_error_set(err, TR_EINVAL,
                             "cannot listen on '%s': not an IP address or 'localhost'", host);
-    if (!is_loopback((const struct sockaddr *)&ss) && srv->n_tokens == 0)
+    if (!is_loopback((const struct sockaddr *)&ss) && srv->n_tokens == 0 &&
+        srv->authenticate == NULL)
         return tr_error_set(err, TR_EADDR,
                             "refusing to listen on '%s' without API tokens: anyone who can "
                             "reach it could run pipelines; give tokens with --token-file, "
@@ -321,22 +325,36 @@ void tr_http_respond_error(struct tr_http_req *req, int status, const char *code
 /* Dispatch                                                              */
 /* ===================================================================== */
 
-static bool token_ok(const struct tr_http_server *srv, const struct tr_http_req *req)
+/* The bearer token of req, {NULL, 0} when none. */
+static struct tr_str bearer(const struct tr_http_req *req)
 {
+    struct tr_str none = {NULL, 0};
     struct tr_str v = tr_http_req_header(req, "authorization");
     if (v.p == NULL || v.len < 7 || strncasecmp(v.p, "Bearer ", 7) != 0)
-        return false;
+        return none;
     size_t i = 7;
     while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t'))
         i++;
     if (i == v.len)
+        return none;
+    return (struct tr_str){v.p + i, v.len - i};
+}
+
+static bool token_ok(struct tr_http_server *srv, struct tr_http_req *req)
+{
+    struct tr_str t = bearer(req);
+    if (t.p == NULL)
         return false;
+    if (srv->authenticate != NULL) {
+        req->principal = srv->authenticate(t.p, t.len, srv->handler_arg);
+        return req->principal != NULL;
+    }
     unsigned char digest[TR_HTTP_TOKEN_DIGEST];
-    SHA256((const unsigned char *)v.p + i, v.len - i, digest);
+    SHA256((const unsigned char *)t.p, t.len, digest);
     /* Every digest is compared, with no early exit. */
     int match = 0;
-    for (size_t t = 0; t < srv->n_tokens; t++)
-        match |= CRYPTO_memcmp(digest, srv->tokens[t], sizeof(digest)) == 0;
+    for (size_t k = 0; k < srv->n_tokens; k++)
+        match |= CRYPTO_memcmp(digest, srv->tokens[k], sizeof(digest)) == 0;
     OPENSSL_cleanse(digest, sizeof(digest));
     return match != 0;
 }
@@ -396,6 +414,8 @@ bool tr_http__route(struct tr_http_server *srv, struct tr_http_req *req, bool *p
         if (strcmp(r->method, req->method) != 0)
             continue;
         tr_http__req_set_params(req, names, values, n);
+        if (srv->authorize != NULL && !srv->authorize(req, r->level, srv->handler_arg))
+            return true;
         r->handler(req, srv->handler_arg);
         return true;
     }
@@ -412,7 +432,8 @@ void tr_http__dispatch(struct tr_http_conn *c)
     (void)uv_timer_stop(&c->timer);
     tr_http__req_split_url(req);
 
-    if (srv->n_tokens > 0 && !is_healthz(req) && !token_ok(srv, req)) {
+    if ((srv->n_tokens > 0 || srv->authenticate != NULL) && !is_healthz(req) &&
+        !token_ok(srv, req)) {
         tr_http__send_error(c, 401, "unauthorized",
                             "a valid 'Authorization: Bearer <token>' header is required",
                             "WWW-Authenticate: Bearer\r\n", false);

@@ -24,7 +24,12 @@
  * incomplete one (http_conn.c says how).
  *
  * Listening on an address other than loopback is refused (TR_EADDR) unless
- * tokens are configured.
+ * tokens (or an authenticate hook) are configured.
+ *
+ * With an authenticate hook the server does not check tokens itself: it
+ * hands the presented bearer token to the hook, which returns the caller's
+ * principal (kept on the request, tr_http_req_principal) or NULL (401). An
+ * authorize hook then sees each matched route's level before its handler.
  *
  * Everything runs on the loop's thread.
  */
@@ -44,12 +49,17 @@ typedef void (*tr_http_abort_fn)(struct tr_http_req *req, void *arg);
 
 #define TR_HTTP_MAX_PARAMS 4
 
-/* One route: method ("GET"), pattern ("/v1/runs/{id}/tasks") and handler. */
+/*
+ * One route: method ("GET"), pattern ("/v1/runs/{id}/tasks") and handler;
+ * level is the caller's own number (the scheduler's required role), handed
+ * to the authorize hook when the route matches (0 when left out).
+ */
 struct tr_http_route
 {
     const char *method;
     const char *pattern;
     tr_http_handler_fn handler;
+    int level;
 };
 
 struct tr_http_config
@@ -64,6 +74,14 @@ struct tr_http_config
      * routing; returning true means it answered the request (a standby
      * scheduler redirecting to its leader), and routing is skipped. */
     bool (*before)(struct tr_http_req *req, void *arg);
+    /* Optional, instead of tokens: maps the bearer token presented (len bytes,
+     * not NUL-terminated) to the caller's principal, or NULL for 401. The
+     * principal is the caller's (the server never frees it) and must stay
+     * valid while requests that carry it are held. */
+    const void *(*authenticate)(const char *token, size_t len, void *arg);
+    /* Optional: called with handler_arg and the matched route's level before
+     * its handler; returning false means it answered the request (403). */
+    bool (*authorize)(struct tr_http_req *req, int level, void *arg);
 };
 
 /* A server on loop; NULL when out of memory. cfg is copied (tokens too). */
@@ -101,6 +119,9 @@ struct tr_str tr_http_req_param(const struct tr_http_req *req, const char *name)
  * out (out is then empty): a cut value must not pass for a whole one.
  */
 bool tr_http_req_query(const struct tr_http_req *req, const char *name, char *out, size_t out_size);
+/* The principal authenticate returned for req; NULL without authenticate, for
+ * the open probes and for in-process requests. */
+const void *tr_http_req_principal(const struct tr_http_req *req);
 /* A request header (case-insensitive name); {NULL, 0} when absent. */
 struct tr_str tr_http_req_header(const struct tr_http_req *req, const char *name);
 
@@ -150,6 +171,11 @@ typedef void (*tr_http_local_done_fn)(void *arg, int status, const char *body, s
 int tr_http_local_request(struct tr_http_server *srv, const char *method, const char *url,
                           const char *body, size_t len, tr_http_local_done_fn done, void *arg)
     TR_MUST_CHECK;
+/* The same on behalf of principal (what tr_http_req_principal then gives the
+ * handlers; it must outlive the request). */
+int tr_http_local_request_as(struct tr_http_server *srv, const void *principal,
+                             const char *method, const char *url, const char *body, size_t len,
+                             tr_http_local_done_fn done, void *arg) TR_MUST_CHECK;
 /* In-process requests not answered yet (callers bound them with it). */
 size_t tr_http_local_pending(const struct tr_http_server *srv);
 

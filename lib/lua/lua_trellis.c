@@ -22,6 +22,7 @@
 #include <math.h>
 
 #include "lib/lua/pipeline.h"
+#include "lib/lua/pipeline_controls.h"
 
 /* Registry keys: their addresses are unique. */
 static const char task_mt_key = 't';
@@ -42,16 +43,22 @@ enum task_field
     F_CACHE,
     F_PRIORITY,
     F_GPUS,
+    F_LABELS,
+    F_CONCURRENCY,
+    F_PROVIDERS,
+    F_FLOW,      /* trigger_rule, subrun, approval: lua_flow.c; not in task_field_names */
     F_UNKNOWN
 };
 
 static const char *const task_field_names[] = {
     "name", "run", "after", "pool", "retries", "backoff", "timeout", "map", "cache", "priority",
-    "gpus",
+    "gpus", "labels", "concurrency", "providers",
 };
 
 static enum task_field task_field_of(const char *k, size_t len)
 {
+    if (tr_flow_field_of(k, len) != 0)
+        return F_FLOW;
     for (size_t i = 0; i < TR_ARRAY_LEN(task_field_names); i++) {
         if (strlen(task_field_names[i]) == len && memcmp(task_field_names[i], k, len) == 0)
             return (enum task_field)i;
@@ -165,7 +172,7 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
 {
     const struct tr_task_fields *who = f;
     int t = lua_type(L, -1);
-    const char *fname = task_field_names[fld];
+    const char *fname = fld < F_FLOW ? task_field_names[fld] : "";
     switch (fld) {
     case F_NAME:
         break; /* checked first, by the caller */
@@ -271,6 +278,34 @@ static int check_task_field(lua_State *L, enum task_field fld, struct tr_task_fi
             goto wrong_type;
         f->cache = lua_toboolean(L, -1);
         break;
+    case F_PROVIDERS: {
+        /* The LLM providers (quota keys) its calls use: budgets and quotas. */
+        size_t n = t == LUA_TTABLE ? lua_rawlen(L, -1) : 0;
+        bool good = t == LUA_TTABLE && n > 0 && n <= 16;
+        for (size_t i = 1; good && i <= n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i);
+            size_t len = 0;
+            const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            good = s != NULL && len > 0 && len <= 120 && memchr(s, ',', len) == NULL &&
+                   memchr(s, '\0', len) == NULL;
+            lua_pop(L, 1);
+        }
+        if (!good) {
+            snprintf(why, why_len, WHO ": field 'providers' must be an array of 1 to 16 provider "
+                     "names", WHO_ARGS(who));
+            return -1;
+        }
+        break;
+    }
+    case F_FLOW: {
+        size_t klen;
+        const char *k = lua_tolstring(L, -2, &klen);
+        return tr_flow_check_field(L, tr_flow_field_of(k, klen), f, why, why_len);
+    }
+    case F_LABELS:
+        return tr_check_task_labels(L, who->name, who->name_len, why, why_len);
+    case F_CONCURRENCY:
+        return tr_check_task_concurrency(L, who->name, who->name_len, why, why_len);
     case F_UNKNOWN:
         TR_ASSERT(!"unreachable");
         break;
@@ -281,7 +316,7 @@ wrong_type: {
     static const char *const expected[] = {
         [F_RUN] = "a function", [F_POOL] = "a string", [F_MAP] = "a task name",
         [F_RETRIES] = "an integer", [F_PRIORITY] = "an integer", [F_GPUS] = "an integer", [F_BACKOFF] = "a number",
-        [F_TIMEOUT] = "a number", [F_CACHE] = "a boolean",
+        [F_TIMEOUT] = "a number", [F_CACHE] = "a boolean", [F_PROVIDERS] = "an array",
     };
     snprintf(why, why_len, WHO ": field '%s' must be %s (got %s)", WHO_ARGS(who), fname,
              expected[fld], luaL_typename(L, -1));
@@ -349,6 +384,11 @@ int tr_task_check(lua_State *L, int idx, struct tr_task_fields *f, char *why, si
         snprintf(why, why_len, WHO ": field 'run' must be a function (got nil)", WHO_ARGS(f));
         return -1;
     }
+    if (f->kind != TR_KIND_RUN && f->map != NULL) {
+        snprintf(why, why_len, WHO ": %s cannot have 'map'", WHO_ARGS(f),
+                 f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+        return -1;
+    }
     return 0;
 }
 
@@ -403,7 +443,7 @@ static int raise_check(lua_State *L, const char *why)
     return lua_error(L);
 }
 
-static int l_task(lua_State *L)
+int tr_lua_task(lua_State *L)
 {
     char why[TR_TASK_WHY_MAX];
     struct tr_task_fields f;
@@ -474,6 +514,20 @@ static int check_params(lua_State *L, int idx, char *why, size_t why_len)
     return 0;
 }
 
+/* Checks the run controls of the pipeline table (1) and copies them into the result (2). */
+static int pipeline_controls(lua_State *L, char *why, size_t why_len)
+{
+    static const char *const fields[] = {"timeout", "max_active_runs"};
+    for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++) {
+        lua_pushstring(L, fields[i]);
+        lua_rawget(L, 1);
+        if (tr_check_pipeline_control(L, fields[i], why, why_len) != 0)
+            return -1;
+        lua_setfield(L, 2, fields[i]);
+    }
+    return 0;
+}
+
 static int l_pipeline(lua_State *L)
 {
     char why[TR_TASK_WHY_MAX];
@@ -489,7 +543,9 @@ static int l_pipeline(lua_State *L)
         size_t klen = 0;
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : "";
         bool known = false;
-        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers"};
+        static const char *const fields[] = {"name", "version", "params", "tasks", "triggers",
+                                             "timeout", "max_active_runs", "extra_params",
+                                             "budget", "on_budget"};
         for (size_t i = 0; i < TR_ARRAY_LEN(fields); i++)
             known |= strlen(fields[i]) == klen && memcmp(fields[i], k, klen) == 0;
         if (!known) {
@@ -572,6 +628,25 @@ static int l_pipeline(lua_State *L)
     }
     lua_setfield(L, 2, "triggers");
 
+    if (pipeline_controls(L, why, sizeof(why)) != 0)
+        return raise_check(L, why);
+    /* Run control: params it does not declare are taken (docs/pipelines.md). */
+    lua_pushliteral(L, "extra_params");
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+        snprintf(why, sizeof(why), "trellis.pipeline: field 'extra_params' must be a boolean "
+                 "(got %s)", luaL_typename(L, -1));
+        return raise_check(L, why);
+    }
+    lua_setfield(L, 2, "extra_params");
+    /* budget and on_budget: checked by the loader (pipeline_budget.c). */
+    lua_pushliteral(L, "budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "budget");
+    lua_pushliteral(L, "on_budget");
+    lua_rawget(L, 1);
+    lua_setfield(L, 2, "on_budget");
+
     lua_rawgetp(L, LUA_REGISTRYINDEX, &pipeline_mt_key);
     lua_setmetatable(L, 2);
     return 1;
@@ -648,6 +723,8 @@ int tr_lua_open_trellis(lua_State *L)
     lua_setfield(L, -2, "priority");
     lua_pushinteger(L, 0);
     lua_setfield(L, -2, "gpus");
+    lua_pushliteral(L, "all_success");
+    lua_setfield(L, -2, "trigger_rule");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
@@ -657,11 +734,12 @@ int tr_lua_open_trellis(lua_State *L)
     lua_pop(L, 1);
 
     lua_createtable(L, 0, 4);
-    lua_pushcfunction(L, l_task);
+    lua_pushcfunction(L, tr_lua_task);
     lua_setfield(L, -2, "task");
     lua_pushcfunction(L, l_pipeline);
     lua_setfield(L, -2, "pipeline");
     lua_pushcfunction(L, l_trigger);
     lua_setfield(L, -2, "trigger");
+    tr_flow_open(L);
     return 1;
 }

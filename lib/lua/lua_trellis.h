@@ -43,6 +43,14 @@ struct tr_task_fields
     double timeout;
     bool cache;
     uint16_t gpus;       /* GPUs the task needs on one worker, 0..TR_TASK_GPUS_MAX */
+    /* Control flow (lua_flow.c): enum tr_trigger_rule, enum tr_task_kind, the
+     * child pipeline of a subrun ("name[@version]", NULL otherwise) and an
+     * approval's default decision (true: approve). */
+    uint8_t trigger_rule;
+    uint8_t kind;
+    const char *subrun;
+    size_t subrun_len;
+    bool approve_default;
 };
 
 /*
@@ -70,5 +78,23 @@ bool tr_lua_is_trigger(lua_State *L, int idx);
  * TR_EINVAL rather than TR_ELUA. Never raises.
  */
 bool tr_lua_is_check_error(lua_State *L, int idx);
+
+/* trellis.task itself (the function), for trellis.subrun and trellis.approval. */
+int tr_lua_task(lua_State *L);
+
+/* ---- Control flow (lua_flow.c) ---------------------------------------- */
+
+/* Which control-flow field a task key names: 1 trigger_rule, 2 subrun, 3 approval, 0 none. */
+int tr_flow_field_of(const char *k, size_t len);
+/* Checks the value at the top of the stack for flow field which (1..3); fills f. Never raises. */
+int tr_flow_check_field(lua_State *L, int which, struct tr_task_fields *f, char *why,
+                        size_t why_len);
+/* Adds skip, subrun and approval to the module table at the top of the stack. May raise. */
+void tr_flow_open(lua_State *L);
+/*
+ * True when the value at idx is what trellis.skip(reason) returned; *reason
+ * (len bytes, borrowed from the value) is its reason. Never raises.
+ */
+bool tr_lua_skip_reason(lua_State *L, int idx, const char **reason, size_t *len);
 
 #endif

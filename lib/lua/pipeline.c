@@ -28,6 +28,7 @@
 #include "lib/lua/lua_msgpack.h"
 #include "lib/lua/lua_rt.h"
 #include "lib/lua/lua_trellis.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/lua/pipeline_trigger.h"
 #include "lib/wire/proto.h"
 
@@ -73,10 +74,12 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
 {
     if (def == NULL)
         return;
+    tr_pipeline_free_controls(def);
     for (uint32_t i = 0; def->tasks != NULL && i < def->n_tasks; i++) {
         tr_free(def->tasks[i].name);
         tr_free(def->tasks[i].after);
         tr_free(def->tasks[i].downstream);
+        tr_free(def->tasks[i].subrun);
     }
     for (uint32_t i = 0; def->pools != NULL && i < def->n_pools; i++)
         tr_free(def->pools[i]);
@@ -86,6 +89,7 @@ void tr_pipeline_def_free(struct tr_pipeline_def *def)
     tr_free(def->sinks);
     tr_free(def->by_name);
     tr_pipeline_free_triggers(def);
+    tr_pipeline_free_budget(def);
     tr_free(def->params);
     tr_free(def->source);
     tr_free(def->version);
@@ -306,6 +310,23 @@ static int add_ref(lua_State *L, struct walk *w)
     return 0;
 }
 
+/* Control-flow fields (lib/lua/lua_flow.c). */
+static int walk_flow(struct tr_task_def *t, const struct tr_task_fields *f, struct walk *w)
+{
+    t->trigger_rule = f->trigger_rule;
+    t->kind = f->kind;
+    t->approve_default = f->approve_default;
+    if (f->kind != TR_KIND_RUN && f->map != NULL)
+        return tr_error_set(w->err, TR_EINVAL, "task '%s': %s cannot have 'map'", t->name,
+                            f->kind == TR_KIND_SUBRUN ? "a subrun" : "an approval");
+    if (f->subrun != NULL) {
+        t->subrun = tr_strndup(f->subrun, f->subrun_len);
+        if (t->subrun == NULL)
+            return nomem(w);
+    }
+    return 0;
+}
+
 /*
  * First pass over tasks (array at tidx): checks, names, pools, scalar
  * fields, and the upstream names as written.
@@ -341,6 +362,9 @@ static int walk_tasks(lua_State *L, struct walk *w, int tidx)
         t->timeout = f.timeout;
         t->cache = f.cache;
         t->gpus = f.gpus;
+        rc = walk_flow(t, &f, w);
+        if (rc != 0)
+            return rc;
         w->maps[i] = (struct tr_str){f.map, f.map_len};
         if (f.n_after > 0) {
             t->after = tr_calloc(f.n_after, sizeof(*t->after));
@@ -534,6 +558,20 @@ static int build_order(struct walk *w)
     return 0;
 }
 
+/* `extra_params`: absent (false) or a boolean. Table at index 1. */
+static int walk_extra_params(lua_State *L, struct walk *w)
+{
+    lua_pushliteral(L, "extra_params");
+    lua_rawget(L, 1);
+    int t = lua_type(L, -1);
+    w->def->extra_params = t == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        return tr_error_set(w->err, TR_EINVAL, "pipeline '%s': extra_params must be a boolean",
+                            w->def->name);
+    return 0;
+}
+
 static int walk(lua_State *L, struct walk *w)
 {
     struct tr_pipeline_def *def = w->def;
@@ -541,6 +579,8 @@ static int walk(lua_State *L, struct walk *w)
         return tr_error_set(w->err, TR_ELUA, "%s: the file must return trellis.pipeline{...} "
                             "(it returned %s)", w->chunk, luaL_typename(L, 1));
     int rc = walk_header(L, w);
+    if (rc == 0)
+        rc = walk_extra_params(L, w);
     if (rc != 0)
         return rc;
     lua_pushliteral(L, "tasks");
@@ -571,6 +611,10 @@ static int walk(lua_State *L, struct walk *w)
         cpu_pool_first(def);
     if (rc == 0)
         rc = tr_pipeline_read_triggers(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_controls(L, 1, def, w->err);
+    if (rc == 0)
+        rc = tr_pipeline_read_budget(L, 1, def, w->err);
     return rc;
 }
 

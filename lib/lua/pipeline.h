@@ -26,6 +26,28 @@
 /* Most GPUs one task may ask for (the devices one worker describes: TR_PROTO_MAX_GPUS). */
 #define TR_TASK_GPUS_MAX 64
 
+/* When a task runs after its upstream tasks ended (docs/pipelines.md "Trigger rules"). */
+enum tr_trigger_rule
+{
+    TR_RULE_ALL_SUCCESS = 0, /* every upstream succeeded (the default) */
+    TR_RULE_ALL_DONE,        /* every upstream ended, whatever its state */
+    TR_RULE_ONE_SUCCESS,     /* at least one upstream succeeded */
+    TR_RULE_NONE_FAILED,     /* no upstream failed (skipped ones are fine) */
+    TR_RULE_COUNT
+};
+
+extern const char *const tr_trigger_rule_names[TR_RULE_COUNT];
+
+/* What runs a task: a worker (its `run`), or the scheduler waiting for a child
+ * run (trellis.subrun, whose `run` computes the child's params) or for an
+ * operator's decision (trellis.approval, never sent to a worker). */
+enum tr_task_kind
+{
+    TR_KIND_RUN = 0,
+    TR_KIND_SUBRUN,
+    TR_KIND_APPROVAL,
+};
+
 /* One task of a pipeline as declared. Read-only for callers. */
 struct tr_task_def
 {
@@ -43,6 +65,16 @@ struct tr_task_def
     uint32_t *downstream;   /* indices of tasks that depend on it (after or map) */
     uint32_t n_downstream;
     uint32_t n_upstream;    /* distinct tasks it depends on (after plus map): its countdown */
+    /* Control flow (lib/lua/lua_flow.c). */
+    uint8_t trigger_rule;   /* enum tr_trigger_rule */
+    uint8_t kind;           /* enum tr_task_kind */
+    bool approve_default;   /* approval: the decision when its timeout passes */
+    char *subrun;           /* subrun: "pipeline[@version]" (owned), else NULL */
+    /* Placement and concurrency (pipeline_controls.c; docs/pipelines.md). */
+    char **labels;          /* key, value, key, value...: n_labels pairs sorted by key; or NULL */
+    uint16_t n_labels;      /* a worker must carry every one (--label K=V) */
+    char *conc_key;         /* concurrency key, NULL when none */
+    uint32_t conc_limit;    /* at most this many instances of the key dispatched at once */
 };
 
 /* What a trigger watches (trellis.trigger's `on`). */
@@ -90,7 +122,38 @@ struct tr_pipeline_def
     /* Private: task indices sorted by name for tr_pipeline_find_task (NULL in a
      * def built by hand, which is then searched linearly). */
     uint32_t *by_name;
+    /* Run controls (pipeline_controls.c; docs/pipelines.md). */
+    double timeout;            /* seconds for the whole run from its start, 0 = none */
+    uint32_t max_active_runs;  /* runs of this name active at once, 0 = no limit */
+    /* Run control: a run may pass params the file does not declare (`extra_params = true`);
+     * otherwise an unknown or mistyped one is refused at submit (docs/api.md). */
+    bool extra_params;
+    /* budget = {cost = USD, tokens = N} for one run (0: no limit), and what an
+     * LLM call does when it does not fit (docs/budgets.md). */
+    double budget_cost;
+    double budget_tokens;
+    uint8_t on_budget;    /* enum tr_on_budget */
+    /* Per task (n_tasks entries, or NULL when no task declares any): the
+     * providers its LLM calls use, comma-separated (task field `providers`),
+     * or NULL. The scheduler holds a task whose provider is out of quota. */
+    char **task_providers;
 };
+
+/* on_budget = "fail" (the default) | "fallback" | "approve" */
+enum tr_on_budget
+{
+    TR_ON_BUDGET_FAIL,
+    TR_ON_BUDGET_FALLBACK,
+    TR_ON_BUDGET_APPROVE,
+};
+extern const char *const tr_on_budget_names[3];
+
+/* Reads budget and on_budget of the pipeline table at idx into def
+ * (pipeline_budget.c). 0 or TR_EINVAL with err naming the field. */
+void tr_pipeline_free_budget(struct tr_pipeline_def *def);
+struct lua_State;
+int tr_pipeline_read_budget(struct lua_State *L, int idx, struct tr_pipeline_def *def,
+                            struct tr_error *err) TR_MUST_CHECK;
 
 /* Limits of the sandbox that reads a pipeline. */
 struct tr_pipeline_limits

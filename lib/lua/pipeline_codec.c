@@ -4,10 +4,13 @@
  */
 #include "lib/lua/pipeline_codec.h"
 
+#include <math.h>
+
 #include "lib/base/alloc.h"
+#include "lib/lua/pipeline_controls.h"
 #include "lib/wire/mp_read.h"
 
-#define CODEC_VERSION 2 /* 2: tasks carry gpus */
+#define CODEC_VERSION 3 /* 2: tasks carry gpus; 3: control flow */
 
 static int pack_str(msgpack_packer *pk, const char *s)
 {
@@ -35,9 +38,19 @@ static int pack_u32s(msgpack_packer *pk, const uint32_t *a, uint32_t n)
     return 0;
 }
 
+/* Control flow: [trigger_rule, kind, approve_default, subrun or nil] */
+static int pack_flow(msgpack_packer *pk, const struct tr_task_def *t)
+{
+    if (msgpack_pack_array(pk, 4) || msgpack_pack_uint8(pk, t->trigger_rule) ||
+        msgpack_pack_uint8(pk, t->kind) ||
+        (t->approve_default ? msgpack_pack_true(pk) : msgpack_pack_false(pk)))
+        return TR_ENOMEM;
+    return t->subrun ? pack_str(pk, t->subrun) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+}
+
 static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
 {
-    int rc = msgpack_pack_array(pk, 12) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 13) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, t->name);
     if (rc == 0 && (msgpack_pack_uint16(pk, t->pool) || msgpack_pack_uint16(pk, t->retries) ||
@@ -52,6 +65,8 @@ static int pack_task(msgpack_packer *pk, const struct tr_task_def *t)
         rc = TR_ENOMEM;
     if (rc == 0)
         rc = pack_u32s(pk, t->downstream, t->n_downstream);
+    if (rc == 0)
+        rc = pack_flow(pk, t);
     return rc;
 }
 
@@ -76,10 +91,38 @@ static int pack_trigger(msgpack_packer *pk, const struct tr_trigger_def *t)
     return rc;
 }
 
+/* The run controls (the 14th element): [timeout, max_active_runs, [[task, [k, v, ...],
+ * conc_key or nil, conc_limit]...]], listing only the tasks that have any. */
+static int pack_controls(msgpack_packer *pk, const struct tr_pipeline_def *def)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < def->n_tasks; i++)
+        n += tr_task_has_controls(&def->tasks[i]);
+    if (msgpack_pack_array(pk, 3) || msgpack_pack_double(pk, def->timeout) ||
+        msgpack_pack_uint32(pk, def->max_active_runs) || msgpack_pack_array(pk, n))
+        return TR_ENOMEM;
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        const struct tr_task_def *t = &def->tasks[i];
+        if (!tr_task_has_controls(t))
+            continue;
+        if (msgpack_pack_array(pk, 4) || msgpack_pack_uint32(pk, i) ||
+            msgpack_pack_array(pk, 2u * t->n_labels))
+            return TR_ENOMEM;
+        for (uint32_t k = 0; k < 2u * t->n_labels; k++) {
+            if (pack_str(pk, t->labels[k]) != 0)
+                return TR_ENOMEM;
+        }
+        if ((t->conc_key ? pack_str(pk, t->conc_key) : msgpack_pack_nil(pk)) != 0 ||
+            msgpack_pack_uint32(pk, t->conc_limit) != 0)
+            return TR_ENOMEM;
+    }
+    return 0;
+}
+
 int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
                          bool with_source)
 {
-    int rc = msgpack_pack_array(pk, 13) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
+    int rc = msgpack_pack_array(pk, 16) || msgpack_pack_uint32(pk, CODEC_VERSION) ? TR_ENOMEM : 0;
     if (rc == 0)
         rc = pack_str(pk, def->name);
     if (rc == 0)
@@ -116,6 +159,25 @@ int tr_pipeline_def_pack(msgpack_packer *pk, const struct tr_pipeline_def *def,
         rc = msgpack_pack_array(pk, def->n_triggers) ? TR_ENOMEM : 0;
     for (uint32_t i = 0; rc == 0 && i < def->n_triggers; i++)
         rc = pack_trigger(pk, &def->triggers[i]);
+    if (rc == 0)
+        rc = pack_controls(pk, def);
+    /* 15th: extra_params (run control). */
+    if (rc == 0)
+        rc = (def->extra_params ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ? TR_ENOMEM : 0;
+    /* The 16th element: the run's budget, its policy, the tasks' providers. */
+    if (rc == 0 && (msgpack_pack_array(pk, 4) || msgpack_pack_double(pk, def->budget_cost) ||
+                    msgpack_pack_double(pk, def->budget_tokens) ||
+                    msgpack_pack_uint8(pk, def->on_budget)))
+        rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers == NULL && msgpack_pack_nil(pk))
+        rc = TR_ENOMEM;
+    if (rc == 0 && def->task_providers != NULL) {
+        rc = msgpack_pack_array(pk, def->n_tasks) ? TR_ENOMEM : 0;
+        for (uint32_t i = 0; rc == 0 && i < def->n_tasks; i++) {
+            const char *s = def->task_providers[i];
+            rc = s ? pack_str(pk, s) : (msgpack_pack_nil(pk) ? TR_ENOMEM : 0);
+        }
+    }
     return rc;
 }
 
@@ -129,6 +191,9 @@ struct dec
     struct tr_error *err;
     uint32_t n_tasks;
     bool with_triggers;     /* the graph has its 13th element */
+    bool with_controls;     /* and its 14th (run controls) */
+    bool with_extra_params; /* and its 15th (run control) */
+    bool with_budget;       /* and its 16th (budget) */
 };
 
 static int malformed(struct dec *d, const char *what)
@@ -175,11 +240,32 @@ static int read_u32s(struct dec *d, uint32_t **out, uint32_t *count, uint32_t n,
     return 0;
 }
 
+static int read_flow(struct dec *d, struct tr_task_def *t)
+{
+    if (tr_mp_rd_array(&d->r) != 4)
+        return malformed(d, "a task's control flow is not an array of 4");
+    uint64_t rule = tr_mp_rd_uint(&d->r);
+    uint64_t kind = tr_mp_rd_uint(&d->r);
+    t->approve_default = tr_mp_rd_bool(&d->r);
+    if (d->r.err != 0 || rule >= TR_RULE_COUNT || kind > TR_KIND_APPROVAL)
+        return malformed(d, "a task's control flow");
+    t->trigger_rule = (uint8_t)rule;
+    t->kind = (uint8_t)kind;
+    int rc = 0;
+    if (!tr_mp_rd_nil(&d->r))
+        t->subrun = dup_str(d, "subrun", &rc);
+    if (rc != 0)
+        return rc;
+    if ((t->kind == TR_KIND_SUBRUN) != (t->subrun != NULL))
+        return malformed(d, "a subrun without its pipeline");
+    return 0;
+}
+
 static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_def *t)
 {
     int rc = 0;
-    if (tr_mp_rd_array(&d->r) != 12)
-        return malformed(d, "a task is not an array of 12");
+    if (tr_mp_rd_array(&d->r) != 13)
+        return malformed(d, "a task is not an array of 13");
     t->name = dup_str(d, "task name", &rc);
     if (t->name == NULL)
         return rc;
@@ -207,7 +293,8 @@ static int read_task(struct dec *d, struct tr_pipeline_def *def, struct tr_task_
     if (d->r.err != 0 || up > (uint64_t)t->n_after + (t->map >= 0))
         return malformed(d, "a task's upstream count");
     t->n_upstream = (uint32_t)up;
-    return read_u32s(d, &t->downstream, &t->n_downstream, UINT32_MAX, d->n_tasks, "downstream");
+    rc = read_u32s(d, &t->downstream, &t->n_downstream, UINT32_MAX, d->n_tasks, "downstream");
+    return rc != 0 ? rc : read_flow(d, t);
 }
 
 /* a holds n indices below n, each once. */
@@ -267,13 +354,91 @@ static int read_triggers(struct dec *d, struct tr_pipeline_def *def)
     return rc;
 }
 
+static int read_task_controls(struct dec *d, struct tr_task_def *t)
+{
+    int rc = 0;
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || n % 2 != 0 || n / 2 > TR_TASK_LABELS_MAX || t->labels != NULL)
+        return malformed(d, "a task's labels");
+    if (n > 0 && (t->labels = tr_calloc(n, sizeof(char *))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < n; k += 2) {
+        t->n_labels++;
+        if ((t->labels[k] = dup_str(d, "label", &rc)) == NULL ||
+            (t->labels[k + 1] = dup_str(d, "label", &rc)) == NULL)
+            return rc;
+        if (k > 0 && strcmp(t->labels[k - 2], t->labels[k]) >= 0)
+            return malformed(d, "a task's labels are not sorted");
+    }
+    if (!tr_mp_rd_nil(&d->r) && (t->conc_key = dup_str(d, "concurrency key", &rc)) == NULL)
+        return rc;
+    uint64_t limit = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || limit > TR_CONC_LIMIT_MAX || (t->conc_key != NULL && limit < 1))
+        return malformed(d, "a task's concurrency limit");
+    t->conc_limit = (uint32_t)limit;
+    return 0;
+}
+
+/* The run controls (the 14th element, pack_controls). */
+static int read_controls(struct dec *d, struct tr_pipeline_def *def)
+{
+    if (tr_mp_rd_array(&d->r) != 3)
+        return malformed(d, "run controls");
+    def->timeout = tr_mp_rd_double(&d->r);
+    uint64_t mar = tr_mp_rd_uint(&d->r);
+    uint32_t n = tr_mp_rd_array(&d->r);
+    if (d->r.err != 0 || !(def->timeout >= 0) || !isfinite(def->timeout) ||
+        mar > TR_CONC_LIMIT_MAX || n > def->n_tasks)
+        return malformed(d, "run controls");
+    def->max_active_runs = (uint32_t)mar;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t = (tr_mp_rd_array(&d->r) == 4) ? tr_mp_rd_uint(&d->r) : UINT64_MAX;
+        if (d->r.err != 0 || t >= def->n_tasks)
+            return malformed(d, "a task's run controls");
+        int rc = read_task_controls(d, &def->tasks[t]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The budget (the 16th element): [cost, tokens, on_budget, providers or nil]. */
+static int read_budget(struct dec *d, struct tr_pipeline_def *def)
+{
+    if (tr_mp_rd_array(&d->r) != 4 || d->r.err != 0)
+        return malformed(d, "budget");
+    def->budget_cost = tr_mp_rd_double(&d->r);
+    def->budget_tokens = tr_mp_rd_double(&d->r);
+    uint64_t p = tr_mp_rd_uint(&d->r);
+    if (d->r.err != 0 || !(def->budget_cost >= 0) || !(def->budget_tokens >= 0) || p > 2)
+        return malformed(d, "budget");
+    def->on_budget = (uint8_t)p;
+    if (tr_mp_rd_nil(&d->r))
+        return 0;
+    if (tr_mp_rd_array(&d->r) != def->n_tasks || d->r.err != 0)
+        return malformed(d, "task providers");
+    if ((def->task_providers = tr_calloc(def->n_tasks, sizeof(char *))) == NULL)
+        return tr_error_set(d->err, TR_ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < def->n_tasks; i++) {
+        if (tr_mp_rd_nil(&d->r))
+            continue;
+        if ((def->task_providers[i] = dup_str(d, "task providers", &rc)) == NULL)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_pipeline_limits *lim)
 {
     int rc = 0;
     uint32_t fields = tr_mp_rd_array(&d->r);
-    if ((fields != 12 && fields != 13) || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
+    if (fields < 12 || fields > 16 || tr_mp_rd_uint(&d->r) != CODEC_VERSION || d->r.err != 0)
         return malformed(d, "not a version 1 graph");
-    d->with_triggers = fields == 13;
+    d->with_triggers = fields >= 13;
+    d->with_controls = fields >= 14;
+    d->with_extra_params = fields >= 15;
+    d->with_budget = fields >= 16;
     if ((def->name = dup_str(d, "name", &rc)) == NULL ||
         (def->version = dup_str(d, "version", &rc)) == NULL)
         return rc;
@@ -346,6 +511,15 @@ static int read_def(struct dec *d, struct tr_pipeline_def *def, const struct tr_
     }
     if (rc == 0 && d->with_triggers)
         rc = read_triggers(d, def);
+    if (rc == 0 && d->with_controls)
+        rc = read_controls(d, def);
+    if (rc == 0 && d->with_extra_params) {
+        def->extra_params = tr_mp_rd_bool(&d->r);
+        if (d->r.err != 0)
+            rc = malformed(d, "extra_params");
+    }
+    if (rc == 0 && d->with_budget)
+        rc = read_budget(d, def);
     return rc;
 }
 

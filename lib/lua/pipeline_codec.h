@@ -15,8 +15,10 @@
  *    [[name, pool, retries, priority, backoff, timeout, cache, map,
  *      [after...], n_upstream, [downstream...]]...], [topo...], [sinks...],
  *    [by_name...] or nil, [[name, on, run, params (bin), cooldown, cron or nil,
- *    has_when]...]]
- * (a graph of 12 elements, from before triggers, has none)
+ *    has_when]...], [timeout, max_active_runs, [[task, [label key, value, ...],
+ *    concurrency key or nil, limit]...]]]
+ * (a graph of 12 elements, from before triggers, has none; one of 13 has no
+ * run controls)
  *
  * Any thread.
  */

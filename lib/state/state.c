@@ -119,7 +119,10 @@ int tr_state_put_run(struct tr_state *st, const struct tr_run_rec *rec)
 int tr_state_put_task(struct tr_state *st, const struct tr_task_rec *rec)
 {
     if (st == NULL || rec == NULL || rec->run_id == NULL || rec->name == NULL ||
-        rec->state == NULL || !tr_task_state_final(tr_task_state_parse(rec->state)) ||
+        rec->state == NULL ||
+        /* running: an approval or subrun waiting in the scheduler (core_flow.h) */
+        !(tr_task_state_final(tr_task_state_parse(rec->state)) ||
+          strcmp(rec->state, "running") == 0) ||
         (rec->output == NULL && rec->output_len != 0))
         return TR_EINVAL;
     return st->ops->put_task(st, rec);

@@ -63,13 +63,14 @@ struct tr_run_rec
                                 when it finishes, for listings); NULL when unknown */
 };
 
-/* The durable record of one task instance: written when it reaches a final state. */
+/* The durable record of one task instance: written when it reaches a final state, and
+ * as `running` while an approval or a subrun waits in the scheduler (core_flow.h). */
 struct tr_task_rec
 {
     const char *run_id;
     const char *name;        /* task name */
     uint32_t index;          /* map element from 1, 0 when not mapped */
-    const char *state;       /* succeeded | failed | skipped | cancelled */
+    const char *state;       /* succeeded | failed | skipped | cancelled (| running) */
     uint32_t attempts;
     const char *worker;      /* NULL when it never ran */
     double started_at;
@@ -224,7 +225,56 @@ struct tr_trigger_rec
     const char *json;        /* required: a JSON object (pipeline and trigger are added) */
 };
 
+/*
+ * Run control (docs/api.md "Run control"). An idempotency key of POST
+ * /v1/runs: the run it created and a digest of the request, kept 24 h.
+ */
+struct tr_idem_rec
+{
+    const char *key;         /* required: the Idempotency-Key header */
+    const char *run_id;      /* required */
+    const char *digest;      /* required: sha256 hex of the request's canonical JSON */
+    double created_at;       /* required, > 0 */
+};
+
+/* A run started by POST /v1/runs/{id}/retry: which run it retries. */
+struct tr_run_link_rec
+{
+    const char *run_id;      /* required */
+    const char *retry_of;    /* required */
+    double created_at;
+};
+
+typedef int (*tr_state_idem_fn)(const struct tr_idem_rec *rec, void *arg);
+typedef int (*tr_state_run_link_fn)(const struct tr_run_link_rec *rec, void *arg);
 typedef int (*tr_state_trigger_fn)(const struct tr_trigger_rec *rec, void *arg);
+
+/* One entry of the audit log (scheduler/audit.c): a change, who made it, when. */
+struct tr_audit_rec
+{
+    const char *id;          /* required: unique, sorts by time */
+    const char *tenant;      /* required */
+    const char *token;       /* required: the token's name ("anonymous" without tokens) */
+    const char *role;
+    const char *action;      /* required: "run.start", "pipeline.register", ... */
+    const char *object;      /* what it changed: a run id, a pipeline name, ... */
+    const char *detail_json; /* NULL or a JSON object */
+    double at;               /* wall-clock seconds */
+};
+
+typedef int (*tr_state_audit_fn)(const struct tr_audit_rec *rec, void *arg);
+
+/* The tenant a name belongs to (scheduler/tenants.c): a name of kind
+ * "pipeline" or "model" without such a record belongs to tenant `default`. */
+struct tr_owner_rec
+{
+    const char *kind;        /* required */
+    const char *name;        /* required */
+    const char *tenant;      /* required */
+    double at;
+};
+
+typedef int (*tr_state_owner_fn)(const struct tr_owner_rec *rec, void *arg);
 typedef int (*tr_state_pipeline_fn)(const struct tr_pipeline_rec *rec, void *arg);
 typedef int (*tr_state_run_fn)(const struct tr_run_rec *rec, void *arg);
 typedef int (*tr_state_task_fn)(const struct tr_task_rec *rec, void *arg);
@@ -271,6 +321,11 @@ struct tr_state_ops
                    char **value, size_t *len);
     int (*list_rows)(struct tr_state *st, int kind, const char *grp, const char *sub,
                      uint32_t limit, tr_state_row_fn cb, void *arg);
+    /* Run control: deletes join the batch in progress. */
+    int (*delete_row)(struct tr_state *st, int kind, const char *const *comps, size_t n);
+    int (*delete_run)(struct tr_state *st, const char *run_id);
+    int (*list_finished)(struct tr_state *st, double before, uint32_t limit, tr_state_run_fn cb,
+                         void *arg);
 };
 
 /*
@@ -397,5 +452,59 @@ int tr_state_list_firings(struct tr_state *st, const char *pipeline, const char 
 /* Triggers by pipeline then name; pipeline NULL: all. */
 int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_trigger_fn cb,
                            void *arg) TR_MUST_CHECK;
+
+/* An audit entry (inserted in the batch in progress). */
+int tr_state_put_audit(struct tr_state *st, const struct tr_audit_rec *rec) TR_MUST_CHECK;
+/* Audit entries oldest first; tenant NULL: every tenant's. The callback may
+ * return a positive value to stop early (the listing then returns it). */
+int tr_state_list_audit(struct tr_state *st, const char *tenant, tr_state_audit_fn cb,
+                        void *arg) TR_MUST_CHECK;
+
+/* The owner record of (kind, name); TR_ENOENT when there is none. */
+int tr_state_put_owner(struct tr_state *st, const struct tr_owner_rec *rec) TR_MUST_CHECK;
+int tr_state_get_owner(struct tr_state *st, const char *kind, const char *name,
+                       tr_state_owner_fn cb, void *arg) TR_MUST_CHECK;
+/*
+ * Run control (docs/api.md "Run control"). Puts and deletes join the batch
+ * in progress; reads see committed data only.
+ */
+/* Deletes the run with run_id and every task record of it (outputs, errors,
+ * logs); a run that does not exist is no error. */
+int tr_state_delete_run(struct tr_state *st, const char *run_id) TR_MUST_CHECK;
+/* Finished runs (succeeded, failed, cancelled) created and finished before
+ * `before` (wall-clock seconds), oldest first, at most limit (0: no limit). */
+int tr_state_list_finished_runs(struct tr_state *st, double before, uint32_t limit,
+                                tr_state_run_fn cb, void *arg) TR_MUST_CHECK;
+/* Inserts or replaces the key rec->key; with etcd it is written with the runs. */
+int tr_state_put_idem(struct tr_state *st, const struct tr_idem_rec *rec) TR_MUST_CHECK;
+/* TR_ENOENT when the key was never stored (or was deleted). */
+int tr_state_get_idem(struct tr_state *st, const char *key, tr_state_idem_fn cb,
+                      void *arg) TR_MUST_CHECK;
+/* Keys oldest first, at most limit (0: no limit). */
+int tr_state_list_idem(struct tr_state *st, uint32_t limit, tr_state_idem_fn cb,
+                       void *arg) TR_MUST_CHECK;
+int tr_state_delete_idem(struct tr_state *st, const char *key) TR_MUST_CHECK;
+int tr_state_put_run_link(struct tr_state *st, const struct tr_run_link_rec *rec) TR_MUST_CHECK;
+/* TR_ENOENT for a run that retries none. */
+int tr_state_get_run_link(struct tr_state *st, const char *run_id, tr_state_run_link_fn cb,
+                          void *arg) TR_MUST_CHECK;
+int tr_state_delete_run_link(struct tr_state *st, const char *run_id) TR_MUST_CHECK;
+/*
+ * A tenant's budget: its limits and what it spent in the current period, as
+ * the scheduler encodes them (a JSON object; scheduler/budgets.c). Put in
+ * the batch of the reservations that changed it.
+ */
+struct tr_budget_rec
+{
+    const char *tenant;      /* required */
+    const char *json;        /* required: a JSON object (tenant is added) */
+};
+
+typedef int (*tr_state_budget_fn)(const struct tr_budget_rec *rec, void *arg);
+
+/* Inserts or replaces the budget of rec->tenant. */
+int tr_state_put_budget(struct tr_state *st, const struct tr_budget_rec *rec) TR_MUST_CHECK;
+/* Every budget, by tenant. */
+int tr_state_list_budgets(struct tr_state *st, tr_state_budget_fn cb, void *arg) TR_MUST_CHECK;
 
 #endif

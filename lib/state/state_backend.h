@@ -40,6 +40,11 @@ enum tr_row_kind
     TR_ROW_ALIAS_MOVE,    /* key: name, seq;      grp name,                  ord seq */
     TR_ROW_FIRING,        /* key: pipeline, trigger, time; grp pipeline, sub trigger, ord fired_at */
     TR_ROW_TRIGGER,       /* key: pipeline, trigger;  grp pipeline, sub trigger */
+    TR_ROW_AUDIT,         /* key: tenant, id;     grp tenant,                ord at */
+    TR_ROW_OWNER,         /* key: kind, name;     grp kind */
+    TR_ROW_IDEM,          /* key: idempotency key;    ord created_at */
+    TR_ROW_RUN_LINK,      /* key: run_id;             ord created_at */
+    TR_ROW_BUDGET,        /* key: tenant (scheduler/budgets.c) */
     TR_ROW_KIND_COUNT
 };
 

@@ -428,4 +428,7 @@ const struct tr_state_ops tr_state_etcd_ops = {
     .put_row = etcd_put_row,
     .get_row = etcd_get_row,
     .list_rows = etcd_list_rows,
+    .delete_row = etcd_delete_row,
+    .delete_run = etcd_delete_run,
+    .list_finished = etcd_list_finished,
 };

@@ -86,6 +86,7 @@ static int add_put(struct tr_state_etcd *st, struct tr_buf *key, struct tr_buf *
             p->value_len = vlen;
             p->if_absent = if_absent;
             p->late = late;
+            p->del = p->prefix = false;
             st->n_puts++;
         }
     }
@@ -237,6 +238,61 @@ void etcd_rollback(struct tr_state *base)
     st->in_batch = false;
 }
 
+/* Run control: a delete of key (every key under it when prefix) joins the batch. */
+static int add_delete(struct tr_state_etcd *st, struct tr_buf *key, bool prefix, bool late)
+{
+    struct tr_buf val;
+    tr_buf_init(&val, 0);
+    size_t before = st->n_puts;
+    int rc = add_put(st, key, &val, false, late, "delete", 0);
+    if (rc == 0 && st->n_puts > before) {
+        st->puts[before].del = true;
+        st->puts[before].prefix = prefix;
+    }
+    return rc;
+}
+
+int etcd_delete_row(struct tr_state *base, int kind, const char *const *comps, size_t n)
+{
+    struct tr_state_etcd *st = from(base);
+    if (!st->in_batch)
+        return TR_EINVAL;
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    int rc = etcd_key(st, &key, tr_row_kinds[kind].section, comps, n);
+    if (rc < 0) {
+        tr_buf_release(&key);
+        return rc;
+    }
+    return add_delete(st, &key, false, tr_row_kinds[kind].late);
+}
+
+/* The run's record first, its task records in the second phase: a commit
+ * cut in between leaves records no listing shows, never a run without them. */
+int etcd_delete_run(struct tr_state *base, const char *run_id)
+{
+    struct tr_state_etcd *st = from(base);
+    if (!st->in_batch)
+        return TR_EINVAL;
+    size_t before = st->n_puts;
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    int rc = etcd_key(st, &key, "runs/", &run_id, 1);
+    if (rc == 0)
+        rc = add_delete(st, &key, false, false);
+    else
+        tr_buf_release(&key);
+    const char *comps[] = {run_id, ""};
+    tr_buf_init(&key, 0);
+    if (rc == 0 && (rc = etcd_key(st, &key, "tasks/", comps, 2)) == 0)
+        rc = add_delete(st, &key, true, true);
+    else
+        tr_buf_release(&key);
+    if (rc < 0)
+        etcd_drop_puts(st, before);
+    return rc;
+}
+
 /* ===================================================================== */
 /* Commit                                                                */
 /* ===================================================================== */
@@ -348,6 +404,10 @@ static int write_phase(struct tr_state_etcd *st, const bool *skip, int phase,
             break;
         struct tr_etcd_op op = {.type = TR_ETCD_OP_PUT, .key = p->key, .key_len = p->key_len,
                                 .value = p->value, .value_len = p->value_len};
+        if (p->del)
+            op = (struct tr_etcd_op){.type = TR_ETCD_OP_DELETE, .key = p->key,
+                                     .key_len = p->key_len,
+                                     .flags = p->prefix ? TR_ETCD_PREFIX : 0};
         if (p->if_absent) {
             if (st->pending >= TR_STATE_ETCD_MAX_IN_FLIGHT)
                 rc = etcd_drive(st, TR_STATE_ETCD_MAX_IN_FLIGHT - 1);

@@ -35,6 +35,8 @@ struct etcd_put
     size_t value_len;
     bool if_absent; /* sources: a no-op when the key exists */
     bool late;      /* runs and pipelines: written after the rest of the batch */
+    bool del;       /* run control: a delete of key (no value) */
+    bool prefix;    /* with del: of every key under key */
 };
 
 /* A key-value copied out of a callback (values are borrowed there). */
@@ -122,6 +124,8 @@ int etcd_put_cache(struct tr_state *st, const char *key, const void *output, siz
 int etcd_put_row(struct tr_state *st, const struct tr_state_row *row);
 int etcd_commit(struct tr_state *st, struct tr_error *err);
 void etcd_rollback(struct tr_state *st);
+int etcd_delete_row(struct tr_state *st, int kind, const char *const *comps, size_t n);
+int etcd_delete_run(struct tr_state *st, const char *run_id);
 
 /* ---- keys and values (lib/state/state_etcd_codec.c) ------------------------- */
 
@@ -169,6 +173,8 @@ int etcd_get_row(struct tr_state *st, int kind, const char *const *comps, size_t
                  size_t *len);
 int etcd_list_rows(struct tr_state *st, int kind, const char *grp, const char *sub, uint32_t limit,
                    tr_state_row_fn cb, void *arg);
+int etcd_list_finished(struct tr_state *st, double before, uint32_t limit, tr_state_run_fn cb,
+                       void *arg);
 
 /* Why the last put on st was refused ("" when it was not): a put returns a
  * code only, and "over etcd's request limit" needs its numbers. */

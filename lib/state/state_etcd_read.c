@@ -469,3 +469,63 @@ int etcd_list_rows(struct tr_state *base, int kind, const char *grp, const char 
     items_release(&it);
     return rc;
 }
+
+/* ===================================================================== */
+/* Run control: finished runs older than a cutoff                        */
+/* ===================================================================== */
+
+struct old_filter
+{
+    double before;
+    uint32_t limit;
+};
+
+static int decode_old_run(const struct etcd_kvcopy *kv, struct item *out, void *arg)
+{
+    const struct old_filter *f = arg;
+    int rc = etcd_decode_run(kv->value, kv->value_len, &out->u.r, &out->arena);
+    if (rc < 0)
+        return rc;
+    const struct tr_run_rec *r = &out->u.r;
+    bool final = strcmp(r->state, "succeeded") == 0 || strcmp(r->state, "failed") == 0 ||
+                 strcmp(r->state, "cancelled") == 0;
+    return final && r->created_at < f->before && r->finished_at < f->before ? 0 : 1;
+}
+
+/* Oldest first: created_at ascending, then id. */
+static int cmp_run_old(const void *x, const void *y)
+{
+    return cmp_run(y, x);
+}
+
+static void prune_old(struct items *it, void *arg)
+{
+    const struct old_filter *f = arg;
+    if (f->limit == 0 || it->n <= (size_t)f->limit * 2 + PAGE)
+        return;
+    qsort(it->v, it->n, sizeof(*it->v), cmp_run_old);
+    for (size_t i = f->limit; i < it->n; i++)
+        tr_free(it->v[i].arena);
+    it->n = f->limit;
+}
+
+int etcd_list_finished(struct tr_state *base, double before, uint32_t limit, tr_state_run_fn cb,
+                       void *arg)
+{
+    struct tr_state_etcd *st = from(base);
+    struct old_filter f = {.before = before, .limit = limit};
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    struct items it = {0};
+    int rc = etcd_key(st, &key, "runs/", NULL, 0);
+    if (rc == 0)
+        rc = scan(st, &key, decode_old_run, &f, &it, prune_old);
+    tr_buf_release(&key);
+    if (rc == 0 && it.n > 1)
+        qsort(it.v, it.n, sizeof(*it.v), cmp_run_old);
+    size_t n = limit && it.n > limit ? limit : it.n;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = cb(&it.v[i].u.r, arg);
+    items_release(&it);
+    return rc;
+}

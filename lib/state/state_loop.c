@@ -27,6 +27,12 @@ const struct tr_row_kind_info tr_row_kinds[TR_ROW_KIND_COUNT] = {
     [TR_ROW_FIRING] = {"firings/", true, true, true},
     /* Late like firings: a trigger's state goes with the firing and its run. */
     [TR_ROW_TRIGGER] = {"triggers/", true, false, true},
+    [TR_ROW_AUDIT] = {"audit/", true, false, false},
+    [TR_ROW_OWNER] = {"owners/", true, false, false},
+    /* Run control (state_runctl.c): late, so a key is never durable before its run. */
+    [TR_ROW_IDEM] = {"idempotency/", false, false, true},
+    [TR_ROW_RUN_LINK] = {"run_links/", false, false, true},
+    [TR_ROW_BUDGET] = {"budgets/", false, false, false},
 };
 
 /* ===================================================================== */
@@ -291,6 +297,41 @@ int tr_state_put_trigger(struct tr_state *st, const struct tr_trigger_rec *r)
     return put(st, &row, o, rc);
 }
 
+int tr_state_put_audit(struct tr_state *st, const struct tr_audit_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->id) || empty(r->tenant) || empty(r->token) ||
+        empty(r->action))
+        return TR_EINVAL;
+    json_t *o = json_object();
+    int rc = o ? 0 : TR_ENOMEM;
+    ENC(enc_str(o, "id", r->id));
+    ENC(enc_str(o, "tenant", r->tenant));
+    ENC(enc_str(o, "token", r->token));
+    ENC(enc_str(o, "role", r->role));
+    ENC(enc_str(o, "action", r->action));
+    ENC(enc_str(o, "object", r->object));
+    ENC(enc_json(o, "detail", r->detail_json));
+    ENC(enc_num(o, "at", r->at));
+    struct tr_state_row row = {.kind = TR_ROW_AUDIT, .comps = {r->tenant, r->id}, .n_comps = 2,
+                               .grp = r->tenant, .ord = r->at};
+    return put(st, &row, o, rc);
+}
+
+int tr_state_put_owner(struct tr_state *st, const struct tr_owner_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->kind) || empty(r->name) || empty(r->tenant))
+        return TR_EINVAL;
+    json_t *o = json_object();
+    int rc = o ? 0 : TR_ENOMEM;
+    ENC(enc_str(o, "kind", r->kind));
+    ENC(enc_str(o, "name", r->name));
+    ENC(enc_str(o, "tenant", r->tenant));
+    ENC(enc_num(o, "at", r->at));
+    struct tr_state_row row = {.kind = TR_ROW_OWNER, .comps = {r->kind, r->name}, .n_comps = 2,
+                               .grp = r->kind};
+    return put(st, &row, o, rc);
+}
+
 /* ===================================================================== */
 /* Decoding                                                              */
 /* ===================================================================== */
@@ -488,6 +529,27 @@ static int emit(const char *value, size_t len, void *arg)
         rc = r.pipeline && r.trigger ? ((tr_state_trigger_fn)c->cb)(&r, c->arg) : TR_EPROTO;
         break;
     }
+    case TR_ROW_AUDIT: {
+        struct tr_audit_rec r = {.id = dstr(&d, "id"), .tenant = dstr(&d, "tenant"),
+                                 .token = dstr(&d, "token"), .role = dstr(&d, "role"),
+                                 .action = dstr(&d, "action"), .object = dstr(&d, "object"),
+                                 .detail_json = djson(&d, "detail", &rc), .at = dnum(&d, "at")};
+        if (rc == 0)
+            rc = r.id && r.tenant && r.action ? ((tr_state_audit_fn)c->cb)(&r, c->arg)
+                                              : TR_EPROTO;
+        break;
+    }
+    case TR_ROW_OWNER: {
+        struct tr_owner_rec r = {.kind = dstr(&d, "kind"), .name = dstr(&d, "name"),
+                                 .tenant = dstr(&d, "tenant"), .at = dnum(&d, "at")};
+        rc = r.kind && r.name && r.tenant ? ((tr_state_owner_fn)c->cb)(&r, c->arg) : TR_EPROTO;
+        break;
+    }
+    case TR_ROW_BUDGET: {
+        struct tr_budget_rec r = {.tenant = dstr(&d, "tenant"), .json = value};
+        rc = r.tenant ? ((tr_state_budget_fn)c->cb)(&r, c->arg) : TR_EPROTO;
+        break;
+    }
     default:
         rc = TR_EINVAL;
     }
@@ -622,4 +684,40 @@ int tr_state_list_triggers(struct tr_state *st, const char *pipeline, tr_state_t
                            void *arg)
 {
     return list(st, TR_ROW_TRIGGER, pipeline, NULL, 0, (any_fn)cb, arg);
+}
+
+int tr_state_list_audit(struct tr_state *st, const char *tenant, tr_state_audit_fn cb, void *arg)
+{
+    return list(st, TR_ROW_AUDIT, tenant, NULL, 0, (any_fn)cb, arg);
+}
+
+int tr_state_get_owner(struct tr_state *st, const char *kind, const char *name,
+                       tr_state_owner_fn cb, void *arg)
+{
+    const char *comps[2] = {kind, name};
+    return get(st, TR_ROW_OWNER, comps, 2, (any_fn)cb, arg);
+}
+
+/* ===================================================================== */
+/* Budgets (scheduler/budgets.c)                                         */
+/* ===================================================================== */
+
+int tr_state_put_budget(struct tr_state *st, const struct tr_budget_rec *r)
+{
+    if (st == NULL || r == NULL || empty(r->tenant) || r->json == NULL)
+        return TR_EINVAL;
+    json_t *o = json_loads(r->json, 0, NULL);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        return TR_EINVAL;
+    }
+    int rc = 0;
+    ENC(enc_str(o, "tenant", r->tenant));
+    struct tr_state_row row = {.kind = TR_ROW_BUDGET, .comps = {r->tenant}, .n_comps = 1};
+    return put(st, &row, o, rc);
+}
+
+int tr_state_list_budgets(struct tr_state *st, tr_state_budget_fn cb, void *arg)
+{
+    return list(st, TR_ROW_BUDGET, NULL, NULL, 0, (any_fn)cb, arg);
 }

@@ -124,6 +124,13 @@ const char *const tr_sqlite_sql[TR_SQ_COUNT] = {
     [TR_SQ_LIST_ROWS + 5] = ROWS(" AND grp = ?2", "DESC"),
     [TR_SQ_LIST_ROWS + 6] = ROWS(" AND sub = ?3", "DESC"),
     [TR_SQ_LIST_ROWS + 7] = ROWS(" AND grp = ?2 AND sub = ?3", "DESC"),
+    [TR_SQ_DEL_RUN] = "DELETE FROM runs WHERE id = ?1",
+    [TR_SQ_DEL_TASKS] = "DELETE FROM tasks WHERE run_id = ?1",
+    [TR_SQ_DEL_ROW] = "DELETE FROM loop_rows WHERE kind = ?1 AND key = ?2",
+    /* Oldest first along runs_by_created; ?1 the cutoff, ?2 the limit. */
+    [TR_SQ_LIST_FINISHED] = "SELECT " RUN_COLS " FROM runs WHERE created_at < ?1"
+                            " AND state IN ('succeeded', 'failed', 'cancelled')"
+                            " AND finished_at < ?1 ORDER BY created_at, id LIMIT ?2",
 };
 
 #define DEFAULT_BUSY_MS 5000
@@ -393,4 +400,7 @@ const struct tr_state_ops tr_state_sqlite_ops = {
     .put_row = tr_sqlite_put_row,
     .get_row = tr_sqlite_get_row,
     .list_rows = tr_sqlite_list_rows,
+    .delete_row = tr_sqlite_delete_row,
+    .delete_run = tr_sqlite_delete_run,
+    .list_finished = tr_sqlite_list_finished,
 };

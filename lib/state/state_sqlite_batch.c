@@ -368,6 +368,8 @@ int tr_sqlite_commit(struct tr_state *st, struct tr_error *err)
     /* The statements point into the buffer that batch_end is about to reuse. */
     for (size_t i = TR_SQ_PUT_PIPELINE; i <= TR_SQ_PUT_ROW; i++)
         sqlite3_clear_bindings(ss->stmts[i]);
+    for (size_t i = TR_SQ_DEL_RUN; i <= TR_SQ_DEL_ROW; i++)
+        sqlite3_clear_bindings(ss->stmts[i]);
     size_t nops = ss->batch.nops;
     batch_end(ss);
     if (rc == SQLITE_OK)
@@ -400,6 +402,43 @@ int tr_sqlite_next_epoch(struct tr_state *st, uint64_t *epoch)
         tr_sqlite_rollback_open(ss);
         tr_err("cannot advance scheduler epoch in '%s': %s", ss->path, ss->errmsg);
         return tr_sqlite_rc(rc);
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Run control: deletes, buffered like the puts                          */
+/* ===================================================================== */
+
+int tr_sqlite_delete_row(struct tr_state *st, int kind, const char *const *comps, size_t n)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    struct tr_buf key;
+    tr_buf_init(&key, 0);
+    int rc = tr_sqlite_row_key(&key, comps, n);
+    struct tr_sqlite_val *v = NULL;
+    if (rc == 0)
+        rc = put_start(ss, TR_SQ_DEL_ROW, 2, key.len, &v);
+    if (rc == 0) {
+        set_int(&v[0], kind);
+        set_bytes(ss, &v[1], VAL_TEXT, key.buf, key.len);
+        put_end(ss);
+    }
+    tr_buf_release(&key);
+    return rc;
+}
+
+int tr_sqlite_delete_run(struct tr_state *st, const char *run_id)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    static const enum tr_sqlite_stmt stmts[] = {TR_SQ_DEL_TASKS, TR_SQ_DEL_RUN};
+    for (size_t i = 0; i < TR_ARRAY_LEN(stmts); i++) {
+        struct tr_sqlite_val *v = NULL;
+        int rc = put_start(ss, stmts[i], 1, slen(run_id), &v);
+        if (rc < 0)
+            return rc; /* the tasks' delete alone is harmless: the run is final */
+        set_text(ss, &v[0], run_id);
+        put_end(ss);
     }
     return 0;
 }

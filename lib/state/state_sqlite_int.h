@@ -37,7 +37,12 @@ enum tr_sqlite_stmt
     TR_SQ_GET_CACHE,
     TR_SQ_GET_ROW,
     TR_SQ_LIST_ROWS, /* 8 statements: + 1 with grp, + 2 with sub, + 4 descending */
-    TR_SQ_COUNT = TR_SQ_LIST_ROWS + 8
+    /* Run control (state_runctl.c): the deletes are buffered like the puts. */
+    TR_SQ_DEL_RUN = TR_SQ_LIST_ROWS + 8,
+    TR_SQ_DEL_TASKS,
+    TR_SQ_DEL_ROW,
+    TR_SQ_LIST_FINISHED,
+    TR_SQ_COUNT
 };
 
 /* The SQL of each statement, for the reads that need a second copy. */
@@ -93,6 +98,10 @@ int tr_sqlite_put_task(struct tr_state *st, const struct tr_task_rec *rec);
 int tr_sqlite_put_cache(struct tr_state *st, const char *key, const void *output, size_t len);
 int tr_sqlite_put_row(struct tr_state *st, const struct tr_state_row *row);
 int tr_sqlite_commit(struct tr_state *st, struct tr_error *err);
+int tr_sqlite_delete_row(struct tr_state *st, int kind, const char *const *comps, size_t n);
+int tr_sqlite_delete_run(struct tr_state *st, const char *run_id);
+int tr_sqlite_list_finished(struct tr_state *st, double before, uint32_t limit,
+                            tr_state_run_fn cb, void *arg);
 void tr_sqlite_rollback(struct tr_state *st);
 
 /* Reads (state_sqlite_read.c). */

@@ -368,3 +368,27 @@ int tr_sqlite_list_rows(struct tr_state *st, int kind, const char *grp, const ch
     read_end(ss, id, s);
     return rc;
 }
+
+/* Run control: finished runs older than a cutoff, oldest first. */
+int tr_sqlite_list_finished(struct tr_state *st, double before, uint32_t limit,
+                            tr_state_run_fn cb, void *arg)
+{
+    struct tr_sqlite *ss = tr_sqlite_of(st);
+    sqlite3_stmt *s = NULL;
+    int rc = read_start(ss, TR_SQ_LIST_FINISHED, &s);
+    if (rc < 0)
+        return rc;
+    int brc = sqlite3_bind_double(s, 1, before);
+    if (brc == SQLITE_OK)
+        brc = sqlite3_bind_int64(s, 2, limit ? (int64_t)limit : -1);
+    union any_cb u = {.run = cb};
+    size_t rows = 0;
+    if (brc != SQLITE_OK) {
+        tr_err("cannot read state '%s': %s", ss->path, sqlite3_errmsg(ss->db));
+        rc = tr_sqlite_rc(brc);
+    } else {
+        rc = read_rows(ss, s, emit_run, &u, arg, &rows);
+    }
+    read_end(ss, TR_SQ_LIST_FINISHED, s);
+    return rc;
+}

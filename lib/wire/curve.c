@@ -29,6 +29,7 @@ struct tr_zap
     sem_t bound;            /* posted by the thread once its socket is bound (or failed) */
     bool bind_ok;
     char (*keys)[TR_CURVE_KEY_LEN + 1]; /* allowed public keys, Z85 */
+    struct tr_zap_limits *limits;       /* per key, "" when unrestricted */
     size_t n_keys;
     size_t cap_keys;
     atomic_uint_fast64_t refused;
@@ -133,11 +134,52 @@ int tr_curve_load_public(const char *path, char *pub, struct tr_error *err)
 /* Allow list                                                              */
 /* ====================================================================== */
 
-static int add_key(struct tr_zap *z, const char *key)
+static int add_key(struct tr_zap *z, const char *key, const struct tr_zap_limits *lim)
 {
+    size_t cap = z->cap_keys;
     if (TR_VEC_RESERVE(z->keys, z->cap_keys, z->n_keys + 1) != 0)
         return TR_ENOMEM;
+    if (z->cap_keys != cap || z->limits == NULL) {
+        struct tr_zap_limits *l = tr_reallocarray(z->limits, z->cap_keys, sizeof(*l));
+        if (l == NULL)
+            return TR_ENOMEM;
+        z->limits = l;
+    }
+    z->limits[z->n_keys] = *lim;
     memcpy(z->keys[z->n_keys++], key, TR_CURVE_KEY_LEN + 1);
+    return 0;
+}
+
+/* A pool or tenant name: 1 to 63 of A-Z a-z 0-9 _ . - */
+static bool limit_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= TR_ZAP_NAME_MAX)
+        return false;
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+}
+
+/* The fields after a key: pool=NAME and tenant=NAME, each at most once. */
+static int parse_limits(char *p, struct tr_zap_limits *lim, const char *path, unsigned lineno,
+                        struct tr_error *err)
+{
+    memset(lim, 0, sizeof(*lim));
+    char *save = NULL;
+    for (char *f = strtok_r(p, " \t\r\n", &save); f != NULL;
+         f = strtok_r(NULL, " \t\r\n", &save)) {
+        char *dst = NULL;
+        if (strncmp(f, "pool=", 5) == 0 && lim->pool[0] == '\0')
+            dst = lim->pool;
+        else if (strncmp(f, "tenant=", 7) == 0 && lim->tenant[0] == '\0')
+            dst = lim->tenant;
+        const char *v = f + (dst == lim->pool ? 5 : 7);
+        if (dst == NULL || !limit_name_ok(v))
+            return tr_error_set(err, TR_EINVAL,
+                                "'%s' line %u: unexpected '%.40s' after the key (a line is KEY "
+                                "[pool=NAME] [tenant=NAME])",
+                                path, lineno, f);
+        snprintf(dst, TR_ZAP_NAME_MAX, "%s", v);
+    }
     return 0;
 }
 
@@ -164,8 +206,12 @@ static int load_list_file(struct tr_zap *z, const char *path, struct tr_error *e
             rc = tr_error_set(err, TR_EINVAL, "'%s' line %u: not a Z85 public key", path, lineno);
             break;
         }
+        bool more = p[n] != '\0';
         p[n] = '\0';
-        rc = add_key(z, p);
+        struct tr_zap_limits lim;
+        rc = parse_limits(more ? p + n + 1 : p + n, &lim, path, lineno, err);
+        if (rc == 0)
+            rc = add_key(z, p, &lim);
     }
     fclose(f);
     return rc;
@@ -316,6 +362,14 @@ struct tr_zap *tr_zap_open(void *zctx, const char *allow_path, struct tr_error *
     return z;
 }
 
+const struct tr_zap_limits *tr_zap_limits(const struct tr_zap *z, const char *key)
+{
+    for (size_t i = 0; z != NULL && key != NULL && i < z->n_keys; i++)
+        if (memcmp(z->keys[i], key, TR_CURVE_KEY_LEN) == 0)
+            return &z->limits[i];
+    return NULL;
+}
+
 size_t tr_zap_allowed(const struct tr_zap *z)
 {
     return z->n_keys;
@@ -334,5 +388,6 @@ void tr_zap_close(struct tr_zap *z)
         pthread_join(z->thread, NULL);
     sem_destroy(&z->bound);
     tr_free(z->keys);
+    tr_free(z->limits);
     tr_free(z);
 }

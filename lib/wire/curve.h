@@ -6,7 +6,10 @@
  * "public <z85>" and "secret <z85>"; a public key file (NAME.pub) holds the
  * 40-character Z85 public key on one line. An allow list is a file of public
  * keys, one per line ('#' comments and blank lines skipped), or a directory
- * whose *.pub files are read.
+ * whose *.pub files are read. A key's line may restrict it:
+ * "KEY pool=gpu tenant=research" admits the key only for workers of pool gpu
+ * (the scheduler refuses its HELLO for another pool) that run only tenant
+ * research's tasks (tr_zap_limits).
  *
  * The ZAP handler runs on its own thread (ZeroMQ asks for authentication on
  * an inproc REP socket of the same context and waits for the answer). It only
@@ -41,6 +44,19 @@ int tr_curve_load_public(const char *path, char *pub, struct tr_error *err) TR_M
  * thread cannot start.
  */
 struct tr_zap *tr_zap_open(void *zctx, const char *allow_path, struct tr_error *err) TR_MUST_CHECK;
+
+#define TR_ZAP_NAME_MAX 64
+
+/* What a key's line restricts it to; "" when it does not. */
+struct tr_zap_limits
+{
+    char pool[TR_ZAP_NAME_MAX];
+    char tenant[TR_ZAP_NAME_MAX];
+};
+
+/* The restrictions of an allowed key (Z85), NULL for a key not in the list.
+ * The list never changes after open: any thread. */
+const struct tr_zap_limits *tr_zap_limits(const struct tr_zap *z, const char *key);
 
 /* Number of keys admitted by the list. */
 size_t tr_zap_allowed(const struct tr_zap *z);

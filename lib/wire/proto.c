@@ -347,7 +347,8 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
                get_num(b, "started_at", &m->started_at) &&
                get_num(b, "finished_at", &m->finished_at) &&
                get_str_array(b, "logs", m->logs, TR_PROTO_MAX_LOGS, &m->n_logs) &&
-               get_str(b, "usage", &m->usage) && m->id != 0;
+               get_str(b, "usage", &m->usage) && get_bool(b, "skipped", &m->skipped) &&
+               m->id != 0;
     }
     case TR_MSG_CANCEL: {
         struct tr_msg_cancel *m = &out->u.cancel;
@@ -382,7 +383,9 @@ static bool decode_body(enum tr_msg_type type, const msgpack_object *b, struct t
         memset(m, 0, sizeof(*m));
         return get_u64(b, "id", &m->id) && get_u64(b, "dispatch", &m->dispatch) &&
                get_str(b, "op", &m->op) && get_str(b, "body", &m->body) && m->id != 0 &&
-               m->dispatch != 0 && m->op.len > 0 && m->op.len <= 64 &&
+               /* dispatch 0: the worker's batched LLM budget call (not one task's) */
+               (m->dispatch != 0 || tr_str_eq(m->op, "budget")) && m->op.len > 0 &&
+               m->op.len <= 64 &&
                m->body.len <= TR_PROTO_CALL_BODY_MAX;
     }
     case TR_MSG_CALL_REPLY: {
@@ -575,7 +578,7 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
     }
     case TR_MSG_RESULT: {
         const struct tr_msg_result *m = &msg->u.result;
-        PK(msgpack_pack_map(pk, m->usage.len > 0 ? 12 : 11));
+        PK(msgpack_pack_map(pk, 11 + (m->usage.len > 0) + m->skipped));
         PK(pack_ku64(pk, "id", m->id));
         PK(pack_ku64(pk, "epoch", m->epoch));
         PK(pack_ku64(pk, "attempt", m->attempt));
@@ -590,6 +593,8 @@ static int encode_body(msgpack_packer *pk, const struct tr_msg *msg)
         /* Absent when empty, so that older schedulers see the frame they know. */
         if (m->usage.len > 0)
             PK(pack_kbin(pk, "usage", m->usage));
+        if (m->skipped)
+            PK(pack_kbool(pk, "skipped", true));
         return 0;
     }
     case TR_MSG_CANCEL:

@@ -144,6 +144,8 @@ struct tr_msg_result
                             * (provider, model, prompt_digest, prompt_tokens,
                             * completion_tokens, cost, latency_ms, cached);
                             * empty: none (and absent from the frame) */
+    bool skipped;          /* the task returned trellis.skip(reason): ok is false,
+                            * error is the reason (absent from the frame when false) */
 };
 
 struct tr_msg_cancel

@@ -30,6 +30,7 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   [ -f "$TMP/etcd/pid" ] && bash "$SRC/tests/etcd/stop-etcd.sh" "$TMP/etcd" >/dev/null 2>&1 || true
+  [ -d "$TMP/pg" ] && bash "$SRC/tests/pg/pg_stop.sh" "$TMP/pg" >/dev/null 2>&1 || true
   if [ "$rc" != 0 ]; then
     echo "---- logs of the failed test ($TMP) ----"
     for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
@@ -66,6 +67,13 @@ start_state() {
   else
     STATE_URL="sqlite:$TMP/state.db"
   fi
+}
+
+# start_pg: a PostgreSQL of the test's own (tests/pg/pg_start.sh) in $TMP/pg,
+# stopped by the cleanup trap; its URL in PG_URL.
+start_pg() {
+  bash "$SRC/tests/pg/pg_start.sh" "$TMP/pg" >/dev/null || fail "PostgreSQL did not start"
+  PG_URL=$(cat "$TMP/pg/url")
 }
 
 # start_scheduler [extra flags]: sets API, API_PORT, WPORT, SCHED_PID

@@ -8,7 +8,8 @@
  * ({"type":"RESULT","id":3,"ok":true,"output":...}), so the test checks
  * them afterwards. Unless told otherwise it behaves like a scheduler:
  * WELCOME for every HELLO, HEARTBEAT every interval, PIPELINE for every
- * PIPELINE_GET of a registered pipeline (an error for an unknown digest).
+ * PIPELINE_GET of a registered pipeline (an error for an unknown digest),
+ * and every LLM call reservation granted (the batched CALL op "budget").
  *
  * Commands (options are key=value, JSON values without spaces):
  *   heartbeat MS                 interval in WELCOME and of our HEARTBEATs (200)
@@ -40,6 +41,7 @@
 
 #include "lib/base/alloc.h"
 #include "lib/wire/mp_json.h"
+#include "lib/wire/mp_read.h"
 #include "lib/lua/pipeline.h"
 #include "lib/wire/proto.h"
 
@@ -106,6 +108,9 @@ static json_t *jstr(struct tr_str s)
 {
     return json_stringn_nocheck(s.p, s.len);
 }
+
+struct fake;
+static void grant_budget(struct fake *f, const struct tr_msg_call *c);
 
 static void send_msg(struct fake *f, const struct tr_msg *m)
 {
@@ -238,6 +243,11 @@ static void on_message(struct fake *f, const void *ident, size_t ident_len, cons
         }
         break;
     }
+    case TR_MSG_CALL:
+        json_object_set_new(j, "op", jstr(m.u.call.op));
+        if (tr_str_eq(m.u.call.op, "budget") && f->heartbeats)
+            grant_budget(f, &m.u.call);
+        break;
     case TR_MSG_BYE:
         json_object_set_new(j, "reason", jstr(m.u.bye.reason));
         break;
@@ -245,6 +255,46 @@ static void on_message(struct fake *f, const void *ident, size_t ident_len, cons
         break;
     }
     print_json(j);
+}
+
+/* Grants every reservation of a budget CALL (scheduler/budgets.c has the format:
+ * [settlements, reports, reservations] -> [[seq, 0, id, 0, "fail", ""], ...]). */
+static void grant_budget(struct fake *f, const struct tr_msg_call *c)
+{
+    static uint64_t next_id = 1;
+    struct tr_mp_rd r;
+    tr_mp_rd_init(&r, c->body.p, c->body.len);
+    if (tr_mp_rd_array(&r) != 3)
+        return;
+    tr_mp_rd_skip(&r);
+    tr_mp_rd_skip(&r);
+    uint32_t n = tr_mp_rd_array(&r);
+    if (r.err != 0 || n == 0)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < n && r.err == 0; i++) {
+        uint32_t k = tr_mp_rd_array(&r);
+        uint64_t seq = tr_mp_rd_uint(&r);
+        for (uint32_t x = 1; x < k; x++)
+            tr_mp_rd_skip(&r);
+        msgpack_pack_array(&pk, 6);
+        msgpack_pack_uint64(&pk, seq);
+        msgpack_pack_uint8(&pk, 0);
+        msgpack_pack_uint64(&pk, next_id++);
+        msgpack_pack_double(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "fail", 4);
+        msgpack_pack_str_with_body(&pk, "", 0);
+    }
+    struct tr_msg m = {.type = TR_MSG_CALL_REPLY};
+    m.u.call_reply.id = c->id;
+    m.u.call_reply.status = 200;
+    m.u.call_reply.body = (struct tr_str){sb.data, sb.size};
+    send_msg(f, &m);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 /* Serves for up to ms milliseconds. */

@@ -20,9 +20,10 @@ post_params() {
   "$PY" - "$P/diamond.lua" "$1" "$2" "$API" <<'PYEOF'
 import json, sys, urllib.request, urllib.error
 src, kind, n, api = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+# Params are checked against the declared ones (docs/api.md): declare these.
+src = src.replace("params = { x = 1 }", 'params = { x = 1, m = {}, list = {}, blob = "" }')
 if kind == "keys":
-    params = {"k%d" % i: i for i in range(n - 1)}
-    params["x"] = 2
+    params = {"x": 2, "m": {"k%d" % i: i for i in range(n - 2)}}
 elif kind == "nested":
     params = {"x": 2, "list": [[i] for i in range((n - 2) // 2)]}
 else:

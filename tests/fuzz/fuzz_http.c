@@ -248,19 +248,19 @@ static void h_text(struct tr_http_req *req, void *arg)
 }
 
 static const struct tr_http_route routes[] = {
-    {"POST", "/v1/runs", h_runs_post},
-    {"GET", "/v1/runs", h_runs_list},
-    {"GET", "/v1/runs/{id}", h_run_get},
-    {"GET", "/v1/runs/{id}/tasks", h_run_tasks},
-    {"GET", "/v1/runs/{id}/logs", h_run_logs},
-    {"POST", "/v1/runs/{id}/cancel", h_run_cancel},
-    {"POST", "/v1/pipelines", h_pipelines_post},
-    {"GET", "/v1/pipelines", h_text},
-    {"GET", "/v1/workers", h_text},
-    {"GET", "/healthz", h_text},
-    {"GET", "/readyz", h_text},
-    {"GET", "/metrics", h_text},
-    {NULL, NULL, NULL},
+    {"POST", "/v1/runs", h_runs_post, 0},
+    {"GET", "/v1/runs", h_runs_list, 0},
+    {"GET", "/v1/runs/{id}", h_run_get, 0},
+    {"GET", "/v1/runs/{id}/tasks", h_run_tasks, 0},
+    {"GET", "/v1/runs/{id}/logs", h_run_logs, 0},
+    {"POST", "/v1/runs/{id}/cancel", h_run_cancel, 0},
+    {"POST", "/v1/pipelines", h_pipelines_post, 0},
+    {"GET", "/v1/pipelines", h_text, 0},
+    {"GET", "/v1/workers", h_text, 0},
+    {"GET", "/healthz", h_text, 0},
+    {"GET", "/readyz", h_text, 0},
+    {"GET", "/metrics", h_text, 0},
+    {NULL, NULL, NULL, 0},
 };
 
 /* A standby's redirect (scheduler/leader.c), for requests with "X-Fuzz-Standby". */

@@ -38,12 +38,16 @@ sched_order="config model counters usage obs sandbox loader transport batch time
 part() {
   case "$1" in
     workers.[ch]) echo fleet ;;
-    core_events.c) echo core ;;
     traces.c|metrics_pipeline.c) echo obs ;;
+    core_events.c|core_flow.[ch]|core_controls.c) echo core ;;
+    dispatch_place.c|dispatch_int.h) echo dispatch ;;
     sandbox_child.c) echo sandbox ;;
     api_runs.c|api_int.h|api_feedback.c|api_models.c|feedback.[ch]|feedback_int.h) echo api ;;
-    loop_calls.[ch]) echo api ;;
+    auth.[ch]|audit.[ch]|tenants.[ch]) echo api ;;
+    loop_calls.[ch]|api_flow.c) echo api ;;
+    budgets.[ch]|budgets_int.h|quotas.c) echo api ;;
     api_triggers.c|triggers.[ch]|triggers_int.h|triggers_row.c) echo api ;;
+    api_runctl.c|api_retry.c|runctl.h) echo api ;;
     *) echo "${1%.[ch]}" ;;
   esac
 }

@@ -17,6 +17,8 @@ Behaviour is chosen by the model name (or the X-Fake header, which wins):
   drip-<ms>[-...]      a stream of words, one every <ms> milliseconds
   badreq[-...]         400
   format[-...]         answers with the request's response_format, as JSON text
+  persec-<n>[-...]     429 when more than <n> calls of the model came in this second
+                       (a provider's rate limit: /stats counts them in "rejected")
 A suffix after the behaviour makes the counters distinct per test.
 Streams follow stream=true in the request, in the format of the API called.
 
@@ -47,11 +49,16 @@ CONNECTIONS = [0]   # TCP connections accepted: keep-alive reuse shows here
 CALLS = {}
 PATHS = {}
 TOTAL = [0]
+PER_SECOND = {}  # model -> {second: calls}: the most in any second is in /stats
+REJECTED = {}    # model -> 429s of persec-<n>
 
 
 def count(model, path):
     with LOCK:
         CALLS[model] = CALLS.get(model, 0) + 1
+        sec = PER_SECOND.setdefault(model, {})
+        now = int(time.time())
+        sec[now] = sec.get(now, 0) + 1
         PATHS[path] = PATHS.get(path, 0) + 1
         TOTAL[0] += 1
         return CALLS[model]
@@ -124,7 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         count("plain", u.path)
         if u.path == "/stats":
             with LOCK:
+                most = {m: max(s.values()) for m, s in PER_SECOND.items()}
                 self.send_json(200, {"calls": CALLS, "paths": PATHS, "total": TOTAL[0],
+                                     "max_per_second": most, "rejected": REJECTED,
                                      "max_in_flight": IN_FLIGHT[1],
                                      "connections": CONNECTIONS[0],
                                      "traceparents": TRACEPARENTS[-100:]})
@@ -233,6 +242,14 @@ class Handler(BaseHTTPRequestHandler):
             when = email.utils.formatdate(time.time() + 2, usegmt=True)
             self.send_json(429, {"error": {"message": "slow down"}}, {"Retry-After": when})
             return
+        if kind == "persec":
+            with LOCK:
+                this = PER_SECOND[model].get(int(time.time()), 0)
+                if this > arg:
+                    REJECTED[model] = REJECTED.get(model, 0) + 1
+            if this > arg:
+                self.send_json(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"})
+                return
         if kind == "fail500" and n <= arg:
             self.send_json(500, {"error": {"message": "internal"}})
             return

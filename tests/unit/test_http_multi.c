@@ -74,11 +74,11 @@ static void h_echo(struct tr_http_req *req, void *arg)
 }
 
 static const struct tr_http_route routes[] = {
-    {"GET", "/hold", h_hold},
-    {"GET", "/big", h_big},
-    {"GET", "/sse", h_sse},
-    {"POST", "/echo", h_echo},
-    {NULL, NULL, NULL},
+    {"GET", "/hold", h_hold, 0},
+    {"GET", "/big", h_big, 0},
+    {"GET", "/sse", h_sse, 0},
+    {"POST", "/echo", h_echo, 0},
+    {NULL, NULL, NULL, 0},
 };
 
 static int setup(void **state)

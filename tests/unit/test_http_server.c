@@ -195,16 +195,16 @@ static void h_defer(struct tr_http_req *req, void *arg)
 }
 
 static const struct tr_http_route routes[] = {
-    {"GET", "/echo/{a}/{b}", h_echo},
-    {"POST", "/body", h_body},
-    {"GET", "/path/{x}", h_path},
-    {"GET", "/items/{id}", h_item},
-    {"DELETE", "/items/{id}", h_item},
-    {"GET", "/items/{id}", h_item},
-    {"GET", "/defer", h_defer},
-    {"GET", "/healthz", h_healthz},
-    {"GET", "/error", h_error},
-    {NULL, NULL, NULL},
+    {"GET", "/echo/{a}/{b}", h_echo, 0},
+    {"POST", "/body", h_body, 0},
+    {"GET", "/path/{x}", h_path, 0},
+    {"GET", "/items/{id}", h_item, 0},
+    {"DELETE", "/items/{id}", h_item, 0},
+    {"GET", "/items/{id}", h_item, 0},
+    {"GET", "/defer", h_defer, 0},
+    {"GET", "/healthz", h_healthz, 0},
+    {"GET", "/error", h_error, 0},
+    {NULL, NULL, NULL, 0},
 };
 
 static int setup(void **state)

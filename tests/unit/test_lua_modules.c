@@ -31,6 +31,7 @@
 #include "worker/lua_ingest.c"
 #include "worker/lua_al.c"
 #include "worker/lua_rag.h"
+#include "worker/pg_index.h"
 
 static char test_dir[256];
 
@@ -270,8 +271,35 @@ static void test_memory_cap(void **state)
     }
 }
 
+/*
+ * With TRELLIS_TEST_PG_URL (tests/pg/with_pg.sh sets it: a PostgreSQL the
+ * test started), the index's contract runs again on PostgreSQL: the same
+ * Lua files, with index.open(name) going to that database as a worker's
+ * --index-url makes it.
+ */
+static int setup_pg(void **state)
+{
+    tr_lua_index_set_url(getenv("TRELLIS_TEST_PG_URL"));
+    return setup(state);
+}
+
+static int teardown_pg(void **state)
+{
+    tr_lua_index_set_url(NULL);
+    tr_pg_pool_drain();
+    return teardown(state);
+}
+
 int main(void)
 {
+    if (getenv("TRELLIS_TEST_PG_URL") != NULL) {
+        const struct CMUnitTest pg[] = {
+            cmocka_unit_test_setup_teardown(test_index, setup_pg, teardown_pg),
+            cmocka_unit_test_setup_teardown(test_ingest, setup_pg, teardown_pg),
+            cmocka_unit_test_setup_teardown(test_memory_cap, setup_pg, teardown_pg),
+        };
+        return cmocka_run_group_tests_name("postgres", pg, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eval, setup, teardown),

@@ -202,6 +202,45 @@ static void test_round_trip(void **state)
     tr_pipeline_def_free(def);
 }
 
+/* Run control's `extra_params` is read, checked and crosses the codec. */
+static void test_extra_params(void **state)
+{
+    (void)state;
+    static const char *const fmt = "local trellis = require 'trellis'\n"
+                                   "return trellis.pipeline { name = 'p', params = { n = 1 }, %s "
+                                   "tasks = { trellis.task { name = 'a', run = function() end } } }";
+    static const struct
+    {
+        const char *field;
+        int code;
+        bool value;
+    } cases[] = {{"", 0, false}, {"extra_params = true,", 0, true},
+                 {"extra_params = false,", 0, false}, {"extra_params = 1,", TR_EINVAL, false}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char src[600];
+        snprintf(src, sizeof(src), fmt, cases[i].field);
+        struct tr_error err;
+        tr_error_init(&err);
+        struct tr_pipeline_def *def = NULL;
+        int rc = tr_pipeline_load(src, strlen(src), "p.lua", NULL, &def, &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: rc %d (want %d): %s", i, rc, cases[i].code, err.msg);
+        if (rc != 0) {
+            assert_non_null(strstr(err.msg, "extra_params"));
+            continue;
+        }
+        assert_int_equal(def->extra_params, cases[i].value);
+        msgpack_sbuffer sb;
+        pack(def, false, &sb);
+        struct tr_pipeline_def *back = NULL;
+        assert_int_equal(tr_pipeline_def_unpack(sb.data, sb.size, NULL, &back, NULL, &err), 0);
+        assert_int_equal(back->extra_params, cases[i].value);
+        tr_pipeline_def_free(back);
+        tr_pipeline_def_free(def);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
 static void test_truncated_and_corrupted(void **state)
 {
     struct tr_pipeline_def *def = load_src();
@@ -296,6 +335,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_extra_params),
         cmocka_unit_test(test_triggers_read),
         cmocka_unit_test(test_triggers_refused),
         cmocka_unit_test(test_truncated_and_corrupted),

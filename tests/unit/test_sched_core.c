@@ -94,7 +94,7 @@ static int cap_send(void *impl, const void *ident, size_t ident_len, const void 
     return 0;
 }
 
-static const struct transport_ops cap_ops = {cap_send, NULL, NULL};
+static const struct transport_ops cap_ops = {cap_send, NULL, NULL, NULL};
 
 static void on_final(void *arg, struct run *r)
 {

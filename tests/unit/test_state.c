@@ -1396,6 +1396,41 @@ static void test_trigger_state(void **state)
     assert_int_equal(j.n, 3);
 }
 
+static int on_budget(const struct tr_budget_rec *r, void *arg)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "%s=%s", r->tenant, r->json);
+    join(arg, b);
+    return 0;
+}
+
+/* A tenant's budget row is replaced in place and listed by tenant. */
+static void test_budget_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_budget_rec a = {.tenant = "default", .json = "{\"spent_tokens\":3}"};
+    struct tr_budget_rec b = {.tenant = "research", .json = "{\"spent_tokens\":0}"};
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_budget(f->st, &a), 0);
+    assert_int_equal(tr_state_put_budget(f->st, &b), 0);
+    struct tr_budget_rec bad = {.tenant = "x", .json = "[1]"};
+    assert_int_equal(tr_state_put_budget(f->st, &bad), TR_EINVAL);
+    bad = (struct tr_budget_rec){.tenant = "", .json = "{}"};
+    assert_int_equal(tr_state_put_budget(f->st, &bad), TR_EINVAL);
+    commit_ok(f->st);
+    a.json = "{\"spent_tokens\":9.5}";
+    assert_int_equal(tr_state_begin(f->st), 0);
+    assert_int_equal(tr_state_put_budget(f->st, &a), 0);
+    commit_ok(f->st);
+    struct joined j = {0};
+    assert_int_equal(tr_state_list_budgets(f->st, on_budget, &j), 0);
+    assert_int_equal(j.n, 2);
+    assert_non_null(strstr(j.text, "default="));
+    assert_non_null(strstr(j.text, "\"spent_tokens\":9.5"));
+    assert_non_null(strstr(j.text, "research="));
+    assert_null(strstr(j.text, "\"spent_tokens\":3"));
+}
+
 /* The records survive a close and reopen (a restart). */
 static void test_loop_records_persist(void **state)
 {
@@ -1424,7 +1459,8 @@ static void test_loop_records_persist(void **state)
         cmocka_unit_test_prestate_setup_teardown(test_model_registry, setup, teardown, &be),       \
         cmocka_unit_test_prestate_setup_teardown(test_trigger_state, setup, teardown, &be),        \
         cmocka_unit_test_prestate_setup_teardown(test_firing_with_its_run, setup, teardown, &be),  \
-        cmocka_unit_test_prestate_setup_teardown(test_loop_records_persist, setup, teardown, &be)
+        cmocka_unit_test_prestate_setup_teardown(test_loop_records_persist, setup, teardown, &be), \
+        cmocka_unit_test_prestate_setup_teardown(test_budget_rows, setup, teardown, &be)
 
 #define CONTRACT(be)                                                                               \
     cmocka_unit_test_prestate_setup_teardown(test_pipeline_round_trip, setup, teardown, &be),      \

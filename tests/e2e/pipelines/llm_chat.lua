@@ -7,6 +7,7 @@ local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-llm-chat", version = "1",
   params = { text = "hello there", model = "ok" },
+  extra_params = true, -- the options below are optional: nil unless a run gives them
   tasks = {
     trellis.task { name = "chat", run = function(ctx)
       local llm = require "trellis.llm"

@@ -4,6 +4,7 @@
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-llm-embed", version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = { model = "emb" },
   tasks = {
     trellis.task { name = "embed", run = function(ctx)

@@ -5,6 +5,7 @@
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-llm-http", version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = { mode = "get" },
   tasks = {
     trellis.task { name = "http", run = function(ctx)

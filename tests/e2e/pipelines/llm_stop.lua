@@ -3,6 +3,7 @@
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-llm-stop", version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = { ms = 20000 },
   tasks = {
     trellis.task { name = "slow", timeout = 1, run = function(ctx)

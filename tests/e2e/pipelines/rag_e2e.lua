@@ -5,6 +5,7 @@
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-rag", version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = { root = ".", question = "yellow bananas" },
   tasks = {
     trellis.task { name = "ingest", run = function(ctx)

@@ -2,6 +2,7 @@
 local trellis = require "trellis"
 return trellis.pipeline {
   name = "e2e-retrain", version = "1",
+  extra_params = true, -- optional params (nil unless a run gives them)
   params = { model = "none" },
   tasks = {
     trellis.task { name = "train", run = function(ctx)

@@ -31,6 +31,8 @@ local ANTHROPIC_MAX_TOKENS = 1024  -- Anthropic requires max_tokens
 -- ======================================================================
 
 local providers = {}      -- name -> provider
+local report_limits       -- defined with send
+local embed_once          -- defined before M.embed
 local default_name        -- the provider of calls that name none
 
 local function strip_slash(url)
@@ -48,6 +50,10 @@ local function add_provider(name, p)
     model_list = {},
     default_model = p.default_model,
     timeout = p.timeout,
+    -- Budgets and quotas (docs/budgets.md).
+    rpm = p.rpm, tpm = p.tpm, quota_key = p.quota_key or name,
+    on_budget = p.on_budget, budget_fallback = p.budget_fallback,
+    max_output_tokens = p.max_output_tokens,
   }
   if type(p.models) == "table" then
     if #p.models > 0 then
@@ -126,6 +132,37 @@ local function status_error(prov, res)
   return attempt_error("llm_bad_request", false, what)
 end
 
+-- "1s", "6m0s", "20ms", "0.5" -> seconds; an RFC 3339 time (Anthropic's resets) too.
+local function reset_seconds(v)
+  if type(v) ~= "string" then return -1 end
+  local n = tonumber(v)
+  if n then return n end
+  local total, any = 0, false
+  for num, unit in v:gmatch("([%d%.]+)(%a+)") do
+    local x = tonumber(num) or 0
+    if unit == "ms" then total = total + x / 1000
+    elseif unit == "s" then total = total + x
+    elseif unit == "m" then total = total + x * 60
+    elseif unit == "h" then total = total + x * 3600 end
+    any = true
+  end
+  if any then return total end
+  local wait = C.retry_after(v)  -- an HTTP date; RFC 3339 is not parsed: -1
+  return wait or -1
+end
+
+-- The rate-limit headers of an answer, reported to the scheduler, which
+-- shares the provider's quota across the workers (budget_client.c).
+report_limits = function(prov, h)
+  if type(h) ~= "table" then return end
+  local rq = h["x-ratelimit-remaining-requests"] or h["anthropic-ratelimit-requests-remaining"]
+  local rt = h["x-ratelimit-remaining-tokens"] or h["anthropic-ratelimit-tokens-remaining"]
+  if not rq and not rt then return end
+  C.budget_report(prov.quota_key, tonumber(rq) or -1, tonumber(rt) or -1,
+                  reset_seconds(h["x-ratelimit-reset-requests"] or h["anthropic-ratelimit-requests-reset"]),
+                  reset_seconds(h["x-ratelimit-reset-tokens"] or h["anthropic-ratelimit-tokens-reset"]))
+end
+
 -- Sends one request; returns the response or nil and an attempt error.
 local function send(prov, url, headers, body, remaining, sse)
   local timeout = math.min(remaining, prov.timeout or remaining)
@@ -148,6 +185,7 @@ local function send(prov, url, headers, body, remaining, sse)
     -- Connection refused or reset, DNS: worth another try.
     return nil, attempt_error("http_error", true, msg)
   end
+  report_limits(prov, res.headers)
   if res.status < 200 or res.status >= 300 then
     return nil, status_error(prov, res)
   end
@@ -541,6 +579,61 @@ local function check_messages(call)
   end
 end
 
+-- ======================================================================
+-- Budgets: reserve the worst case before a request leaves, settle after
+-- ======================================================================
+
+local DEFAULT_MAX_OUTPUT = 4096  -- the worst case of a call that names no max_tokens
+
+-- Prompt tokens, over-estimated (a token is rarely under 3 bytes), so that
+-- the real usage stays under the reservation.
+local function prompt_worst(texts)
+  local n = 0
+  for _, s in ipairs(texts) do n = n + math.ceil(#s / 3) + 8 end
+  return n
+end
+
+-- Reserves tokens (prompt_tokens + max_out) of target; returns the
+-- reservation id (0 outside a task), or nil and an attempt error. Waits for
+-- the provider's quota while the deadline allows.
+local function reserve(target, call, prompt_tokens, max_out, stop_at)
+  local prov = target.prov
+  if prov.kind == "extractive" then return 0 end
+  local pin, pout = price_of(prov, target.model)
+  local tokens = prompt_tokens + max_out
+  local cost = (prompt_tokens * pin + max_out * pout) / 1e6
+  while true do
+    local code, id, wait, policy, msg = C.budget_reserve(prov.quota_key, prov.rpm, prov.tpm,
+                                                         tokens, cost)
+    if code == nil or code == "ok" then return id or 0 end
+    if code == "rate_limited" then
+      if C.mono_ms() + wait * 1000 >= stop_at then
+        return nil, attempt_error("llm_rate_limited", false, string.format(
+          "provider '%s': the shared quota is used up and waiting %.3g s would pass the "
+          .. "deadline (%s)", prov.name, wait, msg))
+      end
+      trellis.sleep(wait)
+    elseif code == "budget_exceeded" then
+      local err = attempt_error("budget_exceeded", false, msg)
+      err.budget = true
+      err.policy = call.on_budget or (policy ~= "fail" and policy) or prov.on_budget or "fail"
+      return nil, err
+    else
+      return nil, attempt_error("budget_unavailable", false, msg)
+    end
+  end
+end
+
+-- The cheaper target a budget_exceeded falls back to (the providers file's
+-- budget_fallback of the model, or of the provider), or nil.
+local function budget_fallback(target)
+  local def = target.prov.models[target.model]
+  local fb = (type(def) == "table" and def.budget_fallback) or target.prov.budget_fallback
+  if type(fb) ~= "table" then return nil end
+  local ok, t = pcall(resolve, { provider = fb.provider or target.prov.name, model = fb.model })
+  return ok and t or nil
+end
+
 -- Runs try(target, remaining) over the chain with retries; returns result, target.
 local function with_retries(call, chain, try)
   local deadline = tonumber(call.deadline) or DEFAULT_DEADLINE
@@ -549,7 +642,10 @@ local function with_retries(call, chain, try)
   local t0 = C.mono_ms()
   local stop_at = t0 + deadline * 1000
   local last
-  for _, target in ipairs(chain) do
+  local i = 0
+  while i < #chain do
+    i = i + 1
+    local target = chain[i]
     local failures = 0
     while true do
       local remaining = (stop_at - C.mono_ms()) / 1000
@@ -557,9 +653,20 @@ local function with_retries(call, chain, try)
         fail("llm_timeout", "deadline of %g s passed%s", deadline,
              last and (" (last error: " .. last.code .. ": " .. last.msg .. ")") or "")
       end
-      local res, err = try(target, remaining)
+      local res, err = try(target, remaining, stop_at)
       if res then return res, target, t0 end
       last = err
+      if err.budget then
+        local fb = err.policy == "fallback" and not target.budget_fb and budget_fallback(target)
+        if not fb then
+          local why = err.policy == "approve" and
+            " (on_budget = \"approve\": holding for an operator is not available yet)" or ""
+          fail("budget_exceeded", "%s%s", err.msg, why)
+        end
+        fb.budget_fb = true  -- one step down, not a loop
+        table.insert(chain, i + 1, fb)
+        break
+      end
       if err.final then
         fail(err.code, "%s (deadline %g s)", err.msg, deadline)
       end
@@ -622,11 +729,36 @@ function M.chat(call)
       return hit
     end
   end
-  local function try(target, remaining)
+  local texts = {}
+  for i, m in ipairs(call.messages) do texts[i] = text_of(m.content) end
+  local worst_prompt = prompt_worst(texts)
+  local function try(target, remaining, stop_at)
     local prov = target.prov
     if prov.kind == "extractive" then return extractive_chat(call) end
-    if prov.kind == "anthropic" then return anthropic_chat(prov, call, target.model, remaining) end
-    return openai_chat(prov, call, target.model, remaining)
+    local max_out = math.tointeger(call.max_tokens) or prov.max_output_tokens
+                    or (prov.kind == "anthropic" and ANTHROPIC_MAX_TOKENS) or DEFAULT_MAX_OUTPUT
+    local t_res = C.mono_ms()
+    local rid, rerr = reserve(target, call, worst_prompt, max_out, stop_at)
+    if not rid then return nil, rerr end
+    local budget_ms = C.mono_ms() - t_res
+    local f = prov.kind == "anthropic" and anthropic_chat or openai_chat
+    local ok, r, err = pcall(f, prov, call, target.model, remaining)
+    if not ok or not r then
+      -- A request that may have been served counts at its worst case;
+      -- one the provider refused with a status costs nothing.
+      local served = not ok or err.code == "llm_timeout" or err.code == "http_error"
+      local pin, pout = price_of(prov, target.model)
+      C.budget_settle(rid, served and worst_prompt + max_out or 0,
+                      served and (worst_prompt * pin + max_out * pout) / 1e6 or 0)
+      if not ok then error(r, 0) end
+      return nil, err
+    end
+    local pt = r.usage.prompt_tokens or worst_prompt
+    local ct = r.usage.completion_tokens or estimate_tokens(r.text)
+    local pin, pout = price_of(prov, target.model)
+    C.budget_settle(rid, pt + ct, (pt * pin + ct * pout) / 1e6)
+    r.budget_ms = budget_ms  -- the reservation's round trip (and quota waits)
+    return r
   end
   C.span_begin() -- the span of this call: its requests carry it in traceparent
   local r, target, t0 = with_retries(call, chain, try)
@@ -672,6 +804,30 @@ local function hash_embed(text)
   return v
 end
 
+-- One embeddings request to an OpenAI-compatible provider.
+embed_once = function(prov, target, input, remaining)
+  local res, err = send(prov, prov.base_url .. "/embeddings", api_headers(prov),
+                        C.json_encode { model = target.model, input = input }, remaining)
+  if not res then return nil, err end
+  local obj, why = C.json_decode(res.body)
+  if type(obj) ~= "table" or type(obj.data) ~= "table" then
+    return nil, bad_response(prov, "malformed embeddings: " .. (why or "no data"))
+  end
+  local vectors = {}
+  for i, d in ipairs(obj.data) do
+    if type(d) ~= "table" or type(d.embedding) ~= "table" then
+      return nil, bad_response(prov, "an embedding that is not an array")
+    end
+    vectors[(math.tointeger(d.index) or (i - 1)) + 1] = d.embedding
+  end
+  if #vectors ~= #input then
+    return nil, bad_response(prov, string.format("%d embeddings for %d inputs", #vectors, #input))
+  end
+  local u = type(obj.usage) == "table" and obj.usage or {}
+  return { vectors = vectors, model = type(obj.model) == "string" and obj.model or target.model,
+           usage = { prompt_tokens = math.tointeger(u.prompt_tokens) } }
+end
+
 function M.embed(call)
   if type(call) ~= "table" then fail("llm_bad_request", "llm.embed expects a table") end
   local input = call.input
@@ -683,8 +839,20 @@ function M.embed(call)
     if type(s) ~= "string" then fail("llm_bad_request", "input %d is not a string", i) end
   end
   local chain = chain_of(call)
-  local function try(target, remaining)
+  local worst_prompt = prompt_worst(input)
+  local function try(target, remaining, stop_at)
     local prov = target.prov
+    if prov.kind ~= "extractive" and prov.kind == "openai" then
+      local rid, rerr = reserve(target, call, worst_prompt, 0, stop_at)
+      if not rid then return nil, rerr end
+      local ok, r, err = pcall(embed_once, prov, target, input, remaining)
+      local pin = price_of(prov, target.model)
+      local used = ok and r and (r.usage.prompt_tokens or worst_prompt) or
+                   ((not ok or err.code == "llm_timeout") and worst_prompt or 0)
+      C.budget_settle(rid, used, used * pin / 1e6)
+      if not ok then error(r, 0) end
+      return r, err
+    end
     if prov.kind == "extractive" then
       local vectors, n = {}, 0
       for i, s in ipairs(input) do
@@ -699,26 +867,7 @@ function M.embed(call)
                                 string.format("provider '%s' (%s) has no embeddings", prov.name,
                                               prov.kind))
     end
-    local res, err = send(prov, prov.base_url .. "/embeddings", api_headers(prov),
-                          C.json_encode { model = target.model, input = input }, remaining)
-    if not res then return nil, err end
-    local obj, why = C.json_decode(res.body)
-    if type(obj) ~= "table" or type(obj.data) ~= "table" then
-      return nil, bad_response(prov, "malformed embeddings: " .. (why or "no data"))
-    end
-    local vectors = {}
-    for i, d in ipairs(obj.data) do
-      if type(d) ~= "table" or type(d.embedding) ~= "table" then
-        return nil, bad_response(prov, "an embedding that is not an array")
-      end
-      vectors[(math.tointeger(d.index) or (i - 1)) + 1] = d.embedding
-    end
-    if #vectors ~= #input then
-      return nil, bad_response(prov, string.format("%d embeddings for %d inputs", #vectors, #input))
-    end
-    local u = type(obj.usage) == "table" and obj.usage or {}
-    return { vectors = vectors, model = type(obj.model) == "string" and obj.model or target.model,
-             usage = { prompt_tokens = math.tointeger(u.prompt_tokens) } }
+    return nil, attempt_error("llm_bad_request", false, "unreachable")
   end
   C.span_begin()
   local r, target, t0 = with_retries(call, chain, try)
