@@ -69,6 +69,20 @@ static size_t json_str(char *out, size_t o, size_t cap, const char *s, size_t n)
             out[o++] = (char)c;
         } else if (c < 0x20 || c == 0x7f) {
             o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+        } else if (c >= 0x80) {
+            /* Valid UTF-8 is copied; any other byte becomes U+FFFD (JSON is UTF-8). */
+            size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                       : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+            bool ok = len > 0 && i + len <= n && o + len + 8 < cap;
+            for (size_t k = 1; ok && k < len; k++)
+                ok = ((unsigned char)s[i + k] & 0xc0) == 0x80;
+            if (ok) {
+                memcpy(out + o, s + i, len);
+                o += len;
+                i += len - 1;
+            } else {
+                o += (size_t)snprintf(out + o, cap - o, "\\ufffd");
+            }
         } else {
             out[o++] = (char)c;
         }
@@ -80,12 +94,12 @@ static size_t json_str(char *out, size_t o, size_t cap, const char *s, size_t n)
 static size_t json_field(char *out, size_t o, size_t cap, const char *k, size_t kl,
                          const char *v, size_t vl)
 {
-    if (o + kl + 8 >= cap)
+    /* Room for the whole key and the quotes of a (maybe cut) value, or no field at all:
+     * the line stays one valid object however long it gets. */
+    if (o + kl + 16 >= cap)
         return o;
     out[o++] = ',';
     o = json_str(out, o, cap, k, kl);
-    if (o + 2 >= cap)
-        return o;
     out[o++] = ':';
     return json_str(out, o, cap, v, vl);
 }

@@ -196,6 +196,15 @@ static void test_json_log(void **state)
     tr_log_set_trace_fn(fake_trace);
     tr_info("task retry run=r-1 task=a\"b index=2 worker='w 1' delay=0.5s: boom\n\"x\"");
     tr_warn("plain line with = and key=");
+    /* Long and escaped everywhere: cut, still one object. */
+    char big[1900];
+    memset(big, 0xff, sizeof(big)); /* the tail: bytes that are not UTF-8 */
+    static const char piece[] = "k=\x01\x01\x01\"\x01 rr  ";
+    _Static_assert(sizeof(piece) == 13, "12 bytes a piece");
+    for (size_t i = 0; i + 12 < sizeof(big); i += 12)
+        memcpy(big + i, piece, 12);
+    big[sizeof(big) - 1] = '\0';
+    tr_err("%s", big);
     tr_log_set_json(false);
     fflush(stderr);
     dup2(saved, 2);
@@ -224,6 +233,14 @@ static void test_json_log(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "level")), "warn");
     assert_null(json_object_get(o, "trace_id"));
     json_decref(o);
+    char *longline = tr_malloc(65536);
+    assert_non_null(longline);
+    assert_non_null(fgets(longline, 65536, f));
+    o = json_loads(longline, 0, &je);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "level")), "error");
+    json_decref(o);
+    tr_free(longline);
     fclose(f);
     unlink(path);
 }
