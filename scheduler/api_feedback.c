@@ -289,6 +289,7 @@ void h_feedback_post(struct tr_http_req *req, void *arg)
         return;
     }
     fb_stats_add(st, score, negative, now);
+    obs_feedback(s->core->obs, st->pipeline, st->count, st->negative);
     json_t *o = json_object();
     json_object_set_new(o, "feedback_id", json_string(id));
     tr_audit_record(s, req, "feedback.create", id);

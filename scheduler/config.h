@@ -36,6 +36,7 @@ struct sched_config
     char *id;                 /* --id: this scheduler's name in the election */
     char *advertise_api;      /* --advertise-api: API URL standbys redirect to (NULL: --api) */
     uint32_t leader_ttl_s;    /* --leader-ttl: lease of the leader key, seconds */
+    char *otlp_endpoint;      /* --otlp-endpoint: OTLP/HTTP collector, or NULL */
     uint32_t unschedulable_s; /* --unschedulable-timeout: labelled tasks nobody can take fail */
     double retention_days;    /* --retention: finished runs older are purged (0: kept) */
     uint32_t max_sse;         /* --max-sse: open event streams at most */

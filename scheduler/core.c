@@ -400,6 +400,7 @@ void core_on_result(struct core *c, struct worker *w, const struct tr_msg_result
     inst_usage_add(in, m->usage.p, m->usage.len);
     struct guard_ctx gc = {c, in};
     usage_guards(m->usage.p, m->usage.len, on_guard_blocked, &gc);
+    obs_attempt(c->obs, in, w->id, m);
     if (in->state == TR_TASK_CANCELLED || run_is_final(in->run)) {
         if (m->usage.len > 0 && tr_task_state_final(in->state)) {
             inst_mark_dirty(in);
@@ -569,7 +570,7 @@ int run_new(struct core *s, struct pipeline_entry *pe, json_t *params, struct ru
              (unsigned long long)++s->next_run);
     r->created_at = tr_now();
     r->state = TR_RUN_QUEUED;
-    r->obs = s->obs;
+    r->obs = s->run_obs;
     int rc = run_set_params(r, params, err);
     if (rc < 0)
         goto out_free;
@@ -743,6 +744,7 @@ static void run_finish(struct run *r)
     tr_info("run %s run=%s pipeline=%s", tr_run_state_names[r->state], r->id, def->name);
     run_mark_dirty(r);
     lru_append(s, r);
+    obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
     flow_run_final(r);
@@ -792,6 +794,7 @@ int run_stop(struct run *r, const char *reason, uint8_t st)
             reason);
     run_mark_dirty(r);
     lru_append(s, r);
+    obs_run_final(s->obs, r);
     if (s->hooks.run_final != NULL)
         s->hooks.run_final(s->hooks.arg, r);
     flow_run_final(r);

@@ -18,6 +18,7 @@
 #include "scheduler/dispatch.h"
 #include "scheduler/loader.h"
 #include "scheduler/model.h"
+#include "scheduler/obs.h"
 #include "scheduler/timers.h"
 #include "scheduler/workers.h"
 
@@ -56,10 +57,11 @@ struct core
     struct counters *cnt;
     struct transport *tp;     /* answers sent at once (PIPELINE, BYE); NULL until leading */
     struct core_hooks hooks;
+    struct obs *obs;          /* spans and per-pipeline metrics (obs.h), or NULL */
     struct tr_hmap flow_pending; /* child run id -> waiting subrun instance, while recovering
                                   * (core_flow.c) */
     struct tr_hmap gates;     /* pipeline name -> struct run_gate (max_active_runs) */
-    const struct run_observer *obs; /* given to every new run (events.c), or NULL */
+    const struct run_observer *run_obs; /* given to every new run (events.c), or NULL */
 };
 
 /* The parts the core works with, all initialized by the caller. */

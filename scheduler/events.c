@@ -1076,7 +1076,7 @@ void events_init(struct events *ev, uv_loop_t *loop, struct core *core, struct t
     ev->max_sse = max_sse;
     ev->queue_max = queue_max;
     ev->obs = (struct run_observer){ev, obs_task, obs_run, obs_logs, obs_freed, obs_delta};
-    core->obs = &ev->obs;
+    core->run_obs = &ev->obs;
     uv_timer_init(loop, &ev->heartbeat);
     ev->heartbeat.data = ev;
     uv_timer_start(&ev->heartbeat, on_heartbeat, EV_HEARTBEAT_MS, EV_HEARTBEAT_MS);
@@ -1097,7 +1097,7 @@ void events_release(struct events *ev)
             er_free(ev, r->ev);
     }
     ev->dirty = NULL;
-    ev->core->obs = NULL;
+    ev->core->run_obs = NULL;
     if (ev->all != NULL) {
         ring_release(ev->all);
         tr_free(ev->all);

@@ -9,12 +9,25 @@
 
 #include "lib/base/alloc.h"
 #include "lib/base/flags.h"
+#include "lib/http/otlp.h"
 
 /* Values with no field of their own in struct sched_config. */
 static char *opt_api;
 static int opt_log_level;
+static int opt_log_format;
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+static const char *check_otlp(const char *v)
+{
+    if (v[0] == '\0')
+        return NULL; /* empty: no export (a template's empty variable) */
+    if (strpbrk(v, "\r\n ") != NULL ||
+        (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+        return "not an http:// or https:// URL";
+    return NULL;
+}
 
 /* HOST:PORT, [V6]:PORT or http://HOST:PORT[/]; splits it when host is not NULL. */
 static const char *split_api(const char *s, char **host, int *port)
@@ -130,6 +143,10 @@ static const struct tr_flag sched_flags[] = {
      .help = "client certificate for etcd, with --etcd-key"},
     {"etcd-key", 0, TR_FLAG_STR, CFG(etcd_key), .arg = "FILE", .check = check_etcd_file,
      .help = "client key for etcd, with --etcd-cert"},
+    {"otlp-endpoint", 0, TR_FLAG_STR, CFG(otlp_endpoint), .arg = "URL", .check = check_otlp,
+     .help = "send OpenTelemetry spans (OTLP/HTTP JSON) to URL/v1/traces"},
+    {"log-format", 0, TR_FLAG_ENUM, .var = &opt_log_format, .dflt = "text",
+     .choices = log_formats, .arg = "FORMAT", .help = "text, or json (one object per line)"},
     {"unschedulable-timeout", 0, TR_FLAG_UINT, CFG(unschedulable_s), .dflt = "300", .arg = "N",
      .max = 86400 * 7, .help = "seconds a task waits for a worker with its labels (0: forever)"},
     {"retention", 0, TR_FLAG_DOUBLE, CFG(retention_days), .dflt = "0", .arg = "DAYS",
@@ -139,6 +156,13 @@ static const struct tr_flag sched_flags[] = {
      .arg = "N", .min = 1, .max = 86400 * 7,
      .help = "seconds an LLM call held for an operator's approval waits before it is rejected"},
 };
+
+/* A JSON log line that names a run carries the run's trace id (docs/observability.md). */
+static void log_trace_id(const char *run_id, char out[33])
+{
+    char span[TR_OTLP_SPAN_HEX];
+    tr_otlp_run_ids(run_id, strlen(run_id), out, span);
+}
 
 static void usage(const struct tr_flags *f, FILE *out)
 {
@@ -228,6 +252,8 @@ int main(int argc, char **argv)
     }
     int log_level = opt_log_level;
     tr_log_init("scheduler", (enum tr_log_level)log_level);
+    tr_log_set_json(opt_log_format == 1);
+    tr_log_set_trace_fn(log_trace_id);
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_t loop;

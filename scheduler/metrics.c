@@ -210,6 +210,8 @@ char *metrics_render(const struct metrics_src *s, size_t *len)
             goto out_oom;
         ADD("\"} %llu\n", (unsigned long long)g->n);
     }
+    if (obs_metrics_render(s->core->obs, &b) != 0) /* per pipeline (metrics_pipeline.c) */
+        goto out_oom;
     tr_buf_release(&esc);
     return tr_buf_detach(&b, len);
 out_oom:

@@ -102,7 +102,7 @@ struct task_rt
 
 /*
  * Who is told of what happens to a run (the events part, events.c): set on
- * each run by the core (run_new copies core->obs), NULL when nobody listens.
+ * each run by the core (run_new copies core->run_obs), NULL when nobody listens.
  * Each call is made right after the change, on the loop thread.
  */
 struct run_observer

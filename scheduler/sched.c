@@ -200,6 +200,8 @@ static void parts_init(struct sched *s)
     struct core_hooks ch = {.arg = &s->api, .run_final = api_run_final, .call = api_on_call,
                             .guard_blocked = api_guard_blocked};
     core_init(&s->core, &cp, s->cfg.keep_runs, &ch);
+    obs_init(&s->obs);
+    s->core.obs = &s->obs;
 }
 
 /* The feedback loop's records go into the turn's transaction. */
@@ -285,6 +287,10 @@ int sched_open(struct sched *s, uv_loop_t *loop, const struct sched_config *cfg,
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     s->handles_open = true;
+
+    int orc = obs_open_traces(&s->obs, loop, cfg->otlp_endpoint);
+    if (orc < 0)
+        return tr_error_set(err, orc, "cannot start the span exporter");
 
     /* Before the election: a leader's recovery reads pipelines through it. */
     struct sandbox_config sc = {
@@ -377,6 +383,7 @@ void sched_close(struct sched *s)
     rc_close(&s->api);
     bud_close(&s->api);
     core_release(&s->core);
+    obs_release(&s->obs); /* sends the spans still queued */
     pipes_release(&s->pipes);
     batch_release(&s->batch);
     counters_release(&s->cnt);

@@ -34,6 +34,7 @@
  *   transport  the ZeroMQ ROUTER behind an interface     transport.c
  *   loader     pipeline graphs by digest                 loader.c
  *   sandbox    child processes that read pipeline files  sandbox.c sandbox_child.c
+ *   obs        spans, per-pipeline metrics and drift     traces.c metrics_pipeline.c
  *   usage      LLM call records and sums                 usage.c
  *   counters   the numbers behind /metrics               counters.c
  *   model      runs, instances, pipeline entries         model.c
@@ -86,6 +87,7 @@ struct sched
     struct fleet fleet;
     struct dispatch dispatch;
     struct core core;
+    struct obs obs;           /* spans, per-pipeline metrics (obs.h) */
     struct leader *leader;    /* never NULL between sched_open and sched_close */
     struct recovery *recovery; /* resuming runs after taking over, or NULL */
     struct api api;

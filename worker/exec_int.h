@@ -109,6 +109,9 @@ struct tr_task
     /* Tokens of streamed LLM calls not sent yet (task_delta.c). */
     struct tr_buf delta;     /* at most TR_PROTO_DELTA_MAX bytes */
     uint64_t delta_dropped;  /* bytes dropped since the last LLM_DELTA */
+    /* The LLM call in progress, for its span and traceparent (traces.c). */
+    char llm_span[17];       /* hex span id, "" when none */
+    double llm_span_start;   /* wall clock */
 };
 
 enum pipe_state

@@ -124,6 +124,7 @@ static void task_put(struct tr_executor *e, struct tr_task *t)
     else
         tr_buf_reset(&t->usage);
     t->n_usage = 0;
+    t->llm_span[0] = '\0';
     t->usage_dropped = 0;
     t->next = e->pool;
     e->pool = t;

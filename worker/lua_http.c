@@ -20,10 +20,12 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lib/base/alloc.h"
 #include "worker/executor.h"
 #include "worker/http_multi.h"
+#include "worker/traces.h"
 
 #define BOX_MT "trellis.http.request"
 #define HOLDER_MT "trellis.http.multi"
@@ -215,6 +217,22 @@ static void read_opts(lua_State *L, struct opts *o)
     else if (!lua_isnil(L, -1))
         luaL_error(L, "http_error: field 'headers' must be a table");
     /* The headers table (or nil) stays at the top for build_headers. */
+}
+
+/* The task's trace context (traces.h), unless the caller set its own. */
+static int add_traceparent(const struct tr_task *t, struct tr_http_call *r)
+{
+    for (const struct curl_slist *h = r->headers; h != NULL; h = h->next) {
+        if (strncasecmp(h->data, "traceparent:", 12) == 0)
+            return 0;
+    }
+    char line[80] = "traceparent: ";
+    tr_traces_traceparent(t, line + strlen(line));
+    struct curl_slist *l = curl_slist_append(r->headers, line);
+    if (l == NULL)
+        return TR_ENOMEM;
+    r->headers = l;
+    return 0;
 }
 
 /* Adds the checked headers table at the top of the stack to r. Never raises. */
@@ -426,6 +444,8 @@ static int l_request(lua_State *L)
     lua_pushvalue(L, -2);
     int rc = o.has_headers ? build_headers(L, r) : 0;
     lua_pop(L, 1);
+    if (rc == 0)
+        rc = add_traceparent(t, r);
     /* Waiting for "100 Continue" before sending a body costs a round trip. */
     struct curl_slist *l = rc == 0 ? curl_slist_append(r->headers, "Expect:") : NULL;
     if (l == NULL)

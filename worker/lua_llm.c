@@ -37,6 +37,7 @@
 #include "worker/budget_client.h"
 #include "worker/executor.h"
 #include "worker/lua_embed.h"
+#include "worker/traces.h"
 
 #define CACHE_MT "trellis.llm.cache"
 
@@ -399,6 +400,10 @@ static int l_usage_add(lua_State *L)
     u.latency_ms = luaL_optnumber(L, -1, 0);
     lua_getfield(L, 1, "cached");
     u.cached = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "request_model");
+    lua_getfield(L, 1, "operation");
+    lua_getfield(L, 1, "finish_reason");
+    tr_traces_llm_end(t, &u, lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
     lua_pushboolean(L, tr_task_usage_add(t, &u) == 0);
     return 1;
 }
@@ -411,6 +416,15 @@ static int l_guards(lua_State *L)
         return 0;
     tr_task_push_guards(L, t);
     return 2;
+}
+
+/* span_begin(): an LLM call of the running task starts (its span, its traceparent) */
+static int l_span_begin(lua_State *L)
+{
+    struct tr_task *t = tr_task_running(L);
+    if (t != NULL)
+        tr_traces_llm_begin(t);
+    return 0;
 }
 
 /* ====================================================================== */
@@ -611,6 +625,7 @@ int tr_lua_llm_open(lua_State *L)
         {"env_config", l_env_config},   {"api_key", l_api_key},
         {"retry_after", l_retry_after}, {"backoff", l_backoff},
         {"mono_ms", l_mono_ms},         {"usage_add", l_usage_add},
+        {"span_begin", l_span_begin},
         {"budget_reserve", tr_budget_l_reserve}, {"budget_settle", tr_budget_l_settle},
         {"budget_report", tr_budget_l_report},
         {"guards", l_guards},

@@ -24,10 +24,12 @@
 #include "lib/base/log.h"
 #include "lib/wire/curve.h"
 #include "worker/lua_llm.h"
+#include "worker/traces.h"
 #include "worker/secrets.h"
 #include "worker/lua_rag.h"
 #include "worker/pg_index.h"
 #include "worker/worker.h"
+#include "lib/http/otlp.h"
 
 #define SLOTS_MAX 100000
 #define GPUS_MAX 64 /* TR_PROTO_MAX_GPUS */
@@ -46,6 +48,8 @@ struct options
     double max_block;    /* seconds, 0 = no watchdog */
     int log_level;
     char *providers;     /* trellis.llm providers file, or NULL */
+    char *otlp_endpoint; /* --otlp-endpoint, or NULL */
+    int log_format;      /* 0 text, 1 json */
     char *secrets_dir;   /* trellis.secret's folder, or NULL */
     char *index_url;     /* trellis.index on PostgreSQL, or NULL (SQLite files) */
     char *curve_key;     /* this worker's key pair file */
@@ -56,6 +60,24 @@ struct options
 };
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+static const char *check_otlp(const char *v)
+{
+    if (v[0] == '\0')
+        return NULL; /* empty: no export */
+    if (strpbrk(v, "\r\n ") != NULL ||
+        (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+        return "not an http:// or https:// URL";
+    return NULL;
+}
+
+/* A JSON log line that names a run carries the run's trace id. */
+static void log_trace_id(const char *run_id, char out[33])
+{
+    char span[TR_OTLP_SPAN_HEX];
+    tr_otlp_run_ids(run_id, strlen(run_id), out, span);
+}
 
 static const char *check_nonempty(const char *v)
 {
@@ -126,6 +148,10 @@ static const struct tr_flag worker_flags[] = {
      .arg = "LEVEL", .help = "debug, info, warn or error"},
     {"providers", 0, TR_FLAG_STR, OPT(providers), .arg = "FILE", .check = check_nonempty,
      .help = "LLM providers for trellis.llm (docs/llm.md)"},
+    {"otlp-endpoint", 0, TR_FLAG_STR, OPT(otlp_endpoint), .arg = "URL", .check = check_otlp,
+     .help = "send OpenTelemetry spans (OTLP/HTTP JSON) to URL/v1/traces"},
+    {"log-format", 0, TR_FLAG_ENUM, OPT(log_format), .dflt = "text", .choices = log_formats,
+     .arg = "FORMAT", .help = "text, or json (one object per line)"},
     {"secrets-dir", 0, TR_FLAG_STR, OPT(secrets_dir), .arg = "DIR", .check = check_nonempty,
      .help = "folder of files read by trellis.secret(NAME) (docs/pipelines.md)"},
     {"index-url", 0, TR_FLAG_STR, OPT(index_url), .arg = "postgres://...", .check = check_index_url,
@@ -263,7 +289,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&a->flush, NULL);
 }
 
-static int run(struct tr_worker_config *cfg)
+static int run(struct tr_worker_config *cfg, const char *otlp_endpoint)
 {
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
@@ -274,6 +300,11 @@ static int run(struct tr_worker_config *cfg)
     struct tr_error err;
     tr_error_init(&err);
     int rc = 0;
+    if (tr_traces_open(&loop, otlp_endpoint, cfg->id) < 0) {
+        tr_err("cannot start the span exporter worker=%s", cfg->id);
+        uv_loop_close(&loop);
+        return 1;
+    }
     a.worker = tr_worker_new(&loop, cfg, &err);
     if (a.worker == NULL || tr_worker_start(a.worker, &err) < 0) {
         tr_err("cannot start worker=%s: %s", cfg->id, err.msg);
@@ -288,6 +319,8 @@ static int run(struct tr_worker_config *cfg)
         uv_signal_start(&a.sigint, on_signal, SIGINT);
         uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    tr_traces_close(); /* the spans still queued go out now */
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0) {
         tr_err("loop closed with handles still open");
@@ -337,9 +370,12 @@ int main(int argc, char **argv)
     }
     tr_lua_index_set_url(o.index_url);
     tr_log_init("worker", (enum tr_log_level)o.log_level);
+    tr_log_set_json(o.log_format == 1);
+    tr_log_set_field("worker", cfg.id);
+    tr_log_set_trace_fn(log_trace_id);
     buffer_logs();
     signal(SIGPIPE, SIG_IGN);
-    rc = run(&cfg);
+    rc = run(&cfg, o.otlp_endpoint);
 out:
     tr_llm_providers_free();
     tr_secrets_free();

@@ -22,6 +22,17 @@ enum tr_log_level
 /* Sets the process tag ("scheduler", "worker") and the minimum level. */
 void tr_log_init(const char *tag, enum tr_log_level min);
 
+/*
+ * JSON lines instead of text (--log-format json): one object per line with
+ * "time", "level", "process", "msg", the process-wide fields below, and each
+ * key=value pair of the message as a field of its own ("run", "task",
+ * "worker", ...). With trace_fn set, a line naming a run also carries its
+ * "trace_id" (the OTLP trace of the run). Call before threads exist.
+ */
+void tr_log_set_json(bool on);
+void tr_log_set_field(const char *key, const char *value); /* at most 4; copied pointers */
+void tr_log_set_trace_fn(void (*trace_fn)(const char *run_id, char out[33]));
+
 /* Parses "debug|info|warn|error"; returns -1 when unknown. */
 int tr_log_level_parse(const char *s);
 

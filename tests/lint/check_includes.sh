@@ -29,15 +29,16 @@ check lib/http  'lib/(base|http)/'
 check lib/etcd  'lib/(base|etcd)/|proto/etcd/'
 check lib/state 'lib/(base|etcd|state)/'
 check scheduler 'lib/|scheduler/'
-check worker    'lib/(base|wire|lua)/|worker/'
+check worker    'lib/(base|wire|lua|http)/|worker/'
 check cli       'lib/(base|wire)/|cli/'
 # The scheduler's parts, lowest first (scheduler/sched.h, docs/architecture.md).
-sched_order="config model counters usage sandbox loader transport batch timers gpus fleet dispatch
+sched_order="config model counters usage obs sandbox loader transport batch timers gpus fleet dispatch
              core leader recover metrics api sched main"
 # part FILE: the part a file of scheduler/ belongs to.
 part() {
   case "$1" in
     workers.[ch]) echo fleet ;;
+    traces.c|metrics_pipeline.c) echo obs ;;
     core_events.c|core_flow.[ch]|core_controls.c) echo core ;;
     dispatch_place.c|dispatch_int.h) echo dispatch ;;
     sandbox_child.c) echo sandbox ;;

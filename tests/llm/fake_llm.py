@@ -42,6 +42,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+TRACEPARENTS = []  # W3C trace contexts of the POSTs (tests/e2e/test_otel.sh)
 LOCK = threading.Lock()
 IN_FLIGHT = [0, 0]  # API requests being answered now, and the most at once
 CONNECTIONS = [0]   # TCP connections accepted: keep-alive reuse shows here
@@ -134,7 +135,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(200, {"calls": CALLS, "paths": PATHS, "total": TOTAL[0],
                                      "max_per_second": most, "rejected": REJECTED,
                                      "max_in_flight": IN_FLIGHT[1],
-                                     "connections": CONNECTIONS[0]})
+                                     "connections": CONNECTIONS[0],
+                                     "traceparents": TRACEPARENTS[-100:]})
             return True
         if u.path == "/echo":
             self.send_json(200, {"method": method, "path": self.path,
@@ -181,6 +183,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         with LOCK:
+            if self.headers.get("traceparent"):
+                TRACEPARENTS.append(self.headers.get("traceparent"))
             IN_FLIGHT[0] += 1
             IN_FLIGHT[1] = max(IN_FLIGHT[1], IN_FLIGHT[0])
         try:

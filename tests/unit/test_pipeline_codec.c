@@ -206,9 +206,10 @@ static void test_round_trip(void **state)
 static void test_extra_params(void **state)
 {
     (void)state;
-    static const char *const fmt = "local trellis = require 'trellis'\n"
-                                   "return trellis.pipeline { name = 'p', params = { n = 1 }, %s "
-                                   "tasks = { trellis.task { name = 'a', run = function() end } } }";
+#define EXTRA_PARAMS_FMT                                                                           \
+    "local trellis = require 'trellis'\n"                                                          \
+    "return trellis.pipeline { name = 'p', params = { n = 1 }, %s "                                \
+    "tasks = { trellis.task { name = 'a', run = function() end } } }"
     static const struct
     {
         const char *field;
@@ -218,7 +219,7 @@ static void test_extra_params(void **state)
                  {"extra_params = false,", 0, false}, {"extra_params = 1,", TR_EINVAL, false}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char src[600];
-        snprintf(src, sizeof(src), fmt, cases[i].field);
+        snprintf(src, sizeof(src), EXTRA_PARAMS_FMT, cases[i].field);
         struct tr_error err;
         tr_error_init(&err);
         struct tr_pipeline_def *def = NULL;

@@ -246,7 +246,7 @@ local function openai_chat(prov, call, model, remaining)
   local res, err = send(prov, prov.base_url .. "/chat/completions", api_headers(prov),
                         C.json_encode(body), remaining, call.stream)
   if not res then return nil, err end
-  local text, usage = nil, nil
+  local text, usage, finish = nil, nil, nil
   if call.stream then
     local parts, done = {}, false
     for _, ev in ipairs(res.events or {}) do
@@ -265,6 +265,9 @@ local function openai_chat(prov, call, model, remaining)
       if type(delta) == "table" and type(delta.content) == "string" then
         parts[#parts + 1] = delta.content
       end
+      if type(choice) == "table" and type(choice.finish_reason) == "string" then
+        finish = choice.finish_reason
+      end
       if type(chunk.usage) == "table" then usage = chunk.usage end
     end
     if not done then
@@ -278,12 +281,13 @@ local function openai_chat(prov, call, model, remaining)
     local msg = type(choice) == "table" and choice.message
     if type(msg) ~= "table" then return nil, bad_response(prov, "an answer without choices") end
     text = text_of(msg.content)
+    finish = type(choice.finish_reason) == "string" and choice.finish_reason or nil
     usage = obj.usage
     model = type(obj.model) == "string" and obj.model or model
   end
   usage = type(usage) == "table" and usage or {}
   return {
-    text = text, model = model,
+    text = text, model = model, finish_reason = finish,
     usage = { prompt_tokens = math.tointeger(usage.prompt_tokens),
               completion_tokens = math.tointeger(usage.completion_tokens) },
   }
@@ -307,7 +311,7 @@ local function anthropic_chat(prov, call, model, remaining)
   local url = base:find("/v1$") and base .. "/messages" or base .. "/v1/messages"
   local res, err = send(prov, url, api_headers(prov), C.json_encode(body), remaining, call.stream)
   if not res then return nil, err end
-  local text, pt, ct
+  local text, pt, ct, finish
   if call.stream then
     local parts, done = {}, false
     for _, ev in ipairs(res.events or {}) do
@@ -321,6 +325,7 @@ local function anthropic_chat(prov, call, model, remaining)
         if type(data.delta.text) == "string" then parts[#parts + 1] = data.delta.text end
       elseif kind == "message_delta" and type(data.usage) == "table" then
         ct = data.usage.output_tokens
+        if type(data.delta) == "table" then finish = data.delta.stop_reason end
       elseif kind == "message_stop" then
         done = true
         break
@@ -346,9 +351,11 @@ local function anthropic_chat(prov, call, model, remaining)
     text = text_of(obj.content)
     local u = type(obj.usage) == "table" and obj.usage or {}
     pt, ct = u.input_tokens, u.output_tokens
+    finish = obj.stop_reason
     model = type(obj.model) == "string" and obj.model or model
   end
   return { text = text, model = model,
+           finish_reason = type(finish) == "string" and finish or nil,
            usage = { prompt_tokens = math.tointeger(pt), completion_tokens = math.tointeger(ct) } }
 end
 
@@ -677,10 +684,13 @@ local function with_retries(call, chain, try)
   fail(last.code, "%s", last.msg)
 end
 
-local function account(r, prompt_digest, cached)
+-- request_model and operation name the call's span (docs/observability.md).
+local function account(r, prompt_digest, cached, request_model, operation)
   C.usage_add { provider = r.provider, model = r.model, prompt_digest = prompt_digest,
                 prompt_tokens = r.usage.prompt_tokens, completion_tokens = r.usage.completion_tokens,
-                cost = cached and 0 or r.cost, latency_ms = r.latency_ms, cached = cached }
+                cost = cached and 0 or r.cost, latency_ms = r.latency_ms, cached = cached,
+                request_model = request_model, operation = operation,
+                finish_reason = r.finish_reason }
 end
 
 local function copy(v)
@@ -717,7 +727,7 @@ function M.chat(call)
     if hit then
       hit.cached = true
       hit.latency_ms = C.mono_ms() - t0
-      account(hit, prompt_digest, true)
+      account(hit, prompt_digest, true, chain[1].model, "chat")
       return hit
     end
   end
@@ -752,6 +762,7 @@ function M.chat(call)
     r.budget_ms = budget_ms  -- the reservation's round trip (and quota waits)
     return r
   end
+  C.span_begin() -- the span of this call: its requests carry it in traceparent
   local r, target, t0 = with_retries(call, chain, try)
   local prov = target.prov
   local estimated = false
@@ -770,7 +781,7 @@ function M.chat(call)
   r.latency_ms = C.mono_ms() - t0
   r.cached = false
   if key then C.cache_put(key, r) end
-  account(r, prompt_digest, false)
+  account(r, prompt_digest, false, target.model, "chat")
   return r
 end
 
@@ -878,6 +889,7 @@ function M.embed(call)
     end
     return nil, attempt_error("llm_bad_request", false, "unreachable")
   end
+  C.span_begin()
   local r, target, t0 = with_retries(call, chain, try)
   local prov = target.prov
   if not r.usage.prompt_tokens then
@@ -890,7 +902,7 @@ function M.embed(call)
   r.provider = prov.name
   r.cost = r.usage.prompt_tokens * pin / 1e6
   r.latency_ms = C.mono_ms() - t0
-  account(r, C.sha256(C.json_encode(input)), false)
+  account(r, C.sha256(C.json_encode(input)), false, target.model, "embeddings")
   return r
 end
 
