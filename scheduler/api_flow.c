@@ -111,6 +111,10 @@ void h_run_approval(struct tr_http_req *req, void *arg)
     struct tr_error err;
     tr_error_init(&err);
     int rc = flow_approval_decide(a->core, run_id, name, approve, comment, user, &err);
+    /* The audit entry's detail, while the comment (in body) is alive. */
+    json_t *detail = rc == 0 ? json_object() : NULL;
+    if (detail != NULL && comment != NULL)
+        json_object_set_new(detail, "comment", json_string(comment));
     json_decref(body);
     if (rc == TR_ENOENT) {
         tr_http_respond_error(req, 404, "not_found", err.msg);
@@ -126,9 +130,6 @@ void h_run_approval(struct tr_http_req *req, void *arg)
     }
     char object[400];
     snprintf(object, sizeof(object), "%s/%s", run_id, name);
-    json_t *detail = json_object();
-    if (comment != NULL)
-        json_object_set_new(detail, "comment", json_string(comment));
     char *detail_text = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
     tr_audit_record_detail(a, req, approve ? "run.approve" : "run.reject", object, detail_text);
     free(detail_text); /* jansson's allocator */

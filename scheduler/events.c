@@ -1006,6 +1006,11 @@ void h_events(struct tr_http_req *req, void *arg)
         }
         ring_init(ev->all, EV_ALL_EVENTS, EV_ALL_BYTES, ev->all_seq);
     }
+    /* The caller's tenant, read before conn_open: the stream takes over the
+     * connection and frees the request. */
+    char tenant[128] = "";
+    if (auth_enabled(a->auth))
+        snprintf(tenant, sizeof(tenant), "%s", auth_tenant(req));
     struct ev_conn *c = conn_open(ev, req);
     if (c == NULL)
         return;
@@ -1013,8 +1018,8 @@ void h_events(struct tr_http_req *req, void *arg)
     c->resume = last & 0xffffffffu;
     memcpy(c->pipeline, pipeline, sizeof(pipeline));
     memcpy(c->state, state, sizeof(state));
-    if (auth_enabled(a->auth))
-        snprintf(c->tenant, sizeof(c->tenant), "%s", auth_tenant(req));
+    if (tenant[0] != '\0')
+        snprintf(c->tenant, sizeof(c->tenant), "%s", tenant);
     ev->all_dirty = true;
 }
 
